@@ -1,0 +1,1 @@
+"""Contracts of every Caravan input: schemas, rules, validation and quarantine."""
