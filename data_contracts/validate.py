@@ -1,0 +1,165 @@
+"""Validation: every input row ends up either accepted or quarantined with its reason.
+
+Pure functions over frames (no file I/O): `pipelines.validate` reads and writes.
+A declaration is handled as a whole, as customs systems do: when one of its goods
+lines is rejected the shipment is rejected too (`child_rejected:items`), and the
+lines and inspection results of a rejected shipment follow it
+(`parent_rejected:shipment_id`), each with a message naming the cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from data_contracts.readers import RAW_RECORD, SOURCE_FILE, SOURCE_ROW, empty_input
+from data_contracts.rules import PARENT_DECLARED_AT, PARENT_EXISTS, TYPE_ERROR_PREFIX, Rule
+from data_contracts.rules import rules_for as _rules_for
+from data_contracts.schemas import CONTRACTS, RAW_TABLES
+
+RULE = "_rule"
+RULES = "_rules"
+MESSAGE = "_message"
+QUARANTINE_COLUMNS = (RULE, RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, RAW_RECORD)
+
+
+@dataclass(frozen=True)
+class TableResult:
+    name: str
+    accepted: pl.DataFrame  # the contract's schema
+    quarantine: pl.DataFrame  # the contract's raw columns + _rule, _rules, _message, source
+    view: pl.DataFrame  # the rows as checked (raw + parent columns), for the GX report
+
+    @property
+    def rows(self) -> int:
+        return self.accepted.height + self.quarantine.height
+
+    def rule_counts(self) -> dict[str, int]:
+        counts = self.quarantine.group_by(RULE).len().sort(["len", RULE], descending=[True, False])
+        return {str(r): int(n) for r, n in counts.iter_rows()}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    tables: dict[str, TableResult]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            name: {
+                "rows": t.rows,
+                "accepted": t.accepted.height,
+                "quarantined": t.quarantine.height,
+                "rules": t.rule_counts(),
+            }
+            for name, t in self.tables.items()
+        }
+
+
+def _evaluate(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
+    """Add `_rules` (every rule the row breaks, in rule order) and `_message` (why,
+    for the first one)."""
+    flags = [r.violation.fill_null(False).alias(f"__v{i}") for i, r in enumerate(rules)]
+    flagged = frame.with_columns(flags)
+    names = pl.concat_list(
+        [pl.when(pl.col(f"__v{i}")).then(pl.lit(r.name)) for i, r in enumerate(rules)]
+    ).list.drop_nulls()
+    message = pl.coalesce(
+        [pl.when(pl.col(f"__v{i}")).then(r.message) for i, r in enumerate(rules)]
+    )
+    own = [f"__v{i}" for i in range(len(rules))]
+    return flagged.with_columns(names.alias(RULES), message.alias(MESSAGE)).drop(own)
+
+
+def _own_rules(table: str) -> list[Rule]:
+    return [r for r in _rules_for(CONTRACTS[table]) if not r.cascade]
+
+
+def _cascade_rules(table: str) -> list[Rule]:
+    return [r for r in _rules_for(CONTRACTS[table]) if r.cascade]
+
+
+def _with_parent(frame: pl.DataFrame, shipments: pl.DataFrame) -> pl.DataFrame:
+    parents = (
+        shipments.filter(pl.col("shipment_id").is_not_null()
+                         & pl.col("shipment_id").is_first_distinct())
+        .select("shipment_id", pl.lit(True).alias(PARENT_EXISTS),
+                pl.col("declared_at").alias(PARENT_DECLARED_AT))
+    )
+    return (frame.join(parents, on="shipment_id", how="left", maintain_order="left")
+            .with_columns(pl.col(PARENT_EXISTS).fill_null(False)))
+
+
+def _first_reason(frame: pl.DataFrame, label: pl.Expr) -> pl.DataFrame:
+    """shipment_id -> the message of its first rejected row."""
+    return (frame.filter(pl.col(RULES).list.len() > 0)
+            .group_by("shipment_id", maintain_order=True)
+            .agg(label.first().alias("reason")))
+
+
+def validate_tables(raw: dict[str, pl.DataFrame]) -> ValidationResult:
+    """Validate prepared inputs (see `data_contracts.readers`) of every raw table."""
+    frames = {t: raw.get(t, empty_input(CONTRACTS[t])) for t in RAW_TABLES}
+    checked: dict[str, pl.DataFrame] = {}
+    views: dict[str, pl.DataFrame] = {}
+
+    for table in RAW_TABLES:
+        frame = frames[table]
+        if "shipment_id" in CONTRACTS[table].parents:
+            frame = _with_parent(frame, frames["shipments"])
+        views[table] = frame
+        checked[table] = _evaluate(frame, _own_rules(table))
+
+    # A rejected goods line rejects its declaration.
+    items = checked["items"].filter(~pl.col(RULES).list.contains("parent_missing:shipment_id"))
+    bad_lines = _first_reason(
+        items, pl.concat_str(pl.lit("line "), pl.col("line_no").cast(pl.String), pl.lit(": "),
+                      pl.col(MESSAGE)))
+    shipments = (
+        checked["shipments"]
+        .join(bad_lines, on="shipment_id", how="left", maintain_order="left")
+        .with_columns(pl.col("reason").is_not_null().alias("__child_rejected"),
+                      pl.col("reason").alias("__child_reason"))
+        .drop("reason")
+    )
+    checked["shipments"] = _add_cascade(shipments, "shipments")
+
+    # Lines and outcomes follow their shipment.
+    ship = checked["shipments"].filter(pl.col("shipment_id").is_first_distinct())
+    rejected = ship.filter(pl.col(RULES).list.len() > 0).select(
+        "shipment_id", pl.col(MESSAGE).alias("__parent_reason"))
+    for table in ("items", "outcomes"):
+        frame = (
+            checked[table]
+            .join(rejected, on="shipment_id", how="left", maintain_order="left")
+            .with_columns(pl.col("__parent_reason").is_not_null().alias("__parent_rejected"))
+        )
+        checked[table] = _add_cascade(frame, table)
+
+    return ValidationResult(
+        {t: _split(t, checked[t], views[t]) for t in RAW_TABLES}
+    )
+
+
+def _add_cascade(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    rules = _cascade_rules(table)
+    cascaded = _evaluate(frame.rename({RULES: "__own", MESSAGE: "__own_msg"}), rules)
+    return cascaded.with_columns(
+        pl.concat_list("__own", RULES).alias(RULES),
+        pl.coalesce("__own_msg", MESSAGE).alias(MESSAGE),
+    ).drop("__own", "__own_msg")
+
+
+def _split(table: str, frame: pl.DataFrame, view: pl.DataFrame) -> TableResult:
+    contract = CONTRACTS[table]
+    bad = pl.col(RULES).list.len() > 0
+    accepted = frame.filter(~bad).select(
+        [pl.col(c.name).cast(c.polars_dtype) for c in contract.columns])
+    quarantine = frame.filter(bad).select(
+        *contract.column_names,
+        pl.col(RULES).list.first().alias(RULE),
+        RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, RAW_RECORD,
+    )
+    view = view.drop([c for c in view.columns if c.startswith(TYPE_ERROR_PREFIX)])
+    return TableResult(table, accepted, quarantine, view)

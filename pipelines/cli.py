@@ -1,0 +1,140 @@
+"""The `caravan` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from data_contracts.readers import InputFileError
+from data_contracts.settings import DataLayout, Settings
+
+app = typer.Typer(
+    name="caravan",
+    help="Caravan: risk targeting of shipments for arms, their parts and ammunition.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Data directory of the deployment "
+                 "[env: CARAVAN_DATA; default: ./caravan-data]", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+def _layout(data: Path | None) -> DataLayout:
+    settings = Settings() if data is None else Settings(data=data)
+    return DataLayout(settings.data)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn(
+        "{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console,
+        transient=not console.is_terminal)
+
+
+@app.command()
+def generate(
+    data: DataOption = None,
+    shipments: Annotated[int, typer.Option("--shipments", min=100,
+                                           help="Number of shipments.")] = 20_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
+    days: Annotated[int, typer.Option("--days", min=30, help="Days of trade.")] = 730,
+    broken_share: Annotated[float, typer.Option(
+        "--broken-share", min=0.0, max=0.2, help="Share of rows broken on purpose.")] = 0.005,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a synthetic Central Asian trade world: raw/ inputs and truth/."""
+    from pipelines.generate import run_generate
+    from pipelines.synthetic import WorldConfig
+
+    layout = _layout(data)
+    config = WorldConfig(n_shipments=shipments, seed=seed, days=days, broken_share=broken_share)
+    with _progress() as bar:
+        task = bar.add_task("generating", total=1.0)
+
+        def report(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=fraction)
+
+        world, counts = run_generate(layout, config, progress=report)
+        bar.update(task, completed=1.0)
+    summary: dict[str, Any] = {
+        "data": str(layout.root), "seed": seed, "rows": counts,
+        "trafficking_shipments": int(world.truth["is_trafficking"].sum()),
+        "typologies": {str(k): int(v) for k, v in world.truth.filter(
+            world.truth["is_trafficking"]).group_by("typology").len().sort("typology").iter_rows()},
+        "broken_rows": world.broken.height,
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"Synthetic world in {layout.root}")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    out.print(table)
+    out.print(f"{summary['trafficking_shipments']:,} trafficking shipments "
+              f"({', '.join(f'{k} {v}' for k, v in summary['typologies'].items())}); "
+              f"{summary['broken_rows']:,} rows broken on purpose.")
+
+
+@app.command()
+def validate(
+    data: DataOption = None,
+    gx: Annotated[bool, typer.Option("--gx/--no-gx",
+                                     help="Also run the Great Expectations suites "
+                                     "and write their report.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Check raw/ against the contracts: good rows to validated/, bad rows to quarantine/."""
+    from pipelines.validate import run_validate
+
+    layout = _layout(data)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("validating", total=None)
+            run = run_validate(layout, gx=gx,
+                               progress=lambda msg: bar.update(task, description=msg))
+    except InputFileError as exc:
+        _fail(str(exc))
+        return
+    summary = run.summary()
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=f"Validation of {layout.raw}")
+    for col in ("input", "rows", "accepted", "quarantined", "rejected by rule"):
+        table.add_column(col, justify="left" if col in ("input", "rejected by rule") else "right")
+    for name, t in summary["tables"].items():
+        rules = "\n".join(f"{r}: {n:,}" for r, n in t["rules"].items()) or "-"
+        table.add_row(name, f"{t['rows']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}",
+                      rules)
+    out.print(table)
+    if run.report:
+        out.print(f"Great Expectations report: {run.report}")
+    out.print(f"Accepted rows in {layout.validated}, rejected rows with reasons in "
+              f"{layout.quarantine}.")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)
