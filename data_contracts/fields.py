@@ -113,7 +113,7 @@ class Column:
             validators.append(AfterValidator(_hs_code))
         elif self.check is Check.COUNTRY_LIST:
             validators.append(AfterValidator(_country_list))
-        annotated: Any = Annotated[base, Field(**constraints), *validators]  # type: ignore[valid-type]
+        annotated: Any = Annotated[base, Field(**constraints), *validators]
         if not self.required:
             return annotated | None
         return annotated
@@ -193,7 +193,7 @@ def _model_cache(contract: Contract) -> type[BaseModel]:
         for col in contract.columns:
             default = ... if col.required else None
             fields[col.name] = (col.python_annotation(), default)
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(
             "".join(part.title() for part in contract.name.split("_")) + "Record",
             __config__=ConfigDict(extra="forbid", strict=True, frozen=True),
             __doc__=contract.description,

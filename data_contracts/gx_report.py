@@ -39,10 +39,16 @@ def suite_for(table: str) -> list[tuple[str, Expectation]]:
 def _pandas_view(frame: pl.DataFrame) -> Any:
     converted = frame.with_columns(
         [pl.col(c).list.join(";") for c, t in frame.schema.items() if isinstance(t, pl.List)]
-        + [pl.col(c).cast(pl.Datetime("us")) for c, t in frame.schema.items()
-           if isinstance(t, pl.Date)]
-        + [pl.col(c).dt.replace_time_zone(None) for c, t in frame.schema.items()
-           if isinstance(t, pl.Datetime) and t.time_zone is not None]
+        + [
+            pl.col(c).cast(pl.Datetime("us"))
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Date)
+        ]
+        + [
+            pl.col(c).dt.replace_time_zone(None)
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Datetime) and t.time_zone is not None
+        ]
     )
     return converted.to_pandas()
 
@@ -68,20 +74,27 @@ def run_suites(views: dict[str, pl.DataFrame]) -> list[ExpectationOutcome]:
             added = suite.add_expectation(getattr(gx.expectations, exp.type)(**exp.kwargs))
             by_id[str(added.id)] = (rule, exp)
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(data=batch, suite=suite, name=f"validate_{table}"))
-        result = definition.run(batch_parameters={"dataframe": _pandas_view(frame)},
-                                result_format="SUMMARY")
+            gx.ValidationDefinition(data=batch, suite=suite, name=f"validate_{table}")
+        )
+        result = definition.run(
+            batch_parameters={"dataframe": _pandas_view(frame)}, result_format="SUMMARY"
+        )
         # GX does not keep the suite's order in its results: match them by id.
         for res in result.results:
             rule, exp = by_id[str(res.expectation_config.id)]  # type: ignore[union-attr]
             details = res.result or {}
-            outcomes.append(ExpectationOutcome(
-                table=table, rule=rule, expectation=exp.type, kwargs=_short(exp.kwargs),
-                success=bool(res.success),
-                unexpected_count=int(details.get("unexpected_count") or 0),
-                element_count=int(details.get("element_count") or frame.height),
-                examples=[str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
-            ))
+            outcomes.append(
+                ExpectationOutcome(
+                    table=table,
+                    rule=rule,
+                    expectation=exp.type,
+                    kwargs=_short(exp.kwargs),
+                    success=bool(res.success),
+                    unexpected_count=int(details.get("unexpected_count") or 0),
+                    element_count=int(details.get("element_count") or frame.height),
+                    examples=[str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
+                )
+            )
     return outcomes
 
 
@@ -102,12 +115,14 @@ def _short(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def write_report(outcomes: list[ExpectationOutcome], summary: dict[str, Any],
-                 out_dir: Path) -> Path:
+def write_report(
+    outcomes: list[ExpectationOutcome], summary: dict[str, Any], out_dir: Path
+) -> Path:
     """Write `gx_results.json` and a readable `index.html`; return the HTML path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "gx_results.json").write_text(json.dumps(
-        [o.__dict__ for o in outcomes], indent=2, default=str, ensure_ascii=False))
+    (out_dir / "gx_results.json").write_text(
+        json.dumps([o.__dict__ for o in outcomes], indent=2, default=str, ensure_ascii=False)
+    )
     rows = []
     for o in outcomes:
         status = "pass" if o.success else "fail"
@@ -117,10 +132,13 @@ def write_report(outcomes: list[ExpectationOutcome], summary: dict[str, Any],
             f"<td>{html.escape(o.expectation)}<br><small>"
             f"{html.escape(json.dumps(o.kwargs, ensure_ascii=False, default=str))}</small></td>"
             f"<td>{status}</td><td>{o.unexpected_count:,} / {o.element_count:,}</td>"
-            f"<td>{html.escape(', '.join(o.examples))}</td></tr>")
+            f"<td>{html.escape(', '.join(o.examples))}</td></tr>"
+        )
     totals = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{s['rows']:,}</td><td>{s['accepted']:,}</td>"
-        f"<td>{s['quarantined']:,}</td></tr>" for t, s in summary.items())
+        f"<td>{s['quarantined']:,}</td></tr>"
+        for t, s in summary.items()
+    )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Caravan input validation</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}

@@ -69,21 +69,31 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
             text = pl.when(text == "").then(None).otherwise(text)
             if col.kind is Kind.BOOL:
                 low = text.str.to_lowercase()
-                cast = (pl.when(low.is_in(_TRUE)).then(True)
-                        .when(low.is_in(_FALSE)).then(False).otherwise(None))
+                cast = (
+                    pl.when(low.is_in(_TRUE))
+                    .then(True)
+                    .when(low.is_in(_FALSE))
+                    .then(False)
+                    .otherwise(None)
+                )
             elif col.kind is Kind.DATETIME:
                 cast = text.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
             elif col.kind is Kind.DATE:
                 cast = text.str.to_date(strict=False)
             elif col.kind is Kind.STRING_LIST:
-                cast = (text.str.split(LIST_SEPARATOR)
-                        .list.eval(pl.element().str.strip_chars())
-                        .list.eval(pl.element().filter(pl.element() != "")))
+                cast = (
+                    text.str.split(LIST_SEPARATOR)
+                    .list.eval(pl.element().str.strip_chars())
+                    .list.eval(pl.element().filter(pl.element() != ""))
+                )
             else:
                 cast = text.cast(target, strict=False)
         elif isinstance(dtype, pl.Datetime) and col.kind is Kind.DATETIME:
-            cast = (src.dt.replace_time_zone("UTC") if dtype.time_zone is None
-                    else src.dt.convert_time_zone("UTC")).dt.cast_time_unit("us")
+            cast = (
+                src.dt.replace_time_zone("UTC")
+                if dtype.time_zone is None
+                else src.dt.convert_time_zone("UTC")
+            ).dt.cast_time_unit("us")
         else:
             cast = src.cast(target, strict=False)
         exprs.append(cast.alias(col.name))
@@ -99,13 +109,17 @@ def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) ->
     unexpected = [c for c in frame.columns if c not in allowed]
     if unexpected:
         raise InputFileError(
-            path, f"unexpected column(s) {', '.join(map(repr, unexpected))}; "
-                  f"the {contract.name} contract has: {', '.join(contract.column_names)}")
+            path,
+            f"unexpected column(s) {', '.join(map(repr, unexpected))}; "
+            f"the {contract.name} contract has: {', '.join(contract.column_names)}",
+        )
     missing = [c for c in contract.required_columns if c not in frame.columns]
     if missing:
         raise InputFileError(
-            path, f"missing required column(s) {', '.join(map(repr, missing))} "
-                  f"of the {contract.name} contract")
+            path,
+            f"missing required column(s) {', '.join(map(repr, missing))} "
+            f"of the {contract.name} contract",
+        )
 
 
 def _prepare(frame: pl.DataFrame, contract: Contract, source: Path) -> pl.DataFrame:

@@ -89,42 +89,81 @@ def column_rules(contract: Contract) -> list[Rule]:
                 blank = blank | (c.str.strip_chars() == "")
             exps = [Expectation("ExpectColumnValuesToNotBeNull", {"column": col.name})]
             if col.kind is Kind.STRING:
-                exps.append(Expectation("ExpectColumnValuesToNotMatchRegex",
-                                        {"column": col.name, "regex": r"^\s*$"}))
-            rules.append(Rule(f"required:{col.name}", t, f"{col.name} is required",
-                              blank.fill_null(True) & ~pl.col(TYPE_ERROR_PREFIX + col.name),
-                              pl.lit(f"{col.name} is missing or blank"), tuple(exps)))
-        rules.append(Rule(
-            f"type:{col.name}", t, f"{col.name} must be a {col.kind.value}",
-            pl.col(TYPE_ERROR_PREFIX + col.name),
-            pl.lit(f"{col.name} could not be read as a {col.kind.value}"),
-        ))
+                exps.append(
+                    Expectation(
+                        "ExpectColumnValuesToNotMatchRegex", {"column": col.name, "regex": r"^\s*$"}
+                    )
+                )
+            rules.append(
+                Rule(
+                    f"required:{col.name}",
+                    t,
+                    f"{col.name} is required",
+                    blank.fill_null(True) & ~pl.col(TYPE_ERROR_PREFIX + col.name),
+                    pl.lit(f"{col.name} is missing or blank"),
+                    tuple(exps),
+                )
+            )
+        rules.append(
+            Rule(
+                f"type:{col.name}",
+                t,
+                f"{col.name} must be a {col.kind.value}",
+                pl.col(TYPE_ERROR_PREFIX + col.name),
+                pl.lit(f"{col.name} could not be read as a {col.kind.value}"),
+            )
+        )
         if col.pattern:
             regex = f"^(?:{col.pattern})$"
-            rules.append(Rule(
-                f"pattern:{col.name}", t, f"{col.name} must match {regex}",
-                ~c.str.contains(regex),
-                _fmt(f"{col.name} '{{}}' does not have the expected form {regex}", c),
-                (Expectation("ExpectColumnValuesToMatchRegex",
-                             {"column": col.name, "regex": regex}),),
-            ))
+            rules.append(
+                Rule(
+                    f"pattern:{col.name}",
+                    t,
+                    f"{col.name} must match {regex}",
+                    ~c.str.contains(regex),
+                    _fmt(f"{col.name} '{{}}' does not have the expected form {regex}", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToMatchRegex", {"column": col.name, "regex": regex}
+                        ),
+                    ),
+                )
+            )
         if col.max_length:
-            rules.append(Rule(
-                f"max_length:{col.name}", t, f"{col.name} has at most {col.max_length} characters",
-                c.str.len_chars() > col.max_length,
-                _fmt(f"{col.name} is {{}} characters long, more than {col.max_length}",
-                     c.str.len_chars()),
-                (Expectation("ExpectColumnValueLengthsToBeBetween",
-                             {"column": col.name, "max_value": col.max_length}),),
-            ))
+            rules.append(
+                Rule(
+                    f"max_length:{col.name}",
+                    t,
+                    f"{col.name} has at most {col.max_length} characters",
+                    c.str.len_chars() > col.max_length,
+                    _fmt(
+                        f"{col.name} is {{}} characters long, more than {col.max_length}",
+                        c.str.len_chars(),
+                    ),
+                    (
+                        Expectation(
+                            "ExpectColumnValueLengthsToBeBetween",
+                            {"column": col.name, "max_value": col.max_length},
+                        ),
+                    ),
+                )
+            )
         if col.kind is Kind.ENUM:
-            rules.append(Rule(
-                f"enum:{col.name}", t, f"{col.name} is one of {', '.join(col.values)}",
-                ~c.is_in(list(col.values)),
-                _fmt(f"{col.name} '{{}}' is not one of: {', '.join(col.values)}", c),
-                (Expectation("ExpectColumnValuesToBeInSet",
-                             {"column": col.name, "value_set": list(col.values)}),),
-            ))
+            rules.append(
+                Rule(
+                    f"enum:{col.name}",
+                    t,
+                    f"{col.name} is one of {', '.join(col.values)}",
+                    ~c.is_in(list(col.values)),
+                    _fmt(f"{col.name} '{{}}' is not one of: {', '.join(col.values)}", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeInSet",
+                            {"column": col.name, "value_set": list(col.values)},
+                        ),
+                    ),
+                )
+            )
         rules.extend(_check_rules(t, col))
     return rules
 
@@ -134,70 +173,132 @@ def _check_rules(t: str, col: Column) -> list[Rule]:
     n = col.name
     match col.check:
         case Check.COUNTRY:
-            return [Rule(
-                f"country:{n}", t, f"{n} is an ISO 3166-1 alpha-2 code",
-                ~c.is_in(sorted(reference.COUNTRIES)),
-                _fmt(f"{n} '{{}}' is not an ISO 3166-1 alpha-2 country code", c),
-                (Expectation("ExpectColumnValuesToBeInSet",
-                             {"column": n, "value_set": sorted(reference.COUNTRIES)}),),
-            )]
+            return [
+                Rule(
+                    f"country:{n}",
+                    t,
+                    f"{n} is an ISO 3166-1 alpha-2 code",
+                    ~c.is_in(sorted(reference.COUNTRIES)),
+                    _fmt(f"{n} '{{}}' is not an ISO 3166-1 alpha-2 country code", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeInSet",
+                            {"column": n, "value_set": sorted(reference.COUNTRIES)},
+                        ),
+                    ),
+                )
+            ]
         case Check.COUNTRY_LIST:
-            return [Rule(
-                f"country:{n}", t, f"every element of {n} is an ISO 3166-1 alpha-2 code",
-                c.list.eval(~pl.element().is_in(sorted(reference.COUNTRIES))).list.any(),
-                _fmt(f"{n} '{{}}' holds a code that is not ISO 3166-1 alpha-2",
-                     c.list.join(";")),
-                (Expectation("ExpectColumnValuesToMatchRegex",
-                             {"column": n, "regex": _value_set_regex(reference.COUNTRIES)}),),
-            )]
+            return [
+                Rule(
+                    f"country:{n}",
+                    t,
+                    f"every element of {n} is an ISO 3166-1 alpha-2 code",
+                    c.list.eval(~pl.element().is_in(sorted(reference.COUNTRIES))).list.any(),
+                    _fmt(
+                        f"{n} '{{}}' holds a code that is not ISO 3166-1 alpha-2", c.list.join(";")
+                    ),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToMatchRegex",
+                            {"column": n, "regex": _value_set_regex(reference.COUNTRIES)},
+                        ),
+                    ),
+                )
+            ]
         case Check.CURRENCY:
-            return [Rule(
-                f"currency:{n}", t, f"{n} is an ISO 4217 currency code",
-                ~c.is_in(sorted(reference.CURRENCIES)),
-                _fmt(f"{n} '{{}}' is not an ISO 4217 currency code", c),
-                (Expectation("ExpectColumnValuesToBeInSet",
-                             {"column": n, "value_set": sorted(reference.CURRENCIES)}),),
-            )]
+            return [
+                Rule(
+                    f"currency:{n}",
+                    t,
+                    f"{n} is an ISO 4217 currency code",
+                    ~c.is_in(sorted(reference.CURRENCIES)),
+                    _fmt(f"{n} '{{}}' is not an ISO 4217 currency code", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeInSet",
+                            {"column": n, "value_set": sorted(reference.CURRENCIES)},
+                        ),
+                    ),
+                )
+            ]
         case Check.POSITIVE:
-            return [Rule(
-                f"positive:{n}", t, f"{n} is greater than zero",
-                (c <= 0) | c.cast(pl.Float64).is_nan(),
-                _fmt(f"{n} is {{}}, it must be greater than zero", c),
-                (Expectation("ExpectColumnValuesToBeBetween",
-                             {"column": n, "min_value": 0, "strict_min": True}),),
-            )]
+            return [
+                Rule(
+                    f"positive:{n}",
+                    t,
+                    f"{n} is greater than zero",
+                    (c <= 0) | c.cast(pl.Float64).is_nan(),
+                    _fmt(f"{n} is {{}}, it must be greater than zero", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeBetween",
+                            {"column": n, "min_value": 0, "strict_min": True},
+                        ),
+                    ),
+                )
+            ]
         case Check.NON_NEGATIVE:
-            return [Rule(
-                f"non_negative:{n}", t, f"{n} is zero or more",
-                (c < 0) | c.cast(pl.Float64).is_nan(),
-                _fmt(f"{n} is {{}}, it must not be negative", c),
-                (Expectation("ExpectColumnValuesToBeBetween", {"column": n, "min_value": 0}),),
-            )]
+            return [
+                Rule(
+                    f"non_negative:{n}",
+                    t,
+                    f"{n} is zero or more",
+                    (c < 0) | c.cast(pl.Float64).is_nan(),
+                    _fmt(f"{n} is {{}}, it must not be negative", c),
+                    (Expectation("ExpectColumnValuesToBeBetween", {"column": n, "min_value": 0}),),
+                )
+            ]
         case Check.PROBABILITY:
-            return [Rule(
-                f"probability:{n}", t, f"{n} is a probability in (0, 1]",
-                (c <= 0) | (c > 1) | c.cast(pl.Float64).is_nan(),
-                _fmt(f"{n} is {{}}, it must be above 0 and at most 1", c),
-                (Expectation("ExpectColumnValuesToBeBetween",
-                             {"column": n, "min_value": 0, "max_value": 1, "strict_min": True}),),
-            )]
+            return [
+                Rule(
+                    f"probability:{n}",
+                    t,
+                    f"{n} is a probability in (0, 1]",
+                    (c <= 0) | (c > 1) | c.cast(pl.Float64).is_nan(),
+                    _fmt(f"{n} is {{}}, it must be above 0 and at most 1", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeBetween",
+                            {"column": n, "min_value": 0, "max_value": 1, "strict_min": True},
+                        ),
+                    ),
+                )
+            ]
         case Check.HS_CODE:
             fmt = f"^{reference.HS_CODE_PATTERN}$"
             chapter_ok = f"^{reference.HS_CHAPTER_PATTERN}$"
             return [
-                Rule(f"hs_format:{n}", t, f"{n} has 6 to 10 digits", ~c.str.contains(fmt),
-                     _fmt(f"{n} '{{}}' must be 6 to 10 digits", c),
-                     (Expectation("ExpectColumnValuesToMatchRegex",
-                                  {"column": n, "regex": fmt}),)),
-                Rule(f"hs_chapter:{n}", t, f"the chapter of {n} exists in HS 2022",
-                     c.str.contains(fmt) & ~c.str.contains(chapter_ok),
-                     _fmt(f"{n} '{{}}' names chapter {{}}, which does not exist in HS 2022",
-                          c, c.str.slice(0, 2)),
-                     # Python's re has look-ahead: rows with a bad format are left to hs_format.
-                     (Expectation("ExpectColumnValuesToMatchRegex",
-                                  {"column": n,
-                                   "regex": rf"^(?:{reference.HS_CHAPTER_PATTERN}"
-                                            rf"|(?!{reference.HS_CODE_PATTERN}$).*)$"}),)),
+                Rule(
+                    f"hs_format:{n}",
+                    t,
+                    f"{n} has 6 to 10 digits",
+                    ~c.str.contains(fmt),
+                    _fmt(f"{n} '{{}}' must be 6 to 10 digits", c),
+                    (Expectation("ExpectColumnValuesToMatchRegex", {"column": n, "regex": fmt}),),
+                ),
+                Rule(
+                    f"hs_chapter:{n}",
+                    t,
+                    f"the chapter of {n} exists in HS 2022",
+                    c.str.contains(fmt) & ~c.str.contains(chapter_ok),
+                    _fmt(
+                        f"{n} '{{}}' names chapter {{}}, which does not exist in HS 2022",
+                        c,
+                        c.str.slice(0, 2),
+                    ),
+                    # Python's re has look-ahead: rows with a bad format are left to hs_format.
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToMatchRegex",
+                            {
+                                "column": n,
+                                "regex": rf"^(?:{reference.HS_CHAPTER_PATTERN}"
+                                rf"|(?!{reference.HS_CODE_PATTERN}$).*)$",
+                            },
+                        ),
+                    ),
+                ),
             ]
         case _:
             return []
@@ -206,7 +307,8 @@ def _check_rules(t: str, col: Column) -> list[Rule]:
 def _unique(contract: Contract) -> Rule:
     c = pl.col(contract.id_column)
     return Rule(
-        f"unique:{contract.id_column}", contract.name,
+        f"unique:{contract.id_column}",
+        contract.name,
         f"{contract.id_column} is unique (the first row with an id is kept)",
         c.is_not_null() & ~c.is_first_distinct(),
         _fmt(f"{contract.id_column} '{{}}' was already used by an earlier row", c),
@@ -216,11 +318,16 @@ def _unique(contract: Contract) -> Rule:
 
 def _parent_missing(contract: Contract) -> Rule:
     return Rule(
-        "parent_missing:shipment_id", contract.name, "shipment_id names a declared shipment",
+        "parent_missing:shipment_id",
+        contract.name,
+        "shipment_id names a declared shipment",
         pl.col("shipment_id").is_not_null() & ~pl.col(PARENT_EXISTS),
         _fmt("shipment_id '{}' names no shipment in the input", pl.col("shipment_id")),
-        (Expectation("ExpectColumnValuesToBeInSet",
-                     {"column": PARENT_EXISTS, "value_set": [True]}),),
+        (
+            Expectation(
+                "ExpectColumnValuesToBeInSet", {"column": PARENT_EXISTS, "value_set": [True]}
+            ),
+        ),
     )
 
 
@@ -228,75 +335,158 @@ def table_rules(contract: Contract) -> list[Rule]:
     t = contract.name
     rules = [_unique(contract)]
     if t == "shipments":
-        rules.append(Rule(
-            "date_order:expected_arrival_at", t, "expected_arrival_at is not before declared_at",
-            pl.col("expected_arrival_at") < pl.col("declared_at"),
-            _fmt("expected_arrival_at {} is before declared_at {}",
-                 pl.col("expected_arrival_at"), pl.col("declared_at")),
-            (Expectation("ExpectColumnPairValuesAToBeGreaterThanB",
-                         {"column_A": "expected_arrival_at", "column_B": "declared_at",
-                          "or_equal": True, "ignore_row_if": "either_value_is_missing"}),),
-        ))
+        rules.append(
+            Rule(
+                "date_order:expected_arrival_at",
+                t,
+                "expected_arrival_at is not before declared_at",
+                pl.col("expected_arrival_at") < pl.col("declared_at"),
+                _fmt(
+                    "expected_arrival_at {} is before declared_at {}",
+                    pl.col("expected_arrival_at"),
+                    pl.col("declared_at"),
+                ),
+                (
+                    Expectation(
+                        "ExpectColumnPairValuesAToBeGreaterThanB",
+                        {
+                            "column_A": "expected_arrival_at",
+                            "column_B": "declared_at",
+                            "or_equal": True,
+                            "ignore_row_if": "either_value_is_missing",
+                        },
+                    ),
+                ),
+            )
+        )
     elif t == "items":
         rules.append(_parent_missing(contract))
         regex = reference.vague_description_regex()
-        rules.append(Rule(
-            "vague_description:description", t,
-            "the description says what the goods are (not only 'parts', 'gift', 'see invoice', "
-            "'запчасти', 'товар', ...)",
-            pl.col("description").str.contains(regex),
-            _fmt("description '{}' does not say what the goods are; name the goods "
-                 "specifically (what, of what material, for what use)", pl.col("description")),
-            (Expectation("ExpectColumnValuesToNotMatchRegex",
-                         {"column": "description", "regex": regex}),),
-        ))
+        rules.append(
+            Rule(
+                "vague_description:description",
+                t,
+                "the description says what the goods are (not only 'parts', 'gift', 'see invoice', "
+                "'запчасти', 'товар', ...)",
+                pl.col("description").str.contains(regex),
+                _fmt(
+                    "description '{}' does not say what the goods are; name the goods "
+                    "specifically (what, of what material, for what use)",
+                    pl.col("description"),
+                ),
+                (
+                    Expectation(
+                        "ExpectColumnValuesToNotMatchRegex",
+                        {"column": "description", "regex": regex},
+                    ),
+                ),
+            )
+        )
     elif t == "outcomes":
         rules.append(_parent_missing(contract))
-        rules.append(Rule(
-            "date_order:inspected_at", t, "inspected_at is not before the shipment's declared_at",
-            pl.col("inspected_at") < pl.col(PARENT_DECLARED_AT),
-            _fmt("inspected_at {} is before the shipment's declared_at {}",
-                 pl.col("inspected_at"), pl.col(PARENT_DECLARED_AT)),
-            (Expectation("ExpectColumnPairValuesAToBeGreaterThanB",
-                         {"column_A": "inspected_at", "column_B": PARENT_DECLARED_AT,
-                          "or_equal": True, "ignore_row_if": "either_value_is_missing"}),),
-        ))
+        rules.append(
+            Rule(
+                "date_order:inspected_at",
+                t,
+                "inspected_at is not before the shipment's declared_at",
+                pl.col("inspected_at") < pl.col(PARENT_DECLARED_AT),
+                _fmt(
+                    "inspected_at {} is before the shipment's declared_at {}",
+                    pl.col("inspected_at"),
+                    pl.col(PARENT_DECLARED_AT),
+                ),
+                (
+                    Expectation(
+                        "ExpectColumnPairValuesAToBeGreaterThanB",
+                        {
+                            "column_A": "inspected_at",
+                            "column_B": PARENT_DECLARED_AT,
+                            "or_equal": True,
+                            "ignore_row_if": "either_value_is_missing",
+                        },
+                    ),
+                ),
+            )
+        )
         finding, category = pl.col("finding"), pl.col("finding_category")
-        rules.append(Rule(
-            "finding_category:finding_category", t,
-            "finding_category is given exactly when finding is true",
-            (finding & category.is_null()) | (~finding & category.is_not_null()),
-            pl.when(finding)
-            .then(pl.lit("finding is true but finding_category is empty"))
-            .otherwise(_fmt("finding is false but finding_category is '{}'", category)),
-            (Expectation("ExpectColumnValuesToNotBeNull",
-                         {"column": "finding_category", "row_condition": "finding==True",
-                          "condition_parser": "pandas"}),
-             Expectation("ExpectColumnValuesToBeNull",
-                         {"column": "finding_category", "row_condition": "finding==False",
-                          "condition_parser": "pandas"})),
-        ))
+        rules.append(
+            Rule(
+                "finding_category:finding_category",
+                t,
+                "finding_category is given exactly when finding is true",
+                (finding & category.is_null()) | (~finding & category.is_not_null()),
+                pl.when(finding)
+                .then(pl.lit("finding is true but finding_category is empty"))
+                .otherwise(_fmt("finding is false but finding_category is '{}'", category)),
+                (
+                    Expectation(
+                        "ExpectColumnValuesToNotBeNull",
+                        {
+                            "column": "finding_category",
+                            "row_condition": "finding==True",
+                            "condition_parser": "pandas",
+                        },
+                    ),
+                    Expectation(
+                        "ExpectColumnValuesToBeNull",
+                        {
+                            "column": "finding_category",
+                            "row_condition": "finding==False",
+                            "condition_parser": "pandas",
+                        },
+                    ),
+                ),
+            )
+        )
     elif t == "travellers":
-        rules.append(Rule(
-            "date_order:departure_at", t,
-            "date_of_birth and booked_at are not after departure_at",
-            (pl.col("date_of_birth") > pl.col("departure_at").dt.date())
-            | (pl.col("booked_at") > pl.col("departure_at")),
-            _fmt("date_of_birth {} or booked_at {} is after departure_at {}",
-                 pl.col("date_of_birth"), pl.col("booked_at"), pl.col("departure_at")),
-            (Expectation("ExpectColumnPairValuesAToBeGreaterThanB",
-                         {"column_A": "departure_at", "column_B": "booked_at",
-                          "or_equal": True, "ignore_row_if": "either_value_is_missing"}),
-             Expectation("ExpectColumnPairValuesAToBeGreaterThanB",
-                         {"column_A": "departure_at", "column_B": "date_of_birth",
-                          "or_equal": True, "ignore_row_if": "either_value_is_missing"})),
-        ))
-        rules.append(Rule(
-            "route_mismatch:route_countries", t, "route_countries has one country per port",
-            pl.col("route").list.len() != pl.col("route_countries").list.len(),
-            _fmt("route has {} ports but route_countries has {} countries",
-                 pl.col("route").list.len(), pl.col("route_countries").list.len()),
-        ))
+        rules.append(
+            Rule(
+                "date_order:departure_at",
+                t,
+                "date_of_birth and booked_at are not after departure_at",
+                (pl.col("date_of_birth") > pl.col("departure_at").dt.date())
+                | (pl.col("booked_at") > pl.col("departure_at")),
+                _fmt(
+                    "date_of_birth {} or booked_at {} is after departure_at {}",
+                    pl.col("date_of_birth"),
+                    pl.col("booked_at"),
+                    pl.col("departure_at"),
+                ),
+                (
+                    Expectation(
+                        "ExpectColumnPairValuesAToBeGreaterThanB",
+                        {
+                            "column_A": "departure_at",
+                            "column_B": "booked_at",
+                            "or_equal": True,
+                            "ignore_row_if": "either_value_is_missing",
+                        },
+                    ),
+                    Expectation(
+                        "ExpectColumnPairValuesAToBeGreaterThanB",
+                        {
+                            "column_A": "departure_at",
+                            "column_B": "date_of_birth",
+                            "or_equal": True,
+                            "ignore_row_if": "either_value_is_missing",
+                        },
+                    ),
+                ),
+            )
+        )
+        rules.append(
+            Rule(
+                "route_mismatch:route_countries",
+                t,
+                "route_countries has one country per port",
+                pl.col("route").list.len() != pl.col("route_countries").list.len(),
+                _fmt(
+                    "route has {} ports but route_countries has {} countries",
+                    pl.col("route").list.len(),
+                    pl.col("route_countries").list.len(),
+                ),
+            )
+        )
     return rules
 
 
@@ -304,16 +494,33 @@ def cascade_rules(contract: Contract) -> list[Rule]:
     """Rules whose violation is decided by the other tables' results (see validate)."""
     t = contract.name
     if t == "shipments":
-        return [Rule("child_rejected:items", t,
-                     "every goods line of the declaration is acceptable",
-                     pl.col("__child_rejected"),
-                     _fmt("goods line(s) of this declaration were rejected: {}",
-                          pl.col("__child_reason")), cascade=True)]
+        return [
+            Rule(
+                "child_rejected:items",
+                t,
+                "every goods line of the declaration is acceptable",
+                pl.col("__child_rejected"),
+                _fmt(
+                    "goods line(s) of this declaration were rejected: {}", pl.col("__child_reason")
+                ),
+                cascade=True,
+            )
+        ]
     if "shipment_id" in contract.parents:
-        return [Rule("parent_rejected:shipment_id", t, "the shipment itself was accepted",
-                     pl.col("__parent_rejected"),
-                     _fmt("shipment '{}' was rejected: {}", pl.col("shipment_id"),
-                          pl.col("__parent_reason")), cascade=True)]
+        return [
+            Rule(
+                "parent_rejected:shipment_id",
+                t,
+                "the shipment itself was accepted",
+                pl.col("__parent_rejected"),
+                _fmt(
+                    "shipment '{}' was rejected: {}",
+                    pl.col("shipment_id"),
+                    pl.col("__parent_reason"),
+                ),
+                cascade=True,
+            )
+        ]
     return []
 
 

@@ -64,6 +64,13 @@ class DataLayout:
         return self.root / "mlflow-artifacts"
 
     def make_dirs(self) -> None:
-        for path in (self.raw, self.validated, self.quarantine, self.truth, self.features,
-                     self.scores, self.reports):
+        for path in (
+            self.raw,
+            self.validated,
+            self.quarantine,
+            self.truth,
+            self.features,
+            self.scores,
+            self.reports,
+        ):
             path.mkdir(parents=True, exist_ok=True)

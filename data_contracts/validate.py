@@ -65,9 +65,7 @@ def _evaluate(frame: pl.DataFrame, rules: list[Rule]) -> pl.DataFrame:
     names = pl.concat_list(
         [pl.when(pl.col(f"__v{i}")).then(pl.lit(r.name)) for i, r in enumerate(rules)]
     ).list.drop_nulls()
-    message = pl.coalesce(
-        [pl.when(pl.col(f"__v{i}")).then(r.message) for i, r in enumerate(rules)]
-    )
+    message = pl.coalesce([pl.when(pl.col(f"__v{i}")).then(r.message) for i, r in enumerate(rules)])
     own = [f"__v{i}" for i in range(len(rules))]
     return flagged.with_columns(names.alias(RULES), message.alias(MESSAGE)).drop(own)
 
@@ -81,21 +79,25 @@ def _cascade_rules(table: str) -> list[Rule]:
 
 
 def _with_parent(frame: pl.DataFrame, shipments: pl.DataFrame) -> pl.DataFrame:
-    parents = (
-        shipments.filter(pl.col("shipment_id").is_not_null()
-                         & pl.col("shipment_id").is_first_distinct())
-        .select("shipment_id", pl.lit(True).alias(PARENT_EXISTS),
-                pl.col("declared_at").alias(PARENT_DECLARED_AT))
+    parents = shipments.filter(
+        pl.col("shipment_id").is_not_null() & pl.col("shipment_id").is_first_distinct()
+    ).select(
+        "shipment_id",
+        pl.lit(True).alias(PARENT_EXISTS),
+        pl.col("declared_at").alias(PARENT_DECLARED_AT),
     )
-    return (frame.join(parents, on="shipment_id", how="left", maintain_order="left")
-            .with_columns(pl.col(PARENT_EXISTS).fill_null(False)))
+    return frame.join(parents, on="shipment_id", how="left", maintain_order="left").with_columns(
+        pl.col(PARENT_EXISTS).fill_null(False)
+    )
 
 
 def _first_reason(frame: pl.DataFrame, label: pl.Expr) -> pl.DataFrame:
     """shipment_id -> the message of its first rejected row."""
-    return (frame.filter(pl.col(RULES).list.len() > 0)
-            .group_by("shipment_id", maintain_order=True)
-            .agg(label.first().alias("reason")))
+    return (
+        frame.filter(pl.col(RULES).list.len() > 0)
+        .group_by("shipment_id", maintain_order=True)
+        .agg(label.first().alias("reason"))
+    )
 
 
 def validate_tables(raw: dict[str, pl.DataFrame]) -> ValidationResult:
@@ -114,13 +116,18 @@ def validate_tables(raw: dict[str, pl.DataFrame]) -> ValidationResult:
     # A rejected goods line rejects its declaration.
     items = checked["items"].filter(~pl.col(RULES).list.contains("parent_missing:shipment_id"))
     bad_lines = _first_reason(
-        items, pl.concat_str(pl.lit("line "), pl.col("line_no").cast(pl.String), pl.lit(": "),
-                      pl.col(MESSAGE)))
+        items,
+        pl.concat_str(
+            pl.lit("line "), pl.col("line_no").cast(pl.String), pl.lit(": "), pl.col(MESSAGE)
+        ),
+    )
     shipments = (
         checked["shipments"]
         .join(bad_lines, on="shipment_id", how="left", maintain_order="left")
-        .with_columns(pl.col("reason").is_not_null().alias("__child_rejected"),
-                      pl.col("reason").alias("__child_reason"))
+        .with_columns(
+            pl.col("reason").is_not_null().alias("__child_rejected"),
+            pl.col("reason").alias("__child_reason"),
+        )
         .drop("reason")
     )
     checked["shipments"] = _add_cascade(shipments, "shipments")
@@ -128,7 +135,8 @@ def validate_tables(raw: dict[str, pl.DataFrame]) -> ValidationResult:
     # Lines and outcomes follow their shipment.
     ship = checked["shipments"].filter(pl.col("shipment_id").is_first_distinct())
     rejected = ship.filter(pl.col(RULES).list.len() > 0).select(
-        "shipment_id", pl.col(MESSAGE).alias("__parent_reason"))
+        "shipment_id", pl.col(MESSAGE).alias("__parent_reason")
+    )
     for table in ("items", "outcomes"):
         frame = (
             checked[table]
@@ -137,9 +145,7 @@ def validate_tables(raw: dict[str, pl.DataFrame]) -> ValidationResult:
         )
         checked[table] = _add_cascade(frame, table)
 
-    return ValidationResult(
-        {t: _split(t, checked[t], views[t]) for t in RAW_TABLES}
-    )
+    return ValidationResult({t: _split(t, checked[t], views[t]) for t in RAW_TABLES})
 
 
 def _add_cascade(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -155,11 +161,16 @@ def _split(table: str, frame: pl.DataFrame, view: pl.DataFrame) -> TableResult:
     contract = CONTRACTS[table]
     bad = pl.col(RULES).list.len() > 0
     accepted = frame.filter(~bad).select(
-        [pl.col(c.name).cast(c.polars_dtype) for c in contract.columns])
+        [pl.col(c.name).cast(c.polars_dtype) for c in contract.columns]
+    )
     quarantine = frame.filter(bad).select(
         *contract.column_names,
         pl.col(RULES).list.first().alias(RULE),
-        RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, RAW_RECORD,
+        RULES,
+        MESSAGE,
+        SOURCE_FILE,
+        SOURCE_ROW,
+        RAW_RECORD,
     )
     view = view.drop([c for c in view.columns if c.startswith(TYPE_ERROR_PREFIX)])
     return TableResult(table, accepted, quarantine, view)

@@ -27,8 +27,11 @@ out = Console()
 
 DataOption = Annotated[
     Path | None,
-    typer.Option("--data", help="Data directory of the deployment "
-                 "[env: CARAVAN_DATA; default: ./caravan-data]", show_default=False),
+    typer.Option(
+        "--data",
+        help="Data directory of the deployment [env: CARAVAN_DATA; default: ./caravan-data]",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
@@ -44,20 +47,28 @@ def _fail(message: str) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn(
-        "{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console,
-        transient=not console.is_terminal)
+    return Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not console.is_terminal,
+    )
 
 
 @app.command()
 def generate(
     data: DataOption = None,
-    shipments: Annotated[int, typer.Option("--shipments", min=100,
-                                           help="Number of shipments.")] = 20_000,
+    shipments: Annotated[
+        int, typer.Option("--shipments", min=100, help="Number of shipments.")
+    ] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
     days: Annotated[int, typer.Option("--days", min=30, help="Days of trade.")] = 730,
-    broken_share: Annotated[float, typer.Option(
-        "--broken-share", min=0.0, max=0.2, help="Share of rows broken on purpose.")] = 0.005,
+    broken_share: Annotated[
+        float,
+        typer.Option("--broken-share", min=0.0, max=0.2, help="Share of rows broken on purpose."),
+    ] = 0.005,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic Central Asian trade world: raw/ inputs and truth/."""
@@ -75,10 +86,18 @@ def generate(
         world, counts = run_generate(layout, config, progress=report)
         bar.update(task, completed=1.0)
     summary: dict[str, Any] = {
-        "data": str(layout.root), "seed": seed, "rows": counts,
+        "data": str(layout.root),
+        "seed": seed,
+        "rows": counts,
         "trafficking_shipments": int(world.truth["is_trafficking"].sum()),
-        "typologies": {str(k): int(v) for k, v in world.truth.filter(
-            world.truth["is_trafficking"]).group_by("typology").len().sort("typology").iter_rows()},
+        "typologies": {
+            str(k): int(v)
+            for k, v in world.truth.filter(world.truth["is_trafficking"])
+            .group_by("typology")
+            .len()
+            .sort("typology")
+            .iter_rows()
+        },
         "broken_rows": world.broken.height,
     }
     if as_json:
@@ -90,17 +109,22 @@ def generate(
     for name, n in counts.items():
         table.add_row(name, f"{n:,}")
     out.print(table)
-    out.print(f"{summary['trafficking_shipments']:,} trafficking shipments "
-              f"({', '.join(f'{k} {v}' for k, v in summary['typologies'].items())}); "
-              f"{summary['broken_rows']:,} rows broken on purpose.")
+    out.print(
+        f"{summary['trafficking_shipments']:,} trafficking shipments "
+        f"({', '.join(f'{k} {v}' for k, v in summary['typologies'].items())}); "
+        f"{summary['broken_rows']:,} rows broken on purpose."
+    )
 
 
 @app.command()
 def validate(
     data: DataOption = None,
-    gx: Annotated[bool, typer.Option("--gx/--no-gx",
-                                     help="Also run the Great Expectations suites "
-                                     "and write their report.")] = True,
+    gx: Annotated[
+        bool,
+        typer.Option(
+            "--gx/--no-gx", help="Also run the Great Expectations suites and write their report."
+        ),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Check raw/ against the contracts: good rows to validated/, bad rows to quarantine/."""
@@ -110,8 +134,9 @@ def validate(
     try:
         with _progress() as bar:
             task = bar.add_task("validating", total=None)
-            run = run_validate(layout, gx=gx,
-                               progress=lambda msg: bar.update(task, description=msg))
+            run = run_validate(
+                layout, gx=gx, progress=lambda msg: bar.update(task, description=msg)
+            )
     except InputFileError as exc:
         _fail(str(exc))
         return
@@ -124,13 +149,13 @@ def validate(
         table.add_column(col, justify="left" if col in ("input", "rejected by rule") else "right")
     for name, t in summary["tables"].items():
         rules = "\n".join(f"{r}: {n:,}" for r, n in t["rules"].items()) or "-"
-        table.add_row(name, f"{t['rows']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}",
-                      rules)
+        table.add_row(name, f"{t['rows']:,}", f"{t['accepted']:,}", f"{t['quarantined']:,}", rules)
     out.print(table)
     if run.report:
         out.print(f"Great Expectations report: {run.report}")
-    out.print(f"Accepted rows in {layout.validated}, rejected rows with reasons in "
-              f"{layout.quarantine}.")
+    out.print(
+        f"Accepted rows in {layout.validated}, rejected rows with reasons in {layout.quarantine}."
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -19,15 +19,20 @@ def write_world(world: World, layout: DataLayout) -> dict[str, int]:
         frame = getattr(world, table)
         write_parquet(frame, layout.raw / f"{table}.parquet")
         counts[f"raw/{table}"] = frame.height
-    truths = {"truth": world.truth, "traveller_links": world.traveller_links,
-              "parties": world.parties, "broken_rows": world.broken}
+    truths = {
+        "truth": world.truth,
+        "traveller_links": world.traveller_links,
+        "parties": world.parties,
+        "broken_rows": world.broken,
+    }
     for name, frame in truths.items():
         write_parquet(frame, layout.truth / f"{name}.parquet")
         counts[f"truth/{name}"] = frame.height
     return counts
 
 
-def run_generate(layout: DataLayout, config: WorldConfig,
-                 progress: Callable[[str, float], None] | None = None) -> tuple[World, dict[str, int]]:
+def run_generate(
+    layout: DataLayout, config: WorldConfig, progress: Callable[[str, float], None] | None = None
+) -> tuple[World, dict[str, int]]:
     world = generate_world(config, progress=progress)
     return world, write_world(world, layout)

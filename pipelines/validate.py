@@ -41,20 +41,25 @@ class ValidateRun:
     report: Path | None
 
     def summary(self) -> dict[str, Any]:
-        return {"tables": self.result.summary(),
-                "report": str(self.report) if self.report else None}
+        return {
+            "tables": self.result.summary(),
+            "report": str(self.report) if self.report else None,
+        }
 
 
-def run_validate(layout: DataLayout, *, gx: bool = True,
-                 progress: Progress | None = None) -> ValidateRun:
+def run_validate(
+    layout: DataLayout, *, gx: bool = True, progress: Progress | None = None
+) -> ValidateRun:
     say = progress or (lambda _msg: None)
     raw: dict[str, pl.DataFrame] = {}
     for table in RAW_TABLES:
         files = input_files(layout.raw, table)
         if table == "shipments" and not files:
-            raise InputFileError(layout.raw / "shipments.parquet",
-                                 "no shipments input found (expected raw/shipments.parquet, "
-                                 ".csv, .ndjson or files in raw/shipments/)")
+            raise InputFileError(
+                layout.raw / "shipments.parquet",
+                "no shipments input found (expected raw/shipments.parquet, "
+                ".csv, .ndjson or files in raw/shipments/)",
+            )
         say(f"reading {table} ({len(files)} file(s))")
         raw[table] = read_input(files, CONTRACTS[table])
     say("checking contract rules")

@@ -12,7 +12,6 @@ from data_contracts.validate import validate_tables
 from tests import factories as f
 from tests.data_contracts.test_rules import BAD_ITEMS, BAD_OUTCOMES, BAD_SHIPMENTS, BAD_TRAVELLERS
 
-
 # pattern:shipment_id rows are left out of the fixture (their id is the change);
 # route lengths have no GX expectation; pandas reads NaN as missing, so GX's
 # between-check cannot see the NaN invoice amount that the Polars rule rejects.
@@ -20,17 +19,29 @@ NO_GX_TWIN = {"pattern:shipment_id", "route_mismatch:route_countries", "positive
 
 
 def test_gx_finds_every_violation_the_rules_find(tmp_path: Path) -> None:
-    ships = [f.shipment(shipment_id=f"S-{i}", **change)
-             for i, (change, _) in enumerate(BAD_SHIPMENTS) if "shipment_id" not in change]
+    ships = [
+        f.shipment(shipment_id=f"S-{i}", **change)
+        for i, (change, _) in enumerate(BAD_SHIPMENTS)
+        if "shipment_id" not in change
+    ]
     ships.append(f.shipment())
     items = [f.item(item_id=f"I-{i}", **change) for i, (change, _) in enumerate(BAD_ITEMS)]
-    travellers = [f.traveller(traveller_record_id=f"T-{i}", **change)
-                  for i, (change, _) in enumerate(BAD_TRAVELLERS)]
-    outcomes = [f.outcome(outcome_id=f"O-{i}", **change)
-                for i, (change, _) in enumerate(BAD_OUTCOMES)]
-    raw = {t: from_frame(f.frame(t, rows), CONTRACTS[t]) for t, rows in
-           (("shipments", ships), ("items", items), ("travellers", travellers),
-            ("outcomes", outcomes))}
+    travellers = [
+        f.traveller(traveller_record_id=f"T-{i}", **change)
+        for i, (change, _) in enumerate(BAD_TRAVELLERS)
+    ]
+    outcomes = [
+        f.outcome(outcome_id=f"O-{i}", **change) for i, (change, _) in enumerate(BAD_OUTCOMES)
+    ]
+    raw = {
+        t: from_frame(f.frame(t, rows), CONTRACTS[t])
+        for t, rows in (
+            ("shipments", ships),
+            ("items", items),
+            ("travellers", travellers),
+            ("outcomes", outcomes),
+        )
+    }
     result = validate_tables(raw)
     outcomes_gx = run_suites({t: r.view for t, r in result.tables.items()})
 
@@ -45,10 +56,17 @@ def test_gx_finds_every_violation_the_rules_find(tmp_path: Path) -> None:
                 if not rule.startswith(("parent_rejected", "child_rejected")):
                     polars_failures[(name, rule)] += 1
 
-    expected_rules = {(t, r) for t, lst in (("shipments", BAD_SHIPMENTS), ("items", BAD_ITEMS),
-                                            ("travellers", BAD_TRAVELLERS),
-                                            ("outcomes", BAD_OUTCOMES)) for _, r in lst
-                      if r not in NO_GX_TWIN}
+    expected_rules = {
+        (t, r)
+        for t, lst in (
+            ("shipments", BAD_SHIPMENTS),
+            ("items", BAD_ITEMS),
+            ("travellers", BAD_TRAVELLERS),
+            ("outcomes", BAD_OUTCOMES),
+        )
+        for _, r in lst
+        if r not in NO_GX_TWIN
+    }
     for key in expected_rules:
         assert gx_failures[key] >= 1, f"GX missed {key}"
     for key, n in polars_failures.items():

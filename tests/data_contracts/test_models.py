@@ -29,16 +29,19 @@ def _error_fields(exc: ValidationError) -> set[str]:
     return {str(e["loc"][0]) for e in exc.errors()}
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("quantity", False),  # lax parsing once turned false into a number
-    ("quantity", "10"),
-    ("line_no", 1.5),
-    ("hs_code", 8467290000),
-    ("hs_code", "770000"),
-    ("origin_country", "UK"),
-    ("quantity_unit", "BOX"),
-    ("value", -1.0),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quantity", False),  # lax parsing once turned false into a number
+        ("quantity", "10"),
+        ("line_no", 1.5),
+        ("hs_code", 8467290000),
+        ("hs_code", "770000"),
+        ("origin_country", "UK"),
+        ("quantity_unit", "BOX"),
+        ("value", -1.0),
+    ],
+)
 def test_strict_item_model_names_the_bad_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         ITEMS.pydantic_model().model_validate(f.item(**{field: value}))
@@ -53,8 +56,11 @@ def test_unknown_fields_are_refused() -> None:
 
 def test_json_dates_are_parsed_but_nothing_else_is_coerced() -> None:
     model = SHIPMENTS.pydantic_model()
-    payload = {**f.shipment(), "declared_at": "2024-03-15T09:30:00Z",
-               "expected_arrival_at": "2024-03-16T14:00:00Z"}
+    payload = {
+        **f.shipment(),
+        "declared_at": "2024-03-15T09:30:00Z",
+        "expected_arrival_at": "2024-03-16T14:00:00Z",
+    }
     record = model.model_validate(payload)
     assert record.declared_at == dt.datetime(2024, 3, 15, 9, 30, tzinfo=dt.UTC)  # type: ignore[attr-defined]
     with pytest.raises(ValidationError):

@@ -22,12 +22,16 @@ def _item_csv(path: Path, rows: list[str]) -> Path:
 
 
 def test_csv_values_that_cannot_be_read_are_quarantined_with_the_original_text(
-        tmp_path: Path) -> None:
-    path = _item_csv(tmp_path / "items.csv", [
-        "I-1,S-0001,1,8467290000,Electric drills,10,PCE,25.5,300,CN",
-        "I-2,S-0001,2,8467290000,Electric drills,ten,PCE,25.5,300,CN",
-        "I-3,S-0001,x,8467290000,Electric drills,10,PCE,25.5,300,CN",
-    ])
+    tmp_path: Path,
+) -> None:
+    path = _item_csv(
+        tmp_path / "items.csv",
+        [
+            "I-1,S-0001,1,8467290000,Electric drills,10,PCE,25.5,300,CN",
+            "I-2,S-0001,2,8467290000,Electric drills,ten,PCE,25.5,300,CN",
+            "I-3,S-0001,x,8467290000,Electric drills,10,PCE,25.5,300,CN",
+        ],
+    )
     items = read_input([path], ITEMS)
     ships = pl.DataFrame([f.shipment()], schema=SHIPMENTS.raw_schema)
     from data_contracts.readers import from_frame
@@ -35,8 +39,7 @@ def test_csv_values_that_cannot_be_read_are_quarantined_with_the_original_text(
     result = validate_tables({"items": items, "shipments": from_frame(ships, SHIPMENTS)})
     q = result.tables["items"].quarantine.sort("item_id")
     # The good line follows its declaration, which the two bad lines reject.
-    assert q["_rule"].to_list() == ["parent_rejected:shipment_id", "type:quantity",
-                                    "type:line_no"]
+    assert q["_rule"].to_list() == ["parent_rejected:shipment_id", "type:quantity", "type:line_no"]
     assert json.loads(q["_raw_record"][1])["quantity"] == "ten"
     assert q["_source_row"].to_list() == [0, 1, 2]
     assert q["_source_file"][1] == str(path)
@@ -92,7 +95,8 @@ def test_csv_lists_booleans_and_datetimes_are_parsed(tmp_path: Path) -> None:
 
 def test_naive_parquet_datetimes_are_taken_as_utc(tmp_path: Path) -> None:
     frame = pl.DataFrame([f.shipment()], schema=SHIPMENTS.raw_schema).with_columns(
-        pl.col("declared_at").dt.replace_time_zone(None))
+        pl.col("declared_at").dt.replace_time_zone(None)
+    )
     path = tmp_path / "shipments.parquet"
     frame.write_parquet(path)
     read = read_input([path], SHIPMENTS)

@@ -13,18 +13,21 @@ from data_contracts.validate import ValidationResult, validate_tables
 from tests import factories as f
 
 
-def run(shipments: list[dict[str, Any]] | None = None,
-        items: list[dict[str, Any]] | None = None,
-        travellers: list[dict[str, Any]] | None = None,
-        outcomes: list[dict[str, Any]] | None = None) -> ValidationResult:
+def run(
+    shipments: list[dict[str, Any]] | None = None,
+    items: list[dict[str, Any]] | None = None,
+    travellers: list[dict[str, Any]] | None = None,
+    outcomes: list[dict[str, Any]] | None = None,
+) -> ValidationResult:
     tables = {
         "shipments": shipments if shipments is not None else [f.shipment()],
         "items": items if items is not None else [f.item()],
         "travellers": travellers if travellers is not None else [f.traveller()],
         "outcomes": outcomes if outcomes is not None else [f.outcome()],
     }
-    return validate_tables({t: from_frame(f.frame(t, rows), _contract(t))
-                            for t, rows in tables.items()})
+    return validate_tables(
+        {t: from_frame(f.frame(t, rows), _contract(t)) for t, rows in tables.items()}
+    )
 
 
 def _contract(table: str) -> Any:
@@ -49,8 +52,10 @@ BAD_SHIPMENTS = [
     ({"gross_mass_kg": -5.0}, "positive:gross_mass_kg"),
     ({"invoice_amount": float("nan")}, "positive:invoice_amount"),
     ({"package_count": 0}, "positive:package_count"),
-    ({"expected_arrival_at": dt.datetime(2024, 3, 14, tzinfo=dt.UTC)},
-     "date_order:expected_arrival_at"),
+    (
+        {"expected_arrival_at": dt.datetime(2024, 3, 14, tzinfo=dt.UTC)},
+        "date_order:expected_arrival_at",
+    ),
     ({"consignee_name": None}, "required:consignee_name"),
     ({"consignee_name": "   "}, "required:consignee_name"),
     ({"mode": "camel"}, "enum:mode"),
@@ -114,10 +119,17 @@ def test_item_rule_rejects_bad_row_and_accepts_twin(change: dict[str, Any], rule
     assert result.tables["items"].accepted["item_id"].to_list() == ["S-GOOD-1"]
 
 
-@pytest.mark.parametrize("text", [
-    "Spare parts for tractors MTZ-82", "Запасные части для тракторов МТЗ", "steel bolts M8x40",
-    "подарочные наборы чая", "auto parts: brake pads for Toyota Camry", "Gift wrapping paper",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Spare parts for tractors MTZ-82",
+        "Запасные части для тракторов МТЗ",
+        "steel bolts M8x40",
+        "подарочные наборы чая",
+        "auto parts: brake pads for Toyota Camry",
+        "Gift wrapping paper",
+    ],
+)
 def test_specific_descriptions_are_not_vague(text: str) -> None:
     result = run(items=[f.item(description=text)], outcomes=[])
     assert result.tables["items"].quarantine.height == 0
@@ -138,8 +150,13 @@ BAD_OUTCOMES = [
 @pytest.mark.parametrize(("change", "rule"), BAD_OUTCOMES, ids=[r for _, r in BAD_OUTCOMES])
 def test_outcome_rule_rejects_bad_row_and_accepts_twin(change: dict[str, Any], rule: str) -> None:
     bad = f.outcome(**change)
-    good = f.outcome(outcome_id="O-GOOD", finding=True, finding_category="parts",
-                     quantity_seized=12.0, seized_unit="PCE")
+    good = f.outcome(
+        outcome_id="O-GOOD",
+        finding=True,
+        finding_category="parts",
+        quantity_seized=12.0,
+        seized_unit="PCE",
+    )
     result = run(outcomes=[bad, good])
     q = result.tables["outcomes"].quarantine
     assert q["_rule"].to_list() == [rule]
@@ -184,10 +201,10 @@ def test_rejected_line_rejects_its_declaration_and_its_other_lines() -> None:
     assert ships["_rule"].to_list() == ["child_rejected:items"]
     assert "line 2" in ships["_message"][0] and "gift" in ships["_message"][0]
     q = result.tables["items"].quarantine.sort("line_no")
-    assert q["_rule"].to_list() == ["parent_rejected:shipment_id",
-                                   "vague_description:description"]
+    assert q["_rule"].to_list() == ["parent_rejected:shipment_id", "vague_description:description"]
     assert result.tables["outcomes"].quarantine["_rule"].to_list() == [
-        "parent_rejected:shipment_id"]
+        "parent_rejected:shipment_id"
+    ]
     for table in result.tables.values():
         assert table.accepted.height == 0 or table.name == "travellers"
 
@@ -210,8 +227,10 @@ def test_accepted_rows_have_the_contract_schema_with_enums() -> None:
 
 
 def test_every_row_ends_up_in_exactly_one_place() -> None:
-    ships = [f.shipment(shipment_id=f"S-{i}", origin_country="UK" if i % 3 == 0 else "CN")
-             for i in range(30)]
+    ships = [
+        f.shipment(shipment_id=f"S-{i}", origin_country="UK" if i % 3 == 0 else "CN")
+        for i in range(30)
+    ]
     items = [f.item(item_id=f"I-{i}", shipment_id=f"S-{i % 35}") for i in range(60)]
     result = run(shipments=ships, items=items, outcomes=[])
     for table, rows_in in (("shipments", 30), ("items", 60)):
