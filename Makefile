@@ -19,6 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/caravan generate --data $(DATA) --shipments $(DEMO_SHIPMENTS) --seed 7
 	$(BIN)/caravan validate --data $(DATA)
+	$(BIN)/caravan watchlist import --data $(DATA) --national data_contracts/reference/national_watchlist_example.csv --list-name KZ-demo
+	$(BIN)/caravan features --data $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
@@ -29,7 +31,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_generate_validate.py
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_validate.py
+	$(BIN)/python benchmarks/bench_screening.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -163,3 +163,94 @@ def main() -> None:  # pragma: no cover - console entry point
         app()
     except BrokenPipeError:
         sys.exit(1)
+
+
+@app.command()
+def features(data: DataOption = None, as_json: JsonOption = False) -> None:
+    """Build point-in-time features of every validated shipment into features/."""
+    from features.registry import feature_set_version
+    from pipelines.features import MissingInputError, run_features
+
+    layout = _layout(data)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("features", total=None)
+            frame, path = run_features(
+                layout, progress=lambda msg: bar.update(task, description=msg)
+            )
+    except MissingInputError as exc:
+        _fail(str(exc))
+        return
+    summary = {
+        "rows": frame.height,
+        "features": frame.width - 7,
+        "path": str(path),
+        "feature_set_version": feature_set_version(),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"{summary['rows']:,} shipments x {summary['features']} features "
+        f"(feature set {summary['feature_set_version']}) written to {path}"
+    )
+
+
+watchlist_app = typer.Typer(
+    help="Load watchlists (UN Security Council list, national lists).", no_args_is_help=True
+)
+app.add_typer(watchlist_app, name="watchlist")
+
+
+@watchlist_app.command("import")
+def watchlist_import(
+    data: DataOption = None,
+    un: Annotated[Path | None, typer.Option("--un", help="UN SC Consolidated List XML.")] = None,
+    national: Annotated[
+        Path | None,
+        typer.Option(
+            "--national", help="National watchlist CSV (see data_contracts/loaders/national.py)."
+        ),
+    ] = None,
+    list_name: Annotated[
+        str, typer.Option("--list-name", help="Name of the national list.")
+    ] = "national",
+    as_json: JsonOption = False,
+) -> None:
+    """Load watchlist entries into validated/watchlist.parquet (replacing the same list)."""
+    import polars as pl
+
+    from data_contracts.loaders import ReferenceFileError
+    from pipelines.features import WATCHLIST_FILE
+    from pipelines.validate import write_parquet
+
+    if un is None and national is None:
+        _fail("give --un FILE and/or --national FILE")
+    layout = _layout(data)
+    frames = []
+    try:
+        if un is not None:
+            from data_contracts.loaders.un_sc import load_un_consolidated
+
+            frames.append(load_un_consolidated(un))
+        if national is not None:
+            from data_contracts.loaders.national import load_national_csv
+
+            frames.append(load_national_csv(national, list_name))
+    except ReferenceFileError as exc:
+        _fail(str(exc))
+        return
+    new = pl.concat(frames)
+    path = layout.validated / WATCHLIST_FILE
+    if path.exists():
+        lists = new["list_name"].unique().to_list()
+        old = pl.read_parquet(path).filter(~pl.col("list_name").is_in(lists))
+        new = pl.concat([old, new.select(old.columns)])
+    write_parquet(new, path)
+    counts = {
+        str(k): int(v) for k, v in new.group_by("list_name").len().sort("list_name").iter_rows()
+    }
+    if as_json:
+        out.print_json(json.dumps({"path": str(path), "entries": counts}))
+        return
+    out.print(f"Watchlist entries in {path}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

@@ -1,0 +1,124 @@
+"""What every family receives: the shipments to compute, their goods lines, the
+history known so far, and the analyst-editable reference tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS
+from features.names import normalise_names
+
+PARTY_ROLES = ("consignor", "consignee", "declarant")
+
+# When each input becomes known: a shipment's feature may only use rows known
+# strictly before its declared_at.
+KNOWN_AT = {
+    "shipments": "declared_at",
+    "outcomes": "inspected_at",
+    "travellers": "departure_at",
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """Reference tables an analyst may edit (see features/reference/*.yaml)."""
+
+    high_risk_countries: frozenset[str] = frozenset(
+        {"AF", "PK", "IR", "SY", "IQ", "YE", "LY", "SO", "KP", "SD", "ML"}
+    )
+    # Natural transit corridors: (origin, destination) -> countries a lawful
+    # route may cross. Any other transit country leaves the natural route.
+    corridors: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    # Usual transit countries for any route into Central Asia.
+    common_transit: frozenset[str] = frozenset(
+        {
+            "KZ",
+            "KG",
+            "UZ",
+            "TJ",
+            "TM",
+            "RU",
+            "CN",
+            "BY",
+            "PL",
+            "LT",
+            "LV",
+            "GE",
+            "AZ",
+            "TR",
+            "IR",
+            "AE",
+        }
+    )
+    # FX to USD, approximate annual averages (for value comparisons only).
+    usd_per_unit: dict[str, float] = field(
+        default_factory=lambda: {
+            "USD": 1.0,
+            "EUR": 1.08,
+            "CNY": 0.14,
+            "RUB": 0.011,
+            "KZT": 0.0021,
+            "UZS": 0.00008,
+            "KGS": 0.0113,
+            "TJS": 0.092,
+            "TMT": 0.286,
+            "TRY": 0.031,
+            "AED": 0.272,
+            "GBP": 1.27,
+            "KRW": 0.00074,
+            "INR": 0.012,
+            "PKR": 0.0036,
+            "IRR": 0.000024,
+            "AFN": 0.014,
+            "JPY": 0.0067,
+            "BYN": 0.31,
+            "CHF": 1.13,
+        }
+    )
+    reference_window_days: int = 365
+
+
+def empty_history() -> History:
+    return History(SHIPMENTS.empty(), ITEMS.empty(), OUTCOMES.empty(), TRAVELLERS.empty())
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything recorded so far (validated rows)."""
+
+    shipments: pl.DataFrame
+    items: pl.DataFrame
+    outcomes: pl.DataFrame
+    travellers: pl.DataFrame
+    watchlist: pl.DataFrame | None = None
+
+    def known_before(self, t: dt.datetime) -> History:
+        """History as it stood just before instant t (for point-in-time checks)."""
+        ships = self.shipments.filter(pl.col("declared_at") < t)
+        return History(
+            ships,
+            self.items.join(ships.select("shipment_id"), on="shipment_id", how="semi"),
+            self.outcomes.filter(pl.col("inspected_at") < t),
+            self.travellers.filter(pl.col("departure_at") < t),
+            self.watchlist,
+        )
+
+
+def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add `<role>_key` for each party: its declared identification number when
+    given (with the role's country), else its normalised, transliterated name.
+    Two spellings of one name give one key."""
+    out = frame
+    for role in PARTY_ROLES:
+        names = normalise_names(frame[f"{role}_name"].cast(pl.String), sort_tokens=True)
+        ident = frame[f"{role}_id"].cast(pl.String).str.replace_all(r"[\s./-]", "")
+        out = out.with_columns(
+            pl.when(ident.is_not_null() & (ident.str.len_chars() > 0))
+            .then(pl.lit("id:") + ident)
+            .otherwise(pl.lit("name:") + names)
+            .alias(f"{role}_key")
+        )
+    return out

@@ -1,0 +1,139 @@
+"""The feature registry: every feature's name, family, description, kind and the
+plain-language reason texts (English and Russian) that officers read.
+
+A feature is a function returning a `pl.Expr`, named after its column (the
+Hamilton style): it is evaluated over the frame its family prepared. The model,
+the explanations and the web pages take names and texts from this one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import polars as pl
+
+FEATURE_SET_MAJOR = 1
+
+
+class Family(StrEnum):
+    SHIPMENT = "shipment_route"
+    GOODS = "goods"
+    TRADER = "trader_history"
+    WATCHLIST = "watchlist"
+    TRAVELLER = "traveller_linkage"
+    NETWORK = "network"
+    EXTRA = "extra"  # columns brought by a customs administration's own export
+
+
+class Kind(StrEnum):
+    NUMERIC = "numeric"
+    FLAG = "flag"  # 0/1
+    CATEGORICAL = "categorical"  # integer codes with a stable mapping
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    family: Family
+    kind: Kind
+    description: str
+    # Reason texts shown when the feature pushes the score up. Placeholders:
+    # {value} (the feature's value, formatted by `fmt`) and any context column.
+    reason_en: str
+    reason_ru: str
+    fn: Callable[[], pl.Expr]
+    fmt: str = "{:.0f}"
+    # Categorical features: the stable category list (code = index + 1, 0 = other/missing).
+    categories: tuple[str, ...] = ()
+
+    def expr(self) -> pl.Expr:
+        return self.fn().alias(self.name)
+
+    def code_expr(self, source: pl.Expr) -> pl.Expr:
+        """Integer codes of a categorical column: stable, 0 for unknown or missing."""
+        mapping = {c: i + 1 for i, c in enumerate(self.categories)}
+        return source.replace_strict(mapping, default=0, return_dtype=pl.Int32)
+
+
+REGISTRY: dict[str, FeatureSpec] = {}
+
+
+def feature(
+    family: Family,
+    description: str,
+    reason_en: str,
+    reason_ru: str,
+    *,
+    kind: Kind = Kind.NUMERIC,
+    fmt: str = "{:.0f}",
+    categories: tuple[str, ...] = (),
+) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
+    """Register a feature; the decorated function's name is the column's name."""
+
+    def register(fn: Callable[[], pl.Expr]) -> Callable[[], pl.Expr]:
+        name = fn.__name__
+        if name in REGISTRY:
+            raise ValueError(f"feature {name!r} is registered twice")
+        REGISTRY[name] = FeatureSpec(
+            name, family, kind, description, reason_en, reason_ru, fn, fmt, categories
+        )
+        return fn
+
+    return register
+
+
+def specs(family: Family | None = None) -> list[FeatureSpec]:
+    _load_families()
+    return [s for s in REGISTRY.values() if family is None or s.family is family]
+
+
+def feature_names() -> list[str]:
+    return [s.name for s in specs()]
+
+
+def feature_set_version() -> str:
+    """Changes whenever a feature is added, removed, or its kind or categories change."""
+    digest = hashlib.sha256()
+    for spec in specs():
+        digest.update(f"{spec.name}|{spec.kind}|{','.join(spec.categories)};".encode())
+    return f"fs{FEATURE_SET_MAJOR}-{digest.hexdigest()[:10]}"
+
+
+def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str = "en") -> str:
+    """The reason text of one feature for one shipment."""
+    spec = REGISTRY[name]
+    template = spec.reason_ru if lang == "ru" else spec.reason_en
+    shown = _format_value(spec, value)
+    values = {k: ("?" if v is None else v) for k, v in context.items()}
+    values["value"] = shown
+    try:
+        return template.format_map(_Default(values))
+    except (ValueError, TypeError):
+        return template
+
+
+def _format_value(spec: FeatureSpec, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    if spec.kind is Kind.CATEGORICAL and isinstance(value, int | float):
+        code = int(value)
+        return spec.categories[code - 1] if 0 < code <= len(spec.categories) else "other"
+    try:
+        return spec.fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+class _Default(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _load_families() -> None:
+    """Import the family modules, which register their features."""
+    from features import goods, shipment, trader  # noqa: F401

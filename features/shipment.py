@@ -1,0 +1,171 @@
+"""Family 1: the shipment and its route."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from data_contracts.reference import COUNTRIES
+from data_contracts.schemas import MODES
+from features.context import Params
+from features.registry import Family, Kind, feature
+
+F = Family.SHIPMENT
+COUNTRY_CATEGORIES = tuple(sorted(COUNTRIES))
+
+
+def prepare(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Intermediate columns of this family, one row per shipment (same order)."""
+    fx = pl.col("invoice_currency").replace_strict(
+        params.usd_per_unit, default=None, return_dtype=pl.Float64
+    )
+    lines = items.group_by("shipment_id").agg(pl.len().alias("__lines"))
+    transit = pl.col("transit_countries").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    usual = sorted(params.common_transit)
+    risky = sorted(params.high_risk_countries)
+    return ships.join(lines, on="shipment_id", how="left", maintain_order="left").select(
+        "shipment_id",
+        (pl.col("invoice_amount") * fx).alias("value_usd"),
+        transit.list.len().alias("__transit_n"),
+        transit.list.eval(~pl.element().is_in(usual)).list.sum().alias("__off_route"),
+        transit.list.eval(pl.element().is_in(risky)).list.any().alias("__risky_transit"),
+        (pl.col("origin_country").is_in(risky) | pl.col("dispatch_country").is_in(risky)).alias(
+            "__risky_origin"
+        ),
+        pl.col("__lines").fill_null(0),
+    )
+
+
+@feature(
+    F,
+    "Mode of transport at the border",
+    "Mode of transport: {value}",
+    "Вид транспорта: {value}",
+    kind=Kind.CATEGORICAL,
+    categories=MODES,
+)
+def mode() -> pl.Expr:
+    return pl.col("mode").cast(pl.String)
+
+
+@feature(
+    F,
+    "Country of origin of the goods",
+    "Goods originate in {value}",
+    "Страна происхождения товара: {value}",
+    kind=Kind.CATEGORICAL,
+    categories=COUNTRY_CATEGORIES,
+)
+def origin_country_code() -> pl.Expr:
+    return pl.col("origin_country")
+
+
+@feature(
+    F,
+    "Country of dispatch",
+    "Dispatched from {value}",
+    "Отправлено из {value}",
+    kind=Kind.CATEGORICAL,
+    categories=COUNTRY_CATEGORIES,
+)
+def dispatch_country_code() -> pl.Expr:
+    return pl.col("dispatch_country")
+
+
+@feature(
+    F,
+    "Number of transit countries",
+    "Route crosses {value} transit countries",
+    "Маршрут проходит через {value} стран транзита",
+)
+def transit_count() -> pl.Expr:
+    return pl.col("__transit_n")
+
+
+@feature(
+    F,
+    "Transit countries outside the usual corridors into Central Asia",
+    "Route crosses {value} country(ies) off the usual trade corridors",
+    "Маршрут проходит через {value} стран(у) вне обычных торговых коридоров",
+)
+def transit_off_route() -> pl.Expr:
+    return pl.col("__off_route")
+
+
+@feature(
+    F,
+    "Origin or dispatch country on the analysts' high-risk list",
+    "Origin or dispatch country {origin_country} is on the high-risk list",
+    "Страна происхождения или отправления {origin_country} в списке высокого риска",
+    kind=Kind.FLAG,
+)
+def high_risk_origin() -> pl.Expr:
+    return pl.col("__risky_origin").cast(pl.Int8)
+
+
+@feature(
+    F,
+    "A transit country is on the analysts' high-risk list",
+    "Route crosses a high-risk country",
+    "Маршрут проходит через страну высокого риска",
+    kind=Kind.FLAG,
+)
+def high_risk_transit() -> pl.Expr:
+    return pl.col("__risky_transit").cast(pl.Int8)
+
+
+@feature(
+    F,
+    "Hours between declaration and expected arrival",
+    "Declared only {value} hours before arrival",
+    "Задекларировано за {value} ч до прибытия",
+)
+def lead_time_hours() -> pl.Expr:
+    return (pl.col("expected_arrival_at") - pl.col("declared_at")).dt.total_minutes() / 60.0
+
+
+@feature(
+    F,
+    "Number of goods lines",
+    "{value} goods lines in one declaration",
+    "{value} товарных позиций в одной декларации",
+)
+def item_count() -> pl.Expr:
+    return pl.col("__lines")
+
+
+@feature(
+    F,
+    "Gross mass, log10 kg",
+    "Gross mass {gross_mass_kg} kg",
+    "Масса брутто {gross_mass_kg} кг",
+    fmt="{:.2f}",
+)
+def log_gross_mass() -> pl.Expr:
+    return pl.col("gross_mass_kg").log10()
+
+
+@feature(
+    F,
+    "Declared value in USD, log10",
+    "Declared value about {value_usd} USD",
+    "Заявленная стоимость около {value_usd} USD",
+    fmt="{:.2f}",
+)
+def log_value_usd() -> pl.Expr:
+    return pl.col("value_usd").log10()
+
+
+@feature(
+    F,
+    "Declared value per kg gross, USD, log10",
+    "Declared value per kg is unusual",
+    "Необычная заявленная стоимость за кг",
+    fmt="{:.2f}",
+)
+def log_value_per_kg() -> pl.Expr:
+    return (pl.col("value_usd") / pl.col("gross_mass_kg")).log10()
+
+
+@feature(F, "Gross kg per package", "{value} kg per package", "{value} кг на место")
+def mass_per_package() -> pl.Expr:
+    return pl.col("gross_mass_kg") / pl.col("package_count")
