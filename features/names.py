@@ -1,0 +1,153 @@
+"""Name normalisation for watchlist screening.
+
+`normalise_name` turns a person's or company's name written in any script and
+any transliteration into a comparison key:
+
+1. casefold;
+2. transliterate to Latin: Cyrillic by a hand-made table (Russian close to the
+   GOST 7.79 / passport practice, plus the Kazakh, Uzbek, Tajik, Kyrgyz and
+   Ukrainian letters, e.g. ``қ``->q, ``ғ``->gh, ``ў``->o, ``ҷ``->j, ``ң``->ng),
+   every other script by anyascii (Arabic, Chinese, Korean, accented Latin...);
+   CJK and Hangul syllables become separate tokens ("张伟" -> "zhang wei");
+3. drop apostrophes and dots (``O'tkir``, ``L.L.C.``), turn any other
+   non-alphanumeric character into a space;
+4. drop company-form words (LLC, LTD, OOO/ООО, TOO/ТОО, ЖШС, MChJ, OsOO, JSC,
+   AO/ЗАО/ОАО, IP/ИП, GmbH, Inc, Co, Corp, Company...), unless the name is made
+   of nothing else; descriptive words such as "trading" are kept;
+5. fold transliteration variants into one phonetic-ish spelling per token:
+   shch/sch->sh, dzh/dj/zh->j, tch->ch, kh->h, gh->g, ph->f, ck->k, q->k,
+   w->v, x->h at the start of a word or before a consonant (Uzbek Latin:
+   Xodjaev, Baxtiyor) and ks elsewhere (Maxim), ts/tz->c, y->i, ou/oo->u,
+   ee->i, doubled consonants and aa/ii -> one letter (a doubled u or o is kept:
+   it is rarely a spelling variant), ie->e (so Abdullaev, Abdullayev,
+   ABDULLAEV and Абдуллаев all give "abdulaev");
+6. optionally sort the tokens (word-order-free key).
+
+The key is deterministic and only meant for comparison, never for display.
+`normalise_names` applies it to a Polars Series, computing each distinct value
+once.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import polars as pl
+from anyascii import anyascii
+
+_CYRILLIC: dict[str, str] = {
+    # Russian
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "yo", "ж": "zh",
+    "з": "z", "и": "i", "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o",
+    "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh", "ц": "ts",
+    "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu",
+    "я": "ya",
+    # Kazakh, Kyrgyz
+    "ә": "a", "ғ": "gh", "қ": "q", "ң": "ng", "ө": "o", "ұ": "u", "ү": "u", "һ": "h",
+    "і": "i",
+    # Uzbek, Tajik
+    "ў": "o", "ҳ": "h", "ҷ": "j", "ӣ": "i", "ӯ": "u", "ҫ": "s",
+    # Ukrainian, Belarusian
+    "є": "ye", "ї": "yi", "ґ": "g",
+}  # fmt: skip
+_TABLE = str.maketrans(_CYRILLIC)
+
+COMPANY_FORMS: frozenset[str] = frozenset(
+    {
+        # English and international
+        "llc", "ltd", "limited", "co", "inc", "incorporated", "corp", "corporation",
+        "company", "plc", "llp", "gmbh", "jsc", "ojsc", "cjsc", "pjsc", "fze", "fzco",
+        # Russian (after transliteration): ООО, ЗАО, ОАО, ПАО, АО, ИП, ЧП
+        "ooo", "zao", "oao", "pao", "ao", "ip", "chp",
+        # Kazakh ТОО / ЖШС, Kyrgyz ОсОО, Uzbek MChJ / МЧЖ / XK, Ukrainian ТОВ
+        "too", "zhshs", "jshs", "osoo", "mchj", "mchzh", "xk", "tov",
+    }
+)  # fmt: skip
+
+_DROP = re.compile(r"['`.\u2019\u02bb\u02bc]")
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+_PHONETIC: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), repl)
+    for pattern, repl in (
+        (r"shch|sch", "sh"),
+        (r"dzh|dj|zh", "j"),
+        (r"tch", "ch"),
+        (r"kh", "h"),
+        (r"gh", "g"),
+        (r"ph", "f"),
+        (r"ck", "k"),
+        (r"q", "k"),
+        (r"w", "v"),
+        (r"^x|x(?=[^aeiouy])", "h"),
+        (r"x", "ks"),
+        (r"ts|tz", "c"),
+        (r"y", "i"),
+        (r"ou", "u"),
+        (r"oo", "u"),
+        (r"ee", "i"),
+        (r"([b-df-hj-np-tv-z])\1+|(a)a+|(i)i+", r"\1\2\3"),
+        (r"ie", "e"),
+    )
+)
+
+
+def _is_syllabic(char: str) -> bool:
+    """CJK ideographs, kana and Hangul: anyascii writes one syllable per char."""
+    code = ord(char)
+    return (
+        0x3040 <= code <= 0x30FF
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF
+        or 0xAC00 <= code <= 0xD7AF
+        or 0xF900 <= code <= 0xFAFF
+    )
+
+
+def to_latin(text: str) -> str:
+    """Casefolded Latin (ASCII) spelling of `text`, any script."""
+    text = text.casefold().translate(_TABLE)
+    if text.isascii():
+        return text
+    parts = [
+        (f" {anyascii(ch)} " if _is_syllabic(ch) else anyascii(ch)) if not ch.isascii() else ch
+        for ch in text
+    ]
+    return "".join(parts).casefold()
+
+
+@lru_cache(maxsize=262_144)
+def phonetic_token(token: str) -> str:
+    """Fold transliteration variants of one Latin lowercase token."""
+    for pattern, repl in _PHONETIC:
+        token = pattern.sub(repl, token)
+    return token
+
+
+def name_tokens(text: str) -> list[str]:
+    """Latin lowercase tokens of a name, company forms dropped (before phonetic folding)."""
+    latin = _NON_ALNUM.sub(" ", _DROP.sub("", to_latin(text)))
+    tokens = latin.split()
+    kept = [t for t in tokens if t not in COMPANY_FORMS]
+    return kept or tokens
+
+
+@lru_cache(maxsize=262_144)
+def _key_tokens(text: str) -> tuple[str, ...]:
+    return tuple(t for t in (phonetic_token(t) for t in name_tokens(text)) if t)
+
+
+def normalise_name(text: str, *, sort_tokens: bool = False) -> str:
+    """The comparison key of a name (see the module docstring); "" when the
+    name has no letters or digits."""
+    tokens = _key_tokens(text)
+    return " ".join(sorted(tokens) if sort_tokens else tokens)
+
+
+def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Series:
+    """`normalise_name` over a String Series (nulls stay null), each distinct
+    value computed once; the result keeps the Series' name and order."""
+    strings = series.cast(pl.String)
+    distinct = strings.drop_nulls().unique().to_list()
+    keys = [normalise_name(v, sort_tokens=sort_tokens) for v in distinct]
+    return strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
