@@ -13,7 +13,7 @@ from data_contracts.settings import DataLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
-SMALL_WORLD = {"n_shipments": 4_000, "seed": 11}
+SMALL_WORLD = {"n_shipments": 10_000, "seed": 11}
 
 
 def caravan(
