@@ -254,3 +254,193 @@ def watchlist_import(
         out.print_json(json.dumps({"path": str(path), "entries": counts}))
         return
     out.print(f"Watchlist entries in {path}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+def _date(value: str | None, option: str) -> Any:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option} '{value}' is not a date (YYYY-MM-DD)")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@app.command()
+def train(
+    data: DataOption = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Use only shipments declared before this date (YYYY-MM-DD)."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="What counts as a positive: arms | any-finding.")
+    ] = "arms",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
+    max_depth: Annotated[int, typer.Option("--max-depth", help="Trees' maximum depth.")] = 8,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a LightGBM model on inspected shipments; register it as `challenger`."""
+    from models.dataset import Target
+    from models.train import TrainConfig
+    from pipelines.features import MissingInputError
+    from pipelines.modelling import run_train
+
+    if target not in ("arms", "any-finding"):
+        _fail(f"--target '{target}' must be arms or any-finding")
+    layout = _layout(data)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("training", total=None)
+            run = run_train(
+                layout,
+                target=Target(target),
+                until=_date(until, "--until"),
+                config=TrainConfig(seed=seed, max_depth=max_depth),
+                say=lambda m: bar.update(task, description=m),
+            )
+    except (MissingInputError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    summary = {
+        "version": run.version,
+        "alias": "challenger",
+        "rows": run.rows,
+        "trees": run.best_iteration,
+        "report": str(run.report),
+        "evaluation": run.evaluation.to_json(),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary, default=str))
+        return
+    _print_evaluation(run.evaluation)
+    out.print(
+        f"Model version {run.version} ({run.best_iteration} trees, trained on "
+        f"{run.rows['train']:,} inspected shipments) registered as challenger. "
+        f"Report: {run.report}"
+    )
+
+
+def _print_evaluation(ev: Any) -> None:
+    table = Table(
+        title=f"Model {ev.model_version}: test window {ev.test_window[0][:10]} "
+        f"to {ev.test_window[1][:10]}"
+    )
+    cols = (
+        "precision",
+        "recall",
+        "precision_random_share",
+        "recall_random_share",
+        "true_recall",
+        "rules_true_recall",
+        "random_true_recall",
+    )
+    table.add_column("capacity")
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="right")
+    for cap, m in ev.at_capacity.items():
+        table.add_row(cap, *[("-" if m.get(c) is None else f"{m[c]:.3f}") for c in cols])
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    data: DataOption = None,
+    version: Annotated[
+        str, typer.Option("--version", help="Version number or alias.")
+    ] = "challenger",
+    as_json: JsonOption = False,
+) -> None:
+    """Evaluate a model version on its test window; write the HTML report."""
+    from pipelines.modelling import run_evaluate
+
+    layout = _layout(data)
+    try:
+        ev, report = run_evaluate(layout, version)
+    except Exception as exc:
+        _fail(f"cannot evaluate version {version}: {exc}")
+        return
+    if as_json:
+        out.print_json(json.dumps({**ev.to_json(), "report": str(report)}, default=str))
+        return
+    _print_evaluation(ev)
+    out.print(f"Report: {report}")
+
+
+@app.command()
+def promote(
+    data: DataOption = None,
+    version: Annotated[str, typer.Option("--version", help="Version to promote.")] = "",
+    force: Annotated[bool, typer.Option("--force", help="Promote even if worse.")] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (needed with --force).")
+    ] = None,
+    who: Annotated[
+        str, typer.Option("--by", envvar="USER", help="Who promotes (recorded).")
+    ] = "unknown",
+) -> None:
+    """Make a version the champion after comparing it with the current champion."""
+    from pipelines.modelling import PromotionRefusedError, run_promote
+
+    if not version:
+        _fail("--version is required")
+    layout = _layout(data)
+    try:
+        promo = run_promote(layout, version, who=who, reason=reason, force=force)
+    except PromotionRefusedError as exc:
+        _fail(str(exc))
+        return
+    _print_evaluation(promo.challenger)
+    if promo.champion is not None:
+        out.print(f"Champion until now: version {promo.previous}, on the same test window:")
+        _print_evaluation(promo.champion)
+    out.print(
+        f"Version {promo.version} is now the champion (by {who}"
+        + (f"; forced: {reason}" if promo.forced else "")
+        + ")."
+    )
+
+
+@app.command()
+def score(
+    data: DataOption = None,
+    version: Annotated[
+        str, typer.Option("--version", "--alias", help="Version number or alias.")
+    ] = "champion",
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only shipments declared on or after this date.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score validated shipments in batch into scores/ (explaining the riskiest)."""
+    from pipelines.features import MissingInputError
+    from pipelines.modelling import run_score
+
+    layout = _layout(data)
+    try:
+        with _progress() as bar:
+            task = bar.add_task("scoring", total=None)
+            scores, path = run_score(
+                layout,
+                version,
+                since=_date(since, "--since"),
+                say=lambda m: bar.update(task, description=m),
+            )
+    except MissingInputError as exc:
+        _fail(str(exc))
+        return
+    summary = {
+        "rows": scores.height,
+        "explained": int(scores["explanation"].is_not_null().sum()),
+        "model_version": scores["model_version"][0] if scores.height else None,
+        "path": str(path),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"{summary['rows']:,} shipments scored with model version "
+        f"{summary['model_version']} ({summary['explained']:,} explained) in {path}"
+    )

@@ -1,0 +1,94 @@
+"""The model card of a version: what it is, what it saw, how good it was, what
+it must not be used for, and which attributes it never uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from features.registry import specs
+
+EXCLUDED_ATTRIBUTES = (
+    "traveller nationality (a protected trait; never a model feature)",
+    "ethnicity and religion (not collected)",
+    "names, identification numbers, phones, e-mails and addresses as such (used only to "
+    "link records and count history, never as model inputs)",
+    "traveller date of birth and sex",
+)
+
+KNOWN_LIMITS = (
+    "Labels exist only for inspected shipments, chosen by an earlier policy: metrics on the "
+    "random-selection share are the unbiased estimate; metrics on all inspected shipments "
+    "are optimistic or pessimistic depending on that policy.",
+    "Inspections miss some trafficking: a label 'no finding' is not proof of innocence.",
+    "A model trained on the synthetic world reflects the typologies simulated there; on real "
+    "data it must be retrained and evaluated on that administration's outcomes.",
+    "The score ranks shipments for inspection; it decides nothing. A named officer decides "
+    "every inspection or waiver.",
+)
+
+
+def model_card(
+    *,
+    version: str,
+    target: str,
+    windows: dict[str, Any],
+    rows: dict[str, int],
+    params: dict[str, Any],
+    feature_set: str,
+    data_hash: str,
+    code_version: str,
+    metrics: dict[str, Any],
+    best_iteration: int,
+) -> dict[str, Any]:
+    return {
+        "model": "caravan-risk",
+        "version": version,
+        "purpose": "Rank shipments by the probability that an inspection finds "
+        + ("arms, their parts, ammunition or explosives" if target == "arms" else "anything")
+        + ", to help officers choose inspections.",
+        "target": target,
+        "algorithm": f"LightGBM gradient-boosted trees ({best_iteration} trees), "
+        "inverse-propensity weighted",
+        "data_windows": {k: [str(v[0]), str(v[1])] for k, v in windows.items()},
+        "rows": rows,
+        "feature_set_version": feature_set,
+        "features": [
+            {"name": s.name, "family": s.family.value, "description": s.description}
+            for s in specs()
+        ],
+        "excluded_attributes": list(EXCLUDED_ATTRIBUTES),
+        "parameters": params,
+        "data_hash": data_hash,
+        "code_version": code_version,
+        "metrics": metrics,
+        "known_limits": list(KNOWN_LIMITS),
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# Model card: {card['model']} version {card['version']}",
+        "",
+        card["purpose"],
+        "",
+        f"- Algorithm: {card['algorithm']}",
+        f"- Target: {card['target']}",
+        f"- Feature set: {card['feature_set_version']} ({len(card['features'])} features)",
+        f"- Data hash: {card['data_hash']}; code version: {card['code_version']}",
+        "",
+    ]
+    lines.append("## Data windows")
+    lines += [
+        f"- {k}: {v[0]} to {v[1]} ({card['rows'].get(k, 0):,} inspected shipments)"
+        for k, v in card["data_windows"].items()
+    ]
+    lines += ["", "## Metrics (test window)"]
+    for cap, m in card["metrics"].get("at_capacity", {}).items():
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float))
+        lines.append(f"- {cap}: {parts}")
+    lines += ["", "## Attributes never used"] + [f"- {a}" for a in card["excluded_attributes"]]
+    lines += ["", "## Known limits"] + [f"- {a}" for a in card["known_limits"]]
+    lines += ["", "## Features"] + [
+        f"- `{f['name']}` ({f['family']}): {f['description']}" for f in card["features"]
+    ]
+    return "\n".join(lines) + "\n"

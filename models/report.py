@@ -1,0 +1,179 @@
+"""Plots and the HTML evaluation report a data scientist opens in a browser."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.evaluate import Evaluation, top_k_mask
+
+CURVE_CAPACITIES = np.array([0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20])
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def capacity_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    prec, rec = [], []
+    positives = max(float(labels.sum()), 1.0)
+    for k in CURVE_CAPACITIES:
+        mask = top_k_mask(scores, float(k))
+        tp = float(labels[mask].sum())
+        prec.append(tp / max(int(mask.sum()), 1))
+        rec.append(tp / positives)
+    return {"capacity": CURVE_CAPACITIES.tolist(), "precision": prec, "recall": rec}
+
+
+def plot_capacity(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, c in curves.items():
+        cap = np.array(c["capacity"]) * 100
+        ax.plot(cap, c["recall"], marker="o", label=f"recall - {name}")
+        if "precision" in c:
+            ax.plot(cap, c["precision"], marker="s", linestyle="--", label=f"precision - {name}")
+    ax.set_xlabel("inspection capacity (% of shipments)")
+    ax.set_ylabel("share")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Precision and recall against inspection capacity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_calibration(ev: Evaluation, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1)
+    ax.plot(ev.calibration["predicted"], ev.calibration["observed"], marker="o")
+    top = max(max(ev.calibration["predicted"] + ev.calibration["observed"]) * 1.1, 0.05)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed finding rate")
+    ax.set_title(f"Reliability (Brier {ev.brier:.4f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_scores(scores: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    bins = np.logspace(np.log10(max(scores.min(), 1e-6)), 0, 40)
+    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="no finding", density=True)
+    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="finding", density=True)
+    ax.set_xscale("log")
+    ax.set_xlabel("model probability (log scale)")
+    ax.set_ylabel("density")
+    ax.legend()
+    ax.set_title("Score distribution of inspected test shipments")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_typologies(ev: Evaluation, path: Path) -> bool:
+    per = ev.at_capacity["5%"].get("per_typology")
+    if not per:
+        return False
+    plt = _pyplot()
+    names = sorted(per)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.barh(names, [per[n] or 0.0 for n in names])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("true recall at 5% capacity")
+    ax.set_title("Share of each typology's shipments caught (synthetic truth)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_shap(contrib: np.ndarray, x: np.ndarray, names: list[str], path: Path) -> None:
+    """SHAP beeswarm of LightGBM's native contributions (drawn by the shap package)."""
+    import shap
+
+    plt = _pyplot()
+    explanation = shap.Explanation(
+        values=contrib[:, :-1], base_values=contrib[:, -1], data=x, feature_names=names
+    )
+    shap.plots.beeswarm(explanation, max_display=15, show=False)
+    fig = plt.gcf()
+    fig.set_size_inches(8, 6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(ev: Evaluation, folder: Path, images: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = ev.to_json()
+    (folder / "evaluation.json").write_text(json.dumps(data, indent=2, default=str))
+    rows = []
+    for cap, m in ev.at_capacity.items():
+        cells = "".join(
+            f"<td>{_fmt(m.get(k))}</td>"
+            for k in (
+                "precision",
+                "recall",
+                "precision_random_share",
+                "recall_random_share",
+                "true_recall",
+                "rules_true_recall",
+                "random_true_recall",
+            )
+        )
+        rows.append(f"<tr><th>{cap}</th>{cells}</tr>")
+    per = ev.at_capacity["5%"].get("per_typology") or {}
+    typ_rows = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{_fmt(v)}</td></tr>" for t, v in sorted(per.items())
+    )
+    imgs = "".join(
+        f"<figure><img src='{html.escape(f)}' alt='{html.escape(t)}'>"
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, f in images.items()
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in ev.notes)
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Caravan model evaluation {html.escape(str(ev.model_version))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px}}
+figure{{display:inline-block;margin:1em}}img{{max-width:520px}}</style></head><body>
+<h1>Model {html.escape(str(ev.model_version))}: evaluation</h1>
+<p>Test window {html.escape(ev.test_window[0])} to {html.escape(ev.test_window[1])}:
+{ev.n_inspected:,} inspected shipments, {ev.n_positive:,} with a finding;
+{ev.n_random:,} of them drawn at random ({ev.n_random_positive:,} with a finding).
+PR-AUC {_fmt(data["pr_auc"])} on all inspected, {_fmt(data["pr_auc_random_share"])} on the
+random share; Brier score {_fmt(data["brier"])}.</p>
+<p>Metrics on all inspected shipments are biased by the policy that chose them; the random
+share estimates them without that bias. "True" figures use the synthetic world's truth for
+every shipment of the window, inspected or not.</p><ul>{notes}</ul>
+<table><tr><th>capacity</th><th>precision</th><th>recall</th><th>precision (random share)</th>
+<th>recall (random share)</th><th>true recall</th><th>rules-only true recall</th>
+<th>random true recall</th></tr>{"".join(rows)}</table>
+<h2>Per typology, 5% capacity</h2><table><tr><th>typology</th><th>true recall</th></tr>
+{typ_rows}</table>{imgs}</body></html>"""
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))

@@ -1,0 +1,408 @@
+"""`caravan train | evaluate | promote | score`: the model's life cycle, wiring the
+features on disk, the models layer and the MLflow registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from data_contracts.settings import DataLayout
+from features.build import CONTEXT, model_columns
+from features.registry import feature_set_version
+from models.card import card_markdown, model_card
+from models.dataset import Split, Target, data_hash, labelled, matrix, time_split
+from models.evaluate import PRIMARY, Evaluation, evaluate
+from models.explain import contributions, explain_frame
+from models.registry import CHALLENGER, CHAMPION, Registry
+from models.report import (
+    capacity_curve,
+    plot_calibration,
+    plot_capacity,
+    plot_scores,
+    plot_shap,
+    plot_typologies,
+    write_report,
+)
+from models.train import TrainConfig, fit, predict
+from pipelines.features import FEATURES_FILE, MissingInputError
+from pipelines.validate import write_parquet
+
+Say = Callable[[str], None]
+SHAP_SAMPLE = 1_000
+EXPLAIN_SHARE = 0.10  # explained at scoring time: the riskiest 10 %; the rest on demand
+
+
+def registry(layout: DataLayout) -> Registry:
+    return Registry(layout.mlflow_db, layout.mlflow_artifacts)
+
+
+def code_version() -> str:
+    from importlib.metadata import version
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return f"{version('caravan')}+{commit}" if commit else version("caravan")
+
+
+def read_features(layout: DataLayout) -> pl.DataFrame:
+    path = layout.features / FEATURES_FILE
+    if not path.exists():
+        raise MissingInputError(f"{path} is missing: run `caravan features` first")
+    return pl.read_parquet(path)
+
+
+def read_outcomes(layout: DataLayout) -> pl.DataFrame:
+    path = layout.validated / "outcomes.parquet"
+    if not path.exists():
+        raise MissingInputError(f"{path} is missing: run `caravan validate` first")
+    return pl.read_parquet(path)
+
+
+def _truth(layout: DataLayout) -> pl.DataFrame | None:
+    path = layout.truth / "truth.parquet"
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def _rules_scores(layout: DataLayout, window: pl.DataFrame) -> np.ndarray | None:
+    """The synthetic world's historical rules-only policy, for comparison."""
+    if not (layout.truth / "truth.parquet").exists():
+        return None
+    from pipelines.synthetic.policy import rule_hits
+
+    ships = pl.read_parquet(layout.validated / "shipments.parquet").join(
+        window.select("shipment_id"), on="shipment_id", how="semi"
+    )
+    items = pl.read_parquet(layout.validated / "items.parquet").join(
+        window.select("shipment_id"), on="shipment_id", how="semi"
+    )
+    hits = rule_hits(ships, items)
+    joined = window.select("shipment_id").join(
+        hits, on="shipment_id", how="left", maintain_order="left"
+    )
+    return joined["p_rule"].fill_null(0.0).to_numpy()
+
+
+def _evaluate_on(
+    layout: DataLayout,
+    booster: Any,
+    version: str | None,
+    test: pl.DataFrame,
+    features: pl.DataFrame,
+    folder: Path,
+) -> tuple[Evaluation, Path]:
+    """Evaluate on the test window and write the report with its plots."""
+    names = model_columns()
+    x_test = matrix(test, names)
+    scores = predict(booster, x_test)
+    start, end = test["declared_at"].min(), test["declared_at"].max()
+    window = features.filter(pl.col("declared_at").is_between(start, end))
+    window_scores = predict(booster, matrix(window, names))
+    truth = _truth(layout)
+    ev = evaluate(
+        model_version=version,
+        test=test,
+        test_scores=scores,
+        window_shipments=window,
+        window_scores=window_scores,
+        rules_scores=_rules_scores(layout, window) if truth is not None else None,
+        truth=truth,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = test["label"].to_numpy().astype(float)
+    curves = {"all inspected": capacity_curve(scores, labels)}
+    random = (test["selection_method"] == "random").to_numpy()
+    if labels[random].sum() > 0:
+        curves["random share"] = capacity_curve(scores[random], labels[random])
+    if truth is not None:
+        bad = window.select("shipment_id").join(
+            truth, on="shipment_id", how="left", maintain_order="left"
+        )["is_trafficking"]
+        t = capacity_curve(window_scores, bad.fill_null(False).to_numpy().astype(float))
+        curves["true (all shipments)"] = {"capacity": t["capacity"], "recall": t["recall"]}
+    images = {
+        "Precision and recall against capacity": "capacity.png",
+        "Reliability": "calibration.png",
+        "Score distribution": "scores.png",
+    }
+    plot_capacity(curves, folder / "capacity.png")
+    plot_calibration(ev, folder / "calibration.png")
+    plot_scores(scores, labels, folder / "scores.png")
+    if plot_typologies(ev, folder / "typologies.png"):
+        images["Per-typology true recall"] = "typologies.png"
+    sample = (
+        x_test[:SHAP_SAMPLE]
+        if len(x_test) <= SHAP_SAMPLE
+        else x_test[np.random.default_rng(0).choice(len(x_test), SHAP_SAMPLE, replace=False)]
+    )
+    plot_shap(contributions(booster, sample), sample, names, folder / "shap_beeswarm.png")
+    images["SHAP beeswarm"] = "shap_beeswarm.png"
+    return ev, write_report(ev, folder, images)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    version: str
+    evaluation: Evaluation
+    report: Path
+    best_iteration: int
+    rows: dict[str, int]
+
+
+def run_train(
+    layout: DataLayout,
+    *,
+    target: Target = Target.ARMS,
+    until: dt.datetime | None = None,
+    config: TrainConfig | None = None,
+    say: Say | None = None,
+) -> TrainRun:
+    say = say or (lambda _m: None)
+    config = config or TrainConfig()
+    say("reading features and outcomes")
+    features = read_features(layout)
+    data = labelled(features, read_outcomes(layout), target)
+    split = time_split(data, until=until)
+    rows = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
+    say(f"training on {rows['train']:,} inspected shipments")
+    trained = fit(split, config)
+    reg = registry(layout)
+    windows = split.windows()
+    with reg.run(f"train-{target.value}") as run:
+        import mlflow
+
+        say("evaluating on the test window")
+        staging = layout.reports / "evaluation" / f"run-{run.info.run_id}"
+        ev, report = _evaluate_on(layout, trained.booster, None, split.test, features, staging)
+        params = {
+            **config.as_dict(),
+            "target": target.value,
+            "feature_set_version": feature_set_version(),
+            "data_hash": data_hash(data),
+            "code_version": code_version(),
+            "best_iteration": trained.best_iteration,
+            **{f"{k}_window": f"{v[0]}|{v[1]}" for k, v in windows.items()},
+            **{f"rows_{k}": v for k, v in rows.items()},
+        }
+        mlflow.log_params(params)
+        mlflow.log_metrics(_flat_metrics(ev))
+        say("registering the model")
+        tags = {
+            "target": target.value,
+            "feature_set_version": feature_set_version(),
+            "test_from": str(windows["test"][0]),
+            "test_to": str(windows["test"][1]),
+            "data_hash": params["data_hash"],
+            "code_version": params["code_version"],
+        }
+        version = reg.log_model(trained.booster, tags)
+        ev.model_version = version
+        card = model_card(
+            version=version,
+            target=target.value,
+            windows=windows,
+            rows=rows,
+            params=config.params(),
+            feature_set=feature_set_version(),
+            data_hash=params["data_hash"],
+            code_version=params["code_version"],
+            metrics=ev.to_json(),
+            best_iteration=trained.best_iteration,
+        )
+        final = layout.reports / "evaluation" / f"v{version}"
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        staging.rename(final)
+        report = write_report(ev, final, _images(final))
+        (final / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+        (final / "model_card.md").write_text(card_markdown(card))
+        mlflow.log_artifacts(str(final), artifact_path="evaluation")
+    reg.set_alias(CHALLENGER, version)
+    return TrainRun(version, ev, report, trained.best_iteration, rows)
+
+
+def _images(folder: Path) -> dict[str, str]:
+    names = {
+        "capacity.png": "Precision and recall against capacity",
+        "calibration.png": "Reliability",
+        "scores.png": "Score distribution",
+        "typologies.png": "Per-typology true recall",
+        "shap_beeswarm.png": "SHAP beeswarm",
+    }
+    return {t: f for f, t in names.items() if (folder / f).exists()}
+
+
+def _flat_metrics(ev: Evaluation) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in ("pr_auc", "pr_auc_random_share", "brier"):
+        value = getattr(ev, key)
+        if value == value:  # not NaN
+            out[key] = float(value)
+    for cap, m in ev.at_capacity.items():
+        for k, v in m.items():
+            if isinstance(v, float):
+                out[f"{k}_at_{cap.rstrip('%')}pct"] = v
+    return out
+
+
+def test_split_of(
+    layout: DataLayout, version_tags: dict[str, str], features: pl.DataFrame
+) -> pl.DataFrame:
+    """The test window a version was evaluated on, rebuilt from the current data."""
+    target = Target(version_tags.get("target", "arms"))
+    data = labelled(features, read_outcomes(layout), target)
+    start = dt.datetime.fromisoformat(version_tags["test_from"])
+    end = dt.datetime.fromisoformat(version_tags["test_to"])
+    return data.filter(pl.col("declared_at").is_between(start, end))
+
+
+def run_evaluate(
+    layout: DataLayout, ref: str, *, window_of: str | None = None, say: Say | None = None
+) -> tuple[Evaluation, Path]:
+    """Evaluate version `ref` (number or alias) on its own test window, or on the
+    test window of version `window_of` (to compare two versions side by side)."""
+    say = say or (lambda _m: None)
+    reg = registry(layout)
+    booster, mv = reg.load(ref)
+    tags = reg.version(window_of).tags if window_of else mv.tags
+    features = read_features(layout)
+    test = test_split_of(layout, tags, features)
+    say(f"evaluating version {mv.version} on {test.height:,} inspected shipments")
+    folder = (
+        layout.reports
+        / "evaluation"
+        / (f"v{mv.version}" if not window_of else f"v{mv.version}-on-v{window_of}")
+    )
+    return _evaluate_on(layout, booster, mv.version, test, features, folder)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None
+    challenger: Evaluation
+    champion: Evaluation | None
+    forced: bool
+
+
+class PromotionRefusedError(Exception):
+    pass
+
+
+def run_promote(
+    layout: DataLayout,
+    version: str,
+    *,
+    who: str,
+    reason: str | None,
+    force: bool = False,
+    say: Say | None = None,
+) -> Promotion:
+    reg = registry(layout)
+    previous = reg.version(CHAMPION).version if reg.has_alias(CHAMPION) else None
+    challenger, _ = run_evaluate(layout, version, say=say)
+    champion = None
+    if previous is not None and previous != version:
+        champion, _ = run_evaluate(layout, previous, window_of=version, say=say)
+        worse = challenger.primary() < champion.primary()
+        if worse and not force:
+            raise PromotionRefusedError(
+                f"version {version} is worse than champion {previous} on recall at {PRIMARY} "
+                f"capacity ({challenger.primary():.3f} < {champion.primary():.3f}); "
+                "use --force --reason TEXT to promote anyway"
+            )
+        if worse and not reason:
+            raise PromotionRefusedError("--force needs --reason TEXT")
+    client = reg.client()
+    reg.set_alias(CHAMPION, version)
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag("caravan-risk", version, "promoted_by", who)
+    client.set_model_version_tag("caravan-risk", version, "promoted_at", stamp)
+    client.set_model_version_tag(
+        "caravan-risk",
+        version,
+        "promotion_reason",
+        reason or "better or equal on the primary metric",
+    )
+    if previous:
+        client.set_model_version_tag("caravan-risk", version, "replaced", previous)
+    log = layout.reports / "promotions.jsonl"
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "at": stamp,
+                    "version": version,
+                    "previous": previous,
+                    "by": who,
+                    "reason": reason,
+                    "forced": force,
+                    "primary_challenger": challenger.primary(),
+                    "primary_champion": champion.primary() if champion else None,
+                }
+            )
+            + "\n"
+        )
+    return Promotion(version, previous, challenger, champion, force)
+
+
+def run_score(
+    layout: DataLayout,
+    ref: str = CHAMPION,
+    *,
+    since: dt.datetime | None = None,
+    say: Say | None = None,
+) -> tuple[pl.DataFrame, Path]:
+    say = say or (lambda _m: None)
+    reg = registry(layout)
+    booster, mv = reg.load(ref)
+    features = read_features(layout)
+    if since is not None:
+        features = features.filter(pl.col("declared_at") >= since)
+    names = model_columns()
+    x = matrix(features, names)
+    say(f"scoring {features.height:,} shipments with version {mv.version}")
+    prob = predict(booster, x)
+    scores = features.select("shipment_id", "declared_at").with_columns(
+        pl.Series("probability", prob),
+        pl.lit(mv.version).alias("model_version"),
+        pl.lit(feature_set_version()).alias("feature_set_version"),
+        features.select(names).hash_rows(seed=0).cast(pl.String).alias("feature_vector_ref"),
+    )
+    threshold = float(np.quantile(prob, 1 - EXPLAIN_SHARE)) if len(prob) else 1.0
+    explain = prob >= threshold
+    say(f"explaining the riskiest {int(explain.sum()):,} shipments")
+    rows = explain_frame(
+        booster, features.filter(pl.Series(explain)), x[explain], names, list(CONTEXT)
+    )
+    by_id = {r["shipment_id"]: json.dumps(r["reasons"], ensure_ascii=False) for r in rows}
+    scores = scores.with_columns(
+        pl.col("shipment_id")
+        .replace_strict(by_id, default=None, return_dtype=pl.String)
+        .alias("explanation")
+    )
+    write_parquet(scores, layout.scores / "scores.parquet")
+    vectors = features.select("shipment_id", *names).with_columns(scores["feature_vector_ref"])
+    write_parquet(vectors, layout.scores / "feature_vectors.parquet")
+    return scores, layout.scores / "scores.parquet"
+
+
+__all__ = ["Split", "run_evaluate", "run_promote", "run_score", "run_train"]
