@@ -161,6 +161,7 @@ def hs_chapter_risk() -> pl.Expr:
     "Goods lines declared in chapter 93 (arms and ammunition)",
     "{value} line(s) declared as arms or ammunition (HS chapter 93)",
     "{value} позиц. заявлено как оружие или боеприпасы (группа 93)",
+    monotone=1,
 )
 def arms_chapter_lines() -> pl.Expr:
     return pl.col("__ch93")
@@ -182,6 +183,7 @@ def hiding_heading_share() -> pl.Expr:
     "Firearm or ammunition terms in the descriptions (English, Russian)",
     "Description mentions firearms or ammunition ({value} term(s))",
     "В описании упомянуто оружие или боеприпасы ({value} терм.)",
+    monotone=1,
 )
 def arms_terms() -> pl.Expr:
     return pl.col("__arms_terms")
@@ -193,6 +195,7 @@ def arms_terms() -> pl.Expr:
     "ствол, затвор, магазин...",
     "Description uses firearm-part words ({value})",
     "В описании слова, обозначающие части оружия ({value})",
+    monotone=1,
 )
 def part_terms() -> pl.Expr:
     return pl.col("__part_terms")

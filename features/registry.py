@@ -50,6 +50,8 @@ class FeatureSpec:
     fmt: str = "{:.0f}"
     # Categorical features: the stable category list (code = index + 1, 0 = other/missing).
     categories: tuple[str, ...] = ()
+    # +1 where more of it can only mean more risk (the model is constrained so).
+    monotone: int = 0
 
     def expr(self) -> pl.Expr:
         return self.fn().alias(self.name)
@@ -72,6 +74,7 @@ def feature(
     kind: Kind = Kind.NUMERIC,
     fmt: str = "{:.0f}",
     categories: tuple[str, ...] = (),
+    monotone: int = 0,
 ) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
     """Register a feature; the decorated function's name is the column's name."""
 
@@ -80,7 +83,8 @@ def feature(
         if name in REGISTRY:
             raise ValueError(f"feature {name!r} is registered twice")
         REGISTRY[name] = FeatureSpec(
-            name, family, kind, description, reason_en, reason_ru, fn, fmt, categories
+            name, family, kind, description, reason_en, reason_ru, fn, fmt, categories,
+            monotone,
         )
         return fn
 
@@ -100,7 +104,8 @@ def feature_set_version() -> str:
     """Changes whenever a feature is added, removed, or its kind or categories change."""
     digest = hashlib.sha256()
     for spec in specs():
-        digest.update(f"{spec.name}|{spec.kind}|{','.join(spec.categories)};".encode())
+        digest.update(
+            f"{spec.name}|{spec.kind}|{spec.monotone}|{','.join(spec.categories)};".encode())
     return f"fs{FEATURE_SET_MAJOR}-{digest.hexdigest()[:10]}"
 
 

@@ -163,7 +163,8 @@ def _role_features(role: str, ru: str) -> None:
         ),
     ):
         fn.__name__ = name
-        feature(F, desc, en, ru_text, kind=kind, fmt=fmt)(fn)
+        monotone = 1 if name.endswith("arms_findings") else 0
+        feature(F, desc, en, ru_text, kind=kind, fmt=fmt, monotone=monotone)(fn)
     for w in WINDOWS:
 
         def count(w: str = w) -> pl.Expr:

@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 
 from features.build import categorical_columns, model_columns
+from features.registry import specs
 from models.dataset import LABEL, WEIGHT, Split, matrix
 
 
@@ -44,6 +45,8 @@ class TrainConfig:
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": self.num_threads,
+            "monotone_constraints": [s.monotone for s in specs()],
+            "monotone_constraints_method": "advanced",
             "verbose": -1,
         }
 

@@ -1,0 +1,518 @@
+"""Family 5: travellers (API/PNR) linked to the shipment's parties.
+
+Entity resolution (`link_travellers`) compares each traveller record with each
+party mention through blocking keys, never the full cross product:
+
+* phone (last 10 digits) and e-mail (lower case): exact join;
+* address: exact join on the normalised key (`features.network.address_key`),
+  then, within blocks of addresses carrying the same house / office numbers in
+  the same order, rapidfuzz `ratio` >= `ADDRESS_MIN_SCORE`;
+* name: the party's name key (`features.names.normalise_name`, tokens sorted,
+  company forms such as IP / ИП dropped) equals the traveller's Latin
+  "surname given names" key or native-script key, or the initial form
+  ("Абдуллаев А." = "abdulaev a"); a pair already linked by a contact is
+  also confirmed by a close name (rapidfuzz `ratio` >= `NAME_MIN_SCORE`).
+
+A pair's evidence decides its kind and confidence (`CONFIDENCE`):
+
+* `same_person`: the name matches and a phone, e-mail or address confirms it;
+* `phone`: only a phone or e-mail is shared (a director, an employee, a
+  courier using the company's number);
+* `address`: only the address is shared;
+* a phone or address alone links strongly only to a company (a name with a
+  company form); with a natural person under another name it stays weak;
+* `name_variant`: only the full name matches (across scripts and spellings).
+  A name alone identifies nobody when namesakes exist, so such a link is made
+  only when the name belongs to at most `MAX_NAMESAKES` distinct travellers
+  (by document number) in the records given, and it is not used by the
+  shipment features (its meaning would change as namesakes appear later).
+
+Features of a shipment declared at t use the links of its own three parties
+(their names and contacts as declared on it) to records that departed before t;
+trips count within `WINDOW` before t. Nationality is a protected trait and is
+never read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import numpy as np
+import polars as pl
+from rapidfuzz import fuzz, process
+
+from features.context import PARTY_ROLES, History, Params
+from features.names import COMPANY_FORMS, normalise_names, to_latin
+from features.network import address_key, email_key, phone_key
+from features.registry import Family, feature
+
+F = Family.TRAVELLER
+WINDOW = dt.timedelta(days=180)
+LAST_MINUTE = dt.timedelta(hours=72)
+ADDRESS_MIN_SCORE = 95
+NAME_MIN_SCORE = 85
+MAX_NAMESAKES = 1
+# Links below this confidence are not used by the shipment features.
+FEATURE_MIN_CONFIDENCE = 0.7
+
+LINK_KINDS = ("same_person", "phone", "address", "name_variant")
+CONFIDENCE = {
+    "name_phone": 0.99,  # full name + phone
+    "initial_phone": 0.95,  # initials + phone
+    "name_address": 0.95,  # full name or initials + address
+    "phone": 0.9,  # phone only (a company's number)
+    # A private person's or sole trader's phone or address in the booking of
+    # somebody else: a relative, a neighbour, or chance (numbers and flats are
+    # reused), not enough alone.
+    "person_contact": 0.6,
+    "address_exact": 0.85,
+    "address_fuzzy": 0.75,
+    "name_only": 0.6,
+    # Mailbox names are made of surnames and short numbers, so namesakes collide
+    # (seen in the synthetic world: same name, same e-mail, different phones):
+    # an e-mail confirms a name only weakly and alone it is weaker still.
+    "name_email": 0.65,
+    "email": 0.5,
+}
+LINK_SCHEMA = pl.Schema(
+    {
+        "traveller_record_id": pl.String(),
+        "party_key": pl.String(),
+        "link_kind": pl.String(),
+        "confidence": pl.Float64(),
+    }
+)
+
+
+def shipment_parties(ships: pl.DataFrame) -> pl.DataFrame:
+    """One row per (shipment, role): shipment_id, role, party_key (the
+    `<role>_key` column), name, phone, email, address, as declared."""
+    return pl.concat(
+        [
+            ships.select(
+                "shipment_id",
+                pl.lit(role).alias("role"),
+                pl.col(f"{role}_key").cast(pl.String).alias("party_key"),
+                *[
+                    pl.col(f"{role}_{c}").cast(pl.String).alias(c)
+                    for c in ("name", "phone", "email", "address")
+                ],
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+
+
+def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
+    full = pl.concat_str(
+        [pl.col("surname"), pl.col("given_names").fill_null("")], separator=" "
+    ).str.strip_chars()
+    t = travellers.select(
+        pl.col("traveller_record_id").alias("rec"),
+        full.alias("__full"),
+        pl.col("surname").alias("__sur"),
+        pl.col("given_names").alias("__given"),
+        pl.col("name_native").alias("__native"),
+        pl.coalesce(
+            pl.concat_str([pl.col("document_country"), pl.col("document_number")], separator=":"),
+            full,
+        ).alias("person"),
+        phone_key(pl.col("contact_phone")).alias("phone"),
+        email_key(pl.col("contact_email")).alias("email"),
+    )
+    sur = normalise_names(t["__sur"])
+    given = normalise_names(t["__given"])
+    initials = pl.select(
+        pl.when(given.str.len_chars() > 0)
+        .then(
+            pl.concat_list(sur.str.split(" "), pl.lit(given.str.slice(0, 1)))
+            .list.sort()
+            .list.join(" ")
+        )
+        .alias("initials")
+    ).to_series()
+    return t.with_columns(
+        normalise_names(t["__full"], sort_tokens=True).alias("name"),
+        normalise_names(t["__native"], sort_tokens=True).alias("native"),
+        initials,
+        address_key(travellers["contact_address"]).alias("address"),
+    ).select("rec", "person", "name", "native", "initials", "phone", "email", "address")
+
+
+_PERSON_FORMS = frozenset({"ip", "chp"})  # ИП, ЧП: a sole trader is a person
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def is_company_name(name: str) -> bool:
+    """Whether a party's name carries a company form (LLC, ТОО, Co. Ltd...);
+    sole traders (ИП / IP) and bare personal names are natural persons."""
+    tokens = set(_TOKEN.findall(to_latin(name).replace(".", "").replace("'", "")))
+    return bool(tokens & (COMPANY_FORMS - _PERSON_FORMS))
+
+
+def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
+    p = parties.select("party_key", "name", "phone", "email", "address").unique()
+    names = p["name"].cast(pl.String)
+    distinct = names.drop_nulls().unique().to_list()
+    company = names.replace_strict(
+        distinct, [is_company_name(v) for v in distinct], default=False, return_dtype=pl.Boolean
+    )
+    return pl.DataFrame(
+        {
+            "party_key": p["party_key"],
+            "company": company,
+            "name": normalise_names(p["name"], sort_tokens=True),
+            "phone": p.select(phone_key(pl.col("phone"))).to_series(),
+            "email": p.select(email_key(pl.col("email"))).to_series(),
+            "address": address_key(p["address"]),
+        }
+    ).filter(pl.col("party_key").is_not_null())
+
+
+def _pairs(left: pl.DataFrame, right: pl.DataFrame, on: str, evidence: str) -> pl.DataFrame:
+    a = left.select("party_key", on).drop_nulls().filter(pl.col(on) != "").unique()
+    b = right.select("rec", on).drop_nulls().filter(pl.col(on) != "")
+    return a.join(b, on=on).select("rec", "party_key", pl.lit(evidence).alias("evidence"))
+
+
+def _number_block(key: pl.Expr) -> pl.Expr:
+    return key.str.extract_all(r"\b\d+\b").list.join(" ")
+
+
+def _fuzzy_addresses(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
+    """Pairs whose addresses share house/office numbers and score >= ADDRESS_MIN_SCORE."""
+    a = (
+        p.select("party_key", "address")
+        .drop_nulls()
+        .unique()
+        .with_columns(_number_block(pl.col("address")).alias("block"))
+    )
+    b = (
+        t.select("rec", pl.col("address").alias("t_address"))
+        .drop_nulls()
+        .with_columns(_number_block(pl.col("t_address")).alias("block"))
+    )
+    cand = (
+        a.filter(pl.col("block") != "")
+        .join(b, on="block")
+        .filter(pl.col("address") != pl.col("t_address"))
+    )
+    if cand.height == 0:
+        return pl.DataFrame(
+            schema={"rec": pl.String, "party_key": pl.String, "evidence": pl.String}
+        )
+    scores = process.cpdist(
+        cand["address"].to_list(),
+        cand["t_address"].to_list(),
+        scorer=fuzz.ratio,
+        workers=-1,
+        dtype=np.float64,
+    )
+    return cand.filter(pl.Series(scores >= ADDRESS_MIN_SCORE)).select(
+        "rec", "party_key", pl.lit("address_fuzzy").alias("evidence")
+    )
+
+
+def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataFrame:
+    """Links between traveller records and parties.
+
+    `parties`: party_key, name, phone, email, address (one row per mention, any
+    number of mentions per party). `travellers`: TRAVELLERS contract frame.
+    Returns traveller_record_id, party_key, link_kind (`LINK_KINDS`),
+    confidence (0-1), one row per linked pair (the strongest evidence)."""
+    if parties.height == 0 or travellers.height == 0:
+        return pl.DataFrame(schema=LINK_SCHEMA)
+    p = _party_keys(parties)
+    t = _traveller_keys(travellers)
+    contacts = (
+        pl.concat(
+            [
+                _pairs(p, t, "phone", "phone"),
+                _pairs(p, t, "email", "email"),
+                _pairs(p, t, "address", "address_exact"),
+                _fuzzy_addresses(p, t),
+            ]
+        )
+        .group_by("rec", "party_key")
+        .agg(
+            (pl.col("evidence") == "phone").any().alias("phone"),
+            (pl.col("evidence") == "email").any().alias("email"),
+            (pl.col("evidence") == "address_exact").any().alias("addr_exact"),
+            (pl.col("evidence") == "address_fuzzy").any().alias("addr_fuzzy"),
+        )
+    )
+    # Does the name confirm a contact link? Compare the pair's names directly:
+    # equal keys, or close ones (spellings the normaliser does not fold, such as
+    # Ismoilov / Ismailov, Aleksandr / Alexander) count as the initials level.
+    pairs = (
+        contacts.select("rec", "party_key")
+        .join(p.select("party_key", pl.col("name").alias("p_name")).unique(), on="party_key")
+        .join(t.select("rec", "name", "native", "initials"), on="rec")
+        .with_columns(pl.col("p_name", "name", "native", "initials").fill_null(""))
+    )
+    close = np.zeros(pairs.height, dtype=bool)
+    for col in ("name", "native"):
+        scores = process.cpdist(
+            pairs["p_name"].to_list(),
+            pairs[col].to_list(),
+            scorer=fuzz.ratio,
+            workers=-1,
+            dtype=np.float64,
+        )
+        close |= scores >= NAME_MIN_SCORE
+    names = (
+        pairs.with_columns(pl.Series("close", close) & (pl.col("p_name") != ""))
+        .group_by("rec", "party_key")
+        .agg(
+            (
+                ((pl.col("p_name") == pl.col("name")) | (pl.col("p_name") == pl.col("native")))
+                & (pl.col("p_name") != "")
+            )
+            .any()
+            .alias("name"),
+            (
+                ((pl.col("p_name") == pl.col("initials")) & (pl.col("p_name") != ""))
+                | pl.col("close")
+            )
+            .any()
+            .alias("initial"),
+        )
+    )
+    # Name alone: only names that no other traveller bears.
+    keys = t.select("rec", "person", pl.concat_list("name", "native").alias("key")).explode("key")
+    keys = keys.drop_nulls("key").filter(pl.col("key") != "")
+    unique_keys = (
+        keys.group_by("key")
+        .agg(pl.col("person").n_unique().alias("persons"))
+        .filter(pl.col("persons") <= MAX_NAMESAKES)
+    )
+    name_only = (
+        keys.join(unique_keys, on="key", how="semi")
+        .join(p.select("party_key", pl.col("name").alias("key")).unique(), on="key")
+        .select("rec", "party_key")
+        .unique()
+        .join(contacts, on=["rec", "party_key"], how="anti")
+        .with_columns(
+            pl.lit(False).alias("phone"),
+            pl.lit(False).alias("email"),
+            pl.lit(False).alias("addr_exact"),
+            pl.lit(False).alias("addr_fuzzy"),
+            pl.lit(True).alias("name"),
+            pl.lit(False).alias("initial"),
+        )
+    )
+    companies = p.group_by("party_key").agg(pl.col("company").any())
+    found = pl.concat(
+        [
+            contacts.join(names, on=["rec", "party_key"], how="left").with_columns(
+                pl.col("name").fill_null(False), pl.col("initial").fill_null(False)
+            ),
+            name_only,
+        ],
+        how="diagonal",
+    ).join(companies, on="party_key", how="left")
+    c = CONFIDENCE
+    addr = pl.col("addr_exact") | pl.col("addr_fuzzy")
+    any_name = pl.col("name") | pl.col("initial")
+    contact = pl.col("phone") | pl.col("email")
+    kind = (
+        pl.when(any_name & (contact | addr))
+        .then(pl.lit("same_person"))
+        .when(contact)
+        .then(pl.lit("phone"))
+        .when(addr)
+        .then(pl.lit("address"))
+        .otherwise(pl.lit("name_variant"))
+    )
+    confidence = (
+        pl.when(pl.col("name") & pl.col("phone"))
+        .then(c["name_phone"])
+        .when(pl.col("initial") & pl.col("phone"))
+        .then(c["initial_phone"])
+        .when(any_name & addr)
+        .then(c["name_address"])
+        .when(~pl.col("company").fill_null(False) & (pl.col("phone") | addr))
+        .then(c["person_contact"])
+        .when(pl.col("phone"))
+        .then(c["phone"])
+        .when(pl.col("addr_exact"))
+        .then(c["address_exact"])
+        .when(pl.col("addr_fuzzy"))
+        .then(c["address_fuzzy"])
+        .when(any_name & pl.col("email"))
+        .then(c["name_email"])
+        .when(pl.col("name"))
+        .then(c["name_only"])
+        .otherwise(c["email"])
+    )
+    return found.select(
+        pl.col("rec").alias("traveller_record_id"),
+        "party_key",
+        kind.alias("link_kind"),
+        confidence.cast(pl.Float64).alias("confidence"),
+    ).sort("traveller_record_id", "party_key")
+
+
+def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
+    """Intermediate columns, one row per shipment in the order given, from the
+    traveller records linked (confidence >= FEATURE_MIN_CONFIDENCE) to any of
+    its three parties and departed before its declared_at: `__tr_conf` (best
+    link confidence, 0 if none), and within `WINDOW` before declared_at:
+    `__tr_trips`, `__tr_high_risk` (route touches a high-risk country),
+    `__tr_one_way`, `__tr_cash`, `__tr_last_minute` (booked < 72 h before
+    departure), `__tr_group` (trips booked in one group with another person
+    linked to the same shipment)."""
+    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
+    counts = ("__tr_trips", "__tr_high_risk", "__tr_one_way", "__tr_cash", "__tr_last_minute",
+              "__tr_group")  # fmt: skip
+    mentions = pl.concat(
+        [
+            ships.select(
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                pl.col("declared_at").alias("__t"),
+                *[
+                    pl.col(f"{role}_{c}").cast(pl.String).alias(c)
+                    for c in ("name", "phone", "email", "address")
+                ],
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+    attrs = ["name", "phone", "email", "address"]
+    tuples = (
+        mentions.select(attrs)
+        .unique(maintain_order=True)
+        .with_row_index("__m")
+        .with_columns(pl.col("__m").cast(pl.String).alias("party_key"))
+    )
+    links = link_travellers(tuples.select("party_key", *attrs), history.travellers).filter(
+        pl.col("confidence") >= FEATURE_MIN_CONFIDENCE
+    )
+    risky = sorted(params.high_risk_countries)
+    trips = history.travellers.select(
+        pl.col("traveller_record_id"),
+        pl.col("departure_at").alias("__dep"),
+        pl.coalesce(
+            pl.concat_str([pl.col("document_country"), pl.col("document_number")], separator=":"),
+            pl.col("traveller_record_id"),
+        ).alias("__person"),
+        pl.col("route_countries")
+        .list.eval(pl.element().is_in(risky))
+        .list.any()
+        .fill_null(False)
+        .alias("__risky"),
+        pl.col("one_way").fill_null(False).alias("__one_way"),
+        (pl.col("payment_form").cast(pl.String) == "cash").fill_null(False).alias("__cash"),
+        ((pl.col("departure_at") - pl.col("booked_at")) < LAST_MINUTE)
+        .fill_null(False)
+        .alias("__last_minute"),
+        pl.col("group_id").alias("__group"),
+    )
+    linked = (
+        mentions.join(tuples.select(*attrs, "party_key"), on=attrs, how="inner", nulls_equal=True)
+        .join(links, on="party_key")
+        .join(trips, on="traveller_record_id")
+        .filter(pl.col("__dep") < pl.col("__t"))
+        .group_by("__row", "traveller_record_id")
+        .agg(pl.col("confidence").max(), pl.exclude("confidence", "party_key").first())
+    )
+    recent = linked.filter(pl.col("__dep") >= pl.col("__t") - WINDOW).with_columns(
+        (
+            pl.col("__group").is_not_null()
+            & (pl.col("__person").n_unique().over("__row", "__group") > 1)
+        ).alias("__in_group")
+    )
+    conf = linked.group_by("__row").agg(pl.col("confidence").max().alias("__tr_conf"))
+    window = recent.group_by("__row").agg(
+        pl.len().alias("__tr_trips"),
+        pl.col("__risky").sum().alias("__tr_high_risk"),
+        pl.col("__one_way").sum().alias("__tr_one_way"),
+        pl.col("__cash").sum().alias("__tr_cash"),
+        pl.col("__last_minute").sum().alias("__tr_last_minute"),
+        pl.col("__in_group").sum().alias("__tr_group"),
+    )
+    return (
+        rows.join(conf, on="__row", how="left", maintain_order="left")
+        .join(window, on="__row", how="left", maintain_order="left")
+        .select(
+            "shipment_id",
+            pl.col("__tr_conf").fill_null(0.0),
+            *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts],
+        )
+    )
+
+
+@feature(
+    F,
+    "Best confidence of a link between a party and a traveller record (API/PNR)",
+    "A party is linked to a traveller (confidence {value})",
+    "Участник сделки связан с пассажиром (достоверность {value})",
+    fmt="{:.2f}",
+)
+def traveller_link_confidence() -> pl.Expr:
+    return pl.col("__tr_conf")
+
+
+@feature(
+    F,
+    "Trips in the 180 days before by travellers linked to a party",
+    "Travellers linked to the parties made {value} trip(s) in the last 180 days",
+    "Пассажиры, связанные с участниками сделки, совершили {value} поездок за 180 дней",
+)
+def traveller_trips_180d() -> pl.Expr:
+    return pl.col("__tr_trips")
+
+
+@feature(
+    F,
+    "Trips in the 180 days before, by linked travellers, touching a high-risk country",
+    "Travellers linked to the parties made {value} trip(s) via high-risk countries "
+    "in the last 180 days",
+    "Пассажиры, связанные с участниками сделки, совершили {value} поездок через страны "
+    "высокого риска за 180 дней",
+)
+def traveller_high_risk_trips_180d() -> pl.Expr:
+    return pl.col("__tr_high_risk")
+
+
+@feature(
+    F,
+    "One-way bookings among linked travellers' trips in the 180 days before",
+    "{value} one-way booking(s) by travellers linked to the parties",
+    "{value} билет(ов) в одну сторону у пассажиров, связанных с участниками сделки",
+)
+def traveller_one_way_180d() -> pl.Expr:
+    return pl.col("__tr_one_way")
+
+
+@feature(
+    F,
+    "Cash-paid bookings among linked travellers' trips in the 180 days before",
+    "{value} booking(s) paid in cash by travellers linked to the parties",
+    "{value} билет(ов) оплачено наличными пассажирами, связанными с участниками сделки",
+)
+def traveller_cash_180d() -> pl.Expr:
+    return pl.col("__tr_cash")
+
+
+@feature(
+    F,
+    "Bookings made less than 72 hours before departure among linked travellers' trips "
+    "in the 180 days before",
+    "{value} last-minute booking(s) by travellers linked to the parties",
+    "{value} билет(ов) куплено менее чем за 72 часа пассажирами, связанными с участниками сделки",
+)
+def traveller_last_minute_180d() -> pl.Expr:
+    return pl.col("__tr_last_minute")
+
+
+@feature(
+    F,
+    "Linked travellers' trips in the 180 days before booked in one group with another "
+    "person linked to the same shipment",
+    "{value} trip(s) booked together by people linked to the shipment's parties",
+    "{value} поездок забронировано вместе лицами, связанными с участниками сделки",
+)
+def traveller_group_trips_180d() -> pl.Expr:
+    return pl.col("__tr_group")

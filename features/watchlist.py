@@ -1,0 +1,189 @@
+"""Family 4: how closely the shipment's parties match a watchlist.
+
+Every distinct party name (consignor, consignee, declarant) is screened once
+with `features.screening.WatchlistIndex` against every entry scoring at least
+`SCORE_FLOOR`, then each shipment keeps, per party, the best entry that was
+already listed before the shipment: an entry counts only when its `listed_on`
+date is before the day of `declared_at` (the listing's hour is unknown, so a
+listing on the same day does not count); an entry without a date counts always.
+Party identification numbers are also looked up among the listed document
+numbers (exact, after `normalise_document`).
+
+The index of one watchlist frame is built once and reused while the same frame
+is passed (the online call screens one shipment against the same list).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from features.context import PARTY_ROLES, History, Params
+from features.registry import Family, Kind, feature
+from features.screening import DEFAULT_THRESHOLD, WatchlistIndex
+
+F = Family.WATCHLIST
+# Lowest score kept: below it a name counts as no match (score 0). Lower than the
+# alert threshold so that the model sees near misses too.
+SCORE_FLOOR = 70
+# Entries kept per distinct name before the listing-date filter.
+MAX_ENTRIES_PER_NAME = 50
+
+_INDEX_CACHE: list[tuple[pl.DataFrame, WatchlistIndex]] = []
+
+
+def watchlist_index(watchlist: pl.DataFrame) -> WatchlistIndex:
+    """The index of `watchlist`, built once per frame object."""
+    for frame, index in _INDEX_CACHE:
+        if frame is watchlist:
+            return index
+    index = WatchlistIndex.build(watchlist)
+    _INDEX_CACHE[:] = [(watchlist, index)]
+    return index
+
+
+def _empty(ships: pl.DataFrame) -> pl.DataFrame:
+    n = ships.height
+    return pl.DataFrame(
+        {
+            "shipment_id": ships["shipment_id"],
+            "__wl_score": pl.Series([0] * n, dtype=pl.Int64),
+            "__wl_exact": pl.Series([False] * n, dtype=pl.Boolean),
+            "__wl_parties": pl.Series([0] * n, dtype=pl.Int64),
+            "__wl_id_match": pl.Series([False] * n, dtype=pl.Boolean),
+            "__wl_party": pl.Series([None] * n, dtype=pl.String),
+            "__wl_entry": pl.Series([None] * n, dtype=pl.String),
+            "__wl_name": pl.Series([None] * n, dtype=pl.String),
+        }
+    )
+
+
+def _mentions(ships: pl.DataFrame, column: str) -> pl.DataFrame:
+    """One row per (shipment row, role): __row, role, value, the day of declaration."""
+    return pl.concat(
+        [
+            ships.select(
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                pl.lit(role).alias("role"),
+                pl.col(f"{role}_{column}").cast(pl.String).alias("value"),
+                pl.col("declared_at").dt.date().alias("__day"),
+            )
+            for role in PARTY_ROLES
+        ]
+    ).drop_nulls("value")
+
+
+def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
+    """Intermediate columns, one row per shipment in the order given:
+    `__wl_score` best score over the parties (0-100, 0 = none >= SCORE_FLOOR),
+    `__wl_exact` a party's name equals a listed name after normalisation,
+    `__wl_parties` parties scoring >= the alert threshold, `__wl_id_match` a
+    party's id equals a listed document number, and for display the role
+    (`__wl_party`), entry id and listed name of the best match."""
+    del params
+    watchlist = history.watchlist
+    if watchlist is None or watchlist.height == 0 or ships.height == 0:
+        return _empty(ships)
+    index = watchlist_index(watchlist)
+    listed = watchlist.select("entry_id", pl.col("listed_on").alias("__listed"))
+
+    names = _mentions(ships, "name")
+    distinct = names.select(pl.col("value").unique(maintain_order=True))
+    hits = index.screen(distinct["value"], limit=MAX_ENTRIES_PER_NAME, threshold=SCORE_FLOOR).join(
+        listed, on="entry_id", how="left"
+    )
+    hits = hits.with_columns(
+        pl.Series("value", distinct["value"].gather(hits["query_index"]), dtype=pl.String)
+    )
+    best = (
+        names.join(hits, on="value", how="inner")
+        .filter(pl.col("__listed").is_null() | (pl.col("__listed") < pl.col("__day")))
+        .sort(
+            ["__row", "score", "exact", "role", "entry_id"],
+            descending=[False, True, True, False, False],
+        )
+    )
+    per_party = best.unique(["__row", "role"], keep="first", maintain_order=True)
+    summary = per_party.group_by("__row").agg(
+        pl.col("score").max().cast(pl.Int64).alias("__wl_score"),
+        pl.col("exact").any().alias("__wl_exact"),
+        (pl.col("score") >= DEFAULT_THRESHOLD).sum().cast(pl.Int64).alias("__wl_parties"),
+        pl.col("role").first().alias("__wl_party"),
+        pl.col("entry_id").first().alias("__wl_entry"),
+        pl.col("matched_name").first().alias("__wl_name"),
+    )
+
+    ids = _mentions(ships, "id")
+    distinct_ids = ids.select(pl.col("value").unique(maintain_order=True))
+    docs = index.screen_documents(distinct_ids["value"]).join(listed, on="entry_id", how="left")
+    docs = docs.with_columns(
+        pl.Series("value", distinct_ids["value"].gather(docs["query_index"]), dtype=pl.String)
+    )
+    id_rows = (
+        ids.join(docs, on="value", how="inner")
+        .filter(pl.col("__listed").is_null() | (pl.col("__listed") < pl.col("__day")))
+        .select(pl.col("__row").unique(), pl.lit(True).alias("__wl_id_match"))
+    )
+
+    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
+    return (
+        rows.join(summary, on="__row", how="left", maintain_order="left")
+        .join(id_rows, on="__row", how="left", maintain_order="left")
+        .with_columns(
+            pl.col("__wl_score").fill_null(0),
+            pl.col("__wl_exact").fill_null(False),
+            pl.col("__wl_parties").fill_null(0),
+            pl.col("__wl_id_match").fill_null(False),
+        )
+        .select(
+            "shipment_id",
+            "__wl_score",
+            "__wl_exact",
+            "__wl_parties",
+            "__wl_id_match",
+            "__wl_party",
+            "__wl_entry",
+            "__wl_name",
+        )
+    )
+
+
+@feature(
+    F,
+    "Best watchlist match score of the consignor, consignee or declarant name (0-100)",
+    "A party's name resembles a watchlist entry ({value}% similar)",
+    "Наименование участника сделки похоже на запись в списке наблюдения (сходство {value}%)",
+)
+def watchlist_best_score() -> pl.Expr:
+    return pl.col("__wl_score")
+
+
+@feature(
+    F,
+    "A party's name equals a watchlist name after normalisation (script, spelling, order)",
+    "A party's name is the same as a name on a watchlist",
+    "Наименование участника сделки совпадает с именем из списка наблюдения",
+    kind=Kind.FLAG,
+)
+def watchlist_exact() -> pl.Expr:
+    return pl.col("__wl_exact").cast(pl.Int8)
+
+
+@feature(
+    F,
+    "Number of parties whose name scores at or above the screening alert threshold",
+    "{value} party(ies) of the shipment resemble watchlist entries",
+    "{value} участник(ов) сделки похожи на записи в списке наблюдения",
+)
+def watchlist_parties_matched() -> pl.Expr:
+    return pl.col("__wl_parties")
+
+
+@feature(
+    F,
+    "A party's identification number equals a document number on a watchlist",
+    "A party's identification number is listed on a watchlist",
+    "Идентификационный номер участника сделки указан в списке наблюдения",
+    kind=Kind.FLAG,
+)
+def watchlist_id_match() -> pl.Expr:
+    return pl.col("__wl_id_match").cast(pl.Int8)
