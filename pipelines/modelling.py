@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts.settings import DataLayout
-from features.build import CONTEXT, model_columns
+from features.build import CONTEXT
 from features.registry import feature_set_version
 from models.card import card_markdown, model_card
 from models.dataset import Split, Target, data_hash, labelled, matrix, time_split
@@ -108,7 +108,7 @@ def _evaluate_on(
     folder: Path,
 ) -> tuple[Evaluation, Path]:
     """Evaluate on the test window and write the report with its plots."""
-    names = model_columns()
+    names = list(booster.feature_name())
     x_test = matrix(test, names)
     scores = predict(booster, x_test)
     start, end = test["declared_at"].min(), test["declared_at"].max()
@@ -377,7 +377,7 @@ def run_score(
     features = read_features(layout)
     if since is not None:
         features = features.filter(pl.col("declared_at") >= since)
-    names = model_columns()
+    names = list(booster.feature_name())
     x = matrix(features, names)
     say(f"scoring {features.height:,} shipments with version {mv.version}")
     prob = predict(booster, x)
