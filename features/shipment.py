@@ -120,7 +120,7 @@ def high_risk_transit() -> pl.Expr:
     "Задекларировано за {value} ч до прибытия",
 )
 def lead_time_hours() -> pl.Expr:
-    return (pl.col("expected_arrival_at") - pl.col("declared_at")).dt.total_minutes() / 60.0
+    return (pl.col("expected_arrival_at") - pl.col("declared_at")).dt.total_microseconds() / 3.6e9
 
 
 @feature(

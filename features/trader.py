@@ -63,9 +63,9 @@ def prepare(ships: pl.DataFrame, history: History, undervalued: pl.DataFrame) ->
             prefix=f"{role}_insp",
         )
         cols += [
-            ((ships["declared_at"] - seen[f"{role}_first"]).dt.total_hours() / 24.0).alias(
-                f"__{role}_days"
-            ),
+            (
+                (ships["declared_at"] - seen[f"{role}_first"]).dt.total_microseconds() / 8.64e10
+            ).alias(f"__{role}_days"),
             *[seen[f"{role}_n_{w}"].alias(f"__{role}_n_{w}") for w in WINDOWS],
             seen[f"{role}_n"].alias(f"__{role}_n"),
             seen[f"{role}_undervalued"].alias(f"__{role}_underv"),
