@@ -52,6 +52,7 @@ class FeatureSpec:
     categories: tuple[str, ...] = ()
     # +1 where more of it can only mean more risk (the model is constrained so).
     monotone: int = 0
+    module: str = ""  # the family module that defines it
 
     def expr(self) -> pl.Expr:
         return self.fn().alias(self.name)
@@ -84,16 +85,25 @@ def feature(
             raise ValueError(f"feature {name!r} is registered twice")
         REGISTRY[name] = FeatureSpec(
             name, family, kind, description, reason_en, reason_ru, fn, fmt, categories,
-            monotone,
+            monotone, fn.__module__,
         )
         return fn
 
     return register
 
 
+# The family modules `features.build` wires, in order. A module imported for any
+# other reason (a test, say) registers its features, but only these are built.
+FAMILY_MODULES = ("features.shipment", "features.goods", "features.trader")
+
+
 def specs(family: Family | None = None) -> list[FeatureSpec]:
     _load_families()
-    return [s for s in REGISTRY.values() if family is None or s.family is family]
+    return [
+        s
+        for s in REGISTRY.values()
+        if s.module in FAMILY_MODULES and (family is None or s.family is family)
+    ]
 
 
 def feature_names() -> list[str]:
@@ -141,4 +151,7 @@ class _Default(dict[str, Any]):
 
 def _load_families() -> None:
     """Import the family modules, which register their features."""
-    from features import goods, shipment, trader  # noqa: F401
+    import importlib
+
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
