@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ./caravan-data
-DEMO_SHIPMENTS ?= 20000
+DEMO_SHIPMENTS ?= 100000
 
 .PHONY: install demo test lint bench clean
 
@@ -21,6 +21,9 @@ demo: $(STAMP)
 	$(BIN)/caravan validate --data $(DATA)
 	$(BIN)/caravan watchlist import --data $(DATA) --national data_contracts/reference/national_watchlist_example.csv --list-name KZ-demo
 	$(BIN)/caravan features --data $(DATA)
+	$(BIN)/caravan train --data $(DATA)
+	$(BIN)/caravan promote --data $(DATA) --version 1 --by demo
+	$(BIN)/caravan score --data $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
