@@ -17,7 +17,7 @@ EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 MODES = ("road", "rail", "air", "sea", "post", "express")
 # UN/ECE Recommendation 20 unit codes used on goods lines.
 QUANTITY_UNITS = ("PCE", "KGM", "LTR", "MTR", "MTK", "SET", "PR", "NAR", "TNE", "CT")
-SELECTION_METHODS = ("rule", "model", "random", "intelligence")
+SELECTION_METHODS = ("rule", "model", "random", "watchlist", "intelligence")
 FINDING_CATEGORIES = (
     "firearms",
     "parts",

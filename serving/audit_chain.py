@@ -1,0 +1,193 @@
+"""The audit log's hash chain, as pure functions.
+
+Each entry carries its sequence number (1, 2, 3 ...), the hash of the entry
+before it (`prev_hash`; the first entry carries GENESIS_HASH) and its own hash::
+
+    hash = SHA-256( prev_hash + "\\n" + canonical_json(content) )
+
+where content is everything in the entry except the two hashes (seq, entry_id,
+at, kind, actor, payload). `verify` walks the chain and names the first entry
+that breaks it: a changed entry no longer matches its hash; a deleted, inserted
+or moved entry breaks the sequence numbers or the link to the previous hash.
+Deleting entries at the end cannot be seen from the rows alone: pass the head
+hash (and count) recorded elsewhere as `expected_head` to catch it.
+
+Canonical JSON: keys sorted, no whitespace, UTF-8, datetimes converted to UTC
+ISO 8601 (``2025-03-01T08:00:00+00:00``; naive datetimes are refused as
+ambiguous), dates ISO, enums by value, tuples as lists, floats in Python's
+shortest round-trip form (``repr``, so 0.1 is ``0.1`` and 1.0 stays ``1.0``,
+distinct from the integer 1); NaN and infinities are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+
+
+def _normalise(value: Any, path: str = "$") -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, Enum):
+        return _normalise(value.value, path)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{path}: {value} cannot be recorded (not a finite number)")
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(
+                f"{path}: naive datetime {value.isoformat()} is ambiguous; "
+                "use a timezone-aware (UTC) datetime"
+            )
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path}: keys must be strings, got {key!r}")
+            out[key] = _normalise(item, f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_normalise(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise ValueError(f"{path}: cannot record a value of type {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """The one text form of a value that the hash is computed over."""
+    return json.dumps(
+        _normalise(value),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+
+
+def entry_hash(prev_hash: str, payload: Any) -> str:
+    """SHA-256 (hex) of the previous hash and the canonical JSON of `payload`."""
+    data = prev_hash + "\n" + canonical_json(payload)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What is to be logged (before it is chained)."""
+
+    entry_id: str
+    at: dt.datetime
+    kind: str  # score, personal_data_view, queue_decision, outcome, rule_change, promotion ...
+    actor: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    entry_id: str
+    at: dt.datetime
+    kind: str
+    actor: str
+    payload: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def content(self) -> dict[str, Any]:
+        """Everything the hash covers."""
+        return {
+            "seq": self.seq,
+            "entry_id": self.entry_id,
+            "at": self.at,
+            "kind": self.kind,
+            "actor": self.actor,
+            "payload": self.payload,
+        }
+
+
+def append(prev: AuditEntry | None, record: AuditRecord) -> AuditEntry:
+    """The entry that follows `prev` (or starts the chain when `prev` is None)."""
+    seq = 1 if prev is None else prev.seq + 1
+    prev_hash = GENESIS_HASH if prev is None else prev.hash
+    draft = AuditEntry(
+        seq, record.entry_id, record.at, record.kind, record.actor, record.payload, prev_hash, ""
+    )
+    return dataclasses.replace(draft, hash=entry_hash(prev_hash, draft.content()))
+
+
+def chain(records: Iterable[AuditRecord], after: AuditEntry | None = None) -> list[AuditEntry]:
+    """Chain records in order, continuing after `after` when given."""
+    out: list[AuditEntry] = []
+    prev = after
+    for record in records:
+        prev = append(prev, record)
+        out.append(prev)
+    return out
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    first_broken_index: int | None = None  # position in the list given to verify
+    first_broken_id: str | None = None
+    reason: str = ""
+
+
+def verify(
+    entries: Sequence[AuditEntry],
+    *,
+    start_seq: int = 1,
+    anchor_hash: str = GENESIS_HASH,
+    expected_head: str | None = None,
+) -> VerifyResult:
+    """Check a chain (or a segment of it starting at `start_seq` after `anchor_hash`).
+
+    Returns the first entry that breaks it, with the reason."""
+
+    def broken(i: int, reason: str) -> VerifyResult:
+        entry_id = entries[i].entry_id if i < len(entries) else None
+        return VerifyResult(False, i, entry_id, reason)
+
+    prev_hash = anchor_hash
+    for i, entry in enumerate(entries):
+        expected_seq = start_seq + i
+        if entry.seq != expected_seq:
+            if entry.seq < expected_seq:
+                why = "an entry was inserted or moved here"
+            else:
+                why = f"{entry.seq - expected_seq} entr(ies) deleted before it, or it was moved"
+            return broken(
+                i, f"sequence number {entry.seq} where {expected_seq} was expected: {why}"
+            )
+        if entry.prev_hash != prev_hash:
+            return broken(
+                i,
+                "prev_hash does not match the hash of the previous entry: an entry "
+                "before it was changed, deleted, inserted or moved",
+            )
+        try:
+            recomputed = entry_hash(entry.prev_hash, entry.content())
+        except ValueError as exc:
+            return broken(i, f"content cannot be serialised: {exc}")
+        if recomputed != entry.hash:
+            return broken(i, "hash does not match the content: the entry was edited")
+        prev_hash = entry.hash
+    if expected_head is not None and prev_hash != expected_head:
+        return broken(
+            len(entries),
+            "the chain does not end at the recorded head: entries at "
+            "the end were deleted or replaced",
+        )
+    return VerifyResult(True)

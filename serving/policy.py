@@ -1,0 +1,425 @@
+"""Queue policy: priority, lanes, the daily queue of an office, and referrals.
+
+Plain functions over plain data (no database, no clock: time is always passed in).
+
+Priority
+    Two bands, so that a forced entry always outranks any other::
+
+        risk     = 1 - (1 - p) * prod(1 - w[s] for each rule hit s) * (1 - 0.6 * watch)
+        priority = risk            when nothing forces the shipment in   (0 <= priority <= 1)
+        priority = 2 + risk        when a must-inspect rule or an exact watchlist
+                                   hit forces it in                      (2 <= priority <= 3)
+
+    p is the model probability, watch the best fuzzy watchlist score in [0, 1],
+    and the severity weights w are info 0, low 0.10, medium 0.25, high 0.50
+    (must_inspect counts as forcing, and 0.50 inside `risk` so forced entries are
+    still ordered among themselves). This "noisy-OR" treats each signal as an
+    independent chance of a finding; it is an ordering, not a calibrated
+    probability. It is non-decreasing in p, in the watchlist score, in each
+    severity and in the number of hits.
+
+Lanes (defaults, configurable per office through `LaneThresholds`)
+    red (physical inspection): forced, or priority >= 0.50 (a high rule alone);
+    yellow (documentary check): priority >= 0.20 (a medium rule alone);
+    green (release) otherwise.
+
+Queue (one office, one day)
+    1. forced candidates (must-inspect rule or exact watchlist hit), always in,
+       best first; those beyond capacity are flagged `over_capacity`;
+    2. exploration slots m = round_half_up(exploration_share * capacity), capped by
+       the slots left after step 1;
+    3. the top (slots left - m) others by priority, deterministically (ties by
+       shipment id);
+    4. m shipments drawn uniformly at random, without replacement, from the N
+       candidates left: each selected with probability m / N, which is recorded.
+    Every entry records its selection method and the exact probability with which
+    this policy selected it (1.0 for steps 1 and 3).
+
+Referrals
+    open -> claimed -> inspected | waived -> closed. Each transition is a pure
+    function returning a new Referral (with who and when) or raising
+    TransitionError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS
+
+SEVERITY_WEIGHTS: dict[str, float] = {
+    "info": 0.0,
+    "low": 0.10,
+    "medium": 0.25,
+    "high": 0.50,
+    "must_inspect": 0.50,
+}
+WATCHLIST_WEIGHT = 0.6
+TOP_BAND = 2.0
+
+Lane = Literal["red", "yellow", "green"]
+SelectionMethod = Literal["rule", "model", "watchlist", "random"]
+
+
+def _unit(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+
+
+def priority(
+    probability: float,
+    rule_hits: Iterable[str] = (),
+    *,
+    watchlist_score: float = 0.0,
+    watchlist_exact: bool = False,
+) -> float:
+    """Priority of one shipment from its model probability, the severities of the rules
+    it hit and its best watchlist match (see the module docstring for the formula)."""
+    _unit("probability", probability)
+    _unit("watchlist_score", watchlist_score)
+    keep = 1.0 - probability
+    forced = watchlist_exact
+    for severity in rule_hits:
+        if severity not in SEVERITY_WEIGHTS:
+            raise ValueError(f"unknown severity {severity!r}")
+        keep *= 1.0 - SEVERITY_WEIGHTS[severity]
+        forced = forced or severity == "must_inspect"
+    keep *= 1.0 - WATCHLIST_WEIGHT * (1.0 if watchlist_exact else watchlist_score)
+    risk = 1.0 - keep
+    return TOP_BAND + risk if forced else risk
+
+
+def is_forced(rule_hits: Iterable[str], watchlist_exact: bool) -> bool:
+    return watchlist_exact or any(s == "must_inspect" for s in rule_hits)
+
+
+@dataclass(frozen=True)
+class LaneThresholds:
+    red: float = 0.50
+    yellow: float = 0.20
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.yellow <= self.red <= 1.0:
+            raise ValueError("lane thresholds need 0 <= yellow <= red <= 1")
+
+
+def lane(
+    value: float, must_inspect: bool = False, thresholds: LaneThresholds | None = None
+) -> Lane:
+    """red / yellow / green for a priority; forced shipments are always red."""
+    t = thresholds or LaneThresholds()
+    if must_inspect or value >= TOP_BAND or value >= t.red:
+        return "red"
+    if value >= t.yellow:
+        return "yellow"
+    return "green"
+
+
+# --------------------------------------------------------------------------- queue
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored shipment waiting for today's queue of its office."""
+
+    shipment_id: str
+    office_code: str
+    day: dt.date
+    priority: float
+    must_inspect: bool = False
+    watchlist_exact: bool = False
+    rule_keys: tuple[str, ...] = ()  # "<rule id>@v<version>" of the rules that hit
+
+    @property
+    def forced(self) -> bool:
+        return self.must_inspect or self.watchlist_exact
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    shipment_id: str
+    office_code: str
+    day: dt.date
+    rank: int  # 1 = first
+    priority: float
+    lane: Lane
+    selection_method: SelectionMethod
+    selection_probability: float
+    over_capacity: bool = False
+    rule_keys: tuple[str, ...] = ()
+
+
+def exploration_slots(capacity: int, exploration_share: float) -> int:
+    """Slots reserved for random picks: the share of capacity, rounded half up."""
+    return math.floor(exploration_share * capacity + 0.5)
+
+
+def _order(c: Candidate) -> tuple[float, str]:
+    return (-c.priority, c.shipment_id)
+
+
+def build_queue(
+    candidates: Sequence[Candidate],
+    capacity: int,
+    exploration_share: float = 0.05,
+    rng_seed: int = 0,
+    thresholds: LaneThresholds | None = None,
+) -> list[QueueEntry]:
+    """The queue of one office for one day (see the module docstring for the policy)."""
+    if capacity < 0:
+        raise ValueError("capacity must be >= 0")
+    _unit("exploration_share", exploration_share)
+    if len({(c.office_code, c.day) for c in candidates}) > 1:
+        raise ValueError("build_queue takes the candidates of one office and one day")
+    if len({c.shipment_id for c in candidates}) != len(candidates):
+        raise ValueError("a shipment appears twice among the candidates")
+
+    forced = sorted((c for c in candidates if c.forced), key=_order)
+    rest = sorted((c for c in candidates if not c.forced), key=_order)
+    picked: list[tuple[Candidate, SelectionMethod, float, bool]] = [
+        (c, "rule" if c.must_inspect else "watchlist", 1.0, i >= capacity)
+        for i, c in enumerate(forced)
+    ]
+    left = max(capacity - len(forced), 0)
+    m = min(exploration_slots(capacity, exploration_share), left)
+    n_top = min(left - m, len(rest))
+    picked += [(c, "model", 1.0, False) for c in rest[:n_top]]
+    pool = rest[n_top:]
+    if pool and m:
+        draws = min(m, len(pool))
+        probability = draws / len(pool)
+        chosen = random.Random(rng_seed).sample(pool, draws)
+        picked += [(c, "random", probability, False) for c in sorted(chosen, key=_order)]
+
+    return [
+        QueueEntry(
+            shipment_id=c.shipment_id,
+            office_code=c.office_code,
+            day=c.day,
+            rank=rank,
+            priority=c.priority,
+            lane=lane(c.priority, c.forced, thresholds),
+            selection_method=method,
+            selection_probability=p,
+            over_capacity=over,
+            rule_keys=c.rule_keys,
+        )
+        for rank, (c, method, p, over) in enumerate(picked, start=1)
+    ]
+
+
+# --------------------------------------------------------------------------- referrals
+
+
+class Status(StrEnum):
+    OPEN = "open"
+    CLAIMED = "claimed"
+    INSPECTED = "inspected"
+    WAIVED = "waived"
+    CLOSED = "closed"
+
+
+class TransitionError(Exception):
+    """A referral transition that the rules forbid; the message says why."""
+
+
+@dataclass(frozen=True)
+class Officer:
+    officer_id: str
+    office_code: str
+
+
+@dataclass(frozen=True)
+class InspectionOutcome:
+    finding: bool
+    finding_category: str | None = None
+    quantity_seized: float | None = None
+    seized_unit: str | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_status: Status | None
+    to_status: Status
+    by: str
+    at: dt.datetime
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Referral:
+    shipment_id: str
+    office_code: str
+    created_at: dt.datetime
+    status: Status = Status.OPEN
+    claimed_by: str | None = None
+    claimed_at: dt.datetime | None = None
+    outcome: InspectionOutcome | None = None
+    waiver_reason: str | None = None
+    decided_by: str | None = None
+    decided_at: dt.datetime | None = None
+    closed_by: str | None = None
+    closed_at: dt.datetime | None = None
+    history: tuple[Transition, ...] = field(default=())
+
+    @property
+    def last_change(self) -> dt.datetime:
+        return self.history[-1].at if self.history else self.created_at
+
+
+def _aware(at: dt.datetime, what: str) -> None:
+    if at.tzinfo is None:
+        raise TransitionError(f"{what}: time must be timezone-aware (UTC)")
+
+
+def open_referral(entry: QueueEntry, at: dt.datetime, by: str = "queue") -> Referral:
+    """A new open referral for a queue entry."""
+    _aware(at, "open")
+    return Referral(
+        shipment_id=entry.shipment_id,
+        office_code=entry.office_code,
+        created_at=at,
+        history=(Transition(None, Status.OPEN, by, at),),
+    )
+
+
+def _step(
+    ref: Referral, to: Status, by: str, at: dt.datetime, note: str = "", **changes: object
+) -> Referral:
+    _aware(at, to.value)
+    if at < ref.last_change:
+        raise TransitionError(
+            f"referral {ref.shipment_id}: {to.value} at {at.isoformat()} is earlier than its "
+            f"last change at {ref.last_change.isoformat()}"
+        )
+    history = (*ref.history, Transition(ref.status, to, by, at, note))
+    return dataclasses.replace(ref, status=to, history=history, **changes)  # type: ignore[arg-type]
+
+
+def _require(ref: Referral, action: str, *allowed: Status) -> None:
+    if ref.status not in allowed:
+        wanted = " or ".join(s.value for s in allowed)
+        raise TransitionError(
+            f"cannot {action} referral {ref.shipment_id}: it is {ref.status.value}, "
+            f"it must be {wanted}"
+        )
+
+
+def claim(ref: Referral, officer: Officer, at: dt.datetime) -> Referral:
+    """An officer of the referral's office takes it."""
+    _require(ref, "claim", Status.OPEN)
+    if officer.office_code != ref.office_code:
+        raise TransitionError(
+            f"officer {officer.officer_id} of office {officer.office_code} cannot claim "
+            f"referral {ref.shipment_id} of office {ref.office_code}"
+        )
+    return _step(
+        ref, Status.CLAIMED, officer.officer_id, at, claimed_by=officer.officer_id, claimed_at=at
+    )
+
+
+def release(ref: Referral, officer: Officer, at: dt.datetime) -> Referral:
+    """The claiming officer hands the referral back (claimed -> open)."""
+    _require(ref, "release", Status.CLAIMED)
+    _claimer(ref, officer, "release")
+    return _step(ref, Status.OPEN, officer.officer_id, at, claimed_by=None, claimed_at=None)
+
+
+def _claimer(ref: Referral, officer: Officer, action: str) -> None:
+    if officer.officer_id != ref.claimed_by:
+        raise TransitionError(
+            f"officer {officer.officer_id} cannot {action} referral {ref.shipment_id}: "
+            f"it is claimed by {ref.claimed_by}"
+        )
+
+
+def _check_outcome(outcome: InspectionOutcome) -> None:
+    cat = outcome.finding_category
+    if outcome.finding and cat is None:
+        raise TransitionError("a finding needs a finding category")
+    if not outcome.finding and cat is not None:
+        raise TransitionError("a finding category was given but finding is false")
+    if cat is not None and cat not in FINDING_CATEGORIES:
+        raise TransitionError(
+            f"unknown finding category {cat!r}; expected one of {', '.join(FINDING_CATEGORIES)}"
+        )
+    qty = outcome.quantity_seized
+    if qty is not None:
+        if not outcome.finding:
+            raise TransitionError("a quantity seized needs a finding")
+        if not math.isfinite(qty) or qty < 0:
+            raise TransitionError("quantity seized must be a non-negative number")
+        if outcome.seized_unit not in QUANTITY_UNITS:
+            raise TransitionError(
+                f"a quantity seized needs a unit, one of {', '.join(QUANTITY_UNITS)}"
+            )
+
+
+def record_outcome(
+    ref: Referral, officer: Officer, at: dt.datetime, outcome: InspectionOutcome
+) -> Referral:
+    """The claiming officer records what the inspection found (claimed -> inspected)."""
+    _require(ref, "record an outcome for", Status.CLAIMED)
+    _claimer(ref, officer, "record an outcome for")
+    _check_outcome(outcome)
+    return _step(
+        ref,
+        Status.INSPECTED,
+        officer.officer_id,
+        at,
+        outcome.notes,
+        outcome=outcome,
+        decided_by=officer.officer_id,
+        decided_at=at,
+    )
+
+
+def waive(ref: Referral, officer: Officer, at: dt.datetime, reason: str) -> Referral:
+    """The claiming officer waives the inspection, with a reason (claimed -> waived)."""
+    _require(ref, "waive", Status.CLAIMED)
+    _claimer(ref, officer, "waive")
+    if not isinstance(reason, str) or not reason.strip():
+        raise TransitionError(f"waiving referral {ref.shipment_id} needs a reason")
+    return _step(
+        ref,
+        Status.WAIVED,
+        officer.officer_id,
+        at,
+        reason.strip(),
+        waiver_reason=reason.strip(),
+        decided_by=officer.officer_id,
+        decided_at=at,
+    )
+
+
+def close(ref: Referral, by: Officer, at: dt.datetime) -> Referral:
+    """Close an inspected or waived referral (an officer of its office)."""
+    _require(ref, "close", Status.INSPECTED, Status.WAIVED)
+    if by.office_code != ref.office_code:
+        raise TransitionError(
+            f"officer {by.officer_id} of office {by.office_code} cannot close referral "
+            f"{ref.shipment_id} of office {ref.office_code}"
+        )
+    return _step(ref, Status.CLOSED, by.officer_id, at, closed_by=by.officer_id, closed_at=at)
+
+
+def age(ref: Referral, now: dt.datetime) -> dt.timedelta:
+    """Time since the referral was opened, up to its closure if closed."""
+    end = ref.closed_at if ref.closed_at is not None else now
+    return end - ref.created_at
+
+
+def overdue(
+    referrals: Iterable[Referral], now: dt.datetime, max_age: dt.timedelta
+) -> list[Referral]:
+    """Referrals not closed and older than `max_age`, oldest first."""
+    late = [r for r in referrals if r.status is not Status.CLOSED and age(r, now) > max_age]
+    return sorted(late, key=lambda r: (r.created_at, r.shipment_id))

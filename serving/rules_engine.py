@@ -1,0 +1,1024 @@
+"""Targeting rules: declarative conditions written by analysts, interpreted by Caravan.
+
+A rule is data, never code. Its condition is a nested mapping (YAML or JSON)::
+
+    all:
+      - {field: item.hs_code, op: starts_with, value: "9305"}
+      - {field: origin_country, op: in, value: [TR, AE]}
+      - {field: consignee_shipments_365d, op: lt, value: 3}
+
+Combinators: ``all`` (non-empty list), ``any`` (non-empty list), ``not`` (one
+condition). A leaf is ``{field, op, value}``; ``is_null`` takes no value.
+
+Fields
+    * shipment fields: the columns of the SHIPMENTS contract (``origin_country``,
+      ``transit_countries``, ``gross_mass_kg`` ...);
+    * goods-line fields with the prefix ``item.`` (``item.hs_code``,
+      ``item.description``, ``item.origin_country``, ``item.value`` ...);
+    * feature names from the feature registry (``consignee_shipments_365d`` ...).
+      A feature whose name is also a shipment column (``mode``) is reached through
+      the shipment column, which wins. Categorical features take their category
+      labels as values (``{field: origin_country_code, op: eq, value: AF}``).
+
+Multi-valued fields (``item.*`` and list columns such as ``transit_countries``)
+are true when *any* element satisfies the leaf; ``ne`` and ``not_in`` are the
+negations of ``eq`` and ``in`` (true when *no* element equals / is in the list),
+and ``is_null`` is true when there is no non-null element. On a single-valued
+field a missing value makes every operator false except ``is_null`` (as in SQL).
+
+Operators by field type
+    string      eq ne in not_in starts_with contains matches is_null
+    number      eq ne lt le gt ge in not_in between is_null
+    bool        eq ne is_null
+    datetime    eq ne lt le gt ge between is_null
+    categorical eq ne in not_in is_null
+
+``contains`` is a case-insensitive substring test. ``between`` is inclusive at
+both ends. ``matches`` is a regular-expression *search*.
+
+Regular expressions and safety. Patterns run in Python's backtracking ``re``
+(single-shipment path) and in Polars' linear-time Rust ``regex`` (batch path),
+so a pattern is accepted only when: it is at most 200 characters; it compiles in
+both engines (which rules out back-references and look-around); no repeated
+element sits inside another repeated element (``(a+)+``), no alternation sits
+inside a repeated group (``(a|ab)*``), and it has at most 3 repeats with an upper
+bound above 1. Both paths match against the first 512 characters of the text
+(the longest free text the contracts allow), so Python's worst case stays
+polynomial on short text and both paths agree.
+
+Nothing here calls ``eval``/``exec``; a value such as ``"__import__('os')"`` is a
+plain string compared with data, and field names must come from the catalogue
+above (``__class__`` is an unknown field). YAML is read with ``yaml.safe_load``,
+which refuses Python object tags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from functools import cache
+from typing import Any, Literal
+
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+Severity = Literal["info", "low", "medium", "high", "must_inspect"]
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "must_inspect")
+
+ITEM_PREFIX = "item."
+MAX_PATTERN_LENGTH = 200
+MAX_REPEATS = 3
+MATCH_TEXT_LIMIT = 512
+MAX_LIST_VALUES = 1000
+MAX_DEPTH = 12
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}(\.[a-z][a-z0-9_]{0,63})?")
+_RULE_ID = r"^[a-z0-9][a-z0-9_-]{1,63}$"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """One problem in a rule: where (a JSON-pointer-like path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class RuleValidationError(Exception):
+    """A rule (or a rules file) was refused; `errors` lists every problem found.
+
+    Deliberately not a ValueError, so that pydantic lets it through unchanged.
+    """
+
+    def __init__(self, errors: Sequence[RuleError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+# --------------------------------------------------------------------------- fields
+
+
+class FieldType(StrEnum):
+    STRING = "string"
+    NUMBER = "number"
+    BOOL = "bool"
+    DATETIME = "datetime"
+    CATEGORICAL = "categorical"
+
+
+class Source(StrEnum):
+    SHIPMENT = "shipment"
+    ITEM = "item"
+    FEATURE = "feature"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A field a rule may test."""
+
+    name: str  # as written in rules, and the column name in `evaluate_frame`'s frame
+    type: FieldType
+    source: Source
+    multi: bool  # list column or goods-line field: "any element" semantics
+    key: str  # key in the shipment/item/features mapping
+    values: tuple[str, ...] = ()  # allowed values (enum) or category labels (categorical)
+    flag: bool = False  # a 0/1 feature: true/false accepted as 1/0
+
+
+OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
+    FieldType.STRING: frozenset(
+        {"eq", "ne", "in", "not_in", "starts_with", "contains", "matches", "is_null"}
+    ),
+    FieldType.NUMBER: frozenset(
+        {"eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "between", "is_null"}
+    ),
+    FieldType.BOOL: frozenset({"eq", "ne", "is_null"}),
+    FieldType.DATETIME: frozenset({"eq", "ne", "lt", "le", "gt", "ge", "between", "is_null"}),
+    FieldType.CATEGORICAL: frozenset({"eq", "ne", "in", "not_in", "is_null"}),
+}
+ALL_OPS: frozenset[str] = frozenset().union(*OPS_BY_TYPE.values())
+
+
+def _contract_field(col: Any, source: Source) -> FieldInfo | None:
+    from data_contracts.fields import Kind
+
+    kind = col.kind
+    name = ITEM_PREFIX + col.name if source is Source.ITEM else col.name
+    multi = source is Source.ITEM
+    if kind in (Kind.STRING, Kind.ENUM):
+        ftype = FieldType.STRING
+    elif kind is Kind.STRING_LIST:
+        ftype, multi = FieldType.STRING, True
+    elif kind in (Kind.INT, Kind.FLOAT):
+        ftype = FieldType.NUMBER
+    elif kind is Kind.BOOL:
+        ftype = FieldType.BOOL
+    elif kind is Kind.DATETIME:
+        ftype = FieldType.DATETIME
+    else:  # dates: no shipment or item column has one
+        return None
+    values = tuple(col.values) if kind is Kind.ENUM else ()
+    return FieldInfo(name, ftype, source, multi, col.name, values)
+
+
+@cache
+def field_catalog() -> Mapping[str, FieldInfo]:
+    """Every field a rule may name. Built on first use (imports the feature families)."""
+    from data_contracts.schemas import ITEMS, SHIPMENTS
+    from features.registry import Kind as FeatureKind
+    from features.registry import specs
+
+    catalog: dict[str, FieldInfo] = {}
+    for col in SHIPMENTS.columns:
+        info = _contract_field(col, Source.SHIPMENT)
+        if info is not None:
+            catalog[info.name] = info
+    for col in ITEMS.columns:
+        if col.name in ("shipment_id",):
+            continue
+        info = _contract_field(col, Source.ITEM)
+        if info is not None:
+            catalog[info.name] = info
+    for spec in specs():
+        if spec.name in catalog:
+            continue  # the shipment column wins (e.g. `mode`)
+        if spec.kind is FeatureKind.CATEGORICAL:
+            catalog[spec.name] = FieldInfo(
+                spec.name,
+                FieldType.CATEGORICAL,
+                Source.FEATURE,
+                False,
+                spec.name,
+                tuple(spec.categories),
+            )
+        else:
+            catalog[spec.name] = FieldInfo(
+                spec.name,
+                FieldType.NUMBER,
+                Source.FEATURE,
+                False,
+                spec.name,
+                flag=spec.kind is FeatureKind.FLAG,
+            )
+    return catalog
+
+
+# --------------------------------------------------------------------------- compiled tree
+
+
+@dataclass(frozen=True)
+class _All:
+    children: tuple[_Node, ...]
+
+
+@dataclass(frozen=True)
+class _Any:
+    children: tuple[_Node, ...]
+
+
+@dataclass(frozen=True)
+class _Not:
+    child: _Node
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    field: FieldInfo
+    op: str
+    value: Any  # normalised: scalar, tuple of scalars, (lo, hi), prefixes tuple, lowered text
+    regex: re.Pattern[str] | None = None
+
+
+_Node = _All | _Any | _Not | _Leaf
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _scalar(info: FieldInfo, value: Any, path: str, errors: list[RuleError]) -> Any:
+    """Check one value against the field's type; return it normalised (or None on error)."""
+    name = info.name
+    if info.type is FieldType.STRING:
+        if not isinstance(value, str):
+            hint = f" (quote it: '{value}')" if isinstance(value, int | float) else ""
+            errors.append(
+                RuleError(
+                    path,
+                    f"{name} is a text field: expected a string, got {_type_name(value)}{hint}",
+                )
+            )
+            return None
+        if info.values and value not in info.values:
+            errors.append(
+                RuleError(
+                    path,
+                    f"'{value}' is not a valid {name}; expected one of {', '.join(info.values)}",
+                )
+            )
+            return None
+        return value
+    if info.type is FieldType.NUMBER:
+        if isinstance(value, bool):
+            if info.flag:
+                return int(value)
+            errors.append(RuleError(path, f"{name} is a number: expected a number, got a boolean"))
+            return None
+        if not isinstance(value, int | float):
+            errors.append(
+                RuleError(path, f"{name} is a number: expected a number, got {_type_name(value)}")
+            )
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(RuleError(path, f"{name}: value must be a finite number"))
+            return None
+        if info.flag and value not in (0, 1):
+            errors.append(RuleError(path, f"{name} is a 0/1 flag: expected 0, 1, true or false"))
+            return None
+        return value
+    if info.type is FieldType.BOOL:
+        if not isinstance(value, bool):
+            errors.append(
+                RuleError(
+                    path, f"{name} is true/false: expected a boolean, got {_type_name(value)}"
+                )
+            )
+            return None
+        return value
+    if info.type is FieldType.DATETIME:
+        parsed = _parse_datetime(value)
+        if parsed is None:
+            errors.append(
+                RuleError(
+                    path, f"{name} is a date-time: expected an ISO date or date-time, got {value!r}"
+                )
+            )
+        return parsed
+    # categorical: a label, turned into its integer code (index + 1)
+    if not isinstance(value, str) or value not in info.values:
+        errors.append(RuleError(path, f"{value!r} is not a category of {name}"))
+        return None
+    return info.values.index(value) + 1
+
+
+def _parse_datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return _utc(parsed)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why a `matches` pattern is refused, or None when it is acceptable."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"pattern is {len(pattern)} characters long; the limit is {MAX_PATTERN_LENGTH}"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"invalid regular expression: {exc}"
+    from re import _parser  # type: ignore[attr-defined]  # stdlib, no public parser API
+
+    problem = _pattern_shape_problem(_parser.parse(pattern), inside_repeat=False, counter=[0])
+    if problem:
+        return problem
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.PolarsError as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line.strip() for line in first if line.strip().startswith("error:")), "")
+        return f"regular expression not supported by the batch engine {reason}".strip()
+    return None
+
+
+def _pattern_shape_problem(parsed: Any, *, inside_repeat: bool, counter: list[int]) -> str | None:
+    for op, av in parsed:
+        name = str(op)
+        if name in ("GROUPREF", "GROUPREF_EXISTS"):
+            return "back-references are not allowed in a pattern"
+        if name in ("ASSERT", "ASSERT_NOT"):
+            return "look-ahead and look-behind are not allowed in a pattern"
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            _lo, hi, inner = av
+            repeats = hi > 1
+            if repeats:
+                if inside_repeat:
+                    return (
+                        "nested repetition (a repeated element inside a repeated group) "
+                        "is not allowed: it can take exponential time"
+                    )
+                counter[0] += 1
+                if counter[0] > MAX_REPEATS:
+                    return f"at most {MAX_REPEATS} repeated elements (+, *, {{m,n}}) per pattern"
+            problem = _pattern_shape_problem(
+                inner, inside_repeat=inside_repeat or repeats, counter=counter
+            )
+            if problem:
+                return problem
+        elif name in ("SUBPATTERN", "ATOMIC_GROUP"):
+            inner = av[-1] if name == "SUBPATTERN" else av
+            problem = _pattern_shape_problem(inner, inside_repeat=inside_repeat, counter=counter)
+            if problem:
+                return problem
+        elif name == "BRANCH":
+            if inside_repeat:
+                return (
+                    "alternation (|) inside a repeated group is not allowed; "
+                    "use a character class or separate conditions"
+                )
+            for branch in av[1]:
+                problem = _pattern_shape_problem(branch, inside_repeat=False, counter=counter)
+                if problem:
+                    return problem
+    return None
+
+
+def _compile_node(node: Any, path: str, errors: list[RuleError], depth: int = 0) -> _Node | None:
+    if depth > MAX_DEPTH:
+        errors.append(RuleError(path, f"conditions are nested more than {MAX_DEPTH} levels deep"))
+        return None
+    if not isinstance(node, Mapping):
+        errors.append(RuleError(path, f"a condition must be a mapping, got {_type_name(node)}"))
+        return None
+    keys = set(node)
+    combinators = keys & {"all", "any", "not"}
+    if combinators:
+        if len(keys) != 1:
+            extra = sorted(str(k) for k in keys - {next(iter(combinators))})
+            errors.append(
+                RuleError(
+                    path,
+                    "a combinator must stand alone in its mapping; "
+                    f"unexpected key(s): {', '.join(extra)}",
+                )
+            )
+            return None
+        key = next(iter(combinators))
+        sub = node[key]
+        if key == "not":
+            child = _compile_node(sub, f"{path}.not", errors, depth + 1)
+            return _Not(child) if child is not None else None
+        if not isinstance(sub, list):
+            errors.append(
+                RuleError(
+                    f"{path}.{key}", f"'{key}' takes a list of conditions, got {_type_name(sub)}"
+                )
+            )
+            return None
+        if not sub:
+            errors.append(RuleError(f"{path}.{key}", f"'{key}' needs at least one condition"))
+            return None
+        children = [
+            _compile_node(c, f"{path}.{key}[{i}]", errors, depth + 1) for i, c in enumerate(sub)
+        ]
+        if any(c is None for c in children):
+            return None
+        kids = tuple(c for c in children if c is not None)
+        return _All(kids) if key == "all" else _Any(kids)
+    return _compile_leaf(node, path, errors)
+
+
+def _compile_leaf(node: Mapping[str, Any], path: str, errors: list[RuleError]) -> _Leaf | None:
+    unknown = sorted(str(k) for k in set(node) - {"field", "op", "value"})
+    if unknown:
+        errors.append(
+            RuleError(
+                f"{path}.{unknown[0]}",
+                f"unknown key '{unknown[0]}'; a condition is "
+                "{field, op, value} or one of all / any / not",
+            )
+        )
+        return None
+    if "field" not in node or "op" not in node:
+        missing = "field" if "field" not in node else "op"
+        errors.append(RuleError(path, f"a condition needs '{missing}'"))
+        return None
+    field_name, op = node["field"], node["op"]
+    if not isinstance(field_name, str) or not _FIELD_NAME.fullmatch(field_name):
+        errors.append(RuleError(f"{path}.field", f"{field_name!r} is not a valid field name"))
+        return None
+    info = field_catalog().get(field_name)
+    if info is None:
+        item_name = ITEM_PREFIX + field_name
+        hint = (
+            f"; did you mean '{item_name}' (true when any goods line matches)?"
+            if item_name in field_catalog()
+            else ""
+        )
+        errors.append(RuleError(f"{path}.field", f"unknown field '{field_name}'{hint}"))
+        return None
+    if not isinstance(op, str) or op not in ALL_OPS:
+        errors.append(
+            RuleError(
+                f"{path}.op",
+                f"unknown operator {op!r}; expected one of {', '.join(sorted(ALL_OPS))}",
+            )
+        )
+        return None
+    if op not in OPS_BY_TYPE[info.type]:
+        errors.append(
+            RuleError(
+                f"{path}.op",
+                f"operator '{op}' does not apply to {field_name} "
+                f"({info.type} field); use one of "
+                f"{', '.join(sorted(OPS_BY_TYPE[info.type]))}",
+            )
+        )
+        return None
+    vpath = f"{path}.value"
+    if op == "is_null":
+        if "value" in node:
+            errors.append(
+                RuleError(vpath, "'is_null' takes no value (wrap it in 'not' for 'is not null')")
+            )
+            return None
+        return _Leaf(info, op, None)
+    if "value" not in node:
+        errors.append(RuleError(path, f"operator '{op}' needs a 'value'"))
+        return None
+    value = node["value"]
+    n_before = len(errors)
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            errors.append(
+                RuleError(vpath, f"'{op}' takes a non-empty list, got {_type_name(value)}")
+            )
+            return None
+        if len(value) > MAX_LIST_VALUES:
+            errors.append(RuleError(vpath, f"'{op}' takes at most {MAX_LIST_VALUES} values"))
+            return None
+        norm: Any = tuple(_scalar(info, v, f"{vpath}[{i}]", errors) for i, v in enumerate(value))
+    elif op == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            errors.append(RuleError(vpath, "'between' takes a list of two values [low, high]"))
+            return None
+        lo = _scalar(info, value[0], f"{vpath}[0]", errors)
+        hi = _scalar(info, value[1], f"{vpath}[1]", errors)
+        if len(errors) == n_before and lo > hi:
+            errors.append(
+                RuleError(
+                    vpath, f"'between' low value {value[0]!r} is above the high value {value[1]!r}"
+                )
+            )
+        norm = (lo, hi)
+    elif op == "starts_with":
+        prefixes = value if isinstance(value, list) else [value]
+        if not prefixes:
+            errors.append(RuleError(vpath, "'starts_with' needs a prefix or a non-empty list"))
+            return None
+        for i, p in enumerate(prefixes):
+            ppath = f"{vpath}[{i}]" if isinstance(value, list) else vpath
+            if not isinstance(p, str) or not p:
+                errors.append(
+                    RuleError(ppath, f"a prefix must be a non-empty string, got {_type_name(p)}")
+                )
+        norm = tuple(prefixes)
+    elif op in ("contains", "matches"):
+        if not isinstance(value, str) or not value:
+            errors.append(
+                RuleError(vpath, f"'{op}' takes a non-empty string, got {_type_name(value)}")
+            )
+            return None
+        if op == "matches":
+            problem = regex_problem(value)
+            if problem:
+                errors.append(RuleError(vpath, problem))
+                return None
+            return _Leaf(info, op, value, re.compile(value))
+        norm = value.lower()
+    else:  # eq ne lt le gt ge
+        if isinstance(value, list | dict):
+            errors.append(RuleError(vpath, f"'{op}' takes a single value, got {_type_name(value)}"))
+            return None
+        norm = _scalar(info, value, vpath, errors)
+    if len(errors) > n_before:
+        return None
+    return _Leaf(info, op, norm)
+
+
+def check_condition(condition: Any, path: str = "condition") -> list[RuleError]:
+    """Every problem in a condition tree, each with the path of the faulty part."""
+    errors: list[RuleError] = []
+    _compile_node(condition, path, errors)
+    return errors
+
+
+# --------------------------------------------------------------------------- the rule
+
+
+class Rule(BaseModel):
+    """A targeting profile. Immutable: a change is a new version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=_RULE_ID)
+    version: int = Field(ge=1)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    severity: Severity
+    effective_from: dt.date | None = None
+    effective_to: dt.date | None = None
+    author: str = Field(min_length=1, max_length=128)
+    condition: dict[str, Any]
+
+    _compiled: _Node = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        errors: list[RuleError] = []
+        if self.effective_from and self.effective_to and self.effective_to < self.effective_from:
+            errors.append(
+                RuleError(
+                    "effective_to",
+                    f"effective_to {self.effective_to} is before "
+                    f"effective_from {self.effective_from}",
+                )
+            )
+        compiled = _compile_node(self.condition, "condition", errors)
+        if errors or compiled is None:
+            raise RuleValidationError(errors)  # not a ValueError: pydantic passes it through
+        self._compiled = compiled
+        return self
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}@v{self.version}"
+
+    def in_force(self, at: dt.datetime | dt.date) -> bool:
+        """Whether the rule applies at `at` (dates inclusive, compared in UTC)."""
+        day = _utc(at).date() if isinstance(at, dt.datetime) else at
+        if self.effective_from and day < self.effective_from:
+            return False
+        return not (self.effective_to and day > self.effective_to)
+
+
+def _loc_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "rule"
+
+
+def parse_rule(data: Any, path: str = "") -> Rule:
+    """A checked rule from plain data, or RuleValidationError listing every problem."""
+    prefix = f"{path}." if path else ""
+    if not isinstance(data, Mapping):
+        raise RuleValidationError(
+            [RuleError(path or "rule", f"a rule must be a mapping, got {_type_name(data)}")]
+        )
+    try:
+        return Rule.model_validate(dict(data))
+    except RuleValidationError as exc:
+        raise RuleValidationError(
+            [RuleError(prefix + e.path, e.message) for e in exc.errors]
+        ) from None
+    except ValidationError as exc:
+        errors = [RuleError(prefix + _loc_path(e["loc"]), e["msg"]) for e in exc.errors()]
+        condition = data.get("condition")
+        if isinstance(condition, Mapping):  # report condition problems too
+            errors += [RuleError(prefix + e.path, e.message) for e in check_condition(condition)]
+        raise RuleValidationError(errors) from None
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def load_rules_yaml(text: str) -> list[Rule]:
+    """Rules from YAML: a list of rules, or a mapping with a `rules` list.
+
+    Raises RuleValidationError listing every problem with its path
+    (``rules[2].condition.all[0].value``). Uses ``yaml.safe_load``: no Python tags.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RuleValidationError([RuleError("yaml", f"not valid YAML: {exc}")]) from None
+    if isinstance(doc, Mapping) and set(doc) == {"rules"}:
+        doc = doc["rules"]
+    if not isinstance(doc, list):
+        raise RuleValidationError(
+            [RuleError("rules", "expected a list of rules (or a mapping with a 'rules' list)")]
+        )
+    rules: list[Rule] = []
+    errors: list[RuleError] = []
+    seen: set[tuple[str, int]] = set()
+    for i, item in enumerate(doc):
+        try:
+            rule = parse_rule(item, f"rules[{i}]")
+        except RuleValidationError as exc:
+            errors += exc.errors
+            continue
+        if (rule.id, rule.version) in seen:
+            errors.append(
+                RuleError(
+                    f"rules[{i}].version", f"rule {rule.id} version {rule.version} appears twice"
+                )
+            )
+        seen.add((rule.id, rule.version))
+        rules.append(rule)
+    if errors:
+        raise RuleValidationError(errors)
+    return rules
+
+
+def dump_rules_yaml(rules: Iterable[Rule]) -> str:
+    """YAML text that `load_rules_yaml` reads back into equal rules."""
+    docs = [r.model_dump(mode="json", exclude_none=True) for r in rules]
+    return yaml.safe_dump({"rules": docs}, sort_keys=False, allow_unicode=True, width=100)
+
+
+# --------------------------------------------------------------------------- evaluation (one)
+
+
+def _clean(value: Any, info: FieldInfo) -> Any:
+    """An actual data value made comparable with the normalised rule values."""
+    if value is None:
+        return None
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if info.type is FieldType.DATETIME:
+        if isinstance(value, dt.datetime):
+            return _utc(value)
+        return _parse_datetime(value)
+    if info.type is FieldType.NUMBER and isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _test(leaf: _Leaf, x: Any) -> bool:
+    """A positive operator on one non-null value."""
+    op, v = leaf.op, leaf.value
+    try:
+        if op == "eq":
+            return bool(x == v)
+        if op == "lt":
+            return bool(x < v)
+        if op == "le":
+            return bool(x <= v)
+        if op == "gt":
+            return bool(x > v)
+        if op == "ge":
+            return bool(x >= v)
+        if op == "in":
+            return x in v
+        if op == "between":
+            return bool(v[0] <= x <= v[1])
+        if op == "starts_with":
+            return any(str(x).startswith(p) for p in v)
+        if op == "contains":
+            return v in str(x).lower()
+        if op == "matches":
+            assert leaf.regex is not None
+            return leaf.regex.search(str(x)[:MATCH_TEXT_LIMIT]) is not None
+    except TypeError:
+        return False  # data of the wrong type never matches
+    raise AssertionError(f"unhandled operator {op}")
+
+
+def _eval_leaf(leaf: _Leaf, raw: Any) -> bool:
+    info = leaf.field
+    if info.multi:
+        elements = [_clean(e, info) for e in (raw or [])]
+        present = [e for e in elements if e is not None]
+        if leaf.op == "is_null":
+            return not present
+        if leaf.op in ("ne", "not_in"):
+            positive = _Leaf(info, "eq" if leaf.op == "ne" else "in", leaf.value)
+            return not any(_test(positive, e) for e in present)
+        return any(_test(leaf, e) for e in present)
+    x = _clean(raw, info)
+    if leaf.op == "is_null":
+        return x is None
+    if x is None:
+        return False
+    if leaf.op in ("ne", "not_in"):
+        return not _test(_Leaf(info, "eq" if leaf.op == "ne" else "in", leaf.value), x)
+    return _test(leaf, x)
+
+
+def _eval(
+    node: _Node,
+    shipment: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    features: Mapping[str, Any],
+) -> bool:
+    if isinstance(node, _All):
+        return all(_eval(c, shipment, items, features) for c in node.children)
+    if isinstance(node, _Any):
+        return any(_eval(c, shipment, items, features) for c in node.children)
+    if isinstance(node, _Not):
+        return not _eval(node.child, shipment, items, features)
+    info = node.field
+    if info.source is Source.ITEM:
+        raw: Any = [it.get(info.key) for it in items]
+    elif info.source is Source.SHIPMENT:
+        raw = shipment.get(info.key)
+    else:
+        raw = features.get(info.key)
+    return _eval_leaf(node, raw)
+
+
+def evaluate(
+    rule: Rule,
+    shipment: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    features: Mapping[str, Any],
+    at: dt.datetime,
+) -> bool:
+    """Whether `rule` hits one shipment (False when the rule is not in force at `at`)."""
+    if not rule.in_force(at):
+        return False
+    return _eval(rule._compiled, shipment, items, features)
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule_id: str
+    rule_version: int
+    severity: str
+
+
+def hits(
+    rules: Iterable[Rule],
+    shipment: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    features: Mapping[str, Any],
+    at: dt.datetime,
+) -> list[RuleHit]:
+    """The rules that hit one shipment, with the version that hit."""
+    return [
+        RuleHit(r.id, r.version, r.severity)
+        for r in rules
+        if evaluate(r, shipment, items, features, at)
+    ]
+
+
+# --------------------------------------------------------------------------- evaluation (batch)
+
+
+def rule_frame(
+    shipments: pl.DataFrame, items: pl.DataFrame, features: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The frame `evaluate_frame` reads: one row per shipment, its goods-line fields as
+    list columns named ``item.<column>`` and its features (a feature column whose name
+    is a shipment column is dropped: the shipment column wins)."""
+    item_cols = [c for c in items.columns if c != "shipment_id"]
+    lines = (
+        items.sort("shipment_id", *(["line_no"] if "line_no" in items.columns else []))
+        .group_by("shipment_id")
+        .agg([pl.col(c).alias(ITEM_PREFIX + c) for c in item_cols])
+    )
+    out = shipments.join(lines, on="shipment_id", how="left", maintain_order="left")
+    if features is not None:
+        keep = [c for c in features.columns if c == "shipment_id" or c not in out.columns]
+        out = out.join(features.select(keep), on="shipment_id", how="left", maintain_order="left")
+    return out
+
+
+def _lit(value: Any) -> pl.Expr:
+    return pl.lit(value)
+
+
+def _positive_expr(leaf: _Leaf, x: pl.Expr) -> pl.Expr:
+    op, v = leaf.op, leaf.value
+    if op == "eq":
+        return x == _lit(v)
+    if op == "lt":
+        return x < _lit(v)
+    if op == "le":
+        return x <= _lit(v)
+    if op == "gt":
+        return x > _lit(v)
+    if op == "ge":
+        return x >= _lit(v)
+    if op == "in":
+        if leaf.field.type is FieldType.NUMBER:  # ints and floats compare as numbers
+            return x.cast(pl.Float64).is_in(pl.Series([float(e) for e in v]).implode())
+        return x.is_in(pl.Series(list(v)).implode())
+    if op == "between":
+        return (x >= _lit(v[0])) & (x <= _lit(v[1]))
+    if op == "starts_with":
+        expr = x.str.starts_with(v[0])
+        for p in v[1:]:
+            expr = expr | x.str.starts_with(p)
+        return expr
+    if op == "contains":
+        return x.str.to_lowercase().str.contains(v, literal=True)
+    if op == "matches":
+        return x.str.slice(0, MATCH_TEXT_LIMIT).str.contains(v)
+    raise AssertionError(f"unhandled operator {op}")
+
+
+def _element_expr(x: pl.Expr, dtype: object) -> tuple[pl.Expr, pl.Expr]:
+    """(value, is-present) for one column or list element, NaN counted as missing."""
+    if dtype in (pl.Float32, pl.Float64):
+        x = x.fill_nan(None)
+    return x, x.is_not_null()
+
+
+def _leaf_expr(leaf: _Leaf, schema: pl.Schema) -> pl.Expr:
+    info = leaf.field
+    if info.name not in schema:
+        raise KeyError(f"the frame has no column '{info.name}' needed by a rule")
+    dtype = schema[info.name]
+    positive_op = {"ne": "eq", "not_in": "in"}.get(leaf.op)
+    test = _Leaf(info, positive_op, leaf.value, leaf.regex) if positive_op else leaf
+    if info.multi:
+        inner = dtype.inner if isinstance(dtype, pl.List) else dtype
+        x, present = _element_expr(pl.element(), inner)
+        if leaf.op == "is_null":
+            return ~pl.col(info.name).list.eval(present).list.any().fill_null(False)
+        hit = pl.when(present).then(_positive_expr(test, x)).otherwise(False).fill_null(False)
+        any_hit = pl.col(info.name).list.eval(hit).list.any().fill_null(False)
+        return ~any_hit if positive_op else any_hit
+    x, present = _element_expr(pl.col(info.name), dtype)
+    if leaf.op == "is_null":
+        return ~present
+    result = _positive_expr(test, x).fill_null(False)
+    if positive_op:
+        result = ~result
+    return pl.when(present).then(result).otherwise(False)
+
+
+def _expr(node: _Node, schema: pl.Schema) -> pl.Expr:
+    if isinstance(node, _All | _Any):
+        parts = [_expr(c, schema) for c in node.children]
+        out = parts[0]
+        for p in parts[1:]:
+            out = (out & p) if isinstance(node, _All) else (out | p)
+        return out
+    if isinstance(node, _Not):
+        return ~_expr(node.child, schema)
+    return _leaf_expr(node, schema)
+
+
+def condition_expr(rule: Rule, schema: pl.Schema) -> pl.Expr:
+    """The rule's condition as a boolean Polars expression over a `rule_frame` schema."""
+    return _expr(rule._compiled, schema)
+
+
+def _in_force_expr(rule: Rule, at: dt.datetime | None) -> pl.Expr:
+    if at is not None:
+        return pl.lit(rule.in_force(at))
+    day = pl.col("declared_at").dt.date()
+    expr = pl.lit(True)
+    if rule.effective_from:
+        expr = expr & (day >= pl.lit(rule.effective_from))
+    if rule.effective_to:
+        expr = expr & (day <= pl.lit(rule.effective_to))
+    return expr.fill_null(False)
+
+
+HITS_SCHEMA = pl.Schema(
+    {
+        "shipment_id": pl.String(),
+        "rule_id": pl.String(),
+        "rule_version": pl.Int64(),
+        "severity": pl.String(),
+    }
+)
+
+
+def evaluate_frame(
+    rules: Iterable[Rule], frame: pl.DataFrame, at: dt.datetime | None = None
+) -> pl.DataFrame:
+    """Hits of every rule over a `rule_frame`: one row per (shipment, rule) that hit,
+    with the rule's version and severity. A rule applies when in force at `at`, or,
+    when `at` is None, on each shipment's own `declared_at` day."""
+    parts = []
+    for rule in rules:
+        mask = condition_expr(rule, frame.schema) & _in_force_expr(rule, at)
+        parts.append(
+            frame.filter(mask).select(
+                pl.col("shipment_id").cast(pl.String),
+                pl.lit(rule.id, pl.String).alias("rule_id"),
+                pl.lit(rule.version, pl.Int64).alias("rule_version"),
+                pl.lit(rule.severity, pl.String).alias("severity"),
+            )
+        )
+    if not parts:
+        return pl.DataFrame(schema=HITS_SCHEMA)
+    return pl.concat(parts).sort("shipment_id", "rule_id", "rule_version")
+
+
+# --------------------------------------------------------------------------- performance
+
+
+def rule_performance(
+    hits: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    *,
+    categories: Sequence[str] | None = None,
+    by_version: bool = False,
+) -> pl.DataFrame:
+    """Per rule: shipments hit, how many of those were inspected (have an outcome),
+    how many had a finding, and finding_rate = findings / inspected (null when none
+    inspected). `categories` counts only findings in those categories (e.g. arms)."""
+    keys = ["rule_id", "rule_version"] if by_version else ["rule_id"]
+    finding = pl.col("finding").fill_null(False)
+    if categories is not None:
+        finding = finding & pl.col("finding_category").is_in(list(categories)).fill_null(False)
+    per_shipment = (
+        outcomes.group_by("shipment_id")
+        .agg(finding.any().alias("_finding"))
+        .with_columns(pl.lit(True).alias("_inspected"))
+    )
+    joined = (
+        hits.select(*keys, "shipment_id").unique().join(per_shipment, on="shipment_id", how="left")
+    )
+    return (
+        joined.group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("hits"),
+            pl.col("_inspected").fill_null(False).sum().cast(pl.Int64).alias("inspected"),
+            pl.col("_finding").fill_null(False).sum().cast(pl.Int64).alias("findings"),
+        )
+        .with_columns(
+            pl.when(pl.col("inspected") > 0)
+            .then(pl.col("findings") / pl.col("inspected"))
+            .otherwise(None)
+            .alias("finding_rate")
+        )
+        .sort(keys)
+    )
