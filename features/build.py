@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from features import goods, shipment, trader
+from features import goods, network, shipment, trader, travellers, watchlist
 from features.context import History, Params, party_keys
 from features.registry import Kind, feature_set_version, specs
 
@@ -43,9 +43,12 @@ def build_features(
     else:
         underv = goods.undervalued(hist.shipments, hist.items, hist, params)
     trader_frame = trader.prepare(ships_k, hist, underv)
+    watch_frame = watchlist.prepare(ships_k, hist, params)
+    traveller_frame = travellers.prepare(ships_k, hist, params)
+    network_frame = network.prepare(ships_k, hist, params)
 
     frame = ships
-    for part in (base, goods_frame, trader_frame):
+    for part in (base, goods_frame, trader_frame, watch_frame, traveller_frame, network_frame):
         frame = frame.join(part, on="shipment_id", how="left", maintain_order="left")
     exprs = []
     for spec in specs():

@@ -7,15 +7,18 @@ and address, and the consignee to the vehicle (road only: a flight or a ship
 carries everybody). Only the first occurrence of an edge matters.
 
 Hubs. A broker's phone, a business centre's address or a big retailer would
-join most of the country into one component. A node keeps only its first
-`HUB_LIMIT` neighbours in time order (ties by neighbour); an edge beyond that
-rank at either end is ignored. The rank of an edge depends only on edges seen
+join most of the country into one component, and so would a carrier's truck.
+A node keeps only its first `HUB_LIMIT` neighbours (a vehicle `VEHICLE_LIMIT`)
+in time order (ties by neighbour); an edge beyond that rank at either end is
+ignored. The rank of an edge depends only on edges seen
 no later than it, so the rule is point-in-time.
 
 Features of a shipment declared at t, from edges strictly before t:
 
 * component size: parties in the consignee's (and the consignor's)
-  connected component, counting the party itself (a new party: 1). Edges are
+  connected component through shared phones, e-mails and addresses (trade and
+  vehicle edges percolate: with them one component holds most parties),
+  counting the party itself (a new party: 1). Edges are
   added in time order to a `networkx.utils.UnionFind` and each shipment reads
   its component just before the edges of instant t (one pass, all shipments);
 * contact sharing: distinct other parties (any role) that used the consignee's
@@ -42,7 +45,9 @@ from features.registry import Family, feature
 from features.timeline import distinct_before, pair_seen_before
 
 F = Family.NETWORK
-HUB_LIMIT = 50
+HUB_LIMIT = 20
+# A truck serves many consignees of its carrier: only its first few link them.
+VEHICLE_LIMIT = 5
 MAX_HOPS = 4
 CONTACTS = ("phone", "email", "address")
 # Node prefixes: parties "p|", phones "t|", e-mails "e|", addresses "a|", vehicles "r|".
@@ -135,8 +140,9 @@ def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
             edges.select("edge", pl.col("b").alias("node"), pl.col("a").alias("other"), "t"),
         ]
     ).sort("node", "t", "other")
-    rank = ends.with_columns(pl.int_range(pl.len()).over("node").alias("rank"))
-    kept = rank.group_by("edge").agg(pl.col("rank").max()).filter(pl.col("rank") < HUB_LIMIT)
+    limit = pl.when(pl.col("node").str.starts_with("r|")).then(VEHICLE_LIMIT).otherwise(HUB_LIMIT)
+    rank = ends.with_columns((pl.int_range(pl.len()).over("node") >= limit).alias("over"))
+    kept = rank.group_by("edge").agg(pl.col("over").any()).filter(~pl.col("over"))
     return (
         edges.join(kept.select("edge"), on="edge", how="semi")
         .with_columns(
@@ -264,10 +270,16 @@ def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFra
         ]
     )
     ids = _node_ids(edges, queries)
-    sizes = _component_sizes(edges.filter(~pl.col("trade")), queries, ids)
+    identity = (
+        ~pl.col("trade") & ~pl.col("a").str.starts_with("r|") & ~pl.col("b").str.starts_with("r|")
+    )
+    sizes = _component_sizes(edges.filter(identity), queries, ids)
     hops = _hops_to_arms(edges, queries, _flagged(history))
 
-    ship_mentions = _mentions(ships).filter(pl.col("role").is_in(roles))
+    same = ships is history.shipments  # batch: the queries are the history
+    ship_mentions = (hist_mentions if same else _mentions(ships)).filter(
+        pl.col("role").is_in(roles)
+    )
     shared: list[pl.Series] = []
     for contact in CONTACTS:
         others = distinct_before(

@@ -84,8 +84,17 @@ def feature(
         if name in REGISTRY:
             raise ValueError(f"feature {name!r} is registered twice")
         REGISTRY[name] = FeatureSpec(
-            name, family, kind, description, reason_en, reason_ru, fn, fmt, categories,
-            monotone, fn.__module__,
+            name,
+            family,
+            kind,
+            description,
+            reason_en,
+            reason_ru,
+            fn,
+            fmt,
+            categories,
+            monotone,
+            fn.__module__,
         )
         return fn
 
@@ -94,7 +103,14 @@ def feature(
 
 # The family modules `features.build` wires, in order. A module imported for any
 # other reason (a test, say) registers its features, but only these are built.
-FAMILY_MODULES = ("features.shipment", "features.goods", "features.trader")
+FAMILY_MODULES = (
+    "features.shipment",
+    "features.goods",
+    "features.trader",
+    "features.watchlist",
+    "features.travellers",
+    "features.network",
+)
 
 
 def specs(family: Family | None = None) -> list[FeatureSpec]:
@@ -115,7 +131,8 @@ def feature_set_version() -> str:
     digest = hashlib.sha256()
     for spec in specs():
         digest.update(
-            f"{spec.name}|{spec.kind}|{spec.monotone}|{','.join(spec.categories)};".encode())
+            f"{spec.name}|{spec.kind}|{spec.monotone}|{','.join(spec.categories)};".encode()
+        )
     return f"fs{FEATURE_SET_MAJOR}-{digest.hexdigest()[:10]}"
 
 

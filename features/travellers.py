@@ -20,7 +20,10 @@ A pair's evidence decides its kind and confidence (`CONFIDENCE`):
   courier using the company's number);
 * `address`: only the address is shared;
 * a phone or address alone links strongly only to a company (a name with a
-  company form); with a natural person under another name it stays weak;
+  company form); a phone that parties of other names declare too links to
+  each of them a little less surely, such an address only weakly; with a
+  natural person under another name a phone or address stays weak (below the
+  features' threshold);
 * `name_variant`: only the full name matches (across scripts and spellings).
   A name alone identifies nobody when namesakes exist, so such a link is made
   only when the name belongs to at most `MAX_NAMESAKES` distinct travellers
@@ -44,8 +47,9 @@ from rapidfuzz import fuzz, process
 
 from features.context import PARTY_ROLES, History, Params
 from features.names import COMPANY_FORMS, normalise_names, to_latin
-from features.network import address_key, email_key, phone_key
+from features.network import CONTACTS, address_key, email_key, phone_key
 from features.registry import Family, feature
+from features.timeline import distinct_before, pair_seen_before
 
 F = Family.TRAVELLER
 WINDOW = dt.timedelta(days=180)
@@ -57,6 +61,7 @@ MAX_NAMESAKES = 1
 FEATURE_MIN_CONFIDENCE = 0.7
 
 LINK_KINDS = ("same_person", "phone", "address", "name_variant")
+SHARED_FLAGS = ("phone_shared", "email_shared", "address_shared")
 CONFIDENCE = {
     "name_phone": 0.99,  # full name + phone
     "initial_phone": 0.95,  # initials + phone
@@ -73,6 +78,12 @@ CONFIDENCE = {
     # (seen in the synthetic world: same name, same e-mail, different phones):
     # an e-mail confirms a name only weakly and alone it is weaker still.
     "name_email": 0.65,
+    # A phone that parties of different names declare (a network's shared
+    # number): the traveller is linked to each of them, a little less surely.
+    "shared_phone": 0.8,
+    # An address that parties of different names declare (a business centre, a
+    # registration address): too common to link by itself.
+    "shared_address": 0.6,
     "email": 0.5,
 }
 LINK_SCHEMA = pl.Schema(
@@ -152,7 +163,8 @@ def is_company_name(name: str) -> bool:
 
 
 def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
-    p = parties.select("party_key", "name", "phone", "email", "address").unique()
+    flags = [c for c in SHARED_FLAGS if c in parties.columns]
+    p = parties.select("party_key", "name", "phone", "email", "address", *flags).unique()
     names = p["name"].cast(pl.String)
     distinct = names.drop_nulls().unique().to_list()
     company = names.replace_strict(
@@ -166,14 +178,30 @@ def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
             "phone": p.select(phone_key(pl.col("phone"))).to_series(),
             "email": p.select(email_key(pl.col("email"))).to_series(),
             "address": address_key(p["address"]),
+            **{c: p[c] for c in flags},
         }
     ).filter(pl.col("party_key").is_not_null())
 
 
 def _pairs(left: pl.DataFrame, right: pl.DataFrame, on: str, evidence: str) -> pl.DataFrame:
-    a = left.select("party_key", on).drop_nulls().filter(pl.col(on) != "").unique()
+    """Exact matches on `on`; the evidence gets a `_shared` suffix when parties of
+    more than one name declare the value (two companies on one phone)."""
+    flag = f"{on}_shared"
+    a = left.drop_nulls(on).filter(pl.col(on) != "")
+    if flag in left.columns:
+        a = a.select("party_key", on, pl.col(flag).fill_null(False).alias("__shared"))
+    else:
+        a = a.select("party_key", on, (pl.col("name").n_unique().over(on) > 1).alias("__shared"))
+    a = a.unique()
     b = right.select("rec", on).drop_nulls().filter(pl.col(on) != "")
-    return a.join(b, on=on).select("rec", "party_key", pl.lit(evidence).alias("evidence"))
+    return a.join(b, on=on).select(
+        "rec",
+        "party_key",
+        pl.when(pl.col("__shared"))
+        .then(pl.lit(f"{evidence}_shared"))
+        .otherwise(pl.lit(evidence))
+        .alias("evidence"),
+    )
 
 
 def _number_block(key: pl.Expr) -> pl.Expr:
@@ -218,7 +246,9 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
     """Links between traveller records and parties.
 
     `parties`: party_key, name, phone, email, address (one row per mention, any
-    number of mentions per party). `travellers`: TRAVELLERS contract frame.
+    number of mentions per party), optionally `phone_shared` / `address_shared`
+    (whether parties of other names declare the same value; by default computed
+    over `parties` itself). `travellers`: TRAVELLERS contract frame.
     Returns traveller_record_id, party_key, link_kind (`LINK_KINDS`),
     confidence (0-1), one row per linked pair (the strongest evidence)."""
     if parties.height == 0 or travellers.height == 0:
@@ -237,8 +267,10 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         .group_by("rec", "party_key")
         .agg(
             (pl.col("evidence") == "phone").any().alias("phone"),
-            (pl.col("evidence") == "email").any().alias("email"),
+            (pl.col("evidence") == "phone_shared").any().alias("phone_shared"),
+            pl.col("evidence").is_in(["email", "email_shared"]).any().alias("email"),
             (pl.col("evidence") == "address_exact").any().alias("addr_exact"),
+            (pl.col("evidence") == "address_exact_shared").any().alias("addr_shared"),
             (pl.col("evidence") == "address_fuzzy").any().alias("addr_fuzzy"),
         )
     )
@@ -295,8 +327,10 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         .join(contacts, on=["rec", "party_key"], how="anti")
         .with_columns(
             pl.lit(False).alias("phone"),
+            pl.lit(False).alias("phone_shared"),
             pl.lit(False).alias("email"),
             pl.lit(False).alias("addr_exact"),
+            pl.lit(False).alias("addr_shared"),
             pl.lit(False).alias("addr_fuzzy"),
             pl.lit(True).alias("name"),
             pl.lit(False).alias("initial"),
@@ -313,9 +347,10 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         how="diagonal",
     ).join(companies, on="party_key", how="left")
     c = CONFIDENCE
-    addr = pl.col("addr_exact") | pl.col("addr_fuzzy")
+    phone = pl.col("phone") | pl.col("phone_shared")
+    addr = pl.col("addr_exact") | pl.col("addr_shared") | pl.col("addr_fuzzy")
     any_name = pl.col("name") | pl.col("initial")
-    contact = pl.col("phone") | pl.col("email")
+    contact = phone | pl.col("email")
     kind = (
         pl.when(any_name & (contact | addr))
         .then(pl.lit("same_person"))
@@ -326,13 +361,13 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         .otherwise(pl.lit("name_variant"))
     )
     confidence = (
-        pl.when(pl.col("name") & pl.col("phone"))
+        pl.when(pl.col("name") & phone)
         .then(c["name_phone"])
-        .when(pl.col("initial") & pl.col("phone"))
+        .when(pl.col("initial") & phone)
         .then(c["initial_phone"])
         .when(any_name & addr)
         .then(c["name_address"])
-        .when(~pl.col("company").fill_null(False) & (pl.col("phone") | addr))
+        .when(~pl.col("company").fill_null(False) & (phone | addr))
         .then(c["person_contact"])
         .when(pl.col("phone"))
         .then(c["phone"])
@@ -340,6 +375,10 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         .then(c["address_exact"])
         .when(pl.col("addr_fuzzy"))
         .then(c["address_fuzzy"])
+        .when(pl.col("phone_shared"))
+        .then(c["shared_phone"])
+        .when(pl.col("addr_shared"))
+        .then(c["shared_address"])
         .when(any_name & pl.col("email"))
         .then(c["name_email"])
         .when(pl.col("name"))
@@ -352,6 +391,41 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
         kind.alias("link_kind"),
         confidence.cast(pl.Float64).alias("confidence"),
     ).sort("traveller_record_id", "party_key")
+
+
+def _shared_before(mentions: pl.DataFrame, shipments: pl.DataFrame) -> list[pl.Series]:
+    """Point-in-time `<contact>_shared` of each mention (columns name, phone,
+    email, address, __t): whether a party of another name declared the same
+    value on a shipment before __t."""
+    hist = pl.concat(
+        [
+            shipments.select(
+                pl.col("declared_at").alias("__t"),
+                *[pl.col(f"{role}_{c}").cast(pl.String).alias(c) for c in ("name", *CONTACTS)],
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+
+    def keyed(frame: pl.DataFrame) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "at": frame["__t"],
+                "__name": normalise_names(frame["name"], sort_tokens=True),
+                "phone": frame.select(phone_key(pl.col("phone"))).to_series(),
+                "email": frame.select(email_key(pl.col("email"))).to_series(),
+                "address": address_key(frame["address"]),
+            }
+        )
+
+    q, h = keyed(mentions), keyed(hist)
+    out = []
+    for contact in CONTACTS:
+        names = distinct_before(q, contact, "at", h, contact, "__name", "at", prefix="s")
+        own = pair_seen_before(q, (contact, "__name"), "at", h, (contact, "__name"), "at")
+        others = names["s_distinct"].cast(pl.Int64) - own.cast(pl.Int64)
+        out.append((q[contact].is_not_null() & (others > 0)).alias(f"{contact}_shared"))
+    return out
 
 
 def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
@@ -379,7 +453,8 @@ def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFra
             for role in PARTY_ROLES
         ]
     )
-    attrs = ["name", "phone", "email", "address"]
+    mentions = mentions.with_columns(_shared_before(mentions, history.shipments))
+    attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
     tuples = (
         mentions.select(attrs)
         .unique(maintain_order=True)

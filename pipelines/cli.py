@@ -30,7 +30,8 @@ DataOption = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="Data directory of the deployment [env: CARAVAN_DATA; default: ./caravan-data]",
+        help="Data directory of the deployment (default ./caravan-data, or the "
+        "CARAVAN_DATA environment variable).",
         show_default=False,
     ),
 ]
