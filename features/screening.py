@@ -20,7 +20,10 @@ scores at most `INITIALS_CAP`, never 100, and is never `exact`.
 
 `exact` is True when the query and the name have the same normalised tokens
 (same multiset, any order): the same name up to script, transliteration,
-case, punctuation, company form and word order.
+case, punctuation, company form and word order, and at least two of them. A
+single word left after company forms are dropped ("TOO Sever Company" ->
+"sever", which is also a listed alias) still scores 100 but is not exact: an
+exact hit forces an inspection, and one common word is too thin for that.
 
 Default threshold: `DEFAULT_THRESHOLD` = 85, chosen on the real UN SC list of
 2018-10-29 (tests/features/test_screening.py). Every primary name and alias of
@@ -320,7 +323,8 @@ class WatchlistIndex:
         qidx = pairs["key_index"].to_numpy()
         index_keys = np.asarray(self.sorted_keys, dtype=object)[idx]
         query_keys = np.asarray(sorted_q, dtype=object)[qidx]
-        exact = (index_keys == query_keys) & ~pairs["partial"].to_numpy()
+        multi_word = np.fromiter((" " in k for k in query_keys), dtype=bool, count=len(qidx))
+        exact = (index_keys == query_keys) & ~pairs["partial"].to_numpy() & multi_word
         entry_ids = np.asarray(self.entry_ids, dtype=object)[self.owner[idx]]
         ranked = (
             pairs.with_columns(
