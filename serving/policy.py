@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+import numpy as np
+
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS
 
 SEVERITY_WEIGHTS: dict[str, float] = {
@@ -94,6 +96,26 @@ def priority(
     keep *= 1.0 - WATCHLIST_WEIGHT * (1.0 if watchlist_exact else watchlist_score)
     risk = 1.0 - keep
     return TOP_BAND + risk if forced else risk
+
+
+def priorities(
+    probability: np.ndarray,
+    rule_keep: np.ndarray | None = None,
+    forced: np.ndarray | None = None,
+    watchlist_score: np.ndarray | None = None,
+    watchlist_exact: np.ndarray | None = None,
+) -> np.ndarray:
+    """`priority` for many shipments at once. `rule_keep` is the product of
+    (1 - severity weight) over each shipment's rule hits (1 when none), `forced`
+    whether a must-inspect rule hit."""
+    n = len(probability)
+    keep = (1.0 - probability) * (np.ones(n) if rule_keep is None else rule_keep)
+    exact = np.zeros(n, dtype=bool) if watchlist_exact is None else watchlist_exact
+    score = np.zeros(n) if watchlist_score is None else watchlist_score
+    keep = keep * (1.0 - WATCHLIST_WEIGHT * np.where(exact, 1.0, score))
+    risk = 1.0 - keep
+    top = exact | (np.zeros(n, dtype=bool) if forced is None else forced)
+    return np.where(top, TOP_BAND + risk, risk)
 
 
 def is_forced(rule_hits: Iterable[str], watchlist_exact: bool) -> bool:

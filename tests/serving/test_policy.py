@@ -325,3 +325,26 @@ def test_overdue_lists_unclosed_older_than_max_age_oldest_first() -> None:
     late = overdue([fresh, old_open, closed, older_claimed, exactly], now, dt.timedelta(hours=24))
     assert [r.shipment_id for r in late] == ["older", "old"]
     assert age(old_open, now) == dt.timedelta(hours=30)
+
+
+def test_vectorised_priorities_equal_the_scalar_formula() -> None:
+    import numpy as np
+
+    from serving.policy import SEVERITY_WEIGHTS, priorities, priority
+
+    rng = np.random.default_rng(4)
+    cases = []
+    for _ in range(300):
+        sev = list(rng.choice(list(SEVERITY_WEIGHTS), size=int(rng.integers(0, 3))))
+        cases.append((float(rng.random()), sev, float(rng.random()), bool(rng.random() < 0.1)))
+    expected = [priority(p, s, watchlist_score=w, watchlist_exact=e) for p, s, w, e in cases]
+    keep = np.array([np.prod([1 - SEVERITY_WEIGHTS[x] for x in s]) for _, s, _, _ in cases])
+    forced = np.array(["must_inspect" in s for _, s, _, _ in cases])
+    got = priorities(
+        np.array([c[0] for c in cases]),
+        keep,
+        forced,
+        np.array([c[2] for c in cases]),
+        np.array([c[3] for c in cases]),
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
