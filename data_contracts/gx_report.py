@@ -53,49 +53,73 @@ def _pandas_view(frame: pl.DataFrame) -> Any:
     return converted.to_pandas()
 
 
-def run_suites(views: dict[str, pl.DataFrame]) -> list[ExpectationOutcome]:
-    """Run each table's suite on its view; return one outcome per expectation."""
+CHUNK_ROWS = 200_000  # rows handed to pandas at a time: bounds memory on large inputs
+
+
+def run_suites(
+    views: dict[str, pl.DataFrame], chunk_rows: int = CHUNK_ROWS
+) -> list[ExpectationOutcome]:
+    """Run each table's suite on its view; return one outcome per expectation.
+
+    Large tables are validated in chunks of `chunk_rows` and the counts added up;
+    uniqueness, which needs every row at once, runs on the id column alone.
+    """
     import great_expectations as gx
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}  # type: ignore[assignment]
     source = context.data_sources.add_pandas("caravan_inputs")
-    outcomes: list[ExpectationOutcome] = []
+    totals: dict[tuple[str, int], ExpectationOutcome] = {}
     for table, frame in views.items():
-        pairs = suite_for(table)
-        pairs = [(r, e) for r, e in pairs if _columns_present(e, frame)]
-        if not pairs:
-            continue
-        asset = source.add_dataframe_asset(name=table)
-        batch = asset.add_batch_definition_whole_dataframe(f"{table}_batch")
-        suite = context.suites.add(gx.ExpectationSuite(name=f"caravan_{table}"))
-        by_id: dict[str, tuple[str, Expectation]] = {}
-        for rule, exp in pairs:
-            added = suite.add_expectation(getattr(gx.expectations, exp.type)(**exp.kwargs))
-            by_id[str(added.id)] = (rule, exp)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(data=batch, suite=suite, name=f"validate_{table}")
-        )
-        result = definition.run(
-            batch_parameters={"dataframe": _pandas_view(frame)}, result_format="SUMMARY"
-        )
-        # GX does not keep the suite's order in its results: match them by id.
-        for res in result.results:
-            rule, exp = by_id[str(res.expectation_config.id)]  # type: ignore[union-attr]
-            details = res.result or {}
-            outcomes.append(
-                ExpectationOutcome(
+        pairs = [(r, e) for r, e in suite_for(table) if _columns_present(e, frame)]
+        whole = [(r, e) for r, e in pairs if e.type == "ExpectColumnValuesToBeUnique"]
+        chunked = [(r, e) for r, e in pairs if e.type != "ExpectColumnValuesToBeUnique"]
+        runs: list[tuple[str, list[tuple[str, Expectation]], pl.DataFrame]] = [
+            (f"{table}_rows_{i}", chunked, frame.slice(i, chunk_rows))
+            for i in range(0, max(frame.height, 1), chunk_rows)
+            if chunked
+        ]
+        runs += [
+            (f"{table}_{e.kwargs['column']}_unique", [(r, e)], frame.select(e.kwargs["column"]))
+            for r, e in whole
+        ]
+        for name, run_pairs, part in runs:
+            asset = source.add_dataframe_asset(name=name)
+            batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
+            suite = context.suites.add(gx.ExpectationSuite(name=f"caravan_{name}"))
+            by_id: dict[str, tuple[int, str, Expectation]] = {}
+            for rule, exp in run_pairs:
+                added = suite.add_expectation(getattr(gx.expectations, exp.type)(**exp.kwargs))
+                by_id[str(added.id)] = (pairs.index((rule, exp)), rule, exp)
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(data=batch, suite=suite, name=f"validate_{name}")
+            )
+            result = definition.run(
+                batch_parameters={"dataframe": _pandas_view(part)}, result_format="SUMMARY"
+            )
+            # GX does not keep the suite's order in its results: match them by id.
+            for res in result.results:
+                position, rule, exp = by_id[str(res.expectation_config.id)]  # type: ignore[union-attr]
+                details = res.result or {}
+                seen = totals.get((table, position))
+                count = int(details.get("unexpected_count") or 0)
+                elements = int(details.get("element_count") or part.height)
+                examples = [str(v) for v in (details.get("partial_unexpected_list") or [])[:5]]
+                if seen is not None:
+                    count += seen.unexpected_count
+                    elements += seen.element_count
+                    examples = (seen.examples + examples)[:5]
+                totals[(table, position)] = ExpectationOutcome(
                     table=table,
                     rule=rule,
                     expectation=exp.type,
                     kwargs=_short(exp.kwargs),
-                    success=bool(res.success),
-                    unexpected_count=int(details.get("unexpected_count") or 0),
-                    element_count=int(details.get("element_count") or frame.height),
-                    examples=[str(v) for v in (details.get("partial_unexpected_list") or [])[:5]],
+                    success=count == 0,
+                    unexpected_count=count,
+                    element_count=elements,
+                    examples=examples,
                 )
-            )
-    return outcomes
+    return [totals[k] for k in sorted(totals, key=lambda k: (list(views).index(k[0]), k[1]))]
 
 
 def _columns_present(exp: Expectation, frame: pl.DataFrame) -> bool:

@@ -76,3 +76,21 @@ def test_gx_finds_every_violation_the_rules_find(tmp_path: Path) -> None:
     page = write_report(outcomes_gx, result.summary(), tmp_path)
     text = page.read_text()
     assert "vague_description:description" in text and "fail" in text
+
+
+def test_chunked_runs_add_up_to_the_same_counts() -> None:
+    ships = [
+        f.shipment(shipment_id=f"S-{i}", origin_country="UK" if i % 4 == 0 else "CN")
+        for i in range(10)
+    ]
+    ships.append(f.shipment(shipment_id="S-3"))  # a duplicate across chunks
+    raw = {"shipments": from_frame(f.frame("shipments", ships), CONTRACTS["shipments"])}
+    views = {t: r.view for t, r in validate_tables(raw).tables.items() if t == "shipments"}
+    whole = {(o.rule, o.expectation): o for o in run_suites(views)}
+    chunks = {(o.rule, o.expectation): o for o in run_suites(views, chunk_rows=3)}
+    assert whole.keys() == chunks.keys()
+    for key, o in whole.items():
+        assert chunks[key].unexpected_count == o.unexpected_count, key
+        assert chunks[key].element_count == o.element_count, key
+    assert whole[("country:origin_country", "ExpectColumnValuesToBeInSet")].unexpected_count == 3
+    assert whole[("unique:shipment_id", "ExpectColumnValuesToBeUnique")].unexpected_count == 2
