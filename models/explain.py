@@ -87,20 +87,61 @@ def explain_frame(
     context_columns: list[str],
     *,
     top: int = 5,
+    min_log_odds: float = 0.05,
 ) -> list[dict[str, Any]]:
-    """Reasons for every row of `frame` (its matrix `x`), as plain dicts."""
+    """Reasons for every row of `frame` (its matrix `x`), as plain dicts.
+
+    The same reasons as `reasons()` row by row, with the ranking and the
+    probability effects computed for all rows at once.
+    """
     contrib = contributions(booster, x)
+    n = len(contrib)
+    feats = contrib[:, :-1]
+    k = min(top, feats.shape[1])
+    # The k largest contributions of each row, strongest first (ties by position).
+    part = (
+        np.argpartition(-feats, k - 1, axis=1)[:, :k]
+        if k < feats.shape[1]
+        else (np.tile(np.arange(feats.shape[1]), (n, 1)))
+    )
+    order = np.take_along_axis(
+        part, np.lexsort((part, -np.take_along_axis(feats, part, 1))), axis=1
+    )[:, :k]
+    chosen = np.take_along_axis(feats, order, axis=1)
+    raw = contrib.sum(axis=1)
+    prob = 1.0 / (1.0 + np.exp(-raw))
+    effect = prob[:, None] - 1.0 / (1.0 + np.exp(-(raw[:, None] - chosen)))
+    values = np.take_along_axis(x, order, axis=1)
     ctx = frame.select([c for c in context_columns if c in frame.columns]).to_dicts()
     ids = frame["shipment_id"].to_list()
     rows = []
-    for i in range(len(ids)):
-        rs = reasons(contrib[i], names, x[i], ctx[i], top=top)
+    for i in range(n):
+        out = []
+        for j in range(k):
+            c = float(chosen[i, j])
+            if c < min_log_odds:
+                break
+            name = names[order[i, j]]
+            v = float(values[i, j])
+            value = None if math.isnan(v) else v
+            spec = REGISTRY[name]
+            out.append(
+                {
+                    "feature": name,
+                    "family": spec.family.value,
+                    "value": value,
+                    "log_odds": round(c, 6),
+                    "probability_effect": round(float(effect[i, j]), 6),
+                    "text_en": render_reason(name, value, ctx[i], "en"),
+                    "text_ru": render_reason(name, value, ctx[i], "ru"),
+                }
+            )
         rows.append(
             {
                 "shipment_id": ids[i],
                 "base_value": float(contrib[i, -1]),
-                "raw_score": float(contrib[i].sum()),
-                "reasons": [r.as_dict() for r in rs],
+                "raw_score": float(raw[i]),
+                "reasons": out,
             }
         )
     return rows

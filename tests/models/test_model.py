@@ -75,8 +75,7 @@ def test_contributions_add_up_to_the_score(split: Split, trained: Trained) -> No
     np.testing.assert_allclose(1 / (1 + np.exp(-contrib.sum(axis=1))), prob, rtol=1e-9)
 
 
-def test_reasons_are_the_strongest_positive_contributions(split: Split,
-                                                         trained: Trained) -> None:
+def test_reasons_are_the_strongest_positive_contributions(split: Split, trained: Trained) -> None:
     x = matrix(split.test)
     prob = predict(trained.booster, x)
     i = int(np.argmax(prob))
@@ -90,31 +89,37 @@ def test_reasons_are_the_strongest_positive_contributions(split: Split,
     assert all(0 < r.probability_effect <= prob[i] for r in rs)
 
 
-def _rescore(history: History, trained: Trained, ships: pl.DataFrame,
-             items: pl.DataFrame) -> np.ndarray:
+def _rescore(
+    history: History, trained: Trained, ships: pl.DataFrame, items: pl.DataFrame
+) -> np.ndarray:
     feats = build_features(ships, items, history)
     return predict(trained.booster, matrix(feats))
 
 
-def test_score_does_not_change_when_only_ids_change(history: History,
-                                                   trained: Trained) -> None:
+def test_score_does_not_change_when_only_ids_change(history: History, trained: Trained) -> None:
     ships = history.shipments.tail(300)
     items = history.items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
     base = _rescore(history, trained, ships, items)
     renamed = ships.with_columns(("NEW-" + pl.col("shipment_id")).alias("shipment_id"))
-    items2 = items.with_columns(("NEW-" + pl.col("shipment_id")).alias("shipment_id"),
-                                ("NEW-" + pl.col("item_id")).alias("item_id"))
+    items2 = items.with_columns(
+        ("NEW-" + pl.col("shipment_id")).alias("shipment_id"),
+        ("NEW-" + pl.col("item_id")).alias("item_id"),
+    )
     np.testing.assert_array_equal(base, _rescore(history, trained, renamed, items2))
 
 
-def test_score_does_not_change_with_another_transliteration(history: History,
-                                                             trained: Trained) -> None:
+def test_score_does_not_change_with_another_transliteration(
+    history: History, trained: Trained
+) -> None:
     ships = history.shipments.tail(300).with_columns(pl.lit(None, pl.String).alias("consignee_id"))
     items = history.items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
     base = _rescore(history, trained, ships, items)
     variant = ships.with_columns(
-        pl.col("consignee_name").str.replace_all("yev", "ev").str.replace_all("Kh", "H")
-        .str.replace_all("LLC", "OOO"))
+        pl.col("consignee_name")
+        .str.replace_all("yev", "ev")
+        .str.replace_all("Kh", "H")
+        .str.replace_all("LLC", "OOO")
+    )
     assert not variant["consignee_name"].equals(ships["consignee_name"])
     np.testing.assert_array_equal(base, _rescore(history, trained, variant, items))
 
@@ -129,19 +134,37 @@ def test_firearm_part_words_raise_the_score(history: History, trained: Trained) 
     assert np.median(raised / base) > 1.05
 
 
-def test_minimum_quality_on_a_fixed_world(world: DataLayout, split: Split, trained: Trained,
-                                          features: pl.DataFrame) -> None:
+def test_minimum_quality_on_a_fixed_world(
+    world: DataLayout, split: Split, trained: Trained, features: pl.DataFrame
+) -> None:
     from pipelines.modelling import _rules_scores
 
     start, end = split.test["declared_at"].min(), split.test["declared_at"].max()
     window = features.filter(pl.col("declared_at").is_between(start, end))
-    ev = evaluate(model_version=None, test=split.test,
-                  test_scores=predict(trained.booster, matrix(split.test)),
-                  window_shipments=window,
-                  window_scores=predict(trained.booster, matrix(window)),
-                  rules_scores=_rules_scores(world, window),
-                  truth=pl.read_parquet(world.truth / "truth.parquet"))
+    ev = evaluate(
+        model_version=None,
+        test=split.test,
+        test_scores=predict(trained.booster, matrix(split.test)),
+        window_shipments=window,
+        window_scores=predict(trained.booster, matrix(window)),
+        rules_scores=_rules_scores(world, window),
+        truth=pl.read_parquet(world.truth / "truth.parquet"),
+    )
     five = ev.at_capacity["5%"]
     assert five["true_recall"] >= 0.5
     assert five["true_recall"] >= 2 * five["rules_true_recall"]
     assert five["true_recall"] >= 5 * five["random_true_recall"]
+
+
+def test_batch_explanations_equal_row_by_row_reasons(split: Split, trained: Trained) -> None:
+    from features.build import CONTEXT
+    from models.explain import explain_frame
+
+    frame = split.test.head(150)
+    x = matrix(frame)
+    rows = explain_frame(trained.booster, frame, x, model_columns(), list(CONTEXT))
+    contrib = contributions(trained.booster, x)
+    ctx = frame.select([c for c in CONTEXT if c in frame.columns]).to_dicts()
+    for i, row in enumerate(rows):
+        one = [r.as_dict() for r in reasons(contrib[i], model_columns(), x[i], ctx[i])]
+        assert row["reasons"] == one
