@@ -12,7 +12,7 @@ from features.context import History
 from models.dataset import Split, Target, labelled, matrix, time_split
 from models.evaluate import evaluate
 from models.explain import contributions, reasons
-from models.train import Trained, TrainConfig, fit, predict
+from models.train import TrainConfig, Trained, fit, predict
 from pipelines.features import load_history
 from pipelines.generate import run_generate
 from pipelines.synthetic import WorldConfig
