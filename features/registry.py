@@ -138,7 +138,13 @@ def feature_set_version() -> str:
 
 def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str = "en") -> str:
     """The reason text of one feature for one shipment."""
-    spec = REGISTRY[name]
+    spec = REGISTRY.get(name)
+    if spec is None:  # a column an administration's own export brought (extra_*)
+        label = name.removeprefix("extra_")
+        shown = "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        if lang == "ru":
+            return f"Поле декларации {label}: {shown}"
+        return f"Declared {label}: {shown}"
     template = spec.reason_ru if lang == "ru" else spec.reason_en
     shown = _format_value(spec, value)
     values = {k: ("?" if v is None else v) for k, v in context.items()}

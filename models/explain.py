@@ -64,11 +64,11 @@ def reasons(
         name = names[j]
         v = values[j]
         value = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-        spec = REGISTRY[name]
+        spec = REGISTRY.get(name)
         out.append(
             Reason(
                 feature=name,
-                family=spec.family.value,
+                family=spec.family.value if spec else "extra",
                 value=value,
                 log_odds=round(c, 6),
                 probability_effect=round(prob - _sigmoid(raw - c), 6),
@@ -124,11 +124,11 @@ def explain_frame(
             name = names[order[i, j]]
             v = float(values[i, j])
             value = None if math.isnan(v) else v
-            spec = REGISTRY[name]
+            spec = REGISTRY.get(name)
             out.append(
                 {
                     "feature": name,
-                    "family": spec.family.value,
+                    "family": spec.family.value if spec else "extra",
                     "value": value,
                     "log_odds": round(c, 6),
                     "probability_effect": round(float(effect[i, j]), 6),

@@ -45,7 +45,6 @@ class TrainConfig:
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": self.num_threads,
-            "monotone_constraints": [s.monotone for s in specs()],
             "monotone_constraints_method": "advanced",
             "verbose": -1,
         }
@@ -61,10 +60,31 @@ class Trained:
     feature_names: list[str]
 
 
-def fit(split: Split, config: TrainConfig | None = None) -> Trained:
+def training_columns(
+    frame: Any, extra_categorical: tuple[str, ...] = (), unavailable: tuple[str, ...] = ()
+) -> tuple[list[str], list[str]]:
+    """The columns a model trains on: the registry's features and any extra columns
+    (`extra_*`) that have at least one value, less the features whose inputs the
+    data set does not have (`unavailable`): those are left out, not filled in."""
+    candidates = [c for c in model_columns() if c not in unavailable]
+    candidates += [c for c in frame.columns if c.startswith("extra_")]
+    present = [c for c in candidates if frame[c].null_count() < frame.height]
+    cats = [c for c in present if c in categorical_columns() or c in extra_categorical]
+    return present, cats
+
+
+def fit(
+    split: Split,
+    config: TrainConfig | None = None,
+    columns: list[str] | None = None,
+    categorical: list[str] | None = None,
+) -> Trained:
     config = config or TrainConfig()
-    names = model_columns()
-    cats = categorical_columns()
+    names = columns or model_columns()
+    cats = (
+        categorical if categorical is not None else [c for c in categorical_columns() if c in names]
+    )
+    monotone = {s.name: s.monotone for s in specs()}
 
     def dataset(frame: Any, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         return lgb.Dataset(
@@ -80,7 +100,7 @@ def fit(split: Split, config: TrainConfig | None = None) -> Trained:
     train = dataset(split.train)
     valid = dataset(split.valid, reference=train)
     booster = lgb.train(
-        config.params(),
+        {**config.params(), "monotone_constraints": [monotone.get(n, 0) for n in names]},
         train,
         num_boost_round=config.max_rounds,
         valid_sets=[valid],

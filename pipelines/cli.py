@@ -446,3 +446,39 @@ def score(
         f"{summary['rows']:,} shipments scored with model version "
         f"{summary['model_version']} ({summary['explained']:,} explained) in {path}"
     )
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="Export files (CSV or Parquet).")],
+    mapping: Annotated[
+        Path,
+        typer.Option(
+            "--mapping", help="YAML mapping onto the contracts (see examples/byo/mapping.yaml)."
+        ),
+    ],
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Map an administration's own declaration export onto the contracts, into raw/."""
+    from data_contracts.mapping import MappingError
+    from pipelines.importer import run_import
+
+    layout = _layout(data)
+    try:
+        run = run_import(layout, mapping, files)
+    except (MappingError, InputFileError) as exc:
+        _fail(str(exc))
+        return
+    summary = {"rows": run.rows, "absent": run.absent, "extras": run.extras}
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(
+        f"Imported into {layout.raw}: " + ", ".join(f"{t} {n:,}" for t, n in run.rows.items())
+    )
+    for table, cols in run.absent.items():
+        out.print(f"  {table}: not in the export, left empty: {', '.join(cols)}")
+    if run.extras:
+        out.print(f"  extra columns kept as features: {', '.join(run.extras)}")
+    out.print("Next: caravan validate, caravan features, caravan train.")

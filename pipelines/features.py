@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -48,6 +49,53 @@ def load_history(layout: DataLayout) -> History:
     )
 
 
+def _with_extras(layout: DataLayout, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Join the extra columns an import kept (raw/extras/) as `extra_*` features:
+    numbers as they are, categories as stable integer codes (sorted values, 0 for
+    missing), whose mapping is recorded in feature_set.json."""
+    folder = layout.raw / "extras"
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return frame, {"numeric": [], "categorical": {}}
+    extras = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").unique(
+        "shipment_id", keep="first", maintain_order=True
+    )
+    numeric = [c for c, t in extras.schema.items() if c != "shipment_id" and t.is_numeric()]
+    categorical = [c for c, t in extras.schema.items() if c != "shipment_id" and t == pl.String]
+    codes = {c: sorted(extras[c].drop_nulls().unique().to_list()) for c in categorical}
+    extras = extras.select(
+        "shipment_id",
+        *[pl.col(c).cast(pl.Float64).alias(f"extra_{c}") for c in numeric],
+        *[
+            pl.col(c)
+            .replace_strict(
+                {v: i + 1 for i, v in enumerate(codes[c])}, default=0, return_dtype=pl.Int32
+            )
+            .alias(f"extra_{c}")
+            for c in categorical
+        ],
+    )
+    meta = {
+        "numeric": [f"extra_{c}" for c in numeric],
+        "categorical": {f"extra_{c}": codes[c] for c in categorical},
+    }
+    return frame.join(extras, on="shipment_id", how="left", maintain_order="left"), meta
+
+
+def _unavailable(layout: DataLayout, history: History) -> dict[str, str]:
+    from features.inputs import unavailable
+    from pipelines.importer import read_absent
+
+    missing = {
+        name
+        for name, frame in (("travellers", history.travellers), ("outcomes", history.outcomes))
+        if frame.height == 0
+    }
+    if history.watchlist is None or history.watchlist.height == 0:
+        missing.add("watchlist")
+    return unavailable(read_absent(layout), missing)
+
+
 def run_features(
     layout: DataLayout, progress: Callable[[str], None] | None = None
 ) -> tuple[pl.DataFrame, Path]:
@@ -56,6 +104,7 @@ def run_features(
     history = load_history(layout)
     say(f"computing features of {history.shipments.height:,} shipments")
     frame = build_features(history.shipments, history.items, history)
+    frame, extras = _with_extras(layout, frame)
     frame = frame.sort("declared_at", "shipment_id")
     version = feature_set_version()
     say("writing features")
@@ -76,6 +125,9 @@ def run_features(
             }
             for s in specs()
         ],
+        "extras": extras,
+        "unavailable": _unavailable(layout, history),
+        "empty": [c for c in frame.columns if frame[c].null_count() == frame.height],
     }
     (layout.features / "feature_set.json").write_text(
         json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8"

@@ -31,7 +31,7 @@ from models.report import (
     plot_typologies,
     write_report,
 )
-from models.train import TrainConfig, fit, predict
+from models.train import TrainConfig, fit, predict, training_columns
 from pipelines.features import FEATURES_FILE, MissingInputError
 from pipelines.validate import write_parquet
 
@@ -73,6 +73,11 @@ def read_outcomes(layout: DataLayout) -> pl.DataFrame:
     if not path.exists():
         raise MissingInputError(f"{path} is missing: run `caravan validate` first")
     return pl.read_parquet(path)
+
+
+def _feature_set(layout: DataLayout) -> dict[str, Any]:
+    path = layout.features / "feature_set.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def _truth(layout: DataLayout) -> pl.DataFrame | None:
@@ -181,7 +186,13 @@ def run_train(
     split = time_split(data, until=until)
     rows = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
     say(f"training on {rows['train']:,} inspected shipments")
-    trained = fit(split, config)
+    meta = _feature_set(layout)
+    columns, categorical = training_columns(
+        data,
+        tuple(meta.get("extras", {}).get("categorical", {})),
+        tuple(meta.get("unavailable", {})),
+    )
+    trained = fit(split, config, columns, categorical)
     reg = registry(layout)
     windows = split.windows()
     with reg.run(f"train-{target.value}") as run:

@@ -63,7 +63,9 @@ def run_validate(
         say(f"reading {table} ({len(files)} file(s))")
         raw[table] = read_input(files, CONTRACTS[table])
     say("checking contract rules")
-    result = validate_tables(raw)
+    from pipelines.importer import read_absent
+
+    result = validate_tables(raw, absent=read_absent(layout))
     for table, res in result.tables.items():
         say(f"writing {table}")
         write_parquet(res.accepted, layout.validated / f"{table}.parquet")
