@@ -1,0 +1,256 @@
+"""The FastAPI application factory.
+
+`create_app(settings, layout)` wires the concrete pieces: engine and migrations
+(in the lifespan), middleware (body size limit, Prometheus metrics), routers.
+Nothing happens at import time.
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from data_contracts.settings import DataLayout, Settings
+from serving.auth import ServingSettings, load_secret_key
+from serving.db import database_url, is_at_head, make_engine, session_factory, upgrade
+from serving.routers import auth, health, users
+
+log = logging.getLogger(__name__)
+
+UNMATCHED = "<unmatched>"
+
+
+def _app_version() -> str:
+    try:
+        return version("caravan")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "0.0.0"
+
+
+# --- request body size limit -----------------------------------------------------------
+
+
+class PayloadTooLargeError(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    """413 when Content-Length, or the body actually streamed, exceeds `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _reject(self, send: Send, status: int, detail: str) -> None:
+        response = JSONResponse(
+            {"detail": detail}, status_code=status, headers={"Connection": "close"}
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reject(send, 400, "invalid Content-Length")
+                    return
+                if declared > self.max_bytes:
+                    await self._reject(
+                        send, 413, f"request body larger than {self.max_bytes} bytes"
+                    )
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLargeError(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except PayloadTooLargeError:
+            if started:
+                raise
+            await self._reject(send, 413, f"request body larger than {self.max_bytes} bytes")
+
+
+async def _no_receive() -> Message:  # pragma: no cover - responses do not read
+    return {"type": "http.disconnect"}
+
+
+# --- Prometheus metrics ----------------------------------------------------------------
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    in_progress: Gauge
+    model_loaded: Gauge
+
+
+def make_metrics() -> Metrics:
+    """Metrics in their own registry (one per app, so tests can build many apps)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return Metrics(
+        registry=registry,
+        requests=Counter(
+            "caravan_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        ),
+        latency=Histogram(
+            "caravan_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            registry=registry,
+        ),
+        in_progress=Gauge(
+            "caravan_http_requests_in_progress", "HTTP requests being served", registry=registry
+        ),
+        model_loaded=Gauge(
+            "caravan_model_loaded", "1 when a scoring model is loaded", registry=registry
+        ),
+    )
+
+
+class MetricsMiddleware:
+    """Counts requests and times them, labelled by route template (never raw paths)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes_of: FastAPI) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes_of = routes_of
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return str(route.path)
+        for candidate in self.routes_of.router.routes:
+            match, child = candidate.matches(scope)
+            if match is Match.FULL:
+                matched = child.get("route", candidate)
+                if hasattr(matched, "path"):
+                    return str(matched.path)
+        return UNMATCHED
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            self.metrics.in_progress.dec()
+            route = self._route(scope)
+            method = str(scope.get("method", ""))
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(method, route, str(status)).inc()
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field and reason, without echoing the input (it may hold secrets)."""
+    assert isinstance(exc, RequestValidationError)
+    errors: list[dict[str, Any]] = [
+        {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+# --- the factory -----------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings | None = None,
+    layout: DataLayout | None = None,
+    serving: ServingSettings | None = None,
+) -> FastAPI:
+    """The Caravan API. The database is migrated (or checked) when the app starts."""
+    settings = settings or Settings()
+    layout = layout or DataLayout(settings.data)
+    serving = serving or ServingSettings()
+    url = database_url(settings, layout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(url)
+        try:
+            if serving.auto_migrate:
+                await run_in_threadpool(upgrade, engine)
+            elif not await run_in_threadpool(is_at_head, engine):
+                raise RuntimeError("database is not at the newest migration: run the upgrade")
+            app.state.engine = engine
+            app.state.session_factory = session_factory(engine)
+            app.state.secret_key = load_secret_key(serving, layout)
+            app.state.model = None  # set by the model loader
+            log.info("Caravan API ready (database %s)", engine.url.render_as_string())
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Caravan",
+        summary="Risk targeting for customs: ranked inspection queues; officers decide.",
+        version=_app_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.layout = layout
+    app.state.serving = serving
+    app.state.model = None
+    metrics = make_metrics()
+    app.state.metrics = metrics
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=serving.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes_of=app)
+
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(users.router)
+    return app

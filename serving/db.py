@@ -1,0 +1,136 @@
+"""Database plumbing: engines, sessions, the database URL and Alembic migrations.
+
+SQLite (a file in the data directory) is the default; PostgreSQL is used when
+`CARAVAN_DATABASE_URL` is set (driver psycopg 3). Nothing here runs at import
+time: engines are made by `make_engine` and migrations run by `upgrade`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from data_contracts.settings import DataLayout, Settings
+from serving.orm import Lock
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; plain `postgresql://` URLs get the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def database_url(settings: Settings, layout: DataLayout) -> str:
+    """CARAVAN_DATABASE_URL if set, else the SQLite file of the data directory."""
+    if settings.database_url:
+        return normalize_url(settings.database_url).render_as_string(hide_password=False)
+    return f"sqlite:///{layout.database.resolve()}"
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    """An engine for SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (psycopg 3)."""
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            echo=echo,
+            connect_args={
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                "check_same_thread": False,
+            },
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    if backend == "postgresql":
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to `engine`; objects stay usable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    """Alembic configured from Python (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest migration shipped with this code."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise RuntimeError("no migrations found")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None when never migrated)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_at_head(engine: Engine) -> bool:
+    """Whether the database schema is at the newest migration."""
+    return current_revision(engine) == head_revision()
+
+
+def upgrade(url: str | URL | Engine, revision: str = "head") -> None:
+    """Run the Alembic migrations up to `revision` (default: head)."""
+    engine = url if isinstance(url, Engine) else make_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        if not isinstance(url, Engine):
+            engine.dispose()
+
+
+def write_lock(session: Session, name: str = "audit_log") -> None:
+    """Serialise writers of `name` until the session's transaction ends.
+
+    Updates the row `name` of the `locks` table: PostgreSQL holds a row lock, SQLite
+    the database write lock (waiting up to the busy timeout), so a writer that reads the
+    audit log's head after this call appends to the true head.
+    """
+    result = session.execute(
+        update(Lock)
+        .where(Lock.name == name)
+        .values(name=Lock.name)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 1) != 1:
+        raise KeyError(f"no lock named {name!r}")

@@ -1,0 +1,78 @@
+"""Liveness, readiness and Prometheus metrics (public, for probes and scrapers)."""
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from serving.db import current_revision, head_revision
+from serving.deps import Public
+
+router = APIRouter(tags=["health"], dependencies=[Public])
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    database: bool
+    migration: str | None
+    migration_head: str
+    migrations_at_head: bool
+    model_loaded: bool
+
+
+@router.get("/healthz", response_model=HealthOut, summary="The process is up")
+def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    summary="Database reachable and migrations at head (model loading reported)",
+    responses={503: {"model": ReadyOut, "description": "Not ready"}},
+)
+def readyz(request: Request) -> ReadyOut | JSONResponse:
+    head = head_revision()
+    database = False
+    revision: str | None = None
+    try:
+        engine = request.app.state.engine
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        database = True
+        revision = current_revision(engine)
+    except Exception:  # any failure means not ready
+        database = False
+    at_head = revision == head
+    out = ReadyOut(
+        status="ready" if database and at_head else "not_ready",
+        database=database,
+        migration=revision,
+        migration_head=head,
+        migrations_at_head=at_head,
+        model_loaded=getattr(request.app.state, "model", None) is not None,
+    )
+    if out.status != "ready":
+        return JSONResponse(out.model_dump(), status_code=503)
+    return out
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    request.app.state.metrics.model_loaded.set(
+        1 if getattr(request.app.state, "model", None) is not None else 0
+    )
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
