@@ -198,6 +198,10 @@ def features(data: DataOption = None, as_json: JsonOption = False) -> None:
     )
 
 
+from pipelines.cli_serving import register  # noqa: E402
+
+register(app)
+
 watchlist_app = typer.Typer(
     help="Load watchlists (UN Security Council list, national lists).", no_args_is_help=True
 )

@@ -6,6 +6,7 @@ Nothing happens at import time.
 """
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from data_contracts.settings import DataLayout, Settings
 from serving.auth import ServingSettings, load_secret_key
 from serving.db import database_url, is_at_head, make_engine, session_factory, upgrade
-from serving.routers import auth, health, users
+from serving.routers import (
+    audit,
+    auth,
+    decisions,
+    health,
+    ingest,
+    queue,
+    rules,
+    shipments,
+    users,
+    watchlists,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +240,13 @@ def create_app(
             app.state.session_factory = session_factory(engine)
             app.state.secret_key = load_secret_key(serving, layout)
             app.state.model = None  # set by the model loader
+            await run_in_threadpool(_start_scoring, app, layout)
             log.info("Caravan API ready (database %s)", engine.url.render_as_string())
             yield
         finally:
+            stop_event = getattr(app.state, "refresh_stop", None)
+            if stop_event is not None:
+                stop_event.set()
             engine.dispose()
 
     app = FastAPI(
@@ -253,4 +269,35 @@ def create_app(
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)
+    for module in (ingest, shipments, queue, decisions, rules, watchlists, audit):
+        app.include_router(module.router)
     return app
+
+
+def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
+    """Load the champion and the history; refresh the champion every few seconds in a
+    background thread, so that a promotion reaches the running server."""
+    from models.registry import Registry
+    from serving.history import HistoryStore
+    from serving.scoring import ModelHolder
+    from serving.services import QueueSettings, Services
+
+    holder = ModelHolder(Registry(layout.mlflow_db, layout.mlflow_artifacts))
+    queue_settings = QueueSettings()
+    stop = threading.Event()
+    app.state.refresh_stop = stop
+    if layout.mlflow_db.exists():
+        holder.refresh()
+    app.state.model = holder if holder.ready else None
+    app.state.services = Services(layout, holder, HistoryStore.load(layout), queue_settings)
+
+    def refresh_loop() -> None:
+        while not stop.wait(queue_settings.model_refresh_seconds):
+            try:
+                if layout.mlflow_db.exists() and holder.refresh():
+                    app.state.model = holder
+            except Exception:  # never let the loop die
+                log.exception("model refresh failed")
+
+    threading.Thread(target=refresh_loop, name="caravan-model-refresh", daemon=True).start()
+    return stop

@@ -1,0 +1,103 @@
+"""Decisions on referrals: claim, outcome, waiver. Each names the officer who made it."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path
+from sqlalchemy.orm import Session
+
+from serving.deps import OfficerUser, SessionDep
+from serving.orm import Referral
+from serving.policy import InspectionOutcome
+from serving.routers import PROTECTED, ErrorOut, Responses
+from serving.routers._common import ServicesDep, http_error
+from serving.schemas import OutcomeIn, OutcomeOut, ReferralOut, WaiverIn
+from serving.services import (
+    ServiceError,
+    claim,
+    record_outcome,
+    referrals_out,
+    waive,
+)
+
+ReferralId = Annotated[int, Path(ge=1, le=2**62)]
+router = APIRouter(prefix="/api/v1/referrals", tags=["decisions"], responses=PROTECTED)
+ERRORS: Responses = {
+    404: {"model": ErrorOut, "description": "No such referral"},
+    409: {"model": ErrorOut, "description": "The referral's status does not allow this"},
+}
+
+
+def _own(session: Session, referral_id: ReferralId, office: str | None, role: str) -> None:
+    ref = session.get(Referral, referral_id)
+    if ref is None:
+        raise ServiceError(404, f"no referral {referral_id}")
+    if role == "officer" and ref.office_code != office:
+        raise HTTPException(403, "officers decide for their own office only")
+
+
+@router.post(
+    "/{referral_id}/claim",
+    response_model=ReferralOut,
+    responses=ERRORS,
+    summary="Take an open referral",
+)
+def post_claim(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+    try:
+        _own(session, referral_id, user.office_code, user.role)
+        ref = claim(session, referral_id, user.username, user.office_code)
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return referrals_out(session, [ref])[0]
+
+
+@router.post(
+    "/{referral_id}/outcome",
+    response_model=OutcomeOut,
+    responses=ERRORS,
+    summary="Record what the inspection found; it becomes a label for the next training",
+)
+def post_outcome(
+    referral_id: ReferralId,
+    body: OutcomeIn,
+    session: SessionDep,
+    user: OfficerUser,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    outcome = InspectionOutcome(
+        finding=body.finding,
+        finding_category=body.category,
+        quantity_seized=body.quantity,
+        seized_unit=body.unit,
+        notes=body.notes or "",
+    )
+    try:
+        _own(session, referral_id, user.office_code, user.role)
+        ref, row, path = record_outcome(
+            session, services, referral_id, user.username, user.office_code, outcome
+        )
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return {
+        "outcome_id": row.outcome_id,
+        "referral": referrals_out(session, [ref])[0],
+        "label_file": None if path is None else path.name,
+    }
+
+
+@router.post(
+    "/{referral_id}/waive",
+    response_model=ReferralOut,
+    responses=ERRORS,
+    summary="Waive the inspection; refused without a reason",
+)
+def post_waive(
+    referral_id: ReferralId, body: WaiverIn, session: SessionDep, user: OfficerUser
+) -> dict[str, Any]:
+    if body.reason is None or not body.reason.strip():
+        raise http_error(ServiceError(422, "a waiver needs a reason", "reason"))
+    try:
+        _own(session, referral_id, user.office_code, user.role)
+        ref = waive(session, referral_id, user.username, user.office_code, body.reason)
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return referrals_out(session, [ref])[0]

@@ -1,0 +1,56 @@
+"""Inspection queues per office and day (officers: their own office only)."""
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path
+
+from serving.auth import Principal, Role
+from serving.deps import SessionDep, ensure_office, require_roles
+from serving.routers import PROTECTED
+from serving.routers._common import ServicesDep
+from serving.schemas import QueueOut, ReferralOut
+from serving.services import get_queue, overdue_referrals, referrals_out
+
+router = APIRouter(prefix="/api/v1/queues", tags=["queues"], responses=PROTECTED)
+
+QueueUser = Annotated[
+    Principal, Depends(require_roles(Role.officer, Role.analyst, Role.auditor, Role.admin))
+]
+Office = Annotated[str, Path(pattern=r"^[A-Z]{2}[A-Z0-9-]{2,30}$")]
+
+
+@router.get(
+    "/{office}/overdue",
+    response_model=list[ReferralOut],
+    summary="Referrals of the office not closed within the overdue limit, oldest first",
+)
+def get_overdue(
+    office: Office, session: SessionDep, user: QueueUser, services: ServicesDep
+) -> list[dict[str, Any]]:
+    ensure_office(user, office)
+    return referrals_out(session, overdue_referrals(session, services, office))
+
+
+@router.get(
+    "/{office}/{day}",
+    response_model=QueueOut,
+    summary="The office's queue for the day (built on first request): ranked referrals",
+)
+def get_day_queue(
+    office: Office,
+    day: dt.date,
+    session: SessionDep,
+    user: QueueUser,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    ensure_office(user, office)
+    refs, built = get_queue(session, services, office, day, user.username)
+    return {
+        "office_code": office,
+        "day": day,
+        "capacity": services.capacity(office),
+        "exploration_share": services.queue.exploration_share,
+        "built_now": built,
+        "entries": referrals_out(session, refs),
+    }

@@ -1,0 +1,220 @@
+"""Targeting rules: analysts write them; every save is checked and versioned."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import PlainTextResponse
+from sqlalchemy import select
+
+from serving.auth import Principal, Role
+from serving.deps import AnalystUser, SessionDep, require_roles
+from serving.orm import Rule as RuleRow
+from serving.orm import RuleVersion
+from serving.routers import PROTECTED, ErrorOut, Responses
+from serving.routers._common import INVALID_UPLOAD, http_error
+from serving.rules_engine import (
+    RuleValidationError,
+    dump_rules_yaml,
+    load_rules_yaml,
+    parse_rule,
+)
+from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut, RulePerformanceOut
+from serving.services import (
+    ServiceError,
+    import_rules,
+    latest_versions,
+    rule_performance_rows,
+    save_rule,
+)
+
+RuleId = Annotated[str, PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]
+
+
+class YAMLResponse(PlainTextResponse):
+    media_type = "application/yaml"
+
+
+router = APIRouter(prefix="/api/v1/rules", tags=["rules"], responses=PROTECTED)
+RulesReader = Annotated[
+    Principal,
+    Depends(require_roles(Role.analyst, Role.data_scientist, Role.auditor, Role.admin)),
+]
+ERRORS: Responses = {
+    404: {"model": ErrorOut, "description": "No such rule"},
+    409: {"model": ErrorOut, "description": "The rule exists"},
+}
+YAML_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/yaml": {"schema": {"type": "string"}}},
+    }
+}
+MAX_YAML = 512 * 1024
+
+
+def _loc(path: str) -> list[str | int]:
+    parts = path.replace("[", ".").replace("]", "").split(".")
+    return [int(p) if p.isdigit() else p for p in parts if p]
+
+
+def _invalid(exc: RuleValidationError) -> HTTPException:
+    return HTTPException(
+        422,
+        detail=[
+            {
+                "type": "rule_error",
+                "loc": ["body", *e.path.replace("[", ".").replace("]", "").split(".")],
+                "msg": e.message,
+                "path": e.path,
+            }
+            for e in exc.errors
+        ],
+    )
+
+
+def _out(v: RuleVersion, row: RuleRow) -> dict[str, Any]:
+    import json
+
+    d = json.loads(v.definition)
+    return {
+        "id": v.rule_id,
+        "version": v.version,
+        "name": d["name"],
+        "description": d.get("description", ""),
+        "severity": v.severity,
+        "effective_from": d.get("effective_from"),
+        "effective_to": d.get("effective_to"),
+        "author": v.author,
+        "active": row.active,
+        "condition": d["condition"],
+        "created_at": v.created_at,
+    }
+
+
+@router.get("", response_model=list[RuleOut], summary="The newest version of every rule")
+def list_rules(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
+    return [_out(v, r) for v, r in latest_versions(session)]
+
+
+@router.get(
+    "/export",
+    response_model=None,
+    responses={
+        200: {
+            "content": {
+                "application/yaml": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["rules"],
+                        "properties": {"rules": {"type": "array", "items": {"type": "object"}}},
+                    }
+                }
+            }
+        }
+    },
+    summary="Every rule's newest version as YAML",
+)
+def export_rules(session: SessionDep, _user: RulesReader) -> YAMLResponse:
+    import json
+
+    rules = [parse_rule(json.loads(v.definition)) for v, _r in latest_versions(session)]
+    return YAMLResponse(dump_rules_yaml(rules))
+
+
+@router.get(
+    "/performance",
+    response_model=list[RulePerformanceOut],
+    summary="Per rule: shipments hit, inspected, findings and finding rate",
+)
+def performance(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
+    return rule_performance_rows(session)
+
+
+@router.post(
+    "/import",
+    response_model=RuleImportOut,
+    responses=INVALID_UPLOAD,
+    openapi_extra=YAML_BODY,
+    summary="Import rules from YAML (each changed rule becomes its next version)",
+)
+async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_YAML:
+        raise HTTPException(413, "rules file too large")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise http_error(ServiceError(422, "the rules file is not UTF-8", "yaml")) from None
+    from fastapi.concurrency import run_in_threadpool
+
+    def work() -> dict[str, Any]:
+        rules = load_rules_yaml(text)
+        created, unchanged = import_rules(session, rules, user.username)
+        session.commit()
+        rows = {v.rule_id: (v, r) for v, r in latest_versions(session)}
+        return {"created": [_out(*rows[c.id]) for c in created], "unchanged": unchanged}
+
+    try:
+        return await run_in_threadpool(work)
+    except RuleValidationError as exc:
+        raise _invalid(exc) from None
+    except ServiceError as exc:
+        raise http_error(exc) from None
+
+
+@router.post(
+    "",
+    response_model=RuleOut,
+    status_code=201,
+    responses=ERRORS,
+    summary="Create a rule (checked: errors point at the faulty part)",
+)
+def create_rule(body: RuleCreateIn, session: SessionDep, user: AnalystUser) -> dict[str, Any]:
+    return _save(session, body.model_dump(mode="json"), user.username, create=True)
+
+
+@router.put(
+    "/{rule_id}",
+    response_model=RuleOut,
+    responses=ERRORS,
+    summary="Save a new version of a rule",
+)
+def update_rule(
+    rule_id: RuleId, body: RuleIn, session: SessionDep, user: AnalystUser
+) -> dict[str, Any]:
+    return _save(
+        session, {**body.model_dump(mode="json"), "id": rule_id}, user.username, create=False
+    )
+
+
+def _save(
+    session: SessionDep, data: dict[str, Any], author: str, *, create: bool
+) -> dict[str, Any]:
+    try:
+        rule = save_rule(session, data, author, create=create)
+        session.commit()
+    except RuleValidationError as exc:
+        session.rollback()
+        raise _invalid(exc) from None
+    except ServiceError as exc:
+        session.rollback()
+        raise http_error(exc) from None
+    rows = {v.rule_id: (v, r) for v, r in latest_versions(session)}
+    return _out(*rows[rule.id])
+
+
+@router.get(
+    "/{rule_id}/versions",
+    response_model=list[RuleOut],
+    responses=ERRORS,
+    summary="Every version of a rule, oldest first",
+)
+def rule_versions(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
+    row = session.get(RuleRow, rule_id)
+    if row is None:
+        raise HTTPException(404, f"no rule {rule_id!r}")
+    versions = session.scalars(
+        select(RuleVersion).where(RuleVersion.rule_id == rule_id).order_by(RuleVersion.version)
+    )
+    return [_out(v, row) for v in versions]

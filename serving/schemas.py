@@ -1,0 +1,261 @@
+"""API inputs and outputs. Inputs are strict (`extra="forbid"`, strict types) and
+reuse the contracts' generated pydantic models for shipments, goods lines and
+traveller records; outputs are separate models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
+
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
+MAX_BATCH = 1000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --------------------------------------------------------------------------- contracts
+
+
+@cache
+def shipment_in_model() -> type[BaseModel]:
+    """A shipment record (SHIPMENTS contract) with its goods lines (ITEMS contract;
+    `shipment_id` of a line may be left out: it is the shipment's)."""
+    item_base = CONTRACTS["items"].pydantic_model()
+    item = create_model(
+        "ItemLineIn",
+        __base__=item_base,
+        __doc__="One goods line (ITEMS contract).",
+        shipment_id=(str | None, None),
+    )
+    ship_base = CONTRACTS["shipments"].pydantic_model()
+
+    def _lines(self: Any) -> Any:
+        sid = self.shipment_id
+        seen: set[int] = set()
+        ids: set[str] = set()
+        for i, line in enumerate(self.items):
+            if line.shipment_id is not None and line.shipment_id != sid:
+                raise ValueError(f"items[{i}].shipment_id {line.shipment_id!r} is not {sid!r}")
+            if line.line_no in seen:
+                raise ValueError(f"items[{i}].line_no {line.line_no} appears twice")
+            if line.item_id in ids:
+                raise ValueError(f"items[{i}].item_id {line.item_id!r} appears twice")
+            seen.add(line.line_no)
+            ids.add(line.item_id)
+        return self
+
+    model = create_model(
+        "ShipmentIn",
+        __base__=ship_base,
+        __doc__="A shipment as declared (SHIPMENTS contract) with its goods lines.",
+        __validators__={"_lines": model_validator(mode="after")(_lines)},  # type: ignore[dict-item]
+        items=(Annotated[list[item], Field(min_length=1, max_length=999)], ...),
+    )
+    return model
+
+
+def traveller_in_model() -> type[BaseModel]:
+    return CONTRACTS["travellers"].pydantic_model()
+
+
+class BatchIn(_Strict):
+    """Rows are checked one by one (see the batch response), so each is any object here."""
+
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+class RuleHitOut(BaseModel):
+    rule_id: str
+    rule_version: int
+    severity: str | None = None
+
+
+class WatchlistOut(BaseModel):
+    best_score: float
+    exact: bool
+
+
+class ShipmentOut(BaseModel):
+    shipment_id: str
+    office_code: str
+    declared_at: dt.datetime
+    content_hash: str
+    score_id: int
+    probability: float
+    priority: float
+    lane: Literal["red", "yellow", "green"]
+    must_inspect: bool
+    rule_hits: list[RuleHitOut]
+    watchlist: WatchlistOut
+    model_version: str
+    feature_set_version: str
+    scored_at: dt.datetime
+
+
+class ExplanationOut(BaseModel):
+    shipment_id: str
+    score_id: int
+    model_version: str
+    feature_set_version: str
+    computed_on_demand: bool
+    reasons: list[dict[str, Any]]
+    rule_hits: list[RuleHitOut]
+    watchlist: WatchlistOut
+
+
+class RowErrorOut(BaseModel):
+    index: int
+    field: str
+    reason: str
+
+
+class BatchOut(BaseModel):
+    stored: list[ShipmentOut]
+    unchanged: list[ShipmentOut]
+    errors: list[RowErrorOut]
+
+
+class TravellerOut(BaseModel):
+    traveller_record_id: str
+    content_hash: str
+    masked: bool
+    record: dict[str, Any]
+
+
+class TravellerBatchOut(BaseModel):
+    stored: list[str]
+    unchanged: list[str]
+    errors: list[RowErrorOut]
+
+
+class ReferralOut(BaseModel):
+    id: int
+    office_code: str
+    queue_date: dt.date
+    shipment_id: str
+    rank: int
+    priority: float
+    lane: Literal["red", "yellow", "green"]
+    selection_method: str
+    selection_probability: float
+    status: str
+    over_capacity: bool
+    claimed_by: str | None
+    claimed_at: dt.datetime | None
+    decided_by: str | None
+    decided_at: dt.datetime | None
+    waiver_reason: str | None
+    created_at: dt.datetime
+    age_seconds: float
+
+
+class QueueOut(BaseModel):
+    office_code: str
+    day: dt.date
+    capacity: int
+    exploration_share: float
+    built_now: bool
+    entries: list[ReferralOut]
+
+
+class OutcomeIn(_Strict):
+    finding: bool
+    category: Literal[FINDING_CATEGORIES] | None = None  # type: ignore[valid-type]
+    quantity: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    unit: Literal[QUANTITY_UNITS] | None = None  # type: ignore[valid-type]
+    notes: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+
+
+class WaiverIn(_Strict):
+    reason: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+
+
+class OutcomeOut(BaseModel):
+    outcome_id: str
+    referral: ReferralOut
+    label_file: str | None
+
+
+class RuleIn(_Strict):
+    """A targeting rule (see serving.rules_engine for the condition language)."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
+    description: str = Field(default="", max_length=4000, pattern=TEXT)
+    severity: Literal["info", "low", "medium", "high", "must_inspect"]
+    effective_from: Annotated[dt.date | None, Field(strict=False)] = None
+    effective_to: Annotated[dt.date | None, Field(strict=False)] = None
+    condition: dict[str, Any]
+
+
+class RuleCreateIn(RuleIn):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")
+
+
+class RuleOut(BaseModel):
+    id: str
+    version: int
+    name: str
+    description: str
+    severity: str
+    effective_from: dt.date | None
+    effective_to: dt.date | None
+    author: str
+    active: bool
+    condition: dict[str, Any]
+    created_at: dt.datetime
+
+
+class RuleImportOut(BaseModel):
+    created: list[RuleOut]
+    unchanged: list[str]
+
+
+class RulePerformanceOut(BaseModel):
+    rule_id: str
+    hits: int
+    inspected: int
+    findings: int
+    finding_rate: float | None
+
+
+class WatchlistLoadOut(BaseModel):
+    list_name: str
+    entries: int
+    added: int
+    removed: int
+    changed: int
+    rescreened: int
+    rescored: int
+
+
+class AuditEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    entry_id: str
+    at: dt.datetime
+    kind: str
+    actor: str
+    entity: str | None
+    entity_id: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    first_broken_seq: int | None
+    first_broken_entry_id: str | None
+    reason: str
