@@ -105,7 +105,9 @@ class Registry:
         import mlflow
 
         mv = self.version(ref)
+        # models:/ URIs resolve through the process-wide registry URI: point it here.
         mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
         booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{mv.version}")
         return booster, mv
 
@@ -113,6 +115,7 @@ class Registry:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=path, dst_path=tmp
