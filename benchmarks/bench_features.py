@@ -1,7 +1,8 @@
 """Feature speed: batch Polars features against the same features written in pandas,
 and the online call for one new shipment against the whole history.
 
-    .venv/bin/python benchmarks/bench_features.py --shipments 1000000 --pandas-sample 100000
+    .venv/bin/python benchmarks/bench_features.py --shipments 1000000 --pandas-sample 100000 \
+        --online 200
 
 Prints, from one run on this machine:
 * batch features for all shipments (Polars, `features.build.build_features`);
@@ -10,13 +11,17 @@ Prints, from one run on this machine:
   as a good pandas user would (vectorised groupby, merge_asof, rolling windows; no
   loops over rows), with a check that both give the same values; the ratio is per
   row, conservative: Polars computes every feature, pandas only the subset;
-* online features for single new shipments against the full history (p50, p99).
+* the feature state over the full history (`features.state.FeatureState`): build
+  and warm-up time;
+* online features for single new shipments (copies of history shipments declared
+  just after it) against that state (p50, p99), and appending one shipment.
 Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import time
 
 import numpy as np
@@ -26,9 +31,10 @@ import polars as pl
 from data_contracts.readers import from_frame
 from data_contracts.schemas import CONTRACTS
 from data_contracts.validate import validate_tables
-from features.build import build_features
+from features.build import build_features, online_features
 from features.context import History, Params
 from features.names import normalise_name
+from features.state import FeatureState
 from pipelines.synthetic import WorldConfig, generate_world
 
 ARMS = ["firearms", "parts", "ammunition", "explosives"]
@@ -154,7 +160,7 @@ def pandas_features(h: History, params: Params) -> pd.DataFrame:
         )
         queries = lines[[key, "month"]].reset_index().sort_values("month")
 
-        def before(
+        def monthly_before(
             at: pd.Series,
             key: str = key,
             monthly: pd.DataFrame = monthly,
@@ -166,7 +172,7 @@ def pandas_features(h: History, params: Params) -> pd.DataFrame:
             )
             return m.set_index("index")[["n", "s1", "s2"]].fillna(0).sort_index()
 
-        now, start = before(queries["month"]), before(queries["month"] - window)
+        now, start = monthly_before(queries["month"]), monthly_before(queries["month"] - window)
         ref = now - start
         mean = ref["s1"] / ref["n"]
         var = (ref["s2"] / ref["n"] - mean**2).clip(lower=0.04)
@@ -181,7 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shipments", type=int, default=1_000_000)
     parser.add_argument("--pandas-sample", type=int, default=100_000)
-    parser.add_argument("--online", type=int, default=20, help="single-shipment calls")
+    parser.add_argument("--online", type=int, default=200, help="single-shipment calls")
+    parser.add_argument("--appends", type=int, default=5, help="single-shipment appends")
     args = parser.parse_args()
     params = Params()
 
@@ -233,21 +240,57 @@ def main() -> None:
         f"{t_pd / t_pl:.1f}x; same values: max |diff| {worst:.2e}, same missing: {same}"
     )
 
+    start = time.perf_counter()
+    state = FeatureState.build(h, params)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    state.warm()
+    warmed = time.perf_counter() - start
+    print(
+        f"feature state over {h.shipments.height:,} shipments: built in {built:.1f} s, "
+        f"indexes, union-find and BFS snapshot warmed in {warmed:.1f} s"
+    )
+
+    # New shipments: copies of random history shipments (their goods lines too),
+    # declared just after everything the state holds.
     rng = np.random.default_rng(0)
     picks = rng.choice(h.shipments.height, size=min(args.online, h.shipments.height), replace=False)
-    times = []
-    for i in picks:
+    assert state.as_of is not None
+    at = pl.lit(state.as_of + dt.timedelta(minutes=1)).cast(h.shipments.schema["declared_at"])
+    new: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    for k, i in enumerate(picks):
         one = h.shipments[int(i) : int(i) + 1]
         items = h.items.filter(pl.col("shipment_id") == one["shipment_id"][0])
+        sid = pl.lit(f"NEW-{k}")
+        new.append(
+            (
+                one.with_columns(sid.alias("shipment_id"), at.alias("declared_at")),
+                items.with_columns(sid.alias("shipment_id")),
+            )
+        )
+    times = []
+    for one, items in new:
         start = time.perf_counter()
-        build_features(one, items, h, params)
+        online_features(one, items, state)
         times.append(time.perf_counter() - start)
     times_ms = np.array(times) * 1000
     print(
-        f"online features for one shipment against {h.shipments.height:,} shipments of "
-        f"history: p50 {np.percentile(times_ms, 50):.0f} ms, "
-        f"p99 {np.percentile(times_ms, 99):.0f} ms ({len(times)} calls)"
+        f"online features for one new shipment against {h.shipments.height:,} shipments of "
+        f"history (feature state): p50 {np.percentile(times_ms, 50):.1f} ms, "
+        f"p99 {np.percentile(times_ms, 99):.1f} ms, max {times_ms.max():.1f} ms "
+        f"({len(times)} calls)"
     )
+    appends = []
+    for one, items in new[: args.appends]:
+        start = time.perf_counter()
+        state.append(one, items)
+        appends.append(time.perf_counter() - start)
+    if appends:
+        ms = np.array(appends) * 1000
+        print(
+            f"append one shipment to the state: p50 {np.percentile(ms, 50):.0f} ms, "
+            f"max {ms.max():.0f} ms ({len(appends)} appends)"
+        )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from features import goods, network, shipment, trader, travellers, watchlist
-from features.context import History, Params, party_keys
+from features.context import History, Params
 from features.registry import Kind, feature_set_version, specs
+from features.state import FeatureState
 
 # Columns kept beside the features for reason texts and display (never model inputs).
 CONTEXT = ("office_code", "origin_country", "hs4_main", "value_usd", "gross_mass_kg")
@@ -17,38 +17,28 @@ ID = ("shipment_id", "declared_at")
 
 
 def build_features(
-    ships: pl.DataFrame, items: pl.DataFrame, history: History, params: Params | None = None
+    ships: pl.DataFrame,
+    items: pl.DataFrame,
+    history: History | FeatureState,
+    params: Params | None = None,
 ) -> pl.DataFrame:
-    """Features of `ships` (validated shipments, with their `items`) against `history`.
+    """Features of `ships` (validated shipments, with their `items`) against the
+    history, given as a `History` (a `FeatureState` is built from it) or as a
+    built `FeatureState`.
 
-    In batch, `history` holds the same shipments (and everything else); online it
-    is the state recorded so far. The result has one row per shipment, in the
+    In batch, the history holds the same shipments (and everything else); online
+    it is the state recorded so far. The result has one row per shipment, in the
     order given: `shipment_id`, `declared_at`, the context columns, then every
     registered feature (categoricals as stable integer codes).
     """
-    params = params or Params()
-    batch = history.shipments is ships
-    ships_k = party_keys(ships)
-    hist_ships = ships_k if batch else party_keys(history.shipments)
-    hist = History(
-        hist_ships, history.items, history.outcomes, history.travellers, history.watchlist
-    )
-
-    base = shipment.prepare(ships, items, params)
-    goods_frame = goods.prepare(ships, items, hist, params)
-    if batch:
-        underv = goods_frame.select(
-            "shipment_id", (pl.col("__min_uv_z") < -2.0).fill_null(False).alias("undervalued")
-        )
+    if isinstance(history, FeatureState):
+        state = history
+        if params is not None and params != state.params:
+            raise ValueError("params differ from those the feature state was built with")
     else:
-        underv = goods.undervalued(hist.shipments, hist.items, hist, params)
-    trader_frame = trader.prepare(ships_k, hist, underv)
-    watch_frame = watchlist.prepare(ships_k, hist, params)
-    traveller_frame = travellers.prepare(ships_k, hist, params)
-    network_frame = network.prepare(ships_k, hist, params)
-
+        state = FeatureState.build(history, params)
     frame = ships
-    for part in (base, goods_frame, trader_frame, watch_frame, traveller_frame, network_frame):
+    for part in state.family_frames(ships, items):
         frame = frame.join(part, on="shipment_id", how="left", maintain_order="left")
     exprs = []
     for spec in specs():
@@ -57,6 +47,13 @@ def build_features(
             expr.cast(pl.Float64 if spec.kind is Kind.NUMERIC else pl.Int32).alias(spec.name)
         )
     return frame.select(*ID, *CONTEXT, *exprs)
+
+
+def online_features(ships: pl.DataFrame, items: pl.DataFrame, state: FeatureState) -> pl.DataFrame:
+    """Features of new shipments (declared at or after `state.as_of`) against the
+    state: the API's call. Raises `features.state.StateError` for earlier ones."""
+    state.check_online(ships)
+    return build_features(ships, items, state)
 
 
 def model_columns() -> list[str]:
@@ -73,4 +70,5 @@ __all__ = [
     "categorical_columns",
     "feature_set_version",
     "model_columns",
+    "online_features",
 ]

@@ -6,9 +6,9 @@ import datetime as dt
 
 import polars as pl
 
-from features.context import History, Params
+from features.context import Params
 from features.registry import Family, feature
-from features.timeline import as_of_counts
+from features.timeline import AsOfTable, as_of_query
 
 F = Family.GOODS
 
@@ -66,31 +66,61 @@ def _line_frame(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.
     )
 
 
-def _reference_z(lines: pl.DataFrame, ref: pl.DataFrame, value: str, params: Params) -> pl.Series:
+def _reference_lines(lines: pl.DataFrame, value: str) -> pl.DataFrame:
+    return lines.drop_nulls(value).with_columns((pl.col(value) ** 2).alias("__sq"))
+
+
+class Reference:
+    """Per HS6 x origin and per HS6, and per month: cumulative count, sum and sum
+    of squares of the log unit value and of the log mass per unit of the lines
+    recorded so far (the `_cumulative` tables `_reference_z` reads)."""
+
+    def __init__(self, tables: dict[tuple[str, str], AsOfTable]):
+        self.tables = tables
+
+    @classmethod
+    def build(cls, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> Reference:
+        ref = _line_frame(ships, items, params)
+        return cls(
+            {
+                (value, key): AsOfTable.build(
+                    _reference_lines(ref, value), key, "__month", [value, "__sq"]
+                )
+                for value in VALUES
+                for key in KEYS
+            }
+        )
+
+    def append(self, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> None:
+        """Add the lines of shipments declared no earlier than those already held."""
+        ref = _line_frame(ships, items, params)
+        for (value, _), table in self.tables.items():
+            table.append(_reference_lines(ref, value))
+
+
+VALUES = ("__luv", "__lmpu")
+KEYS = ("hs6_origin", "hs6")
+
+
+def _reference_z(lines: pl.DataFrame, ref: Reference, value: str, params: Params) -> pl.Series:
     """z-score of each line's `value` against the same HS6 x origin (else HS6) over
     the reference window before the line's month: only data known before it."""
     window = {"ref": dt.timedelta(days=params.reference_window_days)}
-    ref = ref.drop_nulls(value).with_columns((pl.col(value) ** 2).alias("__sq"))
     z: pl.Series | None = None
-    for key in ("hs6_origin", "hs6"):
-        stats = as_of_counts(
-            lines,
-            key,
-            "__month",
-            ref,
-            key,
-            "__month",
-            windows=window,
-            sums=[value, "__sq"],
-            prefix="r",
+    for key in KEYS:
+        stats = as_of_query(
+            lines, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
         )
-        n = stats["r_n_ref"].cast(pl.Float64)
-        mean = stats[f"r_{value}_ref"] / n
-        var = (stats["r___sq_ref"] / n - mean**2).clip(lower_bound=0.04)
-        zk = ((lines[value] - mean) / var.sqrt()).clip(-10, 10)
+        n = pl.col("r_n_ref").cast(pl.Float64)
+        mean = pl.col(f"r_{value}_ref") / n
+        var = (pl.col("r___sq_ref") / n - mean**2).clip(lower_bound=0.04)
         zk = (
-            pl.DataFrame({"z": zk, "n": n})
-            .select(pl.when(pl.col("n") >= MIN_REFERENCE).then(pl.col("z")))
+            stats.with_columns(lines[value])
+            .select(
+                pl.when(n >= MIN_REFERENCE).then(
+                    ((pl.col(value) - mean) / var.sqrt()).clip(-10, 10)
+                )
+            )
             .to_series()
         )
         z = zk if z is None else z.fill_null(zk)
@@ -99,10 +129,12 @@ def _reference_z(lines: pl.DataFrame, ref: pl.DataFrame, value: str, params: Par
 
 
 def prepare(
-    ships: pl.DataFrame, items: pl.DataFrame, history: History, params: Params
+    ships: pl.DataFrame, items: pl.DataFrame, reference: Reference, params: Params
 ) -> pl.DataFrame:
+    """Intermediate columns, one row per shipment (same order); `reference` holds
+    the lines recorded so far (`Reference.build` over the history)."""
     lines = _line_frame(ships, items, params)
-    ref = _line_frame(history.shipments, history.items, params)
+    ref = reference
     lines = lines.with_columns(
         _reference_z(lines, ref, "__luv", params).alias("__uv_z"),
         _reference_z(lines, ref, "__lmpu", params).alias("__mpu_z"),
@@ -135,11 +167,9 @@ def prepare(
     )
 
 
-def undervalued(
-    ships: pl.DataFrame, items: pl.DataFrame, history: History, params: Params
-) -> pl.DataFrame:
-    """shipment_id -> whether any line is declared far below the usual value per kg."""
-    prepared = prepare(ships, items, history, params)
+def undervalued_flags(prepared: pl.DataFrame) -> pl.DataFrame:
+    """shipment_id -> whether any line is declared far below the usual value per kg
+    (`prepared`: the output of `prepare`)."""
     return prepared.select(
         "shipment_id", (pl.col("__min_uv_z") < -2.0).fill_null(False).alias("undervalued")
     )

@@ -30,9 +30,20 @@ Features of a shipment declared at t, from edges strictly before t:
   Computed on monthly snapshots: for shipments declared in a month, the graph
   and the findings known before that month's first instant (UTC), which is
   point-in-time correct and at most a month stale. `MAX_HOPS + 1` = none near.
+
+Online (`Tables`, kept by `features.state.FeatureState`): the union-find holds
+every identity edge before the latest shipment held, and the BFS layers of the
+latest month read are kept. A shipment declared at or after the latest one
+reads them (edges of that very instant are merged on a small overlay, never
+into the shared union-find); an earlier shipment replays the edges from the
+start, as the batch does. Appended shipments add their edges at the end: their
+hub-cap ranks come after every edge held at their ends, except an edge at the
+same instant as the latest one held at an end, which recomputes the caps.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import polars as pl
 from networkx import Graph, bfs_layers
@@ -42,7 +53,7 @@ from data_contracts.schemas import ARMS_CATEGORIES
 from features.context import PARTY_ROLES, History, Params
 from features.names import normalise_names
 from features.registry import Family, feature
-from features.timeline import distinct_before, pair_seen_before
+from features.timeline import FirstSeen, KeyedRows, distinct_query, pair_seen_query
 
 F = Family.NETWORK
 HUB_LIMIT = 20
@@ -104,9 +115,8 @@ def _mentions(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
-    """Undirected edges (a < b) at their first time, hub-capped (see module doc);
-    `trade` marks consignor-consignee edges."""
+def _raw_edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
+    """Every edge occurrence (u, v, t) of the shipments (before dedupe and caps)."""
     hist = history.select(
         pl.col("declared_at").alias("t"),
         ("p|" + pl.col("consignor_key")).alias("consignor"),
@@ -125,15 +135,20 @@ def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
         mentions.select(pl.col("party").alias("u"), (PREFIX[c] + pl.col(c)).alias("v"), "t")
         for c in CONTACTS
     ]
-    edges = (
+    return (
         pl.concat(raw)
         .drop_nulls()
         .filter(pl.col("u") != pl.col("v"))
         .select(pl.min_horizontal("u", "v").alias("a"), pl.max_horizontal("u", "v").alias("b"), "t")
         .group_by("a", "b")
         .agg(pl.col("t").min())
-        .with_row_index("edge")
     )
+
+
+def _capped(firsts: pl.DataFrame) -> pl.DataFrame:
+    """Hub caps over first edge occurrences (see module doc); `trade` marks
+    consignor-consignee edges; sorted by time."""
+    edges = firsts.with_row_index("edge")
     ends = pl.concat(
         [
             edges.select("edge", pl.col("a").alias("node"), pl.col("b").alias("other"), "t"),
@@ -145,6 +160,7 @@ def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
     kept = rank.group_by("edge").agg(pl.col("over").any()).filter(~pl.col("over"))
     return (
         edges.join(kept.select("edge"), on="edge", how="semi")
+        .drop("edge")
         .with_columns(
             (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias("trade")
         )
@@ -152,91 +168,180 @@ def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _node_ids(edges: pl.DataFrame, queries: pl.DataFrame) -> pl.DataFrame:
-    nodes = pl.concat([edges["a"], edges["b"], queries["node"]]).unique().sort()
-    return pl.DataFrame({"node": nodes}).with_row_index("id")
+def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
+    """Undirected edges (a < b) at their first time, hub-capped (see module doc);
+    `trade` marks consignor-consignee edges."""
+    return _capped(_raw_edges(history, mentions))
 
 
-def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame, ids: pl.DataFrame) -> pl.Series:
-    """Parties in each query node's component from edges strictly before its time."""
-    e = (
-        edges.join(ids.rename({"node": "a", "id": "ia"}), on="a")
-        .join(ids.rename({"node": "b", "id": "ib"}), on="b")
-        .sort("t", "ia", "ib")
-    )
-    q = queries.join(ids, on="node", how="left", maintain_order="left").with_row_index("__q")
-    q = q.sort("t", "__q")
-    is_party = ids["node"].str.starts_with("p|").cast(pl.Int64).to_list()
-    eu, ev = e["ia"].to_list(), e["ib"].to_list()
-    et = e["t"].dt.epoch("us").to_list()
-    qn, qt = q["id"].to_list(), q["t"].dt.epoch("us").to_list()
-    uf = UnionFind()
-    parties: dict[int, int] = {}
-    sizes: list[int] = []
-    i, n_edges = 0, len(eu)
-    for node, t in zip(qn, qt, strict=True):
-        while i < n_edges and et[i] < t:
+IDENTITY = (
+    ~pl.col("trade") & ~pl.col("a").str.starts_with("r|") & ~pl.col("b").str.starts_with("r|")
+)
+
+
+class Components:
+    """Union-find over identity edges swept in time order: after `advance(t)` it
+    holds every edge strictly before t, and `size(node)` counts the parties of
+    the node's component (a node never seen: 1 if a party)."""
+
+    def __init__(self, edges: pl.DataFrame):
+        e = edges.sort("t", "a", "b")
+        self.eu, self.ev = e["a"].to_list(), e["b"].to_list()
+        self.et = e["t"].dt.epoch("us").to_list()
+        self.uf = UnionFind()
+        self.parties: dict[str, int] = {}
+        self.i = 0
+
+    def _count(self, root: str, local: dict[str, int] | None = None) -> int:
+        if local is not None and root in local:
+            return local[root]
+        return self.parties.get(root, int(root.startswith("p|")))
+
+    def advance(self, t: int) -> None:
+        eu, ev, et, uf, parties = self.eu, self.ev, self.et, self.uf, self.parties
+        i, n = self.i, len(et)
+        while i < n and et[i] < t:
             ru, rv = uf[eu[i]], uf[ev[i]]
             if ru != rv:
-                total = parties.get(ru, is_party[ru]) + parties.get(rv, is_party[rv])
+                total = self._count(ru) + self._count(rv)
                 uf.union(ru, rv)
                 parties[uf[ru]] = total
             i += 1
-        if node is None:
-            sizes.append(0)
-            continue
-        root = uf[node]
-        sizes.append(parties.get(root, is_party[root]))
+        self.i = i
+
+    def sweep(self, nodes: list[str | None], times: list[int]) -> list[int]:
+        """`advance(t)` then `size(node)` for each query, in time order (the batch;
+        the same steps, inlined)."""
+        eu, ev, et, uf, parties = self.eu, self.ev, self.et, self.uf, self.parties
+        i, n = self.i, len(et)
+        sizes: list[int] = []
+        for node, t in zip(nodes, times, strict=True):
+            while i < n and et[i] < t:
+                ru, rv = uf[eu[i]], uf[ev[i]]
+                if ru != rv:
+                    total = parties.get(ru, int(ru.startswith("p|"))) + parties.get(
+                        rv, int(rv.startswith("p|"))
+                    )
+                    uf.union(ru, rv)
+                    parties[uf[ru]] = total
+                i += 1
+            if node is None:
+                sizes.append(0)
+            else:
+                root = uf[node]
+                sizes.append(parties.get(root, int(root.startswith("p|"))))
+        self.i = i
+        return sizes
+
+    @property
+    def frontier(self) -> int | None:
+        """Time of the next edge not yet applied (None: all applied)."""
+        return self.et[self.i] if self.i < len(self.et) else None
+
+    def size(self, node: str) -> int:
+        return self._count(self.uf[node])
+
+    def size_at(self, node: str, t: int) -> int:
+        """`size` as of time t >= the last `advance`, without applying the edges
+        in between (the state stays valid for other queries at its time): they
+        are merged on a small overlay of roots."""
+        pending = [
+            (self.uf[self.eu[k]], self.uf[self.ev[k]])
+            for k in range(self.i, len(self.et))
+            if self.et[k] < t
+        ]
+        if not pending:
+            return self.size(node)
+        parent: dict[str, str] = {}
+        local: dict[str, int] = {}
+
+        def find(x: str) -> str:
+            while x in parent:
+                x = parent[x]
+            return x
+
+        for ru, rv in pending:
+            a, b = find(ru), find(rv)
+            if a != b:
+                local[b] = self._count(a, local) + self._count(b, local)
+                parent[a] = b
+        return self._count(find(self.uf[node]), local)
+
+
+def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame) -> pl.Series:
+    """Parties in each query node's component from edges strictly before its time."""
+    q = queries.with_row_index("__q").sort("t", "__q")
+    sizes = Components(edges).sweep(q["node"].to_list(), q["t"].dt.epoch("us").to_list())
     out = pl.Series("size", sizes, dtype=pl.Int64)
     return q.select("__q").with_columns(out).sort("__q")["size"]
 
 
-def _hops_to_arms(edges: pl.DataFrame, queries: pl.DataFrame, flagged: pl.DataFrame) -> pl.Series:
-    """Hops from each query node to a flagged party, on monthly snapshots."""
-    q = queries.with_row_index("__q").with_columns(pl.col("t").dt.truncate("1mo").alias("month"))
-    months = q["month"].unique().sort().to_list()
-    graph = Graph()
-    e_a, e_b, e_t = edges["a"].to_list(), edges["b"].to_list(), edges["t"].to_list()
-    f_node, f_t = flagged["node"].to_list(), flagged["t"].to_list()
-    i = j = 0
-    sources: set[str] = set()
-    frames: list[pl.DataFrame] = []
-    for month in months:
-        start = i
-        while i < len(e_t) and e_t[i] < month:
+class Hops:
+    """Multi-source BFS layers from the flagged parties on monthly snapshots: `at(month)`
+    (months non-decreasing) gives node -> hops for the graph and the findings
+    known before the month's first instant."""
+
+    def __init__(self, edges: pl.DataFrame, flagged: pl.DataFrame):
+        self.graph = Graph()
+        self.e_a, self.e_b = edges["a"].to_list(), edges["b"].to_list()
+        self.e_t = edges["t"].to_list()
+        self.f_node, self.f_t = flagged["node"].to_list(), flagged["t"].to_list()
+        self.i = self.j = 0
+        self.sources: set[str] = set()
+        self.month: dt.datetime | None = None
+        self.layers: dict[str, int] = {}
+
+    def at(self, month: dt.datetime) -> dict[str, int]:
+        if self.month is not None and month < self.month:
+            raise ValueError("monthly snapshots are read in time order")
+        if month == self.month:
+            return self.layers
+        start, i = self.i, self.i
+        while i < len(self.e_t) and self.e_t[i] < month:
             i += 1
-        graph.add_edges_from(zip(e_a[start:i], e_b[start:i], strict=True))
-        while j < len(f_t) and f_t[j] < month:
-            sources.add(f_node[j])
-            j += 1
-        if not sources:
-            continue
-        graph.add_nodes_from(sources)
-        nodes: list[str] = []
-        hops: list[int] = []
-        for depth, layer in enumerate(bfs_layers(graph, sources)):
-            if depth > MAX_HOPS:
-                break
-            nodes.extend(layer)
-            hops.extend([depth] * len(layer))
-        frames.append(
-            pl.DataFrame({"node": nodes, "hops": pl.Series(hops, dtype=pl.Int64)}).with_columns(
-                pl.lit(month, dtype=q["month"].dtype).alias("month")
-            )
-        )
-    if not frames:
-        return pl.Series("hops", [None] * q.height, dtype=pl.Int64)
-    near = pl.concat(frames)
-    return q.join(near, on=["month", "node"], how="left", maintain_order="left")["hops"]
+        self.graph.add_edges_from(zip(self.e_a[start:i], self.e_b[start:i], strict=True))
+        self.i = i
+        while self.j < len(self.f_t) and self.f_t[self.j] < month:
+            self.sources.add(self.f_node[self.j])
+            self.j += 1
+        layers: dict[str, int] = {}
+        if self.sources:
+            self.graph.add_nodes_from(self.sources)
+            for depth, layer in enumerate(bfs_layers(self.graph, self.sources)):
+                if depth > MAX_HOPS:
+                    break
+                layers.update(dict.fromkeys(layer, depth))
+        self.month, self.layers = month, layers
+        return layers
 
 
-def _flagged(history: History) -> pl.DataFrame:
+def _hops_to_arms(
+    edges: pl.DataFrame, queries: pl.DataFrame, flagged: pl.DataFrame, hops: Hops | None = None
+) -> pl.Series:
+    """Hops from each query node to a flagged party, on monthly snapshots."""
+    hops = hops or Hops(edges, flagged)
+    months = queries["t"].dt.truncate("1mo").to_list()
+    nodes = queries["node"].to_list()
+    out: list[int | None] = [None] * len(nodes)
+    month: dt.datetime | None = None
+    layers: dict[str, int] = {}
+    for k in sorted(range(len(nodes)), key=months.__getitem__):
+        if months[k] != month:
+            month = months[k]
+            layers = hops.at(month)
+        node = nodes[k]
+        if node is not None:
+            out[k] = layers.get(node)
+    return pl.Series("hops", out, dtype=pl.Int64)
+
+
+def _flagged(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     """Party nodes (consignor, consignee) of shipments with an arms finding, by
     the time the finding was recorded, first time per party, in time order."""
-    arms = history.outcomes.filter(
+    arms = outcomes.filter(
         pl.col("finding") & pl.col("finding_category").cast(pl.String).is_in(ARMS_CATEGORIES)
     ).join(
-        history.shipments.select("shipment_id", "consignor_key", "consignee_key"),
+        ships.select("shipment_id", "consignor_key", "consignee_key"),
         on="shipment_id",
     )
     long = pl.concat(
@@ -250,44 +355,213 @@ def _flagged(history: History) -> pl.DataFrame:
     return long.drop_nulls().group_by("node").agg(pl.col("t").min()).sort("t", "node")
 
 
-def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
+ROLES = ("consignee", "consignor")
+
+
+def _ends(raw: pl.DataFrame) -> pl.DataFrame:
+    """Both ends of every edge: node, other, t."""
+    return pl.concat(
+        [
+            raw.select(pl.col("a").alias("node"), pl.col("b").alias("other"), "t"),
+            raw.select(pl.col("b").alias("node"), pl.col("a").alias("other"), "t"),
+        ]
+    )
+
+
+def _limit() -> pl.Expr:
+    return pl.when(pl.col("node").str.starts_with("r|")).then(VEHICLE_LIMIT).otherwise(HUB_LIMIT)
+
+
+def _epoch(t: dt.datetime) -> int:
+    return int(pl.Series([t]).dt.epoch("us")[0])
+
+
+class Tables:
+    """What this family reads of the history (see features.state): the contact
+    first-seen tables, every edge's ends (first time, before the hub caps), the
+    hub-capped edges, the findings, and, built on first use, the union-find and
+    the monthly BFS as of the end of the history."""
+
+    def __init__(self, ships: pl.DataFrame, outcomes: pl.DataFrame):
+        mentions = _mentions(ships)
+        # Kept for a batch over the same shipments (`prepare` reuses them).
+        self.source: pl.DataFrame | None = ships
+        self.mentions: pl.DataFrame | None = mentions
+        self.contacts = {c: FirstSeen.build(mentions, c, "party", "t") for c in CONTACTS}
+        self._raw: pl.DataFrame | None = _raw_edges(ships, mentions)
+        self._ends: KeyedRows | None = None
+        self.edges = _capped(self._raw)
+        self.flagged = _flagged(outcomes, ships)
+        self.latest: dt.datetime | None = ships["declared_at"].max() if ships.height else None  # type: ignore[assignment]
+        self._components: Components | None = None
+        self._hops: Hops | None = None
+
+    def append(self, ships: pl.DataFrame, outcomes: pl.DataFrame, all_ships: pl.DataFrame) -> None:
+        """Add shipments declared no earlier than those held (with `<role>_key`)
+        and outcomes (`all_ships`: every shipment now held, for their keys)."""
+        if ships.height:
+            self.source = self.mentions = None  # (the batch frames no longer match)
+            mentions = _mentions(ships)
+            for c in CONTACTS:
+                self.contacts[c].append(mentions)
+            self._append_edges(_raw_edges(ships, mentions))
+            latest: dt.datetime = ships["declared_at"].max()  # type: ignore[assignment]
+            self.latest = latest if self.latest is None else max(self.latest, latest)
+            if self._components is not None:
+                self._components.advance(_epoch(self.latest))
+        if outcomes.height:
+            self._append_flagged(_flagged(outcomes, all_ships))
+
+    @property
+    def ends(self) -> KeyedRows:
+        """Both ends of every edge held (first time, before the caps), by node:
+        built on the first append (a batch never needs it)."""
+        if self._ends is None:
+            assert self._raw is not None
+            ends = _ends(self._raw).sort("node", "t", "other")
+            self._ends = KeyedRows(ends, "node", ["node", "t", "other"], ["node", "other"])
+            self._raw = None
+        return self._ends
+
+    def _append_edges(self, raw: pl.DataFrame) -> None:
+        """New edges rank after every edge held at their ends (they are not
+        earlier), so the hub caps of the edges held stay as they were; an edge at
+        the same instant as the latest one held at an end could rank before it:
+        then the caps are recomputed over all edges."""
+        new_ends = _ends(raw)
+        held = self.ends.rows(new_ends["node"])
+        new_ends = new_ends.join(held, on=["node", "other"], how="anti")
+        if new_ends.height == 0:
+            return
+        per_node = held.group_by("node").agg(
+            pl.len().alias("__deg"), pl.col("t").max().alias("__last")
+        )
+        ranked = (
+            new_ends.join(per_node, on="node", how="left")
+            .sort("node", "t", "other")
+            .with_columns(
+                (pl.int_range(pl.len()).over("node") + pl.col("__deg").fill_null(0)).alias("__rank")
+            )
+        )
+        self.ends.append(new_ends.sort("node", "t", "other"))
+        if ranked.filter(pl.col("t") <= pl.col("__last")).height:
+            everything = self.ends.rows().filter(pl.col("node") < pl.col("other"))
+            self.edges = _capped(everything.rename({"node": "a", "other": "b"}))
+            self._components = None
+            self._hops = None
+            return
+        over = ranked.filter(pl.col("__rank") >= _limit()).select(
+            pl.min_horizontal("node", "other").alias("a"),
+            pl.max_horizontal("node", "other").alias("b"),
+        )
+        kept = (
+            new_ends.filter(pl.col("node") < pl.col("other"))
+            .select(pl.col("node").alias("a"), pl.col("other").alias("b"), "t")
+            .join(over, on=["a", "b"], how="anti")
+            .with_columns(
+                (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias(
+                    "trade"
+                )
+            )
+            .sort("t", "a", "b")
+        )
+        if kept.height == 0:
+            return
+        self.edges = pl.concat([self.edges, kept])
+        if self._components is not None:
+            identity = kept.filter(IDENTITY)
+            self._components.eu += identity["a"].to_list()
+            self._components.ev += identity["b"].to_list()
+            self._components.et += identity["t"].dt.epoch("us").to_list()
+        hops = self._hops
+        if hops is not None and hops.month is not None and kept["t"].min() < hops.month:  # type: ignore[operator]
+            self._hops = None  # the snapshot read already holds their month: rebuilt on use
+        elif hops is not None:  # later than the snapshot read: taken with the next month
+            hops.e_a += kept["a"].to_list()
+            hops.e_b += kept["b"].to_list()
+            hops.e_t += kept["t"].to_list()
+
+    def _append_flagged(self, new: pl.DataFrame) -> None:
+        if new.height == 0:
+            return
+        self.flagged = (
+            pl.concat([self.flagged, new]).group_by("node").agg(pl.col("t").min()).sort("t", "node")
+        )
+        hops = self._hops
+        if hops is None:
+            return
+        if hops.month is not None and new["t"].min() < hops.month:  # type: ignore[operator]
+            self._hops = None  # the current snapshot changes: rebuilt on use
+            return
+        # Later findings: the sources taken so far stay; the rest is read anew.
+        hops.f_node, hops.f_t = self.flagged["node"].to_list(), self.flagged["t"].to_list()
+        month = hops.month
+        hops.j = 0 if month is None else sum(1 for t in hops.f_t if t < month)
+
+    def components(self) -> Components:
+        """The union-find holding every identity edge before the latest shipment."""
+        if self._components is None:
+            comp = Components(self.edges.filter(IDENTITY))
+            if self.latest is not None:
+                comp.advance(_epoch(self.latest))
+            self._components = comp
+        return self._components
+
+    def hops(self, month: dt.datetime) -> Hops:
+        """The BFS snapshots, able to answer `month` and later ones."""
+        if self._hops is None or (self._hops.month is not None and month < self._hops.month):
+            self._hops = Hops(self.edges, self.flagged)
+        return self._hops
+
+
+def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given:
     `__net_component` (largest of the consignee's and consignor's component, in
     parties), `__net_contact_parties` (most other parties behind one of their
     phones, e-mails or addresses), `__net_hops` (hops to an arms finding,
-    `MAX_HOPS + 1` when none is that near)."""
+    `MAX_HOPS + 1` when none is that near).
+
+    Shipments declared at or after the latest one `tables` holds read the
+    union-find and the BFS kept at the end of the history; earlier ones replay
+    the history's edges in time order (exact, as slow as a batch)."""
     del params
-    hist_mentions = _mentions(history.shipments)
-    edges = _edges(history.shipments, hist_mentions)
+    if isinstance(tables, History):
+        tables = Tables(tables.shipments, tables.outcomes)
     n = ships.height
-    roles = ("consignee", "consignor")
     queries = pl.concat(
         [
             ships.select(
                 ("p|" + pl.col(f"{r}_key")).alias("node"), pl.col("declared_at").alias("t")
             )
-            for r in roles
+            for r in ROLES
         ]
     )
-    ids = _node_ids(edges, queries)
-    identity = (
-        ~pl.col("trade") & ~pl.col("a").str.starts_with("r|") & ~pl.col("b").str.starts_with("r|")
-    )
-    sizes = _component_sizes(edges.filter(identity), queries, ids)
-    hops = _hops_to_arms(edges, queries, _flagged(history))
+    latest = tables.latest
+    online = n > 0 and latest is not None and bool((ships["declared_at"] >= latest).all())
+    if online:
+        comp = tables.components()
+        times = queries["t"].dt.epoch("us").to_list()
+        nodes = queries["node"].to_list()
+        sizes = pl.Series(
+            "size",
+            [0 if v is None else comp.size_at(v, t) for v, t in zip(nodes, times, strict=True)],
+            dtype=pl.Int64,
+        )
+        first_month = queries["t"].dt.truncate("1mo").min()
+        hops = _hops_to_arms(tables.edges, queries, tables.flagged, tables.hops(first_month))  # type: ignore[arg-type]
+    else:
+        sizes = _component_sizes(tables.edges.filter(IDENTITY), queries)
+        hops = _hops_to_arms(tables.edges, queries, tables.flagged)
 
-    same = ships is history.shipments  # batch: the queries are the history
-    ship_mentions = (hist_mentions if same else _mentions(ships)).filter(
-        pl.col("role").is_in(roles)
+    same = ships is tables.source and tables.mentions is not None
+    ship_mentions = (tables.mentions if same else _mentions(ships)).filter(  # type: ignore[union-attr]
+        pl.col("role").is_in(ROLES)
     )
     shared: list[pl.Series] = []
     for contact in CONTACTS:
-        others = distinct_before(
-            ship_mentions, contact, "t", hist_mentions, contact, "party", "t", prefix="c"
-        )["c_distinct"]
-        self_seen = pair_seen_before(
-            ship_mentions, (contact, "party"), "t", hist_mentions, (contact, "party"), "t"
-        )
+        seen = tables.contacts[contact]
+        others = distinct_query(ship_mentions, contact, "t", seen, prefix="c")["c_distinct"]
+        self_seen = pair_seen_query(ship_mentions, (contact, "party"), "t", seen)
         shared.append((others.cast(pl.Int64) - self_seen.cast(pl.Int64)).alias(contact))
     contact_parties = (
         ship_mentions.select("__row")

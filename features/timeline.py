@@ -5,24 +5,115 @@ declared_at, how many events / what sum / since when?", answered only from
 events strictly before that instant. The functions here answer such questions
 for any number of queries at once with sorted as-of joins, so the batch over all
 shipments and the online call for one new shipment run the same code.
+
+The tables behind the answers (`AsOfTable`: cumulative counts and sums per key
+and time; `FirstSeen`: the first time each (key, value) pair occurred) are built
+once and kept by `features.state.FeatureState`. They are sorted by key and carry
+a hash index key -> row slice, so a query for a few keys reads only their rows:
+an as-of join matches rows of the same key only, so restricting the table to
+the query's keys gives exactly the rows the full table gives. Rows recorded
+later are appended without rebuilding (`append`), provided they are not earlier
+than what the table holds for their key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Sequence
 
 import polars as pl
 
 QUERY_ROW = "__qrow"
+# A query with at most this many distinct keys reads the table through its index;
+# more keys scan the whole table (the same rows either way).
+RESTRICT_MAX_KEYS = 512
+# Appended rows are merged into the sorted table when they grow beyond this.
+COMPACT_MIN_ROWS = 50_000
+
+
+class KeyedRows:
+    """Rows sorted by `key`, with a lazily built hash index key -> (start, length).
+
+    Rows appended later wait in a side frame (`extra`, with its own index key ->
+    row numbers) until there are enough of them to merge; rows of one key
+    appended later come after its earlier rows (keys may interleave: an as-of
+    join only needs each key's rows in time order). When an append says it
+    `replaces` rows, reads keep, among rows equal on `dedupe`, the last one."""
+
+    def __init__(self, frame: pl.DataFrame, key: str, order: Sequence[str], dedupe: Sequence[str]):
+        self.frame = frame
+        self.key = key
+        self.order = list(order)  # sort columns, key first
+        self.dedupe = list(dedupe)
+        self.extra: pl.DataFrame | None = None
+        self.replaced = False
+        self._index: dict[object, tuple[int, int]] | None = None
+        self._extra_index: dict[object, list[int]] = {}
+
+    @property
+    def height(self) -> int:
+        return self.frame.height + (0 if self.extra is None else self.extra.height)
+
+    def index(self) -> dict[object, tuple[int, int]]:
+        if self._index is None:
+            runs = self.frame[self.key].rle()
+            lengths = runs.struct.field("len").to_list()
+            values = runs.struct.field("value").to_list()
+            starts = itertools.accumulate(lengths, initial=0)
+            self._index = {v: (s, n) for v, s, n in zip(values, starts, lengths, strict=False)}
+        return self._index
+
+    def rows(self, keys: pl.Series | None = None) -> pl.DataFrame:
+        """All rows (keys None), or at least the rows of the given keys (every row
+        when there are many keys: a join on the key reads the same rows); each
+        key's rows in `order`."""
+        wanted: list[object] | None = None
+        if keys is not None and keys.len() <= RESTRICT_MAX_KEYS:  # few: in Python
+            wanted = [k for k in dict.fromkeys(keys.to_list()) if k is not None]
+        if wanted is None:
+            parts = [self.frame] if self.extra is None else [self.frame, self.extra]
+        else:
+            index = self.index()
+            parts = [self.frame.slice(*index[k]) for k in wanted if k in index]
+            if self.extra is not None:
+                extra_rows = [i for k in wanted for i in self._extra_index.get(k, ())]
+                if extra_rows:
+                    parts.append(self.extra[extra_rows])
+            if not parts:
+                parts = [self.frame.clear()]
+        frame = parts[0] if len(parts) == 1 else pl.concat(parts)
+        if self.extra is not None and self.replaced:
+            frame = frame.unique(self.dedupe, keep="last", maintain_order=True).sort(self.order)
+        return frame
+
+    def append(self, rows: pl.DataFrame, *, replaces: bool = False) -> None:
+        """Add rows; `replaces`: some may replace rows held (equal on `dedupe`)."""
+        rows = rows.select(self.frame.columns).cast(self.frame.schema)
+        start = 0 if self.extra is None else self.extra.height
+        for i, k in enumerate(rows[self.key].to_list(), start=start):
+            self._extra_index.setdefault(k, []).append(i)
+        self.extra = rows if self.extra is None else pl.concat([self.extra, rows])
+        self.replaced = self.replaced or replaces
+        if self.extra.height >= max(COMPACT_MIN_ROWS, self.frame.height // 10):
+            merged = pl.concat([self.frame, self.extra])
+            if self.replaced:
+                merged = merged.unique(self.dedupe, keep="last", maintain_order=True)
+            self.frame = merged.sort(self.order)
+            self.extra = None
+            self.replaced = False
+            self._index = None
+            self._extra_index = {}
 
 
 def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
-    """Per (key, time): cumulative event count and sums up to and including that time."""
+    """Per (key, time): cumulative event count and sums up to and including that
+    time, sorted by key then time."""
     grouped = (
         events.filter(pl.col(key).is_not_null())
         .group_by(key, time)
         .agg(pl.len().alias("__n"), *[pl.col(c).sum() for c in sums])
-        .sort(time, key)
+        .sort(key, time)
     )
     return grouped.with_columns(
         pl.col("__n").cum_sum().over(key).alias("__cum_n"),
@@ -31,14 +122,136 @@ def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> p
     ).select(key, time, "__cum_n", "__first", *[f"__cum_{c}" for c in sums])
 
 
-def _asof(
-    queries: pl.DataFrame, cum: pl.DataFrame, q_key: str, key: str, at: pl.Expr, time: str
+class AsOfTable:
+    """The cumulative table (`_cumulative`) of some events, per key and time."""
+
+    def __init__(self, rows: KeyedRows, key: str, time: str, sums: list[str]):
+        self.rows = rows
+        self.key = key
+        self.time = time
+        self.sums = sums
+
+    @classmethod
+    def build(
+        cls, events: pl.DataFrame, key: str, time: str, sums: list[str] | None = None
+    ) -> AsOfTable:
+        sums = sums or []
+        cum = _cumulative(events.select(key, time, *sums), key, time, sums)
+        return cls(KeyedRows(cum, key, [key, time], [key, time]), key, time, sums)
+
+    def frame(self, keys: pl.Series | None = None) -> pl.DataFrame:
+        return self.rows.rows(keys)
+
+    def append(self, events: pl.DataFrame) -> None:
+        """Add events no earlier than the latest time this table holds for their key
+        (else ValueError, and nothing is added)."""
+        new = self._new_rows(events)
+        if new is not None:
+            rows, replaces = new
+            self.rows.append(rows, replaces=replaces)
+
+    def check(self, events: pl.DataFrame) -> None:
+        """Raise ValueError if `append(events)` would."""
+        self._new_rows(events)
+
+    def _new_rows(self, events: pl.DataFrame) -> tuple[pl.DataFrame, bool] | None:
+        key, time = self.key, self.time
+        grouped = (
+            events.filter(pl.col(key).is_not_null())
+            .group_by(key, time)
+            .agg(pl.len().alias("__n"), *[pl.col(c).sum() for c in self.sums])
+            .sort(key, time)
+        )
+        if grouped.height == 0:
+            return None
+        base = (
+            self.frame(grouped[key].unique())
+            .group_by(key)
+            .agg(
+                pl.col(time).last().alias("__b_t"),
+                pl.col("__cum_n").last().alias("__b_n"),
+                pl.col("__first").first().alias("__b_first"),
+                *[pl.col(f"__cum_{c}").last().alias(f"__b_{c}") for c in self.sums],
+            )
+        )
+        joined = grouped.join(base, on=key, how="left", maintain_order="left")
+        if joined.filter(pl.col(time) < pl.col("__b_t")).height:
+            raise ValueError(
+                f"rows appended to the {key!r} table precede rows it already holds: "
+                "append only what was recorded after the state"
+            )
+        schema = self.rows.frame.schema
+        rows = joined.with_columns(
+            (pl.col("__n").cum_sum().over(key) + pl.col("__b_n").fill_null(0)).alias("__cum_n"),
+            pl.coalesce(pl.col("__b_first"), pl.col(time).min().over(key)).alias("__first"),
+            *[
+                (
+                    pl.col(c).cum_sum().over(key).cast(schema[f"__cum_{c}"])
+                    + pl.col(f"__b_{c}").fill_null(0)
+                ).alias(f"__cum_{c}")
+                for c in self.sums
+            ],
+        )
+        return rows, bool(joined.filter(pl.col(time) == pl.col("__b_t")).height)
+
+
+def as_of_query(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    *,
+    windows: dict[str, dt.timedelta] | None = None,
+    prefix: str,
 ) -> pl.DataFrame:
-    left = queries.select(QUERY_ROW, pl.col(q_key).alias(key), at.alias(time)).sort(time)
+    """`as_of_counts` answered from a built table (see there)."""
+    windows = windows or {}
+    key, time, sums = table.key, table.time, table.sums
+    cum = table.frame(queries[q_key])
+    # One as-of join for every instant asked: q_time, then q_time - w per window.
+    ats = [pl.col(q_time), *[pl.col(q_time) - width for width in windows.values()]]
+    parts = [
+        queries.select(
+            pl.lit(i, dtype=pl.UInt32).alias("__w"),
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias(QUERY_ROW),
+            pl.col(q_key).alias(key),
+            at.alias(time),
+        )
+        for i, at in enumerate(ats)
+    ]
+    left = parts[0] if len(parts) == 1 else pl.concat(parts)
+    if left.height > 1:  # (one row is sorted)
+        left = left.sort(time)
     joined = left.join_asof(
         cum, on=time, by=key, strategy="backward", allow_exact_matches=False, check_sortedness=False
     )
-    return joined.sort(QUERY_ROW)
+    if joined.height > 1:
+        joined = joined.sort("__w", QUERY_ROW)
+    n = queries.height
+    cols = ["__cum_n", "__first", *[f"__cum_{c}" for c in sums]]
+    wide = pl.DataFrame(
+        [
+            joined.get_column(c).slice(i * n, n).alias(f"{c}@{i}")
+            for i in range(len(ats))
+            for c in cols
+        ]
+    )
+
+    def total(c: str, i: int) -> pl.Expr:
+        return pl.col(f"{c}@{i}").fill_null(0)
+
+    out = [
+        total("__cum_n", 0).alias(f"{prefix}_n"),
+        pl.col("__first@0").alias(f"{prefix}_first"),
+        *[total(f"__cum_{c}", 0).alias(f"{prefix}_{c}") for c in sums],
+    ]
+    for i, label in enumerate(windows, start=1):
+        out.append((total("__cum_n", 0) - total("__cum_n", i)).alias(f"{prefix}_n_{label}"))
+        out.extend(
+            (total(f"__cum_{c}", 0) - total(f"__cum_{c}", i)).alias(f"{prefix}_{c}_{label}")
+            for c in sums
+        )
+    return wide.select(out)
 
 
 def as_of_counts(
@@ -62,35 +275,77 @@ def as_of_counts(
 
     Returns a frame aligned row for row with `queries`.
     """
-    sums = sums or []
-    windows = windows or {}
-    q = queries.select(q_key, q_time).with_row_index(QUERY_ROW)
-    cum = _cumulative(events.select(key, time, *sums), key, time, sums)
-    now = _asof(q, cum, q_key, key, pl.col(q_time), time)
-    out = [
-        now["__cum_n"].fill_null(0).alias(f"{prefix}_n"),
-        now["__first"].alias(f"{prefix}_first"),
-        *[now[f"__cum_{c}"].fill_null(0).alias(f"{prefix}_{c}") for c in sums],
-    ]
-    for label, width in windows.items():
-        before = _asof(q, cum, q_key, key, pl.col(q_time) - width, time)
-        out.append(
-            (now["__cum_n"].fill_null(0) - before["__cum_n"].fill_null(0)).alias(
-                f"{prefix}_n_{label}"
-            )
-        )
-        out.extend(
-            (now[f"__cum_{c}"].fill_null(0) - before[f"__cum_{c}"].fill_null(0)).alias(
-                f"{prefix}_{c}_{label}"
-            )
-            for c in sums
-        )
-    return pl.DataFrame(out)
+    table = AsOfTable.build(events, key, time, sums)
+    return as_of_query(queries, q_key, q_time, table, windows=windows, prefix=prefix)
 
 
 def first_occurrences(events: pl.DataFrame, keys: list[str], time: str) -> pl.DataFrame:
     """The earliest time each distinct combination of keys occurs (nulls dropped)."""
     return events.drop_nulls(keys).group_by(keys).agg(pl.col(time).min()).sort(time, *keys)
+
+
+class FirstSeen:
+    """The first time each (key, value) pair occurred, and per key the cumulative
+    count of distinct values by time."""
+
+    def __init__(self, firsts: KeyedRows, counts: AsOfTable, value: str):
+        self.firsts = firsts
+        self.counts = counts
+        self.value = value
+
+    @property
+    def key(self) -> str:
+        return self.counts.key
+
+    @property
+    def time(self) -> str:
+        return self.counts.time
+
+    @classmethod
+    def build(cls, events: pl.DataFrame, key: str, value: str, time: str) -> FirstSeen:
+        firsts = first_occurrences(events.select(key, value, time), [key, value], time)
+        rows = KeyedRows(firsts.sort(key, value), key, [key, value], [key, value])
+        return cls(rows, AsOfTable.build(firsts, key, time), value)
+
+    def append(self, events: pl.DataFrame) -> None:
+        """Add events no earlier than any this structure holds."""
+        key, value, time = self.key, self.value, self.time
+        new = first_occurrences(events.select(key, value, time), [key, value], time)
+        if new.height == 0:
+            return
+        known = self.firsts.rows(new[key]).select(key, value)
+        new = new.join(known, on=[key, value], how="anti")
+        if new.height:
+            self.counts.append(new)
+            self.firsts.append(new)
+
+
+def distinct_query(
+    queries: pl.DataFrame, q_key: str, q_time: str, seen: FirstSeen, *, prefix: str
+) -> pl.DataFrame:
+    """`distinct_before` answered from a built `FirstSeen`."""
+    counted = as_of_query(queries, q_key, q_time, seen.counts, prefix=prefix)
+    return counted.select(pl.col(f"{prefix}_n").alias(f"{prefix}_distinct"))
+
+
+def pair_seen_query(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> pl.Series:
+    """`pair_seen_before` answered from a built `FirstSeen`."""
+    key, value, time = seen.key, seen.value, seen.time
+    firsts = seen.firsts.rows(queries[q_keys[0]])
+    joined = (
+        queries.select(
+            pl.col(q_keys[0]).alias(key),
+            pl.col(q_keys[1]).alias(value),
+            pl.col(q_time).alias("__t"),
+        )
+        .with_row_index(QUERY_ROW)
+        .join(firsts, on=[key, value], how="left")
+    )
+    if joined.height > 1:
+        joined = joined.sort(QUERY_ROW)
+    return (joined[time].is_not_null() & (joined[time] < joined["__t"])).fill_null(False)
 
 
 def distinct_before(
@@ -105,9 +360,8 @@ def distinct_before(
     prefix: str,
 ) -> pl.DataFrame:
     """Number of distinct `value`s seen with the query's key strictly before q_time."""
-    firsts = first_occurrences(events.select(key, value, time), [key, value], time)
-    counted = as_of_counts(queries, q_key, q_time, firsts, key, time, prefix=prefix)
-    return counted.select(pl.col(f"{prefix}_n").alias(f"{prefix}_distinct"))
+    seen = FirstSeen.build(events, key, value, time)
+    return distinct_query(queries, q_key, q_time, seen, prefix=prefix)
 
 
 def pair_seen_before(
@@ -119,15 +373,5 @@ def pair_seen_before(
     time: str,
 ) -> pl.Series:
     """Whether the query's (key, value) pair occurred strictly before q_time."""
-    firsts = first_occurrences(events.select(*keys, time), list(keys), time)
-    joined = (
-        queries.select(
-            pl.col(q_keys[0]).alias(keys[0]),
-            pl.col(q_keys[1]).alias(keys[1]),
-            pl.col(q_time).alias("__t"),
-        )
-        .with_row_index(QUERY_ROW)
-        .join(firsts, on=list(keys), how="left")
-        .sort(QUERY_ROW)
-    )
-    return (joined[time].is_not_null() & (joined[time] < joined["__t"])).fill_null(False)
+    seen = FirstSeen.build(events, keys[0], keys[1], time)
+    return pair_seen_query(queries, q_keys, q_time, seen)

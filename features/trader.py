@@ -8,23 +8,29 @@ import datetime as dt
 
 import polars as pl
 
-from features.context import History
 from features.registry import Family, Kind, feature
-from features.timeline import as_of_counts, distinct_before, pair_seen_before
+from features.timeline import AsOfTable, FirstSeen, as_of_query, distinct_query, pair_seen_query
 
 F = Family.TRADER
 DAY = dt.timedelta(days=1)
 WINDOWS = {"7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY, "365d": 365 * DAY}
 
 
-def prepare(ships: pl.DataFrame, history: History, undervalued: pl.DataFrame) -> pl.DataFrame:
-    """`ships` and `history.shipments` carry `<role>_key` columns; `undervalued`
-    maps every history shipment_id to its undervaluation flag."""
-    hist = history.shipments.join(undervalued, on="shipment_id", how="left").with_columns(
+ROLES = ("consignee", "consignor", "declarant")
+CONTACT_FIELDS = ("phone", "address")
+
+
+def shipment_events(ships: pl.DataFrame, undervalued: pl.DataFrame) -> pl.DataFrame:
+    """Shipments (with `<role>_key`) and their 0/1 undervaluation flag."""
+    return ships.join(undervalued, on="shipment_id", how="left").with_columns(
         pl.col("undervalued").fill_null(False).cast(pl.Int64)
     )
-    outcomes = history.outcomes.join(
-        history.shipments.select("shipment_id", "consignee_key", "consignor_key", "declarant_key"),
+
+
+def outcome_events(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
+    """Outcomes with the party keys of their shipment (`ships` carries them)."""
+    return outcomes.join(
+        ships.select("shipment_id", "consignee_key", "consignor_key", "declarant_key"),
         on="shipment_id",
         how="inner",
     ).with_columns(
@@ -35,37 +41,77 @@ def prepare(ships: pl.DataFrame, history: History, undervalued: pl.DataFrame) ->
         .cast(pl.Int64)
         .alias("__arms_finding"),
     )
-    lines = history.items.join(
-        hist.select("shipment_id", "declared_at", "consignee_key"), on="shipment_id"
+
+
+def line_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
+    return items.join(
+        ships.select("shipment_id", "declared_at", "consignee_key"), on="shipment_id"
     ).with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
-    cols: list[pl.Series] = [ships["shipment_id"]]
-    for role in ("consignee", "consignor", "declarant"):
-        key = f"{role}_key"
-        seen = as_of_counts(
-            ships,
-            key,
-            "declared_at",
-            hist,
-            key,
-            "declared_at",
-            windows=WINDOWS,
-            sums=["undervalued"],
-            prefix=role,
+
+
+def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
+    norm = pl.col(f"consignee_{contact}").str.to_lowercase().str.replace_all(r"[^\w]", "")
+    return frame.with_columns(norm.alias("__contact"))
+
+
+class Tables:
+    """What this family reads of the history, built once (see features.state)."""
+
+    def __init__(
+        self,
+        seen: dict[str, AsOfTable],
+        inspections: dict[str, AsOfTable],
+        chapters: FirstSeen,
+        contacts: dict[str, FirstSeen],
+    ):
+        self.seen = seen
+        self.inspections = inspections
+        self.chapters = chapters
+        self.contacts = contacts
+
+    @classmethod
+    def build(cls, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> Tables:
+        """`ships`: `shipment_events` of the history; `outcomes`: `outcome_events`."""
+        return cls(
+            {r: AsOfTable.build(ships, f"{r}_key", "declared_at", ["undervalued"]) for r in ROLES},
+            {
+                r: AsOfTable.build(
+                    outcomes, f"{r}_key", "inspected_at", ["__finding", "__arms_finding"]
+                )
+                for r in ROLES
+            },
+            FirstSeen.build(line_events(items, ships), "consignee_key", "__chapter", "declared_at"),
+            {
+                c: FirstSeen.build(_contact(ships, c), "__contact", "consignee_key", "declared_at")
+                for c in CONTACT_FIELDS
+            },
         )
-        insp = as_of_counts(
-            ships,
-            key,
-            "declared_at",
-            outcomes,
-            key,
-            "inspected_at",
-            sums=["__finding", "__arms_finding"],
-            prefix=f"{role}_insp",
+
+    def append(self, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> None:
+        """Add rows recorded after those held (same forms as `build`; `items` of `ships`)."""
+        for r in ROLES:
+            self.seen[r].append(ships.select(f"{r}_key", "declared_at", "undervalued"))
+            self.inspections[r].append(
+                outcomes.select(f"{r}_key", "inspected_at", "__finding", "__arms_finding")
+            )
+        self.chapters.append(line_events(items, ships))
+        for c in CONTACT_FIELDS:
+            self.contacts[c].append(_contact(ships, c))
+
+
+def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
+    """`ships` carries `<role>_key` columns; `tables` holds the history."""
+    cols: list[pl.Series] = [ships["shipment_id"]]
+    for role in ROLES:
+        key = f"{role}_key"
+        seen = as_of_query(
+            ships, key, "declared_at", tables.seen[role], windows=WINDOWS, prefix=role
+        )
+        insp = as_of_query(
+            ships, key, "declared_at", tables.inspections[role], prefix=f"{role}_insp"
         )
         cols += [
-            (
-                (ships["declared_at"] - seen[f"{role}_first"]).dt.total_microseconds() / 8.64e10
-            ).alias(f"__{role}_days"),
+            seen[f"{role}_first"].alias(f"__{role}_first"),
             *[seen[f"{role}_n_{w}"].alias(f"__{role}_n_{w}") for w in WINDOWS],
             seen[f"{role}_n"].alias(f"__{role}_n"),
             seen[f"{role}_undervalued"].alias(f"__{role}_underv"),
@@ -73,42 +119,28 @@ def prepare(ships: pl.DataFrame, history: History, undervalued: pl.DataFrame) ->
             insp[f"{role}_insp___finding"].alias(f"__{role}_find"),
             insp[f"{role}_insp___arms_finding"].alias(f"__{role}_arms_find"),
         ]
-    chapters = distinct_before(
-        ships,
-        "consignee_key",
-        "declared_at",
-        lines,
-        "consignee_key",
-        "__chapter",
-        "declared_at",
-        prefix="c",
-    )
+    chapters = distinct_query(ships, "consignee_key", "declared_at", tables.chapters, prefix="c")
     cols.append(chapters["c_distinct"].alias("__consignee_chapters"))
-    for contact in ("phone", "address"):
-        col = f"consignee_{contact}"
-        norm = pl.col(col).str.to_lowercase().str.replace_all(r"[^\w]", "")
-        q = ships.with_columns(norm.alias("__contact"))
-        h = hist.with_columns(norm.alias("__contact"))
-        parties = distinct_before(
-            q,
-            "__contact",
-            "declared_at",
-            h,
-            "__contact",
-            "consignee_key",
-            "declared_at",
-            prefix="p",
-        )["p_distinct"]
-        self_seen = pair_seen_before(
-            q,
-            ("__contact", "consignee_key"),
-            "declared_at",
-            h,
-            ("__contact", "consignee_key"),
-            "declared_at",
-        )
+    for contact in CONTACT_FIELDS:
+        q = _contact(ships, contact)
+        seen_contact = tables.contacts[contact]
+        parties = distinct_query(q, "__contact", "declared_at", seen_contact, prefix="p")[
+            "p_distinct"
+        ]
+        self_seen = pair_seen_query(q, ("__contact", "consignee_key"), "declared_at", seen_contact)
         cols.append((parties - self_seen.cast(pl.UInt32)).alias(f"__shared_{contact}"))
-    return pl.DataFrame(cols)
+    days = [
+        ((pl.col("__at") - pl.col(f"__{r}_first")).dt.total_microseconds() / 8.64e10).alias(
+            f"__{r}_days"
+        )
+        for r in ROLES
+    ]
+    frame = pl.DataFrame([*cols, ships["declared_at"].alias("__at")])
+    return frame.select(
+        "shipment_id",
+        *[c for c in frame.columns[1:] if c != "__at" and not c.endswith("_first")],
+        *days,
+    )
 
 
 def _role_features(role: str, ru: str) -> None:

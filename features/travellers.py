@@ -49,7 +49,7 @@ from features.context import PARTY_ROLES, History, Params
 from features.names import COMPANY_FORMS, normalise_names, to_latin
 from features.network import CONTACTS, address_key, email_key, phone_key
 from features.registry import Family, feature
-from features.timeline import distinct_before, pair_seen_before
+from features.timeline import FirstSeen, distinct_query, pair_seen_query
 
 F = Family.TRAVELLER
 WINDOW = dt.timedelta(days=180)
@@ -242,7 +242,72 @@ def _fuzzy_addresses(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataFrame:
+class TravellerIndex:
+    """The traveller records' comparison keys (`_traveller_keys`), the name keys
+    no namesake shares, and hash indexes value -> rows on every blocking key, so
+    that a few parties are compared only with the records sharing a key with them
+    (the same links as against all records)."""
+
+    BLOCKING = ("phone", "email", "address", "block", "name", "native")
+
+    def __init__(self, travellers: pl.DataFrame):
+        self.travellers = travellers
+        self.keys = _traveller_keys(travellers)
+        self.unique_keys = _unique_name_keys(self.keys)
+        self._index: dict[str, dict[str, list[int]]] | None = None
+
+    def index(self) -> dict[str, dict[str, list[int]]]:
+        if self._index is None:
+            frame = self.keys.with_columns(
+                _number_block(pl.col("address")).alias("block")
+            ).with_row_index("__i")
+            self._index = {}
+            for col in self.BLOCKING:
+                grouped = (
+                    frame.select(col, "__i")
+                    .drop_nulls()
+                    .filter(pl.col(col) != "")
+                    .group_by(col)
+                    .agg("__i")
+                )
+                self._index[col] = dict(
+                    zip(grouped[col].to_list(), grouped["__i"].to_list(), strict=True)
+                )
+        return self._index
+
+    def candidates(self, p: pl.DataFrame) -> pl.DataFrame:
+        """The records sharing a blocking key with the parties `p` (`_party_keys`)."""
+        if p.height > RESTRICT_MAX_PARTIES:
+            return self.keys
+        index = self.index()
+        p = p.with_columns(_number_block(pl.col("address")).alias("block"))
+        rows: set[int] = set()
+        for col in self.BLOCKING:
+            source = "name" if col == "native" else col
+            lookup = index[col]
+            for value in p[source].drop_nulls().to_list():
+                rows.update(lookup.get(value, ()))
+        return self.keys[sorted(rows)]
+
+
+# Parties at most this many: compare them with the records found through the index.
+RESTRICT_MAX_PARTIES = 256
+
+
+def _unique_name_keys(t: pl.DataFrame) -> pl.DataFrame:
+    """Name keys (Latin or native) borne by at most `MAX_NAMESAKES` persons."""
+    keys = t.select("rec", "person", pl.concat_list("name", "native").alias("key")).explode("key")
+    keys = keys.drop_nulls("key").filter(pl.col("key") != "")
+    return (
+        keys.group_by("key")
+        .agg(pl.col("person").n_unique().alias("persons"))
+        .filter(pl.col("persons") <= MAX_NAMESAKES)
+    )
+
+
+def link_travellers(
+    parties: pl.DataFrame, travellers: pl.DataFrame | TravellerIndex
+) -> pl.DataFrame:
     """Links between traveller records and parties.
 
     `parties`: party_key, name, phone, email, address (one row per mention, any
@@ -251,10 +316,13 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
     over `parties` itself). `travellers`: TRAVELLERS contract frame.
     Returns traveller_record_id, party_key, link_kind (`LINK_KINDS`),
     confidence (0-1), one row per linked pair (the strongest evidence)."""
-    if parties.height == 0 or travellers.height == 0:
+    index = travellers if isinstance(travellers, TravellerIndex) else TravellerIndex(travellers)
+    if parties.height == 0 or index.travellers.height == 0:
         return pl.DataFrame(schema=LINK_SCHEMA)
     p = _party_keys(parties)
-    t = _traveller_keys(travellers)
+    t = index.candidates(p)
+    if t.height == 0:
+        return pl.DataFrame(schema=LINK_SCHEMA)
     contacts = (
         pl.concat(
             [
@@ -314,11 +382,7 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
     # Name alone: only names that no other traveller bears.
     keys = t.select("rec", "person", pl.concat_list("name", "native").alias("key")).explode("key")
     keys = keys.drop_nulls("key").filter(pl.col("key") != "")
-    unique_keys = (
-        keys.group_by("key")
-        .agg(pl.col("person").n_unique().alias("persons"))
-        .filter(pl.col("persons") <= MAX_NAMESAKES)
-    )
+    unique_keys = index.unique_keys
     name_only = (
         keys.join(unique_keys, on="key", how="semi")
         .join(p.select("party_key", pl.col("name").alias("key")).unique(), on="key")
@@ -393,79 +457,36 @@ def link_travellers(parties: pl.DataFrame, travellers: pl.DataFrame) -> pl.DataF
     ).sort("traveller_record_id", "party_key")
 
 
-def _shared_before(mentions: pl.DataFrame, shipments: pl.DataFrame) -> list[pl.Series]:
-    """Point-in-time `<contact>_shared` of each mention (columns name, phone,
-    email, address, __t): whether a party of another name declared the same
-    value on a shipment before __t."""
-    hist = pl.concat(
-        [
-            shipments.select(
-                pl.col("declared_at").alias("__t"),
-                *[pl.col(f"{role}_{c}").cast(pl.String).alias(c) for c in ("name", *CONTACTS)],
-            )
-            for role in PARTY_ROLES
-        ]
+def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
+    """Mentions (name, phone, email, address, __t) as comparison keys."""
+    return pl.DataFrame(
+        {
+            "at": frame["__t"],
+            "__name": normalise_names(frame["name"], sort_tokens=True),
+            "phone": frame.select(phone_key(pl.col("phone"))).to_series(),
+            "email": frame.select(email_key(pl.col("email"))).to_series(),
+            "address": address_key(frame["address"]),
+        }
     )
 
-    def keyed(frame: pl.DataFrame) -> pl.DataFrame:
-        return pl.DataFrame(
-            {
-                "at": frame["__t"],
-                "__name": normalise_names(frame["name"], sort_tokens=True),
-                "phone": frame.select(phone_key(pl.col("phone"))).to_series(),
-                "email": frame.select(email_key(pl.col("email"))).to_series(),
-                "address": address_key(frame["address"]),
-            }
+
+def _history_mentions(shipments: pl.DataFrame) -> pl.DataFrame:
+    return _keyed(
+        pl.concat(
+            [
+                shipments.select(
+                    pl.col("declared_at").alias("__t"),
+                    *[pl.col(f"{role}_{c}").cast(pl.String).alias(c) for c in ("name", *CONTACTS)],
+                )
+                for role in PARTY_ROLES
+            ]
         )
-
-    q, h = keyed(mentions), keyed(hist)
-    out = []
-    for contact in CONTACTS:
-        names = distinct_before(q, contact, "at", h, contact, "__name", "at", prefix="s")
-        own = pair_seen_before(q, (contact, "__name"), "at", h, (contact, "__name"), "at")
-        others = names["s_distinct"].cast(pl.Int64) - own.cast(pl.Int64)
-        out.append((q[contact].is_not_null() & (others > 0)).alias(f"{contact}_shared"))
-    return out
+    )
 
 
-def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
-    """Intermediate columns, one row per shipment in the order given, from the
-    traveller records linked (confidence >= FEATURE_MIN_CONFIDENCE) to any of
-    its three parties and departed before its declared_at: `__tr_conf` (best
-    link confidence, 0 if none), and within `WINDOW` before declared_at:
-    `__tr_trips`, `__tr_high_risk` (route touches a high-risk country),
-    `__tr_one_way`, `__tr_cash`, `__tr_last_minute` (booked < 72 h before
-    departure), `__tr_group` (trips booked in one group with another person
-    linked to the same shipment)."""
-    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
-    counts = ("__tr_trips", "__tr_high_risk", "__tr_one_way", "__tr_cash", "__tr_last_minute",
-              "__tr_group")  # fmt: skip
-    mentions = pl.concat(
-        [
-            ships.select(
-                pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
-                pl.col("declared_at").alias("__t"),
-                *[
-                    pl.col(f"{role}_{c}").cast(pl.String).alias(c)
-                    for c in ("name", "phone", "email", "address")
-                ],
-            )
-            for role in PARTY_ROLES
-        ]
-    )
-    mentions = mentions.with_columns(_shared_before(mentions, history.shipments))
-    attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
-    tuples = (
-        mentions.select(attrs)
-        .unique(maintain_order=True)
-        .with_row_index("__m")
-        .with_columns(pl.col("__m").cast(pl.String).alias("party_key"))
-    )
-    links = link_travellers(tuples.select("party_key", *attrs), history.travellers).filter(
-        pl.col("confidence") >= FEATURE_MIN_CONFIDENCE
-    )
+def _trips(travellers: pl.DataFrame, params: Params) -> pl.DataFrame:
     risky = sorted(params.high_risk_countries)
-    trips = history.travellers.select(
+    return travellers.select(
         pl.col("traveller_record_id"),
         pl.col("departure_at").alias("__dep"),
         pl.coalesce(
@@ -484,6 +505,100 @@ def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFra
         .alias("__last_minute"),
         pl.col("group_id").alias("__group"),
     )
+
+
+class Tables:
+    """What this family reads of the history (see features.state): per contact,
+    the names seen with it and since when; the traveller records' keys and
+    indexes; their trips."""
+
+    def __init__(self, shipments: pl.DataFrame, travellers: pl.DataFrame, params: Params):
+        h = _history_mentions(shipments)
+        self.shared = {c: FirstSeen.build(h, c, "__name", "at") for c in CONTACTS}
+        self.set_travellers(travellers, params)
+
+    def set_travellers(self, travellers: pl.DataFrame, params: Params) -> None:
+        self.records = TravellerIndex(travellers)
+        self.trips = _trips(travellers, params)
+
+    def append(
+        self, shipments: pl.DataFrame, travellers: pl.DataFrame | None, params: Params
+    ) -> None:
+        """Add shipments declared no earlier than those held; new traveller records
+        rebuild the record keys and indexes (the namesake counts span all records)."""
+        if shipments.height:
+            h = _history_mentions(shipments)
+            for c in CONTACTS:
+                self.shared[c].append(h)
+        if travellers is not None and travellers.height:
+            self.set_travellers(pl.concat([self.records.travellers, travellers]), params)
+
+
+def _shared_before(mentions: pl.DataFrame, tables: Tables) -> list[pl.Series]:
+    """Point-in-time `<contact>_shared` of each mention (columns name, phone,
+    email, address, __t): whether a party of another name declared the same
+    value on a shipment before __t."""
+    q = _keyed(mentions)
+    out = []
+    for contact in CONTACTS:
+        seen = tables.shared[contact]
+        names = distinct_query(q, contact, "at", seen, prefix="s")
+        own = pair_seen_query(q, (contact, "__name"), "at", seen)
+        others = names["s_distinct"].cast(pl.Int64) - own.cast(pl.Int64)
+        out.append((q[contact].is_not_null() & (others > 0)).alias(f"{contact}_shared"))
+    return out
+
+
+def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl.DataFrame:
+    """Intermediate columns, one row per shipment in the order given, from the
+    traveller records linked (confidence >= FEATURE_MIN_CONFIDENCE) to any of
+    its three parties and departed before its declared_at: `__tr_conf` (best
+    link confidence, 0 if none), and within `WINDOW` before declared_at:
+    `__tr_trips`, `__tr_high_risk` (route touches a high-risk country),
+    `__tr_one_way`, `__tr_cash`, `__tr_last_minute` (booked < 72 h before
+    departure), `__tr_group` (trips booked in one group with another person
+    linked to the same shipment)."""
+    if isinstance(tables, History):
+        tables = Tables(tables.shipments, tables.travellers, params)
+    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
+    counts = ("__tr_trips", "__tr_high_risk", "__tr_one_way", "__tr_cash", "__tr_last_minute",
+              "__tr_group")  # fmt: skip
+    mentions = pl.concat(
+        [
+            ships.select(
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                pl.col("declared_at").alias("__t"),
+                *[
+                    pl.col(f"{role}_{c}").cast(pl.String).alias(c)
+                    for c in ("name", "phone", "email", "address")
+                ],
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+    probe = mentions.select(
+        pl.col("__row").cast(pl.String).alias("party_key"), "name", "phone", "email", "address"
+    )
+    few = mentions.height <= RESTRICT_MAX_PARTIES  # (a batch has records for someone)
+    if few and tables.records.candidates(_party_keys(probe)).height == 0:
+        # No record shares a blocking key with any party: no link, nothing to count.
+        return rows.select(
+            "shipment_id",
+            pl.lit(0.0).alias("__tr_conf"),
+            *[pl.lit(0, dtype=pl.Int64).alias(c) for c in counts],
+        )
+    mentions = mentions.with_columns(_shared_before(mentions, tables))
+    attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
+    tuples = (
+        mentions.select(attrs)
+        .unique(maintain_order=True)
+        .with_row_index("__m")
+        .with_columns(pl.col("__m").cast(pl.String).alias("party_key"))
+    )
+    links = link_travellers(tuples.select("party_key", *attrs), tables.records).filter(
+        pl.col("confidence") >= FEATURE_MIN_CONFIDENCE
+    )
+    trips = tables.trips
     linked = (
         mentions.join(tuples.select(*attrs, "party_key"), on=attrs, how="inner", nulls_equal=True)
         .join(links, on="party_key")

@@ -72,18 +72,26 @@ def _mentions(ships: pl.DataFrame, column: str) -> pl.DataFrame:
     ).drop_nulls("value")
 
 
-def prepare(ships: pl.DataFrame, history: History, params: Params) -> pl.DataFrame:
+def prepare(
+    ships: pl.DataFrame,
+    history: History | pl.DataFrame | None,
+    params: Params,
+    index: WatchlistIndex | None = None,
+) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given:
     `__wl_score` best score over the parties (0-100, 0 = none >= SCORE_FLOOR),
     `__wl_exact` a party's name equals a listed name after normalisation,
     `__wl_parties` parties scoring >= the alert threshold, `__wl_id_match` a
     party's id equals a listed document number, and for display the role
-    (`__wl_party`), entry id and listed name of the best match."""
+    (`__wl_party`), entry id and listed name of the best match.
+
+    `history` is the History or its watchlist frame; `index`, when given, is the
+    index of that frame (else it is built, or taken from the cache)."""
     del params
-    watchlist = history.watchlist
+    watchlist = history.watchlist if isinstance(history, History) else history
     if watchlist is None or watchlist.height == 0 or ships.height == 0:
         return _empty(ships)
-    index = watchlist_index(watchlist)
+    index = index or watchlist_index(watchlist)
     listed = watchlist.select("entry_id", pl.col("listed_on").alias("__listed"))
 
     names = _mentions(ships, "name")

@@ -45,7 +45,7 @@ class TrainConfig:
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": self.num_threads,
-            "monotone_constraints_method": "advanced",
+            "monotone_constraints_method": "intermediate",
             "verbose": -1,
         }
 

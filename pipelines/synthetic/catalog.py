@@ -267,23 +267,36 @@ PARTS_COVER_HS: tuple[str, ...] = (
 PARTS_DESCRIPTIONS: tuple[tuple[str, str], ...] = (
     ("846693", "precision steel guide sleeve for CNC lathe"),
     ("846693", "tool holder, hardened steel, machined"),
-    ("846693", "receiver housing, aluminium, CNC machined, for machine tool"),
     ("848340", "gear assembly with spring, steel, for reducer"),
     ("848180", "hydraulic valve spool assembly, steel"),
     ("848180", "gas regulator valve block, steel"),
-    ("820559", "trigger assembly kit for pneumatic tool"),
     ("820559", "bolt carrier for pneumatic nailer"),
     ("820760", "steel tube blank 9 mm bore, rifled broach"),
     ("870899", "steel tube, precision bored, for steering column"),
     ("870899", "spring guide rod for shock absorber"),
     ("950691", "steel rails and springs for fitness equipment"),
-    ("730799", "threaded steel tube 20 cm, blued, with muzzle thread"),
     ("741220", "brass fittings, calibrated, 7.62 mm bore"),
-    ("846693", "затворная рама для пневмоинструмента"),
-    ("820559", "ударно-спусковой механизм для монтажного пистолета"),
     ("848180", "газовый блок клапанный стальной"),
     ("870899", "трубка стальная прецизионная расточенная"),
+)
+# Cover descriptions of misdeclared firearm parts that use part words ("receiver",
+# "trigger", "magazine", "ствол"...) in a plausible civilian sense.
+PARTS_WORDED: tuple[tuple[str, str], ...] = (
+    ("846693", "receiver housing, aluminium, CNC machined, for machine tool"),
+    ("820559", "trigger assembly kit for pneumatic tool"),
+    ("730799", "threaded steel tube 20 cm, blued, with muzzle thread"),
+    ("846693", "затворная рама для пневмоинструмента"),
+    ("820559", "ударно-спусковой механизм для монтажного пистолета"),
     ("846693", "ствольная коробка из алюминия для станка"),
+    ("846693", "barrel blank, alloy steel, for hydraulic cylinder"),
+    ("820559", "nail magazine for pneumatic stapler"),
+    ("870899", "buffer tube with recoil spring for shock absorber"),
+    ("846693", "slide and guide rail set, machined steel"),
+    ("950691", "handguard and grips, aluminium, for exercise bar"),
+    ("848340", "recoil springs, steel, for gear reducer"),
+    ("820559", "магазин для гвоздей к пневмостеплеру"),
+    ("870899", "ствол стальной расточенный для амортизатора"),
+    ("950691", "приклад и рукоятки для тренажера"),
 )
 AMMO_COVER: tuple[tuple[str, str], ...] = (
     ("731815", "steel bolts M8 with nuts, boxed"),
@@ -309,6 +322,39 @@ POSTAL_COVER: tuple[tuple[str, str], ...] = (
     ("392690", "plastic clips for rails"),
     ("820559", "mounting tool, steel"),
     ("870899", "автоаксессуары металлические"),
+)
+POSTAL_WORDED: tuple[tuple[str, str], ...] = (
+    ("870899", "recoil spring and buffer, steel, car accessory"),
+    ("846693", "slide rail, steel, tool accessory"),
+    ("950699", "grips and stock, polymer, for sports equipment"),
+    ("392690", "plastic magazine clips"),
+    ("820559", "trigger set, steel, spare part for tool"),
+    ("870899", "пружина возвратная, автоаксессуар"),
+    ("950699", "рукоятка и приклад пластиковые, спорттовары"),
+    ("846693", "barrel thread adapter with muzzle cap, steel"),
+)
+# Lawful goods whose ordinary descriptions happen to use firearm-part or arms
+# words: oil barrels, trigger sprayers, printed magazines, drawer slides, shop
+# ("магазин") fittings, butterfly valves ("затвор дисковый"), foam guns
+# ("пистолет для пены"), handlebar grips, stock lots.
+INNOCENT_WORDED: tuple[tuple[str, str], ...] = (
+    ("731010", "steel barrels 200 l for oil"),
+    ("271019", "engine oil in 208 l barrels"),
+    ("392490", "plastic spray bottles with trigger sprayer"),
+    ("490199", "printed magazines and catalogues"),
+    ("830241", "drawer slides, ball-bearing, for furniture"),
+    ("950300", "children's plastic slides and swings"),
+    ("731815", "barrel bolts for doors, steel"),
+    ("851762", "wireless receivers and routers"),
+    ("950699", "bicycle handlebar grips, rubber"),
+    ("610910", "men's cotton t-shirts, stock lot"),
+    ("940320", "стеллажи металлические для магазина"),
+    ("848180", "затвор дисковый поворотный"),
+    ("820559", "пистолет для монтажной пены"),
+    ("846729", "пистолет клеевой электрический"),
+    ("870880", "пружины подвески для автомобилей"),
+    ("820559", "рукоятки сменные для инструмента"),
+    ("392410", "контейнеры пластиковые для магазина"),
 )
 
 # ---------------------------------------------------------------- countries

@@ -1,6 +1,14 @@
 """Lawful trade: persistent traders (usual goods, partners, offices, modes and
-sizes; Zipf-like activity; some appear late or stop), licensed arms dealers,
-e-commerce parcels to private persons. Produces *plans*: one row per shipment
+sizes; Zipf-like activity; some appear late or stop), a long tail of occasional
+importers (sole traders, one-off importers, new firms every month, each with a
+handful of declarations in a short window; a few import hunting goods once
+under licence), licensed arms dealers, e-commerce parcels to private persons.
+Some shipments are consolidated cargo with many lines of unrelated goods.
+Duty fraud is common: some traders (7 % of the established, 9 % of the
+occasional) systematically undervalue by 30-70 %. Some lawful lines carry
+unusual masses per unit (other models, packaging) and some lawful descriptions
+use firearm-part or arms words innocently (oil barrels, trigger sprayers,
+printed magazines, "магазин" = shop). Produces *plans*: one row per shipment
 and one per goods line, rendered into raw tables later."""
 
 from __future__ import annotations
@@ -135,6 +143,8 @@ class Traders:
     self_declared: np.ndarray
     dealer: np.ndarray  # licensed arms dealer
     individual: np.ndarray
+    occasional: np.ndarray  # long-tail importer with a few declarations
+    value_factor: np.ndarray  # < 1: systematic undervaluation (duty fraud)
 
 
 @dataclass
@@ -144,9 +154,18 @@ class Plan:
 
 
 def make_traders(
-    rng: np.random.Generator, book: PartyBook, n: int, n_dealers: int, days: int
+    rng: np.random.Generator,
+    book: PartyBook,
+    n: int,
+    n_dealers: int,
+    days: int,
+    n_occasional: int = 0,
+    occasional_share: float = 0.0,
 ) -> tuple[Traders, np.ndarray, dict[str, np.ndarray]]:
-    """Traders, foreign consignors and customs brokers (declarants) per country."""
+    """Traders, foreign consignors and customs brokers (declarants) per country.
+
+    Indices [0, n) are established traders, [n, n + n_occasional) occasional
+    importers (together `occasional_share` of the trade), then dealers."""
     home = np.array(cat.HOME_COUNTRIES)
     # Consignors abroad (and in neighbouring CA countries).
     n_cnor = max(20, n // 2)
@@ -160,9 +179,13 @@ def make_traders(
         nb = max(3, n // 40)
         brokers[c] = book.add(np.full(nb, c), "company", email_share=0.9)
 
+    n_est = n
+    n = n_est + n_occasional
     total = n + n_dealers
     country = home[rng.choice(len(home), total, p=np.array(cat.HOME_WEIGHTS))]
-    individual = rng.random(total) < 0.22
+    occasional = np.zeros(total, dtype=bool)
+    occasional[n_est:n] = True
+    individual = rng.random(total) < np.where(occasional, 0.5, 0.22)
     dealer = np.zeros(total, dtype=bool)
     dealer[n:] = True
     individual[n:] = False
@@ -211,6 +234,10 @@ def make_traders(
     goods[dealer, :4] = [HS_INDEX[h] for h in ("930320", "930330", "930621", "930630")]
     n_goods = rng.integers(2, 9, total)
     n_goods[dealer] = 8
+    # A few occasional importers are hunting shops or clubs importing once under licence.
+    hunt_once = occasional & ~individual & (rng.random(total) < 0.015)
+    goods[hunt_once] = dpool[rng.integers(0, len(dpool), (int(hunt_once.sum()), 8))]
+    n_goods[hunt_once] = rng.integers(1, 4, int(hunt_once.sum()))
 
     mode = np.empty(total, dtype=object)
     office = np.empty(total, dtype=np.int64)
@@ -228,19 +255,32 @@ def make_traders(
         if mode[i] not in cat.OFFICES[office2[i]].modes:
             office2[i] = office[i]
     scale = np.exp(rng.normal(np.log(6000.0), 1.0, total)) * np.where(individual, 0.4, 1.0)
+    scale[occasional] *= 0.6
     ranks = rng.permutation(total) + 1
     weight = (ranks + 10.0) ** (-0.9) * np.exp(rng.normal(0, 0.5, total))
     weight[dealer] = 0.0
-    weight = weight / weight.sum()
+    weight[occasional] = 0.0
+    weight = weight / weight.sum() * (1.0 - occasional_share)
+    if n_occasional:
+        intensity = np.exp(rng.normal(0, 0.9, n_occasional))
+        weight[occasional] = intensity / intensity.sum() * occasional_share
     lo = np.zeros(total, dtype=np.int64)
     hi = np.full(total, days, dtype=np.int64)
     u = rng.random(total)
-    late = (u < 0.2) & ~dealer
-    early = (u >= 0.2) & (u < 0.33) & ~dealer
+    late = (u < 0.2) & ~dealer & ~occasional
+    early = (u >= 0.2) & (u < 0.33) & ~dealer & ~occasional
     lo[late] = rng.integers(0, max(days - 30, 1), int(late.sum()))
     hi[early] = rng.integers(min(60, days - 1), days, int(early.sum()))
     hi = np.maximum(hi, lo + 30).clip(max=days)
+    # Occasional importers: a few declarations within 2 weeks to 10 months.
+    k_occ = int(occasional.sum())
+    span = np.exp(rng.uniform(np.log(14), np.log(300), k_occ)).astype(np.int64)
+    lo[occasional] = rng.integers(0, max(days - 14, 1), k_occ)
+    hi[occasional] = np.minimum(lo[occasional] + span, days)
     lo = np.minimum(lo, hi - 1)
+    value_factor = np.ones(total)
+    fraud = ~dealer & (rng.random(total) < np.where(occasional, 0.09, 0.07))
+    value_factor[fraud] = rng.uniform(0.3, 0.7, int(fraud.sum()))
     traders = Traders(
         party=party,
         country=country,
@@ -258,30 +298,46 @@ def make_traders(
         self_declared=rng.random(total) < 0.35,
         dealer=dealer,
         individual=individual,
+        occasional=occasional,
+        value_factor=value_factor,
     )
     return traders, cnor, brokers
 
 
 COVER_VOCAB: tuple[tuple[str, str], ...] = (
     *cat.PARTS_DESCRIPTIONS,
+    *cat.PARTS_WORDED,
     *cat.AMMO_COVER,
     *cat.OPTICS_COVER,
     *cat.POSTAL_COVER,
+    *cat.POSTAL_WORDED,
 )
 COVER_GOOD = np.array([HS_INDEX[h] for h, _ in COVER_VOCAB])
 COVER_TEXT = np.array([d for _, d in COVER_VOCAB], dtype=object)
+INNOCENT_GOOD = np.array([HS_INDEX[h] for h, _ in cat.INNOCENT_WORDED])
+INNOCENT_TEXT = np.array([d for _, d in cat.INNOCENT_WORDED], dtype=object)
 
 
 def with_cover_wording(
-    rng: np.random.Generator, good: np.ndarray, rate: float
+    rng: np.random.Generator, good: np.ndarray, rate: float, innocent: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lawful lines that happen to be worded like the traffickers' cover goods
-    (real tool holders, valve spools, binoculars): goods, mask, their texts."""
-    mask = rng.random(len(good)) < rate
-    pick = rng.integers(0, len(COVER_VOCAB), int(mask.sum()))
+    (real tool holders, valve spools, binoculars; share `rate`) or use part words
+    innocently (oil barrels, print magazines; share `innocent`): goods, mask, texts."""
+    u = rng.random(len(good))
+    mask = u < rate + innocent
+    cover = u < rate
     good = good.copy()
-    good[mask] = COVER_GOOD[pick]
-    return good, mask, COVER_TEXT[pick]
+    texts = np.empty(len(good), dtype=object)
+    pick = rng.integers(0, len(COVER_VOCAB), len(good))
+    pick_i = rng.integers(0, len(INNOCENT_GOOD), len(good))
+    m1 = cover
+    m2 = mask & ~cover
+    good[m1] = COVER_GOOD[pick[m1]]
+    texts[m1] = COVER_TEXT[pick[m1]]
+    good[m2] = INNOCENT_GOOD[pick_i[m2]]
+    texts[m2] = INNOCENT_TEXT[pick_i[m2]]
+    return good, mask, texts[mask]
 
 
 def _share_contacts(
@@ -385,11 +441,19 @@ def item_frame(
 
 
 def lines(
-    rng: np.random.Generator, good: np.ndarray, target_usd: np.ndarray, ru: np.ndarray
+    rng: np.random.Generator,
+    good: np.ndarray,
+    target_usd: np.ndarray,
+    ru: np.ndarray,
+    value_factor: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Quantities, masses, values and descriptions for goods lines of a target value."""
+    """Quantities, masses, values and descriptions for goods lines of a target value;
+    `value_factor` (per line) scales the declared value (systematic undervaluation)."""
     n = len(good)
     kg_unit = GOOD_KG_UNIT[good]
+    # other models, sizes or packaging: a mass per unit far from the usual one
+    odd_mass = rng.random(n) < 0.06
+    kg_unit = np.where(odd_mass, kg_unit * np.exp(rng.normal(0, 0.7, n)), kg_unit)
     usd_kg = GOOD_USD_KG[good]
     unit_price = kg_unit * usd_kg
     qty = target_usd / unit_price
@@ -401,6 +465,8 @@ def lines(
     value = net * usd_kg * np.exp(rng.normal(0, 0.25, n))
     under = rng.random(n) < 0.03  # lawful undervaluation exists too
     value = np.where(under, value * rng.uniform(0.15, 0.5, n), value)
+    if value_factor is not None:
+        value = value * value_factor
     off = np.where(ru, DESC_RU_OFF[good], DESC_EN_OFF[good])
     cnt = np.where(ru, DESC_RU_N[good], DESC_EN_N[good])
     desc = DESC_TEXT[off + (rng.random(n) * cnt).astype(np.int64)]
@@ -478,16 +544,21 @@ def trader_plan(
         odd_transit=odd,
     )
     k = _line_counts(rng, n, 0.6, 0.04)
+    # consolidated cargo (groupage, "сборный груз"): many lines of unrelated goods
+    groupage = (rng.random(n) < 0.06) & ~tr.dealer[t]
+    k[groupage] += rng.integers(4, 20, int(groupage.sum()))
     ship = np.repeat(np.arange(n), k)
     ti = t[ship]
     good = tr.goods[ti, (rng.random(len(ship)) * tr.n_goods[ti]).astype(np.int64)]
-    rnd = (rng.random(len(ship)) < 0.07) & ~tr.dealer[ti]
+    rnd = ((rng.random(len(ship)) < 0.07) | (groupage[ship] & (rng.random(len(ship)) < 0.7))) & (
+        ~tr.dealer[ti]
+    )
     good[rnd] = NON_ARMS[rng.integers(0, len(NON_ARMS), int(rnd.sum()))]
     ru_p = np.where(np.isin(origin, list(RU_SPEAKING)), 0.75, np.where(origin == "CN", 0.3, 0.1))
     ru = rng.random(n) < ru_p
     target = tr.scale[ti] * np.exp(rng.normal(0, 0.8, len(ship))) / np.sqrt(k[ship])
-    good, worded, texts = with_cover_wording(rng, good, 0.005)
-    li = lines(rng, good, target, ru[ship])
+    good, worded, texts = with_cover_wording(rng, good, 0.004, 0.012)
+    li = lines(rng, good, target, ru[ship], tr.value_factor[ti])
     li["desc"][worded] = texts
     item_origin = origin[ship].copy()
     mixed = rng.random(len(ship)) < 0.08
@@ -570,7 +641,7 @@ def ecommerce_plan(
         ]
     )
     good = consumer[rng.integers(0, len(consumer), len(ship))]
-    parts = rng.random(len(ship)) < 0.08  # lawful parts by post exist
+    parts = rng.random(len(ship)) < 0.14  # lawful parts by post exist
     parts_pool = np.concatenate([SECTOR_GOODS["auto"], SECTOR_GOODS["tools"]])
     good[parts] = parts_pool[rng.integers(0, len(parts_pool), int(parts.sum()))]
     target = np.exp(rng.normal(np.log(40.0), 0.9, len(ship)))
@@ -578,7 +649,7 @@ def ecommerce_plan(
     li = lines(rng, good, target, ru[ship])
     small = GOOD_KG_UNIT[good] > 30  # no fridges by post
     good = np.where(small, HS_INDEX["950300"], good)
-    good, worded, texts = with_cover_wording(rng, good, 0.01)
+    good, worded, texts = with_cover_wording(rng, good, 0.008, 0.006)
     li = lines(rng, good, target, ru[ship])
     li["desc"][worded] = texts
     items = item_frame(

@@ -37,6 +37,39 @@ def _choice(rng: np.random.Generator, options: tuple[str, ...], n: int) -> np.nd
     return np.asarray(options, dtype=object)[rng.integers(0, len(options), n)]
 
 
+ROLES: dict[str, tuple[float, float]] = {
+    # role: (share without phone, share without address)
+    "consignor": (0.35, 0.15),
+    "consignee": (0.15, 0.05),
+    "declarant": (0.3, 0.3),
+}
+
+
+def role_columns(
+    rng: np.random.Generator,
+    parties: pl.DataFrame,
+    names: np.ndarray,
+    idx: np.ndarray,
+    role: str,
+) -> dict[str, pl.Series]:
+    """The raw columns of one role (name variant, ids, contacts) for parties `idx`."""
+    n = len(idx)
+    null_phone, null_addr = ROLES[role]
+    primary = parties["primary"].to_numpy()
+    v = np.where(rng.random(n) < 0.78, primary[idx], rng.integers(0, N_VARIANTS, n))
+    p = parties[idx]
+    cols: dict[str, pl.Series] = {
+        f"{role}_id": p["tax_id"],
+        f"{role}_name": ser(names[idx * N_VARIANTS + v], dtype=pl.String),
+        f"{role}_address": p["address"].set(ser(rng.random(n) < null_addr), None),
+        f"{role}_phone": p["phone"].set(ser(rng.random(n) < null_phone), None),
+        f"{role}_email": p["email"].set(ser(rng.random(n) < 0.3), None),
+    }
+    if role != "declarant":
+        cols[f"{role}_country"] = p["country"].set(ser(rng.random(n) < 0.04), None)
+    return cols
+
+
 def render_shipments(
     rng: np.random.Generator, plan: pl.DataFrame, book: PartyBook
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -45,24 +78,12 @@ def render_shipments(
     n = plan.height
     parties = book.frame()
     names = book.name_table()
-    primary = parties["primary"].to_numpy()
     cols: dict[str, pl.Series] = {}
     truth = []
-    for role, null_phone, null_addr in (
-        ("consignor", 0.35, 0.15),
-        ("consignee", 0.15, 0.05),
-        ("declarant", 0.3, 0.3),
-    ):
+    for role in ROLES:
         idx = plan[role].to_numpy()
-        v = np.where(rng.random(n) < 0.78, primary[idx], rng.integers(0, N_VARIANTS, n))
+        cols.update(role_columns(rng, parties, names, idx, role))
         p = parties[idx]
-        cols[f"{role}_id"] = p["tax_id"]
-        cols[f"{role}_name"] = ser(names[idx * N_VARIANTS + v], dtype=pl.String)
-        cols[f"{role}_address"] = p["address"].set(ser(rng.random(n) < null_addr), None)
-        cols[f"{role}_phone"] = p["phone"].set(ser(rng.random(n) < null_phone), None)
-        cols[f"{role}_email"] = p["email"].set(ser(rng.random(n) < 0.3), None)
-        if role != "declarant":
-            cols[f"{role}_country"] = p["country"].set(ser(rng.random(n) < 0.04), None)
         truth.append(
             pl.DataFrame(
                 {

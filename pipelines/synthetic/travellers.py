@@ -103,9 +103,11 @@ def generate_travellers(
     days = len(day_w)
     parties = book.frame()
     # Lawful linked travellers: shuttle traders (IP) and staff of companies.
-    ip = np.flatnonzero(traders.individual)
+    # (established traders only: an occasional importer may never declare anything)
+    regular = ~traders.occasional
+    ip = np.flatnonzero(traders.individual & regular)
     shuttle = ip[rng.random(len(ip)) < 0.3]
-    staff = np.flatnonzero(~traders.individual & (rng.random(len(traders.party)) < 0.03))
+    staff = np.flatnonzero(~traders.individual & regular & (rng.random(len(traders.party)) < 0.03))
     lp = np.concatenate([traders.party[shuttle], traders.party[staff]])
     n_trip_each = rng.integers(2, 9, len(lp))
     link_party = np.repeat(lp, n_trip_each)

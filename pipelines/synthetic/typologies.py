@@ -1,22 +1,30 @@
 """Arms-trafficking networks. Each typology plants shipments (and, for couriers,
 journeys) with the signals listed below. Every one of these signals also occurs
-in lawful trade at some rate (new consignees, undervalued lines, parts by post,
-odd transit, shared business-centre addresses, shuttle traders who fly to
-Istanbul, Dubai or Kabul), so no single field gives a network away.
+in lawful trade at some rate (new consignees with a handful of declarations,
+systematic undervaluation, odd masses per unit, part words in innocent senses,
+parts by post, odd transit, shared business-centre addresses, shuttle traders
+who fly to Istanbul, Dubai or Kabul), so no single field gives a network away.
+Many networks hide behind an established, compromised lawful company (its long
+history, usual supplier and usual declarant), many pay duties at plausible
+values, and new network companies declare themselves as often as lawful ones.
+A seizure burns a network's front: its later shipments come under a new
+consignee and consignor (see `world._burn`).
 
 - parts_misdeclared: firearm parts declared under neighbouring codes (machine-tool
   parts 8466, gearing 8483, valves 8481, hand tools 8205/8207, auto parts 8708,
   fitness equipment 9506, fittings 7307/7412) with specific-sounding descriptions,
-  some with subtle part terms ("bolt carrier", "trigger assembly", "receiver
-  housing", "затворная рама"); the line is undervalued (20-50 % of the code's
-  usual value per kg); new consignee active a few months (40 % of networks abuse
-  the name of an established lawful importer instead); origin TR/CN/PK/AE/RU.
-  Signals: value/kg far below the code's norm, part words, young consignee.
+  about 38 % of them with part words in a civilian sense ("trigger assembly kit
+  for pneumatic tool", "nail magazine", "receiver housing", "затворная рама");
+  the line is undervalued (20-50 % of the code's usual value per kg) in 70 % of
+  networks, plausibly valued (70-110 %) in the rest; new consignee active a few
+  months (70 % of networks abuse an established lawful importer instead);
+  origin TR/CN/PK/AE/RU. Signals: part words, hiding headings, value/kg below
+  the code's norm, young consignee.
 - ammo_mixed: ammunition in a mixed consignment: many lines (6-20) of ordinary
   goods and one line declared as fasteners, ball bearings or ceramic items whose
-  mass per unit is 3-8x the norm and value per kg 10-30 % of it.
-  Signals: many lines, one line's kg/unit and value/kg off, road from CN/TR/IR/AF;
-  40 % of networks use an established lawful importer's name.
+  mass per unit is 1.5-4x the norm and value per kg 10-30 % of it (60-100 % in
+  30 % of networks). Signals: many lines, one line's kg/unit (and value/kg) off,
+  road from CN/TR/IR/AF; 70 % of networks use an established lawful importer.
 - front_company: 3-6 new consignees sharing an address and/or phone, 1-3 shipments
   each within a few weeks, then gone; goods look ordinary and fairly valued.
   Signals: shared phone/address between recent consignees, short life, few shipments.
@@ -27,21 +35,25 @@ Istanbul, Dubai or Kabul), so no single field gives a network away.
   consignee, ch. 93 consignee without history, destination != office country.
 - postal_split: one sender (same name spelling or phone) sends 8-25 small post or
   express parcels of parts (8708, 8466, 9506, 3926, 8205) to different new private
-  consignees in a few weeks; a third of them give the same phone.
+  consignees in a few weeks; a third of them give the same phone; about 38 % of
+  the parts lines use part words ("recoil spring", "slide rail", "grips");
+  most networks declare low values (15-50 % of the usual value per kg).
   Signals: one consignor -> many new consignees in a short window, shared phone,
   parts by post at low value.
-- courier_traveller: a consignee whose owner (same person or a spelling variant of
-  the name) or associate (same phone, same address) flies to high-risk areas
+- courier_traveller: a consignee (half of them established lawful traders) whose
+  owner (same person or a spelling variant of the name) or associate (same
+  phone, same address) flies to high-risk areas
   (Kabul, Mazar, Islamabad/Peshawar, Tehran/Mashhad, Gaziantep/Hatay, Hairatan)
   3-30 days before each shipment, often one way and paying cash.
   Signals: linked traveller, recent trip to a high-risk port before the shipment.
 - illogical_route: goods that should come direct (CN, KR, TR, DE -> CA) routed
   through AF, PK, IQ, SY, IR or AE, half dispatched from a third country.
-  Signals: transit country not on the corridor, dispatch != origin (some networks
-  use an established importer's name).
+  Signals: transit country not on the corridor, dispatch != origin (60 % of
+  networks use an established importer's name).
 - dual_use_optics: thermal/night-vision sights declared as binoculars, monoculars,
   trail cameras or toy telescopes (9005, 8525, 9503) by express/air/post, value
-  per unit 10-35 % of the norm and mass per unit 1.5-3x it.
+  per kg 5-18 % of the norm (25-50 % in 35 % of networks) and mass per unit
+  1.3-2.5x it; half the networks use an established importer.
   Signals: optics with heavy units at low value, express from CN/TR/AE/RU.
 """
 
@@ -142,6 +154,17 @@ class CourierTrip:
     female: bool
 
 
+@dataclass(frozen=True)
+class Known:
+    """An established lawful trader a network hides behind."""
+
+    party: int
+    country: str
+    partner: str
+    consignor: int
+    self_declared: bool
+
+
 @dataclass
 class Ctx:
     rng: np.random.Generator
@@ -168,15 +191,34 @@ class Ctx:
         lo = int(self.rng.integers(0, max(self.days - length, 1)))
         return np.sort(lo + self.rng.integers(0, length, n))
 
-    def established(self) -> tuple[int, str, str, int] | None:
-        """An established lawful company (party, country, partner, consignor) whose
-        name a network abuses, so that its shipments come with a long history."""
+    def established(
+        self, individual: bool | None = False, partners: tuple[str, ...] | None = None
+    ) -> Known | None:
+        """An established lawful trader (a company unless `individual`) whose name,
+        supplier and declarant a network abuses, so that its shipments come with a
+        long, normal history."""
         tr = self.traders
-        pool = np.flatnonzero(~tr.dealer & ~tr.individual & (tr.weight > 0))
+        ok = ~tr.dealer & ~tr.occasional & (tr.weight > 0)
+        if individual is not None:
+            ok &= tr.individual == individual
+        if partners is not None:
+            ok &= np.isin(tr.partner, list(partners))
+        pool = np.flatnonzero(ok)
         if len(pool) == 0:
             return None
+        # half the time a firm that started trading during the period: criminals
+        # favour young firms with a short clean record (or buy shelf companies)
+        young = pool[tr.lo[pool] > 0]
+        if len(young) and self.rng.random() < 0.5:
+            pool = young
         t = int(pool[self.rng.integers(0, len(pool))])
-        return int(tr.party[t]), str(tr.country[t]), str(tr.partner[t]), int(tr.consignors[t, 0])
+        return Known(
+            int(tr.party[t]),
+            str(tr.country[t]),
+            str(tr.partner[t]),
+            int(tr.consignors[t, 0]),
+            bool(tr.self_declared[t]),
+        )
 
     def broker(self, country: str, n: int) -> np.ndarray:
         pool = self.brokers[country]
@@ -202,6 +244,7 @@ class Ctx:
         odd: np.ndarray | None = None,
         declarant: np.ndarray | None = None,
         office: np.ndarray | None = None,
+        self_declared: bool | None = None,
     ) -> None:
         """Add shipments; `special[i]` = (good, description, qty, net kg, value USD)
         appended as the last line of shipment i (good < 0: none)."""
@@ -224,6 +267,12 @@ class Ctx:
             pool = self.brokers[country][:3]
             parcel = np.isin(mode, ["post", "express"]) & (rng.random(n) < 0.7)
             declarant[parcel] = pool[rng.integers(0, len(pool), int(parcel.sum()))]
+            # as many importers do, some networks declare themselves
+            if self_declared is None:
+                self_declared = bool(rng.random() < 0.3)
+            if self_declared:
+                own = ~np.isin(mode, ["post", "express"])
+                declarant[own] = consignee[own]
         frame = shipment_frame(
             consignee=consignee,
             consignor=consignor,
@@ -303,36 +352,54 @@ def _special(
     return g, desc, float(qty), float(net), float(value)
 
 
+def _parties(
+    ctx: Ctx,
+    country: str,
+    partner: str,
+    p_known: float,
+    *,
+    kind: str = "company",
+    individual: bool | None = False,
+    partners: tuple[str, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray, Known | None]:
+    """Consignee and consignor of a network: new parties, or (with `p_known`) an
+    established lawful trader and its usual supplier."""
+    cnee = ctx.book.add(np.array([country]), kind)
+    cnor = ctx.book.add(np.array([partner]), "company")
+    known = ctx.established(individual, partners) if ctx.rng.random() < p_known else None
+    if known is not None:
+        cnee, cnor = np.array([known.party]), np.array([known.consignor])
+    return cnee, cnor, known
+
+
 def parts_misdeclared(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
     partner = _pick(rng, ("TR", "CN", "PK", "AE", "RU"), (3, 3, 1.5, 1.5, 1))
-    cnee = ctx.book.add(np.array([country]), "company")
-    cnor = ctx.book.add(np.array([partner]), "company")
-    known = ctx.established() if rng.random() < 0.4 else None
+    cnee, cnor, known = _parties(ctx, country, partner, 0.7)
     if known is not None:
-        cnee, country, partner, cnor = (
-            np.array([known[0]]),
-            known[1],
-            known[2],
-            np.array([known[3]]),
-        )
+        country, partner = known.country, known.partner
     days = ctx.days_in(n, (60, 300))
     modes = np.array([_pick(rng, ("road", "air", "express"), (0.7, 0.15, 0.15)) for _ in range(n)])
+    price = (0.7, 1.1) if rng.random() < 0.3 else (0.2, 0.5)  # some pay duties
     goods, targets, special = [], [], []
     for _ in range(n):
         g, t = ctx.cover(("machinery", "tools", "auto"), int(rng.integers(0, 4)), 5000)
         goods.append(g)
         targets.append(t)
-        hs6, part_desc = cat.PARTS_DESCRIPTIONS[int(rng.integers(0, len(cat.PARTS_DESCRIPTIONS)))]
-        if rng.random() < 0.5:
-            gi = HS_INDEX[hs6]
-            opts = cat.GOODS[gi].en + cat.GOODS[gi].ru
-            part_desc = opts[int(rng.integers(0, len(opts)))]
+        if rng.random() < 0.38:
+            hs6, part_desc = cat.PARTS_WORDED[int(rng.integers(0, len(cat.PARTS_WORDED)))]
+        else:
+            hs6, part_desc = cat.PARTS_DESCRIPTIONS[
+                int(rng.integers(0, len(cat.PARTS_DESCRIPTIONS)))
+            ]
+            if rng.random() < 0.5:
+                gi = HS_INDEX[hs6]
+                opts = cat.GOODS[gi].en + cat.GOODS[gi].ru
+                part_desc = opts[int(rng.integers(0, len(opts)))]
         qty = float(rng.integers(20, 300))
-        special.append(
-            _special(rng, hs6, part_desc, qty, rng.uniform(0.3, 1.2), rng.uniform(0.2, 0.5))
-        )
+        kg_unit = GOOD_KG_UNIT[HS_INDEX[hs6]] * rng.uniform(0.7, 1.8)
+        special.append(_special(rng, hs6, part_desc, qty, kg_unit, rng.uniform(*price)))
     ctx.add(
         "parts_misdeclared",
         net,
@@ -345,6 +412,7 @@ def parts_misdeclared(ctx: Ctx, n: int, net: str) -> None:
         line_goods=goods,
         line_targets=targets,
         special=special,
+        self_declared=None if known is None else known.self_declared,
     )
 
 
@@ -352,24 +420,18 @@ def ammo_mixed(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
     partner = _pick(rng, ("CN", "TR", "IR", "AF", "RU", "AE"), (3, 2, 1.5, 1, 1, 1))
-    cnee = ctx.book.add(np.array([country]), "company")
-    cnor = ctx.book.add(np.array([partner]), "company")
-    known = ctx.established() if rng.random() < 0.4 else None
+    cnee, cnor, known = _parties(ctx, country, partner, 0.7)
     if known is not None:
-        cnee, country, partner, cnor = (
-            np.array([known[0]]),
-            known[1],
-            known[2],
-            np.array([known[3]]),
-        )
+        country, partner = known.country, known.partner
     days = ctx.days_in(n, (90, 400))
     modes = np.array([_pick(rng, ("road", "rail"), (0.8, 0.2)) for _ in range(n)])
+    price = (0.6, 1.0) if rng.random() < 0.3 else (0.1, 0.3)
     goods, targets, special = [], [], []
     for _ in range(n):
         g, t = ctx.cover(
             ("household", "textile", "toys_sport", "tools", "plastics"),
             int(rng.integers(6, 21)),
-            25000,
+            8000,
         )
         goods.append(g)
         targets.append(t)
@@ -377,11 +439,11 @@ def ammo_mixed(ctx: Ctx, n: int, net: str) -> None:
         gi = HS_INDEX[hs6]
         if cat.GOODS[gi].unit == "KGM":
             qty = float(rng.integers(100, 800))
-            special.append(_special(rng, hs6, desc, qty, 1.0, rng.uniform(0.1, 0.3)))
+            special.append(_special(rng, hs6, desc, qty, 1.0, rng.uniform(*price)))
         else:
             qty = float(rng.integers(50, 400))
-            kg_unit = GOOD_KG_UNIT[gi] * rng.uniform(3, 8)
-            special.append(_special(rng, hs6, desc, qty, kg_unit, rng.uniform(0.1, 0.3)))
+            kg_unit = GOOD_KG_UNIT[gi] * rng.uniform(1.5, 4)
+            special.append(_special(rng, hs6, desc, qty, kg_unit, rng.uniform(*price)))
     ctx.add(
         "ammo_mixed",
         net,
@@ -394,6 +456,7 @@ def ammo_mixed(ctx: Ctx, n: int, net: str) -> None:
         line_goods=goods,
         line_targets=targets,
         special=special,
+        self_declared=None if known is None else known.self_declared,
     )
 
 
@@ -496,16 +559,18 @@ def postal_split(ctx: Ctx, n: int, net: str) -> None:
         ctx.book.set_column(cnees[shared], "phone", np.full(int(shared.sum()), phone, dtype=object))
     days = ctx.days_in(n, (14, 45))
     modes = np.where(rng.random(n) < 0.5, "post", "express").astype(object)
+    price = (0.15, 0.5) if rng.random() < 0.7 else (0.8, 1.2)  # most declare low values
     goods, targets, special = [], [], []
     for _ in range(n):
         g, t = ctx.cover(("textile", "toys_sport"), int(rng.integers(0, 2)), 30)
         goods.append(g)
         targets.append(t)
-        hs6, desc = cat.POSTAL_COVER[int(rng.integers(0, len(cat.POSTAL_COVER)))]
+        words = cat.POSTAL_WORDED if rng.random() < 0.38 else cat.POSTAL_COVER
+        hs6, desc = words[int(rng.integers(0, len(words)))]
         gi = HS_INDEX[hs6]
         qty = float(rng.integers(1, 6)) if cat.GOODS[gi].unit != "KGM" else 1.0
         kg = rng.uniform(0.3, 2.5)
-        special.append((gi, desc, qty, kg, float(rng.uniform(10, 60))))
+        special.append((gi, desc, qty, kg, float(kg * GOOD_USD_KG[gi] * rng.uniform(*price))))
     ctx.add(
         "postal_split",
         net,
@@ -526,8 +591,17 @@ def courier_traveller(ctx: Ctx, n: int, net: str) -> None:
     country = _home(rng)
     partner = _pick(rng, ("AF", "PK", "IR", "TR", "AE"), (2, 1, 1.5, 1.5, 1))
     individual = rng.random() < 0.6
-    cnee = int(ctx.book.add(np.array([country]), "individual" if individual else "company")[0])
-    cnor = ctx.book.add(np.array([partner]), "company")
+    cnee_a, cnor, known = _parties(
+        ctx,
+        country,
+        partner,
+        0.5,
+        kind="individual" if individual else "company",
+        individual=individual,
+    )
+    cnee = int(cnee_a[0])
+    if known is not None:
+        country = known.country
     days = ctx.days_in(n, (90, 400))
     modes = np.array([_pick(rng, ("road", "air", "express"), (0.6, 0.2, 0.2)) for _ in range(n)])
     goods, targets, special = [], [], []
@@ -548,6 +622,7 @@ def courier_traveller(ctx: Ctx, n: int, net: str) -> None:
         line_goods=goods,
         line_targets=targets,
         special=special,
+        self_declared=None if known is None else known.self_declared,
     )
     # The courier(s).
     if individual:
@@ -583,16 +658,9 @@ def illogical_route(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
     partner = _pick(rng, ("CN", "KR", "TR", "DE"), (3, 1, 1.5, 1))
-    cnee = ctx.book.add(np.array([country]), "company")
-    cnor = ctx.book.add(np.array([partner]), "company")
-    known = ctx.established() if rng.random() < 0.3 else None
-    if known is not None and known[2] in ("CN", "KR", "TR", "DE"):
-        cnee, country, partner, cnor = (
-            np.array([known[0]]),
-            known[1],
-            known[2],
-            np.array([known[3]]),
-        )
+    cnee, cnor, known = _parties(ctx, country, partner, 0.6, partners=("CN", "KR", "TR", "DE"))
+    if known is not None:
+        country, partner = known.country, known.partner
     days = ctx.days_in(n, (90, 450))
     modes = np.array([_pick(rng, ("road", "rail", "air"), (0.6, 0.2, 0.2)) for _ in range(n)])
     odd = np.array(
@@ -631,6 +699,7 @@ def illogical_route(ctx: Ctx, n: int, net: str) -> None:
         origin=origin,
         dispatch=dispatch,
         odd=odd,
+        self_declared=None if known is None else known.self_declared,
     )
 
 
@@ -639,8 +708,12 @@ def dual_use_optics(ctx: Ctx, n: int, net: str) -> None:
     country = _home(rng)
     partner = _pick(rng, ("CN", "TR", "AE", "RU"), (3, 1.5, 1.5, 1))
     kind = "company" if rng.random() < 0.5 else "individual"
-    cnee = ctx.book.add(np.array([country]), kind)
-    cnor = ctx.book.add(np.array([partner]), "company")
+    cnee, cnor, known = _parties(
+        ctx, country, partner, 0.5, kind=kind, individual=kind == "individual"
+    )
+    if known is not None:
+        country, partner = known.country, known.partner
+    price = (0.25, 0.5) if rng.random() < 0.35 else (0.05, 0.175)
     days = ctx.days_in(n, (60, 365))
     modes = np.array([_pick(rng, ("express", "air", "post"), (0.5, 0.3, 0.2)) for _ in range(n)])
     goods, targets, special = [], [], []
@@ -657,8 +730,8 @@ def dual_use_optics(ctx: Ctx, n: int, net: str) -> None:
                 hs6,
                 desc,
                 qty,
-                GOOD_KG_UNIT[gi] * rng.uniform(1.5, 3.0),
-                rng.uniform(0.1, 0.35) / 2.0,
+                GOOD_KG_UNIT[gi] * rng.uniform(1.3, 2.5),
+                rng.uniform(*price),
             )
         )
     ctx.add(
@@ -673,6 +746,7 @@ def dual_use_optics(ctx: Ctx, n: int, net: str) -> None:
         line_goods=goods,
         line_targets=targets,
         special=special,
+        self_declared=None if known is None else known.self_declared,
     )
 
 

@@ -14,7 +14,7 @@ from pipelines.synthetic.breakage import break_world
 from pipelines.synthetic.lawful import Plan, ecommerce_plan, make_traders, trader_plan
 from pipelines.synthetic.parties import PartyBook
 from pipelines.synthetic.policy import inspect
-from pipelines.synthetic.render import render_items, render_shipments
+from pipelines.synthetic.render import render_items, render_shipments, role_columns
 from pipelines.synthetic.timeline import day_weights, ser
 from pipelines.synthetic.travellers import generate_travellers
 from pipelines.synthetic.typologies import DEFAULT_TYPOLOGY_RATES, TYPOLOGIES, Ctx, plant
@@ -28,7 +28,10 @@ class WorldConfig:
 
     `typology_rates` are shares of all shipments per typology; typologies left out
     keep their default rate (set 0.0 to switch one off). `broken_share` is the
-    share of all raw rows (all four tables) deliberately broken."""
+    share of all raw rows (all four tables) deliberately broken. Lawful trader
+    shipments come from established traders (`shipments_per_consignee` on
+    average) and, for `occasional_share` of them, from a long tail of occasional
+    importers with `occasional_shipments` declarations on average."""
 
     n_shipments: int = 20_000
     seed: int = 7
@@ -42,7 +45,9 @@ class WorldConfig:
     intelligence_share: float = 0.04  # share of trafficking shipments flagged by a tip
     travellers_per_shipment: float = 1.2
     ecommerce_share: float = 0.12  # lawful B2C parcels among lawful shipments
-    shipments_per_consignee: float = 60.0
+    shipments_per_consignee: float = 60.0  # established traders
+    occasional_share: float = 0.25  # lawful trader shipments by occasional importers
+    occasional_shipments: float = 4.0  # mean declarations per occasional importer
 
     def rates(self) -> dict[str, float]:
         """Rate per typology, defaults filled in."""
@@ -60,6 +65,8 @@ class WorldConfig:
             raise ValueError("broken_share must be in [0, 0.2)")
         if not 0 < self.random_inspection_share < 1:
             raise ValueError("random_inspection_share must be in (0, 1)")
+        if not 0 <= self.occasional_share < 1 or self.occasional_shipments < 1:
+            raise ValueError("occasional_share must be in [0, 1), occasional_shipments >= 1")
 
 
 @dataclass
@@ -117,7 +124,16 @@ def generate_world(config: WorldConfig, progress: Progress | None = None) -> Wor
     report("traders", 0.0)
     book = PartyBook(rng)
     n_traders = max(30, round(n / config.shipments_per_consignee))
-    traders, _cnor, brokers = make_traders(rng, book, n_traders, max(2, n // 10_000), config.days)
+    n_occ = round(config.occasional_share * (n_lawful - n_ec) / config.occasional_shipments)
+    traders, _cnor, brokers = make_traders(
+        rng,
+        book,
+        n_traders,
+        max(2, n // 10_000),
+        config.days,
+        n_occasional=max(n_occ, 1),
+        occasional_share=config.occasional_share,
+    )
     report("lawful trade", 0.1)
     plans = [
         trader_plan(
@@ -180,6 +196,7 @@ def generate_world(config: WorldConfig, progress: Progress | None = None) -> Wor
         config.random_inspection_share,
         config.intelligence_share,
     )
+    raw_ships, parties_truth = _burn(rng, ships, raw_ships, parties_truth, outcomes, book)
     report("breakage", 0.9)
     tables, broken = break_world(
         rng,
@@ -204,6 +221,78 @@ def generate_world(config: WorldConfig, progress: Progress | None = None) -> Wor
         parties=parties_truth,
         broken=broken,
     )
+
+
+ARMS_FINDINGS = ("firearms", "parts", "ammunition", "dual_use")
+
+
+def _burn(
+    rng: np.random.Generator,
+    ships: pl.DataFrame,
+    raw: pl.DataFrame,
+    parties: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    book: PartyBook,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each seizure burns a network's front: its later shipments come under a new
+    consignee and consignor (couriers keep theirs: their journeys are tied to
+    them; postal consignees are one-off persons anyway)."""
+    seized = (
+        outcomes.filter(pl.col("finding_category").is_in(ARMS_FINDINGS))
+        .join(ships.select("shipment_id", "network"), on="shipment_id")
+        .drop_nulls("network")
+        .select("network", pl.col("inspected_at").dt.epoch("us").alias("_seized"))
+    )
+    if seized.is_empty():
+        return raw, parties
+    rows = (
+        ships.select("network", "typology", "ts", "consignee", "consignor")
+        .with_row_index("_row")
+        .filter(pl.col("typology") != "courier_traveller")
+        .join(seized, on="network")
+        .group_by("_row", "network", "typology", "consignee", "consignor")
+        .agg((pl.col("_seized") < pl.col("ts")).sum().alias("_burnt"))
+        .filter(pl.col("_burnt") > 0)
+        .sort("_row")
+        .with_columns(pl.format("{}#{}", "network", "_burnt").alias("_front"))
+    )
+    if rows.is_empty():
+        return raw, parties
+    country = book.frame()["country"].to_numpy()
+    fronts = rows["_front"].unique(maintain_order=True)
+    first = rows.unique("_front", keep="first", maintain_order=True)
+    new: dict[str, np.ndarray] = {}
+    for role in ("consignee", "consignor"):
+        idx = book.add(country[first[role].to_numpy()].astype(object), "company")
+        new[role] = idx
+    frame, names = book.frame(), book.name_table()
+    pos = {str(k): i for i, k in enumerate(fronts)}
+    net_pos = np.array([pos[str(k)] for k in rows["_front"]])
+    r = rows["_row"].to_numpy()
+    postal = (rows["typology"] == "postal_split").to_numpy()
+    ids = raw["shipment_id"].gather(r)
+    for role in ("consignee", "consignor"):
+        sel = ~postal if role == "consignee" else np.ones(len(r), dtype=bool)
+        if not sel.any():
+            continue
+        idx = new[role][net_pos[sel]]
+        cols = role_columns(rng, frame, names, idx, role)
+        raw = raw.with_columns(
+            raw[c].scatter(r[sel], v.cast(raw[c].dtype)) for c, v in cols.items()
+        )
+        patch = pl.DataFrame(
+            {
+                "shipment_id": ids.filter(pl.Series(sel)),
+                "role": np.full(int(sel.sum()), role),
+                "_new": frame["party_key"].gather(idx),
+            }
+        )
+        parties = (
+            parties.join(patch, on=["shipment_id", "role"], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_new", "party_key").alias("party_key"))
+            .drop("_new")
+        )
+    return raw, parties
 
 
 def _totals(rng: np.random.Generator, plan: Plan) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -24,7 +24,7 @@ CONFIG = TrainConfig(max_rounds=300)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
     layout = DataLayout(tmp_path_factory.mktemp("model-world"))
-    run_generate(layout, WorldConfig(n_shipments=60_000, seed=21))
+    run_generate(layout, WorldConfig(n_shipments=150_000, seed=21))
     run_validate(layout, gx=False)
     return layout
 

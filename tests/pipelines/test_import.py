@@ -18,8 +18,13 @@ EXAMPLE = ROOT / "examples" / "byo"
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
     layout = DataLayout(tmp_path_factory.mktemp("byo"))
-    caravan("import", str(EXAMPLE / "declarations.csv"), "--mapping",
-            str(EXAMPLE / "mapping.yaml"), data=layout.root)
+    caravan(
+        "import",
+        str(EXAMPLE / "declarations.csv"),
+        "--mapping",
+        str(EXAMPLE / "mapping.yaml"),
+        data=layout.root,
+    )
     caravan("validate", "--no-gx", data=layout.root)
     caravan("features", data=layout.root)
     return layout
@@ -34,10 +39,18 @@ def test_export_is_mapped_onto_the_contracts(imported: DataLayout) -> None:
     assert items.height == source.height
     assert outcomes.height == ships.height  # every declaration was inspected
     assert (outcomes["selection_probability"] == 1.0).all()
-    assert outcomes["finding"].sum() == source.filter(pl.col("RESULT") == "SEIZURE")[
-        "DECL_ID"].n_unique()
-    assert set(ships["mode"].cast(pl.String).unique()) <= {"road", "rail", "air", "post",
-                                                           "express", "sea"}
+    assert (
+        outcomes["finding"].sum()
+        == source.filter(pl.col("RESULT") == "SEIZURE")["DECL_ID"].n_unique()
+    )
+    assert set(ships["mode"].cast(pl.String).unique()) <= {
+        "road",
+        "rail",
+        "air",
+        "post",
+        "express",
+        "sea",
+    }
     # Not in the export: left empty, never made up.
     assert ships["expected_arrival_at"].null_count() == ships.height
     absent = json.loads((imported.raw / "absent.json").read_text())
@@ -54,11 +67,12 @@ def test_features_without_inputs_are_left_out_and_extras_kept(imported: DataLayo
 
 
 def test_training_uses_what_exists_and_evaluation_says_all_were_inspected(
-        imported: DataLayout, tmp_path: Path) -> None:
+    imported: DataLayout, tmp_path: Path
+) -> None:
     layout = DataLayout(tmp_path / "copy")
     shutil.copytree(imported.root, layout.root)
     result = caravan("train", "--json", data=layout.root)
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     notes = summary["evaluation"]["notes"]
     assert any("every shipment of the test window was inspected" in n for n in notes)
     ev = summary["evaluation"]

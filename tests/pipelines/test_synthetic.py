@@ -170,17 +170,31 @@ def test_signals_of_typologies_and_their_lawful_counterparts(world: World) -> No
     ratio = _usd_per_kg(_unbroken(world, "items"), world.shipments)
     lawful_ids = world.truth.filter(~pl.col("is_trafficking"))["shipment_id"].implode()
     lawful = ratio.filter(pl.col("shipment_id").is_in(lawful_ids))
-    # parts_misdeclared: an undervalued line in a neighbouring code in each shipment ...
+    # parts_misdeclared: a line in a neighbouring code in each shipment ...
     parts = ratio.filter(
         pl.col("shipment_id").is_in(
             world.truth.filter(pl.col("typology") == "parts_misdeclared")["shipment_id"].implode()
         )
     )
     cover = parts.filter(pl.col("hs_code").str.slice(0, 6).is_in(list(cat.PARTS_COVER_HS)))
-    assert cover.group_by("shipment_id").agg(pl.col("ratio").min())["ratio"].max() < 0.55  # type: ignore[operator]
-    # ... and lawful lines are sometimes undervalued too, but rarely
+    assert cover["shipment_id"].n_unique() == parts["shipment_id"].n_unique()
+    # ... cover lines are undervalued by most networks (others pay duties at plausible values)
+    typs = ["parts_misdeclared", "ammo_mixed", "postal_split", "dual_use_optics"]
+    hiding = [
+        h for h, _ in (*cat.PARTS_DESCRIPTIONS, *cat.PARTS_WORDED, *cat.AMMO_COVER,
+                       *cat.OPTICS_COVER, *cat.POSTAL_COVER, *cat.POSTAL_WORDED)
+    ]  # fmt: skip
+    special = ratio.filter(
+        pl.col("shipment_id").is_in(
+            world.truth.filter(pl.col("typology").is_in(typs))["shipment_id"].implode()
+        )
+        & pl.col("_hs6").is_in(hiding)
+    )
+    per_ship = special.group_by("shipment_id").agg(pl.col("ratio").min())
+    assert 0.3 < (per_ship["ratio"] < 0.55).mean() < 1.0  # type: ignore[operator]
+    # ... and lawful lines are undervalued too (duty fraud is common), not most
     low = (lawful["ratio"] < 0.5).mean()
-    assert isinstance(low, float) and 0.005 < low < 0.08
+    assert isinstance(low, float) and 0.02 < low < 0.15
     # illogical_route: odd transit always; lawful shipments too, sometimes
     s = world.shipments.unique("shipment_id", keep="first").join(world.truth, on="shipment_id")
     has_odd = s.with_columns(
@@ -198,9 +212,22 @@ def test_signals_of_typologies_and_their_lawful_counterparts(world: World) -> No
     assert has_odd.filter(pl.col("typology") == "illogical_route")["odd"].all()
     lawful_odd = has_odd.filter(~pl.col("is_trafficking"))["conflict"].mean()
     assert isinstance(lawful_odd, float) and 0.001 < lawful_odd < 0.05
-    # front_company: consignees of one network share a phone or an address
-    fc = world.parties.filter(pl.col("role") == "consignee").join(
-        world.truth.filter(pl.col("typology") == "front_company"), on="shipment_id"
+    # front_company: consignees of one network share a phone or an address (until a
+    # seizure burns them)
+    seized = (
+        world.outcomes.filter(
+            pl.col("finding_category").is_in(["firearms", "parts", "ammunition", "dual_use"])
+        )
+        .join(world.truth, on="shipment_id")
+        .group_by("network_id")
+        .agg(pl.col("inspected_at").min().alias("seized"))
+    )
+    fc = (
+        world.parties.filter(pl.col("role") == "consignee")
+        .join(world.truth.filter(pl.col("typology") == "front_company"), on="shipment_id")
+        .join(s.select("shipment_id", "declared_at"), on="shipment_id")
+        .join(seized, on="network_id", how="left")
+        .filter(pl.col("seized").is_null() | (pl.col("declared_at") < pl.col("seized")))
     )
     keys = world.parties.filter(pl.col("role") == "consignee").join(
         world.shipments.unique("shipment_id", keep="first"), on="shipment_id"
@@ -224,6 +251,9 @@ def test_signals_of_typologies_and_their_lawful_counterparts(world: World) -> No
         on="shipment_id",
     )
     assert set(ps["mode"]) <= {"post", "express"}
+    ps = ps.join(seized, on="network_id", how="left").filter(
+        pl.col("seized").is_null() | (pl.col("declared_at") < pl.col("seized"))
+    )
     per_net = ps.group_by("network_id").agg(pl.col("cnor").n_unique(), pl.len())
     assert (per_net["cnor"] == 1).all()
     # licensed_diversion declares chapter 93; lawful dealers do too
@@ -234,7 +264,7 @@ def test_signals_of_typologies_and_their_lawful_counterparts(world: World) -> No
     # dual_use_optics: optics/cameras/toys lines with heavy, cheap units
     du = _usd_per_kg(_traf_items(world, "dual_use_optics"), world.shipments)
     du = du.filter(pl.col("_hs6").is_in(["900510", "900580", "852589", "950300"]))
-    assert du.group_by("shipment_id").agg(pl.col("ratio").min())["ratio"].max() < 0.4  # type: ignore[operator]
+    assert du.group_by("shipment_id").agg(pl.col("ratio").min())["ratio"].max() < 0.55  # type: ignore[operator]
     # ammo_mixed: many lines
     am = _traf_items(world, "ammo_mixed").group_by("shipment_id").len()
     assert am["len"].min() >= 7  # type: ignore[operator]
@@ -271,6 +301,56 @@ def test_no_single_field_value_gives_trafficking_away(world: World) -> None:
         "route"
     ].to_list()
     assert linked_routes <= {tuple(r) for r in all_routes}
+
+
+def test_lawful_trade_has_a_long_tail_of_small_and_new_importers(world: World) -> None:
+    cnee = world.parties.filter(pl.col("role") == "consignee").join(world.truth, on="shipment_id")
+    lawful = cnee.filter(~pl.col("is_trafficking"))
+    per = lawful.group_by("party_key").len()
+    assert (per["len"] <= 5).mean() > 0.5  # type: ignore[operator]
+    small = per.filter(pl.col("len") < 10)["len"].sum() / per["len"].sum()
+    assert 0.2 < small < 0.7
+    # many networks hide behind importers with a long lawful history
+    traf = cnee.filter("is_trafficking").select("party_key").unique()
+    known = traf.join(per.filter(pl.col("len") >= 5), on="party_key")
+    assert known.height >= 0.1 * traf.height
+
+
+def test_part_words_are_more_frequent_in_parts_typologies_than_in_lawful_lines(
+    world: World,
+) -> None:
+    from features.goods import PART_TERMS
+
+    words = rf"(?i)\b(?:{PART_TERMS})\b"
+    items = _unbroken(world, "items").join(world.truth, on="shipment_id")
+    hiding = list(cat.PARTS_COVER_HS) + [h for h, _ in cat.POSTAL_COVER]
+    special = items.filter(
+        pl.col("typology").is_in(["parts_misdeclared", "postal_split"])
+        & pl.col("hs_code").str.slice(0, 6).is_in(hiding)
+    )
+    t_rate = special["description"].str.contains(words).mean()
+    l_rate = items.filter(~pl.col("is_trafficking"))["description"].str.contains(words).mean()
+    assert isinstance(t_rate, float) and isinstance(l_rate, float)
+    assert 0.2 < t_rate < 0.6
+    assert 0.002 < l_rate < 0.03
+    assert t_rate > 8 * l_rate
+
+
+def test_a_seizure_burns_the_network_front(world: World) -> None:
+    found = (
+        world.outcomes.filter(pl.col("finding_category").is_in(["firearms", "parts", "ammunition"]))
+        .join(world.truth, on="shipment_id")
+        .filter(pl.col("typology").is_in(["parts_misdeclared", "ammo_mixed", "illogical_route"]))
+        .group_by("network_id")
+        .agg(pl.col("inspected_at").min().alias("seized"))
+    )
+    cnee = world.parties.filter(pl.col("role") == "consignee").join(world.truth, on="shipment_id")
+    ship = world.shipments.unique("shipment_id", keep="first").select("shipment_id", "declared_at")
+    j = cnee.join(found, on="network_id").join(ship, on="shipment_id")
+    before = j.filter(pl.col("declared_at") < pl.col("seized")).select("network_id", "party_key")
+    after = j.filter(pl.col("declared_at") > pl.col("seized")).select("network_id", "party_key")
+    assert after.height > 0
+    assert after.join(before, on=["network_id", "party_key"]).is_empty()
 
 
 def test_couriers_travel_to_high_risk_ports_shortly_before_shipments(world: World) -> None:

@@ -1,0 +1,216 @@
+"""The feature state: what every feature call needs of the history, built once.
+
+`FeatureState.build(history, params)` precomputes, from the recorded history:
+
+* the party keys of its shipments (`features.context.party_keys`);
+* goods: per HS6 x origin and per HS6, per month, the cumulative reference
+  aggregates of the unit values and masses (`features.goods.Reference`), and the
+  undervaluation flag of every history shipment;
+* trader: per party key, the cumulative as-of tables of shipments and of
+  inspections, and the first-seen tables of chapters and contacts
+  (`features.trader.Tables`);
+* network: the contact first-seen tables, the hub-capped edges, the findings,
+  and (on first online use) the union-find and monthly BFS as of the end of the
+  history (`features.network.Tables`);
+* travellers: per contact the names seen with it, the records' keys and hash
+  indexes, their trips (`features.travellers.Tables`);
+* the watchlist index.
+
+Every table is sorted by key and indexed (key -> row slice), so a query for one
+or a few shipments reads only their keys' rows; the batch reads whole tables.
+Both run the family code in `features.build.build_features`: batch is the state
+of the full history queried for all its shipments, online the same state queried
+for one new shipment (`online_features`).
+
+Point in time. Every as-of table is cut at each query's declared_at, so a
+shipment of any date gets the features it would have had. The network's
+union-find cannot be cut: it is kept as of the latest shipment held
+(`as_of`). A query declared at or after `as_of` reads it; an earlier one replays
+the edges from the start (exact, as slow as a batch). `online_features` is the
+API's entry: it refuses shipments declared before `as_of`.
+
+`append` adds newly recorded rows (the API ingests one shipment at a time)
+without rebuilding: the as-of tables take new rows at the end of their keys;
+the result equals a state built from scratch on the combined history. Rows must
+not precede what is held (shipments declared before `as_of`, an inspection
+recorded before an earlier inspection of the same party): `append` refuses them.
+What is still rebuilt on append: the network's capped edges (and its union-find
+and BFS, lazily), and, when traveller records are appended, their keys and
+indexes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from data_contracts.schemas import ITEMS, OUTCOMES, TRAVELLERS
+from features import goods, network, shipment, trader, travellers, watchlist
+from features.context import History, Params, party_keys
+from features.screening import WatchlistIndex
+from features.timeline import FirstSeen, KeyedRows
+
+
+class StateError(ValueError):
+    """A query or an append the state cannot answer exactly."""
+
+
+class FeatureState:
+    """See the module doc."""
+
+    def __init__(
+        self,
+        params: Params,
+        history: History,
+        keyed: pl.DataFrame,
+        reference: goods.Reference,
+        goods_frame: pl.DataFrame,
+        trader_tables: trader.Tables,
+        traveller_tables: travellers.Tables,
+        network_tables: network.Tables,
+        watch_index: WatchlistIndex | None,
+    ):
+        self.params = params
+        self.history = history
+        self.keyed = keyed  # history shipments with `<role>_key`
+        self.reference = reference
+        self.goods_frame = goods_frame  # goods.prepare of the history shipments
+        self.trader = trader_tables
+        self.travellers = traveller_tables
+        self.network = network_tables
+        self.watch_index = watch_index
+
+    @classmethod
+    def build(cls, history: History, params: Params | None = None) -> FeatureState:
+        params = params or Params()
+        ships = history.shipments
+        keyed = party_keys(ships)
+        reference = goods.Reference.build(ships, history.items, params)
+        goods_frame = goods.prepare(ships, history.items, reference, params)
+        events = trader.shipment_events(keyed, goods.undervalued_flags(goods_frame))
+        trader_tables = trader.Tables.build(
+            events, history.items, trader.outcome_events(history.outcomes, keyed)
+        )
+        wl = history.watchlist
+        index = watchlist.watchlist_index(wl) if wl is not None and wl.height > 0 else None
+        return cls(
+            params,
+            history,
+            keyed,
+            reference,
+            goods_frame,
+            trader_tables,
+            travellers.Tables(keyed, history.travellers, params),
+            network.Tables(keyed, history.outcomes),
+            index,
+        )
+
+    def warm(self) -> FeatureState:
+        """Build now what online queries and appends would otherwise build on
+        first use: the key indexes of every table, the record indexes, the edge
+        ends, the union-find and the BFS snapshot of the month of `as_of`."""
+        for table in self.tables():
+            table.index()
+        self.travellers.records.index()
+        self.network.ends.index()
+        self.network.source = self.network.mentions = None  # (batch-only: memory)
+        self.network.components()
+        as_of = self.as_of
+        if as_of is not None:
+            month = as_of.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            self.network.hops(month).at(month)
+        return self
+
+    def tables(self) -> list[KeyedRows]:
+        """Every keyed table the state holds."""
+        rows: list[KeyedRows] = [t.rows for t in self.reference.tables.values()]
+        seen: list[FirstSeen] = [self.trader.chapters, *self.trader.contacts.values()]
+        seen += [*self.network.contacts.values(), *self.travellers.shared.values()]
+        rows += [t.rows for t in (*self.trader.seen.values(), *self.trader.inspections.values())]
+        for s in seen:
+            rows += [s.firsts, s.counts.rows]
+        return rows
+
+    @property
+    def as_of(self) -> dt.datetime | None:
+        """The latest declared_at of the shipments held (None when empty)."""
+        return self.network.latest
+
+    def family_frames(self, ships: pl.DataFrame, items: pl.DataFrame) -> list[pl.DataFrame]:
+        """The intermediate frames of the six families for `ships`, in order."""
+        params = self.params
+        batch = ships is self.history.shipments
+        ships_k = self.keyed if batch else party_keys(ships)
+        goods_frame = (
+            self.goods_frame if batch else goods.prepare(ships, items, self.reference, params)
+        )
+        return [
+            shipment.prepare(ships, items, params),
+            goods_frame,
+            trader.prepare(ships_k, self.trader),
+            watchlist.prepare(ships_k, self.history.watchlist, params, self.watch_index),
+            travellers.prepare(ships_k, self.travellers, params),
+            network.prepare(ships_k, self.network, params),
+        ]
+
+    def check_online(self, ships: pl.DataFrame) -> None:
+        """Online queries must be declared at or after `as_of` (see the module doc)."""
+        as_of = self.as_of
+        if as_of is not None and ships.height and bool((ships["declared_at"] < as_of).any()):
+            raise StateError(
+                f"online features need shipments declared at or after the state's as_of "
+                f"({as_of.isoformat()}); earlier ones: use build_features (a replay)"
+            )
+
+    def append(
+        self,
+        ships: pl.DataFrame | None = None,
+        items: pl.DataFrame | None = None,
+        outcomes: pl.DataFrame | None = None,
+        traveller_rows: pl.DataFrame | None = None,
+    ) -> None:
+        """Add rows recorded after the state (validated contract frames; `items`
+        are the goods lines of `ships`). Refused (`StateError`, nothing changed):
+        shipments declared before `as_of`, an inspection recorded before an
+        earlier one of the same party. Outcomes of shipments not held are
+        ignored, as a batch ignores them."""
+        params = self.params
+        ships = ships if ships is not None else self.history.shipments.clear()
+        items = items if items is not None else ITEMS.empty()
+        outcomes = outcomes if outcomes is not None else OUTCOMES.empty()
+        traveller_rows = traveller_rows if traveller_rows is not None else TRAVELLERS.empty()
+        as_of = self.as_of
+        if as_of is not None and ships.height and bool((ships["declared_at"] < as_of).any()):
+            raise StateError(f"appended shipments must be declared at or after {as_of.isoformat()}")
+        keyed = party_keys(ships)
+        all_keyed = pl.concat([self.keyed, keyed]) if ships.height else self.keyed
+        touched = all_keyed.filter(pl.col("shipment_id").is_in(outcomes["shipment_id"].implode()))
+        inspections = trader.outcome_events(outcomes, touched)
+        for table in self.trader.inspections.values():  # before changing anything
+            try:
+                table.check(inspections)
+            except ValueError as error:
+                raise StateError(
+                    f"{error} (an inspection recorded before an earlier one of the same party)"
+                ) from error
+        # The reference first: a line is compared only with earlier months, which
+        # the appended rows may hold too.
+        self.reference.append(ships, items, params)
+        new_goods = goods.prepare(ships, items, self.reference, params)
+        self.trader.append(
+            trader.shipment_events(keyed, goods.undervalued_flags(new_goods)), items, inspections
+        )
+        self.network.append(keyed, outcomes, touched)
+        self.travellers.append(keyed, traveller_rows, params)
+        h = self.history
+        self.history = History(
+            pl.concat([h.shipments, ships]) if ships.height else h.shipments,
+            pl.concat([h.items, items]) if items.height else h.items,
+            pl.concat([h.outcomes, outcomes]) if outcomes.height else h.outcomes,
+            pl.concat([h.travellers, traveller_rows]) if traveller_rows.height else h.travellers,
+            h.watchlist,
+        )
+        self.keyed = all_keyed
+        if ships.height:
+            self.goods_frame = pl.concat([self.goods_frame, new_goods])
