@@ -11,7 +11,8 @@ incremental feature state later.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import polars as pl
@@ -19,6 +20,7 @@ import polars as pl
 from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS, WATCHLIST
 from data_contracts.settings import DataLayout
 from features.context import History, empty_history
+from features.state import FeatureState, StateError
 
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -41,11 +43,38 @@ def _append(old: pl.DataFrame, new: pl.DataFrame, key: str) -> pl.DataFrame:
 
 
 class HistoryStore:
-    """The current History, replaced whole on every change (thread-safe)."""
+    """The current History, replaced whole on every change (thread-safe), and the
+    feature state new shipments are scored against.
+
+    The state (`features.state.FeatureState`) is built once, on first use, and
+    then kept up to date with `append` as rows arrive; scoring and appending hold
+    one lock, so a request never reads a state half-way through an update. A
+    change the state cannot take incrementally (rows older than it, a new
+    watchlist) drops it, and the next scoring builds it again.
+    """
 
     def __init__(self, history: History | None = None) -> None:
         self._history = history or empty_history()
         self._lock = threading.Lock()
+        self._state_lock = threading.RLock()
+        self._state: FeatureState | None = None
+
+    @contextmanager
+    def scoring(self) -> Iterator[FeatureState]:
+        """The current feature state, held for the duration of one scoring."""
+        with self._state_lock:
+            if self._state is None:
+                self._state = FeatureState.build(self._history).warm()
+            yield self._state
+
+    def _update_state(self, **rows: pl.DataFrame) -> None:
+        with self._state_lock:
+            if self._state is None:
+                return
+            try:
+                self._state.append(**rows)
+            except StateError:
+                self._state = None
 
     @classmethod
     def load(cls, layout: DataLayout) -> HistoryStore:
@@ -80,6 +109,10 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
+        self._update_state(
+            ships=_conform(ships, SHIPMENTS.polars_schema),
+            items=_conform(items, ITEMS.polars_schema),
+        )
 
     def add_travellers(self, travellers: pl.DataFrame) -> None:
         with self._lock:
@@ -91,6 +124,7 @@ class HistoryStore:
                 _append(h.travellers, travellers, "traveller_record_id"),
                 h.watchlist,
             )
+        self._update_state(traveller_rows=_conform(travellers, TRAVELLERS.polars_schema))
 
     def add_outcomes(self, outcomes: pl.DataFrame) -> None:
         with self._lock:
@@ -102,6 +136,7 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
+        self._update_state(outcomes=_conform(outcomes, OUTCOMES.polars_schema))
 
     def replace_watchlist(self, list_names: Iterable[str], entries: pl.DataFrame) -> None:
         """Replace the entries of the named lists with `entries`."""
@@ -115,3 +150,5 @@ class HistoryStore:
                 )
                 new = pl.concat([kept, new], how="vertical")
             self._history = History(h.shipments, h.items, h.outcomes, h.travellers, new)
+        with self._state_lock:
+            self._state = None

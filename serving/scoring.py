@@ -24,6 +24,7 @@ import polars as pl
 from features.build import CONTEXT, build_features
 from features.context import History, Params
 from features.registry import feature_set_version
+from features.state import FeatureState
 from models.dataset import matrix
 from models.explain import explain_frame
 from models.registry import CHAMPION, Registry
@@ -127,7 +128,7 @@ class Scored:
 def score_shipments(
     ships: pl.DataFrame,
     items: pl.DataFrame,
-    history: History,
+    history: History | FeatureState,
     model: ModelHandle,
     rules: list[Rule],
     *,

@@ -492,7 +492,8 @@ def ingest_shipments(
     handle = services.holder.handle
     ships, items = _frames(fresh)
     rules = active_rules(session, services)
-    scored = score_shipments(ships, items, services.history.snapshot(), handle, rules)
+    with services.history.scoring() as state:
+        scored = score_shipments(ships, items, state, handle, rules)
     by_id = {p.record["shipment_id"]: p for p in fresh}
     received = now()
     for s in scored:
