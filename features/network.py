@@ -589,8 +589,8 @@ def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl
 
 @feature(
     F,
-    "Parties in the consignee's or consignor's network (connected through trade, "
-    "phones, e-mails, addresses, vehicles), the larger of the two, as known before",
+    "Parties in the consignee's or consignor's network (connected through shared "
+    "phones, e-mails and addresses), the larger of the two, as known before",
     "The consignee or consignor belongs to a network of {value} linked parties",
     "Получатель или отправитель входит в сеть из {value} связанных участников",
 )

@@ -39,8 +39,58 @@ def contributions(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
     return np.asarray(booster.predict(x, pred_contrib=True))
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
+def rank_reasons(
+    contrib: np.ndarray,
+    x: np.ndarray,
+    names: list[str],
+    contexts: list[dict[str, Any]],
+    *,
+    top: int = 5,
+    min_log_odds: float = 0.05,
+) -> list[list[Reason]]:
+    """For each row of `contrib` (n, features + 1) and its inputs `x`, the
+    strongest reasons pushing the score up, strongest first (ties by position).
+    The ranking and the probability effects are computed for all rows at once."""
+    n = len(contrib)
+    feats = contrib[:, :-1]
+    k = min(top, feats.shape[1])
+    part = (
+        np.argpartition(-feats, k - 1, axis=1)[:, :k]
+        if k < feats.shape[1]
+        else np.tile(np.arange(feats.shape[1]), (n, 1))
+    )
+    order = np.take_along_axis(
+        part, np.lexsort((part, -np.take_along_axis(feats, part, 1))), axis=1
+    )[:, :k]
+    chosen = np.take_along_axis(feats, order, axis=1)
+    raw = contrib.sum(axis=1)
+    prob = 1.0 / (1.0 + np.exp(-raw))
+    effect = prob[:, None] - 1.0 / (1.0 + np.exp(-(raw[:, None] - chosen)))
+    values = np.take_along_axis(x, order, axis=1)
+    out: list[list[Reason]] = []
+    for i in range(n):
+        row: list[Reason] = []
+        for j in range(k):
+            c = float(chosen[i, j])
+            if c < min_log_odds:
+                break
+            name = names[order[i, j]]
+            v = float(values[i, j])
+            value = None if math.isnan(v) else v
+            spec = REGISTRY.get(name)
+            row.append(
+                Reason(
+                    feature=name,
+                    family=spec.family.value if spec else "extra",
+                    value=value,
+                    log_odds=round(c, 6),
+                    probability_effect=round(float(effect[i, j]), 6),
+                    text_en=render_reason(name, value, contexts[i], "en"),
+                    text_ru=render_reason(name, value, contexts[i], "ru"),
+                )
+            )
+        out.append(row)
+    return out
 
 
 def reasons(
@@ -53,30 +103,14 @@ def reasons(
     min_log_odds: float = 0.05,
 ) -> list[Reason]:
     """The strongest reasons pushing one shipment's score up, strongest first."""
-    raw = float(contrib.sum())
-    prob = _sigmoid(raw)
-    order = np.argsort(-contrib[:-1])
-    out: list[Reason] = []
-    for j in order[:top]:
-        c = float(contrib[j])
-        if c < min_log_odds:
-            break
-        name = names[j]
-        v = values[j]
-        value = None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-        spec = REGISTRY.get(name)
-        out.append(
-            Reason(
-                feature=name,
-                family=spec.family.value if spec else "extra",
-                value=value,
-                log_odds=round(c, 6),
-                probability_effect=round(prob - _sigmoid(raw - c), 6),
-                text_en=render_reason(name, value, context, "en"),
-                text_ru=render_reason(name, value, context, "ru"),
-            )
-        )
-    return out
+    return rank_reasons(
+        contrib[None, :],
+        np.asarray(values, dtype=float)[None, :],
+        names,
+        [context],
+        top=top,
+        min_log_odds=min_log_odds,
+    )[0]
 
 
 def explain_frame(
@@ -89,59 +123,17 @@ def explain_frame(
     top: int = 5,
     min_log_odds: float = 0.05,
 ) -> list[dict[str, Any]]:
-    """Reasons for every row of `frame` (its matrix `x`), as plain dicts.
-
-    The same reasons as `reasons()` row by row, with the ranking and the
-    probability effects computed for all rows at once.
-    """
+    """Reasons for every row of `frame` (its matrix `x`), as plain dicts."""
     contrib = contributions(booster, x)
-    n = len(contrib)
-    feats = contrib[:, :-1]
-    k = min(top, feats.shape[1])
-    # The k largest contributions of each row, strongest first (ties by position).
-    part = (
-        np.argpartition(-feats, k - 1, axis=1)[:, :k]
-        if k < feats.shape[1]
-        else (np.tile(np.arange(feats.shape[1]), (n, 1)))
-    )
-    order = np.take_along_axis(
-        part, np.lexsort((part, -np.take_along_axis(feats, part, 1))), axis=1
-    )[:, :k]
-    chosen = np.take_along_axis(feats, order, axis=1)
-    raw = contrib.sum(axis=1)
-    prob = 1.0 / (1.0 + np.exp(-raw))
-    effect = prob[:, None] - 1.0 / (1.0 + np.exp(-(raw[:, None] - chosen)))
-    values = np.take_along_axis(x, order, axis=1)
-    ctx = frame.select([c for c in context_columns if c in frame.columns]).to_dicts()
+    contexts = frame.select([c for c in context_columns if c in frame.columns]).to_dicts()
+    ranked = rank_reasons(contrib, x, names, contexts, top=top, min_log_odds=min_log_odds)
     ids = frame["shipment_id"].to_list()
-    rows = []
-    for i in range(n):
-        out = []
-        for j in range(k):
-            c = float(chosen[i, j])
-            if c < min_log_odds:
-                break
-            name = names[order[i, j]]
-            v = float(values[i, j])
-            value = None if math.isnan(v) else v
-            spec = REGISTRY.get(name)
-            out.append(
-                {
-                    "feature": name,
-                    "family": spec.family.value if spec else "extra",
-                    "value": value,
-                    "log_odds": round(c, 6),
-                    "probability_effect": round(float(effect[i, j]), 6),
-                    "text_en": render_reason(name, value, ctx[i], "en"),
-                    "text_ru": render_reason(name, value, ctx[i], "ru"),
-                }
-            )
-        rows.append(
-            {
-                "shipment_id": ids[i],
-                "base_value": float(contrib[i, -1]),
-                "raw_score": float(raw[i]),
-                "reasons": out,
-            }
-        )
-    return rows
+    return [
+        {
+            "shipment_id": ids[i],
+            "base_value": float(contrib[i, -1]),
+            "raw_score": float(contrib[i].sum()),
+            "reasons": [r.as_dict() for r in ranked[i]],
+        }
+        for i in range(len(ids))
+    ]

@@ -13,8 +13,9 @@ from data_contracts.schemas import CONTRACTS
 from data_contracts.settings import DataLayout
 from features.build import build_features
 from features.context import History
+from features.inputs import unavailable
 from features.registry import feature_set_version, specs
-from pipelines.validate import write_parquet
+from pipelines.validate import read_absent, write_parquet
 
 FEATURES_FILE = "features.parquet"
 WATCHLIST_FILE = "watchlist.parquet"
@@ -83,9 +84,6 @@ def _with_extras(layout: DataLayout, frame: pl.DataFrame) -> tuple[pl.DataFrame,
 
 
 def _unavailable(layout: DataLayout, history: History) -> dict[str, str]:
-    from features.inputs import unavailable
-    from pipelines.importer import read_absent
-
     missing = {
         name
         for name, frame in (("travellers", history.travellers), ("outcomes", history.outcomes))

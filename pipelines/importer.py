@@ -19,9 +19,7 @@ from pydantic import ValidationError
 from data_contracts.mapping import DeclarationMapping, MappingError, apply_mapping
 from data_contracts.readers import InputFileError
 from data_contracts.settings import DataLayout
-from pipelines.validate import write_parquet
-
-ABSENT_FILE = "absent.json"
+from pipelines.validate import ABSENT_FILE, read_absent, write_parquet
 
 
 def load_mapping(path: Path) -> DeclarationMapping:
@@ -55,13 +53,6 @@ class ImportRun:
     rows: dict[str, int]
     absent: dict[str, list[str]]
     extras: list[str]
-
-
-def read_absent(layout: DataLayout) -> dict[str, list[str]]:
-    path = layout.raw / ABSENT_FILE
-    if not path.exists():
-        return {}
-    return {str(k): list(v) for k, v in json.loads(path.read_text()).items()}
 
 
 def run_import(layout: DataLayout, mapping_path: Path, files: list[Path]) -> ImportRun:

@@ -141,24 +141,17 @@ def _evaluate_on(
         )["is_trafficking"]
         t = capacity_curve(window_scores, bad.fill_null(False).to_numpy().astype(float))
         curves["true (all shipments)"] = {"capacity": t["capacity"], "recall": t["recall"]}
-    images = {
-        "Precision and recall against capacity": "capacity.png",
-        "Reliability": "calibration.png",
-        "Score distribution": "scores.png",
-    }
     plot_capacity(curves, folder / "capacity.png")
     plot_calibration(ev, folder / "calibration.png")
     plot_scores(scores, labels, folder / "scores.png")
-    if plot_typologies(ev, folder / "typologies.png"):
-        images["Per-typology true recall"] = "typologies.png"
+    plot_typologies(ev, folder / "typologies.png")  # only when the truth is known
     sample = (
         x_test[:SHAP_SAMPLE]
         if len(x_test) <= SHAP_SAMPLE
         else x_test[np.random.default_rng(0).choice(len(x_test), SHAP_SAMPLE, replace=False)]
     )
     plot_shap(contributions(booster, sample), sample, names, folder / "shap_beeswarm.png")
-    images["SHAP beeswarm"] = "shap_beeswarm.png"
-    return ev, write_report(ev, folder, images)
+    return ev, write_report(ev, folder, _images(folder))
 
 
 @dataclass(frozen=True)

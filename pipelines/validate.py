@@ -27,6 +27,17 @@ def input_files(raw_dir: Path, table: str) -> list[Path]:
     return files
 
 
+ABSENT_FILE = "absent.json"  # contract columns an imported export does not have
+
+
+def read_absent(layout: DataLayout) -> dict[str, list[str]]:
+    """Per table, the columns `caravan import` recorded as absent (raw/absent.json)."""
+    path = layout.raw / ABSENT_FILE
+    if not path.exists():
+        return {}
+    return {str(k): list(v) for k, v in json.loads(path.read_text()).items()}
+
+
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,8 +74,6 @@ def run_validate(
         say(f"reading {table} ({len(files)} file(s))")
         raw[table] = read_input(files, CONTRACTS[table])
     say("checking contract rules")
-    from pipelines.importer import read_absent
-
     result = validate_tables(raw, absent=read_absent(layout))
     for table, res in result.tables.items():
         say(f"writing {table}")

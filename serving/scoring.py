@@ -48,12 +48,15 @@ class ModelHandle:
     names: tuple[str, ...]
     loaded_at: dt.datetime
 
-    def predict_vectors(self, vectors: list[dict[str, float | None]]) -> np.ndarray:
-        x = np.array(
+    def matrix(self, vectors: list[dict[str, float | None]]) -> np.ndarray:
+        """Stored feature vectors as this model's input matrix (NaN where missing)."""
+        return np.array(
             [[np.nan if v.get(n) is None else v[n] for n in self.names] for v in vectors],
             dtype=float,
         )
-        return predict(self.booster, x)
+
+    def predict_vectors(self, vectors: list[dict[str, float | None]]) -> np.ndarray:
+        return predict(self.booster, self.matrix(vectors))
 
 
 class ModelHolder:
@@ -211,6 +214,6 @@ def explain_vector(
     """Reasons computed later from a stored feature vector: the same values as at
     scoring time for the same model version."""
     names = list(model.names)
-    x = np.array([[np.nan if vector.get(n) is None else vector[n] for n in names]], dtype=float)
+    x = model.matrix([vector])
     frame = pl.DataFrame([{"shipment_id": shipment_id, **{k: context.get(k) for k in CONTEXT}}])
     return list(explain_frame(model.booster, frame, x, names, list(CONTEXT))[0]["reasons"])
