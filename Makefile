@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= ./caravan-data
 DEMO_SHIPMENTS ?= 100000
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Services the tests need from Debian (PostgreSQL's binaries, Chromium), installed
+# when missing (as root, as on CI); nothing is installed when they are present.
+system:
+	bash .ci/postgres.sh
+	bash .ci/chromium.sh
+
 demo: $(STAMP)
 	$(BIN)/caravan generate --data $(DATA) --shipments $(DEMO_SHIPMENTS) --seed 7
 	$(BIN)/caravan validate --data $(DATA)
@@ -24,8 +30,9 @@ demo: $(STAMP)
 	$(BIN)/caravan train --data $(DATA)
 	$(BIN)/caravan promote --data $(DATA) --version 1 --by demo
 	$(BIN)/caravan score --data $(DATA)
+	$(BIN)/caravan demo-serve --data $(DATA)
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)

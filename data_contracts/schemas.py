@@ -75,6 +75,23 @@ def _party(role: str, wco: str, *, country: bool = True) -> tuple[Column, ...]:
             max_length=254,
             wco=f"{wco} communication",
         ),
+        Column(
+            f"{role}_birth_date",
+            Kind.DATE,
+            f"{role.title()}'s date of birth, when a natural person (sole trader, private "
+            "importer)",
+            required=False,
+            personal=True,
+        ),
+        Column(
+            f"{role}_document_number",
+            Kind.STRING,
+            f"{role.title()}'s identity document number (passport or ID card), when a "
+            "natural person",
+            required=False,
+            max_length=32,
+            personal=True,
+        ),
     ]
     if country:
         cols.append(

@@ -31,10 +31,12 @@ once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 import polars as pl
 from anyascii import anyascii
+from rapidfuzz import fuzz
 
 _CYRILLIC: dict[str, str] = {
     # Russian
@@ -124,9 +126,22 @@ def phonetic_token(token: str) -> str:
     return token
 
 
+# Initials written together ("А.Р." -> "a.r.", "Ш.А." -> "sh.a."): split into
+# tokens unless they spell a company form ("L.L.C.").
+_INITIALS = re.compile(r"(?<![a-z0-9])(?:[a-z]{1,4}\.){2,}")
+
+
+def _split_initials(match: re.Match[str]) -> str:
+    group = match.group(0)
+    if group.replace(".", "") in COMPANY_FORMS:
+        return group
+    return " " + group.replace(".", " ") + " "
+
+
 def name_tokens(text: str) -> list[str]:
     """Latin lowercase tokens of a name, company forms dropped (before phonetic folding)."""
-    latin = _NON_ALNUM.sub(" ", _DROP.sub("", to_latin(text)))
+    latin = _INITIALS.sub(_split_initials, to_latin(text))
+    latin = _NON_ALNUM.sub(" ", _DROP.sub("", latin))
     tokens = latin.split()
     kept = [t for t in tokens if t not in COMPANY_FORMS]
     return kept or tokens
@@ -151,3 +166,76 @@ def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Serie
     distinct = strings.drop_nulls().unique().to_list()
     keys = [normalise_name(v, sort_tokens=sort_tokens) for v in distinct]
     return strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
+
+
+# Two tokens of at least this many letters are the same word when their
+# rapidfuzz `ratio` reaches TOKEN_MIN_SCORE (Ismoilov / Ismailov, Aleksandr / Alexander).
+TOKEN_MIN_LENGTH = 4
+TOKEN_MIN_SCORE = 85.0
+# The score of an initial ("a", or "sh" for Ш) against a word it begins.
+INITIAL_SCORE = 90.0
+
+
+def token_score(a: str, b: str) -> tuple[float, bool]:
+    """Similarity 0-100 of two name tokens (phonetic keys) and whether it is an
+    initial's: 100 when equal; an initial (one or two letters) matches a longer
+    token it begins at `INITIAL_SCORE`; other tokens compare by rapidfuzz
+    `ratio`, short ones only when equal."""
+    if a == b:
+        return 100.0, False
+    short, other = (a, b) if len(a) <= len(b) else (b, a)
+    if other == short + "a":  # feminine form (Nodir / Nodira, Karimov / Karimova)
+        return 0.0, False
+    if len(short) <= 2:
+        return (INITIAL_SCORE if other.startswith(short) else 0.0), True
+    if len(short) < TOKEN_MIN_LENGTH:
+        return 0.0, False
+    return float(fuzz.ratio(a, b)), False
+
+
+def align_tokens(
+    a: tuple[str, ...],
+    b: tuple[str, ...],
+    min_score: float,
+    scorer: Callable[[str, str], tuple[float, bool]] | None = None,
+) -> list[tuple[float, bool]] | None:
+    """Match every token of the shorter name to a distinct token of the other
+    (greedy, best pairs first) scoring at least `min_score` by `scorer`
+    (default `token_score`): the (score, initial) of the matched pairs, or None
+    when some token finds no partner."""
+    score_of = scorer or token_score
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    if not short:
+        return None
+    pairs = sorted(
+        ((*score_of(s, t), i, j) for i, s in enumerate(short) for j, t in enumerate(long_)),
+        key=lambda x: x[0],
+        reverse=True,
+    )
+    used_s: set[int] = set()
+    used_l: set[int] = set()
+    out: list[tuple[float, bool]] = []
+    for score, initial, i, j in pairs:
+        if score < min_score:
+            break
+        if i in used_s or j in used_l:
+            continue
+        used_s.add(i)
+        used_l.add(j)
+        out.append((score, initial))
+    return out if len(out) == len(short) else None
+
+
+@lru_cache(maxsize=262_144)
+def names_agree(a: str, b: str, min_words: int = 1) -> bool:
+    """Whether two personal names (comparison keys, any token order) can be the
+    same person's: every token of the shorter name matches a distinct token of
+    the other (equal, a close spelling, or an initial of it), at least two
+    tokens take part and at least `min_words` of them are full words. A
+    patronymic or a second given name present in one name only does not matter
+    ("Abdullaev Akmal" = "Абдуллаев Акмал Рустамович" = "Абдуллаев А.Р.")."""
+    ta, tb = tuple(a.split()), tuple(b.split())
+    if min(len(ta), len(tb)) < 2:
+        return False
+    pairs = align_tokens(ta, tb, TOKEN_MIN_SCORE)
+    return pairs is not None and sum(not initial for _, initial in pairs) >= min_words

@@ -46,7 +46,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 
 from features.context import PARTY_ROLES, History, Params
-from features.names import COMPANY_FORMS, normalise_names, to_latin
+from features.names import COMPANY_FORMS, names_agree, normalise_names, to_latin
 from features.network import CONTACTS, address_key, email_key, phone_key
 from features.registry import Family, feature
 from features.timeline import FirstSeen, distinct_query, pair_seen_query
@@ -63,7 +63,12 @@ FEATURE_MIN_CONFIDENCE = 0.7
 LINK_KINDS = ("same_person", "phone", "address", "name_variant")
 SHARED_FLAGS = ("phone_shared", "email_shared", "address_shared")
 CONFIDENCE = {
+    # The identity document a natural person declared is the one he travels on.
+    "document": 0.99,
     "name_phone": 0.99,  # full name + phone
+    # Born the same day, names agreeing token by token (spelling, script,
+    # patronymic or initials aside).
+    "birth_name": 0.97,
     "initial_phone": 0.95,  # initials + phone
     "name_address": 0.95,  # full name or initials + address
     "phone": 0.9,  # phone only (a company's number)
@@ -109,10 +114,32 @@ def shipment_parties(ships: pl.DataFrame) -> pl.DataFrame:
                     pl.col(f"{role}_{c}").cast(pl.String).alias(c)
                     for c in ("name", "phone", "email", "address")
                 ],
+                *_identity(ships, role),
             )
             for role in PARTY_ROLES
         ]
     )
+
+
+IDENTITY = ("birth_date", "document_number")
+
+
+def _identity(ships: pl.DataFrame, role: str) -> list[pl.Expr]:
+    """A natural person's date of birth and identity document as declared for
+    `role` (null when the data set has no such column)."""
+    out = []
+    for c, dtype in (("birth_date", pl.Date()), ("document_number", pl.String())):
+        col = f"{role}_{c}"
+        expr = pl.col(col).cast(dtype) if col in ships.columns else pl.lit(None, dtype=dtype)
+        out.append(expr.alias(c))
+    return out
+
+
+def document_key(expr: pl.Expr) -> pl.Expr:
+    """Comparison key of an identity document number: upper-case letters and
+    digits only; null when fewer than 5 remain."""
+    key = expr.cast(pl.String).str.to_uppercase().str.replace_all(r"[^0-9A-Z]", "")
+    return pl.when(key.str.len_chars() >= 5).then(key)
 
 
 def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
@@ -131,6 +158,8 @@ def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
         ).alias("person"),
         phone_key(pl.col("contact_phone")).alias("phone"),
         email_key(pl.col("contact_email")).alias("email"),
+        pl.col("date_of_birth").alias("dob"),
+        document_key(pl.col("document_number")).alias("doc"),
     )
     sur = normalise_names(t["__sur"])
     given = normalise_names(t["__given"])
@@ -148,7 +177,9 @@ def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
         normalise_names(t["__native"], sort_tokens=True).alias("native"),
         initials,
         address_key(travellers["contact_address"]).alias("address"),
-    ).select("rec", "person", "name", "native", "initials", "phone", "email", "address")
+    ).select(
+        "rec", "person", "name", "native", "initials", "phone", "email", "address", "dob", "doc"
+    )
 
 
 _PERSON_FORMS = frozenset({"ip", "chp"})  # ИП, ЧП: a sole trader is a person
@@ -164,7 +195,11 @@ def is_company_name(name: str) -> bool:
 
 def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
     flags = [c for c in SHARED_FLAGS if c in parties.columns]
-    p = parties.select("party_key", "name", "phone", "email", "address", *flags).unique()
+    ident = [
+        (pl.col(c) if c in parties.columns else pl.lit(None)).cast(dtype).alias(c)
+        for c, dtype in (("birth_date", pl.Date()), ("document_number", pl.String()))
+    ]
+    p = parties.select("party_key", "name", "phone", "email", "address", *ident, *flags).unique()
     names = p["name"].cast(pl.String)
     distinct = names.drop_nulls().unique().to_list()
     company = names.replace_strict(
@@ -178,6 +213,8 @@ def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
             "phone": p.select(phone_key(pl.col("phone"))).to_series(),
             "email": p.select(email_key(pl.col("email"))).to_series(),
             "address": address_key(p["address"]),
+            "dob": p["birth_date"],
+            "doc": p.select(document_key(pl.col("document_number"))).to_series(),
             **{c: p[c] for c in flags},
         }
     ).filter(pl.col("party_key").is_not_null())
@@ -242,13 +279,71 @@ def _fuzzy_addresses(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _identity_pairs(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
+    """Pairs sharing the identity document number whose names agree or who
+    were born the same day (`document`: a number alone may be mistyped or
+    reused across countries), and pairs born the same day whose names agree
+    with at least two full words (`birth_name`; initials alone are too weak a
+    confirmation among the many people born on any day). The traveller's name
+    is compared in its fullest form (native script with patronymic, when
+    given), so that differing patronymics tell namesakes apart."""
+    doc = (
+        p.select("party_key", "doc", "dob", pl.col("name").alias("p_name"))
+        .filter(pl.col("doc").is_not_null())
+        .unique()
+        .join(
+            t.select("rec", "doc", pl.col("dob").alias("t_dob"), "name", "native"),
+            on="doc",
+        )
+    )
+    doc_ok = [
+        (pd is not None and pd == td)
+        or names_agree(a or "", b or "")
+        or names_agree(a or "", c or "")
+        for a, b, c, pd, td in zip(
+            doc["p_name"].to_list(),
+            doc["name"].to_list(),
+            doc["native"].to_list(),
+            doc["dob"].to_list(),
+            doc["t_dob"].to_list(),
+            strict=True,
+        )
+    ]
+    born = (
+        p.select("party_key", "dob", pl.col("name").alias("p_name"))
+        .drop_nulls()
+        .filter(pl.col("p_name") != "")
+        .unique()
+        .join(t.select("rec", "dob", "name", "native").drop_nulls("dob"), on="dob")
+    )
+    agree = [
+        names_agree(a, c if c else (b or ""), 2)
+        for a, b, c in zip(
+            born["p_name"].to_list(),
+            born["name"].to_list(),
+            born["native"].to_list(),
+            strict=True,
+        )
+    ]
+    return pl.concat(
+        [
+            doc.filter(pl.Series(doc_ok, dtype=pl.Boolean)).select(
+                "rec", "party_key", pl.lit("document").alias("evidence")
+            ),
+            born.filter(pl.Series(agree, dtype=pl.Boolean)).select(
+                "rec", "party_key", pl.lit("birth_name").alias("evidence")
+            ),
+        ]
+    )
+
+
 class TravellerIndex:
     """The traveller records' comparison keys (`_traveller_keys`), the name keys
     no namesake shares, and hash indexes value -> rows on every blocking key, so
     that a few parties are compared only with the records sharing a key with them
     (the same links as against all records)."""
 
-    BLOCKING = ("phone", "email", "address", "block", "name", "native")
+    BLOCKING = ("phone", "email", "address", "block", "name", "native", "doc", "dob")
 
     def __init__(self, travellers: pl.DataFrame):
         self.travellers = travellers
@@ -263,13 +358,10 @@ class TravellerIndex:
             ).with_row_index("__i")
             self._index = {}
             for col in self.BLOCKING:
-                grouped = (
-                    frame.select(col, "__i")
-                    .drop_nulls()
-                    .filter(pl.col(col) != "")
-                    .group_by(col)
-                    .agg("__i")
-                )
+                values = frame.select(col, "__i").drop_nulls()
+                if values.schema[col] == pl.String:
+                    values = values.filter(pl.col(col) != "")
+                grouped = values.group_by(col).agg("__i")
                 self._index[col] = dict(
                     zip(grouped[col].to_list(), grouped["__i"].to_list(), strict=True)
                 )
@@ -330,10 +422,13 @@ def link_travellers(
                 _pairs(p, t, "email", "email"),
                 _pairs(p, t, "address", "address_exact"),
                 _fuzzy_addresses(p, t),
+                _identity_pairs(p, t),
             ]
         )
         .group_by("rec", "party_key")
         .agg(
+            (pl.col("evidence") == "document").any().alias("document"),
+            (pl.col("evidence") == "birth_name").any().alias("birth"),
             (pl.col("evidence") == "phone").any().alias("phone"),
             (pl.col("evidence") == "phone_shared").any().alias("phone_shared"),
             pl.col("evidence").is_in(["email", "email_shared"]).any().alias("email"),
@@ -390,6 +485,8 @@ def link_travellers(
         .unique()
         .join(contacts, on=["rec", "party_key"], how="anti")
         .with_columns(
+            pl.lit(False).alias("document"),
+            pl.lit(False).alias("birth"),
             pl.lit(False).alias("phone"),
             pl.lit(False).alias("phone_shared"),
             pl.lit(False).alias("email"),
@@ -410,13 +507,38 @@ def link_travellers(
         ],
         how="diagonal",
     ).join(companies, on="party_key", how="left")
+    # Born on another day: not the same person, whatever the name says.
+    conflict = (
+        found.select("rec", "party_key")
+        .join(p.select("party_key", pl.col("dob").alias("p_dob")).drop_nulls(), on="party_key")
+        .join(t.select("rec", pl.col("dob").alias("t_dob")).drop_nulls(), on="rec")
+        .group_by("rec", "party_key")
+        .agg((pl.col("p_dob") != pl.col("t_dob")).all().alias("__other_person"))
+    )
+    found = (
+        found.join(conflict, on=["rec", "party_key"], how="left")
+        .with_columns(pl.col("__other_person").fill_null(False))
+        .with_columns((pl.col(c) & ~pl.col("__other_person")).alias(c) for c in ("name", "initial"))
+        .filter(
+            pl.col("document")
+            | pl.col("birth")
+            | pl.col("phone")
+            | pl.col("phone_shared")
+            | pl.col("email")
+            | pl.col("addr_exact")
+            | pl.col("addr_shared")
+            | pl.col("addr_fuzzy")
+            | pl.col("name")
+        )
+    )
     c = CONFIDENCE
     phone = pl.col("phone") | pl.col("phone_shared")
     addr = pl.col("addr_exact") | pl.col("addr_shared") | pl.col("addr_fuzzy")
     any_name = pl.col("name") | pl.col("initial")
     contact = phone | pl.col("email")
+    identity = pl.col("document") | pl.col("birth")
     kind = (
-        pl.when(any_name & (contact | addr))
+        pl.when(identity | (any_name & (contact | addr)))
         .then(pl.lit("same_person"))
         .when(contact)
         .then(pl.lit("phone"))
@@ -425,8 +547,12 @@ def link_travellers(
         .otherwise(pl.lit("name_variant"))
     )
     confidence = (
-        pl.when(pl.col("name") & phone)
+        pl.when(pl.col("document"))
+        .then(c["document"])
+        .when(pl.col("name") & phone)
         .then(c["name_phone"])
+        .when(pl.col("birth"))
+        .then(c["birth_name"])
         .when(pl.col("initial") & phone)
         .then(c["initial_phone"])
         .when(any_name & addr)

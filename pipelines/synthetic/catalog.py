@@ -600,8 +600,69 @@ SURNAMES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("Khamidov", "Hamidov", "Xamidov"), "Хамидов"),
     (("Mukhamedov", "Muhamedov", "Mukhammedov"), "Мухамедов"),
     (("Safarov", "Safarow"), "Сафаров"),
+    (("Bakirov", "Bakyrov", "Bokirov"), "Бакиров"),
+    (("Tursunov", "Tursunow", "Tursinov"), "Турсунов"),
+    (("Nematov", "Nemattov", "Ne'matov"), "Нематов"),
+    (("Usmanov", "Usmonov", "Usmanow"), "Усманов"),
+    (("Khasanov", "Hasanov", "Xasanov"), "Хасанов"),
+    (("Khusainov", "Husainov", "Khusaynov"), "Хусаинов"),
+    (("Zakirov", "Zokirov", "Zakirow"), "Закиров"),
+    (("Rashidov", "Rashidow", "Rashydov"), "Рашидов"),
+    (("Aliev", "Aliyev", "Aliew"), "Алиев"),
+    (("Valiev", "Valiyev", "Voliev"), "Валиев"),
+    (("Mirzaev", "Mirzayev", "Mirzoyev"), "Мирзаев"),
+    (("Sadykov", "Sadikov", "Sodiqov"), "Садыков"),
+    (("Ibragimov", "Ibrogimov", "Ibragimow"), "Ибрагимов"),
+    (("Sharafutdinov", "Sharafutdinow", "Sharofutdinov"), "Шарафутдинов"),
+    (("Kenzhebaev", "Kenjebaev", "Kenzhebayev"), "Кенжебаев"),
+    (("Suleimenov", "Suleymenov", "Sulejmenov"), "Сулейменов"),
+    (("Akhmetov", "Ahmetov", "Akhmetow"), "Ахметов"),
+    (("Zhakupov", "Jakupov", "Zhakypov"), "Жакупов"),
+    (("Mukanov", "Muqanov", "Mukanow"), "Муканов"),
+    (("Bekturganov", "Bekturgenov", "Bekturganow"), "Бектурганов"),
+    (("Iskakov", "Yskakov", "Iskaqov"), "Искаков"),
+    (("Kuanyshev", "Kuanishev", "Quanyshev"), "Куанышев"),
+    (("Temirbekov", "Temirbekow", "Temyrbekov"), "Темирбеков"),
+    (("Asanov", "Asanow"), "Асанов"),
+    (("Osmonov", "Osmanov", "Osmonow"), "Осмонов"),
+    (("Abdykadyrov", "Abdikadirov", "Abdykadyrow"), "Абдыкадыров"),
+    (("Dzhumaliev", "Jumaliev", "Zhumaliev"), "Джумалиев"),
+    (("Mamatov", "Mamatow", "Momatov"), "Маматов"),
+    (("Nazriev", "Nazriyev", "Nazrieu"), "Назриев"),
+    (("Davlatov", "Davlatow", "Dawlatov"), "Давлатов"),
+    (("Rajabov", "Radzhabov", "Rajabow"), "Раджабов"),
+    (("Sanginov", "Sanginow"), "Сангинов"),
+    (("Qodirov", "Kadyrov", "Kodirov"), "Кодиров"),
+    (("Nurmatov", "Nurmatow"), "Нурматов"),
+    (("Berdiev", "Berdiyev", "Berdyev"), "Бердиев"),
+    (("Charyev", "Chariev", "Charyyev"), "Чарыев"),
+    (("Annaev", "Annayev", "Annaew"), "Аннаев"),
+    (("Gurbanov", "Gurbanow", "Gurbonov"), "Гурбанов"),
+    (("Smirnov", "Smirnow"), "Смирнов"),
+    (("Kuznetsov", "Kuznecov", "Kuznetsow"), "Кузнецов"),
+    (("Popov", "Popow"), "Попов"),
+    (("Sokolov", "Sokolow"), "Соколов"),
+    (("Volkov", "Volkow", "Wolkow"), "Волков"),
+    (("Morozov", "Morozow"), "Морозов"),
+    (("Pak",), "Пак"),
+    (("Li", "Lee"), "Ли"),
+    (("Shin", "Shinn"), "Шин"),
+    (("Yildiz", "Yildyz", "Iyldiz"), "Йылдыз"),
+    (("Kaya", "Qaya"), "Кая"),
+    (("Wang", "Van"), "Ван"),
+    (("Hamidi", "Khamidi"), "Хамиди"),
+    (("Rahimi", "Rakhimi"), "Рахими"),
+    (("Sultanbekov", "Sultanbekow", "Sultonbekov"), "Султанбеков"),
+    (("Myrzakhmetov", "Mirzakhmetov", "Myrzahmetov"), "Мырзахметов"),
+    (("Ospanov", "Ospanow", "Uspanov"), "Оспанов"),
+    (("Bayramov", "Bairamov", "Bayramow"), "Байрамов"),
+    (("Gafurov", "Gafurow", "G'afurov"), "Гафуров"),
+    (("Yakubov", "Iakubov", "Yoqubov"), "Якубов"),
+    (("Fayzullaev", "Faizullaev", "Fayzullayev"), "Файзуллаев"),
+    (("Tadzhibaev", "Tajibaev", "Tojiboev"), "Таджибаев"),
 )
-GIVEN_NAMES: tuple[tuple[str, str], ...] = (
+# Male names first (they also make patronymics), then female ones.
+MALE_NAMES: tuple[tuple[str, str], ...] = (
     ("Aziz", "Азиз"),
     ("Bakhtiyar", "Бахтияр"),
     ("Rustam", "Рустам"),
@@ -622,6 +683,38 @@ GIVEN_NAMES: tuple[tuple[str, str], ...] = (
     ("Alexander", "Александр"),
     ("Dmitry", "Дмитрий"),
     ("Maksat", "Максат"),
+    ("Akmal", "Акмал"),
+    ("Anvar", "Анвар"),
+    ("Bobur", "Бобур"),
+    ("Davron", "Даврон"),
+    ("Eldor", "Элдор"),
+    ("Ibrokhim", "Иброхим"),
+    ("Kairat", "Кайрат"),
+    ("Marat", "Марат"),
+    ("Murat", "Мурат"),
+    ("Nodir", "Нодир"),
+    ("Otabek", "Отабек"),
+    ("Ruslan", "Руслан"),
+    ("Sanjar", "Санжар"),
+    ("Talgat", "Талгат"),
+    ("Umid", "Умид"),
+    ("Yerzhan", "Ержан"),
+    ("Zafar", "Зафар"),
+    ("Bakyt", "Бакыт"),
+    ("Kanat", "Канат"),
+    ("Serik", "Серик"),
+    ("Vladimir", "Владимир"),
+    ("Andrey", "Андрей"),
+    ("Oleg", "Олег"),
+    ("Igor", "Игорь"),
+    ("Abdulla", "Абдулла"),
+    ("Firdavs", "Фирдавс"),
+    ("Khurshed", "Хуршед"),
+    ("Parviz", "Парвиз"),
+    ("Suhrob", "Сухроб"),
+    ("Dovlet", "Довлет"),
+)
+FEMALE_NAMES: tuple[tuple[str, str], ...] = (
     ("Gulnara", "Гульнара"),
     ("Aigerim", "Айгерим"),
     ("Dilnoza", "Дильноза"),
@@ -634,8 +727,46 @@ GIVEN_NAMES: tuple[tuple[str, str], ...] = (
     ("Malika", "Малика"),
     ("Olga", "Ольга"),
     ("Kamila", "Камила"),
+    ("Ainur", "Айнур"),
+    ("Asel", "Асель"),
+    ("Dinara", "Динара"),
+    ("Feruza", "Феруза"),
+    ("Gulsara", "Гульсара"),
+    ("Indira", "Индира"),
+    ("Lola", "Лола"),
+    ("Mokhira", "Мохира"),
+    ("Nigora", "Нигора"),
+    ("Sevara", "Севара"),
+    ("Shakhnoza", "Шахноза"),
+    ("Tatyana", "Татьяна"),
+    ("Natalya", "Наталья"),
+    ("Yulia", "Юлия"),
+    ("Zhanar", "Жанар"),
+    ("Bibigul", "Бибигуль"),
+    ("Gulshan", "Гульшан"),
+    ("Nasiba", "Насиба"),
+    ("Raushan", "Раушан"),
+    ("Aygul", "Айгуль"),
 )
-N_MALE_GIVEN = 20
+GIVEN_NAMES: tuple[tuple[str, str], ...] = MALE_NAMES + FEMALE_NAMES
+N_MALE_GIVEN = len(MALE_NAMES)
+
+
+def patronymic(father: int, female: bool) -> tuple[str, str]:
+    """Russian-style patronymic (Latin passport spelling, Cyrillic) from the
+    father's given name (index into MALE_NAMES): Rustam -> Rustamovich /
+    Рустамович, Rustamovna / Рустамовна; Sergey -> Sergeevich / Сергеевич."""
+    lat, cyr = MALE_NAMES[father]
+    if cyr.endswith(("й", "ь")):
+        stem_c, stem_l, soft = cyr[:-1], lat[:-1], True
+    elif cyr.endswith(("а", "я")):
+        stem_c, stem_l, soft = cyr, lat, True
+    else:
+        stem_c, stem_l, soft = cyr, lat, False
+    if soft:
+        return (stem_l + ("evna" if female else "evich"), stem_c + ("евна" if female else "евич"))
+    return (stem_l + ("ovna" if female else "ovich"), stem_c + ("овна" if female else "ович"))
+
 
 COMPANY_WORD1: tuple[tuple[tuple[str, ...], str], ...] = (
     (("Altyn", "Altin"), "Алтын"),

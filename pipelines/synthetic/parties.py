@@ -66,6 +66,36 @@ def tax_ids(rng: np.random.Generator, countries: np.ndarray) -> np.ndarray:
     return out
 
 
+DOC_PREFIX = {
+    "KZ": "N",
+    "UZ": "FA",
+    "KG": "AC",
+    "TJ": "40",
+    "TM": "A",
+    "RU": "75",
+    "TR": "U",
+    "CN": "E",
+}
+ID_CARD_PREFIX = {"KZ": "0", "UZ": "AD", "KG": "ID", "TJ": "A", "TM": "I", "RU": "45"}
+
+
+def document_numbers(
+    rng: np.random.Generator, countries: np.ndarray, *, id_card: bool = False
+) -> np.ndarray:
+    """Passport (or national ID card) numbers in each country's format."""
+    digits = rng.integers(10**7, 10**8, len(countries))
+    table = ID_CARD_PREFIX if id_card else DOC_PREFIX
+    return np.array(
+        [f"{table.get(str(c), 'P')}{d}" for c, d in zip(countries, digits, strict=True)],
+        dtype=object,
+    )
+
+
+def birth_days(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Dates of birth of adults, as days since 1970-01-01 (born 1955 to 2003)."""
+    return rng.integers(-5_480, 12_050, n)
+
+
 def addresses(rng: np.random.Generator, countries: np.ndarray, cyrillic: np.ndarray) -> np.ndarray:
     n = len(countries)
     out = np.empty(n, dtype=object)
@@ -141,8 +171,9 @@ def companies(rng: np.random.Generator, countries: np.ndarray) -> dict[str, np.n
 
 def person_parts(
     rng: np.random.Generator, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Surname index, alternative-spelling index, given-name index, female flag."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Surname index, alternative-spelling index, given-name index, female flag,
+    father's given-name index (the patronymic)."""
     sur = rng.integers(0, len(cat.SURNAMES), n)
     female = rng.random(n) < 0.35
     given = np.where(
@@ -152,7 +183,17 @@ def person_parts(
     )
     n_sp = np.array([len(s[0]) for s in cat.SURNAMES])[sur]
     spelling = np.where(n_sp > 1, 1 + rng.integers(0, 8, n) % np.maximum(n_sp - 1, 1), 0)
-    return sur, spelling, given, female
+    father = rng.integers(0, cat.N_MALE_GIVEN, n)
+    return sur, spelling, given, female, father
+
+
+def patronymics(father: np.ndarray, female: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latin and Cyrillic patronymics (see `catalog.patronymic`)."""
+    pairs = [cat.patronymic(int(f), bool(w)) for f, w in zip(father, female, strict=True)]
+    return (
+        np.array([p[0] for p in pairs], dtype=object),
+        np.array([p[1] for p in pairs], dtype=object),
+    )
 
 
 def surname_latin(sur: np.ndarray, spelling: np.ndarray, female: np.ndarray) -> np.ndarray:
@@ -173,8 +214,10 @@ def surname_cyr(sur: np.ndarray, female: np.ndarray) -> np.ndarray:
 
 def individuals(rng: np.random.Generator, n: int, entrepreneur: bool) -> dict[str, np.ndarray]:
     """Persons (private or sole traders, 'ИП'), four name variants each:
-    Cyrillic full, Latin passport spelling, Latin variant spelling, Cyrillic initial."""
-    sur, spelling, given, female = person_parts(rng, n)
+    Cyrillic full with patronymic, Latin passport spelling, Latin variant spelling
+    with patronymic, Cyrillic surname with initials ("Абдуллаев А.Р.")."""
+    sur, spelling, given, female, father = person_parts(rng, n)
+    p_lat, p_cyr = patronymics(father, female)
     lat0 = surname_latin(sur, np.zeros(n, dtype=np.int64), female)
     lat_alt = surname_latin(sur, spelling, female)
     cyr = surname_cyr(sur, female)
@@ -185,11 +228,12 @@ def individuals(rng: np.random.Generator, n: int, entrepreneur: bool) -> dict[st
     lat1 = np.where(uses_variant, lat_alt, lat0)
     pre_c, pre_l = ("ИП ", "IP ") if entrepreneur else ("", "")
     names = np.empty((n, N_VARIANTS), dtype=object)
-    names[:, 0] = [f"{pre_c}{s} {g}" for s, g in zip(cyr, g_cyr, strict=True)]
+    names[:, 0] = [f"{pre_c}{s} {g} {f}" for s, g, f in zip(cyr, g_cyr, p_cyr, strict=True)]
     names[:, 1] = [f"{pre_l}{s} {g}" for s, g in zip(lat1, g_lat, strict=True)]
-    names[:, 2] = [f"{s} {g}".upper() for s, g in zip(lat_alt, g_lat, strict=True)]
-    names[:, 3] = [f"{s} {g[0]}." for s, g in zip(cyr, g_cyr, strict=True)]
+    names[:, 2] = [f"{s} {g} {f}".upper() for s, g, f in zip(lat_alt, g_lat, p_lat, strict=True)]
+    names[:, 3] = [f"{s} {g[0]}.{f[0]}." for s, g, f in zip(cyr, g_cyr, p_cyr, strict=True)]
     return {
+        "father": father,
         "names": names,
         "latin": lat1,
         "sur": sur,
@@ -240,10 +284,18 @@ class PartyBook:
             given = np.full(n, -1)
             female = np.zeros(n, dtype=bool)
             uses_variant = np.zeros(n, dtype=bool)
+            father = np.full(n, -1)
+            dob = np.full(n, None, dtype=object)
+            passport = np.full(n, None, dtype=object)
+            id_card = np.full(n, None, dtype=object)
         else:
             made = individuals(rng, n, entrepreneur)
             sur, given = made["sur"], made["given"]
             female, uses_variant = made["female"], made["uses_variant"]
+            father = made["father"]
+            dob = birth_days(rng, n).astype(object)
+            passport = document_numbers(rng, countries)
+            id_card = document_numbers(rng, countries, id_card=True)
         home = np.isin(countries, list(cat.LEGAL_FORMS))
         cyr = home & (rng.random(n) < cyrillic_share)
         if primary_latin is None:
@@ -267,6 +319,10 @@ class PartyBook:
                 "given": given.astype(np.int64),
                 "female": female,
                 "uses_variant": uses_variant,
+                "father": father.astype(np.int64),
+                "dob": ser(dob, dtype=pl.Int64).cast(pl.Int32).cast(pl.Date),
+                "passport": ser(passport, dtype=pl.String),
+                "id_card": ser(id_card, dtype=pl.String),
             }
         )
         self.frames.append(frame)

@@ -45,6 +45,13 @@ ROLES: dict[str, tuple[float, float]] = {
 }
 
 
+# Shares of a natural person's mentions without a date of birth, with the
+# passport's number, with the ID card's number (the rest: no document).
+NO_BIRTH_DATE = 0.2
+PASSPORT_SHARE = 0.5
+ID_CARD_SHARE = 0.25
+
+
 def role_columns(
     rng: np.random.Generator,
     parties: pl.DataFrame,
@@ -65,6 +72,18 @@ def role_columns(
         f"{role}_phone": p["phone"].set(ser(rng.random(n) < null_phone), None),
         f"{role}_email": p["email"].set(ser(rng.random(n) < 0.3), None),
     }
+    # A natural person (sole trader, private importer) is identified on the
+    # declaration by date of birth and an identity document: the passport, or
+    # the national ID card, not always filled in.
+    u = rng.random(n)
+    cols[f"{role}_birth_date"] = p["dob"].set(ser(rng.random(n) < NO_BIRTH_DATE), None)
+    cols[f"{role}_document_number"] = pl.select(
+        pl.when(pl.lit(ser(u < PASSPORT_SHARE)))
+        .then(pl.lit(p["passport"]))
+        .when(pl.lit(ser(u < PASSPORT_SHARE + ID_CARD_SHARE)))
+        .then(pl.lit(p["id_card"]))
+        .alias("d")
+    )["d"]
     if role != "declarant":
         cols[f"{role}_country"] = p["country"].set(ser(rng.random(n) < 0.04), None)
     return cols

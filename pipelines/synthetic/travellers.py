@@ -13,7 +13,10 @@ from pipelines.synthetic.lawful import Traders
 from pipelines.synthetic.parties import (
     PartyBook,
     addresses,
+    birth_days,
+    document_numbers,
     emails,
+    patronymics,
     phones,
 )
 from pipelines.synthetic.timeline import US_PER_DAY, sample_days, ser, strs
@@ -21,16 +24,6 @@ from pipelines.synthetic.typologies import CourierTrip
 
 NATIONALITY = ("KZ", "UZ", "KG", "TJ", "TM", "RU", "TR", "CN", "AF", "IN", "KR", "DE")
 NATIONALITY_P = (0.36, 0.28, 0.12, 0.08, 0.04, 0.05, 0.02, 0.02, 0.01, 0.01, 0.005, 0.005)
-DOC_PREFIX = {
-    "KZ": "N",
-    "UZ": "FA",
-    "KG": "AC",
-    "TJ": "40",
-    "TM": "A",
-    "RU": "75",
-    "TR": "U",
-    "CN": "E",
-}
 PAYMENTS = ("card", "cash", "bank_transfer", "invoice", "miles", "other")
 PAYMENTS_P = (0.58, 0.2, 0.08, 0.06, 0.04, 0.04)
 UTC = pl.Datetime("us", "UTC")
@@ -147,6 +140,15 @@ def generate_travellers(
     female = np.concatenate(
         [p_female[who], pinfo["female"].to_numpy(), [t.female for t in trips]]
     ).astype(bool)
+    courier_party = np.array([t.party for t in trips], dtype=np.int64)
+    cinfo = parties[courier_party]
+    father = np.concatenate(
+        [
+            rng.integers(0, cat.N_MALE_GIVEN, n_persons)[who],
+            pinfo["father"].to_numpy(),
+            cinfo["father"].to_numpy(),
+        ]
+    ).astype(int)
     # Staff and courier associates are other people.
     anon = sur < 0
     sur[anon] = rng.integers(0, len(cat.SURNAMES), int(anon.sum()))
@@ -154,6 +156,12 @@ def generate_travellers(
     staff_m = np.zeros(n, dtype=bool)
     staff_m[n_gen : n_gen + n_link] = ~is_ip
     sur[staff_m] = rng.integers(0, len(cat.SURNAMES), int(staff_m.sum()))
+    other = anon | staff_m
+    father[other] = rng.integers(0, cat.N_MALE_GIVEN, int(other.sum()))
+    # Records of a party travelling himself: his own date of birth and passport.
+    self_m = np.zeros(n, dtype=bool)
+    self_m[n_gen : n_gen + n_link] = is_ip
+    self_m[n_gen + n_link :] = ~anon[n_gen + n_link :]
     person = np.concatenate([who, n_persons + np.arange(n_link + n_courier)])
     # Person-level attributes (by person id so frequent flyers stay consistent).
     n_pid = n_persons + n_link + n_courier
@@ -162,21 +170,28 @@ def generate_travellers(
     nat_p[n_persons:] = np.concatenate(
         [pinfo["country"].to_numpy(), [str(parties["country"][t.party]) for t in trips]]
     )
-    dob_p = rng.integers(-5_500, 12_400, n_pid)  # days since 1970
-    doc_digits = rng.integers(10**7, 10**8, n_pid)
-    doc_p = np.array(
-        [f"{DOC_PREFIX.get(str(c), 'P')}{d}" for c, d in zip(nat_p, doc_digits, strict=True)],
-        dtype=object,
-    )
+    dob_p = birth_days(rng, n_pid)
+    doc_p = document_numbers(rng, nat_p)
+    patr_in_latin_p = rng.random(n_pid) < 0.3  # passports that print the patronymic
     phone_p = phones(rng, nat_p)
     nationality = nat_p[person]
+    dob = dob_p[person]
+    doc = doc_p[person]
+    own = pl.concat([pinfo, cinfo]).select(
+        pl.col("dob").cast(pl.Int32).cast(pl.Int64), "passport", "email"
+    )
+    self_own = self_m[n_gen:]
+    dob[n_gen:][self_own] = own["dob"].to_numpy()[self_own]
+    doc[n_gen:][self_own] = own["passport"].to_numpy()[self_own]
     lat = np.where(female, LAT_F[sur], LAT[sur])
     cyr = np.where(female, CYR_F[sur], CYR[sur])
     g_lat = np.array([g for g, _ in cat.GIVEN_NAMES], dtype=object)[given]
     g_cyr = np.array([g for _, g in cat.GIVEN_NAMES], dtype=object)[given]
+    f_lat, f_cyr = patronymics(father, female)
     surname = strs(lat).str.to_uppercase()
-    given_names = strs(g_lat).str.to_uppercase()
-    native = (strs(cyr) + " " + strs(g_cyr)).set(ser(rng.random(n) < 0.2), None)
+    with_patr = patr_in_latin_p[person]
+    given_names = strs(np.where(with_patr, g_lat + " " + f_lat, g_lat)).str.to_uppercase()
+    native = (strs(cyr) + " " + strs(g_cyr) + " " + strs(f_cyr)).set(ser(rng.random(n) < 0.2), None)
     # Contacts.
     phone = phone_p[person].astype(object)
     phone[rng.random(n) < 0.3] = None
@@ -184,6 +199,10 @@ def generate_travellers(
     has_addr = rng.random(n) < 0.25
     addr[has_addr] = addresses(rng, nationality[has_addr], rng.random(int(has_addr.sum())) < 0.6)
     email = emails(rng, lat, 0.45)
+    # A trader travelling himself books with his business e-mail now and then.
+    own_email = own["email"].to_numpy().astype(object)
+    use_own = self_own & (rng.random(len(self_own)) < 0.3) & (own_email != None)  # noqa: E711
+    email[n_gen:][use_own] = own_email[use_own]
     lk = slice(n_gen, n_gen + n_link)
     l_phone = pinfo["phone"].to_numpy().astype(object)
     l_addr = pinfo["address"].to_numpy().astype(object)
@@ -254,10 +273,10 @@ def generate_travellers(
             "surname": surname,
             "given_names": given_names,
             "name_native": native,
-            "date_of_birth": ser(dob_p[person]).cast(pl.Date),
+            "date_of_birth": ser(dob).cast(pl.Int32).cast(pl.Date),
             "nationality": strs(nationality),
             "document_type": ser(doc_type),
-            "document_number": strs(doc_p[person]),
+            "document_number": strs(doc),
             "document_country": strs(doc_country),
             "booked_at": booked_s,
             "departure_at": ser(dep).cast(UTC),
