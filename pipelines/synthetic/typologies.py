@@ -185,11 +185,17 @@ class Ctx:
         return f"NW{self.n_networks:05d}"
 
     def days_in(self, n: int, span: tuple[int, int]) -> np.ndarray:
-        """n sorted days inside a window of `span` days placed at random."""
+        """n sorted days of a campaign lasting a random number of days within `span`.
+        A campaign may have begun before the period or go on after it (at least half
+        of it lies inside), so that networks are as active at the ends of the period
+        as in its middle: the newest months, which models are tested on, hold their
+        share of trafficking. The n shipments fall on the campaign's days inside."""
         length = int(self.rng.integers(span[0], span[1] + 1))
         length = min(length, self.days)
-        lo = int(self.rng.integers(0, max(self.days - length, 1)))
-        return np.sort(lo + self.rng.integers(0, length, n))
+        half = length // 2
+        start = int(self.rng.integers(-half, max(self.days - half, 1)))
+        lo, hi = max(start, 0), min(start + length, self.days)
+        return np.sort(lo + self.rng.integers(0, max(hi - lo, 1), n))
 
     def established(
         self, individual: bool | None = False, partners: tuple[str, ...] | None = None
