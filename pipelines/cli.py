@@ -201,6 +201,7 @@ def features(data: DataOption = None, as_json: JsonOption = False) -> None:
 from pipelines.cli_serving import register  # noqa: E402
 
 register(app)
+app.command("demo-serve")(__import__("pipelines.cli_demo").cli_demo.demo_serve)
 
 watchlist_app = typer.Typer(
     help="Load watchlists (UN Security Council list, national lists).", no_args_is_help=True
@@ -387,25 +388,44 @@ def promote(
         str, typer.Option("--by", envvar="USER", help="Who promotes (recorded).")
     ] = "unknown",
 ) -> None:
-    """Make a version the champion after comparing it with the current champion."""
-    from pipelines.modelling import PromotionRefusedError, run_promote
+    """Make a version the champion after comparing it with the current champion;
+    recorded with who and why in the operational database and its audit log."""
+    from models.assess import MissingInputError
+    from models.promotion import PromotionError
+    from pipelines.cli_serving import open_database
+    from pipelines.modelling import rules_baseline
+    from serving.promotions import promote_model
 
     if not version:
         _fail("--version is required")
     layout = _layout(data)
+    engine, factory, _ = open_database(data)
     try:
-        promo = run_promote(layout, version, who=who, reason=reason, force=force)
-    except PromotionRefusedError as exc:
+        with factory() as session:
+            done = promote_model(
+                session,
+                layout,
+                version,
+                who=who,
+                reason=reason,
+                force=force,
+                via="cli",
+                baseline=rules_baseline(layout),
+            )
+    except (PromotionError, MissingInputError, ValueError) as exc:
         _fail(str(exc))
         return
+    finally:
+        engine.dispose()
+    promo = done.promotion
     _print_evaluation(promo.challenger)
     if promo.champion is not None:
         out.print(f"Champion until now: version {promo.previous}, on the same test window:")
         _print_evaluation(promo.champion)
     out.print(
-        f"Version {promo.version} is now the champion (by {who}"
-        + (f"; forced: {reason}" if promo.forced else "")
-        + ")."
+        f"Version {promo.version} is now the champion (by {promo.who}"
+        + (f"; forced: {promo.reason}" if promo.forced else "")
+        + f"); audit entry {done.audit_seq}."
     )
 
 

@@ -26,7 +26,8 @@ DataOption = Annotated[
 ]
 
 
-def _session(data: Path | None) -> tuple[Engine, sessionmaker[Session], DataLayout]:
+def open_database(data: Path | None) -> tuple[Engine, sessionmaker[Session], DataLayout]:
+    """The operational database of the deployment, migrated to the newest schema."""
     from data_contracts.settings import DataLayout, Settings
     from serving.db import database_url, make_engine, session_factory, upgrade
 
@@ -35,6 +36,9 @@ def _session(data: Path | None) -> tuple[Engine, sessionmaker[Session], DataLayo
     engine = make_engine(database_url(settings, layout))
     upgrade(engine)
     return engine, session_factory(engine), layout
+
+
+_session = open_database  # the former name
 
 
 def serve(
@@ -79,7 +83,7 @@ def users_create(
     if role_value is Role.officer and not office:
         err.print("an officer needs --office")
         raise typer.Exit(2)
-    engine, factory, _layout = _session(data)
+    engine, factory, _layout = open_database(data)
     try:
         with factory() as session:
             create_user(
@@ -104,7 +108,7 @@ def audit_verify(data: DataOption = None) -> None:
     """Check the audit log's hash chain; name the first broken entry (exit 1)."""
     from serving.services import verify_audit
 
-    engine, factory, _layout = _session(data)
+    engine, factory, _layout = open_database(data)
     try:
         with factory() as session:
             n, result, seq = verify_audit(session)
@@ -127,7 +131,7 @@ def audit_replay(
     from serving.scoring import ModelHolder
     from serving.services import ServiceError, replay
 
-    engine, factory, layout = _session(data)
+    engine, factory, layout = open_database(data)
     holder = ModelHolder(Registry(layout.mlflow_db, layout.mlflow_artifacts))
     try:
         with factory() as session:

@@ -17,11 +17,24 @@ import polars as pl
 from data_contracts.settings import DataLayout
 from features.build import CONTEXT
 from features.registry import feature_set_version
+from models.assess import (
+    Assessment,
+    Baseline,
+    assess,
+    assess_version,
+    read_features,
+    read_outcomes,
+    read_truth,
+    registry,
+)
 from models.card import card_markdown, model_card
 from models.dataset import Split, Target, data_hash, labelled, matrix, time_split
-from models.evaluate import PRIMARY, Evaluation, evaluate
+from models.disparity import as_json as disparity_json
+from models.disparity import plot_disparity, selection_by_group
+from models.evaluate import Evaluation
 from models.explain import contributions, explain_frame
-from models.registry import CHALLENGER, CHAMPION, Registry
+from models.promotion import Promotion, PromotionRefusedError, promote
+from models.registry import CHALLENGER, CHAMPION
 from models.report import (
     capacity_curve,
     plot_calibration,
@@ -32,16 +45,11 @@ from models.report import (
     write_report,
 )
 from models.train import TrainConfig, fit, predict, training_columns
-from pipelines.features import FEATURES_FILE, MissingInputError
 from pipelines.validate import write_parquet
 
 Say = Callable[[str], None]
 SHAP_SAMPLE = 1_000
 EXPLAIN_SHARE = 0.10  # explained at scoring time: the riskiest 10 %; the rest on demand
-
-
-def registry(layout: DataLayout) -> Registry:
-    return Registry(layout.mlflow_db, layout.mlflow_artifacts)
 
 
 def code_version() -> str:
@@ -61,28 +69,9 @@ def code_version() -> str:
     return f"{version('caravan')}+{commit}" if commit else version("caravan")
 
 
-def read_features(layout: DataLayout) -> pl.DataFrame:
-    path = layout.features / FEATURES_FILE
-    if not path.exists():
-        raise MissingInputError(f"{path} is missing: run `caravan features` first")
-    return pl.read_parquet(path)
-
-
-def read_outcomes(layout: DataLayout) -> pl.DataFrame:
-    path = layout.validated / "outcomes.parquet"
-    if not path.exists():
-        raise MissingInputError(f"{path} is missing: run `caravan validate` first")
-    return pl.read_parquet(path)
-
-
 def _feature_set(layout: DataLayout) -> dict[str, Any]:
     path = layout.features / "feature_set.json"
     return dict(json.loads(path.read_text())) if path.exists() else {}
-
-
-def _truth(layout: DataLayout) -> pl.DataFrame | None:
-    path = layout.truth / "truth.parquet"
-    return pl.read_parquet(path) if path.exists() else None
 
 
 def _rules_scores(layout: DataLayout, window: pl.DataFrame) -> np.ndarray | None:
@@ -104,6 +93,11 @@ def _rules_scores(layout: DataLayout, window: pl.DataFrame) -> np.ndarray | None
     return joined["p_rule"].fill_null(0.0).to_numpy()
 
 
+def rules_baseline(layout: DataLayout) -> Baseline:
+    """The synthetic world's rules-only policy, compared beside the model."""
+    return lambda window: _rules_scores(layout, window)
+
+
 def _evaluate_on(
     layout: DataLayout,
     booster: Any,
@@ -113,45 +107,39 @@ def _evaluate_on(
     folder: Path,
 ) -> tuple[Evaluation, Path]:
     """Evaluate on the test window and write the report with its plots."""
-    names = list(booster.feature_name())
-    x_test = matrix(test, names)
-    scores = predict(booster, x_test)
-    start, end = test["declared_at"].min(), test["declared_at"].max()
-    window = features.filter(pl.col("declared_at").is_between(start, end))
-    window_scores = predict(booster, matrix(window, names))
-    truth = _truth(layout)
-    ev = evaluate(
-        model_version=version,
-        test=test,
-        test_scores=scores,
-        window_shipments=window,
-        window_scores=window_scores,
-        rules_scores=_rules_scores(layout, window) if truth is not None else None,
-        truth=truth,
-    )
+    a = assess(booster, version, test, features, read_truth(layout), rules_baseline(layout))
+    return a.evaluation, _write_report(a, folder)
+
+
+def _write_report(a: Assessment, folder: Path) -> Path:
+    ev, scores, labels, random = a.evaluation, a.test_scores, a.labels, a.random_share
     folder.mkdir(parents=True, exist_ok=True)
-    labels = test["label"].to_numpy().astype(float)
     curves = {"all inspected": capacity_curve(scores, labels)}
-    random = (test["selection_method"] == "random").to_numpy()
     if labels[random].sum() > 0:
         curves["random share"] = capacity_curve(scores[random], labels[random])
-    if truth is not None:
-        bad = window.select("shipment_id").join(
-            truth, on="shipment_id", how="left", maintain_order="left"
+    if a.truth is not None:
+        bad = a.window.select("shipment_id").join(
+            a.truth, on="shipment_id", how="left", maintain_order="left"
         )["is_trafficking"]
-        t = capacity_curve(window_scores, bad.fill_null(False).to_numpy().astype(float))
+        t = capacity_curve(a.window_scores, bad.fill_null(False).to_numpy().astype(float))
         curves["true (all shipments)"] = {"capacity": t["capacity"], "recall": t["recall"]}
     plot_capacity(curves, folder / "capacity.png")
     plot_calibration(ev, folder / "calibration.png")
     plot_scores(scores, labels, folder / "scores.png")
     plot_typologies(ev, folder / "typologies.png")  # only when the truth is known
+    x_test = a.x_test
     sample = (
         x_test[:SHAP_SAMPLE]
         if len(x_test) <= SHAP_SAMPLE
         else x_test[np.random.default_rng(0).choice(len(x_test), SHAP_SAMPLE, replace=False)]
     )
-    plot_shap(contributions(booster, sample), sample, names, folder / "shap_beeswarm.png")
-    return ev, write_report(ev, folder, _images(folder))
+    plot_shap(contributions(a.booster, sample), sample, a.names, folder / "shap_beeswarm.png")
+    by_group = selection_by_group(a.window, a.window_scores, k=DISPARITY_CAPACITY, truth=a.truth)
+    (folder / "disparity.json").write_text(
+        json.dumps(disparity_json(by_group, DISPARITY_CAPACITY), indent=2)
+    )
+    plot_disparity(by_group, folder / "disparity.png", DISPARITY_CAPACITY)
+    return write_report(ev, folder, _images(folder))
 
 
 @dataclass(frozen=True)
@@ -243,6 +231,9 @@ def run_train(
     return TrainRun(version, ev, report, trained.best_iteration, rows)
 
 
+DISPARITY_CAPACITY = 0.05
+
+
 def _images(folder: Path) -> dict[str, str]:
     names = {
         "capacity.png": "Precision and recall against capacity",
@@ -250,6 +241,7 @@ def _images(folder: Path) -> dict[str, str]:
         "scores.png": "Score distribution",
         "typologies.png": "Per-typology true recall",
         "shap_beeswarm.png": "SHAP beeswarm",
+        "disparity.png": "Selection rate by office and origin at 5% capacity",
     }
     return {t: f for f, t in names.items() if (folder / f).exists()}
 
@@ -267,48 +259,20 @@ def _flat_metrics(ev: Evaluation) -> dict[str, float]:
     return out
 
 
-def test_split_of(
-    layout: DataLayout, version_tags: dict[str, str], features: pl.DataFrame
-) -> pl.DataFrame:
-    """The test window a version was evaluated on, rebuilt from the current data."""
-    target = Target(version_tags.get("target", "arms"))
-    data = labelled(features, read_outcomes(layout), target)
-    start = dt.datetime.fromisoformat(version_tags["test_from"])
-    end = dt.datetime.fromisoformat(version_tags["test_to"])
-    return data.filter(pl.col("declared_at").is_between(start, end))
-
-
 def run_evaluate(
     layout: DataLayout, ref: str, *, window_of: str | None = None, say: Say | None = None
 ) -> tuple[Evaluation, Path]:
     """Evaluate version `ref` (number or alias) on its own test window, or on the
     test window of version `window_of` (to compare two versions side by side)."""
     say = say or (lambda _m: None)
-    reg = registry(layout)
-    booster, mv = reg.load(ref)
-    tags = reg.version(window_of).tags if window_of else mv.tags
-    features = read_features(layout)
-    test = test_split_of(layout, tags, features)
-    say(f"evaluating version {mv.version} on {test.height:,} inspected shipments")
+    say(f"evaluating version {ref}")
+    a, mv = assess_version(layout, ref, window_of=window_of, baseline=rules_baseline(layout))
     folder = (
         layout.reports
         / "evaluation"
         / (f"v{mv.version}" if not window_of else f"v{mv.version}-on-v{window_of}")
     )
-    return _evaluate_on(layout, booster, mv.version, test, features, folder)
-
-
-@dataclass(frozen=True)
-class Promotion:
-    version: str
-    previous: str | None
-    challenger: Evaluation
-    champion: Evaluation | None
-    forced: bool
-
-
-class PromotionRefusedError(Exception):
-    pass
+    return a.evaluation, _write_report(a, folder)
 
 
 def run_promote(
@@ -318,54 +282,12 @@ def run_promote(
     who: str,
     reason: str | None,
     force: bool = False,
-    say: Say | None = None,
 ) -> Promotion:
-    reg = registry(layout)
-    previous = reg.version(CHAMPION).version if reg.has_alias(CHAMPION) else None
-    challenger, _ = run_evaluate(layout, version, say=say)
-    champion = None
-    if previous is not None and previous != version:
-        champion, _ = run_evaluate(layout, previous, window_of=version, say=say)
-        worse = challenger.primary() < champion.primary()
-        if worse and not force:
-            raise PromotionRefusedError(
-                f"version {version} is worse than champion {previous} on recall at {PRIMARY} "
-                f"capacity ({challenger.primary():.3f} < {champion.primary():.3f}); "
-                "use --force --reason TEXT to promote anyway"
-            )
-        if worse and not reason:
-            raise PromotionRefusedError("--force needs --reason TEXT")
-    client = reg.client()
-    reg.set_alias(CHAMPION, version)
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    client.set_model_version_tag("caravan-risk", version, "promoted_by", who)
-    client.set_model_version_tag("caravan-risk", version, "promoted_at", stamp)
-    client.set_model_version_tag(
-        "caravan-risk",
-        version,
-        "promotion_reason",
-        reason or "better or equal on the primary metric",
+    """Promote without recording in the operational database (see `caravan promote`,
+    which records and audits it there too)."""
+    return promote(
+        layout, version, who=who, reason=reason, force=force, baseline=rules_baseline(layout)
     )
-    if previous:
-        client.set_model_version_tag("caravan-risk", version, "replaced", previous)
-    log = layout.reports / "promotions.jsonl"
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    "at": stamp,
-                    "version": version,
-                    "previous": previous,
-                    "by": who,
-                    "reason": reason,
-                    "forced": force,
-                    "primary_challenger": challenger.primary(),
-                    "primary_champion": champion.primary() if champion else None,
-                }
-            )
-            + "\n"
-        )
-    return Promotion(version, previous, challenger, champion, force)
 
 
 def run_score(
@@ -409,4 +331,14 @@ def run_score(
     return scores, layout.scores / "scores.parquet"
 
 
-__all__ = ["Split", "run_evaluate", "run_promote", "run_score", "run_train"]
+__all__ = [
+    "Promotion",
+    "PromotionRefusedError",
+    "Split",
+    "read_features",
+    "read_outcomes",
+    "run_evaluate",
+    "run_promote",
+    "run_score",
+    "run_train",
+]

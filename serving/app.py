@@ -32,12 +32,14 @@ from serving.routers import (
     decisions,
     health,
     ingest,
+    models,
     queue,
     rules,
     shipments,
     users,
     watchlists,
 )
+from serving.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +271,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)
-    for module in (ingest, shipments, queue, decisions, rules, watchlists, audit):
+    for module in (ingest, shipments, queue, decisions, rules, watchlists, audit, models):
         app.include_router(module.router)
+    mount_web(app)  # the pages at /web (a mounted sub-app: not part of the API schema)
     return app
 
 

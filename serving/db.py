@@ -115,8 +115,9 @@ def upgrade(url: str | URL | Engine, revision: str = "head") -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     finally:
-        if not isinstance(url, Engine):
-            engine.dispose()
+        # A migration may switch SQLite's per-connection pragmas (foreign keys off while
+        # tables are rebuilt): drop pooled connections; new ones get the usual pragmas.
+        engine.dispose()
 
 
 def write_lock(session: Session, name: str = "audit_log") -> None:

@@ -34,12 +34,37 @@ def frame_of(rows: Iterable[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
     return pl.DataFrame(data, schema=schema, orient="row")
 
 
-def _append(old: pl.DataFrame, new: pl.DataFrame, key: str) -> pl.DataFrame:
+# Appends one at a time pile up chunks; past this many they are merged (`_compact`).
+MAX_CHUNKS = 64
+
+
+def _compact(frame: pl.DataFrame) -> pl.DataFrame:
+    """Merge piled-up chunks: only those after the first when the first holds at least
+    half of the rows (so each row is copied O(log n) times, not once per append)."""
+    if frame.n_chunks() <= MAX_CHUNKS:
+        return frame
+    first = frame.to_series(0).chunk_lengths()[0]
+    if 2 * first < frame.height:
+        return frame.rechunk()
+    return pl.concat([frame.slice(0, first), frame.slice(first).rechunk()], rechunk=False)
+
+
+def _append(
+    old: pl.DataFrame, new: pl.DataFrame, key: str, held: set[Any] | None = None
+) -> pl.DataFrame:
+    """`new` after the rows of `old` with other keys. `held` (kept up to date here)
+    holds at least the keys of `old`: when none of the new keys is in it, the usual
+    case, the join over the whole of `old` is skipped."""
     if new.is_empty():
         return old
     new = _conform(new, old.schema)
-    kept = old.join(new.select(key), on=key, how="anti") if key else old
-    return pl.concat([kept, new], how="vertical", rechunk=False)
+    keys = new[key].to_list()
+    kept = old
+    if held is None or not held.isdisjoint(keys):
+        kept = old.join(new.select(key), on=key, how="anti")
+    if held is not None:
+        held.update(keys)
+    return _compact(pl.concat([kept, new], how="vertical", rechunk=False))
 
 
 class HistoryStore:
@@ -58,6 +83,14 @@ class HistoryStore:
         self._lock = threading.Lock()
         self._state_lock = threading.RLock()
         self._state: FeatureState | None = None
+        # The ids held in the history's frames (supersets), built on first append.
+        self._held: dict[tuple[str, str], set[Any]] = {}
+
+    def _keys(self, table: str, frame: pl.DataFrame, column: str) -> set[Any]:
+        held = self._held.get((table, column))
+        if held is None:
+            held = self._held[(table, column)] = set(frame[column].to_list())
+        return held
 
     @contextmanager
     def scoring(self) -> Iterator[FeatureState]:
@@ -100,11 +133,19 @@ class HistoryStore:
     def add_shipments(self, ships: pl.DataFrame, items: pl.DataFrame) -> None:
         with self._lock:
             h = self._history
-            ids = ships.select("shipment_id")
-            old_items = h.items.join(ids, on="shipment_id", how="anti")
+            item_ships = self._keys("items", h.items, "shipment_id")
+            old_items = h.items
+            if not item_ships.isdisjoint(ships["shipment_id"].to_list()):
+                old_items = h.items.join(ships.select("shipment_id"), on="shipment_id", how="anti")
+            item_ships.update(items["shipment_id"].to_list())
             self._history = History(
-                _append(h.shipments, ships, "shipment_id"),
-                _append(old_items, items, "item_id"),
+                _append(
+                    h.shipments,
+                    ships,
+                    "shipment_id",
+                    self._keys("ships", h.shipments, "shipment_id"),
+                ),
+                _append(old_items, items, "item_id", self._keys("items", h.items, "item_id")),
                 h.outcomes,
                 h.travellers,
                 h.watchlist,
@@ -121,7 +162,12 @@ class HistoryStore:
                 h.shipments,
                 h.items,
                 h.outcomes,
-                _append(h.travellers, travellers, "traveller_record_id"),
+                _append(
+                    h.travellers,
+                    travellers,
+                    "traveller_record_id",
+                    self._keys("travellers", h.travellers, "traveller_record_id"),
+                ),
                 h.watchlist,
             )
         self._update_state(traveller_rows=_conform(travellers, TRAVELLERS.polars_schema))
@@ -132,7 +178,12 @@ class HistoryStore:
             self._history = History(
                 h.shipments,
                 h.items,
-                _append(h.outcomes, outcomes, "outcome_id"),
+                _append(
+                    h.outcomes,
+                    outcomes,
+                    "outcome_id",
+                    self._keys("outcomes", h.outcomes, "outcome_id"),
+                ),
                 h.travellers,
                 h.watchlist,
             )

@@ -32,14 +32,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from data_contracts.schemas import FINDING_CATEGORIES
+from data_contracts.schemas import SELECTION_METHODS as CONTRACT_SELECTION_METHODS
 
 ROLES = ("officer", "analyst", "data_scientist", "auditor", "admin")
 LANES = ("red", "yellow", "green")
-# The migration that created the CHECK constraint lacks "watchlist" (in the
-# contract's SELECTION_METHODS); adding it needs a new migration.
-SELECTION_METHODS = ("rule", "model", "random", "intelligence")
+# The contract's selection methods (migration 0002 added "watchlist" to the CHECK
+# constraints of 0001): changing them needs a new migration.
+SELECTION_METHODS: tuple[str, ...] = tuple(CONTRACT_SELECTION_METHODS)
 REFERRAL_STATUSES = ("open", "claimed", "inspected", "waived", "closed")
 MODEL_ALIASES = ("champion", "challenger")
+PROMOTION_CHANNELS = ("api", "web", "cli")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -356,15 +358,24 @@ LOCK_NAMES = ("audit_log", "queue")
 
 
 class ModelPromotion(Base):
+    """A person moved an alias to a model version; `via` says through what (the API,
+    the web pages, or the command line, whose person is not necessarily a user here,
+    hence no foreign key on `promoted_by`)."""
+
     __tablename__ = "model_promotions"
-    __table_args__ = (CheckConstraint(_in("alias", MODEL_ALIASES), name="alias"),)
+    __table_args__ = (
+        CheckConstraint(_in("alias", MODEL_ALIASES), name="alias"),
+        CheckConstraint(_in("via", PROMOTION_CHANNELS), name="via"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_name: Mapped[str] = mapped_column(String(128))
     model_version: Mapped[str] = mapped_column(String(64))
     alias: Mapped[str] = mapped_column(String(16))
     previous_version: Mapped[str | None] = mapped_column(String(64))
-    promoted_by: Mapped[str] = mapped_column(ForeignKey("users.username"))
+    promoted_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    via: Mapped[str] = mapped_column(String(16))
     evaluation: Mapped[dict[str, Any] | None]
     promoted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -81,8 +81,8 @@ class RuleHitOut(BaseModel):
 
 
 class WatchlistOut(BaseModel):
-    best_score: float
-    exact: bool
+    best_score: float = Field(description="Best party-name match, 0 to 100 (% similar)")
+    exact: bool = Field(description="A party's name equals a listed name (after normalising)")
 
 
 class ShipmentOut(BaseModel):
@@ -259,3 +259,71 @@ class AuditVerifyOut(BaseModel):
     first_broken_seq: int | None
     first_broken_entry_id: str | None
     reason: str
+
+
+# --------------------------------------------------------------------------- models
+
+
+class PromoteIn(_Strict):
+    """A promotion: the caller (named by the token) decides; a forced promotion of a
+    version worse than the champion needs a reason."""
+
+    reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=TEXT,
+        description="Why (required when `force` is true)",
+    )
+    force: bool = Field(
+        default=False, description="Promote even if worse than the champion on the same data"
+    )
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    aliases: list[str]
+    target: str | None
+    feature_set_version: str | None
+    test_from: str | None
+    test_to: str | None
+    metrics: dict[str, float] = Field(
+        description="Key metrics of the version's evaluation on its test window at training"
+    )
+    promoted_by: str | None
+    promoted_at: str | None
+    promotion_reason: str | None
+
+
+class ModelsOut(BaseModel):
+    champion: str | None
+    challenger: str | None
+    primary_metric: str
+    versions: list[ModelVersionOut]
+
+
+class PromotionOut(BaseModel):
+    id: int
+    model_name: str
+    version: str
+    alias: str
+    previous: str | None
+    promoted_by: str
+    reason: str
+    forced: bool
+    via: str
+    promoted_at: dt.datetime
+    primary_metric: str
+    primary_challenger: float | None
+    primary_champion: float | None
+
+
+class PromotionResultOut(BaseModel):
+    promotion: PromotionOut
+    audit_seq: int
+    serving_version: str | None = Field(
+        description="The version this server now scores with (None: no model loaded)"
+    )
+    challenger: dict[str, Any] = Field(description="Key metrics of the promoted version")
+    champion: dict[str, Any] | None = Field(
+        description="Key metrics of the previous champion on the same test window"
+    )

@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 
 PERSONAL_FIELDS = tuple(c.name for c in TRAVELLERS.columns if c.personal)
 MASK = "***"
-# The database knows "intelligence" for a selection by watchlist (orm.SELECTION_METHODS).
-DB_SELECTION = {"watchlist": "intelligence"}
 
 
 class QueueSettings(BaseSettings):
@@ -128,6 +126,10 @@ def content_hash(value: Any) -> str:
 # --------------------------------------------------------------------------- audit
 
 
+# session.info key: ((transaction, savepoint), last entry appended in them) -- see `audit`.
+_AUDIT_HEAD = "caravan_audit_head"
+
+
 def _entry(row: m.AuditLog) -> audit_chain.AuditEntry:
     return audit_chain.AuditEntry(
         row.seq, row.entry_id, row.at, row.kind, row.actor, row.payload, row.prev_hash, row.hash
@@ -143,12 +145,22 @@ def audit(
     entity: str | None = None,
     entity_id: str | None = None,
 ) -> m.AuditLog:
-    """Append an entry to the chain in the session's transaction (commit with the change)."""
-    write_lock(session, "audit_log")
-    head = session.scalars(select(m.AuditLog).order_by(m.AuditLog.seq.desc()).limit(1)).first()
+    """Append an entry to the chain in the session's transaction (commit with the change).
+
+    The first entry of a transaction takes the write lock and reads the chain's head;
+    the lock is held until the transaction ends, so the next entries of the same
+    transaction follow the entry written last without reading the head again."""
+    transaction = (session.get_transaction(), session.get_nested_transaction())
+    last = session.info.get(_AUDIT_HEAD)
+    if transaction[0] is not None and last is not None and _same(last[0], transaction):
+        prev: audit_chain.AuditEntry | None = last[1]
+    else:
+        write_lock(session, "audit_log")
+        head = session.scalars(select(m.AuditLog).order_by(m.AuditLog.seq.desc()).limit(1)).first()
+        prev = None if head is None else _entry(head)
     body = jsonable({**payload, "entity": entity, "entity_id": entity_id})
     record = audit_chain.AuditRecord(uuid.uuid4().hex, now(), kind, actor, body)
-    entry = audit_chain.append(None if head is None else _entry(head), record)
+    entry = audit_chain.append(prev, record)
     row = m.AuditLog(
         seq=entry.seq,
         entry_id=entry.entry_id,
@@ -163,7 +175,15 @@ def audit(
     )
     session.add(row)
     session.flush()
+    session.info[_AUDIT_HEAD] = (
+        (session.get_transaction(), session.get_nested_transaction()),
+        entry,
+    )
     return row
+
+
+def _same(a: tuple[object, object], b: tuple[object, object]) -> bool:
+    return a[0] is b[0] and a[1] is b[1]
 
 
 def verify_audit(session: Session) -> tuple[int, audit_chain.VerifyResult, int | None]:
@@ -328,8 +348,13 @@ def rule_performance_rows(session: Session) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class Prepared:
     record: dict[str, Any]  # the shipment (contract columns)
-    items: list[dict[str, Any]]  # goods lines (contract columns)
+    items: list[dict[str, Any]]  # goods lines (contract columns), by line_no
     content_hash: str
+    submitted: tuple[int, ...] = ()  # line_no of the goods lines in the order received
+
+    def submitted_items(self) -> list[dict[str, Any]]:
+        by_no = {line["line_no"]: line for line in self.items}
+        return [by_no[n] for n in self.submitted] if self.submitted else list(self.items)
 
 
 def prepare_shipment(raw: Any) -> Prepared:
@@ -338,7 +363,30 @@ def prepare_shipment(raw: Any) -> Prepared:
     lines = data.pop("items")
     sid = data["shipment_id"]
     items = [{**line, "shipment_id": sid} for line in sorted(lines, key=lambda x: x["line_no"])]
-    return Prepared(data, items, content_hash({"shipment": data, "items": items}))
+    submitted = tuple(int(line["line_no"]) for line in lines)
+    return Prepared(data, items, content_hash({"shipment": data, "items": items}), submitted)
+
+
+def rule_errors(prepared: Sequence[Prepared]) -> dict[int, list[RowError]]:
+    """The contracts' row rules (as `caravan validate` applies them) on shipments that
+    passed the pydantic checks: position in `prepared` -> its errors (field, reason)."""
+    from serving.intake import rule_breaches
+
+    found: dict[int, list[RowError]] = {}
+    breaches = rule_breaches([p.record for p in prepared], [p.submitted_items() for p in prepared])
+    for b in breaches:
+        found.setdefault(b.shipment, []).append(RowError(b.shipment, b.field, b.reason))
+    return found
+
+
+def traveller_rule_errors(records: Sequence[dict[str, Any]]) -> dict[int, list[RowError]]:
+    """The contracts' row rules on traveller records: position -> its errors."""
+    from serving.intake import traveller_breaches
+
+    found: dict[int, list[RowError]] = {}
+    for b in traveller_breaches(records):
+        found.setdefault(b.shipment, []).append(RowError(b.shipment, b.field, b.reason))
+    return found
 
 
 def _validate_json(model: type[BaseModel], raw: Any) -> BaseModel:
@@ -412,6 +460,14 @@ def _frames(prepared: Sequence[Prepared]) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score") -> m.Score:
+    score = _score_row(s)
+    session.add(score)
+    session.flush()
+    _record_score(session, s, score, actor, kind)
+    return score
+
+
+def _score_row(s: Scored) -> m.Score:
     extra = {
         "reasons": s.explanation,
         "context": jsonable(s.context),
@@ -419,7 +475,7 @@ def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score"
         "watchlist_score": s.watchlist_score,
         "watchlist_exact": s.watchlist_exact,
     }
-    score = m.Score(
+    return m.Score(
         shipment_id=s.shipment_id,
         probability=s.probability,
         priority=s.priority,
@@ -430,8 +486,10 @@ def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score"
         explanation=jsonable(extra),
         scored_at=now(),
     )
-    session.add(score)
-    session.flush()
+
+
+def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind: str) -> None:
+    """The rule hits and the audit entry of a score written (flushed: it has its id)."""
     for hit in s.rule_hits:
         session.add(
             m.RuleHit(
@@ -459,7 +517,6 @@ def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score"
         entity="shipment",
         entity_id=s.shipment_id,
     )
-    return score
 
 
 def ingest_shipments(
@@ -471,6 +528,14 @@ def ingest_shipments(
     conflicts: list[tuple[int, str]] = []
     fresh: list[Prepared] = []
     seen: dict[str, str] = {}
+    ids = list({str(p.record["shipment_id"]) for p in prepared})
+    known = {  # one query for the stored ones, not one per shipment
+        row.shipment_id: row
+        for start in range(0, len(ids), 1000)
+        for row in session.scalars(
+            select(m.Shipment).where(m.Shipment.shipment_id.in_(ids[start : start + 1000]))
+        )
+    }
     for i, p in enumerate(prepared):
         sid = str(p.record["shipment_id"])
         if sid in seen:
@@ -478,7 +543,7 @@ def ingest_shipments(
                 conflicts.append((i, sid))
             continue
         seen[sid] = p.content_hash
-        old = session.get(m.Shipment, sid)
+        old = known.get(sid)
         if old is None:
             fresh.append(p)
         elif old.content_hash == p.content_hash:
@@ -496,18 +561,20 @@ def ingest_shipments(
         scored = score_shipments(ships, items, state, handle, rules)
     by_id = {p.record["shipment_id"]: p for p in fresh}
     received = now()
+    rows: dict[str, m.Shipment] = {}
     for s in scored:
         p = by_id[s.shipment_id]
-        session.add(
-            m.Shipment(
-                shipment_id=s.shipment_id,
-                office_code=str(p.record["office_code"]),
-                declared_at=p.record["declared_at"],
-                payload=_stored_payload(p),
-                content_hash=p.content_hash,
-                received_at=received,
-            )
+        declared = p.record["declared_at"]
+        rows[s.shipment_id] = m.Shipment(
+            shipment_id=s.shipment_id,
+            office_code=str(p.record["office_code"]),
+            # in UTC, as the database gives it back
+            declared_at=declared.astimezone(dt.UTC) if declared.tzinfo else declared,
+            payload=_stored_payload(p),
+            content_hash=p.content_hash,
+            received_at=received,
         )
+        session.add(rows[s.shipment_id])
     session.flush()  # no ORM relationships: shipments before their lines
     for s in scored:
         p = by_id[s.shipment_id]
@@ -516,15 +583,29 @@ def ingest_shipments(
                 m.Item(shipment_id=s.shipment_id, line_no=line["line_no"], payload=jsonable(line))
             )
     session.flush()
+    # All scores in one flush (their ids), then their rule hits and audit entries.
+    scores = {s.shipment_id: _score_row(s) for s in scored}
+    session.add_all(list(scores.values()))
+    session.flush()
     for s in scored:
-        _store_score(session, s, actor)
+        _record_score(session, s, scores[s.shipment_id], actor, "score")
     try:
         session.commit()
     except IntegrityError:
         session.rollback()
         raise ServiceError(409, "a shipment with this id was stored concurrently; retry") from None
     services.history.add_shipments(ships, items)
-    stored = [x for x in (load_shipment(session, s.shipment_id) for s in scored) if x]
+    # What `load_shipment` would read back, from the rows just written.
+    stored = [
+        StoredShipment(
+            rows[s.shipment_id],
+            scores[s.shipment_id],
+            sorted(
+                ((h.rule_id, h.rule_version, h.severity) for h in s.rule_hits), key=lambda h: h[0]
+            ),
+        )
+        for s in scored
+    ]
     return stored, unchanged, conflicts
 
 
@@ -768,7 +849,7 @@ def get_queue(
             score_id=score_of[e.shipment_id],
             rank=e.rank,
             priority=e.priority,
-            selection_method=DB_SELECTION.get(e.selection_method, e.selection_method),
+            selection_method=e.selection_method,
             selection_probability=e.selection_probability,
             status="open",
             over_capacity=e.over_capacity,
@@ -967,7 +1048,6 @@ def outcome_frame(rows: Sequence[m.Outcome]) -> pl.DataFrame:
                 "shipment_id": r.shipment_id,
                 "inspected_at": r.inspected_at,
                 "officer_id": r.recorded_by,
-                # a watchlist selection is stored as "intelligence" in the database
                 "selection_method": r.selection_method,
                 "selection_rule": None,
                 "selection_probability": r.selection_probability,

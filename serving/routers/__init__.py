@@ -23,7 +23,8 @@ UNAUTHORIZED: Responses = {
 }
 FORBIDDEN: Responses = {403: _error("The caller's role may not call this endpoint")}
 TOO_LARGE: Responses = {413: _error("Request body larger than the configured limit")}
-PROTECTED: Responses = {**UNAUTHORIZED, **FORBIDDEN, **TOO_LARGE}
+UNREADABLE: Responses = {400: _error("The request body cannot be read (not JSON, not UTF-8)")}
+PROTECTED: Responses = {**UNREADABLE, **UNAUTHORIZED, **FORBIDDEN, **TOO_LARGE}
 
 
 def unprocessable(field: str, message: str) -> HTTPException:

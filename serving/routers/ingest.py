@@ -30,7 +30,9 @@ from serving.services import (
     prepare_shipment,
     prepare_traveller,
     row_errors,
+    rule_errors,
     shipment_out,
+    traveller_rule_errors,
     view_traveller,
 )
 
@@ -45,6 +47,10 @@ CONFLICT: Responses = {
     409: {"model": ErrorOut, "description": "The id is stored with different content"},
     503: {"model": ErrorOut, "description": "No scoring model is loaded"},
 }
+
+
+def _loc(field: str) -> list[str | int]:
+    return [int(p) if p.isdigit() else p for p in field.split(".")]
 
 
 def _row_errors_out(errors: list[RowError]) -> list[dict[str, Any]]:
@@ -70,6 +76,15 @@ def post_shipment(
 ) -> dict[str, Any]:
     prepared = prepare_shipment(body.model_dump(mode="json"))  # type: ignore[attr-defined]
     ensure_office(user, str(prepared.record["office_code"]))
+    broken = rule_errors([prepared]).get(0)
+    if broken:
+        raise HTTPException(
+            422,
+            detail=[
+                {"type": "value_error", "loc": ["body", *_loc(e.field)], "msg": e.reason}
+                for e in broken
+            ],
+        )
     try:
         stored, unchanged, conflicts = ingest_shipments(
             session, services, [prepared], user.username
@@ -108,6 +123,12 @@ def post_shipments_batch(
             continue
         good.append(p)
         index.append(i)
+    broken = rule_errors(good)
+    if broken:
+        for j, found in broken.items():
+            errors += [RowError(index[j], e.field, e.reason) for e in found]
+        good = [p for j, p in enumerate(good) if j not in broken]
+        index = [i for j, i in enumerate(index) if j not in broken]
     try:
         stored, unchanged, conflicts = ingest_shipments(session, services, good, user.username)
     except (ServiceError, ModelNotReadyError) as exc:
@@ -142,6 +163,15 @@ def post_traveller(
     services: ServicesDep,
 ) -> dict[str, Any]:
     data, digest = prepare_traveller(body.model_dump(mode="json"))  # type: ignore[attr-defined]
+    broken = traveller_rule_errors([data]).get(0)
+    if broken:
+        raise HTTPException(
+            422,
+            detail=[
+                {"type": "value_error", "loc": ["body", *_loc(e.field)], "msg": e.reason}
+                for e in broken
+            ],
+        )
     try:
         _stored, unchanged, conflicts = ingest_travellers(
             session, services, [(data, digest)], user.username
@@ -184,6 +214,12 @@ def post_travellers_batch(
             index.append(i)
         except ValidationError as exc:
             errors += row_errors(i, exc)
+    broken = traveller_rule_errors([data for data, _digest in good])
+    if broken:
+        for j, found in broken.items():
+            errors += [RowError(index[j], e.field, e.reason) for e in found]
+        good = [g for j, g in enumerate(good) if j not in broken]
+        index = [i for j, i in enumerate(index) if j not in broken]
     try:
         stored, unchanged, conflicts = ingest_travellers(session, services, good, user.username)
     except ServiceError as exc:

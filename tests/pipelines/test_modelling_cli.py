@@ -4,6 +4,7 @@ world: train -> evaluate -> promote -> score, and what each leaves behind."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +82,24 @@ def test_evaluate_json_has_the_documented_shape(trained: tuple[DataLayout, dict]
     )
     report = Path(ev["report"])
     page = report.read_text()
-    for img in ("capacity.png", "calibration.png", "scores.png", "shap_beeswarm.png"):
+    for img in (
+        "capacity.png",
+        "calibration.png",
+        "scores.png",
+        "shap_beeswarm.png",
+        "disparity.png",
+    ):
         assert img in page and (report.parent / img).stat().st_size > 5_000
+    disparity = json.loads((report.parent / "disparity.json").read_text())
+    offices = disparity["groups"]["office_code"]
+    window = pl.read_parquet(layout.features / "features.parquet").filter(
+        pl.col("declared_at").is_between(
+            pl.lit(ev["test_window"][0]).str.to_datetime(time_zone="UTC"),
+            pl.lit(ev["test_window"][1]).str.to_datetime(time_zone="UTC"),
+        )
+    )
+    assert sum(g["shipments"] for g in offices) == window.height
+    assert sum(g["selected"] for g in offices) == math.ceil(window.height * 0.05)
 
 
 def test_score_writes_probabilities_versions_and_explanations(

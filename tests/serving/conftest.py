@@ -3,6 +3,8 @@ the app with users of every role, and a real uvicorn server on loopback."""
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 import socket
 import threading
 import time
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
@@ -26,6 +29,7 @@ from serving.db import make_engine, session_factory, upgrade
 from tests.serving.postgres import PostgresServer, postgres_server  # noqa: F401
 
 BACKENDS = ("sqlite", "postgresql")
+DAY = dt.date(2025, 3, 3)
 SECRET_KEY = "test-signing-key-" + "k" * 40
 OFFICE = "KZ-ALA"
 
@@ -177,3 +181,81 @@ def uvicorn_server(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=30)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop"
+
+
+# --------------------------------------------------------------------------- a trained world
+
+Samples = tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated world with a trained and promoted model (built once)."""
+    from pipelines.features import run_features
+    from pipelines.generate import run_generate
+    from pipelines.modelling import run_promote, run_train
+    from pipelines.synthetic import WorldConfig
+    from pipelines.validate import run_validate
+
+    root = tmp_path_factory.mktemp("world") / "data"
+    layout = DataLayout(root)
+    run_generate(layout, WorldConfig(n_shipments=20000, seed=5))
+    run_validate(layout, gx=False)
+    run_features(layout)
+    run_train(layout)
+    run_promote(layout, "1", who="test", reason=None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def samples(world: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    ships = pl.read_parquet(world / "validated" / "shipments.parquet").tail(60)
+    items = pl.read_parquet(world / "validated" / "items.parquet")
+    items = items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
+    by_ship: dict[str, list[dict[str, Any]]] = {}
+    for row in items.to_dicts():
+        by_ship.setdefault(row["shipment_id"], []).append(row)
+    return ships.to_dicts(), by_ship
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, dt.date):  # datetimes too
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    return value
+
+
+def payload(
+    samples: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]],
+    i: int,
+    sid: str,
+    office: str = OFFICE,
+    day: dt.date = DAY,
+) -> dict[str, Any]:
+    ships, items = samples
+    ship = dict(ships[i % len(ships)])
+    lines = items[ship["shipment_id"]]
+    at = dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+    ship.update(
+        shipment_id=sid,
+        office_code=office,
+        declared_at=at,
+        expected_arrival_at=at + dt.timedelta(hours=6),
+    )
+    ship["items"] = [
+        {**line, "shipment_id": sid, "item_id": f"{sid}-{line['line_no']}"} for line in lines
+    ]
+    return dict(_json(ship))
+
+
+@pytest.fixture
+def world_api(db_url: str, tmp_path: Path, world: Path) -> Iterator[Api]:
+    data = tmp_path / "data"
+    shutil.copytree(world, data)
+    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
+    with TestClient(app) as client:
+        add_users(app)
+        yield Api(app, client)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,96 +14,23 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from data_contracts.settings import DataLayout
 from serving.auth import Role, create_user
 from serving.deps import endpoint_roles
 from tests.serving.conftest import (
+    DAY,
     OFFICE,
     Api,
     add_users,
     build_app,
     password_for,
+    payload,
     uvicorn_server,
 )
 
-DAY = dt.date(2025, 3, 3)
 API = "/api/v1"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated world with a trained and promoted model (built once)."""
-    from pipelines.features import run_features
-    from pipelines.generate import run_generate
-    from pipelines.modelling import run_promote, run_train
-    from pipelines.synthetic import WorldConfig
-    from pipelines.validate import run_validate
-
-    root = tmp_path_factory.mktemp("world") / "data"
-    layout = DataLayout(root)
-    run_generate(layout, WorldConfig(n_shipments=20000, seed=5))
-    run_validate(layout, gx=False)
-    run_features(layout)
-    run_train(layout)
-    run_promote(layout, "1", who="test", reason=None)
-    return root
-
-
-@pytest.fixture(scope="module")
-def samples(world: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    ships = pl.read_parquet(world / "validated" / "shipments.parquet").tail(60)
-    items = pl.read_parquet(world / "validated" / "items.parquet")
-    items = items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
-    by_ship: dict[str, list[dict[str, Any]]] = {}
-    for row in items.to_dicts():
-        by_ship.setdefault(row["shipment_id"], []).append(row)
-    return ships.to_dicts(), by_ship
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    return value
-
-
-def payload(
-    samples: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]],
-    i: int,
-    sid: str,
-    office: str = OFFICE,
-    day: dt.date = DAY,
-) -> dict[str, Any]:
-    ships, items = samples
-    ship = dict(ships[i % len(ships)])
-    lines = items[ship["shipment_id"]]
-    at = dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
-    ship.update(
-        shipment_id=sid,
-        office_code=office,
-        declared_at=at,
-        expected_arrival_at=at + dt.timedelta(hours=6),
-    )
-    ship["items"] = [
-        {**line, "shipment_id": sid, "item_id": f"{sid}-{line['line_no']}"} for line in lines
-    ]
-    return dict(_json(ship))
-
-
-@pytest.fixture
-def world_api(db_url: str, tmp_path: Path, world: Path) -> Iterator[Api]:
-    data = tmp_path / "data"
-    shutil.copytree(world, data)
-    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
-    with TestClient(app) as client:
-        add_users(app)
-        yield Api(app, client)
 
 
 def _batch(api: Api, records: list[dict[str, Any]], role: Role = Role.analyst) -> Any:
@@ -254,6 +180,7 @@ def _fill(path: str) -> str:
         "rule_id": "no-such-rule",
         "record_id": "NO-SUCH",
         "key_id": "999999",
+        "version": "999999",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -263,6 +190,10 @@ def _fill(path: str) -> str:
 def test_role_matrix(world_api: Api) -> None:
     api = world_api
     matrix = endpoint_roles(api.app)
+    promoters = {Role.data_scientist, Role.admin}
+    assert matrix[("POST", f"{API}/models/{{version}}/promote")] == promoters
+    assert matrix[("GET", f"{API}/models")] == promoters | {Role.auditor}
+    assert matrix[("GET", f"{API}/models/promotions")] == promoters | {Role.auditor}
     headers = {role: api.headers(role) for role in Role}
     checked = 0
     for (method, path), allowed in sorted(matrix.items()):

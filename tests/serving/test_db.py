@@ -304,3 +304,80 @@ def test_write_lock_unknown_name(db_session: Session) -> None:
     with pytest.raises(KeyError):
         write_lock(db_session, "nope")
     db_session.rollback()
+
+
+def _referral_sql(rid: int, method: str) -> str:
+    return (
+        "INSERT INTO referrals (id, office_code, queue_date, shipment_id, rank, priority, "
+        "selection_method, selection_probability, status, over_capacity, created_at) VALUES "
+        f"({rid}, 'KZ-ALA', '2026-03-{rid:02d}', 'S1', {rid}, 0.5, '{method}', 1.0, 'open', "
+        "false, '2026-03-01 08:00:00')"
+    )
+
+
+def test_migration_0002_keeps_rows_and_constraints(db_url: str) -> None:
+    """0002 on a database with data: rows and references survive the table rebuilds,
+    'watchlist' becomes a valid selection method, the other checks stay, and the
+    downgrade restores the old rule."""
+    upgrade(db_url, "0001")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO shipments (shipment_id, office_code, declared_at, payload, "
+                    "content_hash, received_at) VALUES ('S1', 'KZ-ALA', '2026-03-01 08:00:00', "
+                    "'{}', :h, '2026-03-01 08:00:00')"
+                ),
+                {"h": "0" * 64},
+            )
+            conn.execute(text(_referral_sql(1, "model")))
+            conn.execute(
+                text(
+                    "INSERT INTO outcomes (outcome_id, shipment_id, referral_id, selection_method,"
+                    " selection_probability, finding, inspected_at, recorded_by, recorded_at) "
+                    "VALUES ('O1', 'S1', 1, 'model', 1.0, false, '2026-03-01 09:00:00', 'x', "
+                    "'2026-03-01 09:00:00')"
+                )
+            )
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(_referral_sql(2, "watchlist")))
+
+        upgrade(engine)
+        assert current_revision(engine) == "0002"
+        with engine.begin() as conn:
+            conn.execute(text(_referral_sql(2, "watchlist")))
+            rows = conn.execute(text("SELECT id, selection_method FROM referrals ORDER BY id"))
+            assert [tuple(r) for r in rows] == [(1, "model"), (2, "watchlist")]
+            assert conn.execute(text("SELECT referral_id FROM outcomes")).scalar() == 1
+        for bad in ("'bogus'", None):
+            sql = _referral_sql(3, "random").replace("'open'", "'waived'")  # no reason
+            if bad:
+                sql = _referral_sql(3, "bogus")
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(text(sql))
+        with pytest.raises(IntegrityError), engine.begin() as conn:  # references kept
+            conn.execute(text(_referral_sql(4, "model").replace("'S1'", "'NO-SUCH'")))
+        with engine.begin() as conn:  # a promotion from the command line: no user needed
+            conn.execute(
+                text(
+                    "INSERT INTO model_promotions (model_name, model_version, alias, "
+                    "promoted_by, reason, promoted_at, forced, via) VALUES ('m', '2', "
+                    "'champion', 'someone-without-account', 'r', '2026-03-01 10:00:00', "
+                    "false, 'cli')"
+                )
+            )
+
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM referrals WHERE id = 2"))
+            conn.execute(text("DELETE FROM model_promotions"))
+        with engine.begin() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0001")
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(_referral_sql(2, "watchlist")))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT referral_id FROM outcomes")).scalar() == 1
+    finally:
+        engine.dispose()

@@ -1,0 +1,99 @@
+"""Model versions and promotions: data scientists compare the challenger with the
+champion and promote; every promotion names who decided it and is audited."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+
+from models.assess import MissingInputError
+from models.promotion import (
+    PRIMARY_METRIC,
+    PromotionError,
+    ReasonRequiredError,
+    UnknownVersionError,
+    key_metrics,
+)
+from serving.auth import Principal, Role
+from serving.deps import DataScientistUser, SessionDep, require_roles
+from serving.promotions import model_versions, promote_model, promotion_out, promotions
+from serving.routers import PROTECTED, ErrorOut, Responses, unprocessable
+from serving.schemas import ModelsOut, PromoteIn, PromotionOut, PromotionResultOut
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=PROTECTED)
+
+ModelReader = Annotated[
+    Principal, Depends(require_roles(Role.data_scientist, Role.auditor, Role.admin))
+]
+Version = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,8}$", description="Version number")]
+ERRORS: Responses = {
+    404: {"model": ErrorOut, "description": "No such model version"},
+    409: {
+        "model": ErrorOut,
+        "description": "Refused: worse than the champion (and not forced), already the "
+        "champion, or cannot be evaluated on the current data",
+    },
+}
+
+
+@router.get("", response_model=ModelsOut, summary="Registered versions, champion and challenger")
+def list_models(request: Request, _user: ModelReader) -> dict[str, Any]:
+    return {**model_versions(request.app.state.layout), "primary_metric": PRIMARY_METRIC}
+
+
+@router.get(
+    "/promotions",
+    response_model=list[PromotionOut],
+    summary="Promotions, newest first: who, when, why, forced or not",
+)
+def list_promotions(
+    session: SessionDep,
+    _user: ModelReader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return [promotion_out(r) for r in promotions(session, limit)]
+
+
+@router.post(
+    "/{version}/promote",
+    response_model=PromotionResultOut,
+    responses=ERRORS,
+    summary="Make a version the champion after comparing it with the current champion "
+    "on the same test window; the running server switches to it",
+)
+def post_promote(
+    version: Version,
+    body: PromoteIn,
+    request: Request,
+    session: SessionDep,
+    user: DataScientistUser,
+) -> dict[str, Any]:
+    app = request.app
+    services = getattr(app.state, "services", None)
+    holder = services.holder if services is not None else None
+    try:
+        done = promote_model(
+            session,
+            app.state.layout,
+            version,
+            who=user.username,
+            reason=body.reason,
+            force=body.force,
+            via="api",
+            holder=holder,
+        )
+    except ReasonRequiredError as exc:
+        raise unprocessable("reason", str(exc)) from None
+    except UnknownVersionError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except (PromotionError, MissingInputError, ValueError) as exc:
+        raise HTTPException(409, str(exc)) from None
+    if holder is not None and holder.ready:
+        app.state.model = holder
+    promo = done.promotion
+    return {
+        "promotion": promotion_out(done.row),
+        "audit_seq": done.audit_seq,
+        "serving_version": holder.handle.version if holder is not None and holder.ready else None,
+        "challenger": key_metrics(promo.challenger),
+        "champion": key_metrics(promo.champion) if promo.champion else None,
+    }

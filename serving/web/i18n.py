@@ -1,0 +1,504 @@
+"""Interface texts in English and Russian (one catalogue) and the language choice.
+
+The language is chosen per user with a cookie (`caravan_lang`); without it, the
+browser's Accept-Language decides. Reason texts come from the feature registry
+(`features.registry.render_reason`), which has both languages itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+LANGS = ("en", "ru")
+DEFAULT_LANG = "en"
+LANG_COOKIE = "caravan_lang"
+
+# key -> (English, Russian)
+CATALOGUE: dict[str, tuple[str, str]] = {
+    "app.title": ("Caravan risk targeting", "Caravan: целевой отбор по рискам"),
+    "app.tagline": (
+        "The engine proposes; a named official decides every inspection.",
+        "Система предлагает; решение о каждом досмотре принимает должностное лицо.",
+    ),
+    "nav.queue": ("Queue", "Очередь"),
+    "nav.rules": ("Rules", "Правила"),
+    "nav.models": ("Models", "Модели"),
+    "nav.audit": ("Audit", "Аудит"),
+    "nav.logout": ("Sign out", "Выйти"),
+    "nav.language": ("Language", "Язык"),
+    "nav.skip": ("Skip to content", "Перейти к содержимому"),
+    "nav.signed_in_as": ("Signed in as", "Пользователь"),
+    "role.officer": ("targeting officer", "инспектор по целевому отбору"),
+    "role.analyst": ("risk analyst", "аналитик рисков"),
+    "role.data_scientist": ("data scientist", "специалист по данным"),
+    "role.auditor": ("auditor", "аудитор"),
+    "role.admin": ("administrator", "администратор"),
+    # login
+    "login.title": ("Sign in", "Вход"),
+    "login.username": ("User name", "Имя пользователя"),
+    "login.password": ("Password", "Пароль"),
+    "login.submit": ("Sign in", "Войти"),
+    "login.failed": ("Wrong user name or password.", "Неверное имя пользователя или пароль."),
+    "login.locked": (
+        "Too many failed sign-ins: try again in {seconds} s.",
+        "Слишком много неудачных попыток входа: повторите через {seconds} с.",
+    ),
+    "login.expired": (
+        "Your session has ended: please sign in again.",
+        "Сеанс завершён: войдите снова.",
+    ),
+    "login.required": ("Please sign in.", "Пожалуйста, войдите в систему."),
+    "login.signed_out": ("You have signed out.", "Вы вышли из системы."),
+    "login.missing": ("Enter your user name and password.", "Введите имя пользователя и пароль."),
+    # errors
+    "error.title": ("Not allowed", "Доступ запрещён"),
+    "error.forbidden_role": (
+        "Your role ({role}) may not open this page.",
+        "Ваша роль ({role}) не даёт доступа к этой странице.",
+    ),
+    "error.other_office": (
+        "Officers see their own office only: this shipment belongs to office {office}.",
+        "Инспекторы видят только свой пост: эта отправка относится к посту {office}.",
+    ),
+    "error.not_found": ("Not found", "Не найдено"),
+    "error.csrf": (
+        "The form has expired or did not come from this site: reload the page and try again.",
+        "Форма устарела или отправлена не с этого сайта: обновите страницу и повторите.",
+    ),
+    "error.back": ("Back to the start page", "На начальную страницу"),
+    "error.field": ("Check this field", "Проверьте это поле"),
+    # home
+    "home.title": ("Start", "Начало"),
+    "home.pages": ("Your pages", "Ваши страницы"),
+    "home.queue": (
+        "Today's inspections of an office, with why each was picked.",
+        "Досмотры поста на день и причины отбора каждого.",
+    ),
+    "home.rules": (
+        "Targeting rules: hit counts, finding rates, edits and versions.",
+        "Правила отбора: срабатывания, доля находок, правка и версии.",
+    ),
+    "home.models": (
+        "Champion and challenger models, their metrics and promotion.",
+        "Модели (чемпион и претендент), их метрики и продвижение.",
+    ),
+    "home.audit": (
+        "The audit trail: who did what, chain check, score replay.",
+        "Журнал аудита: кто и что сделал, проверка цепочки, повтор расчёта.",
+    ),
+    # queue
+    "queue.title": ("Inspection queue", "Очередь досмотров"),
+    "queue.office": ("Office", "Таможенный пост"),
+    "queue.day": ("Day", "Дата"),
+    "queue.lane": ("Lane", "Коридор"),
+    "queue.status": ("Status", "Статус"),
+    "queue.sort": ("Sort by", "Сортировка"),
+    "queue.sort.rank": ("rank", "место в очереди"),
+    "queue.sort.priority": ("priority", "приоритет"),
+    "queue.sort.age": ("waiting time", "время ожидания"),
+    "queue.exploration_only": ("Exploration entries only", "Только случайный отбор"),
+    "queue.apply": ("Show", "Показать"),
+    "queue.all": ("all", "все"),
+    "queue.capacity": (
+        "Capacity used: {used} of {capacity} ({decided} decided, {claimed} claimed, {open} open)",
+        "Использовано мест: {used} из {capacity} (решено {decided}, в работе {claimed}, "
+        "открыто {open})",
+    ),
+    "queue.exploration_share": (
+        "Exploration share: {share} of the capacity is chosen at random.",
+        "Доля исследования: {share} мест заполняется случайным отбором.",
+    ),
+    "queue.empty": (
+        "No entries for this office and day (or none match the filter).",
+        "Нет записей для этого поста и даты (или ни одна не подходит под фильтр).",
+    ),
+    "queue.rank": ("#", "№"),
+    "queue.shipment": ("Shipment", "Отправка"),
+    "queue.priority": ("Priority", "Приоритет"),
+    "queue.reasons": ("Top reasons", "Главные причины"),
+    "queue.selection": ("Selection", "Способ отбора"),
+    "queue.action": ("Action", "Действие"),
+    "queue.claim": ("Claim", "Взять в работу"),
+    "queue.claimed_by": ("claimed by {who}", "в работе у {who}"),
+    "queue.exploration": ("Exploration (random)", "Исследование (случайный)"),
+    "queue.overdue": ("Overdue", "Просрочено"),
+    "queue.overdue_title": ("Overdue referrals of this office", "Просроченные направления поста"),
+    "queue.overdue_none": ("No overdue referrals.", "Просроченных направлений нет."),
+    "queue.over_capacity": ("must-inspect, over capacity", "обязательный, сверх лимита"),
+    "queue.no_reasons": ("no model reason above the threshold", "нет значимых причин модели"),
+    "queue.claimed_ok": ("Referral {id} claimed.", "Направление {id} взято в работу."),
+    "queue.choose_office": ("Choose an office to see its queue.", "Выберите пост."),
+    "queue.age": ("Waiting", "Ожидает"),
+    # selection methods
+    "method.model": ("model", "модель"),
+    "method.rule": ("rule", "правило"),
+    "method.random": ("random", "случайный"),
+    "method.intelligence": ("intelligence", "оперативные данные"),
+    "method.watchlist": ("watchlist", "список наблюдения"),
+    "trav.surname": ("Surname", "Фамилия"),
+    "trav.given_names": ("Given names", "Имена"),
+    "trav.name_native": ("Name (native script)", "Имя (на родном языке)"),
+    "trav.date_of_birth": ("Date of birth", "Дата рождения"),
+    "trav.nationality": ("Nationality", "Гражданство"),
+    "trav.document_number": ("Document number", "Номер документа"),
+    "trav.route": ("Journey", "Маршрут поездки"),
+    "trav.departure_at": ("Departure", "Отправление"),
+    "models.same_as_champion": (
+        "The challenger is the champion's version: train a new model to compare.",
+        "Претендент совпадает с чемпионом: обучите новую модель для сравнения.",
+    ),
+    "models.history": ("Promotions", "История продвижений"),
+    "models.when": ("When", "Когда"),
+    "models.from_to": ("Version", "Версия"),
+    "models.by": ("By", "Кто"),
+    "models.forced": ("forced", "принудительно"),
+    # lanes and statuses
+    "lane.red": ("red: physical inspection", "красный: физический досмотр"),
+    "lane.yellow": ("yellow: documentary check", "жёлтый: документальный контроль"),
+    "lane.green": ("green: release", "зелёный: выпуск"),
+    "status.open": ("open", "открыто"),
+    "status.claimed": ("claimed", "в работе"),
+    "status.inspected": ("inspected", "досмотрено"),
+    "status.waived": ("waived", "досмотр отменён"),
+    "status.closed": ("closed", "закрыто"),
+    # shipment
+    "ship.title": ("Shipment {id}", "Отправка {id}"),
+    "ship.header": ("Declaration", "Декларация"),
+    "ship.declaration_ref": ("Declaration reference", "Номер декларации"),
+    "ship.declared_at": ("Declared at", "Дата декларирования"),
+    "ship.expected_arrival": ("Expected arrival", "Ожидаемое прибытие"),
+    "ship.mode": ("Mode", "Вид транспорта"),
+    "ship.carrier": ("Carrier", "Перевозчик"),
+    "ship.conveyance": ("Conveyance", "Транспортное средство"),
+    "ship.mass": ("Gross mass, kg", "Масса брутто, кг"),
+    "ship.packages": ("Packages", "Грузовых мест"),
+    "ship.invoice": ("Invoice", "Счёт-фактура"),
+    "ship.containers": ("Containers / seals", "Контейнеры / пломбы"),
+    "ship.score": ("Risk score", "Оценка риска"),
+    "ship.probability": ("Model probability", "Вероятность по модели"),
+    "ship.priority": ("Priority", "Приоритет"),
+    "ship.lane": ("Lane", "Коридор"),
+    "ship.model_version": ("Model version", "Версия модели"),
+    "ship.feature_set": ("Feature set", "Набор признаков"),
+    "ship.must_inspect": ("Must be inspected", "Обязателен досмотр"),
+    "ship.parties": ("Parties", "Участники сделки"),
+    "ship.party": ("Role", "Роль"),
+    "ship.party.consignor": ("consignor", "отправитель"),
+    "ship.party.consignee": ("consignee", "получатель"),
+    "ship.party.declarant": ("declarant", "декларант"),
+    "ship.name": ("Name", "Наименование"),
+    "ship.address": ("Address", "Адрес"),
+    "ship.country": ("Country", "Страна"),
+    "ship.identifier": ("Identifier", "Идентификатор"),
+    "ship.contact": ("Contact", "Контакты"),
+    "ship.goods": ("Goods lines", "Товарные позиции"),
+    "ship.line": ("Line", "Поз."),
+    "ship.hs": ("HS code", "Код ТН ВЭД"),
+    "ship.description": ("Description", "Описание"),
+    "ship.quantity": ("Quantity", "Количество"),
+    "ship.net_mass": ("Net mass, kg", "Масса нетто, кг"),
+    "ship.value": ("Value", "Стоимость"),
+    "ship.origin": ("Origin", "Происхождение"),
+    "ship.route": ("Route", "Маршрут"),
+    "ship.route.origin": ("origin", "происхождение"),
+    "ship.route.dispatch": ("dispatch", "отправление"),
+    "ship.route.transit": ("transit", "транзит"),
+    "ship.route.destination": ("destination", "назначение"),
+    "ship.reasons": ("Why it was picked", "Почему отобрана"),
+    "ship.reasons_none": (
+        "No model reason above the threshold.",
+        "Нет значимых причин по модели.",
+    ),
+    "ship.reasons_effect": ("effect on probability", "влияние на вероятность"),
+    "ship.waterfall": ("How the score was built (SHAP)", "Из чего сложилась оценка (SHAP)"),
+    "ship.waterfall_note": (
+        "Bars in log-odds from the model's base value to this shipment's score; "
+        "red raises the risk, blue lowers it.",
+        "Столбцы в логарифме шансов от базового значения модели до оценки отправки; "
+        "красные повышают риск, синие снижают.",
+    ),
+    "ship.waterfall_base": ("Base value", "Базовое значение"),
+    "ship.waterfall_final": ("This shipment", "Эта отправка"),
+    "ship.waterfall_other": ("{n} other features", "Прочие признаки: {n}"),
+    "ship.waterfall_missing": (
+        "The model version {version} is not available: the chart cannot be drawn.",
+        "Версия модели {version} недоступна: диаграмму построить нельзя.",
+    ),
+    "ship.rule_hits": ("Rule hits", "Сработавшие правила"),
+    "ship.rule_hits_none": ("No rule hit.", "Правила не сработали."),
+    "ship.severity": ("Severity", "Значимость"),
+    "ship.rule": ("Rule", "Правило"),
+    "ship.watchlist": ("Watchlist hits", "Совпадения со списками наблюдения"),
+    "ship.watchlist_none": ("No watchlist match.", "Совпадений со списками нет."),
+    "ship.watchlist_score": ("Similarity", "Сходство"),
+    "ship.watchlist_exact": ("exact", "точное"),
+    "ship.watchlist_entry": ("Listed entry", "Запись списка"),
+    "ship.watchlist_list": ("List", "Список"),
+    "ship.travellers": ("Linked travellers (API/PNR)", "Связанные пассажиры (API/PNR)"),
+    "ship.travellers_none": ("No linked traveller record.", "Связанных записей пассажиров нет."),
+    "ship.link": ("Link", "Связь"),
+    "ship.confidence": ("Confidence", "Уверенность"),
+    "ship.masked": ("masked", "скрыто"),
+    "ship.purpose": ("Purpose of viewing", "Цель просмотра"),
+    "ship.unmask": ("Show personal data", "Показать персональные данные"),
+    "ship.unmask_note": (
+        "Every view of personal data is logged with its purpose.",
+        "Каждый просмотр персональных данных регистрируется с указанием цели.",
+    ),
+    "ship.unmask_forbidden": (
+        "Your role may not see personal data.",
+        "Ваша роль не даёт доступа к персональным данным.",
+    ),
+    "ship.purpose_required": ("A purpose is required.", "Укажите цель просмотра."),
+    "ship.referral": ("Referral", "Направление на досмотр"),
+    "ship.referral_none": (
+        "This shipment is not in a queue.",
+        "Эта отправка не включена в очередь.",
+    ),
+    "ship.referral_status": (
+        "Referral {id} ({day}), status: {status}",
+        "Направление {id} ({day}), статус: {status}",
+    ),
+    "ship.outcome": ("Record the inspection result", "Результат досмотра"),
+    "ship.finding": ("Finding", "Находка"),
+    "ship.finding_yes": ("something was found", "обнаружено"),
+    "ship.finding_no": ("nothing was found", "ничего не обнаружено"),
+    "ship.category": ("Finding category", "Категория находки"),
+    "ship.category_none": ("(none)", "(нет)"),
+    "ship.seized": ("Quantity seized", "Изъято, количество"),
+    "ship.unit": ("Unit", "Единица"),
+    "ship.notes": ("Notes", "Примечания"),
+    "ship.save_outcome": ("Record result", "Записать результат"),
+    "ship.waiver": ("Waive the inspection", "Отказ от досмотра"),
+    "ship.waiver_reason": ("Reason for the waiver", "Причина отказа"),
+    "ship.waive": ("Waive", "Отказаться от досмотра"),
+    "ship.outcome_saved": ("Result recorded.", "Результат записан."),
+    "ship.waived": ("Inspection waived.", "Досмотр отменён."),
+    "ship.decided_by": ("Decided by {who}", "Решение принял(а) {who}"),
+    "ship.claim_first": (
+        "Claim the referral to record a result or a waiver.",
+        "Возьмите направление в работу, чтобы записать результат или отказ.",
+    ),
+    "err.finding_required": ("Say whether something was found.", "Укажите, есть ли находка."),
+    "err.category_required": (
+        "A finding needs a category.",
+        "Для находки нужна категория.",
+    ),
+    "err.category_without_finding": (
+        "A category is given only when something was found.",
+        "Категорию указывают только при находке.",
+    ),
+    "err.quantity_number": (
+        "Enter a number of zero or more.",
+        "Введите число, не меньше нуля.",
+    ),
+    "err.quantity_without_finding": (
+        "A quantity seized needs a finding.",
+        "Количество изъятого указывают только при находке.",
+    ),
+    "err.unit_required": ("A quantity needs a unit.", "Для количества нужна единица."),
+    "err.too_long": ("Too long (at most {n} characters).", "Слишком длинно (не более {n} знаков)."),
+    "err.reason_required": (
+        "A waiver needs a reason.",
+        "Для отказа от досмотра нужна причина.",
+    ),
+    "err.control_chars": (
+        "Control characters are not allowed.",
+        "Управляющие символы не допускаются.",
+    ),
+    # rules
+    "rules.title": ("Targeting rules", "Правила отбора"),
+    "rules.new": ("New rule", "Новое правило"),
+    "rules.id": ("Id", "Идентификатор"),
+    "rules.name": ("Name", "Название"),
+    "rules.version": ("Version", "Версия"),
+    "rules.severity": ("Severity", "Значимость"),
+    "rules.active": ("Active", "Действует"),
+    "rules.hits": ("Hits", "Срабатываний"),
+    "rules.inspected": ("Inspected", "Досмотрено"),
+    "rules.findings": ("Findings", "Находок"),
+    "rules.finding_rate": ("Finding rate", "Доля находок"),
+    "rules.author": ("Author", "Автор"),
+    "rules.edit": ("Edit", "Изменить"),
+    "rules.none": ("No rules yet.", "Правил пока нет."),
+    "rules.description": ("Description", "Описание"),
+    "rules.effective_from": ("In force from", "Действует с"),
+    "rules.effective_to": ("In force until", "Действует по"),
+    "rules.condition": ("Condition (YAML or JSON)", "Условие (YAML или JSON)"),
+    "rules.condition_help": (
+        "For example: any: [{field: item.hs_code, op: starts_with, value: '9305'}]",
+        "Например: any: [{field: item.hs_code, op: starts_with, value: '9305'}]",
+    ),
+    "rules.save": ("Save as a new version", "Сохранить как новую версию"),
+    "rules.create": ("Create rule", "Создать правило"),
+    "rules.history": ("Version history", "История версий"),
+    "rules.saved": (
+        "Rule {id} saved as version {version}.",
+        "Правило {id}: сохранена версия {version}.",
+    ),
+    "rules.invalid": (
+        "The rule was not saved: fix the parts marked below.",
+        "Правило не сохранено: исправьте отмеченные ниже места.",
+    ),
+    "rules.read_only": (
+        "Your role may read rules but not change them.",
+        "Ваша роль позволяет читать правила, но не изменять их.",
+    ),
+    "rules.yaml_error": (
+        "Not readable YAML or JSON: {msg}",
+        "Не читается как YAML или JSON: {msg}",
+    ),
+    "rules.condition_mapping": (
+        "The condition must be a mapping (all / any / not / field).",
+        "Условие должно быть словарём (all / any / not / field).",
+    ),
+    "rules.at": ("at {path}", "в {path}"),
+    "rules.id_help": (
+        "Lower-case letters, digits, - and _ (2 to 64).",
+        "Строчные латинские буквы, цифры, - и _ (от 2 до 64).",
+    ),
+    # models
+    "models.title": ("Models", "Модели"),
+    "models.champion": ("Champion", "Чемпион"),
+    "models.challenger": ("Challenger", "Претендент"),
+    "models.none": ("No model is registered yet.", "Зарегистрированных моделей нет."),
+    "models.version": ("Version {v}", "Версия {v}"),
+    "models.metric": ("Metric", "Показатель"),
+    "models.value": ("Value", "Значение"),
+    "models.test_window": ("Test window", "Тестовый период"),
+    "models.inspected": ("Inspected shipments in the test window", "Досмотрено за тестовый период"),
+    "models.positives": ("With arms findings", "С находками оружия"),
+    "models.random": ("Random share (unbiased)", "Случайная доля (несмещённая)"),
+    "models.pr_auc": ("PR AUC", "PR AUC"),
+    "models.brier": ("Brier score", "Оценка Брайера"),
+    "models.recall_at": ("Recall at {cap} capacity", "Полнота при загрузке {cap}"),
+    "models.precision_at": ("Precision at {cap} capacity", "Точность при загрузке {cap}"),
+    "models.true_recall_at": (
+        "True share of trafficking caught at {cap} (synthetic world)",
+        "Истинная доля выявленного при {cap} (синтетический мир)",
+    ),
+    "models.plots": ("Evaluation report", "Отчёт об оценке"),
+    "models.no_report": ("No evaluation report for this version.", "Нет отчёта об оценке."),
+    "models.promoted_by": ("Promoted by {who}: {why}", "Продвинул(а) {who}: {why}"),
+    "models.all_versions": ("All versions", "Все версии"),
+    "models.aliases": ("Aliases", "Метки"),
+    "models.promote": ("Promote to champion", "Сделать чемпионом"),
+    "models.promote_version": ("Version to promote", "Версия"),
+    "models.promote_reason": ("Reason", "Причина"),
+    "models.promote_force": (
+        "Promote even if worse than the champion",
+        "Продвинуть, даже если хуже чемпиона",
+    ),
+    "models.promote_submit": ("Promote", "Продвинуть"),
+    "models.promote_unavailable": (
+        "Promotion from this page is not available in this installation: "
+        "use `caravan promote --version N --reason TEXT`.",
+        "Продвижение с этой страницы недоступно: используйте "
+        "`caravan promote --version N --reason TEXT`.",
+    ),
+    "models.promoted": ("Version {v} is now the champion.", "Версия {v} теперь чемпион."),
+    "models.reason_required": ("A promotion needs a reason.", "Для продвижения нужна причина."),
+    "models.version_unknown": ("No such model version.", "Нет такой версии модели."),
+    "models.read_only": (
+        "Your role may read models but not promote them.",
+        "Ваша роль позволяет смотреть модели, но не продвигать их.",
+    ),
+    # audit
+    "audit.title": ("Audit trail", "Журнал аудита"),
+    "audit.shipment": ("Shipment id", "Номер отправки"),
+    "audit.user": ("User", "Пользователь"),
+    "audit.show": ("Show trail", "Показать"),
+    "audit.verify": ("Verify the chain", "Проверить цепочку"),
+    "audit.verify_ok": (
+        "Chain intact: {n} entries, every hash checks.",
+        "Цепочка цела: записей {n}, все хеши сходятся.",
+    ),
+    "audit.verify_broken": (
+        "Chain BROKEN at entry {seq} ({entry}): {reason}",
+        "Цепочка НАРУШЕНА на записи {seq} ({entry}): {reason}",
+    ),
+    "audit.replay": ("Replay the score", "Пересчитать оценку"),
+    "audit.replay_title": ("Replay of shipment {id}", "Пересчёт отправки {id}"),
+    "audit.stored": ("Stored probability", "Сохранённая вероятность"),
+    "audit.recomputed": ("Recomputed probability", "Пересчитанная вероятность"),
+    "audit.matches": ("Match", "Совпадение"),
+    "audit.match_yes": (
+        "yes: the stored score is reproduced",
+        "да: сохранённая оценка воспроизведена",
+    ),
+    "audit.match_no": ("NO: the scores differ", "НЕТ: оценки различаются"),
+    "audit.seq": ("Seq", "№"),
+    "audit.at": ("When", "Когда"),
+    "audit.kind": ("Event", "Событие"),
+    "audit.actor": ("Who", "Кто"),
+    "audit.details": ("Details", "Подробности"),
+    "audit.none": ("No entries.", "Записей нет."),
+    "audit.pick": (
+        "Enter a shipment id or a user name to read its trail.",
+        "Введите номер отправки или имя пользователя.",
+    ),
+    "audit.one_of": (
+        "Give a shipment id or a user name, not both.",
+        "Укажите номер отправки или пользователя, но не оба сразу.",
+    ),
+    "audit.bad_value": ("Not a valid value.", "Недопустимое значение."),
+    "audit.model_missing": (
+        "Model version {version} cannot be loaded: {msg}",
+        "Версию модели {version} загрузить нельзя: {msg}",
+    ),
+    "common.yes": ("yes", "да"),
+    "common.no": ("no", "нет"),
+}
+
+
+def pick_lang(cookie: str | None, accept_language: str | None) -> str:
+    """The cookie's language if valid, else the first supported one the browser asks for."""
+    if cookie in LANGS:
+        return str(cookie)
+    if accept_language:
+        weighted: list[tuple[float, int, str]] = []
+        for i, part in enumerate(accept_language.split(",")):
+            tag, _, params = part.strip().partition(";")
+            q = 1.0
+            if params.strip().startswith("q="):
+                try:
+                    q = float(params.strip()[2:])
+                except ValueError:
+                    q = 0.0
+            weighted.append((-q, i, tag.strip().lower().split("-")[0]))
+        for _q, _i, lang in sorted(weighted):
+            if lang in LANGS:
+                return lang
+    return DEFAULT_LANG
+
+
+class Translator:
+    """`t(key, **values)` in one language; unknown keys are an error (caught by tests)."""
+
+    def __init__(self, lang: str) -> None:
+        if lang not in LANGS:
+            raise ValueError(f"unsupported language {lang!r}")
+        self.lang = lang
+        self._index = LANGS.index(lang)
+
+    def __call__(self, key: str, **values: Any) -> str:
+        text = CATALOGUE[key][self._index]
+        return text.format(**values) if values else text
+
+    def lane(self, lane: str) -> str:
+        return self(f"lane.{lane}") if f"lane.{lane}" in CATALOGUE else lane
+
+    def status(self, status: str) -> str:
+        return self(f"status.{status}") if f"status.{status}" in CATALOGUE else status
+
+    def method(self, method: str) -> str:
+        return self(f"method.{method}") if f"method.{method}" in CATALOGUE else method
+
+    def role(self, role: str) -> str:
+        return self(f"role.{role}") if f"role.{role}" in CATALOGUE else role
+
+
+def reason_text(reason: Mapping[str, Any], lang: str) -> str:
+    """A stored reason's text in `lang` (reasons carry text_en and text_ru)."""
+    return str(reason.get(f"text_{lang}") or reason.get("text_en") or reason.get("feature", ""))

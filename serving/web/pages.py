@@ -1,0 +1,1113 @@
+"""The pages: one FastAPI sub-application mounted at /web on the API's app.
+
+Mounted (not included as API routes) so that the API's OpenAPI schema, its role
+matrix (`serving.deps.endpoint_roles`) and schemathesis stay about the API;
+these routes are also marked include_in_schema=False. Access is declared per
+route with `page_user(<page>)` against `access.PAGE_ROLES`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving import orm as m
+from serving.auth import (
+    AuthError,
+    LockedOutError,
+    Role,
+    authenticate_password,
+    create_access_token,
+    decode_access_token,
+)
+from serving.policy import InspectionOutcome
+from serving.rules_engine import RuleValidationError
+from serving.services import (
+    ServiceError,
+    Services,
+    claim,
+    get_queue,
+    latest_versions,
+    load_shipment,
+    overdue_referrals,
+    record_outcome,
+    referrals_out,
+    replay,
+    rule_performance_rows,
+    save_rule,
+    verify_audit,
+    view_traveller,
+    waive,
+)
+from serving.web import views
+from serving.web.access import (
+    CSRF_FIELD,
+    LOGIN_CSRF_COOKIE,
+    NAV_PAGES,
+    PAGE_ROLES,
+    PREFIX,
+    SESSION_COOKIE,
+    CsrfError,
+    LoginRequiredError,
+    PageForbiddenError,
+    WebUser,
+    check_csrf,
+    check_office,
+    check_origin,
+    csrf_for,
+    lang_of,
+    new_login_csrf,
+    require_page,
+    safe_next,
+    session_user,
+)
+from serving.web.i18n import LANG_COOKIE, LANGS, Translator
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+SHIPMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+OFFICE = re.compile(r"^[A-Z]{2}[A-Z0-9-]{2,30}$")
+USERNAME = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9._:@-]{0,63}$")
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")
+REPORT_FILE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _main(request: Request) -> Any:
+    return request.app.state.main
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with _main(request).state.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _services(request: Request) -> Services:
+    services: Services | None = getattr(_main(request).state, "services", None)
+    if services is None:
+        raise PageForbiddenError("error.not_found")
+    return services
+
+
+class PageUser:
+    """Access dependency of a page: a signed-in user whose role may use `page`."""
+
+    def __init__(self, page: str) -> None:
+        if page not in PAGE_ROLES:
+            raise ValueError(f"unknown page {page!r}")
+        self.page = page
+
+    def __call__(self, request: Request, session: SessionDep) -> WebUser:
+        main = _main(request)
+        user = session_user(request, session, main.state.secret_key)
+        require_page(user, self.page)
+        return renew_if_old(request, user)
+
+
+def renew_if_old(request: Request, user: WebUser) -> WebUser:
+    """A sliding session: past half its lifetime the token is replaced (the cookie is
+    set by the middleware), and the page's forms carry the new token's CSRF value."""
+    main = _main(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    claims = decode_access_token(main.state.secret_key, token)
+    ttl = int(main.state.serving.token_ttl_seconds)
+    left = (claims.expires_at - dt.datetime.now(dt.UTC)).total_seconds()
+    if left >= ttl / 2:
+        return user
+    fresh = create_access_token(main.state.secret_key, user.username, user.role, ttl)
+    request.state.renewed_token = fresh
+    jti = decode_access_token(main.state.secret_key, fresh).jti
+    return replace(user, csrf=csrf_for(main.state.secret_key, jti))
+
+
+def page_user(page: str) -> Any:
+    return Depends(PageUser(page))
+
+
+def render(
+    request: Request,
+    name: str,
+    user: WebUser | None,
+    context: dict[str, Any],
+    status_code: int = 200,
+) -> HTMLResponse:
+    lang = user.lang if user else lang_of(request)
+    t = Translator(lang)
+    nav = [p for p in NAV_PAGES if user is not None and user.may(p)]
+    base = {
+        "t": t,
+        "lang": lang,
+        "langs": LANGS,
+        "user": user,
+        "nav": nav,
+        "prefix": PREFIX,
+        "csrf_field": CSRF_FIELD,
+        "csrf": user.csrf if user else "",
+        "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        "fmt_dt": views.fmt_dt,
+        "fmt_age": views.fmt_age,
+    }
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+async def _form(request: Request, user: WebUser) -> dict[str, str]:
+    data = await request.form()
+    values = {k: v for k, v in data.items() if isinstance(v, str)}
+    check_csrf(request, user, values.get(CSRF_FIELD))
+    return values
+
+
+def redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+# --------------------------------------------------------------------------- login
+
+
+def _login_page(
+    request: Request, message: str | None, status_code: int = 200, username: str = ""
+) -> HTMLResponse:
+    token = new_login_csrf()
+    response = render(
+        request,
+        "login.html",
+        None,
+        {
+            "message": message,
+            "login_csrf": token,
+            "next": safe_next(request.query_params.get("next")),
+            "username": username,
+        },
+        status_code,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=PREFIX,
+    )
+    return response
+
+
+@router.get("/login")
+def login_form(request: Request) -> HTMLResponse:
+    t = Translator(lang_of(request))
+    reason = request.query_params.get("reason")
+    known = ("login.required", "login.expired", "login.signed_out")
+    return _login_page(request, t(reason) if reason in known else None)
+
+
+@router.post("/login")
+async def login(request: Request, session: SessionDep) -> Response:
+    t = Translator(lang_of(request))
+    check_origin(request)
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not expected or values.get(CSRF_FIELD) != expected:
+        raise CsrfError("login form without its token")
+    username = values.get("username", "").strip()
+    password = values.get("password", "")
+    if not username or not password:
+        return _login_page(request, t("login.missing"), 422, username)
+    main = _main(request)
+    client_ip = request.client.host if request.client else None
+    try:  # argon2 takes a while: not on the event loop
+        user = await run_in_threadpool(
+            authenticate_password,
+            session,
+            username,
+            password,
+            client_ip=client_ip,
+            policy=main.state.serving.lockout_policy(),
+        )
+    except LockedOutError as exc:
+        session.rollback()
+        return _login_page(
+            request, t("login.locked", seconds=max(1, round(exc.retry_after))), 429, username
+        )
+    except AuthError:
+        session.commit()  # keep the failure counters
+        return _login_page(request, t("login.failed"), 401, username)
+    session.commit()
+    ttl = int(main.state.serving.token_ttl_seconds)
+    token = create_access_token(main.state.secret_key, user.username, user.role, ttl)
+    target = safe_next(values.get("next"))
+    if target == f"{PREFIX}/" and Role(user.role) is Role.officer:
+        target = f"{PREFIX}/queue"
+    response = redirect(target)
+    _session_cookie(request, response, token)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=PREFIX)
+    return response
+
+
+def _session_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(_main(request).state.serving.token_ttl_seconds),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path=PREFIX,
+    )
+
+
+@router.post("/logout")
+async def logout(request: Request, user: Annotated[WebUser, page_user("home")]) -> Response:
+    await _form(request, user)
+    response = redirect(f"{PREFIX}/login?reason=login.signed_out")
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+@router.get("/lang/{code}")
+def set_lang(code: str, request: Request) -> Response:
+    response = redirect(safe_next(request.query_params.get("next")))
+    if code in LANGS:
+        response.set_cookie(
+            LANG_COOKIE, code, max_age=365 * 86400, samesite="strict", path=PREFIX, httponly=True
+        )
+    return response
+
+
+@router.get("/")
+def home(request: Request, user: Annotated[WebUser, page_user("home")]) -> Response:
+    return render(request, "home.html", user, {})
+
+
+# --------------------------------------------------------------------------- queue
+
+
+def _queue_context(
+    request: Request, session: Session, user: WebUser, message: str | None = None
+) -> dict[str, Any]:
+    services = _services(request)
+    q = request.query_params
+    t = Translator(user.lang)
+    errors = views.FormErrors()
+    office = (
+        user.principal.office_code if user.role is Role.officer else (q.get("office") or "").strip()
+    )
+    if office and not OFFICE.match(office):
+        errors.add("office", t("error.field"))
+        office = ""
+    try:
+        day = dt.date.fromisoformat(q["day"]) if q.get("day") else dt.datetime.now(dt.UTC).date()
+    except ValueError:
+        errors.add("day", t("error.field"))
+        day = dt.datetime.now(dt.UTC).date()
+    lane = str(q.get("lane")) if q.get("lane") in ("red", "yellow", "green") else "all"
+    status = str(q.get("status")) if q.get("status") in m.REFERRAL_STATUSES else "all"
+    sort = str(q.get("sort")) if q.get("sort") in ("rank", "priority", "age") else "rank"
+    exploration = q.get("exploration") == "1"
+    context: dict[str, Any] = {
+        "office": office,
+        "day": day.isoformat(),
+        "lane": lane,
+        "status": status,
+        "sort": sort,
+        "exploration": exploration,
+        "errors": errors,
+        "message": message,
+        "rows": [],
+        "overdue": [],
+        "capacity": None,
+        "offices": [],
+        "statuses": m.REFERRAL_STATUSES,
+    }
+    if user.role is not Role.officer:
+        context["offices"] = sorted(
+            set(session.scalars(select(m.Shipment.office_code).distinct().limit(500)))
+        )
+    if not office:
+        return context
+    refs, _built = get_queue(session, services, office, day, user.username)
+    outs = referrals_out(session, refs)
+    overdue = overdue_referrals(session, services, office)
+    overdue_ids = {r.id for r in overdue}
+    rows = views.queue_rows(session, services, refs, outs, overdue_ids, user.lang)
+    context["rows"] = views.filter_sort(rows, lane, status, exploration, sort)
+    context["all_count"] = len(rows)
+    context["overdue"] = referrals_out(session, overdue)
+    context["capacity"] = views.capacity_used(outs, services.capacity(office))
+    context["share"] = f"{services.queue.exploration_share:.0%}"
+    return context
+
+
+@router.get("/queue")
+def queue_page(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("queue")]
+) -> Response:
+    t = Translator(user.lang)
+    done = request.query_params.get("claimed")
+    message = t("queue.claimed_ok", id=done) if done and done.isdigit() else None
+    return render(request, "queue.html", user, _queue_context(request, session, user, message))
+
+
+def _referral_for(session: Session, user: WebUser, referral_id: int) -> m.Referral:
+    ref = session.get(m.Referral, referral_id)
+    if ref is None:
+        raise PageForbiddenError("error.not_found")
+    check_office(user, ref.office_code)
+    return ref
+
+
+@router.post("/referrals/{referral_id}/claim")
+async def claim_referral(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_claim_referral, referral_id, request, session, user, form)
+
+
+def _claim_referral(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    _referral_for(session, user, referral_id)
+    back = safe_next(form.get("next"), f"{PREFIX}/queue")
+    try:
+        ref = claim(session, referral_id, user.username, user.principal.office_code)
+    except ServiceError as exc:
+        session.rollback()
+        return _error_page(request, user, exc.message, exc.status)
+    sep = "&" if "?" in back else "?"
+    if back.startswith(f"{PREFIX}/queue"):
+        return redirect(f"{back}{sep}claimed={ref.id}")
+    return redirect(back)
+
+
+# --------------------------------------------------------------------------- shipment
+
+
+def _shipment_context(
+    request: Request,
+    session: Session,
+    user: WebUser,
+    shipment_id: str,
+    *,
+    unmasked: dict[str, dict[str, Any]] | None = None,
+    outcome_errors: views.FormErrors | None = None,
+    waiver_errors: views.FormErrors | None = None,
+    unmask_errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    services = _services(request)
+    if not SHIPMENT_ID.match(shipment_id):
+        raise PageForbiddenError("error.not_found")
+    stored = load_shipment(session, shipment_id)
+    if stored is None:
+        raise PageForbiddenError("error.not_found")
+    check_office(user, stored.shipment.office_code)
+    t = Translator(user.lang)
+    record, items = views.typed_shipment(session, stored)
+    reasons = views.reasons_of(services, stored)
+    try:
+        chart = views.waterfall_svg(views.waterfall_of(services, stored, user.lang), t)
+        chart_error = None
+    except Exception:  # the model version cannot be loaded
+        chart, chart_error = None, t("ship.waterfall_missing", version=stored.score.model_version)
+    rule_names = {
+        r.rule_id: r.name
+        for r in session.scalars(
+            select(m.Rule).where(m.Rule.rule_id.in_([h[0] for h in stored.hits]))
+        )
+    }
+    travellers = views.linked_travellers(session, record)
+    for link in travellers:
+        if unmasked and link.record_id in unmasked:
+            link.record = unmasked[link.record_id]
+            link.masked = False
+    referral = session.scalars(
+        select(m.Referral)
+        .where(m.Referral.shipment_id == shipment_id)
+        .order_by(m.Referral.queue_date.desc(), m.Referral.id.desc())
+        .limit(1)
+    ).first()
+    extra = stored.score.explanation or {}
+    return {
+        "sid": shipment_id,
+        "stored": stored,
+        "record": record,
+        "items": items,
+        "route": views.route_of(record),
+        "reasons": reasons,
+        "chart": chart,
+        "chart_error": chart_error,
+        "hits": [(r, v, sev, rule_names.get(r, r)) for r, v, sev in stored.hits],
+        "watch": views.watchlist_hit(services, record, stored),
+        "travellers": travellers,
+        "shown_fields": views.TRAVELLER_SHOWN,
+        "referral": referral,
+        "must_inspect": bool(extra.get("must_inspect", False)),
+        "categories": views.FINDING_CATEGORIES,
+        "units": views.QUANTITY_UNITS,
+        "outcome_errors": outcome_errors or views.FormErrors(),
+        "waiver_errors": waiver_errors or views.FormErrors(),
+        "unmask_errors": unmask_errors or {},
+        "form": form or {},
+        "message": message,
+        "may_decide": user.may("decide"),
+        "may_unmask": user.may("unmask"),
+    }
+
+
+@router.get("/shipments/{shipment_id:path}")
+def shipment_page(
+    shipment_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("shipment")],
+) -> Response:
+    t = Translator(user.lang)
+    done = request.query_params.get("done")
+    message = {"outcome": t("ship.outcome_saved"), "waived": t("ship.waived")}.get(done or "")
+    context = _shipment_context(request, session, user, shipment_id, message=message)
+    return render(request, "shipment.html", user, context)
+
+
+@router.post("/referrals/{referral_id}/outcome")
+async def post_outcome(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_post_outcome, referral_id, request, session, user, form)
+
+
+def _post_outcome(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    ref = _referral_for(session, user, referral_id)
+    t = Translator(user.lang)
+    checked, errors = views.check_outcome(form, t)
+    if checked is not None:
+        outcome = InspectionOutcome(
+            finding=checked.finding,
+            finding_category=checked.category,
+            quantity_seized=checked.quantity,
+            seized_unit=checked.unit,
+            notes=checked.notes,
+        )
+        try:
+            record_outcome(
+                session,
+                _services(request),
+                referral_id,
+                user.username,
+                user.principal.office_code,
+                outcome,
+            )
+        except ServiceError as exc:
+            session.rollback()
+            errors.general.append(exc.message)
+        else:
+            return redirect(
+                f"{PREFIX}/queue?day={ref.queue_date.isoformat()}" + _office_q(user, ref)
+            )
+    context = _shipment_context(
+        request, session, user, ref.shipment_id, outcome_errors=errors, form=form
+    )
+    return render(request, "shipment.html", user, context, 422)
+
+
+def _office_q(user: WebUser, ref: m.Referral) -> str:
+    return "" if user.role is Role.officer else f"&office={ref.office_code}"
+
+
+@router.post("/referrals/{referral_id}/waive")
+async def post_waive(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_post_waive, referral_id, request, session, user, form)
+
+
+def _post_waive(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    ref = _referral_for(session, user, referral_id)
+    t = Translator(user.lang)
+    reason, errors = views.check_waiver(form, t)
+    if reason is not None:
+        try:
+            waive(session, referral_id, user.username, user.principal.office_code, reason)
+        except ServiceError as exc:
+            session.rollback()
+            errors.general.append(exc.message)
+        else:
+            return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=waived#decision")
+    context = _shipment_context(
+        request, session, user, ref.shipment_id, waiver_errors=errors, form=form
+    )
+    return render(request, "shipment.html", user, context, 422)
+
+
+@router.post("/travellers/{record_id}/unmask")
+async def unmask_traveller(
+    record_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("unmask")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_unmask_traveller, record_id, request, session, user, form)
+
+
+def _unmask_traveller(
+    record_id: str, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    shipment_id = form.get("shipment_id", "")
+    t = Translator(user.lang)
+    purpose = (form.get("purpose") or "").strip()
+    # the shipment page checks the office; the record must be linked to that shipment
+    context = _shipment_context(request, session, user, shipment_id)
+    if record_id not in {link.record_id for link in context["travellers"]}:
+        raise PageForbiddenError("error.not_found")
+    if not purpose or len(purpose) > 500 or views.CONTROL.search(purpose):
+        context["unmask_errors"] = {record_id: t("ship.purpose_required")}
+        return render(request, "shipment.html", user, context, 422)
+    try:
+        row, _ = view_traveller(session, record_id, user.username, purpose)
+    except ServiceError as exc:
+        return _error_page(request, user, exc.message, exc.status)
+    context = _shipment_context(
+        request, session, user, shipment_id, unmasked={record_id: dict(row.payload)}
+    )
+    return render(request, "shipment.html", user, context)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _rules_list(session: Session) -> list[dict[str, Any]]:
+    perf = {r["rule_id"]: r for r in rule_performance_rows(session)}
+    out = []
+    for v, r in latest_versions(session):
+        out.append({"version": v, "rule": r, "perf": perf.get(v.rule_id, {})})
+    return out
+
+
+@router.get("/rules")
+def rules_page(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules")]
+) -> Response:
+    t = Translator(user.lang)
+    saved = request.query_params.get("saved")
+    message = None
+    if saved and re.match(r"^[a-z0-9_-]+@\d+$", saved):
+        rid, v = saved.split("@")
+        message = t("rules.saved", id=rid, version=v)
+    return render(
+        request,
+        "rules.html",
+        user,
+        {"rules": _rules_list(session), "message": message, "may_edit": user.may("rules_edit")},
+    )
+
+
+def _rule_form(session: Session, rule_id: str | None) -> tuple[dict[str, str], list[m.RuleVersion]]:
+    if rule_id is None:
+        return {"severity": "medium", "condition": ""}, []
+    versions = list(
+        session.scalars(
+            select(m.RuleVersion)
+            .where(m.RuleVersion.rule_id == rule_id)
+            .order_by(m.RuleVersion.version)
+        )
+    )
+    if not versions:
+        raise PageForbiddenError("error.not_found")
+    d = json.loads(versions[-1].definition)
+    form = {
+        "id": rule_id,
+        "name": d.get("name", ""),
+        "description": d.get("description", ""),
+        "severity": d.get("severity", ""),
+        "effective_from": d.get("effective_from") or "",
+        "effective_to": d.get("effective_to") or "",
+        "condition": views.condition_text(d.get("condition")),
+    }
+    return form, versions
+
+
+def _render_rule(
+    request: Request,
+    user: WebUser,
+    rule_id: str | None,
+    form: dict[str, str],
+    versions: list[m.RuleVersion],
+    errors: views.FormErrors | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    return render(
+        request,
+        "rule_edit.html",
+        user,
+        {
+            "rule_id": rule_id,
+            "form": form,
+            "versions": [
+                (v, views.condition_text(json.loads(v.definition).get("condition")))
+                for v in versions
+            ],
+            "errors": errors or views.FormErrors(),
+            "severities": ("info", "low", "medium", "high", "must_inspect"),
+            "may_edit": user.may("rules_edit"),
+        },
+        status_code,
+    )
+
+
+@router.get("/rules/new")
+def new_rule_form(request: Request, user: Annotated[WebUser, page_user("rules_edit")]) -> Response:
+    return _render_rule(request, user, None, {"severity": "medium", "condition": ""}, [])
+
+
+@router.get("/rules/{rule_id}")
+def rule_page(
+    rule_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("rules")],
+) -> Response:
+    if not RULE_ID.match(rule_id):
+        raise PageForbiddenError("error.not_found")
+    form, versions = _rule_form(session, rule_id)
+    return _render_rule(request, user, rule_id, form, versions)
+
+
+async def _save_rule_form(
+    request: Request, session: Session, user: WebUser, rule_id: str | None
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_save_rule, request, session, user, rule_id, form)
+
+
+def _save_rule(
+    request: Request, session: Session, user: WebUser, rule_id: str | None, form: dict[str, str]
+) -> Response:
+    t = Translator(user.lang)
+    versions: list[m.RuleVersion] = []
+    if rule_id is not None:
+        _old, versions = _rule_form(session, rule_id)
+        form["id"] = rule_id
+    data, errors = views.rule_data(form, t)
+    new_id = (form.get("id") or "").strip()
+    if rule_id is None and not RULE_ID.match(new_id):
+        errors.add("id", t("rules.id_help"))
+    if data is not None and not errors:
+        data["id"] = new_id
+        try:
+            rule = save_rule(session, data, user.username, create=rule_id is None)
+            session.commit()
+        except RuleValidationError as exc:
+            session.rollback()
+            errors = views.rule_errors([(e.path, e.message) for e in exc.errors], t)
+        except ServiceError as exc:
+            session.rollback()
+            if exc.field:
+                errors.add(exc.field, exc.message)
+            else:
+                errors.general.append(exc.message)
+        else:
+            return redirect(f"{PREFIX}/rules?saved={rule.id}@{rule.version}")
+    if not errors.general:
+        errors.general.append(t("rules.invalid"))
+    elif t("rules.invalid") not in errors.general:
+        errors.general.insert(0, t("rules.invalid"))
+    return _render_rule(request, user, rule_id, form, versions, errors, 422)
+
+
+@router.post("/rules/new")
+async def create_rule(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules_edit")]
+) -> Response:
+    return await _save_rule_form(request, session, user, None)
+
+
+@router.post("/rules/{rule_id}")
+async def update_rule(
+    rule_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("rules_edit")],
+) -> Response:
+    if not RULE_ID.match(rule_id):
+        raise PageForbiddenError("error.not_found")
+    return await _save_rule_form(request, session, user, rule_id)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _report_dir(request: Request, version: str) -> Path:
+    return Path(_main(request).state.layout.reports) / "evaluation" / f"v{version}"
+
+
+def _model_card(request: Request, mv: Any) -> dict[str, Any]:
+    folder = _report_dir(request, mv.version)
+    evaluation: dict[str, Any] | None = None
+    path = folder / "evaluation.json"
+    if path.exists():
+        evaluation = json.loads(path.read_text(encoding="utf-8"))
+    images = (
+        sorted(p.name for p in folder.glob("*.png") if REPORT_FILE.match(p.name))
+        if folder.exists()
+        else []
+    )
+    return {"mv": mv, "evaluation": evaluation, "images": images}
+
+
+def promotion_available() -> bool:
+    """The promotion form appears when `serving.promotions.promote_model` exists."""
+    try:
+        module = importlib.import_module("serving.promotions")
+    except ImportError:
+        return False
+    return callable(getattr(module, "promote_model", None))
+
+
+def _promotion_history(request: Request) -> list[m.ModelPromotion]:
+    with _main(request).state.session_factory() as session:
+        rows = list(
+            session.scalars(select(m.ModelPromotion).order_by(m.ModelPromotion.id.desc()).limit(20))
+        )
+        session.expunge_all()
+    return rows
+
+
+def _models_context(request: Request) -> dict[str, Any]:
+    services = _services(request)
+    registry = services.holder.registry
+    versions: list[Any] = []
+    aliases: dict[str, Any] = {}
+    if Path(_main(request).state.layout.mlflow_db).exists():
+        try:
+            versions = registry.versions()
+            for alias in ("champion", "challenger"):
+                if registry.has_alias(alias):
+                    aliases[alias] = registry.version(alias)
+        except Exception:  # the registry cannot be read: show no models rather than fail
+            versions = []
+    by_version: dict[str, list[str]] = {}
+    for alias, mv in aliases.items():
+        by_version.setdefault(mv.version, []).append(alias)
+    champion, challenger = aliases.get("champion"), aliases.get("challenger")
+    return {
+        "versions": [(v, by_version.get(v.version, [])) for v in versions],
+        "champion": _model_card(request, champion) if champion else None,
+        "challenger": _model_card(request, challenger) if challenger else None,
+        "promotion": promotion_available(),
+        "history": _promotion_history(request),
+        "errors": views.FormErrors(),
+        "form": {},
+        "message": None,
+        "caps": ("1%", "2%", "5%", "10%"),
+    }
+
+
+@router.get("/models")
+def models_page(request: Request, user: Annotated[WebUser, page_user("models")]) -> Response:
+    context = _models_context(request)
+    done = request.query_params.get("promoted")
+    if done and done.isdigit():
+        context["message"] = Translator(user.lang)("models.promoted", v=done)
+    return render(request, "models.html", user, context)
+
+
+@router.get("/models/{version}/report/{name}")
+def model_report_file(
+    version: str, name: str, request: Request, user: Annotated[WebUser, page_user("models")]
+) -> Response:
+    if not version.isdigit() or not REPORT_FILE.match(name):
+        raise PageForbiddenError("error.not_found")
+    path = _report_dir(request, version) / name
+    if not path.is_file():
+        raise PageForbiddenError("error.not_found")
+    return FileResponse(
+        path, media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+@router.post("/models/promote")
+async def promote_model(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("models_promote")]
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_promote_model, request, session, user, form)
+
+
+def _promote_model(
+    request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    t = Translator(user.lang)
+    context = _models_context(request)
+    context["form"] = form
+    errors: views.FormErrors = context["errors"]
+    version = (form.get("version") or "").strip()
+    reason = (form.get("reason") or "").strip()
+    force = form.get("force") == "1"
+    if version not in {v.version for v, _aliases in context["versions"]}:
+        errors.add("version", t("models.version_unknown"))
+    if not reason:
+        errors.add("reason", t("models.reason_required"))
+    elif len(reason) > 2000 or views.CONTROL.search(reason):
+        errors.add("reason", t("err.control_chars"))
+    if not context["promotion"]:
+        errors.general.append(t("models.promote_unavailable"))
+    if not errors:
+        promotions = importlib.import_module("serving.promotions")
+        main = _main(request)
+        holder = _services(request).holder
+
+        try:
+            promotions.promote_model(
+                session,
+                main.state.layout,
+                version,
+                who=user.username,
+                reason=reason,
+                force=force,
+                via="web",
+                holder=holder,
+            )
+        except Exception as exc:  # refused (worse than the champion, no reason) or failed
+            errors.general.append(str(exc))
+        else:
+            if holder.ready:
+                main.state.model = holder
+            return redirect(f"{PREFIX}/models?promoted={version}")
+    return render(
+        request,
+        "models.html",
+        user,
+        _models_context(request) | {"form": form, "errors": errors},
+        422,
+    )
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def _audit_context(
+    request: Request, session: Session, values: dict[str, str], user: WebUser
+) -> dict[str, Any]:
+    t = Translator(user.lang)
+    errors = views.FormErrors()
+    sid = (values.get("shipment_id") or "").strip()
+    who = (values.get("user") or "").strip()
+    if sid and not SHIPMENT_ID.match(sid):
+        errors.add("shipment_id", t("audit.bad_value"))
+    if who and not USERNAME.match(who):
+        errors.add("user", t("audit.bad_value"))
+    if sid and who:
+        errors.add("user", t("audit.one_of"))
+    entries: list[m.AuditLog] = []
+    if (sid or who) and not errors:
+        query = select(m.AuditLog)
+        if sid:
+            query = query.where(m.AuditLog.entity == "shipment", m.AuditLog.entity_id == sid)
+        else:
+            query = query.where(m.AuditLog.actor == who)
+        entries = list(session.scalars(query.order_by(m.AuditLog.seq.desc()).limit(500)))[::-1]
+    return {
+        "shipment_id": sid,
+        "who": who,
+        "entries": [
+            (e, json.dumps(e.payload, ensure_ascii=False, sort_keys=True)[:600]) for e in entries
+        ],
+        "errors": errors,
+        "verify": None,
+        "replay": None,
+        "replay_error": None,
+    }
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("audit")]
+) -> Response:
+    context = _audit_context(request, session, dict(request.query_params), user)
+    return render(request, "audit.html", user, context)
+
+
+@router.post("/audit/verify")
+async def audit_verify(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("audit")]
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_audit_verify, request, session, user, form)
+
+
+def _audit_verify(
+    request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    context = _audit_context(request, session, form, user)
+    n, result, seq = verify_audit(session)
+    context["verify"] = {
+        "ok": result.ok,
+        "entries": n,
+        "seq": seq,
+        "entry": result.first_broken_id,
+        "reason": result.reason,
+    }
+    return render(request, "audit.html", user, context)
+
+
+@router.post("/audit/replay")
+async def audit_replay(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("audit")]
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_audit_replay, request, session, user, form)
+
+
+def _audit_replay(
+    request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    t = Translator(user.lang)
+    context = _audit_context(request, session, form, user)
+    sid = context["shipment_id"]
+    if not sid or "shipment_id" in context["errors"].fields:
+        context["errors"].add("shipment_id", t("audit.pick"))
+        return render(request, "audit.html", user, context, 422)
+    try:
+        context["replay"] = replay(session, _services(request).holder, sid)
+    except ServiceError as exc:
+        context["replay_error"] = exc.message
+        return render(request, "audit.html", user, context, exc.status)
+    except Exception as exc:  # the model version cannot be loaded
+        stored = load_shipment(session, sid)
+        version = stored.score.model_version if stored else "?"
+        context["replay_error"] = t("audit.model_missing", version=version, msg=type(exc).__name__)
+        return render(request, "audit.html", user, context, 503)
+    return render(request, "audit.html", user, context)
+
+
+# --------------------------------------------------------------------------- the sub-application
+
+
+def _error_page(
+    request: Request, user: WebUser | None, message: str, status_code: int
+) -> HTMLResponse:
+    t = Translator(user.lang if user else lang_of(request))
+    title = t("error.not_found") if status_code == 404 else t("error.title")
+    return render(
+        request, "error.html", user, {"error_message": message, "error_title": title}, status_code
+    )
+
+
+@dataclass(frozen=True)
+class RouteLabel:
+    """What the API's metrics middleware reads as the route template of a page."""
+
+    path: str
+
+
+def create_web_app(main: FastAPI) -> FastAPI:
+    web = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, include_in_schema=False)
+    web.state.main = main
+
+    @web.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", None)
+        if isinstance(path, str) and not path.startswith(PREFIX):
+            request.scope["route"] = RouteLabel(PREFIX + path)  # metrics: the full template
+        renewed = getattr(request.state, "renewed_token", None)
+        if renewed and "set-cookie" not in response.headers:
+            _session_cookie(request, response, renewed)
+        for name, value in SECURITY_HEADERS.items():
+            if name == "Cache-Control" and request.url.path.startswith(f"{PREFIX}/static"):
+                continue
+            response.headers.setdefault(name, value)
+        return response
+
+    @web.exception_handler(LoginRequiredError)
+    async def _login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequiredError)
+        from urllib.parse import urlencode
+
+        query = urlencode({"next": safe_next(exc.next_path), "reason": exc.reason})
+        response = redirect(f"{PREFIX}/login?{query}")
+        response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        return response
+
+    @web.exception_handler(PageForbiddenError)
+    async def _forbidden(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageForbiddenError)
+        t = Translator(lang_of(request))
+        status = 404 if exc.message_key == "error.not_found" else 403
+        user = _user_or_none(request)
+        return _error_page(request, user, t(exc.message_key, **exc.values), status)
+
+    @web.exception_handler(CsrfError)
+    async def _csrf(request: Request, exc: Exception) -> Response:
+        t = Translator(lang_of(request))
+        return _error_page(request, _user_or_none(request), t("error.csrf"), 403)
+
+    web.include_router(router)
+    web.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    return web
+
+
+def _user_or_none(request: Request) -> WebUser | None:
+    try:
+        with _main(request).state.session_factory() as session:
+            return session_user(request, session, _main(request).state.secret_key)
+    except Exception:
+        return None
+
+
+def mount_web(app: FastAPI) -> None:
+    """Mount the pages at /web on the API's app (and send / there)."""
+    from starlette.routing import Route
+
+    async def root(_request: Request) -> Response:
+        return RedirectResponse(f"{PREFIX}/", status_code=307)
+
+    app.router.routes.append(Route("/", root, include_in_schema=False))
+    app.mount(PREFIX, create_web_app(app), name="web")

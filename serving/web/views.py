@@ -1,0 +1,596 @@
+"""What the pages show, computed from the stored records (no HTTP here): the SHAP
+waterfall drawn as inline SVG, the matched watchlist entry, linked travellers,
+queue rows, and the checks of the outcome, waiver and rule forms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import yaml
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
+from features.registry import render_reason
+from serving import orm as m
+from serving.history import frame_of
+from serving.services import (
+    PERSONAL_FIELDS,
+    Services,
+    StoredShipment,
+    masked,
+    prepare_shipment,
+    prepare_traveller,
+)
+from serving.web.i18n import Translator, reason_text
+
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_NOTES = 2000
+
+
+# --------------------------------------------------------------------------- waterfall
+
+
+@dataclass(frozen=True)
+class Step:
+    label: str
+    contribution: float  # log-odds
+
+
+@dataclass(frozen=True)
+class Waterfall:
+    base: float
+    final: float
+    steps: list[Step]
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def waterfall_of(
+    services: Services, stored: StoredShipment, lang: str, *, top: int = 8
+) -> Waterfall:
+    """Every feature's SHAP contribution for the stored vector and model version: the
+    `top` largest in size, the rest summed in one step. Raises when the model version
+    cannot be loaded."""
+    from models.explain import contributions
+
+    model = services.holder.version(stored.score.model_version)
+    x = model.matrix([stored.score.feature_vector])
+    contrib = contributions(model.booster, x)[0]
+    names = list(model.names)
+    extra = stored.score.explanation or {}
+    context = dict(extra.get("context") or {})
+    order = sorted(range(len(names)), key=lambda i: (-abs(float(contrib[i])), i))
+    steps = []
+    for i in order[:top]:
+        value = stored.score.feature_vector.get(names[i])
+        steps.append(Step(render_reason(names[i], value, context, lang), float(contrib[i])))
+    rest = order[top:]
+    if rest:
+        t = Translator(lang)
+        steps.append(
+            Step(t("ship.waterfall_other", n=len(rest)), float(sum(contrib[i] for i in rest)))
+        )
+    base = float(contrib[-1])
+    return Waterfall(base, float(sum(contrib)), steps)
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
+    """A horizontal waterfall: one row per step, bars from the running total."""
+    row_h, top, label_w, chart_x, chart_w = 26, 30, 440, 450, 380
+    rows = len(w.steps) + 2
+    height = top + rows * row_h + 30
+    width = chart_x + chart_w + 90
+    totals = [w.base]
+    for s in w.steps:
+        totals.append(totals[-1] + s.contribution)
+    lo, hi = min(totals), max(totals)
+    pad = max((hi - lo) * 0.05, 0.05)
+    lo, hi = lo - pad, hi + pad
+
+    def xpos(v: float) -> float:
+        return chart_x + (v - lo) / (hi - lo) * chart_w
+
+    parts = [
+        f'<svg class="waterfall" role="img" aria-labelledby="wf-title" '
+        f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg">',
+        f'<title id="wf-title">{escape(t("ship.waterfall"))}</title>',
+    ]
+
+    def label(y: float, text: str, bold: bool = False) -> None:
+        weight = ' font-weight="bold"' if bold else ""
+        parts.append(
+            f'<text x="{label_w}" y="{y + row_h * 0.65:.1f}" text-anchor="end" '
+            f'font-size="12"{weight}><title>{escape(text)}</title>{escape(_clip(text, 54))}</text>'
+        )
+
+    y = float(top)
+    label(y, t("ship.waterfall_base"), bold=True)
+    parts.append(
+        f'<line x1="{xpos(w.base):.1f}" x2="{xpos(w.base):.1f}" y1="{y + 3:.1f}" '
+        f'y2="{y + row_h - 3:.1f}" stroke="#333" stroke-width="3"/>'
+    )
+    parts.append(
+        f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12">'
+        f"p={_sigmoid(w.base):.3f}</text>"
+    )
+    running = w.base
+    for s in w.steps:
+        y += row_h
+        start, end = running, running + s.contribution
+        x0, x1 = sorted((xpos(start), xpos(end)))
+        colour = "#c0392b" if s.contribution > 0 else "#2166ac"
+        label(y, s.label)
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y + 4:.1f}" width="{max(x1 - x0, 1.5):.1f}" '
+            f'height="{row_h - 8}" fill="{colour}"/>'
+        )
+        parts.append(
+            f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12">'
+            f"{s.contribution:+.3f}</text>"
+        )
+        running = end
+    y += row_h
+    label(y, t("ship.waterfall_final"), bold=True)
+    parts.append(
+        f'<line x1="{xpos(w.final):.1f}" x2="{xpos(w.final):.1f}" y1="{y + 3:.1f}" '
+        f'y2="{y + row_h - 3:.1f}" stroke="#333" stroke-width="3"/>'
+    )
+    parts.append(
+        f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12" '
+        f'font-weight="bold">p={_sigmoid(w.final):.3f}</text>'
+    )
+    axis_y = y + row_h + 6
+    parts.append(
+        f'<line x1="{chart_x}" x2="{chart_x + chart_w}" y1="{axis_y}" y2="{axis_y}" stroke="#666"/>'
+    )
+    for v in (lo + pad, (lo + hi) / 2, hi - pad):
+        parts.append(
+            f'<text x="{xpos(v):.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">'
+            f"{v:.2f}</text>"
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every text above is escaped
+
+
+# --------------------------------------------------------------------------- records
+
+
+def typed_shipment(
+    session: Session, stored: StoredShipment
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The shipment and its goods lines with their contract types (dates as dates)."""
+    lines = [
+        i.payload
+        for i in session.scalars(
+            select(m.Item)
+            .where(m.Item.shipment_id == stored.shipment.shipment_id)
+            .order_by(m.Item.line_no)
+        )
+    ]
+    prepared = prepare_shipment({**stored.shipment.payload, "items": lines})
+    return prepared.record, prepared.items
+
+
+def route_of(record: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(stage, country) from origin through dispatch and transit to destination."""
+    out = [("origin", str(record.get("origin_country") or "?"))]
+    if record.get("dispatch_country"):
+        out.append(("dispatch", str(record["dispatch_country"])))
+    for c in record.get("transit_countries") or []:
+        out.append(("transit", str(c)))
+    out.append(("destination", str(record.get("destination_country") or "?")))
+    return out
+
+
+@dataclass(frozen=True)
+class WatchlistHit:
+    party: str | None
+    score: float
+    exact: bool
+    entry: dict[str, Any] | None
+
+
+def watchlist_hit(
+    services: Services, record: Mapping[str, Any], stored: StoredShipment
+) -> WatchlistHit | None:
+    """The best watchlist match of the shipment's parties, with the listed entry
+    (screened again against the current lists, as the score did)."""
+    extra = stored.score.explanation or {}
+    score = float(extra.get("watchlist_score", 0.0))
+    exact = bool(extra.get("watchlist_exact", False))
+    if score <= 0 and not exact:
+        return None
+    from data_contracts.schemas import SHIPMENTS
+    from features.context import Params
+    from features.watchlist import prepare
+
+    wl = services.history.snapshot().watchlist
+    if wl is None or wl.height == 0:
+        return WatchlistHit(None, score, exact, None)
+    ships = frame_of([dict(record)], SHIPMENTS.polars_schema)
+    found = prepare(ships, wl, Params()).to_dicts()[0]
+    entry_id = found.get("__wl_entry")
+    entry = None
+    if entry_id is not None:
+        rows = wl.filter(pl.col("entry_id") == entry_id).to_dicts()
+        entry = rows[0] if rows else {"entry_id": entry_id, "name": found.get("__wl_name")}
+    return WatchlistHit(found.get("__wl_party"), score, exact, entry)
+
+
+@dataclass
+class LinkedTraveller:
+    record_id: str
+    party: str
+    kind: str
+    confidence: float
+    record: dict[str, Any]
+    masked: bool = True
+
+
+_TRAVELLER_INDEX: dict[str, Any] = {}
+_TRAVELLER_LOCK = threading.Lock()
+
+
+def _traveller_index(session: Session) -> Any:
+    """The comparison index of the stored traveller records, rebuilt only when records
+    were added (keyed by their count and newest arrival)."""
+    from features.travellers import TravellerIndex
+
+    count, newest = session.execute(
+        select(func.count(m.Traveller.traveller_record_id), func.max(m.Traveller.received_at))
+    ).one()
+    key = f"{id(session.get_bind())}|{count}|{newest}"
+    with _TRAVELLER_LOCK:
+        cached = _TRAVELLER_INDEX.get("key")
+        if cached == key:
+            return _TRAVELLER_INDEX["index"]
+    if not count:
+        return None
+    typed = [prepare_traveller(row.payload)[0] for row in session.scalars(select(m.Traveller))]
+    index = TravellerIndex(frame_of(typed, TRAVELLERS.polars_schema))
+    with _TRAVELLER_LOCK:
+        _TRAVELLER_INDEX.update(key=key, index=index)
+    return index
+
+
+def linked_travellers(session: Session, record: Mapping[str, Any]) -> list[LinkedTraveller]:
+    """Traveller records (stored by the API) linked to the shipment's parties by
+    `features.travellers.link_travellers`, masked."""
+    from features.context import PARTY_ROLES
+    from features.travellers import link_travellers
+
+    index = _traveller_index(session)
+    if index is None:
+        return []
+    parties = pl.DataFrame(
+        [
+            {
+                "party_key": role,
+                "name": record.get(f"{role}_name"),
+                "phone": record.get(f"{role}_phone"),
+                "email": record.get(f"{role}_email"),
+                "address": record.get(f"{role}_address"),
+            }
+            for role in PARTY_ROLES
+        ],
+        schema={c: pl.String for c in ("party_key", "name", "phone", "email", "address")},
+    )
+    links = link_travellers(parties, index)
+    ids = links["traveller_record_id"].unique().to_list()
+    by_id = {
+        r.traveller_record_id: r
+        for r in session.scalars(
+            select(m.Traveller).where(m.Traveller.traveller_record_id.in_(ids))
+        )
+    }
+    out = []
+    for link in links.sort(
+        ["confidence", "traveller_record_id"], descending=[True, False]
+    ).to_dicts():
+        found = by_id.get(link["traveller_record_id"])
+        if found is None:
+            continue
+        out.append(
+            LinkedTraveller(
+                link["traveller_record_id"],
+                link["party_key"],
+                link["link_kind"],
+                float(link["confidence"]),
+                masked(dict(found.payload)),
+            )
+        )
+    return out
+
+
+TRAVELLER_SHOWN = (
+    "surname",
+    "given_names",
+    "name_native",
+    "date_of_birth",
+    "nationality",
+    "document_number",
+    "route",
+    "departure_at",
+)
+
+
+def reasons_of(services: Services, stored: StoredShipment) -> list[dict[str, Any]]:
+    """Stored reasons, or computed on demand (the same function as the API)."""
+    from serving.services import explanation
+
+    extra = stored.score.explanation or {}
+    if extra.get("reasons") is not None:
+        return list(extra["reasons"])
+    try:
+        return list(explanation(services, stored)["reasons"])
+    except Exception:  # model version not loadable: show no reasons rather than fail
+        return []
+
+
+# --------------------------------------------------------------------------- queue
+
+
+@dataclass
+class QueueRow:
+    ref: dict[str, Any]
+    reasons: list[str]
+    overdue: bool
+    consignee: str
+    origin: str
+    mode: str
+
+
+def queue_rows(
+    session: Session,
+    services: Services,
+    refs: Sequence[m.Referral],
+    outs: Sequence[dict[str, Any]],
+    overdue_ids: set[int],
+    lang: str,
+) -> list[QueueRow]:
+    ids = [r.shipment_id for r in refs]
+    ships = {
+        s.shipment_id: s
+        for s in session.scalars(select(m.Shipment).where(m.Shipment.shipment_id.in_(ids)))
+    }
+    scores = {
+        s.id: s
+        for s in session.scalars(
+            select(m.Score).where(m.Score.id.in_([r.score_id for r in refs if r.score_id]))
+        )
+    }
+    rows = []
+    for ref, out in zip(refs, outs, strict=True):
+        score = scores.get(ref.score_id or -1)
+        reasons: list[dict[str, Any]] = []
+        if score is not None:
+            extra = score.explanation or {}
+            if extra.get("reasons") is not None:
+                reasons = list(extra["reasons"])
+            else:
+                ship = ships.get(ref.shipment_id)
+                if ship is not None:
+                    reasons = reasons_of(services, StoredShipment(ship, score, []))
+        payload = ships[ref.shipment_id].payload if ref.shipment_id in ships else {}
+        rows.append(
+            QueueRow(
+                out,
+                [reason_text(r, lang) for r in reasons[:2]],
+                ref.id in overdue_ids,
+                str(payload.get("consignee_name", "")),
+                str(payload.get("origin_country", "")),
+                str(payload.get("mode", "")),
+            )
+        )
+    return rows
+
+
+def filter_sort(
+    rows: list[QueueRow], lane: str, status: str, exploration: bool, sort: str
+) -> list[QueueRow]:
+    out = [
+        r
+        for r in rows
+        if (lane == "all" or r.ref["lane"] == lane)
+        and (status == "all" or r.ref["status"] == status)
+        and (not exploration or r.ref["selection_method"] == "random")
+    ]
+    if sort == "priority":
+        out.sort(key=lambda r: (-r.ref["priority"], r.ref["rank"]))
+    elif sort == "age":
+        out.sort(key=lambda r: (-r.ref["age_seconds"], r.ref["rank"]))
+    else:
+        out.sort(key=lambda r: r.ref["rank"])
+    return out
+
+
+def capacity_used(outs: Sequence[dict[str, Any]], capacity: int) -> dict[str, int]:
+    inside = [o for o in outs if not o["over_capacity"]]
+    return {
+        "used": len(inside),
+        "capacity": capacity,
+        "decided": sum(o["status"] in ("inspected", "waived", "closed") for o in outs),
+        "claimed": sum(o["status"] == "claimed" for o in outs),
+        "open": sum(o["status"] == "open" for o in outs),
+    }
+
+
+# --------------------------------------------------------------------------- forms
+
+
+@dataclass
+class FormErrors:
+    fields: dict[str, str] = field(default_factory=dict)
+    general: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields or self.general)
+
+    def add(self, name: str, message: str) -> None:
+        self.fields.setdefault(name, message)
+
+
+@dataclass(frozen=True)
+class OutcomeForm:
+    finding: bool
+    category: str | None
+    quantity: float | None
+    unit: str | None
+    notes: str
+
+
+def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm | None, FormErrors]:
+    """The outcome form's values, or each problem beside its field."""
+    errors = FormErrors()
+    finding_raw = form.get("finding", "")
+    finding = finding_raw == "yes"
+    if finding_raw not in ("yes", "no"):
+        errors.add("finding", t("err.finding_required"))
+    category = form.get("category") or None
+    if category is not None and category not in FINDING_CATEGORIES:
+        errors.add("category", t("error.field"))
+    if finding_raw == "yes" and category is None:
+        errors.add("category", t("err.category_required"))
+    if finding_raw == "no" and category is not None:
+        errors.add("category", t("err.category_without_finding"))
+    quantity: float | None = None
+    qty_raw = (form.get("quantity") or "").strip().replace(",", ".")
+    if qty_raw:
+        try:
+            quantity = float(qty_raw)
+        except ValueError:
+            errors.add("quantity", t("err.quantity_number"))
+        else:
+            if not math.isfinite(quantity) or quantity < 0:
+                errors.add("quantity", t("err.quantity_number"))
+                quantity = None
+            elif finding_raw == "no":
+                errors.add("quantity", t("err.quantity_without_finding"))
+    unit = form.get("unit") or None
+    if unit is not None and unit not in QUANTITY_UNITS:
+        errors.add("unit", t("error.field"))
+    if quantity is not None and unit is None:
+        errors.add("unit", t("err.unit_required"))
+    notes = form.get("notes") or ""
+    if len(notes) > MAX_NOTES:
+        errors.add("notes", t("err.too_long", n=MAX_NOTES))
+    elif CONTROL.search(notes):
+        errors.add("notes", t("err.control_chars"))
+    if errors:
+        return None, errors
+    return OutcomeForm(
+        finding, category, quantity, unit if quantity is not None else None, notes
+    ), errors
+
+
+def check_waiver(form: Mapping[str, str], t: Translator) -> tuple[str | None, FormErrors]:
+    errors = FormErrors()
+    reason = (form.get("reason") or "").strip()
+    if not reason:
+        errors.add("reason", t("err.reason_required"))
+    elif len(reason) > MAX_NOTES:
+        errors.add("reason", t("err.too_long", n=MAX_NOTES))
+    elif CONTROL.search(reason):
+        errors.add("reason", t("err.control_chars"))
+    return (None if errors else reason), errors
+
+
+RULE_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "severity",
+    "effective_from",
+    "effective_to",
+    "condition",
+)
+
+
+def rule_data(form: Mapping[str, str], t: Translator) -> tuple[dict[str, Any] | None, FormErrors]:
+    """The rule form as the data `services.save_rule` takes (condition parsed from
+    YAML or JSON); a condition that cannot be read is an error beside it."""
+    errors = FormErrors()
+    data: dict[str, Any] = {
+        "name": (form.get("name") or "").strip(),
+        "description": (form.get("description") or "").strip(),
+        "severity": form.get("severity") or "",
+    }
+    for key in ("effective_from", "effective_to"):
+        if form.get(key):
+            data[key] = form[key]
+    text = form.get("condition") or ""
+    try:
+        condition = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        errors.add("condition", t("rules.yaml_error", msg=f"{getattr(exc, 'problem', exc)}{where}"))
+        return None, errors
+    if not isinstance(condition, dict):
+        errors.add("condition", t("rules.condition_mapping"))
+        return None, errors
+    data["condition"] = json.loads(json.dumps(condition, default=str))
+    return data, errors
+
+
+def rule_errors(paths_messages: Sequence[tuple[str, str]], t: Translator) -> FormErrors:
+    """Rule validation errors placed beside the form field their path starts with."""
+    errors = FormErrors()
+    for path, message in paths_messages:
+        head = re.split(r"[.\[]", path, maxsplit=1)[0]
+        name = head if head in RULE_FIELDS else None
+        if name == "condition":
+            text = f"{message} ({t('rules.at', path=path)})"
+            errors.fields["condition"] = (
+                errors.fields["condition"] + "; " + text if "condition" in errors.fields else text
+            )
+        elif name is not None:
+            errors.add(name, message)
+        else:
+            errors.general.append(f"{path}: {message}")
+    return errors
+
+
+def condition_text(condition: Any) -> str:
+    return str(
+        yaml.safe_dump(condition, allow_unicode=True, sort_keys=False, default_flow_style=False)
+    )
+
+
+def fmt_dt(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, str) and "T" in value:
+        try:
+            return fmt_dt(dt.datetime.fromisoformat(value))
+        except ValueError:
+            return value
+    return "" if value is None else str(value)
+
+
+def fmt_age(seconds: float) -> str:
+    hours = int(seconds // 3600)
+    if hours >= 48:
+        return f"{hours // 24} d"
+    if hours >= 1:
+        return f"{hours} h"
+    return f"{int(seconds // 60)} min"
+
+
+__all__ = ["PERSONAL_FIELDS"]

@@ -1,0 +1,176 @@
+"""Promotion on a real registry: the comparison on the same test window, the refusal
+rules, what is recorded; and `caravan promote` recording it in the operational
+database with its audit entry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from data_contracts.settings import DataLayout
+from models.promotion import (
+    PromotionError,
+    PromotionRefusedError,
+    ReasonRequiredError,
+    UnknownVersionError,
+    current_champion,
+    plan_promotion,
+    promote,
+)
+from models.registry import CHAMPION, Registry
+from models.train import TrainConfig
+
+GOOD = TrainConfig(max_rounds=150)
+STUMP = TrainConfig(max_rounds=1, num_leaves=2, max_depth=1)  # one split: a poor model
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated world with version 1 (a real model) and version 2 (a stump)."""
+    from pipelines.features import run_features
+    from pipelines.generate import run_generate
+    from pipelines.modelling import run_train
+    from pipelines.synthetic import WorldConfig
+    from pipelines.validate import run_validate
+
+    root = tmp_path_factory.mktemp("promotion") / "data"
+    layout = DataLayout(root)
+    run_generate(layout, WorldConfig(n_shipments=20000, seed=5))
+    run_validate(layout, gx=False)
+    run_features(layout)
+    assert run_train(layout, config=GOOD).version == "1"
+    assert run_train(layout, config=STUMP).version == "2"
+    return root
+
+
+@pytest.fixture
+def layout(two_versions: Path, tmp_path: Path) -> DataLayout:
+    """A private copy (promotions change the registry)."""
+    root = tmp_path / "data"
+    shutil.copytree(two_versions, root)
+    return DataLayout(root)
+
+
+def _registry(layout: DataLayout) -> Registry:
+    return Registry(layout.mlflow_db, layout.mlflow_artifacts)
+
+
+def test_first_promotion_has_nothing_to_compare(layout: DataLayout) -> None:
+    promo = promote(layout, "1", who="dana", reason=None)
+    assert promo.previous is None and promo.champion is None and not promo.forced
+    assert current_champion(layout) == "1"
+    tags = _registry(layout).version("1").tags
+    assert tags["promoted_by"] == "dana"
+    assert tags["promotion_reason"] == "better or equal on the primary metric"
+    logged = [
+        json.loads(x) for x in (layout.reports / "promotions.jsonl").read_text().split("\n") if x
+    ]
+    assert logged[-1]["version"] == "1" and logged[-1]["by"] == "dana"
+
+
+def test_worse_version_refused_unless_forced_with_a_reason(layout: DataLayout) -> None:
+    promote(layout, "1", who="dana", reason=None)
+    with pytest.raises(PromotionRefusedError, match="worse than champion 1"):
+        promote(layout, "2", who="dana", reason=None)
+    assert current_champion(layout) == "1"
+    with pytest.raises(ReasonRequiredError, match="reason"):
+        promote(layout, "2", who="dana", reason="   ", force=True)
+    assert current_champion(layout) == "1"
+
+    promo = promote(layout, "2", who="dana", reason="rollback drill", force=True)
+    assert current_champion(layout) == "2"
+    assert promo.forced and promo.worse and promo.previous == "1"
+    assert promo.champion is not None
+    # both versions were evaluated on version 2's test window, shipment for shipment
+    assert promo.champion.test_window == promo.challenger.test_window
+    assert promo.champion.n_inspected == promo.challenger.n_inspected
+    assert promo.challenger.primary() < promo.champion.primary()
+    tags = _registry(layout).version("2").tags
+    assert tags["promotion_reason"] == "rollback drill" and tags["replaced"] == "1"
+    assert tags["promotion_forced"] == "true"
+
+    # back to the better version: not worse, no reason needed
+    back = promote(layout, "1", who="dana", reason=None)
+    assert not back.worse and back.previous == "2"
+    assert back.challenger.primary() >= back.champion.primary()  # type: ignore[union-attr]
+
+
+def test_unknown_version_already_champion_and_nobody(layout: DataLayout) -> None:
+    with pytest.raises(UnknownVersionError, match="'9'"):
+        promote(layout, "9", who="dana", reason=None)
+    promote(layout, "1", who="dana", reason=None)
+    with pytest.raises(PromotionRefusedError, match="already the champion"):
+        promote(layout, "1", who="dana", reason=None)
+    with pytest.raises(PromotionError, match="names the person"):
+        plan_promotion(layout, "2", who="  ", reason="x", force=True)
+    assert current_champion(layout) == "1"
+
+
+def test_cli_promote_records_row_and_audit_entry(
+    layout: DataLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.cli import app
+    from serving.db import make_engine, session_factory
+    from serving.orm import AuditLog, ModelPromotion
+    from serving.services import verify_audit
+
+    monkeypatch.delenv("CARAVAN_DATABASE_URL", raising=False)
+    runner = CliRunner()
+    data = str(layout.root)
+    ok = runner.invoke(app, ["promote", "--data", data, "--version", "1", "--by", "dana"])
+    assert ok.exit_code == 0, ok.output
+    refused = runner.invoke(app, ["promote", "--data", data, "--version", "2", "--by", "dana"])
+    assert refused.exit_code != 0 and "worse than champion 1" in refused.output
+    forced = runner.invoke(
+        app,
+        ["promote", "--data", data, "--version", "2", "--by", "lee", "--force"],
+    )
+    assert forced.exit_code != 0 and "reason" in forced.output
+    done = runner.invoke(
+        app,
+        [
+            "promote",
+            "--data",
+            data,
+            "--version",
+            "2",
+            "--by",
+            "lee",
+            "--force",
+            "--reason",
+            "drill",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert _registry(layout).version(CHAMPION).version == "2"
+
+    engine = make_engine(f"sqlite:///{layout.database}")
+    try:
+        with session_factory(engine)() as session:
+            rows = list(session.scalars(select(ModelPromotion).order_by(ModelPromotion.id)))
+            assert [(r.model_version, r.previous_version, r.promoted_by) for r in rows] == [
+                ("1", None, "dana"),
+                ("2", "1", "lee"),
+            ]
+            assert rows[1].forced and rows[1].reason == "drill" and rows[1].via == "cli"
+            assert rows[1].evaluation is not None and rows[1].evaluation["worse"] is True
+            entries = list(
+                session.scalars(
+                    select(AuditLog).where(AuditLog.kind == "promotion").order_by(AuditLog.seq)
+                )
+            )
+            assert [(e.actor, e.entity_id) for e in entries] == [
+                ("dana", "caravan-risk/1"),
+                ("lee", "caravan-risk/2"),
+            ]
+            assert entries[1].payload["promotion_id"] == rows[1].id
+            assert entries[1].payload["reason"] == "drill"
+            n, result, _ = verify_audit(session)
+            assert result.ok and n == 2  # refused promotions leave no trace
+    finally:
+        engine.dispose()

@@ -1,0 +1,121 @@
+"""The queue page's marks and filters, and the audit page on a tampered chain, over
+real HTTP (no browser needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from serving import orm as m
+from serving.auth import Role
+from tests.serving.conftest import OFFICE, add_users, build_app, password_for, uvicorn_server
+from tests.web.conftest import DAY, Site, shipment_payloads, web_login
+
+TRIGGERS = "SELECT sql FROM sqlite_master WHERE type='trigger' AND tbl_name='audit_log'"
+ROW = re.compile(
+    r'<tr class="([^"]*)" data-shipment="([^"]+)" data-status="(\w+)" data-referral="(\d+)"'
+)
+
+
+def rows(html: str) -> list[tuple[str, str, str, int]]:
+    return [(c, s, st, int(r)) for c, s, st, r in ROW.findall(html)]
+
+
+@pytest.fixture
+def officer(site: Site) -> Iterator[httpx.Client]:
+    client, r = web_login(site, "officer1", password_for(Role.officer))
+    assert r.status_code == 303
+    yield client
+    client.close()
+
+
+def test_queue_marks_overdue_exploration_and_filters(site: Site, officer: httpx.Client) -> None:
+    page = officer.get("/web/queue", params={"day": DAY.isoformat()})
+    assert page.status_code == 200
+    entries = rows(page.text)
+    with site.app.state.session_factory() as session:
+        refs = {
+            r.id: r
+            for r in session.scalars(
+                select(m.Referral).where(
+                    m.Referral.office_code == OFFICE, m.Referral.queue_date == DAY
+                )
+            )
+        }
+        lanes = {s.id: s.lane for s in session.scalars(select(m.Score))}
+        # one referral left open for two days is overdue
+        old = next(r for r in refs.values() if r.status == "open")
+        old.created_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+        session.commit()
+        old_id = old.id
+    assert [r for *_x, r in entries] == sorted(refs, key=lambda i: refs[i].rank)
+    for classes, _sid, _status, rid in entries:
+        assert f"lane-row-{lanes[refs[rid].score_id]}" in classes
+        assert ("exploration" in classes) == (refs[rid].selection_method == "random")
+    page = officer.get("/web/queue", params={"day": DAY.isoformat()})
+    marked = {rid for classes, *_x, rid in rows(page.text) if "overdue" in classes.split()}
+    assert marked == {old_id}
+    assert 'class="overdue"' in page.text.split("overdue-list")[1]
+
+    red = officer.get("/web/queue", params={"day": DAY.isoformat(), "lane": "red"})
+    red_ids = [rid for *_x, rid in rows(red.text)]
+    assert red_ids and all(lanes[refs[i].score_id] == "red" for i in red_ids)
+    assert len(red_ids) == sum(lanes[r.score_id] == "red" for r in refs.values())
+    by_priority = officer.get("/web/queue", params={"day": DAY.isoformat(), "sort": "priority"})
+    ids = [rid for *_x, rid in rows(by_priority.text)]
+    assert [refs[i].priority for i in ids] == sorted(
+        (r.priority for r in refs.values()), reverse=True
+    )
+    random_only = officer.get("/web/queue", params={"day": DAY.isoformat(), "exploration": "1"})
+    assert {rid for *_x, rid in rows(random_only.text)} == {
+        i for i, r in refs.items() if r.selection_method == "random"
+    }
+    bad = officer.get("/web/queue", params={"day": "2025-13-40"})
+    assert 'id="err-day"' in bad.text and 'aria-invalid="true"' in bad.text
+
+
+@pytest.fixture
+def small_site(web_world: Path, tmp_path: Path) -> Iterator[Site]:
+    """An own server and database (this test alters the audit log)."""
+    data = tmp_path / "data"
+    shutil.copytree(web_world, data)
+    app = build_app(f"sqlite:///{data / 'caravan.db'}", data, max_body_bytes=4 * 1024 * 1024)
+    with uvicorn_server(app) as base:
+        add_users(app)
+        records = shipment_payloads(web_world, 4, "TMP-", OFFICE, DAY)
+        site = Site(app, base, data, records)
+        with site.api(Role.analyst) as client:
+            assert client.post("/api/v1/shipments/batch", json={"records": records}).is_success
+        yield site
+
+
+def test_audit_page_reports_a_broken_chain(small_site: Site) -> None:
+    site = small_site
+    client, _r = web_login(site, "auditor1", password_for(Role.auditor))
+    with site.app.state.engine.connect() as conn:
+        target = conn.execute(text("SELECT seq, entry_id FROM audit_log ORDER BY seq")).all()[1]
+    try:
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/web/audit").text)
+        assert csrf is not None
+        ok = client.post("/web/audit/verify", data={"csrf_token": csrf.group(1)})
+        assert 'data-ok="yes"' in ok.text
+        engine = site.app.state.engine
+        with engine.begin() as conn:
+            triggers = [row[0] for row in conn.execute(text(TRIGGERS))]
+            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
+            conn.execute(text(f"UPDATE audit_log SET actor = 'mallory' WHERE seq = {target.seq}"))
+            for sql in triggers:
+                if "no_update" in sql:
+                    conn.execute(text(sql))
+        broken = client.post("/web/audit/verify", data={"csrf_token": csrf.group(1)})
+        assert 'data-ok="no"' in broken.text
+        assert f"Chain BROKEN at entry {target.seq} ({target.entry_id})" in broken.text
+    finally:
+        client.close()
