@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from features.registry import REGISTRY, render_reason
+from models.train import prediction_threads
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Reason:
 
 def contributions(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
     """(n, features + 1): per-feature log-odds contributions, base value last."""
-    return np.asarray(booster.predict(x, pred_contrib=True))
+    return np.asarray(booster.predict(x, pred_contrib=True, num_threads=prediction_threads(len(x))))
 
 
 def rank_reasons(
