@@ -1,4 +1,5 @@
-"""`caravan serve`, `caravan users create`, `caravan audit verify|replay`.
+"""`caravan serve`, `caravan users create`, `caravan audit verify|replay`,
+`caravan travellers purge`.
 
 Registered on the main CLI with `register(app)`.
 """
@@ -150,8 +151,61 @@ def audit_replay(
         raise typer.Exit(1)
 
 
+travellers_app = typer.Typer(help="Traveller (API/PNR) records: retention.")
+
+
+@travellers_app.command("purge")
+def travellers_purge(
+    data: DataOption = None,
+    days: Annotated[
+        int,
+        typer.Option(
+            "--days",
+            envvar="CARAVAN_TRAVELLER_RETENTION_DAYS",
+            help="Keep records of journeys that departed within this many days.",
+        ),
+    ] = 365,
+    by: Annotated[str, typer.Option("--by", envvar="USER", help="Who purges (audited).")] = (
+        "retention"
+    ),
+) -> None:
+    """Delete traveller records older than the retention period, in the database and
+    in validated/travellers.parquet; the purge is audited (cutoff and count only)."""
+    import datetime as dt
+
+    import polars as pl
+
+    from pipelines.validate import write_parquet
+    from serving.retention import RetentionError, cutoff_for, purge_travellers
+
+    try:
+        cutoff = cutoff_for(days, dt.datetime.now(dt.UTC))
+    except RetentionError as exc:
+        err.print(f"--days: {exc}")
+        raise typer.Exit(2) from None
+    engine, factory, layout = open_database(data)
+    try:
+        with factory() as session:
+            stored = purge_travellers(session, cutoff, by)
+    finally:
+        engine.dispose()
+    path = layout.validated / "travellers.parquet"
+    on_disk = 0
+    if path.exists():
+        frame = pl.read_parquet(path)
+        kept = frame.filter(pl.col("departure_at") >= cutoff)
+        on_disk = frame.height - kept.height
+        if on_disk:
+            write_parquet(kept, path)
+    out.print(
+        f"purged traveller records that departed before {cutoff:%Y-%m-%d}: "
+        f"{stored} in the database, {on_disk} in {path}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the `caravan` CLI."""
     app.command("serve")(serve)
     app.add_typer(users_app, name="users")
     app.add_typer(audit_app, name="audit")
+    app.add_typer(travellers_app, name="travellers")
