@@ -8,11 +8,11 @@ from __future__ import annotations
 import polars as pl
 
 from features.context import History, Params
-from features.registry import Kind, feature_set_version, specs
+from features.registry import FeatureSpec, Kind, feature_set_version, specs
 from features.state import FeatureState
 
 # Columns kept beside the features for reason texts and display (never model inputs).
-CONTEXT = ("office_code", "origin_country", "hs4_main", "value_usd", "gross_mass_kg")
+CONTEXT = ("office_code", "origin_country", "hs4_main", "value_usd", "gross_mass_kg", "hs_text_line", "hs_text_code", "arms_fit_line", "arms_fit_heading")  # noqa: E501  # fmt: skip
 ID = ("shipment_id", "declared_at")
 
 
@@ -37,16 +37,37 @@ def build_features(
             raise ValueError("params differ from those the feature state was built with")
     else:
         state = FeatureState.build(history, params)
-    frame = ships
-    for part in state.family_frames(ships, items):
-        frame = frame.join(part, on="shipment_id", how="left", maintain_order="left")
+    # Every family frame has one row per shipment, in the order of `ships`.
+    columns = [
+        column
+        for part in state.family_frames(ships, items)
+        for column in part.iter_columns()
+        if column.name != "shipment_id"
+    ]
+    frame = ships.hstack(columns)
+    return frame.select(*ID, *CONTEXT, *_feature_exprs(specs()))
+
+
+# specs' ids -> (the specs, kept alive so that their ids stay theirs; expressions)
+_EXPRS: dict[tuple[int, ...], tuple[tuple[FeatureSpec, ...], tuple[pl.Expr, ...]]] = {}
+
+
+def _feature_exprs(registered: list[FeatureSpec]) -> tuple[pl.Expr, ...]:
+    """The registered features' expressions, built once per set of specs (an
+    online call would otherwise rebuild every expression)."""
+    key = tuple(map(id, registered))
+    cached = _EXPRS.get(key)
+    if cached is not None:
+        return cached[1]
     exprs = []
-    for spec in specs():
+    for spec in registered:
         expr = spec.code_expr(spec.fn()) if spec.kind is Kind.CATEGORICAL else spec.fn()
         exprs.append(
             expr.cast(pl.Float64 if spec.kind is Kind.NUMERIC else pl.Int32).alias(spec.name)
         )
-    return frame.select(*ID, *CONTEXT, *exprs)
+    _EXPRS.clear()  # (one set of specs at a time)
+    _EXPRS[key] = (tuple(registered), tuple(exprs))
+    return _EXPRS[key][1]
 
 
 def online_features(ships: pl.DataFrame, items: pl.DataFrame, state: FeatureState) -> pl.DataFrame:

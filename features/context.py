@@ -53,6 +53,10 @@ class Params:
             "AE",
         }
     )
+    # The tariff text that goods descriptions are compared with: a CSV of
+    # `hscode,en,ru` or the UN Comtrade HS layout (features/hs_text.py); None takes
+    # the project's table, data_contracts/reference/hs_headings.csv.
+    hs_nomenclature_path: str | None = None
     # FX to USD, approximate annual averages (for value comparisons only).
     usd_per_unit: dict[str, float] = field(
         default_factory=lambda: {
@@ -120,14 +124,19 @@ def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """Add `<role>_key` for each party: its declared identification number when
     given (with the role's country), else its normalised, transliterated name.
     Two spellings of one name give one key."""
-    out = frame
-    for role in PARTY_ROLES:
-        names = normalise_names(frame[f"{role}_name"].cast(pl.String), sort_tokens=True)
-        ident = frame[f"{role}_id"].cast(pl.String).str.replace_all(r"[\s./-]", "")
-        out = out.with_columns(
+    n = frame.height
+    # The names of the three roles normalised at once (each distinct name once).
+    names = normalise_names(
+        pl.concat([frame.get_column(f"{role}_name").cast(pl.String) for role in PARTY_ROLES]),
+        sort_tokens=True,
+    )
+    keys = []
+    for i, role in enumerate(PARTY_ROLES):
+        ident = pl.col(f"{role}_id").cast(pl.String).str.replace_all(r"[\s./-]", "")
+        keys.append(
             pl.when(ident.is_not_null() & (ident.str.len_chars() > 0))
             .then(pl.lit("id:") + ident)
-            .otherwise(pl.lit("name:") + names)
+            .otherwise(pl.lit("name:") + pl.lit(names.slice(i * n, n)))
             .alias(f"{role}_key")
         )
-    return out
+    return frame.with_columns(keys)

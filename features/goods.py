@@ -7,6 +7,7 @@ import datetime as dt
 import polars as pl
 
 from features.context import Params
+from features.hs_text import NomenclatureText, nomenclature_text
 from features.registry import Family, feature
 from features.timeline import AsOfTable, as_of_query
 
@@ -39,6 +40,7 @@ PART_TERMS = (
     r"|ствол\w*|затвор\w*|магазин\w*|спуск\w*|курок\w*|приклад\w*|цевь\w*|рукоят\w*"
     r"|пружин\w*|возвратн\w*"
 )
+ARMS_CHAPTER = "93"
 _ARMS = rf"(?i)\b(?:{ARMS_TERMS})\b"
 _PARTS = rf"(?i)\b(?:{PART_TERMS})\b"
 MIN_REFERENCE = 5  # earlier lines needed before a value is compared with them
@@ -70,13 +72,25 @@ def _reference_lines(lines: pl.DataFrame, value: str) -> pl.DataFrame:
     return lines.drop_nulls(value).with_columns((pl.col(value) ** 2).alias("__sq"))
 
 
+def nomenclature_for(params: Params) -> NomenclatureText:
+    """The nomenclature text model: the deployment's tariff when its `Params` name
+    one (`hs_nomenclature_path`, a CSV `features.hs_text.load_text_table` reads),
+    else the project's own table."""
+    return nomenclature_text(params.hs_nomenclature_path)
+
+
 class Reference:
     """Per HS6 x origin and per HS6, and per month: cumulative count, sum and sum
     of squares of the log unit value and of the log mass per unit of the lines
-    recorded so far (the `_cumulative` tables `_reference_z` reads)."""
+    recorded so far (the `_cumulative` tables `_reference_z` reads); and the
+    fitted nomenclature text model the descriptions are compared with (static:
+    it does not depend on the history)."""
 
-    def __init__(self, tables: dict[tuple[str, str], AsOfTable]):
+    def __init__(
+        self, tables: dict[tuple[str, str], AsOfTable], text: NomenclatureText | None = None
+    ):
         self.tables = tables
+        self.text = text if text is not None else nomenclature_text()
 
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> Reference:
@@ -88,7 +102,8 @@ class Reference:
                 )
                 for value in VALUES
                 for key in KEYS
-            }
+            },
+            nomenclature_for(params),
         )
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> None:
@@ -135,6 +150,14 @@ def prepare(
     the lines recorded so far (`Reference.build` over the history)."""
     lines = _line_frame(ships, items, params)
     ref = reference
+    text = ref.text.score(lines["description"], lines["hs_code"])
+    lines = pl.concat([lines, text], how="horizontal").with_columns(
+        pl.col("hs_text_sim").alias("__hs_sim"),
+        pl.when(pl.col("hs_code").str.slice(0, 2) != ARMS_CHAPTER)
+        .then(pl.col("arms_text_sim") - pl.col("hs_text_sim"))
+        .alias("__arms_gap"),
+        pl.col("arms_text_heading").alias("__arms_heading"),
+    )
     lines = lines.with_columns(
         _reference_z(lines, ref, "__luv", params).alias("__uv_z"),
         _reference_z(lines, ref, "__lmpu", params).alias("__mpu_z"),
@@ -161,10 +184,45 @@ def prepare(
         .str.slice(0, 4)
         .alias("hs4_main"),
         (pl.col("value").max() / pl.col("value").sum()).alias("__top_line_share"),
+        *_text_aggregates(),
     )
     return ships.select("shipment_id").join(
         per_ship, on="shipment_id", how="left", maintain_order="left"
     )
+
+
+CONTEXT_CHARS = 60  # a description quoted in a reason text is cut to this length
+
+
+def _text_aggregates() -> list[pl.Expr]:
+    """Per shipment: the lowest description-to-code similarity and the line that
+    has it; the largest margin by which a line reads more like an arms heading
+    than like its declared code, the line and that heading (ties: first line)."""
+    worst = [pl.col("__hs_sim").fill_null(2.0), pl.col("line_no")]
+    armsy = [pl.col("__arms_gap").fill_null(-2.0), -pl.col("line_no")]
+    has_sim = pl.col("__hs_sim").is_not_null().any()
+    has_gap = pl.col("__arms_gap").is_not_null().any()
+    return [
+        pl.col("__hs_sim").min().alias("__hs_text_sim"),
+        pl.when(has_sim)
+        .then(pl.col("description").sort_by(worst).first().str.slice(0, CONTEXT_CHARS))
+        .alias("hs_text_line"),
+        pl.when(has_sim)
+        .then(pl.col("hs_code").sort_by(worst).first().str.slice(0, 6))
+        .alias("hs_text_code"),
+        pl.col("__arms_gap").max().alias("__arms_margin"),
+        pl.when(has_gap)
+        .then(
+            pl.col("description")
+            .sort_by(armsy, descending=True)
+            .first()
+            .str.slice(0, CONTEXT_CHARS)
+        )
+        .alias("arms_fit_line"),
+        pl.when(has_gap)
+        .then(pl.col("__arms_heading").sort_by(armsy, descending=True).first())
+        .alias("arms_fit_heading"),
+    ]
 
 
 def undervalued_flags(prepared: pl.DataFrame) -> pl.DataFrame:
@@ -274,3 +332,34 @@ def distinct_chapters() -> pl.Expr:
 )
 def top_line_value_share() -> pl.Expr:
     return pl.col("__top_line_share")
+
+
+@feature(
+    F,
+    "Lowest similarity between a line's description and the nomenclature text of its "
+    "declared HS code (TF-IDF cosine on character n-grams, English or Russian; 1 = the "
+    "tariff's own wording; empty when the tariff table has no text for the code)",
+    "Description '{hs_text_line}' hardly matches the tariff text of HS {hs_text_code} "
+    "(similarity {value})",
+    "Описание «{hs_text_line}» плохо соответствует тексту ТН ВЭД {hs_text_code} (сходство {value})",
+    fmt="{:.2f}",
+    monotone=-1,  # the less a description reads like its code, the more suspicious
+)
+def description_hs_similarity() -> pl.Expr:
+    return pl.col("__hs_text_sim")
+
+
+@feature(
+    F,
+    "Largest margin by which a line's description is closer to the text of an arms or "
+    "ammunition heading (HS 9301-9307) than to the text of its declared code "
+    "(lines declared outside chapter 93)",
+    "Description '{arms_fit_line}' reads more like HS {arms_fit_heading} (arms, ammunition) "
+    "than like its declared code (margin {value})",
+    "Описание «{arms_fit_line}» ближе к тексту ТН ВЭД {arms_fit_heading} (оружие, "
+    "боеприпасы), чем к заявленному коду (разница {value})",
+    fmt="{:+.2f}",
+    monotone=1,
+)
+def description_arms_margin() -> pl.Expr:
+    return pl.col("__arms_margin")

@@ -46,7 +46,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-from networkx import Graph, bfs_layers
+from networkx import Graph
 from networkx.utils import UnionFind
 
 from data_contracts.schemas import ARMS_CATEGORIES
@@ -97,22 +97,35 @@ def contact_keys(frame: pl.DataFrame, role: str) -> pl.DataFrame:
     )
 
 
+def mentions(frame: pl.DataFrame) -> pl.DataFrame:
+    """The shipments' party mentions (`frame` carries `<role>_key`): one row per
+    shipment and role, `__row` (the shipment's row), role, party node, time `t`,
+    and the comparison keys of its phone, e-mail and address. Computed once per
+    query and shared with `features.travellers.prepare`."""
+    return _mentions(frame)
+
+
 def _mentions(frame: pl.DataFrame) -> pl.DataFrame:
-    """Long frame of (row, role, party node, contact keys, time) over the three roles."""
-    parts = []
-    for role in PARTY_ROLES:
-        keys = contact_keys(frame, role)
-        parts.append(
-            pl.DataFrame(
-                {
-                    "__row": pl.int_range(frame.height, dtype=pl.UInt32, eager=True),
-                    "role": pl.Series([role] * frame.height, dtype=pl.String),
-                    "party": ("p|" + frame[f"{role}_key"].cast(pl.String)),
-                    "t": frame["declared_at"],
-                }
-            ).hstack(keys)
-        )
-    return pl.concat(parts)
+    """Long frame of (row, role, party node, time, contact keys) over the three roles."""
+    long = pl.concat(
+        [
+            frame.select(
+                pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
+                pl.lit(role, dtype=pl.String).alias("role"),
+                ("p|" + pl.col(f"{role}_key").cast(pl.String)).alias("party"),
+                pl.col("declared_at").alias("t"),
+                pl.col(f"{role}_phone").alias("phone"),
+                pl.col(f"{role}_email").alias("email"),
+                pl.col(f"{role}_address").alias("address"),
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+    return long.with_columns(
+        phone_key(pl.col("phone")).alias("phone"),
+        email_key(pl.col("email")).alias("email"),
+        address_key(long.get_column("address")),
+    )
 
 
 def _raw_edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
@@ -187,7 +200,7 @@ class Components:
     def __init__(self, edges: pl.DataFrame):
         e = edges.sort("t", "a", "b")
         self.eu, self.ev = e["a"].to_list(), e["b"].to_list()
-        self.et = e["t"].dt.epoch("us").to_list()
+        self.et = _epoch_us(e["t"])
         self.uf = UnionFind()
         self.parties: dict[str, int] = {}
         self.i = 0
@@ -271,7 +284,7 @@ class Components:
 def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame) -> pl.Series:
     """Parties in each query node's component from edges strictly before its time."""
     q = queries.with_row_index("__q").sort("t", "__q")
-    sizes = Components(edges).sweep(q["node"].to_list(), q["t"].dt.epoch("us").to_list())
+    sizes = Components(edges).sweep(q["node"].to_list(), _epoch_us(q["t"]))
     out = pl.Series("size", sizes, dtype=pl.Int64)
     return q.select("__q").with_columns(out).sort("__q")["size"]
 
@@ -279,7 +292,13 @@ def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame) -> pl.Series:
 class Hops:
     """Multi-source BFS layers from the flagged parties on monthly snapshots: `at(month)`
     (months non-decreasing) gives node -> hops for the graph and the findings
-    known before the month's first instant."""
+    known before the month's first instant.
+
+    The graph only grows (edges and sources are added, never removed), so the
+    distances only shrink: each month relaxes them from the new sources and the
+    ends of the new edges (a bounded BFS), instead of a BFS over the whole graph.
+    The result is the BFS's: every node within `MAX_HOPS` of a source, at its
+    distance. The dict returned is updated in place by the next month."""
 
     def __init__(self, edges: pl.DataFrame, flagged: pl.DataFrame):
         self.graph = Graph()
@@ -299,20 +318,39 @@ class Hops:
         start, i = self.i, self.i
         while i < len(self.e_t) and self.e_t[i] < month:
             i += 1
-        self.graph.add_edges_from(zip(self.e_a[start:i], self.e_b[start:i], strict=True))
+        new_a, new_b = self.e_a[start:i], self.e_b[start:i]
+        self.graph.add_edges_from(zip(new_a, new_b, strict=True))
         self.i = i
+        layers = self.layers
+        touched: list[str] = []
         while self.j < len(self.f_t) and self.f_t[self.j] < month:
-            self.sources.add(self.f_node[self.j])
+            node = self.f_node[self.j]
+            if node not in self.sources:
+                self.sources.add(node)
+                self.graph.add_node(node)
+                layers[node] = 0
+                touched.append(node)
             self.j += 1
-        layers: dict[str, int] = {}
-        if self.sources:
-            self.graph.add_nodes_from(self.sources)
-            for depth, layer in enumerate(bfs_layers(self.graph, self.sources)):
-                if depth > MAX_HOPS:
-                    break
-                layers.update(dict.fromkeys(layer, depth))
-        self.month, self.layers = month, layers
+        if layers:
+            touched += [v for v in (*new_a, *new_b) if v in layers]
+            self._relax(touched)
+        self.month = month
         return layers
+
+    def _relax(self, queue: list[str]) -> None:
+        """Lower the distances of the neighbours of `queue`'s nodes, and onwards."""
+        layers, adj = self.layers, self.graph.adj
+        k = 0
+        while k < len(queue):
+            node = queue[k]
+            k += 1
+            depth = layers[node] + 1
+            if depth > MAX_HOPS:
+                continue
+            for other in adj[node]:
+                if layers.get(other, MAX_HOPS + 1) > depth:
+                    layers[other] = depth
+                    queue.append(other)
 
 
 def _hops_to_arms(
@@ -370,6 +408,14 @@ def _ends(raw: pl.DataFrame) -> pl.DataFrame:
 
 def _limit() -> pl.Expr:
     return pl.when(pl.col("node").str.starts_with("r|")).then(VEHICLE_LIMIT).otherwise(HUB_LIMIT)
+
+
+def _epoch_us(times: pl.Series) -> list[int]:
+    """Microseconds since the epoch (`dt.epoch("us")`; for times held in
+    microseconds, their physical values: a cast, without an expression's cost)."""
+    if isinstance(times.dtype, pl.Datetime) and times.dtype.time_unit == "us":
+        return times.cast(pl.Int64).to_list()
+    return times.dt.epoch("us").to_list()
 
 
 def _epoch(t: dt.datetime) -> int:
@@ -472,7 +518,7 @@ class Tables:
             identity = kept.filter(IDENTITY)
             self._components.eu += identity["a"].to_list()
             self._components.ev += identity["b"].to_list()
-            self._components.et += identity["t"].dt.epoch("us").to_list()
+            self._components.et += _epoch_us(identity["t"])
         hops = self._hops
         if hops is not None and hops.month is not None and kept["t"].min() < hops.month:  # type: ignore[operator]
             self._hops = None  # the snapshot read already holds their month: rebuilt on use
@@ -514,7 +560,12 @@ class Tables:
         return self._hops
 
 
-def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl.DataFrame:
+def prepare(
+    ships: pl.DataFrame,
+    tables: Tables | History,
+    params: Params,
+    ship_mentions: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given:
     `__net_component` (largest of the consignee's and consignor's component, in
     parties), `__net_contact_parties` (most other parties behind one of their
@@ -523,24 +574,24 @@ def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl
 
     Shipments declared at or after the latest one `tables` holds read the
     union-find and the BFS kept at the end of the history; earlier ones replay
-    the history's edges in time order (exact, as slow as a batch)."""
+    the history's edges in time order (exact, as slow as a batch).
+    `ship_mentions`: `mentions(ships)` when the caller has it."""
     del params
     if isinstance(tables, History):
         tables = Tables(tables.shipments, tables.outcomes)
     n = ships.height
-    queries = pl.concat(
-        [
-            ships.select(
-                ("p|" + pl.col(f"{r}_key")).alias("node"), pl.col("declared_at").alias("t")
-            )
-            for r in ROLES
-        ]
-    )
+    if ship_mentions is None:
+        same = ships is tables.source and tables.mentions is not None
+        ship_mentions = tables.mentions if same else _mentions(ships)
+    assert ship_mentions is not None
+    # The consignor's then the consignee's mentions, each in the order of `ships`.
+    ship_mentions = ship_mentions.filter(pl.col("role").is_in(ROLES))
+    queries = ship_mentions.select(pl.col("party").alias("node"), "t")
     latest = tables.latest
     online = n > 0 and latest is not None and bool((ships["declared_at"] >= latest).all())
     if online:
         comp = tables.components()
-        times = queries["t"].dt.epoch("us").to_list()
+        times = _epoch_us(queries["t"])
         nodes = queries["node"].to_list()
         sizes = pl.Series(
             "size",
@@ -553,10 +604,6 @@ def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl
         sizes = _component_sizes(tables.edges.filter(IDENTITY), queries)
         hops = _hops_to_arms(tables.edges, queries, tables.flagged)
 
-    same = ships is tables.source and tables.mentions is not None
-    ship_mentions = (tables.mentions if same else _mentions(ships)).filter(  # type: ignore[union-attr]
-        pl.col("role").is_in(ROLES)
-    )
     shared: list[pl.Series] = []
     for contact in CONTACTS:
         seen = tables.contacts[contact]

@@ -145,13 +145,16 @@ class FeatureState:
         goods_frame = (
             self.goods_frame if batch else goods.prepare(ships, items, self.reference, params)
         )
+        # The parties' contact keys, computed once for the two families reading them
+        # (a batch over the history reuses the network's).
+        mentions = None if batch else network.mentions(ships_k)
         return [
             shipment.prepare(ships, items, params),
             goods_frame,
             trader.prepare(ships_k, self.trader),
             watchlist.prepare(ships_k, self.history.watchlist, params, self.watch_index),
-            travellers.prepare(ships_k, self.travellers, params),
-            network.prepare(ships_k, self.network, params),
+            travellers.prepare(ships_k, self.travellers, params, mentions),
+            network.prepare(ships_k, self.network, params, mentions),
         ]
 
     def check_online(self, ships: pl.DataFrame) -> None:

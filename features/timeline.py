@@ -22,6 +22,7 @@ import datetime as dt
 import itertools
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 QUERY_ROW = "__qrow"
@@ -30,6 +31,16 @@ QUERY_ROW = "__qrow"
 RESTRICT_MAX_KEYS = 512
 # Appended rows are merged into the sorted table when they grow beyond this.
 COMPACT_MIN_ROWS = 50_000
+# A query of at most this many rows is answered by looking up each row's key in
+# the index and searching its times (numpy), without building frames: the same
+# answer as the as-of join, without the fixed cost of frame operations (an online
+# call asks about one shipment).
+LOOKUP_MAX_QUERIES = 64
+# Physical (integer) steps of the time units.
+_UNIT = {
+    "us": dt.timedelta(microseconds=1),
+    "ms": dt.timedelta(milliseconds=1),
+}
 
 
 class KeyedRows:
@@ -50,6 +61,13 @@ class KeyedRows:
         self.replaced = False
         self._index: dict[object, tuple[int, int]] | None = None
         self._extra_index: dict[object, list[int]] = {}
+        # Physical numpy arrays of numeric and temporal columns, by column (main
+        # frame; appended rows), built on first lookup.
+        self._arrays: dict[str, np.ndarray] = {}
+        self._extra_arrays: dict[str, np.ndarray] = {}
+        self._nulls: dict[tuple[str, ...], bool] = {}
+        self._schema: pl.Schema | None = None
+        self._temporal: frozenset[str] | None = None
 
     @property
     def height(self) -> int:
@@ -63,6 +81,58 @@ class KeyedRows:
             starts = itertools.accumulate(lengths, initial=0)
             self._index = {v: (s, n) for v, s, n in zip(values, starts, lengths, strict=False)}
         return self._index
+
+    def array(self, column: str, extra: bool = False) -> np.ndarray:
+        cache = self._extra_arrays if extra else self._arrays
+        array = cache.get(column)
+        if array is None:
+            frame = self.extra if extra else self.frame
+            assert frame is not None
+            array = frame.get_column(column).to_physical().to_numpy()
+            cache[column] = array
+        return array
+
+    def schema(self) -> pl.Schema:
+        if self._schema is None:
+            self._schema = self.frame.schema
+        return self._schema
+
+    def temporal(self) -> frozenset[str]:
+        """The columns of a temporal type."""
+        if self._temporal is None:
+            self._temporal = frozenset(c for c, t in self.schema().items() if t.is_temporal())
+        return self._temporal
+
+    def has_nulls(self, columns: Sequence[str]) -> bool:
+        """Whether any of these columns holds a null (lookups need none)."""
+        found = self._nulls.get(tuple(columns))
+        if found is None:
+            frames = [self.frame] if self.extra is None else [self.frame, self.extra]
+            found = any(f.get_column(c).has_nulls() for f in frames for c in columns)
+            self._nulls[tuple(columns)] = found
+        return found
+
+    def key_values(self, key: object, column: str) -> np.ndarray:
+        """The physical values (integers for times) of a numeric or temporal
+        column in the rows of one key, in order: the sorted rows, then the rows
+        appended since (each key's rows in time order; when appended rows replace
+        held ones, the replacing row comes last among equal times)."""
+        start, length = self.index().get(key, (0, 0))
+        values = self.array(column)[start : start + length]
+        extra = self._extra_index.get(key) if self.extra is not None else None
+        if extra:
+            values = np.concatenate([values, self.array(column, extra=True)[extra]])
+        return values
+
+    def key_list(self, key: object, column: str) -> list[object]:
+        """`key_values` of any column, as a list (strings included)."""
+        start, length = self.index().get(key, (0, 0))
+        values = self.frame.get_column(column).slice(start, length).to_list()
+        extra = self._extra_index.get(key) if self.extra is not None else None
+        if extra:
+            assert self.extra is not None
+            values += self.extra.get_column(column).gather(extra).to_list()
+        return values
 
     def rows(self, keys: pl.Series | None = None) -> pl.DataFrame:
         """All rows (keys None), or at least the rows of the given keys (every row
@@ -94,6 +164,8 @@ class KeyedRows:
         for i, k in enumerate(rows[self.key].to_list(), start=start):
             self._extra_index.setdefault(k, []).append(i)
         self.extra = rows if self.extra is None else pl.concat([self.extra, rows])
+        self._extra_arrays = {}
+        self._nulls = {}
         self.replaced = self.replaced or replaces
         if self.extra.height >= max(COMPACT_MIN_ROWS, self.frame.height // 10):
             merged = pl.concat([self.frame, self.extra])
@@ -104,6 +176,8 @@ class KeyedRows:
             self.replaced = False
             self._index = None
             self._extra_index = {}
+            self._arrays = {}
+            self._extra_arrays = {}
 
 
 def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
@@ -206,6 +280,10 @@ def as_of_query(
 ) -> pl.DataFrame:
     """`as_of_counts` answered from a built table (see there)."""
     windows = windows or {}
+    if queries.height <= LOOKUP_MAX_QUERIES:
+        found = _as_of_lookup(queries, q_key, q_time, table, windows, prefix)
+        if found is not None:
+            return found
     key, time, sums = table.key, table.time, table.sums
     cum = table.frame(queries[q_key])
     # One as-of join for every instant asked: q_time, then q_time - w per window.
@@ -252,6 +330,79 @@ def as_of_query(
             for c in sums
         )
     return wide.select(out)
+
+
+def _physical_times(
+    series: pl.Series, dtype: pl.DataType, widths: Sequence[dt.timedelta]
+) -> tuple[list[int | None], list[int]] | None:
+    """The query times in the table's physical unit, and the window widths in it
+    (None when a width is not a whole number of units: the join answers)."""
+    unit = _UNIT.get(getattr(dtype, "time_unit", None) or "")
+    if unit is None or any(w % unit for w in widths):
+        return None
+    if series.dtype != dtype:
+        series = series.cast(dtype)
+    # (a cast to Int64 gives the physical values, without the cost of to_physical)
+    return series.cast(pl.Int64).to_list(), [w // unit for w in widths]
+
+
+def _as_of_lookup(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    windows: dict[str, dt.timedelta],
+    prefix: str,
+) -> pl.DataFrame | None:
+    """`as_of_query` for a few queries: per query, the key's rows from the index
+    and a binary search of its times (the row before q_time, strictly, as the
+    backward as-of join without exact matches takes)."""
+    rows, time, sums = table.rows, table.time, table.sums
+    schema = rows.schema()
+    physical = _physical_times(queries.get_column(q_time), schema[time], list(windows.values()))
+    if physical is None:
+        return None
+    times, widths = physical
+    cols = ["__cum_n", "__first", *[f"__cum_{c}" for c in sums]]
+    if rows.has_nulls([time, *cols]):
+        return None
+    n, instants = queries.height, 1 + len(widths)
+    # got[c][i, j]: column c of the row matched by query j at instant i (0: none)
+    got = {c: np.zeros((instants, n), dtype=rows.array(c).dtype) for c in cols}
+    matched = np.zeros(n, dtype=bool)  # at the query's own time
+    for j, (k, t) in enumerate(zip(queries.get_column(q_key).to_list(), times, strict=True)):
+        if k is None or t is None:
+            continue
+        held = rows.key_values(k, time)
+        if held.size == 0:
+            continue
+        positions = (held.searchsorted([t, *[t - w for w in widths]], side="left") - 1).tolist()
+        if positions[0] < 0:  # (windows reach no further back than `now`)
+            continue
+        matched[j] = True
+        for c in cols:
+            values, column = rows.key_values(k, c), got[c]
+            for i, p in enumerate(positions):
+                if p >= 0:
+                    column[i, j] = values[p]
+
+    temporal = rows.temporal()
+
+    def series(name: str, c: str, values: np.ndarray) -> pl.Series:
+        out = pl.Series(name, values)
+        return out.cast(schema[c]) if c in temporal else out
+
+    first = series(f"{prefix}_first", "__first", got["__first"][0])
+    if not matched.all():
+        first = pl.Series(
+            first.name, [v if m else None for v, m in zip(first, matched, strict=True)], first.dtype
+        )
+    out = [series(f"{prefix}_n", "__cum_n", got["__cum_n"][0]), first]
+    out += [series(f"{prefix}_{c}", f"__cum_{c}", got[f"__cum_{c}"][0]) for c in sums]
+    for i, label in enumerate(windows, start=1):
+        for c, name in (("__cum_n", "n"), *[(f"__cum_{c}", c) for c in sums]):
+            out.append(series(f"{prefix}_{name}_{label}", c, got[c][0] - got[c][i]))
+    return pl.DataFrame(out)
 
 
 def as_of_counts(
@@ -325,7 +476,7 @@ def distinct_query(
 ) -> pl.DataFrame:
     """`distinct_before` answered from a built `FirstSeen`."""
     counted = as_of_query(queries, q_key, q_time, seen.counts, prefix=prefix)
-    return counted.select(pl.col(f"{prefix}_n").alias(f"{prefix}_distinct"))
+    return counted.get_column(f"{prefix}_n").alias(f"{prefix}_distinct").to_frame()
 
 
 def pair_seen_query(
@@ -333,6 +484,10 @@ def pair_seen_query(
 ) -> pl.Series:
     """`pair_seen_before` answered from a built `FirstSeen`."""
     key, value, time = seen.key, seen.value, seen.time
+    if queries.height <= LOOKUP_MAX_QUERIES:
+        found = _pair_lookup(queries, q_keys, q_time, seen)
+        if found is not None:
+            return found
     firsts = seen.firsts.rows(queries[q_keys[0]])
     joined = (
         queries.select(
@@ -346,6 +501,29 @@ def pair_seen_query(
     if joined.height > 1:
         joined = joined.sort(QUERY_ROW)
     return (joined[time].is_not_null() & (joined[time] < joined["__t"])).fill_null(False)
+
+
+def _pair_lookup(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> pl.Series | None:
+    """`pair_seen_query` for a few queries, through the index (one row per pair)."""
+    firsts = seen.firsts
+    physical = _physical_times(queries.get_column(q_time), firsts.schema()[seen.time], [])
+    if physical is None:
+        return None
+    if firsts.has_nulls([seen.time]):
+        return None
+    out: list[bool] = []
+    keys = queries.get_column(q_keys[0]).to_list()
+    values = queries.get_column(q_keys[1]).to_list()
+    for k, v, t in zip(keys, values, physical[0], strict=True):
+        hit = False
+        if k is not None and v is not None and t is not None:
+            held = firsts.key_list(k, seen.value)
+            if v in held:
+                hit = bool(firsts.key_values(k, seen.time)[held.index(v)] < t)
+        out.append(hit)
+    return pl.Series(out, dtype=pl.Boolean)
 
 
 def distinct_before(

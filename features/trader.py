@@ -49,9 +49,13 @@ def line_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
 
 
+def _normalised(contact: str) -> pl.Expr:
+    return pl.col(f"consignee_{contact}").str.to_lowercase().str.replace_all(r"[^\w]", "")
+
+
 def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
-    norm = pl.col(f"consignee_{contact}").str.to_lowercase().str.replace_all(r"[^\w]", "")
-    return frame.with_columns(norm.alias("__contact"))
+    """consignee_key, declared_at and the consignee's normalised contact `__contact`."""
+    return frame.select("consignee_key", "declared_at", _normalised(contact).alias("__contact"))
 
 
 class Tables:
@@ -121,13 +125,14 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         ]
     chapters = distinct_query(ships, "consignee_key", "declared_at", tables.chapters, prefix="c")
     cols.append(chapters["c_distinct"].alias("__consignee_chapters"))
+    q = ships.select(
+        "consignee_key", "declared_at", *[_normalised(c).alias(f"__{c}") for c in CONTACT_FIELDS]
+    )
     for contact in CONTACT_FIELDS:
-        q = _contact(ships, contact)
         seen_contact = tables.contacts[contact]
-        parties = distinct_query(q, "__contact", "declared_at", seen_contact, prefix="p")[
-            "p_distinct"
-        ]
-        self_seen = pair_seen_query(q, ("__contact", "consignee_key"), "declared_at", seen_contact)
+        on = f"__{contact}"
+        parties = distinct_query(q, on, "declared_at", seen_contact, prefix="p")["p_distinct"]
+        self_seen = pair_seen_query(q, (on, "consignee_key"), "declared_at", seen_contact)
         cols.append((parties - self_seen.cast(pl.UInt32)).alias(f"__shared_{contact}"))
     days = [
         ((pl.col("__at") - pl.col(f"__{r}_first")).dt.total_microseconds() / 8.64e10).alias(

@@ -48,6 +48,7 @@ from rapidfuzz import fuzz, process
 from features.context import PARTY_ROLES, History, Params
 from features.names import COMPANY_FORMS, names_agree, normalise_names, to_latin
 from features.network import CONTACTS, address_key, email_key, phone_key
+from features.network import mentions as network_mentions
 from features.registry import Family, feature
 from features.timeline import FirstSeen, distinct_query, pair_seen_query
 
@@ -381,6 +382,44 @@ class TravellerIndex:
                 rows.update(lookup.get(value, ()))
         return self.keys[sorted(rows)]
 
+    def may_link(self, keyed: pl.DataFrame) -> bool:
+        """Whether a record shares with one of the party mentions `keyed` (the
+        `phone` and `address` comparison keys of `features.network.mentions`;
+        no identity document) evidence from which a link can reach
+        `FEATURE_MIN_CONFIDENCE`: a phone, an address, or an address close
+        enough (`_fuzzy_addresses`). Without a document or a birth date, an
+        e-mail or a name alone stays below it (`CONFIDENCE`). False: the features
+        see no link (what `prepare` would compute, without linking)."""
+        index = self.index()
+        if any(p in index["phone"] for p in keyed.get_column("phone").to_list()):
+            return True
+        addresses = keyed.get_column("address").to_list()
+        if all(a is None for a in addresses):
+            return False
+        blocks = keyed.select(_number_block(pl.col("address"))).to_series().to_list()
+        for address, block in zip(addresses, blocks, strict=True):
+            if address is None:
+                continue
+            if address in index["address"]:
+                return True
+            rows = index["block"].get(block) if block else None
+            if rows:
+                held = self.keys.get_column("address").gather(rows).to_list()
+                if any(
+                    other is not None
+                    and other != address
+                    and fuzz.ratio(address, other) >= ADDRESS_MIN_SCORE
+                    for other in held
+                ):
+                    return True
+        return False
+
+
+# Without a document or a birth date, these evidences alone stay below the
+# features' threshold (`TravellerIndex.may_link` relies on it).
+assert max(CONFIDENCE["email"], CONFIDENCE["name_email"], CONFIDENCE["name_only"]) < (
+    FEATURE_MIN_CONFIDENCE
+)
 
 # Parties at most this many: compare them with the records found through the index.
 RESTRICT_MAX_PARTIES = 256
@@ -675,7 +714,12 @@ def _shared_before(mentions: pl.DataFrame, tables: Tables) -> list[pl.Series]:
     return out
 
 
-def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl.DataFrame:
+def prepare(
+    ships: pl.DataFrame,
+    tables: Tables | History,
+    params: Params,
+    ship_mentions: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given, from the
     traveller records linked (confidence >= FEATURE_MIN_CONFIDENCE) to any of
     its three parties and departed before its declared_at: `__tr_conf` (best
@@ -683,12 +727,28 @@ def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl
     `__tr_trips`, `__tr_high_risk` (route touches a high-risk country),
     `__tr_one_way`, `__tr_cash`, `__tr_last_minute` (booked < 72 h before
     departure), `__tr_group` (trips booked in one group with another person
-    linked to the same shipment)."""
+    linked to the same shipment).
+
+    `ships` carries `<role>_key`; `ship_mentions`: `features.network.mentions(ships)`
+    when the caller has it."""
     if isinstance(tables, History):
         tables = Tables(tables.shipments, tables.travellers, params)
-    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
     counts = ("__tr_trips", "__tr_high_risk", "__tr_one_way", "__tr_cash", "__tr_last_minute",
               "__tr_group")  # fmt: skip
+    few = ships.height * len(PARTY_ROLES) <= RESTRICT_MAX_PARTIES  # (a batch links someone)
+    if few:
+        keyed = ship_mentions if ship_mentions is not None else network_mentions(ships)
+        if not tables.records.may_link(keyed):
+            # No record can link to a party strongly enough: nothing to count.
+            n = ships.height
+            return pl.DataFrame(
+                [
+                    ships.get_column("shipment_id"),
+                    pl.Series("__tr_conf", [0.0] * n, dtype=pl.Float64),
+                    *[pl.Series(c, [0] * n, dtype=pl.Int64) for c in counts],
+                ]
+            )
+    rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
     mentions = pl.concat(
         [
             ships.select(
@@ -702,17 +762,6 @@ def prepare(ships: pl.DataFrame, tables: Tables | History, params: Params) -> pl
             for role in PARTY_ROLES
         ]
     )
-    probe = mentions.select(
-        pl.col("__row").cast(pl.String).alias("party_key"), "name", "phone", "email", "address"
-    )
-    few = mentions.height <= RESTRICT_MAX_PARTIES  # (a batch has records for someone)
-    if few and tables.records.candidates(_party_keys(probe)).height == 0:
-        # No record shares a blocking key with any party: no link, nothing to count.
-        return rows.select(
-            "shipment_id",
-            pl.lit(0.0).alias("__tr_conf"),
-            *[pl.lit(0, dtype=pl.Int64).alias(c) for c in counts],
-        )
     mentions = mentions.with_columns(_shared_before(mentions, tables))
     attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
     tuples = (

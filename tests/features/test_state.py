@@ -8,10 +8,11 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from networkx import Graph, bfs_layers
 from polars.testing import assert_frame_equal
 
 from data_contracts.settings import DataLayout
-from features import timeline
+from features import network, timeline
 from features.build import build_features, online_features
 from features.context import History
 from features.state import FeatureState, StateError
@@ -192,3 +193,66 @@ def test_appended_rows_merge_with_the_last_time_of_their_key() -> None:
     # (appended rows follow the rows held: the same rows, each key's in time order)
     assert_frame_equal(seen.firsts.rows().sort("k", "v"), again.firsts.rows())
     assert_frame_equal(seen.counts.frame().sort("k", "t"), again.counts.frame())
+
+
+def test_lookups_for_few_queries_equal_the_as_of_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    day = dt.timedelta(days=1)
+    events = pl.DataFrame({"k": ["a", "a", "b"], "t": [T0, T0 + day, T0], "v": [1.0, 2.0, 4.0]})
+    table = AsOfTable.build(events, "k", "t", ["v"])
+    seen = FirstSeen.build(events, "k", "v", "t")
+    # Appended rows wait beside the sorted ones; one replaces the row of its key and time.
+    more = pl.DataFrame(
+        {"k": ["a", "c", "a"], "t": [T0 + day, T0, T0 + 2 * day], "v": [8.0, 16.0, 32.0]}
+    )
+    table.append(more)
+    seen.append(more)
+    assert table.rows.extra is not None and table.rows.replaced
+    us = dt.timedelta(microseconds=1)
+    queries = pl.DataFrame(
+        {
+            "k": ["a", "a", "a", "a", "a", "b", "c", None, "zzz"],
+            "t": [T0, T0 + day, T0 + day + us, T0 + 2 * day, T0 + 9 * day, T0 + day, T0 + us,
+                  T0 + day, T0],
+            "v": [1.0, 1.0, 8.0, 32.0, 2.0, 4.0, 16.0, 1.0, 1.0],
+        }
+    )  # fmt: skip
+    windows = {"1d": day, "2d": 2 * day}
+    looked_up = [
+        timeline._as_of_lookup(queries.slice(i, 1), "k", "t", table, windows, "c")
+        for i in range(queries.height)
+    ]
+    pairs = timeline._pair_lookup(queries, ("k", "v"), "t", seen)
+    monkeypatch.setattr(timeline, "LOOKUP_MAX_QUERIES", -1)  # always the join
+    joined = as_of_query(queries, "k", "t", table, windows=windows, prefix="c")
+    assert all(f is not None for f in looked_up)
+    assert_frame_equal(pl.concat([f for f in looked_up if f is not None]), joined)
+    assert joined["c_n"].to_list() == [0, 1, 3, 3, 4, 1, 1, 0, 0]
+    assert joined["c_v"].to_list()[:5] == [0.0, 1.0, 11.0, 11.0, 43.0]
+    assert joined["c_v_1d"].to_list()[:5] == [0.0, 1.0, 10.0, 10.0, 0.0]
+    assert pairs is not None
+    want = timeline.pair_seen_query(queries, ("k", "v"), "t", seen)
+    assert pairs.to_list() == want.to_list() == [False, True, True, False, True, True, True,
+                                                 False, False]  # fmt: skip
+
+
+def test_monthly_hops_equal_a_bfs_from_scratch(state: FeatureState) -> None:
+    edges, flagged = state.network.edges, state.network.flagged
+    months = edges["t"].dt.truncate("1mo").unique().sort().to_list()
+    hops = network.Hops(edges, flagged)
+    deepest = 0
+    for month in months[1::2]:
+        got = dict(hops.at(month))
+        graph = Graph()
+        before = edges.filter(pl.col("t") < month)
+        graph.add_edges_from(zip(before["a"].to_list(), before["b"].to_list(), strict=True))
+        sources = flagged.filter(pl.col("t") < month)["node"].to_list()
+        want: dict[str, int] = {}
+        if sources:
+            graph.add_nodes_from(sources)
+            for depth, layer in enumerate(bfs_layers(graph, sources)):
+                if depth > network.MAX_HOPS:
+                    break
+                want.update(dict.fromkeys(layer, depth))
+        assert got == want
+        deepest = max(deepest, *want.values(), 0)
+    assert deepest == network.MAX_HOPS
