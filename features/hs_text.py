@@ -45,7 +45,7 @@ is static per line (no history), so it is point in time by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -182,6 +182,15 @@ def ngram_counts(texts: pl.Series) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, N_FEATURES))
 
 
+MEMO_ROWS = 64
+MEMO_SIZE = 200_000
+SCORE_SCHEMA = {
+    "hs_text_sim": pl.Float64,
+    "arms_text_sim": pl.Float64,
+    "arms_text_heading": pl.String,
+}
+
+
 @dataclass(frozen=True)
 class NomenclatureText:
     """The fitted model over one nomenclature text table (see the module doc)."""
@@ -191,6 +200,11 @@ class NomenclatureText:
     matrix: sp.csr_matrix  # one L2-normalised row per text
     arms_rows: np.ndarray  # rows of chapter 93 texts
     arms_codes: np.ndarray  # their heading (4 digits)
+    # (description, code) -> scores, for small calls (the API's one shipment): the
+    # same pair always scores the same, and most descriptions recur.
+    memo: dict[tuple[str | None, str | None], tuple[float | None, float | None, str | None]] = (
+        field(default_factory=dict, compare=False, repr=False)
+    )
 
     @classmethod
     def fit(cls, table: pl.DataFrame) -> NomenclatureText:
@@ -223,7 +237,29 @@ class NomenclatureText:
         """Per (description, declared code), in the order given: `hs_text_sim`
         (closest text of the code, null when the table has none or the
         description is null), `arms_text_sim` (closest chapter 93 text) and
-        `arms_text_heading` (its heading)."""
+        `arms_text_heading` (its heading). Calls of at most `MEMO_ROWS` lines
+        answer the pairs seen before from the memo and score only the new ones."""
+        if len(descriptions) > MEMO_ROWS:
+            return self._score(descriptions, codes)
+        keys = list(
+            zip(
+                descriptions.cast(pl.String).to_list(),
+                codes.cast(pl.String).to_list(),
+                strict=True,
+            )
+        )
+        missing = [k for k in dict.fromkeys(keys) if k not in self.memo]
+        if missing:
+            got = self._score(
+                pl.Series([k[0] for k in missing], dtype=pl.String),
+                pl.Series([k[1] for k in missing], dtype=pl.String),
+            )
+            if len(self.memo) + len(missing) > MEMO_SIZE:
+                self.memo.clear()
+            self.memo.update(zip(missing, got.iter_rows(), strict=True))
+        return pl.DataFrame([self.memo[k] for k in keys], schema=SCORE_SCHEMA, orient="row")
+
+    def _score(self, descriptions: pl.Series, codes: pl.Series) -> pl.DataFrame:
         pairs = pl.DataFrame({"description": descriptions, "hs_code": codes}).cast(pl.String)
         distinct = pairs.unique(maintain_order=True).with_row_index("pair")
         descs = (

@@ -270,3 +270,19 @@ def test_misdeclared_lines_of_the_synthetic_world_score_lower() -> None:
     assert mis_sim is not None and honest_sim is not None
     assert mis_sim < honest_sim - 0.1  # type: ignore[operator]
     assert mismatched["margin"].mean() > honest["margin"].mean()  # type: ignore[operator]
+
+
+def test_small_calls_from_the_memo_equal_the_full_scoring() -> None:
+    """The API's one-shipment calls answer recurring pairs from the memo: the same
+    values, types and order as scoring them afresh, nulls included."""
+    descriptions = ["bolt carrier and trigger", None, "ball bearings", "bolt carrier and trigger"]
+    codes = ["846693", "846693", "848210", "846693"]
+    model = nomenclature_text()
+    d, c = pl.Series(descriptions, dtype=pl.String), pl.Series(codes)
+    fresh = model._score(d, c)
+    first = model.score(d, c)
+    assert (descriptions[0], codes[0]) in model.memo
+    again = model.score(d, c)
+    assert_frame_equal(first, fresh, check_exact=True)
+    assert_frame_equal(again, fresh, check_exact=True)
+    assert again["hs_text_sim"][1] is None
