@@ -314,6 +314,8 @@ def print_setup(setup: DemoSetup, url: str) -> None:
         + ", ".join(f"{office} {n}" for office, n in sorted(setup.queues.items()))
     )
     _say(f"Caravan: {url}/")
+    _say(f"Sign in (web pages): {url}/web/login")
+    _say(f"Officer's queue (web): {url}/web/queue?day={setup.day.isoformat()}")
     _say(f"API docs: {url}/docs")
     _say(f"Officer's queue (API): {url}/api/v1/queues/{officer.office_code}/{setup.day}")
     _say("Demo accounts (role, user, password):")

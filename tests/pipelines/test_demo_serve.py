@@ -119,6 +119,7 @@ def test_demo_serve_accounts_log_in_and_queue_is_filled(demo_world: Path) -> Non
         ) == dt.timedelta(days=1)
         url = f"http://127.0.0.1:{port}"
         assert f"{url}/docs" in text and f"Caravan: {url}/" in text
+        assert f"Sign in (web pages): {url}/web/login" in text
         accounts = {m.group(1): m.groups()[1:] for x in seen if (m := ACCOUNT.match(x))}
         assert set(accounts) == set(ROLES), text
 
@@ -132,6 +133,8 @@ def test_demo_serve_accounts_log_in_and_queue_is_filled(demo_world: Path) -> Non
                 assert proc.poll() is None, "".join(seen)
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
+            login_page = client.get("/web/login")
+            assert login_page.status_code == 200 and "<form" in login_page.text
             tokens = {}
             for role, (user, password, office) in accounts.items():
                 r = client.post("/api/v1/auth/login", data={"username": user, "password": password})
