@@ -30,9 +30,11 @@ from models.explain import explain_frame
 from models.registry import CHAMPION, Registry
 from models.train import predict
 from serving.policy import LaneThresholds, is_forced, lane, priority
-from serving.rules_engine import Rule, RuleHit, evaluate_frame, rule_frame
+from serving.rules_engine import Rule, RuleHit, shipment_hits
 
 log = logging.getLogger(__name__)
+
+SMALL_MATRIX = 64  # up to this many shipments, the model's matrix is built in Python
 
 
 class ModelNotReadyError(Exception):
@@ -143,13 +145,13 @@ def score_shipments(
     yellow lanes only, True = all, False = none)."""
     feats = build_features(ships, items, history, params)
     names = list(model.names)
-    x = matrix(feats, names)
-    prob = predict(model.booster, x)
-    hits = evaluate_frame(rules, rule_frame(ships, items, feats))
-    by_ship: dict[str, list[RuleHit]] = {}
-    for sid, rid, version, severity in hits.iter_rows():
-        by_ship.setdefault(sid, []).append(RuleHit(rid, int(version), severity))
     vectors = feats.select(names).to_dicts()
+    # a few rows: the matrix from the vectors (the same numbers, without planning a
+    # Polars query of one expression per feature); many: the vectorised conversion
+    x = model.matrix(vectors) if feats.height <= SMALL_MATRIX else matrix(feats, names)
+    prob = predict(model.booster, x)
+    by_ship = shipment_hits(rules, ships, items, feats)
+    fs_version = feature_set_version()
     context = feats.select("shipment_id", "declared_at", *CONTEXT).to_dicts()
     wl_score = (
         feats["watchlist_best_score"].fill_null(0).to_numpy() / 100.0
@@ -186,7 +188,7 @@ def score_shipments(
                 watchlist_score=float(wl_score[i] * 100),
                 watchlist_exact=bool(wl_exact[i]),
                 model_version=model.version,
-                feature_set_version=feature_set_version(),
+                feature_set_version=fs_version,
                 features={
                     k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v))
                     for k, v in vectors[i].items()

@@ -207,9 +207,12 @@ def _rule_of(version: m.RuleVersion) -> Rule:
 
 def active_rules(session: Session, services: Services) -> list[Rule]:
     """The newest version of every active rule (cached until the rules change)."""
-    marker = session.scalar(select(func.count(m.RuleVersion.id))) or 0
-    active = session.scalar(select(func.count()).where(m.Rule.active.is_(True))) or 0
-    key = int(marker) * 100_003 + int(active)
+    versions = select(func.count(m.RuleVersion.id)).scalar_subquery()
+    active = (
+        select(func.count()).select_from(m.Rule).where(m.Rule.active.is_(True)).scalar_subquery()
+    )
+    marker, n_active = session.execute(select(versions, active)).one()  # one round trip
+    key = int(marker or 0) * 100_003 + int(n_active or 0)
     cached = services._rules_cache
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -575,15 +578,15 @@ def ingest_shipments(
             received_at=received,
         )
         session.add(rows[s.shipment_id])
-    session.flush()  # no ORM relationships: shipments before their lines
+    session.flush()  # no ORM relationships: shipments before their lines and scores
+    # Lines and scores (both refer to the shipment only) in one flush, which gives the
+    # scores their ids; then their rule hits and audit entries.
     for s in scored:
         p = by_id[s.shipment_id]
         for line in p.items:
             session.add(
                 m.Item(shipment_id=s.shipment_id, line_no=line["line_no"], payload=jsonable(line))
             )
-    session.flush()
-    # All scores in one flush (their ids), then their rule hits and audit entries.
     scores = {s.shipment_id: _score_row(s) for s in scored}
     session.add_all(list(scores.values()))
     session.flush()

@@ -23,6 +23,7 @@ from serving.rules_engine import (
     regex_problem,
     rule_frame,
     rule_performance,
+    shipment_hits,
 )
 
 AT = dt.datetime(2025, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -523,6 +524,92 @@ def test_batch_agrees_with_one_by_one(seed: int) -> None:
     got = evaluate_frame(rules, frame, AT)
     assert set(zip(got["shipment_id"], got["rule_version"], strict=True)) == expected
     assert 0 < len(expected) < len(rules) * len(ships)  # the mix is not degenerate
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_one_shipment_in_python_agrees_with_the_batch_frame(seed: int) -> None:
+    """The API's single-shipment path (Python) and the batch path (one Polars pass)
+    give the same hits, in the same order, each rule applied on each shipment's own
+    declared day (effective dates included)."""
+    rng = random.Random(seed)
+    ships, items, feats = random_world(rng, 150)
+    days = [AT.date() + dt.timedelta(days=d) for d in (-2, -1, 0, 1, 2)]
+    rules = []
+    for v in range(40):
+        dates: dict[str, Any] = {}
+        if rng.random() < 0.3:
+            dates["effective_from"] = rng.choice(days)
+        if rng.random() < 0.3:
+            dates["effective_to"] = max(rng.choice(days), dates.get("effective_from", days[0]))
+        rules.append(make(random_condition(rng), id=f"r{v % 7}", version=v + 1, **dates))
+    rng.shuffle(rules)
+    ship_df = pl.DataFrame(ships, schema=SHIP_SCHEMA)
+    item_df = pl.DataFrame(items, schema=ITEM_SCHEMA)
+    feat_df = pl.DataFrame(feats, schema=FEAT_SCHEMA)
+
+    batch = shipment_hits(rules, ship_df, item_df, feat_df)  # 150 > SMALL_BATCH: Polars
+    table = evaluate_frame(rules, rule_frame(ship_df, item_df, feat_df))
+    expected: dict[str, list[tuple[str, int, str]]] = {}
+    for sid, rid, version, severity in table.iter_rows():
+        expected.setdefault(sid, []).append((rid, version, severity))
+    assert {k: [(h.rule_id, h.rule_version, h.severity) for h in v] for k, v in batch.items()} == (
+        expected
+    )
+    one_by_one: dict[str, Any] = {}
+    for i in range(ship_df.height):
+        sid = ships[i]["shipment_id"]
+        one = shipment_hits(
+            rules,
+            ship_df.slice(i, 1),
+            item_df.filter(pl.col("shipment_id") == sid),
+            feat_df.filter(pl.col("shipment_id") == sid),
+        )
+        one_by_one.update(one)
+    assert one_by_one == batch
+    assert 0 < sum(len(v) for v in batch.values()) < len(rules) * len(ships)
+
+
+def test_batch_expressions_follow_the_condition_not_the_version() -> None:
+    """Expressions are kept per condition: two rules sharing an id and version (as
+    in tests, or a database rebuilt) never get each other's expression."""
+    ships = pl.DataFrame(
+        {"shipment_id": ["a", "b"], "declared_at": [AT, AT], "gross_mass_kg": [5.0, 50.0]}
+    )
+    frame = rule_frame(ships, pl.DataFrame(schema={"shipment_id": pl.String}))
+    light = make(leaf("gross_mass_kg", "lt", 10))
+    heavy = make(leaf("gross_mass_kg", "gt", 10))
+    for _ in range(2):
+        assert evaluate_frame([light], frame, AT)["shipment_id"].to_list() == ["a"]
+        assert evaluate_frame([heavy], frame, AT)["shipment_id"].to_list() == ["b"]
+    # a column of another type is another expression (NaN counts as missing on floats)
+    ints = frame.with_columns(pl.col("gross_mass_kg").cast(pl.Int64))
+    assert evaluate_frame([heavy], ints, AT)["shipment_id"].to_list() == ["b"]
+
+
+def test_both_paths_name_a_missing_column() -> None:
+    rule = make(leaf("consignee_shipments_365d", "lt", 3))
+    ships = pl.DataFrame({"shipment_id": ["a"], "declared_at": [AT]})
+    items = pl.DataFrame(schema={"shipment_id": pl.String})
+    with pytest.raises(KeyError, match="consignee_shipments_365d"):
+        shipment_hits([rule], ships, items)  # one shipment: Python
+    with pytest.raises(KeyError, match="consignee_shipments_365d"):
+        evaluate_frame([rule], rule_frame(ships, items))
+    lines = make(leaf("item.hs_code", "starts_with", "93"))
+    with pytest.raises(KeyError, match=r"item\.hs_code"):
+        shipment_hits([lines], ships, items)
+
+
+def test_no_rules_and_no_shipments() -> None:
+    ships = pl.DataFrame(schema=SHIP_SCHEMA)
+    items = pl.DataFrame(schema=ITEM_SCHEMA)
+    assert shipment_hits([], ships, items) == {}
+    assert shipment_hits([make(leaf("gross_mass_kg", "gt", 0))], ships, items) == {}
+    assert evaluate_frame([], rule_frame(ships, items)).columns == [
+        "shipment_id",
+        "rule_id",
+        "rule_version",
+        "severity",
+    ]
 
 
 def test_batch_uses_each_declared_day_when_no_time_given() -> None:
