@@ -354,10 +354,12 @@ def description_hs_similarity() -> pl.Expr:
     "Largest margin by which a line's description is closer to the text of an arms or "
     "ammunition heading (HS 9301-9307) than to the text of its declared code "
     "(lines declared outside chapter 93)",
-    "Description '{arms_fit_line}' reads more like HS {arms_fit_heading} (arms, ammunition) "
-    "than like its declared code (margin {value})",
-    "Описание «{arms_fit_line}» ближе к тексту ТН ВЭД {arms_fit_heading} (оружие, "
-    "боеприпасы), чем к заявленному коду (разница {value})",
+    "Description '{arms_fit_line}' resembles the text of HS {arms_fit_heading} (arms, "
+    "ammunition) unusually closely for its declared code (similarity to HS "
+    "{arms_fit_heading} minus similarity to the declared code: {value})",
+    "Описание «{arms_fit_line}» необычно близко к тексту ТН ВЭД {arms_fit_heading} "
+    "(оружие, боеприпасы) для заявленного кода (сходство с {arms_fit_heading} минус "
+    "сходство с заявленным кодом: {value})",
     fmt="{:+.2f}",
     monotone=1,
 )

@@ -53,6 +53,10 @@ class FeatureSpec:
     # +1 where more of it can only mean more risk (the model is constrained so).
     monotone: int = 0
     module: str = ""  # the family module that defines it
+    # Reason texts for a missing value, where missing has a meaning an officer
+    # should read ("never seen before"); otherwise the value shows as "?".
+    missing_en: str = ""
+    missing_ru: str = ""
 
     def expr(self) -> pl.Expr:
         return self.fn().alias(self.name)
@@ -76,6 +80,8 @@ def feature(
     fmt: str = "{:.0f}",
     categories: tuple[str, ...] = (),
     monotone: int = 0,
+    missing_en: str = "",
+    missing_ru: str = "",
 ) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
     """Register a feature; the decorated function's name is the column's name."""
 
@@ -95,6 +101,8 @@ def feature(
             categories,
             monotone,
             fn.__module__,
+            missing_en,
+            missing_ru,
         )
         return fn
 
@@ -146,8 +154,10 @@ def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str =
             return f"Поле декларации {label}: {shown}"
         return f"Declared {label}: {shown}"
     template = spec.reason_ru if lang == "ru" else spec.reason_en
+    if _missing(value) and spec.missing_en:
+        template = spec.missing_ru if lang == "ru" else spec.missing_en
     shown = _format_value(spec, value)
-    values = {k: ("?" if v is None else v) for k, v in context.items()}
+    values = {k: _context_value(v) for k, v in context.items()}
     values["value"] = shown
     try:
         return template.format_map(_Default(values))
@@ -155,8 +165,22 @@ def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str =
         return template
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _context_value(value: Any) -> Any:
+    """A context column as officers read it: large amounts whole, small ones to three
+    significant digits ("about 12,758 USD", not "12758.3748")."""
+    if _missing(value):
+        return "?"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return value
+
+
 def _format_value(spec: FeatureSpec, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "?"
     if spec.kind is Kind.CATEGORICAL and isinstance(value, int | float):
         code = int(value)

@@ -201,7 +201,23 @@ def _role_features(role: str, ru: str) -> None:
     ):
         fn.__name__ = name
         monotone = 1 if name.endswith("arms_findings") else 0
-        feature(F, desc, en, ru_text, kind=kind, fmt=fmt, monotone=monotone)(fn)
+        # No first sighting before this shipment: the party is new.
+        missing = (
+            (f"{role.title()} never seen before", f"{ru} ранее не встречался")
+            if name.endswith("days_since_first")
+            else ("", "")
+        )
+        feature(
+            F,
+            desc,
+            en,
+            ru_text,
+            kind=kind,
+            fmt=fmt,
+            monotone=monotone,
+            missing_en=missing[0],
+            missing_ru=missing[1],
+        )(fn)
     for w in WINDOWS:
 
         def count(w: str = w) -> pl.Expr:

@@ -197,3 +197,16 @@ def test_reason_texts_render(lang: str, expected: str) -> None:
 def test_reason_text_uses_context_columns() -> None:
     text = render_reason("min_unit_value_z", -4.26, {"hs4_main": "8466", "origin_country": "CN"})
     assert text == ("Declared value per kg far below usual for HS 8466 from CN (z = -4.3)")
+
+
+def test_reason_texts_read_well_for_missing_values_and_amounts() -> None:
+    """A party never seen before is said so (not "first seen ? days ago"), and
+    amounts from the context are rounded as people write them."""
+    assert render_reason("consignee_days_since_first", None, {}) == "Consignee never seen before"
+    assert render_reason("consignor_days_since_first", None, {}, "ru") == (
+        "Отправитель ранее не встречался"
+    )
+    assert render_reason("consignee_days_since_first", 3.0, {}) == "Consignee first seen 3 days ago"
+    text = render_reason("log_value_usd", 4.1058, {"value_usd": 12758.3748})
+    assert text == "Declared value about 12,758 USD"
+    assert "0.0123" in render_reason("log_value_usd", -1.9, {"value_usd": 0.012345})
