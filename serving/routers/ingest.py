@@ -53,6 +53,18 @@ def _loc(field: str) -> list[str | int]:
     return [int(p) if p.isdigit() else p for p in field.split(".")]
 
 
+def _refuse_broken(broken: list[RowError] | None) -> None:
+    """422 naming each field a single record breaks, as FastAPI's own errors do."""
+    if broken:
+        raise HTTPException(
+            422,
+            detail=[
+                {"type": "value_error", "loc": ["body", *_loc(e.field)], "msg": e.reason}
+                for e in broken
+            ],
+        )
+
+
 def _row_errors_out(errors: list[RowError]) -> list[dict[str, Any]]:
     return [{"index": e.index, "field": e.field, "reason": e.reason} for e in errors]
 
@@ -76,15 +88,7 @@ def post_shipment(
 ) -> dict[str, Any]:
     prepared = prepare_shipment(body.model_dump(mode="json"))  # type: ignore[attr-defined]
     ensure_office(user, str(prepared.record["office_code"]))
-    broken = rule_errors([prepared]).get(0)
-    if broken:
-        raise HTTPException(
-            422,
-            detail=[
-                {"type": "value_error", "loc": ["body", *_loc(e.field)], "msg": e.reason}
-                for e in broken
-            ],
-        )
+    _refuse_broken(rule_errors([prepared]).get(0))
     try:
         stored, unchanged, conflicts = ingest_shipments(
             session, services, [prepared], user.username
@@ -163,15 +167,7 @@ def post_traveller(
     services: ServicesDep,
 ) -> dict[str, Any]:
     data, digest = prepare_traveller(body.model_dump(mode="json"))  # type: ignore[attr-defined]
-    broken = traveller_rule_errors([data]).get(0)
-    if broken:
-        raise HTTPException(
-            422,
-            detail=[
-                {"type": "value_error", "loc": ["body", *_loc(e.field)], "msg": e.reason}
-                for e in broken
-            ],
-        )
+    _refuse_broken(traveller_rule_errors([data]).get(0))
     try:
         _stored, unchanged, conflicts = ingest_travellers(
             session, services, [(data, digest)], user.username
