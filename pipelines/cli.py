@@ -286,7 +286,9 @@ def train(
         str, typer.Option("--target", help="What counts as a positive: arms | any-finding.")
     ] = "arms",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 7,
-    max_depth: Annotated[int, typer.Option("--max-depth", help="Trees' maximum depth.")] = 8,
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", help="Trees' maximum depth (TrainConfig's default).")
+    ] = 6,
     as_json: JsonOption = False,
 ) -> None:
     """Train a LightGBM model on inspected shipments; register it as `challenger`."""
