@@ -806,18 +806,11 @@ def _queue_rows(session: Session, office: str, day: dt.date) -> list[m.Referral]
     )
 
 
-def get_queue(
-    session: Session, services: Services, office: str, day: dt.date, actor: str
-) -> tuple[list[m.Referral], bool]:
-    """The queue of an office for a day, built (and audited) on first request."""
-    rows = _queue_rows(session, office, day)
-    if rows:
-        return rows, False
-    write_lock(session, "queue")
-    rows = _queue_rows(session, office, day)
-    if rows:
-        session.rollback()
-        return rows, False
+def _day_scores(
+    session: Session, office: str, day: dt.date, since: dt.datetime | None = None
+) -> list[m.Score]:
+    """The latest score of each shipment of the office declared that day (scored
+    after `since`, when given)."""
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     latest = (
         select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
@@ -830,7 +823,24 @@ def get_queue(
         .group_by(m.Score.shipment_id)
         .subquery()
     )
-    scores = list(session.scalars(select(m.Score).join(latest, m.Score.id == latest.c.sid)))
+    query = select(m.Score).join(latest, m.Score.id == latest.c.sid)
+    if since is not None:
+        query = query.where(m.Score.scored_at > since)
+    return list(session.scalars(query.order_by(m.Score.id)))
+
+
+def _place(
+    session: Session,
+    services: Services,
+    office: str,
+    day: dt.date,
+    scores: Sequence[m.Score],
+    queued: Sequence[m.Referral],
+    actor: str,
+) -> list[m.Referral]:
+    """Referrals for `scores` within what is left of the day's capacity after the
+    `queued` entries, audited with what was decided; nothing when nothing is picked.
+    Must-inspect rules and exact watchlist hits always enter (over capacity if full)."""
     candidates = []
     for s in scores:
         extra = s.explanation or {}
@@ -838,9 +848,14 @@ def get_queue(
         must = bool(extra.get("must_inspect", False)) and not exact
         candidates.append(policy.Candidate(s.shipment_id, office, day, s.priority, must, exact))
     capacity = services.capacity(office)
+    left = max(capacity - sum(1 for r in queued if not r.over_capacity), 0)
     share = services.queue.exploration_share
-    seed = int(hashlib.sha256(f"{office}|{day.isoformat()}".encode()).hexdigest()[:8], 16)
-    entries = policy.build_queue(candidates, capacity, share, rng_seed=seed)
+    seed = int(
+        hashlib.sha256(f"{office}|{day.isoformat()}|{len(queued)}".encode()).hexdigest()[:8], 16
+    )
+    entries = policy.build_queue(candidates, left, share, rng_seed=seed)
+    if not entries:
+        return []
     score_of = {s.shipment_id: s.id for s in scores}
     created = now()
     refs = []
@@ -850,7 +865,7 @@ def get_queue(
             queue_date=day,
             shipment_id=e.shipment_id,
             score_id=score_of[e.shipment_id],
-            rank=e.rank,
+            rank=len(queued) + e.rank,
             priority=e.priority,
             selection_method=e.selection_method,
             selection_probability=e.selection_probability,
@@ -863,12 +878,13 @@ def get_queue(
     session.flush()
     audit(
         session,
-        "queue_built",
+        "queue_extended" if queued else "queue_built",
         actor,
         {
             "office_code": office,
             "day": day,
             "capacity": capacity,
+            "capacity_left": left,
             "exploration_share": share,
             "candidates": len(candidates),
             "entries": [
@@ -885,8 +901,32 @@ def get_queue(
         entity="queue",
         entity_id=f"{office}/{day.isoformat()}",
     )
+    return refs
+
+
+def get_queue(
+    session: Session, services: Services, office: str, day: dt.date, actor: str
+) -> tuple[list[m.Referral], bool]:
+    """The queue of an office for a day: built (and audited) on first request, then
+    extended with the shipments scored since its last entries were placed (new
+    arrivals, or a rescreen that made a hit exact) within the capacity left.
+    Returns the entries and whether any was placed by this call."""
+    rows = _queue_rows(session, office, day)
+    since = max((r.created_at for r in rows), default=None)
+    referred = {r.shipment_id for r in rows}
+    if not [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]:
+        return rows, False
+    write_lock(session, "queue")
+    rows = _queue_rows(session, office, day)
+    since = max((r.created_at for r in rows), default=None)
+    referred = {r.shipment_id for r in rows}
+    fresh = [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]
+    placed = _place(session, services, office, day, fresh, rows, actor) if fresh else []
+    if not placed:
+        session.rollback()
+        return rows, False
     session.commit()
-    return refs, True
+    return _queue_rows(session, office, day), True
 
 
 def overdue_referrals(session: Session, services: Services, office: str) -> list[m.Referral]:

@@ -436,3 +436,41 @@ def test_hot_swap_under_concurrent_requests(
                 assert r.status_code == 201
                 version = r.json()["model_version"]
             assert version == "2"
+
+
+def test_queue_takes_shipments_that_arrive_after_it_was_built(world_api: Api, samples: Any) -> None:
+    """A queue is built on first view, then later arrivals of the same day are placed
+    within the capacity left (audited as an extension); earlier entries keep their
+    ids and ranks; a view with nothing new places nothing and writes no audit entry."""
+    api = world_api
+    officer = api.headers(Role.officer)
+    url = f"{API}/queues/{OFFICE}/{DAY.isoformat()}"
+    _batch(api, [payload(samples, i, f"EARLY-{i}") for i in range(3)])
+    first = api.client.get(url, headers=officer).json()
+    assert first["built_now"] is True and len(first["entries"]) == 3
+    assert first["capacity"] > 5
+
+    _batch(api, [payload(samples, 10 + i, f"LATE-{i}") for i in range(2)])
+    second = api.client.get(url, headers=officer).json()
+    assert second["built_now"] is True
+    assert [e["id"] for e in second["entries"][:3]] == [e["id"] for e in first["entries"]]
+    assert {e["shipment_id"] for e in second["entries"][3:]} == {"LATE-0", "LATE-1"}
+    assert [e["rank"] for e in second["entries"]] == [1, 2, 3, 4, 5]
+
+    auditor = api.headers(Role.auditor)
+    before = api.client.get(f"{API}/audit/verify", headers=auditor).json()["entries"]
+    third = api.client.get(url, headers=officer).json()
+    assert third["built_now"] is False and len(third["entries"]) == 5
+    assert api.client.get(f"{API}/audit/verify", headers=auditor).json()["entries"] == before
+    extended = api.client.get(
+        f"{API}/audit", params={"kind": "queue_extended"}, headers=auditor
+    ).json()
+    assert len(extended) == 1
+    assert {e["shipment_id"] for e in extended[0]["payload"]["entries"]} == {"LATE-0", "LATE-1"}
+
+    # An empty day builds nothing and records nothing, however often it is viewed.
+    empty = f"{API}/queues/{OFFICE}/{(DAY + dt.timedelta(days=40)).isoformat()}"
+    for _ in range(2):
+        view = api.client.get(empty, headers=officer).json()
+        assert view["entries"] == [] and view["built_now"] is False
+    assert api.client.get(f"{API}/audit/verify", headers=auditor).json()["entries"] == before
