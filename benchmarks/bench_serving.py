@@ -61,6 +61,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from serving.services import jsonable  # noqa: E402 - after the path is set
+
 API = "/api/v1"
 USER = "bench-analyst"
 PASSWORD = "bench-Pass-0123456789"  # a throw-away user of a temporary world
@@ -229,16 +231,6 @@ def export_model(data: Path, path: Path) -> tuple[list[str], int]:
     return list(booster.feature_name()), int(booster.num_trees())
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dt.date):  # and datetimes
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 @dataclass
 class Templates:
     """Validated shipments of the world (with their goods lines) to copy."""
@@ -279,7 +271,7 @@ class Templates:
         ship["items"] = [
             {**line, "shipment_id": sid, "item_id": f"{sid}-{line['line_no']}"} for line in lines
         ]
-        return dict(_jsonable(ship))
+        return dict(jsonable(ship))
 
 
 # --------------------------------------------------------------------------- load

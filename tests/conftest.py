@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,27 @@ def caravan(
             f"{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def trained_world(
+    root: Path, world: Any, trainings: tuple[Any, ...] = (None,), promote: str | None = "1"
+) -> list[str]:
+    """Generate `world` (a WorldConfig) into `root`, validate, build features, train
+    once per entry of `trainings` (a TrainConfig, or None for the default) and
+    promote version `promote`; the versions registered, in order."""
+    from pipelines.features import run_features
+    from pipelines.generate import run_generate
+    from pipelines.modelling import run_promote, run_train
+    from pipelines.validate import run_validate
+
+    layout = DataLayout(root)
+    run_generate(layout, world)
+    run_validate(layout, gx=False)
+    run_features(layout)
+    versions = [run_train(layout, config=config).version for config in trainings]
+    if promote is not None:
+        run_promote(layout, promote, who="test", reason=None)
+    return versions
 
 
 @pytest.fixture(scope="session")

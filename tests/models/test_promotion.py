@@ -24,6 +24,7 @@ from models.promotion import (
 )
 from models.registry import CHAMPION, Registry
 from models.train import TrainConfig
+from tests.conftest import trained_world
 
 GOOD = TrainConfig(max_rounds=150)
 STUMP = TrainConfig(max_rounds=1, num_leaves=2, max_depth=1)  # one split: a poor model
@@ -32,19 +33,13 @@ STUMP = TrainConfig(max_rounds=1, num_leaves=2, max_depth=1)  # one split: a poo
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated world with version 1 (a real model) and version 2 (a stump)."""
-    from pipelines.features import run_features
-    from pipelines.generate import run_generate
-    from pipelines.modelling import run_train
     from pipelines.synthetic import WorldConfig
-    from pipelines.validate import run_validate
 
     root = tmp_path_factory.mktemp("promotion") / "data"
-    layout = DataLayout(root)
-    run_generate(layout, WorldConfig(n_shipments=20000, seed=5))
-    run_validate(layout, gx=False)
-    run_features(layout)
-    assert run_train(layout, config=GOOD).version == "1"
-    assert run_train(layout, config=STUMP).version == "2"
+    versions = trained_world(
+        root, WorldConfig(n_shipments=20000, seed=5), (GOOD, STUMP), promote=None
+    )
+    assert versions == ["1", "2"]
     return root
 
 

@@ -26,6 +26,8 @@ from data_contracts.settings import DataLayout, Settings
 from serving.app import create_app
 from serving.auth import Role, ServingSettings, create_user
 from serving.db import make_engine, session_factory, upgrade
+from serving.services import jsonable
+from tests.conftest import trained_world
 from tests.serving.postgres import PostgresServer, postgres_server  # noqa: F401
 
 BACKENDS = ("sqlite", "postgresql")
@@ -191,19 +193,10 @@ Samples = tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated world with a trained and promoted model (built once)."""
-    from pipelines.features import run_features
-    from pipelines.generate import run_generate
-    from pipelines.modelling import run_promote, run_train
     from pipelines.synthetic import WorldConfig
-    from pipelines.validate import run_validate
 
     root = tmp_path_factory.mktemp("world") / "data"
-    layout = DataLayout(root)
-    run_generate(layout, WorldConfig(n_shipments=20000, seed=5))
-    run_validate(layout, gx=False)
-    run_features(layout)
-    run_train(layout)
-    run_promote(layout, "1", who="test", reason=None)
+    trained_world(root, WorldConfig(n_shipments=20000, seed=5))
     return root
 
 
@@ -216,16 +209,6 @@ def samples(world: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str,
     for row in items.to_dicts():
         by_ship.setdefault(row["shipment_id"], []).append(row)
     return ships.to_dicts(), by_ship
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, dt.date):  # datetimes too
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    return value
 
 
 def payload(
@@ -248,14 +231,21 @@ def payload(
     ship["items"] = [
         {**line, "shipment_id": sid, "item_id": f"{sid}-{line['line_no']}"} for line in lines
     ]
-    return dict(_json(ship))
+    return dict(jsonable(ship))
 
 
-@pytest.fixture
-def world_api(db_url: str, tmp_path: Path, world: Path) -> Iterator[Api]:
+@contextmanager
+def api_on(db_url: str, world: Path, tmp_path: Path) -> Iterator[Api]:
+    """The app on a copy of `world` and the database `db_url`, with users of every role."""
     data = tmp_path / "data"
     shutil.copytree(world, data)
     app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
     with TestClient(app) as client:
         add_users(app)
         yield Api(app, client)
+
+
+@pytest.fixture
+def world_api(db_url: str, tmp_path: Path, world: Path) -> Iterator[Api]:
+    with api_on(db_url, world, tmp_path) as api:
+        yield api

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from data_contracts.settings import DataLayout
 from serving.auth import Role
 from serving.orm import AuditLog, ModelPromotion
-from tests.serving.conftest import Api, Samples, add_users, build_app, payload
+from tests.serving.conftest import Api, Samples, api_on, payload
 
 API = "/api/v1"
 
@@ -36,12 +35,8 @@ def world_two(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def models_api(db_url: str, tmp_path: Path, world_two: Path) -> Iterator[Api]:
-    data = tmp_path / "data"
-    shutil.copytree(world_two, data)
-    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
-    with TestClient(app) as client:
-        add_users(app)
-        yield Api(app, client)
+    with api_on(db_url, world_two, tmp_path) as api:
+        yield api
 
 
 def _promote(api: Api, version: str, body: dict[str, Any], role: Role = Role.data_scientist) -> Any:

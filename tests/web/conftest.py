@@ -20,8 +20,9 @@ import polars as pl
 import pytest
 from fastapi import FastAPI
 
-from data_contracts.settings import DataLayout
 from serving.auth import Role, create_user
+from serving.services import jsonable
+from tests.conftest import trained_world
 from tests.serving.conftest import (  # noqa: F401 - cheap_argon2 is an autouse fixture
     OFFICE,
     add_users,
@@ -91,14 +92,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated world with a trained and promoted model (built once)."""
-    from pipelines.features import run_features
-    from pipelines.generate import run_generate
-    from pipelines.modelling import run_promote, run_train
     from pipelines.synthetic import TYPOLOGIES, WorldConfig
-    from pipelines.validate import run_validate
 
     root = tmp_path_factory.mktemp("webworld") / "data"
-    layout = DataLayout(root)
     # More trafficking and random inspections than the default world, so that a small
     # world still teaches the model something (and its reasons are worth reading).
     config = WorldConfig(
@@ -107,22 +103,8 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         typology_rates=dict.fromkeys(TYPOLOGIES, 0.01),
         random_inspection_share=0.05,
     )
-    run_generate(layout, config)
-    run_validate(layout, gx=False)
-    run_features(layout)
-    run_train(layout)
-    run_promote(layout, "1", who="test", reason=None)
+    trained_world(root, config)
     return root
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    return value
 
 
 def shipment_payloads(
@@ -156,7 +138,7 @@ def shipment_payloads(
                 for line in lines[ship["shipment_id"]]
             ],
         }
-        out.append(_json(record))
+        out.append(jsonable(record))
     return out
 
 
@@ -170,7 +152,7 @@ def traveller_linked_to(world: Path, shipment: dict[str, Any], record_id: str) -
         given_names=given or None,
         contact_phone=shipment.get("consignee_phone") or row.get("contact_phone"),
     )
-    return dict(_json(row))
+    return dict(jsonable(row))
 
 
 # --------------------------------------------------------------------------- the server
