@@ -4,12 +4,13 @@ history known so far, and the analyst-editable reference tables."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS
-from features.names import normalise_names
+from features.names import normalise_name, normalise_names
 
 PARTY_ROLES = ("consignor", "consignee", "declarant")
 
@@ -120,10 +121,24 @@ class History:
         )
 
 
+# A frame of at most this many rows gets its party keys in Python (the same keys,
+# without the fixed cost of frame operations: an online call holds one shipment).
+SMALL_KEYS = 32
+# What the identifier rule strips: `\s` of the regex engine Polars uses (Unicode
+# White_Space, which Python's `\s` exceeds), dots, slashes and hyphens.
+_ID_STRIP = "[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000./-]"
+_ID_STRIP_RE = re.compile(_ID_STRIP)
+
+
 def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """Add `<role>_key` for each party: its declared identification number when
     given (with the role's country), else its normalised, transliterated name.
     Two spellings of one name give one key."""
+    if frame.height <= SMALL_KEYS:
+        return frame.with_columns(
+            pl.Series(f"{role}_key", _few_keys(frame, role), dtype=pl.String)
+            for role in PARTY_ROLES
+        )
     n = frame.height
     # The names of the three roles normalised at once (each distinct name once).
     names = normalise_names(
@@ -132,7 +147,7 @@ def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
     )
     keys = []
     for i, role in enumerate(PARTY_ROLES):
-        ident = pl.col(f"{role}_id").cast(pl.String).str.replace_all(r"[\s./-]", "")
+        ident = pl.col(f"{role}_id").cast(pl.String).str.replace_all(_ID_STRIP, "")
         keys.append(
             pl.when(ident.is_not_null() & (ident.str.len_chars() > 0))
             .then(pl.lit("id:") + ident)
@@ -140,3 +155,17 @@ def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
             .alias(f"{role}_key")
         )
     return frame.with_columns(keys)
+
+
+def _few_keys(frame: pl.DataFrame, role: str) -> list[str | None]:
+    """`party_keys`' rule for one role, row by row."""
+    keys: list[str | None] = []
+    ids = frame.get_column(f"{role}_id").cast(pl.String).to_list()
+    names = frame.get_column(f"{role}_name").cast(pl.String).to_list()
+    for ident, name in zip(ids, names, strict=True):
+        stripped = None if ident is None else _ID_STRIP_RE.sub("", ident)
+        if stripped:
+            keys.append("id:" + stripped)
+        else:
+            keys.append(None if name is None else "name:" + normalise_name(name, sort_tokens=True))
+    return keys

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from features.context import Params
-from features.hs_text import NomenclatureText, nomenclature_text
+from features.hs_text import NomenclatureText, nomenclature_text, plain
 from features.registry import Family, feature
 from features.timeline import AsOfTable, as_of_query
 
@@ -44,6 +49,10 @@ ARMS_CHAPTER = "93"
 _ARMS = rf"(?i)\b(?:{ARMS_TERMS})\b"
 _PARTS = rf"(?i)\b(?:{PART_TERMS})\b"
 MIN_REFERENCE = 5  # earlier lines needed before a value is compared with them
+# `prepare` and `Reference.append` of at most this many shipments and lines (the
+# API's one shipment) compute per line in Python (`_few_lines`, `_prepare_few`):
+# the same values, without the fixed cost of a dozen frame operations.
+SMALL = 64
 
 
 def _month(expr: pl.Expr) -> pl.Expr:
@@ -70,6 +79,89 @@ def _line_frame(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.
 
 def _reference_lines(lines: pl.DataFrame, value: str) -> pl.DataFrame:
     return lines.drop_nulls(value).with_columns((pl.col(value) ** 2).alias("__sq"))
+
+
+def _small(ships: pl.DataFrame, items: pl.DataFrame) -> bool:
+    return ships.height <= SMALL and items.height <= SMALL
+
+
+# The columns of `_line_frame` the family reads; `_few_lines` gives them as lists.
+LINE_COLUMNS = ("shipment_id", "line_no", "hs_code", "description", "value", "origin_country")
+
+
+def _few_lines(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> dict[str, list]:
+    """`_line_frame` of a few lines, in Python, column by column (`LINE_COLUMNS`,
+    hs6, hs6_origin, __luv, __lmpu, __month): the same values, as Python's float
+    arithmetic is IEEE's and its logarithm the C library's, as Polars'."""
+    fx = params.usd_per_unit
+    by_id: dict[object, list[tuple[dt.datetime | None, float | None]]] = {}
+    for sid, at, currency in zip(
+        *(
+            ships.get_column(c).to_list()
+            for c in ("shipment_id", "declared_at", "invoice_currency")
+        ),
+        strict=True,
+    ):
+        if sid is not None:  # (a join matches no null key)
+            rate = fx.get(currency) if currency is not None else None
+            month = (  # (`_month`: the first instant of the month, in the time's zone)
+                None if at is None else at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            )
+            by_id.setdefault(sid, []).append((month, None if rate is None else float(rate)))
+    names = (*LINE_COLUMNS, "net_mass_kg", "quantity")
+    cols: dict[str, list] = {
+        c: [] for c in (*LINE_COLUMNS, "hs6", "hs6_origin", "__luv", "__lmpu", "__month")
+    }
+    for row in zip(*(items.get_column(c).to_list() for c in names), strict=True):
+        line = dict(zip(names, row, strict=True))
+        for month, rate in by_id.get(line["shipment_id"], ()):
+            for c in LINE_COLUMNS:
+                cols[c].append(line[c])
+            code, value, mass = line["hs_code"], line["value"], line["net_mass_kg"]
+            hs6 = None if code is None else code[:6]
+            origin = line["origin_country"]
+            cols["hs6"].append(hs6)
+            cols["hs6_origin"].append(None if hs6 is None or origin is None else f"{hs6}|{origin}")
+            cols["__luv"].append(
+                _ln(_ratio(None if value is None or rate is None else value * rate, mass))
+            )
+            cols["__lmpu"].append(_ln(_ratio(mass, line["quantity"])))
+            cols["__month"].append(month)
+    return cols
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """a / b as Polars divides: null when either is, ±inf or NaN by zero."""
+    if a is None or b is None:
+        return None
+    if b == 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.float64(a) / np.float64(b))
+    return a / b
+
+
+def _ln(x: float | None) -> float | None:
+    """Natural logarithm as Polars takes it (the C library's; -inf at 0, NaN below)."""
+    if x is None:
+        return None
+    if x > 0:
+        return math.log(x)
+    return -math.inf if x == 0 else math.nan
+
+
+def _few_reference_lines(lines: dict[str, list], value: str, time: pl.DataType) -> pl.DataFrame:
+    """`_reference_lines` of `_few_lines` (the columns the tables read)."""
+    columns = [lines[key] for key in (*KEYS, "__month", value)]
+    return pl.DataFrame(
+        [(*row, row[-1] * row[-1]) for row in zip(*columns, strict=True) if row[-1] is not None],
+        schema={
+            **dict.fromkeys(KEYS, pl.String),
+            "__month": time,
+            value: pl.Float64,
+            "__sq": pl.Float64,
+        },
+        orient="row",
+    )
 
 
 def nomenclature_for(params: Params) -> NomenclatureText:
@@ -108,6 +200,14 @@ class Reference:
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> None:
         """Add the lines of shipments declared no earlier than those already held."""
+        if _small(ships, items):
+            lines = _few_lines(ships, items, params)
+            time = ships.schema["declared_at"]
+            for value in VALUES:
+                events = _few_reference_lines(lines, value, time)
+                for key in KEYS:
+                    self.tables[(value, key)].append(events)
+            return
         ref = _line_frame(ships, items, params)
         for (value, _), table in self.tables.items():
             table.append(_reference_lines(ref, value))
@@ -117,30 +217,38 @@ VALUES = ("__luv", "__lmpu")
 KEYS = ("hs6_origin", "hs6")
 
 
-def _reference_z(lines: pl.DataFrame, ref: Reference, value: str, params: Params) -> pl.Series:
-    """z-score of each line's `value` against the same HS6 x origin (else HS6) over
-    the reference window before the line's month: only data known before it."""
+def _reference_z(
+    queries: pl.DataFrame,
+    values: np.ndarray,
+    known: np.ndarray,
+    ref: Reference,
+    value: str,
+    params: Params,
+) -> tuple[np.ndarray, np.ndarray]:
+    """z-score of each line's `value` (`known`: not null) against the same HS6 x
+    origin (else HS6) over the reference window before the line's month: only data
+    known before it. `queries`: the lines' KEYS and __month. Returns the scores
+    and whether the line has one (a value and MIN_REFERENCE earlier lines; a
+    score may still be NaN, from NaN data). One formula for any number of lines,
+    in numpy (its IEEE operations give what the Polars expressions gave)."""
     window = {"ref": dt.timedelta(days=params.reference_window_days)}
-    z: pl.Series | None = None
+    z = np.full(len(values), np.nan)
+    scored = np.zeros(len(values), dtype=bool)
     for key in KEYS:
         stats = as_of_query(
-            lines, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
+            queries, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
         )
-        n = pl.col("r_n_ref").cast(pl.Float64)
-        mean = pl.col(f"r_{value}_ref") / n
-        var = (pl.col("r___sq_ref") / n - mean**2).clip(lower_bound=0.04)
-        zk = (
-            stats.with_columns(lines[value])
-            .select(
-                pl.when(n >= MIN_REFERENCE).then(
-                    ((pl.col(value) - mean) / var.sqrt()).clip(-10, 10)
-                )
-            )
-            .to_series()
-        )
-        z = zk if z is None else z.fill_null(zk)
-    assert z is not None
-    return z
+        n = stats.get_column("r_n_ref").to_numpy().astype(np.float64)
+        with np.errstate(all="ignore"):
+            mean = stats.get_column(f"r_{value}_ref").to_numpy() / n
+            var = np.clip(stats.get_column("r___sq_ref").to_numpy() / n - mean**2, 0.04, None)
+            zk = np.clip((values - mean) / np.sqrt(var), -10, 10)
+        take = known & ~scored & (n >= MIN_REFERENCE)
+        z[take] = zk[take]
+        scored |= take
+        if not (known & ~scored).any():  # (the other key would add nothing)
+            break
+    return z, scored
 
 
 def prepare(
@@ -148,6 +256,8 @@ def prepare(
 ) -> pl.DataFrame:
     """Intermediate columns, one row per shipment (same order); `reference` holds
     the lines recorded so far (`Reference.build` over the history)."""
+    if _small(ships, items):
+        return _prepare_few(ships, items, reference, params)
     lines = _line_frame(ships, items, params)
     ref = reference
     text = ref.text.score(lines["description"], lines["hs_code"])
@@ -158,9 +268,16 @@ def prepare(
         .alias("__arms_gap"),
         pl.col("arms_text_heading").alias("__arms_heading"),
     )
+    queries = lines.select(*KEYS, "__month")
+    z = {}
+    for value, name in (("__luv", "__uv_z"), ("__lmpu", "__mpu_z")):
+        column = lines.get_column(value)
+        scores, scored = _reference_z(
+            queries, column.to_numpy(), column.is_not_null().to_numpy(), ref, value, params
+        )
+        z[name] = pl.Series(name, scores).scatter(np.flatnonzero(~scored), None)
     lines = lines.with_columns(
-        _reference_z(lines, ref, "__luv", params).alias("__uv_z"),
-        _reference_z(lines, ref, "__lmpu", params).alias("__mpu_z"),
+        *z.values(),
         pl.col("hs_code")
         .str.slice(0, 2)
         .replace_strict(CHAPTER_RISK, default=0.0, return_dtype=pl.Float64)
@@ -189,6 +306,182 @@ def prepare(
     return ships.select("shipment_id").join(
         per_ship, on="shipment_id", how="left", maintain_order="left"
     )
+
+
+# `prepare`'s columns (what `_prepare_few` builds).
+PREPARED_SCHEMA = {
+    "shipment_id": pl.String,
+    "__chapter_risk": pl.Float64,
+    "__ch93": pl.UInt32,
+    "__hiding_share": pl.Float64,
+    "__arms_terms": pl.UInt32,
+    "__part_terms": pl.UInt32,
+    "__min_uv_z": pl.Float64,
+    "__max_mpu_z": pl.Float64,
+    "__chapters": pl.UInt32,
+    "hs4_main": pl.String,
+    "__top_line_share": pl.Float64,
+    "__hs_text_sim": pl.Float64,
+    "hs_text_line": pl.String,
+    "hs_text_code": pl.String,
+    "__arms_margin": pl.Float64,
+    "arms_fit_line": pl.String,
+    "arms_fit_heading": pl.String,
+}
+_COMPILED = {pattern: re.compile(pattern) for pattern in (_ARMS, _PARTS)}
+
+
+def _term_counts(descriptions: list[str | None], pattern: str) -> list[int | None]:
+    """`str.count_matches(pattern)` of a few descriptions: Python's `re` for the
+    `plain` ones (it matches them as Polars' regex does), Polars for the others."""
+    compiled = _COMPILED[pattern]
+    others = [d for d in descriptions if d is not None and not plain(d)]
+    # (a Polars regex call costs a millisecond even without texts: only for others)
+    counted = pl.Series(others, dtype=pl.String).str.count_matches(pattern) if others else None
+    done = iter([] if counted is None else counted.to_list())
+    return [
+        None if d is None else sum(1 for _ in compiled.finditer(d)) if plain(d) else next(done)
+        for d in descriptions
+    ]
+
+
+def _prepare_few(
+    ships: pl.DataFrame, items: pl.DataFrame, ref: Reference, params: Params
+) -> pl.DataFrame:
+    """`prepare` of a few shipments, per line in Python (see SMALL), the
+    aggregates of `prepare`'s group_by in `_aggregate_few`."""
+    lines = _few_lines(ships, items, params)
+    codes, descriptions = lines["hs_code"], lines["description"]
+    scores = ref.text.score_rows(descriptions, codes)
+    queries = pl.DataFrame(  # (rows: cheaper to build than columns)
+        list(zip(*(lines[key] for key in (*KEYS, "__month")), strict=True)),
+        schema={**dict.fromkeys(KEYS, pl.String), "__month": ships.schema["declared_at"]},
+        orient="row",
+    )
+    z = []
+    for value in VALUES:
+        values = lines[value]
+        scores_z, scored = _reference_z(
+            queries,
+            np.array([np.nan if v is None else v for v in values], dtype=np.float64),
+            np.array([v is not None for v in values], dtype=bool),
+            ref,
+            value,
+            params,
+        )
+        z.append([float(v) if s else None for v, s in zip(scores_z, scored, strict=True)])
+    per_line: dict[str, list] = {
+        "__risk": [CHAPTER_RISK.get(c[:2], 0.0) if c is not None else 0.0 for c in codes],
+        "__hiding": [c[:4] in HIDING_HEADINGS if c is not None else None for c in codes],
+        "__arms_terms": _term_counts(descriptions, _ARMS),
+        "__part_terms": _term_counts(descriptions, _PARTS),
+        "__uv_z": z[0],
+        "__mpu_z": z[1],
+        "__hs_sim": [s[0] for s in scores],
+        "__arms_gap": [
+            s[1] - s[0]
+            if c is not None and c[:2] != ARMS_CHAPTER and s[0] is not None and s[1] is not None
+            else None
+            for c, s in zip(codes, scores, strict=True)
+        ],
+        "__arms_heading": [s[2] for s in scores],
+    }
+    rows: dict[object, list[int]] = {}
+    for i, sid in enumerate(lines["shipment_id"]):
+        rows.setdefault(sid, []).append(i)
+    columns = {**lines, **per_line}
+    out = []
+    for sid in ships.get_column("shipment_id").to_list():
+        got = rows.get(sid)
+        agg = _aggregate_few({c: [v[i] for i in got] for c, v in columns.items()}) if got else {}
+        out.append((sid, *(agg.get(c) for c in list(PREPARED_SCHEMA)[1:])))
+    return pl.DataFrame(out, schema=PREPARED_SCHEMA, orient="row")
+
+
+def _aggregate_few(line: dict[str, list]) -> dict[str, object]:
+    """`prepare`'s per-shipment aggregates of one shipment's lines (columns as
+    lists), with Polars' semantics: nulls skipped; NaN above every number in a
+    sort and ignored by min and max unless nothing else is there; a sort's ties
+    in line order; sums as `_group_sum`."""
+    codes, values, descriptions = line["hs_code"], line["value"], line["description"]
+    chapters = [None if c is None else c[:2] for c in codes]
+    n = range(len(codes))
+    hiding = [h for h in line["__hiding"] if h is not None]
+    main = min(n, key=lambda i: (_order(line["__risk"][i], True), _order(values[i], True)))
+    top = _extreme(values, max)
+    out: dict[str, object] = {
+        "__chapter_risk": _extreme(line["__risk"], max),
+        "__ch93": sum(c == "93" for c in chapters),
+        "__hiding_share": sum(hiding) / len(hiding) if hiding else None,
+        "__arms_terms": sum(t for t in line["__arms_terms"] if t is not None),
+        "__part_terms": sum(t for t in line["__part_terms"] if t is not None),
+        "__min_uv_z": _extreme(line["__uv_z"], min),
+        "__max_mpu_z": _extreme([None if v is None else abs(v) for v in line["__mpu_z"]], max),
+        "__chapters": len(set(chapters)),
+        "hs4_main": None if codes[main] is None else codes[main][:4],
+        "__top_line_share": _ratio(top, _group_sum(values)),
+        "__hs_text_sim": _extreme(line["__hs_sim"], min),
+        "__arms_margin": _extreme(line["__arms_gap"], max),
+    }
+    sims, gaps, numbers = line["__hs_sim"], line["__arms_gap"], line["line_no"]
+    if any(s is not None for s in sims):
+        worst = min(
+            n,
+            key=lambda i: (
+                _order(2.0 if sims[i] is None else sims[i], False),
+                _order(numbers[i], False),
+            ),
+        )
+        text = descriptions[worst]
+        out["hs_text_line"] = None if text is None else text[:CONTEXT_CHARS]
+        out["hs_text_code"] = None if codes[worst] is None else codes[worst][:6]
+    if any(g is not None for g in gaps):
+        armsy = min(
+            n,
+            key=lambda i: (
+                _order(-2.0 if gaps[i] is None else gaps[i], True),
+                _order(None if numbers[i] is None else -numbers[i], True),
+            ),
+        )
+        text = descriptions[armsy]
+        out["arms_fit_line"] = None if text is None else text[:CONTEXT_CHARS]
+        out["arms_fit_heading"] = line["__arms_heading"][armsy]
+    return out
+
+
+def _order(v: float | None, descending: bool) -> tuple[int, int, float]:
+    """Sort key of a value as Polars sorts (ascending keys): nulls first, NaN above
+    every number."""
+    if v is None:
+        return (0, 0, 0.0)
+    if v != v:
+        return (1, 0 if descending else 1, 0.0)
+    return (1, 1, -v) if descending else (1, 0, v)
+
+
+def _extreme(values: list, pick: Callable) -> Any:
+    """Polars' min or max (`pick`): nulls skipped, NaN only when nothing else."""
+    present = [v for v in values if v is not None]
+    numbers = [v for v in present if v == v]
+    return pick(numbers) if numbers else (math.nan if present else None)
+
+
+def _group_sum(values: list[float | None]) -> float:
+    """The sum of a group as Polars' group_by takes it (nulls skipped; one value
+    as is; else Kahan-compensated from 0, the compensation kept only while
+    finite), so that a few lines give the sums of the batch."""
+    present = [v for v in values if v is not None]
+    if len(values) == 1 and present:
+        return present[0]
+    total, err = 0.0, 0.0
+    for v in present:
+        y = v - err
+        new = total + y
+        e = (new - total) - y
+        total = new
+        if math.isfinite(e):
+            err = e
+    return total
 
 
 CONTEXT_CHARS = 60  # a description quoted in a reason text is cut to this length

@@ -39,12 +39,16 @@ read: this table's `hscode,en,ru`, or the UN Comtrade nomenclature CSV); codes
 outside the table get null similarity.
 
 Scoring is vectorised: the lines' distinct (description, code) pairs are scored
-at once with sparse matrix products, then joined back to the lines; the feature
-is static per line (no history), so it is point in time by construction.
+at once with sparse matrix products, then joined back to the lines. A few lines
+(the API's one shipment) take the same products with their texts looked up in
+Python (`_score_few`, no frame operations), and pairs seen before come from a
+memo. The feature is static per line (no history), so it is point in time by
+construction.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -54,6 +58,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
+from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l2
 
 from data_contracts.loaders import ReferenceFileError
 
@@ -134,6 +139,38 @@ def normalise(texts: pl.Series) -> pl.Series:
     return " " + cleaned.str.strip_chars(" ") + " "
 
 
+# The characters on which Python's `str.lower` and `re` (\s, \w, \b, case-insensitive
+# letters) behave as Polars' (Rust's) do: ASCII but the information separators
+# (\s to Python only), Latin-1 but the superscripts and fractions (\w to Python
+# only), Latin, Greek and Cyrillic but dotted and dotless i (case-insensitive i to
+# Python only), final-sigma rules and combining marks (\w to Rust only), general
+# punctuation but joiners and connectors, currency and letterlike symbols.
+# Verified character by character (tests/features/test_goods_small.py).
+_PLAIN = re.compile(
+    "[\x00-\x1b\x20-\xb1\xb4-\xb8\xba\xbb\xbf-\u012f\u0132-\u02ff\u0370-\u03a2"
+    "\u03a4-\u0482\u048a-\u04ff\u2000-\u200b\u200e-\u203e\u2041-\u2053\u2055-\u206f"
+    "\u20a0-\u20cf\u2100-\u214f]*"
+)
+_SPACES = re.compile(r"\s+")
+
+
+def plain(text: str) -> bool:
+    """Whether Python's string and regex functions treat `text` exactly as Polars'
+    (see `_PLAIN`): then few texts can be handled in Python, without the fixed
+    cost of Polars calls, to the same result."""
+    return _PLAIN.fullmatch(text) is not None
+
+
+def normalised(texts: list[str]) -> list[str]:
+    """`normalise` of a few texts, in Python for the `plain` ones."""
+    others = [t for t in texts if not plain(t)]
+    done = iter(normalise(pl.Series(others, dtype=pl.String)).to_list() if others else [])
+    return [
+        " " + _SPACES.sub(" ", t.lower()).strip(" ") + " " if plain(t) else next(done)
+        for t in texts
+    ]
+
+
 def gram_bucket(gram: str) -> int:
     """The bucket of one n-gram (the scalar twin of `ngram_counts`)."""
     h = 0
@@ -145,9 +182,13 @@ def gram_bucket(gram: str) -> int:
 def ngram_counts(texts: pl.Series) -> sp.csr_matrix:
     """Counts of the hashed character n-grams of each text (after `normalise`):
     one row per text, N_FEATURES columns. Null texts give empty rows."""
-    norm = normalise(texts).fill_null("")
+    return hashed_counts(normalise(texts).fill_null("").to_list())
+
+
+def hashed_counts(norm: list[str]) -> sp.csr_matrix:
+    """`ngram_counts` of texts already normalised."""
     n = len(norm)
-    lengths = norm.str.len_chars().to_numpy().astype(np.int64)
+    lengths = np.fromiter(map(len, norm), dtype=np.int64, count=n)
     order = np.argsort(lengths, kind="stable")  # blocks of similar lengths: little padding
     by_length = lengths[order]
     rows: list[np.ndarray] = []
@@ -160,7 +201,7 @@ def ngram_counts(texts: pl.Series) -> sp.csr_matrix:
         idx = order[start:stop]
         width = max(int(lengths[idx[-1]]), 1)
         codes = (
-            np.array(norm.gather(idx).to_list(), dtype=f"<U{width}")
+            np.array([norm[i] for i in idx.tolist()], dtype=f"<U{width}")
             .view(np.uint32)
             .reshape(len(idx), width)
             .astype(np.uint64)
@@ -189,6 +230,7 @@ SCORE_SCHEMA = {
     "arms_text_sim": pl.Float64,
     "arms_text_heading": pl.String,
 }
+Scores = tuple[float | None, float | None, str | None]  # one row of `score`
 
 
 @dataclass(frozen=True)
@@ -200,10 +242,14 @@ class NomenclatureText:
     matrix: sp.csr_matrix  # one L2-normalised row per text
     arms_rows: np.ndarray  # rows of chapter 93 texts
     arms_codes: np.ndarray  # their heading (4 digits)
+    # The rows of chapter 93 texts, transposed (the product with descriptions
+    # would otherwise convert them, a millisecond each call).
+    arms_matrix: sp.csr_matrix
+    code_rows: dict[str, list[int]]  # hscode -> rows of its texts (for few lines)
     # (description, code) -> scores, for small calls (the API's one shipment): the
     # same pair always scores the same, and most descriptions recur.
-    memo: dict[tuple[str | None, str | None], tuple[float | None, float | None, str | None]] = (
-        field(default_factory=dict, compare=False, repr=False)
+    memo: dict[tuple[str | None, str | None], Scores] = field(
+        default_factory=dict, compare=False, repr=False
     )
 
     @classmethod
@@ -219,19 +265,25 @@ class NomenclatureText:
             raise ValueError("the nomenclature text table has no text")
         counts = ngram_counts(long["text"])
         idf = TfidfTransformer(norm="l2", smooth_idf=True).fit(counts)
-        matrix = sp.csr_matrix(idf.transform(counts))
+        matrix = _tfidf(idf, counts)
         arms = long.with_row_index("_r").filter(pl.col("hscode").str.starts_with(ARMS_CHAPTER))
+        arms_rows = arms["_r"].to_numpy().astype(np.int64)
+        code_rows: dict[str, list[int]] = {}
+        for code, row in zip(long["hscode"].to_list(), long["text_id"].to_list(), strict=True):
+            code_rows.setdefault(code, []).append(row)
         return cls(
             long.select("text_id", "hscode", "level", "lang"),
             idf,
             matrix,
-            arms["_r"].to_numpy().astype(np.int64),
+            arms_rows,
             arms["hscode"].str.slice(0, 4).to_numpy(),
+            sp.csr_matrix(matrix[arms_rows].T.tocsr()),
+            code_rows,
         )
 
     def vectors(self, descriptions: pl.Series) -> sp.csr_matrix:
         """L2-normalised TF-IDF rows of the descriptions."""
-        return sp.csr_matrix(self.idf.transform(ngram_counts(descriptions)))
+        return _tfidf(self.idf, ngram_counts(descriptions))
 
     def score(self, descriptions: pl.Series, codes: pl.Series) -> pl.DataFrame:
         """Per (description, declared code), in the order given: `hs_text_sim`
@@ -241,23 +293,50 @@ class NomenclatureText:
         answer the pairs seen before from the memo and score only the new ones."""
         if len(descriptions) > MEMO_ROWS:
             return self._score(descriptions, codes)
-        keys = list(
-            zip(
-                descriptions.cast(pl.String).to_list(),
-                codes.cast(pl.String).to_list(),
-                strict=True,
-            )
+        rows = self.score_rows(
+            descriptions.cast(pl.String).to_list(), codes.cast(pl.String).to_list()
         )
+        return pl.DataFrame(rows, schema=SCORE_SCHEMA, orient="row")
+
+    def score_rows(self, descriptions: list[str | None], codes: list[str | None]) -> list[Scores]:
+        """`score` of a few lines, as tuples: the pairs seen before from the memo,
+        the new ones scored by `_score_few`."""
+        keys = list(zip(descriptions, codes, strict=True))
         missing = [k for k in dict.fromkeys(keys) if k not in self.memo]
         if missing:
-            got = self._score(
-                pl.Series([k[0] for k in missing], dtype=pl.String),
-                pl.Series([k[1] for k in missing], dtype=pl.String),
-            )
+            got = self._score_few(missing)
             if len(self.memo) + len(missing) > MEMO_SIZE:
                 self.memo.clear()
-            self.memo.update(zip(missing, got.iter_rows(), strict=True))
-        return pl.DataFrame([self.memo[k] for k in keys], schema=SCORE_SCHEMA, orient="row")
+            self.memo.update(zip(missing, got, strict=True))
+        return [self.memo[k] for k in keys]
+
+    def _score_few(self, pairs: list[tuple[str | None, str | None]]) -> list[Scores]:
+        """`_score` of a few distinct pairs: the same products of the same rows
+        (so the same numbers), the pairs' texts looked up in Python instead of
+        joined (a frame operation costs more than these products)."""
+        descs = list(dict.fromkeys(d for d, _ in pairs if d is not None))
+        at = {d: i for i, d in enumerate(descs)}
+        vec = _tfidf(self.idf, hashed_counts(normalised(descs)))
+        jobs: list[tuple[int, int, int]] = []  # (pair, description row, text row)
+        for k, (d, c) in enumerate(pairs):
+            if d is not None and c is not None:
+                for n in LEVELS:
+                    if len(c) >= n:
+                        jobs += [(k, at[d], row) for row in self.code_rows.get(c[:n], ())]
+        job = np.array(jobs, dtype=np.int64).reshape(-1, 3)
+        best: dict[int, float] = {}
+        sims = _row_dots(vec, self.matrix, job[:, 1], job[:, 2]).tolist()
+        for k, sim in zip(job[:, 0].tolist(), sims, strict=True):
+            best[k] = max(best.get(k, sim), sim)
+        arms_sim, arms_code = self._arms_best(vec)
+        out: list[Scores] = []
+        for k, (d, _) in enumerate(pairs):
+            i = at.get(d) if d is not None else None
+            if i is None or arms_sim is None or arms_code is None:
+                out.append((best.get(k), None, None))
+            else:
+                out.append((best.get(k), float(arms_sim[i]), str(arms_code[i])))
+        return out
 
     def _score(self, descriptions: pl.Series, codes: pl.Series) -> pl.DataFrame:
         pairs = pl.DataFrame({"description": descriptions, "hs_code": codes}).cast(pl.String)
@@ -302,8 +381,8 @@ class NomenclatureText:
         ).select("hs_text_sim", "arms_text_sim", "arms_text_heading")
 
     def _arms(self, vec: sp.csr_matrix) -> pl.DataFrame:
-        n = vec.shape[0]
-        if len(self.arms_rows) == 0 or n == 0:
+        sims, codes = self._arms_best(vec)
+        if sims is None or codes is None:
             return pl.DataFrame(
                 {
                     "desc": pl.Series([], dtype=pl.UInt32),
@@ -311,15 +390,32 @@ class NomenclatureText:
                     "arms_text_heading": pl.Series([], dtype=pl.String),
                 }
             )
-        sims = (vec @ self.matrix[self.arms_rows].T).toarray()
-        best = sims.argmax(axis=1)
         return pl.DataFrame(
             {
-                "desc": pl.Series(np.arange(n), dtype=pl.UInt32),
-                "arms_text_sim": sims[np.arange(n), best],
-                "arms_text_heading": self.arms_codes[best],
+                "desc": pl.Series(np.arange(len(sims)), dtype=pl.UInt32),
+                "arms_text_sim": sims,
+                "arms_text_heading": codes,
             }
         )
+
+    def _arms_best(self, vec: sp.csr_matrix) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Per row of `vec`: the similarity to the closest chapter 93 text and its
+        heading (the first of equals); None when there are no rows or no such text."""
+        n = vec.shape[0]
+        if len(self.arms_rows) == 0 or n == 0:
+            return None, None
+        sims = (vec @ self.arms_matrix).toarray()
+        best = sims.argmax(axis=1)
+        return sims[np.arange(n), best], self.arms_codes[best]
+
+
+def _tfidf(idf: TfidfTransformer, counts: sp.csr_matrix) -> sp.csr_matrix:
+    """`idf.transform(counts)` (L2-normalised TF-IDF rows; `counts` is reused): the
+    same two steps on the data, without its input checks (they cost more than the
+    steps for the few rows of an online call)."""
+    counts.data *= idf.idf_[counts.indices]
+    inplace_csr_row_normalize_l2(counts)
+    return counts
 
 
 def _row_dots(

@@ -36,22 +36,33 @@ every identity edge before the latest shipment held, and the BFS layers of the
 latest month read are kept. A shipment declared at or after the latest one
 reads them (edges of that very instant are merged on a small overlay, never
 into the shared union-find); an earlier shipment replays the edges from the
-start, as the batch does. Appended shipments add their edges at the end: their
-hub-cap ranks come after every edge held at their ends, except an edge at the
-same instant as the latest one held at an end, which recomputes the caps.
+start, as the batch does. Appended shipments add their edges at the end, and
+only the edges held at their ends are read: a new edge ranks after those,
+except those of its very instant with a greater neighbour, which it pushes one
+rank down (one pushed beyond the cap leaves the capped edges, and the
+union-find's and the BFS's edges still to come). Nothing is recomputed over
+all edges, except the BFS, on its next use, when an edge appended or pushed
+out is of a month it has read already.
+
+A few shipments (online calls, appends) are computed in Python (dicts, lists),
+without the fixed cost of frame operations: the same values (see the tests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
+import numpy as np
 import polars as pl
 from networkx import Graph
 from networkx.utils import UnionFind
 
 from data_contracts.schemas import ARMS_CATEGORIES
 from features.context import PARTY_ROLES, History, Params
-from features.names import normalise_names
+from features.names import normalise_name, normalise_names
 from features.registry import Family, feature
 from features.timeline import FirstSeen, KeyedRows, distinct_query, pair_seen_query
 
@@ -63,6 +74,10 @@ MAX_HOPS = 4
 CONTACTS = ("phone", "email", "address")
 # Node prefixes: parties "p|", phones "t|", e-mails "e|", addresses "a|", vehicles "r|".
 PREFIX = {"phone": "t|", "email": "e|", "address": "a|"}
+# Inputs of at most this many shipments are computed in Python (lists, dicts)
+# and framed once: the values of the frame operations, without their fixed cost
+# per call (an online call or an append holds one shipment).
+SMALL_MAX_SHIPMENTS = 32
 
 
 def phone_key(phone: pl.Expr) -> pl.Expr:
@@ -86,6 +101,57 @@ def address_key(addresses: pl.Series) -> pl.Series:
     return pl.select(pl.when(key.str.len_chars() > 0).then(key).alias(addresses.name)).to_series()
 
 
+def vehicle_key(ref: pl.Expr) -> pl.Expr:
+    """Comparison key of a road vehicle's registration: upper-case letters and
+    digits only (may be empty)."""
+    return ref.str.to_uppercase().str.replace_all(r"[^0-9A-Z]", "")
+
+
+# The same keys computed in Python, for small inputs. Only for ASCII strings,
+# where Python and Polars agree on digits, white space and case (tests compare
+# them); other strings go through the expressions.
+_ASCII_SPACE = " \t\n\x0b\x0c\r"  # (Python's `str.strip` also strips \x1c-\x1f)
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_NOT_VEHICLE = re.compile(r"[^0-9A-Z]")
+
+
+def _phone_ascii(phone: str) -> str | None:
+    """`phone_key` of an ASCII string."""
+    digits = _NOT_DIGIT.sub("", phone)
+    return digits[-10:] if len(digits) >= 6 else None
+
+
+def _email_ascii(email: str) -> str | None:
+    """`email_key` of an ASCII string."""
+    return email.strip(_ASCII_SPACE).lower() or None
+
+
+def _vehicle_ascii(ref: str) -> str:
+    """`vehicle_key` of an ASCII string."""
+    return _NOT_VEHICLE.sub("", ref.upper())
+
+
+def _address_of(address: str) -> str | None:
+    """`address_key` of one value."""
+    return normalise_name(address) or None
+
+
+def keys_of(
+    values: list[str | None],
+    expr: Callable[[pl.Expr], pl.Expr],
+    ascii_key: Callable[[str], str | None],
+) -> list[str | None]:
+    """A comparison key expression `expr` over a few values: `ascii_key`, its
+    twin in Python, computes it for ASCII strings, the expression for the
+    others (rare: one frame operation); nulls stay null."""
+    rest = [v for v in values if v is not None and not v.isascii()]
+    done: dict[str, str | None] = {}
+    if rest:
+        frame = pl.DataFrame({"v": rest}, schema={"v": pl.String})
+        done = dict(zip(rest, frame.select(expr(pl.col("v"))).to_series().to_list(), strict=True))
+    return [None if v is None else ascii_key(v) if v.isascii() else done[v] for v in values]
+
+
 def contact_keys(frame: pl.DataFrame, role: str) -> pl.DataFrame:
     """`phone`, `email`, `address` comparison keys of one role's columns."""
     return pl.DataFrame(
@@ -102,6 +168,8 @@ def mentions(frame: pl.DataFrame) -> pl.DataFrame:
     shipment and role, `__row` (the shipment's row), role, party node, time `t`,
     and the comparison keys of its phone, e-mail and address. Computed once per
     query and shared with `features.travellers.prepare`."""
+    if frame.height <= SMALL_MAX_SHIPMENTS:
+        return _small_mentions(frame)
     return _mentions(frame)
 
 
@@ -128,6 +196,37 @@ def _mentions(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _small_mentions(frame: pl.DataFrame) -> pl.DataFrame:
+    """`_mentions` of a few shipments, in Python."""
+    n = frame.height
+
+    def values(column: str) -> list[str | None]:
+        out: list[str | None] = []
+        for role in PARTY_ROLES:
+            values = frame.get_column(f"{role}_{column}")
+            out += (values if values.dtype == pl.String else values.cast(pl.String)).to_list()
+        return out
+
+    times = frame.get_column("declared_at")
+    return pl.DataFrame(
+        [
+            pl.Series("__row", list(range(n)) * len(PARTY_ROLES), dtype=pl.UInt32),
+            pl.Series("role", [r for r in PARTY_ROLES for _ in range(n)], dtype=pl.String),
+            pl.Series(
+                "party", [None if k is None else "p|" + k for k in values("key")], dtype=pl.String
+            ),
+            pl.concat([times] * len(PARTY_ROLES)).alias("t"),
+            pl.Series("phone", keys_of(values("phone"), phone_key, _phone_ascii), dtype=pl.String),
+            pl.Series("email", keys_of(values("email"), email_key, _email_ascii), dtype=pl.String),
+            pl.Series(
+                "address",
+                [None if a is None else _address_of(a) for a in values("address")],
+                dtype=pl.String,
+            ),
+        ]
+    )
+
+
 def _raw_edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
     """Every edge occurrence (u, v, t) of the shipments (before dedupe and caps)."""
     hist = history.select(
@@ -135,7 +234,7 @@ def _raw_edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
         ("p|" + pl.col("consignor_key")).alias("consignor"),
         ("p|" + pl.col("consignee_key")).alias("consignee"),
         pl.when(pl.col("mode").cast(pl.String) == "road")
-        .then("r|" + pl.col("conveyance_ref").str.to_uppercase().str.replace_all(r"[^0-9A-Z]", ""))
+        .then("r|" + vehicle_key(pl.col("conveyance_ref")))
         .alias("vehicle"),
     )
     raw = [
@@ -158,6 +257,41 @@ def _raw_edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _first_edges(
+    ships: pl.DataFrame, ship_mentions: pl.DataFrame, times: list[int]
+) -> dict[tuple[str, str], int]:
+    """`_raw_edges` in Python (for appends: a few shipments, no frame
+    operations): (a, b) -> first time, a < b; `times`: the shipments' declared_at
+    (physical values)."""
+    firsts: dict[tuple[str, str], int] = {}
+
+    def add(u: str | None, v: str | None, t: int) -> None:
+        if u is not None and v is not None and u != v:
+            edge = (u, v) if u < v else (v, u)
+            if t < firsts.get(edge, t + 1):
+                firsts[edge] = t
+
+    def party(role: str) -> list[str | None]:
+        return [None if k is None else "p|" + k for k in ships.get_column(f"{role}_key").to_list()]
+
+    road = (ships.get_column("mode").cast(pl.String) == "road").to_list()
+    refs = ships.get_column("conveyance_ref").to_list()
+    refs = [r if on else None for r, on in zip(refs, road, strict=True)]
+    vehicles = keys_of(refs, vehicle_key, _vehicle_ascii)
+    trade = zip(times, party("consignor"), party("consignee"), vehicles, strict=True)
+    for t, u, v, vehicle in trade:
+        add(u, v, t)
+        if vehicle:  # (an empty key links nothing)
+            add(v, "r|" + vehicle, t)
+    rows = ship_mentions.get_column("__row").to_list()
+    parties = ship_mentions.get_column("party").to_list()
+    for c in CONTACTS:
+        values = ship_mentions.get_column(c).to_list()
+        for row, u, value in zip(rows, parties, values, strict=True):
+            add(u, None if value is None else PREFIX[c] + value, times[row])
+    return firsts
+
+
 def _capped(firsts: pl.DataFrame) -> pl.DataFrame:
     """Hub caps over first edge occurrences (see module doc); `trade` marks
     consignor-consignee edges; sorted by time."""
@@ -168,15 +302,12 @@ def _capped(firsts: pl.DataFrame) -> pl.DataFrame:
             edges.select("edge", pl.col("b").alias("node"), pl.col("a").alias("other"), "t"),
         ]
     ).sort("node", "t", "other")
-    limit = pl.when(pl.col("node").str.starts_with("r|")).then(VEHICLE_LIMIT).otherwise(HUB_LIMIT)
-    rank = ends.with_columns((pl.int_range(pl.len()).over("node") >= limit).alias("over"))
+    rank = ends.with_columns((pl.int_range(pl.len()).over("node") >= _limit()).alias("over"))
     kept = rank.group_by("edge").agg(pl.col("over").any()).filter(~pl.col("over"))
     return (
         edges.join(kept.select("edge"), on="edge", how="semi")
         .drop("edge")
-        .with_columns(
-            (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias("trade")
-        )
+        .with_columns(TRADE)
         .sort("t", "a", "b")
     )
 
@@ -187,6 +318,7 @@ def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
     return _capped(_raw_edges(history, mentions))
 
 
+TRADE = (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias("trade")
 IDENTITY = (
     ~pl.col("trade") & ~pl.col("a").str.starts_with("r|") & ~pl.col("b").str.starts_with("r|")
 )
@@ -281,12 +413,12 @@ class Components:
         return self._count(find(self.uf[node]), local)
 
 
-def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame) -> pl.Series:
+def _component_sizes(edges: pl.DataFrame, queries: pl.DataFrame) -> np.ndarray:
     """Parties in each query node's component from edges strictly before its time."""
-    q = queries.with_row_index("__q").sort("t", "__q")
+    q = queries.select(pl.col("party").alias("node"), "t").with_row_index("__q").sort("t", "__q")
     sizes = Components(edges).sweep(q["node"].to_list(), _epoch_us(q["t"]))
     out = pl.Series("size", sizes, dtype=pl.Int64)
-    return q.select("__q").with_columns(out).sort("__q")["size"]
+    return q.select("__q").with_columns(out).sort("__q")["size"].to_numpy()
 
 
 class Hops:
@@ -353,14 +485,10 @@ class Hops:
                     queue.append(other)
 
 
-def _hops_to_arms(
-    edges: pl.DataFrame, queries: pl.DataFrame, flagged: pl.DataFrame, hops: Hops | None = None
-) -> pl.Series:
-    """Hops from each query node to a flagged party, on monthly snapshots."""
-    hops = hops or Hops(edges, flagged)
-    months = queries["t"].dt.truncate("1mo").to_list()
-    nodes = queries["node"].to_list()
-    out: list[int | None] = [None] * len(nodes)
+def _hops_to_arms(hops: Hops, nodes: list[str | None], months: list[dt.datetime]) -> np.ndarray:
+    """Hops from each query node to a flagged party, on the snapshot of its
+    month (`MAX_HOPS + 1`: none that near)."""
+    out = np.full(len(nodes), MAX_HOPS + 1, dtype=np.int64)
     month: dt.datetime | None = None
     layers: dict[str, int] = {}
     for k in sorted(range(len(nodes)), key=months.__getitem__):
@@ -368,14 +496,16 @@ def _hops_to_arms(
             month = months[k]
             layers = hops.at(month)
         node = nodes[k]
-        if node is not None:
-            out[k] = layers.get(node)
-    return pl.Series("hops", out, dtype=pl.Int64)
+        if node is not None and node in layers:
+            out[k] = layers[node]
+    return out
 
 
 def _flagged(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     """Party nodes (consignor, consignee) of shipments with an arms finding, by
     the time the finding was recorded, first time per party, in time order."""
+    if outcomes.height <= SMALL_MAX_SHIPMENTS:
+        return _small_flagged(outcomes, ships)
     arms = outcomes.filter(
         pl.col("finding") & pl.col("finding_category").cast(pl.String).is_in(ARMS_CATEGORIES)
     ).join(
@@ -393,7 +523,38 @@ def _flagged(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     return long.drop_nulls().group_by("node").agg(pl.col("t").min()).sort("t", "node")
 
 
-ROLES = ("consignee", "consignor")
+def _small_flagged(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
+    """`_flagged` of a few outcomes, in Python (most hold no arms finding)."""
+    found: dict[str, list[dt.datetime]] = {}
+    for sid, finding, category, t in zip(
+        outcomes.get_column("shipment_id").to_list(),
+        outcomes.get_column("finding").to_list(),
+        outcomes.get_column("finding_category").cast(pl.String).to_list(),
+        outcomes.get_column("inspected_at").to_list(),
+        strict=True,
+    ):
+        if finding and category in ARMS_CATEGORIES and sid is not None and t is not None:
+            found.setdefault(sid, []).append(t)
+    first: dict[str, dt.datetime] = {}
+    if found:
+        held = ships.filter(pl.col("shipment_id").is_in(list(found)))
+        for role in ("consignor", "consignee"):
+            keys = held.get_column(f"{role}_key").to_list()
+            for sid, key in zip(held.get_column("shipment_id").to_list(), keys, strict=True):
+                for t in found[sid] if key is not None else ():
+                    node = "p|" + key
+                    first[node] = min(t, first.get(node, t))
+    rows = sorted((t, node) for node, t in first.items())
+    schema = pl.Schema({"node": pl.String(), "t": outcomes.schema["inspected_at"]})
+    return pl.DataFrame([(node, t) for t, node in rows], schema=schema, orient="row")
+
+
+# The consignor and the consignee: the first two roles, so that their mentions
+# lead those of `mentions`.
+ROLES = PARTY_ROLES[:2]
+
+
+assert set(ROLES) == {"consignor", "consignee"}
 
 
 def _ends(raw: pl.DataFrame) -> pl.DataFrame:
@@ -407,7 +568,13 @@ def _ends(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _limit() -> pl.Expr:
+    """The cap of each `node` (see the module doc)."""
     return pl.when(pl.col("node").str.starts_with("r|")).then(VEHICLE_LIMIT).otherwise(HUB_LIMIT)
+
+
+def _limit_of(node: str) -> int:
+    """`_limit` of one node."""
+    return VEHICLE_LIMIT if node.startswith("r|") else HUB_LIMIT
 
 
 def _epoch_us(times: pl.Series) -> list[int]:
@@ -418,8 +585,46 @@ def _epoch_us(times: pl.Series) -> list[int]:
     return times.dt.epoch("us").to_list()
 
 
+def _months(times: pl.Series) -> list[dt.datetime]:
+    """The first instant of each time's month (`dt.truncate("1mo")`): for a few
+    UTC or naive times, in Python (the same, without an expression's cost)."""
+    zone = getattr(times.dtype, "time_zone", None)
+    if times.len() <= 2 * SMALL_MAX_SHIPMENTS and zone in (None, "UTC"):
+        start = {"day": 1, "hour": 0, "minute": 0, "second": 0, "microsecond": 0}
+        return [t.replace(**start) for t in times.to_list()]
+    return times.dt.truncate("1mo").to_list()
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def _epoch(t: dt.datetime) -> int:
-    return int(pl.Series([t]).dt.epoch("us")[0])
+    """`_epoch_us` of one time."""
+    epoch = _EPOCH if t.tzinfo is not None else _EPOCH.replace(tzinfo=None)
+    return (t - epoch) // _MICROSECOND
+
+
+def _frame(
+    columns: tuple[str, ...], rows: Sequence[tuple[object, ...]], dtype: pl.DataType
+) -> pl.DataFrame:
+    """Rows of strings and a physical time `t` as a frame, `t` of `dtype`."""
+    schema = {c: pl.Int64 if c == "t" else pl.String for c in columns}
+    return pl.DataFrame(rows, schema=schema, orient="row").with_columns(pl.col("t").cast(dtype))
+
+
+def _drop_pending(
+    us: list[str], vs: list[str], ts: list[Any], start: int, gone: set[tuple[str, str]]
+) -> bool:
+    """Remove the edges `gone` from the parallel lists (us, vs, ts) at or after
+    `start`, in place; False (nothing changed) when some are not there."""
+    keep = [k for k in range(start, len(us)) if (us[k], vs[k]) not in gone]
+    if len(us) - start - len(keep) != len(gone):
+        return False
+    values: list[Any]
+    for values in (us, vs, ts):
+        values[start:] = [values[k] for k in keep]
+    return True
 
 
 class Tables:
@@ -442,16 +647,26 @@ class Tables:
         self._components: Components | None = None
         self._hops: Hops | None = None
 
-    def append(self, ships: pl.DataFrame, outcomes: pl.DataFrame, all_ships: pl.DataFrame) -> None:
+    def append(
+        self,
+        ships: pl.DataFrame,
+        outcomes: pl.DataFrame,
+        all_ships: pl.DataFrame,
+        ship_mentions: pl.DataFrame | None = None,
+    ) -> None:
         """Add shipments declared no earlier than those held (with `<role>_key`)
-        and outcomes (`all_ships`: every shipment now held, for their keys)."""
+        and outcomes (`all_ships`: every shipment now held, for their keys).
+        `ship_mentions`: `mentions(ships)` when the caller has it."""
         if ships.height:
             self.source = self.mentions = None  # (the batch frames no longer match)
-            mentions = _mentions(ships)
+            if ship_mentions is None:
+                ship_mentions = mentions(ships)
             for c in CONTACTS:
-                self.contacts[c].append(mentions)
-            self._append_edges(_raw_edges(ships, mentions))
-            latest: dt.datetime = ships["declared_at"].max()  # type: ignore[assignment]
+                self.contacts[c].append(ship_mentions)
+            times = ships.get_column("declared_at")
+            physical = times.cast(self.ends.schema()["t"]).cast(pl.Int64).to_list()
+            self._append_edges(_first_edges(ships, ship_mentions, physical))
+            latest: dt.datetime = times.max()  # type: ignore[assignment]
             self.latest = latest if self.latest is None else max(self.latest, latest)
             if self._components is not None:
                 self._components.advance(_epoch(self.latest))
@@ -469,63 +684,104 @@ class Tables:
             self._raw = None
         return self._ends
 
-    def _append_edges(self, raw: pl.DataFrame) -> None:
-        """New edges rank after every edge held at their ends (they are not
-        earlier), so the hub caps of the edges held stay as they were; an edge at
-        the same instant as the latest one held at an end could rank before it:
-        then the caps are recomputed over all edges."""
-        new_ends = _ends(raw)
-        held = self.ends.rows(new_ends["node"])
-        new_ends = new_ends.join(held, on=["node", "other"], how="anti")
-        if new_ends.height == 0:
+    def _append_edges(self, firsts: dict[tuple[str, str], int]) -> None:
+        """Add edges (a, b) -> first time (physical, not earlier than those held)
+        with exact hub caps, reading only the rows of their ends. An edge held
+        keeps its time. A new edge ranks after the edges held at its ends, except
+        those of its very instant with a greater neighbour: it pushes them down
+        one rank, beyond the cap when they held its last place (they leave the
+        capped edges)."""
+        ends = self.ends
+        held = {node: ends.key_values(node, "t") for edge in firsts for node in edge}
+
+        def is_held(a: str, b: str) -> bool:  # (looked up at the end with fewer edges)
+            if held[a].size > held[b].size:
+                a, b = b, a
+            return held[a].size > 0 and b in ends.key_list(a, "other")
+
+        fresh = {edge: t for edge, t in firsts.items() if not is_held(*edge)}
+        if not fresh:
             return
-        per_node = held.group_by("node").agg(
-            pl.len().alias("__deg"), pl.col("t").max().alias("__last")
-        )
-        ranked = (
-            new_ends.join(per_node, on="node", how="left")
-            .sort("node", "t", "other")
-            .with_columns(
-                (pl.int_range(pl.len()).over("node") + pl.col("__deg").fill_null(0)).alias("__rank")
+        new_at: dict[str, list[tuple[int, str]]] = {}
+        for (a, b), t in fresh.items():
+            new_at.setdefault(a, []).append((t, b))
+            new_at.setdefault(b, []).append((t, a))
+        over: set[tuple[str, str]] = set()  # new edges beyond the cap at an end
+        pushed: dict[tuple[str, str], int] = {}  # held edges pushed beyond it
+        for node, new in new_at.items():
+            new.sort()
+            times, limit = held[node], _limit_of(node)
+            if times.size + len(new) <= limit:
+                continue
+            # Held edges not before the first new one (of its instant) interleave with them.
+            tied = np.flatnonzero(times >= new[0][0]).tolist()
+            others = cast("list[str]", ends.key_list(node, "other") if tied else [])
+            merged = sorted(
+                [(t, other, True) for t, other in new]
+                + [(int(times[k]), others[k], False) for k in tied]
             )
-        )
-        self.ends.append(new_ends.sort("node", "t", "other"))
-        if ranked.filter(pl.col("t") <= pl.col("__last")).height:
-            everything = self.ends.rows().filter(pl.col("node") < pl.col("other"))
-            self.edges = _capped(everything.rename({"node": "a", "other": "b"}))
-            self._components = None
-            self._hops = None
+            rank_held = times.size - len(tied)  # its rank before the new edges
+            for rank, (t, other, is_new) in enumerate(merged, start=rank_held):
+                edge = (node, other) if node < other else (other, node)
+                if is_new and rank >= limit:
+                    over.add(edge)
+                elif not is_new:
+                    if rank_held < limit <= rank:
+                        pushed[edge] = t
+                    rank_held += 1
+        dtype = ends.schema()["t"]
+        rows = sorted((node, t, other) for node, new in new_at.items() for t, other in new)
+        ends.append(_frame(("node", "t", "other"), rows, dtype))
+        if pushed:
+            self._drop_edges(pushed)
+        kept = sorted((t, a, b) for (a, b), t in fresh.items() if (a, b) not in over)
+        if not kept:
             return
-        over = ranked.filter(pl.col("__rank") >= _limit()).select(
-            pl.min_horizontal("node", "other").alias("a"),
-            pl.max_horizontal("node", "other").alias("b"),
-        )
-        kept = (
-            new_ends.filter(pl.col("node") < pl.col("other"))
-            .select(pl.col("node").alias("a"), pl.col("other").alias("b"), "t")
-            .join(over, on=["a", "b"], how="anti")
-            .with_columns(
-                (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias(
-                    "trade"
-                )
-            )
-            .sort("t", "a", "b")
-        )
-        if kept.height == 0:
-            return
-        self.edges = pl.concat([self.edges, kept])
+        added = _frame(("t", "a", "b"), kept, dtype).select("a", "b", "t", TRADE)
+        self.edges = pl.concat([self.edges, added])
         if self._components is not None:
-            identity = kept.filter(IDENTITY)
+            identity = added.filter(IDENTITY)
             self._components.eu += identity["a"].to_list()
             self._components.ev += identity["b"].to_list()
             self._components.et += _epoch_us(identity["t"])
         hops = self._hops
-        if hops is not None and hops.month is not None and kept["t"].min() < hops.month:  # type: ignore[operator]
+        if hops is not None and hops.month is not None and added["t"].min() < hops.month:  # type: ignore[operator]
             self._hops = None  # the snapshot read already holds their month: rebuilt on use
         elif hops is not None:  # later than the snapshot read: taken with the next month
-            hops.e_a += kept["a"].to_list()
-            hops.e_b += kept["b"].to_list()
-            hops.e_t += kept["t"].to_list()
+            hops.e_a += added["a"].to_list()
+            hops.e_b += added["b"].to_list()
+            hops.e_t += added["t"].to_list()
+
+    def _drop_edges(self, pushed: dict[tuple[str, str], int]) -> None:
+        """Remove edges (a, b) -> time (physical) from the capped edges, and from
+        the union-find's and the BFS's edges to come (or drop the union-find or
+        the BFS when it took one already). They are of the latest instants, held
+        at the end of `edges` (in time order): only that tail is read."""
+        first = pl.Series([min(pushed.values())], dtype=pl.Int64).cast(self.edges.schema["t"])
+        start = int(self.edges.get_column("t").search_sorted(first, side="left")[0])
+        tail = self.edges.slice(start)
+        gone = pl.Series(
+            [
+                (a, b) in pushed
+                for a, b in zip(tail["a"].to_list(), tail["b"].to_list(), strict=True)
+            ],
+            dtype=pl.Boolean,
+        )
+        if not gone.any():
+            return
+        self.edges = pl.concat([self.edges.head(start), tail.filter(~gone)])
+        removed = tail.filter(gone)
+        comp = self._components
+        if comp is not None:
+            identity = removed.filter(IDENTITY)
+            edges = set(zip(identity["a"].to_list(), identity["b"].to_list(), strict=True))
+            if not _drop_pending(comp.eu, comp.ev, comp.et, comp.i, edges):
+                self._components = None  # rebuilt on use
+        hops = self._hops
+        if hops is not None:
+            edges = set(zip(removed["a"].to_list(), removed["b"].to_list(), strict=True))
+            if not _drop_pending(hops.e_a, hops.e_b, hops.e_t, hops.i, edges):
+                self._hops = None  # rebuilt on use
 
     def _append_flagged(self, new: pl.DataFrame) -> None:
         if new.height == 0:
@@ -582,55 +838,46 @@ def prepare(
     n = ships.height
     if ship_mentions is None:
         same = ships is tables.source and tables.mentions is not None
-        ship_mentions = tables.mentions if same else _mentions(ships)
+        ship_mentions = tables.mentions if same else mentions(ships)
     assert ship_mentions is not None
     # The consignor's then the consignee's mentions, each in the order of `ships`.
-    ship_mentions = ship_mentions.filter(pl.col("role").is_in(ROLES))
-    queries = ship_mentions.select(pl.col("party").alias("node"), "t")
+    queries = ship_mentions.slice(0, len(ROLES) * n)
+    nodes = queries.get_column("party").to_list()
+    months = _months(queries.get_column("t"))
     latest = tables.latest
     online = n > 0 and latest is not None and bool((ships["declared_at"] >= latest).all())
     if online:
         comp = tables.components()
-        times = _epoch_us(queries["t"])
-        nodes = queries["node"].to_list()
-        sizes = pl.Series(
-            "size",
+        times = _epoch_us(queries.get_column("t"))
+        sizes = np.array(
             [0 if v is None else comp.size_at(v, t) for v, t in zip(nodes, times, strict=True)],
-            dtype=pl.Int64,
+            dtype=np.int64,
         )
-        first_month = queries["t"].dt.truncate("1mo").min()
-        hops = _hops_to_arms(tables.edges, queries, tables.flagged, tables.hops(first_month))  # type: ignore[arg-type]
+        hops = _hops_to_arms(tables.hops(min(months)), nodes, months)
     else:
         sizes = _component_sizes(tables.edges.filter(IDENTITY), queries)
-        hops = _hops_to_arms(tables.edges, queries, tables.flagged)
+        hops = _hops_to_arms(Hops(tables.edges, tables.flagged), nodes, months)
 
-    shared: list[pl.Series] = []
+    # Per contact, the other parties behind the mention's value; the most over
+    # the contacts and the shipment's two mentions.
+    contact_parties: np.ndarray | None = None
     for contact in CONTACTS:
         seen = tables.contacts[contact]
-        others = distinct_query(ship_mentions, contact, "t", seen, prefix="c")["c_distinct"]
-        self_seen = pair_seen_query(ship_mentions, (contact, "party"), "t", seen)
-        shared.append((others.cast(pl.Int64) - self_seen.cast(pl.Int64)).alias(contact))
-    contact_parties = (
-        ship_mentions.select("__row")
-        .hstack(shared)
-        .group_by("__row")
-        .agg(pl.max_horizontal(*CONTACTS).max().alias("__net_contact_parties"))
-    )
-    frame = pl.DataFrame(
-        {
-            "shipment_id": ships["shipment_id"],
-            "__row": pl.int_range(n, dtype=pl.UInt32, eager=True),
-            "__c1": sizes[:n],
-            "__c2": sizes[n:],
-            "__h1": hops[:n],
-            "__h2": hops[n:],
-        }
-    )
-    return frame.join(contact_parties, on="__row", how="left", maintain_order="left").select(
-        "shipment_id",
-        pl.max_horizontal("__c1", "__c2").alias("__net_component"),
-        pl.col("__net_contact_parties").fill_null(0),
-        pl.min_horizontal("__h1", "__h2").fill_null(MAX_HOPS + 1).alias("__net_hops"),
+        others = distinct_query(queries, contact, "t", seen, prefix="c")["c_distinct"]
+        self_seen = pair_seen_query(queries, (contact, "party"), "t", seen)
+        shared = others.to_numpy().astype(np.int64) - self_seen.to_numpy().astype(np.int64)
+        contact_parties = shared if contact_parties is None else np.maximum(contact_parties, shared)
+    assert contact_parties is not None
+    return pl.DataFrame(
+        [
+            ships.get_column("shipment_id"),
+            pl.Series("__net_component", sizes.reshape(len(ROLES), n).max(axis=0)),
+            pl.Series(
+                "__net_contact_parties",
+                contact_parties.reshape(len(ROLES), n).max(axis=0),
+            ),
+            pl.Series("__net_hops", hops.reshape(len(ROLES), n).min(axis=0)),
+        ]
     )
 
 

@@ -13,8 +13,15 @@ F = Family.SHIPMENT
 COUNTRY_CATEGORIES = tuple(sorted(COUNTRIES))
 
 
+# At most this many shipments are prepared row by row in Python: the same values,
+# without the fixed cost of frame operations (an online call holds one shipment).
+SMALL = 32
+
+
 def prepare(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.DataFrame:
     """Intermediate columns of this family, one row per shipment (same order)."""
+    if ships.height <= SMALL:
+        return _prepare_few(ships, items, params)
     fx = pl.col("invoice_currency").replace_strict(
         params.usd_per_unit, default=None, return_dtype=pl.Float64
     )
@@ -33,6 +40,67 @@ def prepare(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.Data
         ),
         pl.col("__lines").fill_null(0),
     )
+
+
+_SCHEMA = {
+    "shipment_id": pl.String,
+    "value_usd": pl.Float64,
+    "__transit_n": pl.UInt32,
+    "__off_route": pl.UInt32,
+    "__risky_transit": pl.Boolean,
+    "__risky_origin": pl.Boolean,
+    "__lines": pl.UInt32,
+}
+
+
+def _in(value: str | None, group: frozenset[str]) -> bool | None:
+    """`is_in` of one value: null stays null."""
+    return None if value is None else value in group
+
+
+def _or(a: bool | None, b: bool | None) -> bool | None:
+    """Kleene `or`, as Polars' `|` of booleans."""
+    if a is True or b is True:
+        return True
+    return None if a is None or b is None else False
+
+
+def _prepare_few(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """`prepare` row by row (nulls as the frame expressions treat them: a null
+    transit country counts neither as off the route nor as risky)."""
+    lines: dict[str, int] = {}
+    for sid in items.get_column("shipment_id").to_list():
+        lines[sid] = lines.get(sid, 0) + 1
+    usual, risky, fx = params.common_transit, params.high_risk_countries, params.usd_per_unit
+    rows = []
+    for sid, amount, currency, transit, origin, dispatch in zip(
+        *(
+            ships.get_column(c).to_list()
+            for c in (
+                "shipment_id",
+                "invoice_amount",
+                "invoice_currency",
+                "transit_countries",
+                "origin_country",
+                "dispatch_country",
+            )
+        ),
+        strict=True,
+    ):
+        rate = fx.get(currency) if currency is not None else None
+        crossed = [c for c in (transit or []) if c is not None]
+        rows.append(
+            (
+                sid,
+                None if amount is None or rate is None else amount * rate,
+                len(transit or []),
+                sum(c not in usual for c in crossed),
+                any(c in risky for c in crossed),
+                _or(_in(origin, risky), _in(dispatch, risky)),
+                lines.get(sid, 0),
+            )
+        )
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
 @feature(

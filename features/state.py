@@ -34,14 +34,15 @@ without rebuilding: the as-of tables take new rows at the end of their keys;
 the result equals a state built from scratch on the combined history. Rows must
 not precede what is held (shipments declared before `as_of`, an inspection
 recorded before an earlier inspection of the same party): `append` refuses them.
-What is still rebuilt on append: the network's capped edges (and its union-find
-and BFS, lazily), and, when traveller records are appended, their keys and
-indexes.
+What is still rebuilt on append: when traveller records are appended, their keys
+and indexes; the network's BFS, on next use, when an appended edge or finding is
+of a month it has already read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -50,6 +51,18 @@ from features import goods, network, shipment, trader, travellers, watchlist
 from features.context import History, Params, party_keys
 from features.screening import WatchlistIndex
 from features.timeline import FirstSeen, KeyedRows
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An online query's new shipments and lines, their party keys, goods frame and
+    contact mentions."""
+
+    ships: pl.DataFrame
+    items: pl.DataFrame
+    keyed: pl.DataFrame
+    goods: pl.DataFrame
+    mentions: pl.DataFrame | None
 
 
 class StateError(ValueError):
@@ -80,6 +93,9 @@ class FeatureState:
         self.travellers = traveller_tables
         self.network = network_tables
         self.watch_index = watch_index
+        # What the last online query computed of its new shipments (`_Prepared`):
+        # `append` of the same shipments, the API's next step, reuses it.
+        self._prepared: _Prepared | None = None
 
     @classmethod
     def build(cls, history: History, params: Params | None = None) -> FeatureState:
@@ -148,6 +164,8 @@ class FeatureState:
         # The parties' contact keys, computed once for the two families reading them
         # (a batch over the history reuses the network's).
         mentions = None if batch else network.mentions(ships_k)
+        if not batch:
+            self._prepared = _Prepared(ships, items, ships_k, goods_frame, mentions)
         return [
             shipment.prepare(ships, items, params),
             goods_frame,
@@ -165,6 +183,16 @@ class FeatureState:
                 f"online features need shipments declared at or after the state's as_of "
                 f"({as_of.isoformat()}); earlier ones: use build_features (a replay)"
             )
+
+    def _reuse(self, ships: pl.DataFrame, items: pl.DataFrame) -> _Prepared | None:
+        """What the last online query prepared, when it was for exactly these
+        shipments and lines (consumed: used once)."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or not ships.height:
+            return None
+        if prepared.ships.equals(ships) and prepared.items.equals(items):
+            return prepared
+        return None
 
     def append(
         self,
@@ -186,7 +214,8 @@ class FeatureState:
         as_of = self.as_of
         if as_of is not None and ships.height and bool((ships["declared_at"] < as_of).any()):
             raise StateError(f"appended shipments must be declared at or after {as_of.isoformat()}")
-        keyed = party_keys(ships)
+        prepared = self._reuse(ships, items)
+        keyed = party_keys(ships) if prepared is None else prepared.keyed
         all_keyed = pl.concat([self.keyed, keyed]) if ships.height else self.keyed
         touched = all_keyed.filter(pl.col("shipment_id").is_in(outcomes["shipment_id"].implode()))
         inspections = trader.outcome_events(outcomes, touched)
@@ -200,12 +229,21 @@ class FeatureState:
         # The reference first: a line is compared only with earlier months, which
         # the appended rows may hold too.
         self.reference.append(ships, items, params)
-        new_goods = goods.prepare(ships, items, self.reference, params)
+        # (Prepared before the reference took these lines: the same values, since a
+        # line is compared only with months before its own.)
+        new_goods = (
+            goods.prepare(ships, items, self.reference, params)
+            if prepared is None
+            else prepared.goods
+        )
         self.trader.append(
             trader.shipment_events(keyed, goods.undervalued_flags(new_goods)), items, inspections
         )
-        self.network.append(keyed, outcomes, touched)
-        self.travellers.append(keyed, traveller_rows, params)
+        mentions = None
+        if ships.height:
+            mentions = network.mentions(keyed) if prepared is None else prepared.mentions
+        self.network.append(keyed, outcomes, touched, mentions)
+        self.travellers.append(keyed, traveller_rows, params, mentions)
         h = self.history
         self.history = History(
             pl.concat([h.shipments, ships]) if ships.height else h.shipments,

@@ -13,7 +13,8 @@ a hash index key -> row slice, so a query for a few keys reads only their rows:
 an as-of join matches rows of the same key only, so restricting the table to
 the query's keys gives exactly the rows the full table gives. Rows recorded
 later are appended without rebuilding (`append`), provided they are not earlier
-than what the table holds for their key.
+than what the table holds for their key; an append of a few rows (one shipment)
+is computed in Python from the index, the same rows the frame operations give.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -36,6 +38,12 @@ COMPACT_MIN_ROWS = 50_000
 # answer as the as-of join, without the fixed cost of frame operations (an online
 # call asks about one shipment).
 LOOKUP_MAX_QUERIES = 64
+# An append of at most this many event rows is computed in Python, per key from
+# the index (`AsOfTable._listed_rows`, `FirstSeen._listed_pairs`): the rows the
+# frame operations give, without their fixed cost (an append adds one shipment).
+APPEND_MAX_ROWS = 64
+# Rows of a series read one by one, when at most this many (cheaper than a gather).
+FEW_ROWS = 16
 # Physical (integer) steps of the time units.
 _UNIT = {
     "us": dt.timedelta(microseconds=1),
@@ -88,7 +96,7 @@ class KeyedRows:
         if array is None:
             frame = self.extra if extra else self.frame
             assert frame is not None
-            array = frame.get_column(column).to_physical().to_numpy()
+            array = _physical(frame.get_column(column)).to_numpy()
             cache[column] = array
         return array
 
@@ -127,11 +135,15 @@ class KeyedRows:
     def key_list(self, key: object, column: str) -> list[object]:
         """`key_values` of any column, as a list (strings included)."""
         start, length = self.index().get(key, (0, 0))
-        values = self.frame.get_column(column).slice(start, length).to_list()
+        values = self.frame.get_column(column).slice(start, length).to_list() if length else []
         extra = self._extra_index.get(key) if self.extra is not None else None
         if extra:
             assert self.extra is not None
-            values += self.extra.get_column(column).gather(extra).to_list()
+            appended = self.extra.get_column(column)
+            if len(extra) <= FEW_ROWS:
+                values += [appended[i] for i in extra]
+            else:
+                values += appended.gather(extra).to_list()
         return values
 
     def rows(self, keys: pl.Series | None = None) -> pl.DataFrame:
@@ -143,29 +155,43 @@ class KeyedRows:
             wanted = [k for k in dict.fromkeys(keys.to_list()) if k is not None]
         if wanted is None:
             parts = [self.frame] if self.extra is None else [self.frame, self.extra]
+            appended = self.extra is not None
         else:
             index = self.index()
             parts = [self.frame.slice(*index[k]) for k in wanted if k in index]
-            if self.extra is not None:
-                extra_rows = [i for k in wanted for i in self._extra_index.get(k, ())]
-                if extra_rows:
-                    parts.append(self.extra[extra_rows])
+            extra_rows = [i for k in wanted for i in self._extra_index.get(k, ())]
+            if self.extra is not None and extra_rows:
+                parts.append(self.extra[extra_rows])
+            appended = bool(extra_rows)
             if not parts:
                 parts = [self.frame.clear()]
         frame = parts[0] if len(parts) == 1 else pl.concat(parts)
-        if self.extra is not None and self.replaced:
+        # (only appended rows can replace: the sorted rows hold no duplicates)
+        if appended and self.replaced:
             frame = frame.unique(self.dedupe, keep="last", maintain_order=True).sort(self.order)
         return frame
 
     def append(self, rows: pl.DataFrame, *, replaces: bool = False) -> None:
         """Add rows; `replaces`: some may replace rows held (equal on `dedupe`)."""
-        rows = rows.select(self.frame.columns).cast(self.frame.schema)
+        if rows.schema != self.schema():
+            rows = rows.select(self.frame.columns).cast(self.frame.schema)
         start = 0 if self.extra is None else self.extra.height
-        for i, k in enumerate(rows[self.key].to_list(), start=start):
+        for i, k in enumerate(rows.get_column(self.key).to_list(), start=start):
             self._extra_index.setdefault(k, []).append(i)
-        self.extra = rows if self.extra is None else pl.concat([self.extra, rows])
-        self._extra_arrays = {}
-        self._nulls = {}
+        if self.extra is None:
+            self.extra = rows.clone()  # (a copy of the caller's frame: extended in place)
+        else:
+            self.extra.vstack(rows, in_place=True)
+        # The arrays and null flags known, brought up to date (not rebuilt: the
+        # rows appended are few, those held many).
+        self._extra_arrays = {
+            c: np.concatenate([a, _physical(rows.get_column(c)).to_numpy()])
+            for c, a in self._extra_arrays.items()
+        }
+        self._nulls = {
+            cs: found or any(rows.get_column(c).has_nulls() for c in cs)
+            for cs, found in self._nulls.items()
+        }
         self.replaced = self.replaced or replaces
         if self.extra.height >= max(COMPACT_MIN_ROWS, self.frame.height // 10):
             merged = pl.concat([self.frame, self.extra])
@@ -180,15 +206,29 @@ class KeyedRows:
             self._extra_arrays = {}
 
 
-def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
-    """Per (key, time): cumulative event count and sums up to and including that
-    time, sorted by key then time."""
-    grouped = (
+def _physical(series: pl.Series) -> pl.Series:
+    """The physical values of a series (integers for times), by a cast: cheaper
+    than `to_physical`."""
+    if not series.dtype.is_temporal():
+        return series
+    return series.cast(pl.Int32 if series.dtype == pl.Date else pl.Int64)
+
+
+def _grouped(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
+    """Per (key, time) of the events with a key: the number of events (`__n`)
+    and the sums, sorted by key then time."""
+    return (
         events.filter(pl.col(key).is_not_null())
         .group_by(key, time)
         .agg(pl.len().alias("__n"), *[pl.col(c).sum() for c in sums])
         .sort(key, time)
     )
+
+
+def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
+    """Per (key, time): cumulative event count and sums up to and including that
+    time, sorted by key then time."""
+    grouped = _grouped(events, key, time, sums)
     return grouped.with_columns(
         pl.col("__n").cum_sum().over(key).alias("__cum_n"),
         *[pl.col(c).cum_sum().over(key).alias(f"__cum_{c}") for c in sums],
@@ -204,6 +244,7 @@ class AsOfTable:
         self.key = key
         self.time = time
         self.sums = sums
+        self.cums = [f"__cum_{c}" for c in sums]  # their columns
 
     @classmethod
     def build(
@@ -229,13 +270,26 @@ class AsOfTable:
         self._new_rows(events)
 
     def _new_rows(self, events: pl.DataFrame) -> tuple[pl.DataFrame, bool] | None:
-        key, time = self.key, self.time
-        grouped = (
-            events.filter(pl.col(key).is_not_null())
-            .group_by(key, time)
-            .agg(pl.len().alias("__n"), *[pl.col(c).sum() for c in self.sums])
-            .sort(key, time)
+        """The rows `append(events)` adds (the table's schema), and whether some
+        replace rows held (at the time of their key's last row held); None when
+        none (no event with a key); ValueError when some precede rows held."""
+        if events.height == 0:
+            return None
+        listed = self._listed(events)
+        return self._joined_rows(events) if listed is None else self._listed_rows(*listed)
+
+    def _precedes(self) -> ValueError:
+        """The error of an append with rows earlier than their key's last row held."""
+        return ValueError(
+            f"rows appended to the {self.key!r} table precede rows it already holds: "
+            "append only what was recorded after the state"
         )
+
+    def _joined_rows(self, events: pl.DataFrame) -> tuple[pl.DataFrame, bool] | None:
+        """`_new_rows` by frame operations: the events grouped, joined to each
+        key's last row held."""
+        key, time = self.key, self.time
+        grouped = _grouped(events, key, time, self.sums)
         if grouped.height == 0:
             return None
         base = (
@@ -250,11 +304,8 @@ class AsOfTable:
         )
         joined = grouped.join(base, on=key, how="left", maintain_order="left")
         if joined.filter(pl.col(time) < pl.col("__b_t")).height:
-            raise ValueError(
-                f"rows appended to the {key!r} table precede rows it already holds: "
-                "append only what was recorded after the state"
-            )
-        schema = self.rows.frame.schema
+            raise self._precedes()
+        schema = self.rows.schema()
         rows = joined.with_columns(
             (pl.col("__n").cum_sum().over(key) + pl.col("__b_n").fill_null(0)).alias("__cum_n"),
             pl.coalesce(pl.col("__b_first"), pl.col(time).min().over(key)).alias("__first"),
@@ -266,7 +317,110 @@ class AsOfTable:
                 for c in self.sums
             ],
         )
-        return rows, bool(joined.filter(pl.col(time) == pl.col("__b_t")).height)
+        replaces = bool(joined.filter(pl.col(time) == pl.col("__b_t")).height)
+        return rows.select(schema.names()).cast(schema), replaces
+
+    def _listed(self, events: pl.DataFrame) -> tuple[list[Any], list[int], list[list[Any]]] | None:
+        """The events' keys, physical times and summed columns as lists, when
+        `_listed_rows` gives exactly what `_joined_rows` does: few events, key and
+        time of the table's types (keys Python orders as Polars sorts them), no
+        null time, sums of integers into integers or of Float64 into Float64, and
+        no null in the columns held (their physical values are read)."""
+        if events.height > APPEND_MAX_ROWS:
+            return None
+        held, key, time, cums = self.rows, self.key, self.time, self.cums
+        schema, types = held.schema(), events.schema
+        if not (
+            schema.names() == [key, time, "__cum_n", "__first", *cums]
+            and types[key] == schema[key]
+            and _sorts_as_python(schema[key])
+            and types[time] == schema[time] == schema["__first"]
+            and schema[time].is_temporal()
+            and all(
+                _sums_as_python(types[c], schema[f]) for c, f in zip(self.sums, cums, strict=True)
+            )
+        ):
+            return None
+        times = events.get_column(time)
+        if times.has_nulls() or held.has_nulls([time, "__cum_n", "__first", *cums]):
+            return None
+        return (
+            events.get_column(key).to_list(),
+            _physical(times).to_list(),
+            [events.get_column(c).to_list() for c in self.sums],
+        )
+
+    def _listed_rows(
+        self, keys: list[Any], times: list[int], sums: list[list[Any]]
+    ) -> tuple[pl.DataFrame, bool] | None:
+        """`_new_rows` in Python (from `_listed`): the events grouped per (key,
+        time), each key's last row held read from the index, and the same
+        arithmetic in the same order as the frame operations (group sums as
+        `_group_sum`, then cumulated from zero, then added to the key's last row)."""
+        groups: dict[tuple[Any, int], list[int]] = {}
+        for i, (k, t) in enumerate(zip(keys, times, strict=True)):
+            if k is not None:
+                groups.setdefault((k, t), []).append(i)
+        if not groups:
+            return None
+        held, schema = self.rows, self.rows.schema()
+        floats = [schema[c] == pl.Float64 for c in self.cums]
+        rows: list[tuple[Any, ...]] = []  # in the order of the table's columns
+        replaces = False
+        for k, pairs in itertools.groupby(sorted(groups), key=lambda pair: pair[0]):
+            held_times = held.key_values(k, self.time)
+            last: int | None = None
+            n, first, bases = 0, None, [0] * len(self.cums)
+            if held_times.size:
+                last, n = int(held_times[-1]), int(held.key_values(k, "__cum_n")[-1])
+                first = int(held.key_values(k, "__first")[0])
+                bases = [held.key_values(k, c)[-1].item() for c in self.cums]
+            running: list[Any] = [0.0 if f else 0 for f in floats]
+            for _, t in pairs:
+                if last is not None and t < last:
+                    raise self._precedes()
+                replaces = replaces or t == last
+                members = groups[k, t]
+                n += len(members)
+                first = t if first is None else first
+                for j, values in enumerate(sums):
+                    running[j] += _group_sum([values[i] for i in members], floats[j])
+                rows.append((k, t, n, first, *[r + b for r, b in zip(running, bases, strict=True)]))
+        return _frame(rows, schema), replaces
+
+
+def _sorts_as_python(dtype: pl.DataType) -> bool:
+    """Whether Python orders values of this type (from `to_list`) as Polars sorts them."""
+    return dtype == pl.String or dtype.is_integer()
+
+
+def _sums_as_python(source: pl.DataType, target: pl.DataType) -> bool:
+    """Whether `_group_sum` of a column of type `source`, cumulated into `target`,
+    gives exactly what Polars does."""
+    integral = source == pl.Boolean or source.is_integer()
+    return (integral and target.is_integer()) or source == target == pl.Float64
+
+
+def _group_sum(values: list[Any], floats: bool) -> Any:
+    """The sum of a group's values (nulls skipped) as Polars' group_by sum gives
+    it, to the bit for floats: Kahan-compensated, from 0.0 (Polars keeps the sign
+    of a lone -0.0, which the cumulative sum from 0.0 drops anyway)."""
+    if not floats:
+        return sum(v for v in values if v is not None)
+    total = compensation = 0.0
+    for v in values:
+        if v is not None:
+            y = v - compensation
+            t = total + y
+            compensation = (t - total) - y
+            total = t
+    return total
+
+
+def _frame(rows: list[tuple[Any, ...]], schema: pl.Schema) -> pl.DataFrame:
+    """A frame of this schema from rows of Python values, temporal ones given as
+    physical integers (the fastest way to build a small frame)."""
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def as_of_query(
@@ -342,8 +496,7 @@ def _physical_times(
         return None
     if series.dtype != dtype:
         series = series.cast(dtype)
-    # (a cast to Int64 gives the physical values, without the cost of to_physical)
-    return series.cast(pl.Int64).to_list(), [w // unit for w in widths]
+    return _physical(series).to_list(), [w // unit for w in widths]
 
 
 def _as_of_lookup(
@@ -460,15 +613,60 @@ class FirstSeen:
 
     def append(self, events: pl.DataFrame) -> None:
         """Add events no earlier than any this structure holds."""
-        key, value, time = self.key, self.value, self.time
-        new = first_occurrences(events.select(key, value, time), [key, value], time)
-        if new.height == 0:
-            return
-        known = self.firsts.rows(new[key]).select(key, value)
-        new = new.join(known, on=[key, value], how="anti")
+        new = self._new_pairs(events)
         if new.height:
             self.counts.append(new)
             self.firsts.append(new)
+
+    def _new_pairs(self, events: pl.DataFrame) -> pl.DataFrame:
+        """The `first_occurrences` of the pairs in `events` not held yet."""
+        new = self._listed_pairs(events)
+        if new is None:
+            key, value, time = self.key, self.value, self.time
+            new = first_occurrences(events.select(key, value, time), [key, value], time)
+            if new.height:
+                known = self.firsts.rows(new[key]).select(key, value)
+                new = new.join(known, on=[key, value], how="anti")
+        return new
+
+    def _listed_pairs(self, events: pl.DataFrame) -> pl.DataFrame | None:
+        """`_new_pairs` for few events (else None), in Python: each pair's first
+        time, the pairs held looked up in the index, sorted as the frame."""
+        key, value, time = self.key, self.value, self.time
+        if events.height > APPEND_MAX_ROWS:
+            return None
+        types = events.schema
+        schema = pl.Schema({key: types[key], value: types[value], time: types[time]})
+        if not (
+            schema == self.firsts.schema()
+            and _sorts_as_python(schema[key])
+            and _sorts_as_python(schema[value])
+            and schema[time].is_temporal()
+        ):
+            return None
+        times = events.get_column(time)
+        if times.has_nulls():
+            return None
+        firsts: dict[tuple[Any, Any], int] = {}
+        for k, v, t in zip(
+            events.get_column(key).to_list(),
+            events.get_column(value).to_list(),
+            _physical(times).to_list(),
+            strict=True,
+        ):
+            if k is not None and v is not None and ((k, v) not in firsts or t < firsts[k, v]):
+                firsts[k, v] = t
+        held: dict[Any, list[Any]] = {}
+        new = []
+        for (k, v), t in firsts.items():
+            if k not in held:
+                held[k] = self.firsts.key_list(k, value)
+            if v not in held[k]:
+                new.append((t, k, v))
+        if not new:  # (the usual case: a cheaper empty frame)
+            return self.firsts.frame.clear()
+        new.sort()
+        return _frame([(k, v, t) for t, k, v in new], schema)
 
 
 def distinct_query(

@@ -46,8 +46,8 @@ import polars as pl
 from rapidfuzz import fuzz, process
 
 from features.context import PARTY_ROLES, History, Params
-from features.names import COMPANY_FORMS, names_agree, normalise_names, to_latin
-from features.network import CONTACTS, address_key, email_key, phone_key
+from features.names import COMPANY_FORMS, names_agree, normalise_name, normalise_names, to_latin
+from features.network import CONTACTS, address_key, email_key, keys_of, phone_key
 from features.network import mentions as network_mentions
 from features.registry import Family, feature
 from features.timeline import FirstSeen, distinct_query, pair_seen_query
@@ -243,7 +243,16 @@ def _pairs(left: pl.DataFrame, right: pl.DataFrame, on: str, evidence: str) -> p
 
 
 def _number_block(key: pl.Expr) -> pl.Expr:
+    """The house / office numbers of an address key, in order."""
     return key.str.extract_all(r"\b\d+\b").list.join(" ")
+
+
+_NUMBER = re.compile(r"\b\d+\b", re.ASCII)
+
+
+def _number_block_ascii(key: str) -> str:
+    """`_number_block` of an ASCII key (`features.network.keys_of`)."""
+    return " ".join(_NUMBER.findall(key))
 
 
 def _fuzzy_addresses(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
@@ -396,7 +405,7 @@ class TravellerIndex:
         addresses = keyed.get_column("address").to_list()
         if all(a is None for a in addresses):
             return False
-        blocks = keyed.select(_number_block(pl.col("address"))).to_series().to_list()
+        blocks = keys_of(addresses, _number_block, _number_block_ascii)
         for address, block in zip(addresses, blocks, strict=True):
             if address is None:
                 continue
@@ -635,7 +644,26 @@ def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _history_mentions(shipments: pl.DataFrame) -> pl.DataFrame:
+def _history_mentions(
+    shipments: pl.DataFrame, ship_mentions: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The shipments' party mentions, role by role, as comparison keys (`_keyed`);
+    `ship_mentions`: `features.network.mentions(shipments)`, whose contact keys
+    are these (then only the names are computed, in Python: a few shipments
+    are appended at a time)."""
+    if ship_mentions is not None:
+        names = [
+            None if name is None else normalise_name(name, sort_tokens=True)
+            for role in PARTY_ROLES
+            for name in shipments.get_column(f"{role}_name").cast(pl.String).to_list()
+        ]
+        return pl.DataFrame(
+            [
+                ship_mentions.get_column("t").alias("at"),
+                pl.Series("__name", names, dtype=pl.String),
+                *[ship_mentions.get_column(c) for c in CONTACTS],
+            ]
+        )
     return _keyed(
         pl.concat(
             [
@@ -687,12 +715,20 @@ class Tables:
         self.trips = _trips(travellers, params)
 
     def append(
-        self, shipments: pl.DataFrame, travellers: pl.DataFrame | None, params: Params
+        self,
+        shipments: pl.DataFrame,
+        travellers: pl.DataFrame | None,
+        params: Params,
+        ship_mentions: pl.DataFrame | None = None,
     ) -> None:
-        """Add shipments declared no earlier than those held; new traveller records
-        rebuild the record keys and indexes (the namesake counts span all records)."""
+        """Add shipments declared no earlier than those held (with `<role>_key`);
+        new traveller records rebuild the record keys and indexes (the namesake
+        counts span all records). `ship_mentions`: `features.network.mentions(
+        shipments)` when the caller has it."""
         if shipments.height:
-            h = _history_mentions(shipments)
+            if ship_mentions is None:
+                ship_mentions = network_mentions(shipments)
+            h = _history_mentions(shipments, ship_mentions)
             for c in CONTACTS:
                 self.shared[c].append(h)
         if travellers is not None and travellers.height:

@@ -4,8 +4,9 @@
 start-up, plus what arrives through the API (shipments with their items,
 traveller records, outcomes, watchlist changes), appended in memory. Readers take
 a `snapshot()` (an immutable History); writers replace it whole under a lock, so a
-request never sees half an update. This is the one place to switch to the
-incremental feature state later.
+request never sees half an update. The feature state new shipments are scored
+against is kept here too, brought up to date with what arrived just before each
+scoring.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def _compact(frame: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([frame.slice(0, first), frame.slice(first).rechunk()], rechunk=False)
 
 
+def _merged(pending: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    """The pending rows of each kind in one frame, in arrival order."""
+    kinds = dict.fromkeys(kind for rows in pending for kind in rows)
+    return {kind: pl.concat([rows[kind] for rows in pending if kind in rows]) for kind in kinds}
+
+
 def _append(
     old: pl.DataFrame, new: pl.DataFrame, key: str, held: set[Any] | None = None
 ) -> pl.DataFrame:
@@ -71,11 +78,14 @@ class HistoryStore:
     """The current History, replaced whole on every change (thread-safe), and the
     feature state new shipments are scored against.
 
-    The state (`features.state.FeatureState`) is built once, on first use, and
-    then kept up to date with `append` as rows arrive; scoring and appending hold
-    one lock, so a request never reads a state half-way through an update. A
-    change the state cannot take incrementally (rows older than it, a new
-    watchlist) drops it, and the next scoring builds it again.
+    The state (`features.state.FeatureState`) is built once, on first use. Rows
+    that arrive afterwards wait in a queue; each scoring first appends all that
+    waits, in one call, then scores, holding one lock, so a request never reads a
+    state half-way through an update and always sees every row recorded before it
+    began (as appending after each request did, without paying an append per
+    request when requests come together). A change the state cannot take
+    incrementally (rows older than it, a new watchlist) drops it, and the next
+    scoring builds it again from the history.
     """
 
     def __init__(self, history: History | None = None) -> None:
@@ -83,6 +93,10 @@ class HistoryStore:
         self._lock = threading.Lock()
         self._state_lock = threading.RLock()
         self._state: FeatureState | None = None
+        # Rows recorded since the state was last brought up to date, in arrival order
+        # (`_lock` guards them with the history: a row is either in the history the
+        # state is built from or waiting here, never both).
+        self._pending: list[dict[str, pl.DataFrame]] = []
         # The ids held in the history's frames (supersets), built on first append.
         self._held: dict[tuple[str, str], set[Any]] = {}
 
@@ -94,20 +108,25 @@ class HistoryStore:
 
     @contextmanager
     def scoring(self) -> Iterator[FeatureState]:
-        """The current feature state, held for the duration of one scoring."""
+        """The current feature state, held for the duration of one scoring: built
+        on first use, else first brought up to date with the rows recorded since
+        (one `append` for all of them: its cost hardly depends on their number)."""
         with self._state_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                history = self._history
+            if self._state is not None and pending:
+                try:
+                    self._state.append(**_merged(pending))
+                except StateError:
+                    self._state = None
             if self._state is None:
-                self._state = FeatureState.build(self._history).warm()
+                self._state = FeatureState.build(history).warm()
             yield self._state
 
-    def _update_state(self, **rows: pl.DataFrame) -> None:
-        with self._state_lock:
-            if self._state is None:
-                return
-            try:
-                self._state.append(**rows)
-            except StateError:
-                self._state = None
+    def _record(self, **rows: pl.DataFrame) -> None:
+        """Queue rows just added to the history for the state (`_lock` held)."""
+        self._pending.append(rows)
 
     @classmethod
     def load(cls, layout: DataLayout) -> HistoryStore:
@@ -150,10 +169,10 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
-        self._update_state(
-            ships=_conform(ships, SHIPMENTS.polars_schema),
-            items=_conform(items, ITEMS.polars_schema),
-        )
+            self._record(
+                ships=_conform(ships, SHIPMENTS.polars_schema),
+                items=_conform(items, ITEMS.polars_schema),
+            )
 
     def add_travellers(self, travellers: pl.DataFrame) -> None:
         with self._lock:
@@ -170,7 +189,7 @@ class HistoryStore:
                 ),
                 h.watchlist,
             )
-        self._update_state(traveller_rows=_conform(travellers, TRAVELLERS.polars_schema))
+            self._record(traveller_rows=_conform(travellers, TRAVELLERS.polars_schema))
 
     def add_outcomes(self, outcomes: pl.DataFrame) -> None:
         with self._lock:
@@ -187,7 +206,7 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
-        self._update_state(outcomes=_conform(outcomes, OUTCOMES.polars_schema))
+            self._record(outcomes=_conform(outcomes, OUTCOMES.polars_schema))
 
     def replace_watchlist(self, list_names: Iterable[str], entries: pl.DataFrame) -> None:
         """Replace the entries of the named lists with `entries`."""

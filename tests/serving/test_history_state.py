@@ -9,6 +9,7 @@ from polars.testing import assert_frame_equal
 from data_contracts.settings import DataLayout
 from features.build import build_features
 from features.context import History
+from features.state import FeatureState
 from pipelines.features import load_history
 from serving.history import HistoryStore
 
@@ -36,3 +37,54 @@ def test_appended_state_scores_like_a_fresh_history(small_world: DataLayout) -> 
             seen.watchlist,
         )
     assert store.snapshot().shipments.height == seen.shipments.height
+
+
+def _window(full: History, start: float, end: float) -> History:
+    times = full.shipments["declared_at"].sort()
+    a, b = times[int(times.len() * start)], times[int(times.len() * end)]
+    ships = full.shipments.filter(pl.col("declared_at").is_between(a, b, closed="left"))
+    return History(
+        ships.sort("declared_at"),
+        full.items.join(ships.select("shipment_id"), on="shipment_id", how="semi"),
+        full.outcomes.filter(pl.col("inspected_at").is_between(a, b, closed="left")),
+        full.travellers.filter(pl.col("departure_at").is_between(a, b, closed="left")),
+    )
+
+
+def _record(store: HistoryStore, rows: History, parts: int) -> None:
+    """Add `rows` to the store in `parts` calls per kind, as requests would."""
+    ships = rows.shipments
+    for chunk in ships.iter_slices(max(1, ships.height // parts)):
+        store.add_shipments(chunk, rows.items.join(chunk.select("shipment_id"), on="shipment_id"))
+    store.add_travellers(rows.travellers)
+    store.add_outcomes(rows.outcomes)
+
+
+def test_rows_recorded_between_scorings_reach_the_next_one_exactly_once(
+    small_world: DataLayout,
+) -> None:
+    full = load_history(small_world)
+    start = _window(full, 0.0, 0.8)
+    later = _window(full, 0.8, 0.9)
+    assert later.shipments.height > 3 and later.outcomes.height > 0
+    built = HistoryStore(start)
+    with built.scoring():  # the state exists: later rows wait for the next scoring
+        pass
+    unbuilt = HistoryStore(start)  # no state yet: it is built with them
+    for store in (built, unbuilt):
+        _record(store, later, parts=4)
+        with store.scoring() as state:
+            fresh = FeatureState.build(store.snapshot())
+            assert state.history.shipments.height == fresh.history.shipments.height
+            assert state.history.outcomes.height == fresh.history.outcomes.height
+            for mine, theirs in zip(state.tables(), fresh.tables(), strict=True):
+                assert_frame_equal(mine.rows().sort(mine.order), theirs.rows().sort(mine.order))
+            new = _window(full, 0.9, 0.92).shipments.head(3)
+            items = full.items.join(new.select("shipment_id"), on="shipment_id", how="semi")
+            assert_frame_equal(
+                build_features(new, items, state),
+                build_features(new, items, fresh),
+                check_exact=False,
+                rel_tol=1e-9,
+                abs_tol=1e-9,
+            )
