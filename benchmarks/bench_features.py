@@ -13,6 +13,8 @@ Prints, from one run on this machine:
   row, conservative: Polars computes every feature, pandas only the subset; and
   the ratio against the Polars families that subset comes from (shipment, goods,
   trader: still every feature of theirs);
+* every party screened against the UN Security Council list (read from the shared
+  reference data beside the checkout, when present) and the example national list;
 * the feature state over the full history (`features.state.FeatureState`): build
   and warm-up time;
 * online features for single new shipments (copies of history shipments declared
@@ -25,11 +27,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
+from data_contracts.loaders.national import load_national_csv
+from data_contracts.loaders.un_sc import load_un_consolidated
 from data_contracts.readers import from_frame
 from data_contracts.schemas import CONTRACTS
 from data_contracts.validate import validate_tables
@@ -44,6 +49,22 @@ ARMS = ["firearms", "parts", "ammunition", "explosives"]
 WINDOWS = {"7d": "7D", "30d": "30D", "90d": "90D", "365d": "365D"}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# The real UN Security Council list, where the project's checkout sits beside the
+# shared reference data; else the project's example national list.
+UN_XML = ROOT.parent / "shared" / "reference" / "un_sc_consolidated_2018-10-29.xml"
+NATIONAL = ROOT / "data_contracts" / "reference" / "national_watchlist_example.csv"
+
+
+def watchlist() -> pl.DataFrame:
+    """The lists every party is screened against: the UN list (when present) and
+    the example national list."""
+    lists = [load_national_csv(NATIONAL, "KZ-demo")]
+    if UN_XML.exists():
+        lists.insert(0, load_un_consolidated(UN_XML))
+    return pl.concat(lists, how="vertical_relaxed")
+
+
 def history_of(n: int, seed: int) -> History:
     world = generate_world(WorldConfig(n_shipments=n, seed=seed, broken_share=0.0))
     raw = {
@@ -56,6 +77,7 @@ def history_of(n: int, seed: int) -> History:
         ok["items"].accepted,
         ok["outcomes"].accepted,
         ok["travellers"].accepted,
+        watchlist(),
     )
 
 
@@ -199,7 +221,9 @@ def main() -> None:
     h = history_of(args.shipments, 7)
     print(
         f"world: {h.shipments.height:,} shipments, {h.items.height:,} lines, "
-        f"{h.outcomes.height:,} outcomes (built in {time.perf_counter() - start:.0f} s)"
+        f"{h.outcomes.height:,} outcomes, {h.travellers.height:,} traveller records; "
+        f"{0 if h.watchlist is None else h.watchlist.height:,} watchlist entries "
+        f"(built in {time.perf_counter() - start:.0f} s)"
     )
     start = time.perf_counter()
     full = build_features(h.shipments, h.items, h, params)

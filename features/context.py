@@ -130,6 +130,26 @@ _ID_STRIP = "[\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u30
 _ID_STRIP_RE = re.compile(_ID_STRIP)
 
 
+# Rows appended one request at a time pile up chunks; past this many they are merged.
+MAX_CHUNKS = 64
+
+
+def appended(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """`new` after `old`, without copying `old` (its rows are copied O(log n) times
+    over many appends, not once per append): when chunks pile up past
+    `MAX_CHUNKS`, those after the first are merged, or all of them when the first
+    no longer holds at least half of the rows."""
+    if new.is_empty():
+        return old
+    frame = pl.concat([old, new], how="vertical", rechunk=False)
+    if frame.n_chunks() <= MAX_CHUNKS:
+        return frame
+    first = frame.to_series(0).chunk_lengths()[0]
+    if 2 * first < frame.height:
+        return frame.rechunk()
+    return pl.concat([frame.slice(0, first), frame.slice(first).rechunk()], rechunk=False)
+
+
 def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """Add `<role>_key` for each party: its declared identification number when
     given (with the role's country), else its normalised, transliterated name.

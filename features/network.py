@@ -64,7 +64,14 @@ from data_contracts.schemas import ARMS_CATEGORIES
 from features.context import PARTY_ROLES, History, Params
 from features.names import normalise_name, normalise_names
 from features.registry import Family, feature
-from features.timeline import FirstSeen, KeyedRows, distinct_query, pair_seen_query
+from features.timeline import (
+    FirstSeen,
+    KeyedRows,
+    distinct_columns,
+    distinct_query,
+    pair_seen_query,
+    pair_seen_values,
+)
 
 F = Family.NETWORK
 HUB_LIMIT = 20
@@ -140,16 +147,18 @@ def keys_of(
     values: list[str | None],
     expr: Callable[[pl.Expr], pl.Expr],
     ascii_key: Callable[[str], str | None],
+    fits: Callable[[str], bool] = str.isascii,
 ) -> list[str | None]:
     """A comparison key expression `expr` over a few values: `ascii_key`, its
-    twin in Python, computes it for ASCII strings, the expression for the
-    others (rare: one frame operation); nulls stay null."""
-    rest = [v for v in values if v is not None and not v.isascii()]
+    twin in Python, computes it for the strings it `fits` (ASCII ones unless
+    told), the expression for the others (rare: one frame operation); nulls
+    stay null."""
+    rest = [v for v in values if v is not None and not fits(v)]
     done: dict[str, str | None] = {}
     if rest:
         frame = pl.DataFrame({"v": rest}, schema={"v": pl.String})
         done = dict(zip(rest, frame.select(expr(pl.col("v"))).to_series().to_list(), strict=True))
-    return [None if v is None else ascii_key(v) if v.isascii() else done[v] for v in values]
+    return [None if v is None else done[v] if v in done else ascii_key(v) for v in values]
 
 
 def contact_keys(frame: pl.DataFrame, role: str) -> pl.DataFrame:
@@ -863,9 +872,15 @@ def prepare(
     contact_parties: np.ndarray | None = None
     for contact in CONTACTS:
         seen = tables.contacts[contact]
-        others = distinct_query(queries, contact, "t", seen, prefix="c")["c_distinct"]
-        self_seen = pair_seen_query(queries, (contact, "party"), "t", seen)
-        shared = others.to_numpy().astype(np.int64) - self_seen.to_numpy().astype(np.int64)
+        if n <= SMALL_MAX_SHIPMENTS:  # (the light answers: no frame per answer)
+            distinct = distinct_columns(queries, contact, "t", seen, prefix="c")
+            others = np.array(distinct.values["c_distinct"], dtype=np.int64)
+            self_seen = np.array(pair_seen_values(queries, (contact, "party"), "t", seen))
+        else:
+            distinct_frame = distinct_query(queries, contact, "t", seen, prefix="c")
+            others = distinct_frame.get_column("c_distinct").to_numpy()
+            self_seen = pair_seen_query(queries, (contact, "party"), "t", seen).to_numpy()
+        shared = others.astype(np.int64) - self_seen.astype(np.int64)
         contact_parties = shared if contact_parties is None else np.maximum(contact_parties, shared)
     assert contact_parties is not None
     return pl.DataFrame(

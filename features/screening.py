@@ -75,6 +75,11 @@ UNALIGNED_CAP = 80
 CHUNK_SIZE = 4096
 MIN_DOCUMENT_TOKEN = 5
 
+# A screening of at most this many names runs in Python (`screen_few`): the same
+# matches, without the fixed cost of frame operations.
+SMALL_QUERIES = 16
+# One match of a name: entry_id, the listed spelling matched, score, exact.
+Match = tuple[str, str, int, bool]
 RESULT_SCHEMA = pl.Schema(
     {
         "query_index": pl.UInt32(),
@@ -205,8 +210,10 @@ def _ratio_matrix(
 ) -> npt.NDArray[np.uint8]:
     """Indel similarity (0-100) of every query with every choice, on all cores;
     scores under `cutoff` are 0."""
+    # (a few queries: one thread, which costs less than starting the others)
+    workers = 1 if len(queries) <= SMALL_QUERIES else -1
     matrix: npt.NDArray[np.uint8] = process.cdist(
-        queries, choices, scorer=fuzz.ratio, workers=-1, dtype=np.uint8, score_cutoff=cutoff
+        queries, choices, scorer=fuzz.ratio, workers=workers, dtype=np.uint8, score_cutoff=cutoff
     )
     return matrix
 
@@ -301,8 +308,10 @@ class WatchlistIndex:
         self, sorted_q: list[str], plain_q: list[str], reversed_q: list[str], cutoff: int
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
         scores = _ratio_matrix(sorted_q, self.sorted_keys, cutoff)
-        np.maximum(scores, _ratio_matrix(plain_q, self.plain_keys, cutoff), out=scores)
-        np.maximum(scores, _ratio_matrix(reversed_q, self.plain_keys, cutoff), out=scores)
+        # the plain and the reversed keys against the plain names, in one call
+        plain = _ratio_matrix([*plain_q, *reversed_q], self.plain_keys, cutoff)
+        np.maximum(scores, plain[: len(plain_q)], out=scores)
+        np.maximum(scores, plain[len(plain_q) :], out=scores)
         rows, cols = np.nonzero(scores)
         return rows, cols, scores[rows, cols]
 
@@ -325,6 +334,13 @@ class WatchlistIndex:
         queries = _as_list(names)
         if not queries or not self.display:
             return pl.DataFrame(schema=RESULT_SCHEMA)
+        if len(queries) <= SMALL_QUERIES:
+            found = self.screen_few(queries, limit=limit, threshold=threshold)
+            return pl.DataFrame(
+                [(i, *match) for i, matches in enumerate(found) for match in matches],
+                schema=RESULT_SCHEMA,
+                orient="row",
+            )
         # Screen each distinct (sorted, plain) key once, then map back to queries.
         keys = pl.DataFrame(
             {
@@ -359,6 +375,58 @@ class WatchlistIndex:
             .select(RESULT_SCHEMA.names())
             .cast(RESULT_SCHEMA)
         )
+
+    def screen_few(
+        self, names: Sequence[str | None], *, limit: int, threshold: int
+    ) -> list[list[Match]]:
+        """`screen` of a few names, in Python (no frame: an online call screens the
+        three parties of one shipment): per name, its matches (entry_id,
+        matched_name, score, exact), in `screen`'s order."""
+        if not 0 < threshold <= 100:
+            raise ValueError(f"threshold must be in 1..100, got {threshold}")
+        keys = [
+            (normalise_name(q, sort_tokens=True), normalise_name(q)) for q in _as_list(list(names))
+        ]
+        distinct = list(dict.fromkeys(k for k in keys if k[0] != ""))
+        if not distinct or not self.display:
+            return [[] for _ in keys]
+        sorted_q, plain_q = [k[0] for k in distinct], [k[1] for k in distinct]
+        rq = [" ".join(reversed(p.split())) for p in plain_q]
+        # (key position, index name, score, partial): the two passes of `_screen_keys`
+        rows, cols, scores = self._pairs(sorted_q, plain_q, rq, threshold)
+        pairs = [
+            (int(r), int(c), int(v), False) for r, c, v in zip(rows, cols, scores, strict=True)
+        ]
+        with_initials = [i for i, p in enumerate(plain_q) if _has_initial(p)]
+        if with_initials and self.initials_keys:
+            matrix = _ratio_matrix(
+                [sorted_q[i] for i in with_initials], self.initials_keys, threshold
+            )
+            for r, c in zip(*np.nonzero(matrix), strict=True):
+                capped = min(int(matrix[r, c]), INITIALS_CAP)
+                if capped >= threshold:
+                    pairs.append((with_initials[r], int(self.initials_owner[c]), capped, True))
+        ranked: list[list[tuple[int, bool, str, str]]] = [[] for _ in distinct]
+        for key, name, score, partial in pairs:
+            query, listed = sorted_q[key], self.sorted_keys[name]
+            if not tokens_align(query, listed):
+                score = min(score, UNALIGNED_CAP)
+            if score < threshold:
+                continue
+            exact = listed == query and not partial and " " in query
+            entry = self.entry_ids[int(self.owner[name])]
+            ranked[key].append((score, exact, entry, self.display[name]))
+        best: dict[tuple[str, str], list[Match]] = {}
+        for k, matches in zip(distinct, ranked, strict=True):
+            matches.sort(key=lambda m: (-m[0], not m[1], m[2], m[3]))
+            seen: set[str] = set()
+            kept: list[Match] = []
+            for score, exact, entry, shown in matches:
+                if entry not in seen and len(kept) < limit:
+                    seen.add(entry)
+                    kept.append((entry, shown, score, exact))
+            best[k] = kept
+        return [best.get(k, []) for k in keys]
 
     def _screen_keys(
         self,
@@ -455,8 +523,11 @@ class WatchlistIndex:
         values = _as_list(
             list(doc_numbers) if not isinstance(doc_numbers, pl.Series) else doc_numbers
         )
-        rows: list[tuple[int, str, str]] = []
-        for i, value in enumerate(values):
-            for pos, listed in self.documents.get(normalise_document(value), ()):
-                rows.append((i, self.entry_ids[pos], listed))
+        rows = [(i, *found) for i, value in enumerate(values) for found in self.document(value)]
         return pl.DataFrame(rows, schema=DOCUMENT_SCHEMA, orient="row")
+
+    def document(self, value: str) -> list[tuple[str, str]]:
+        """The (entry_id, document as listed) pairs whose document number equals
+        `value` after `normalise_document`."""
+        found = self.documents.get(normalise_document(value), ())
+        return [(self.entry_ids[pos], listed) for pos, listed in found]

@@ -48,7 +48,7 @@ import polars as pl
 
 from data_contracts.schemas import ITEMS, OUTCOMES, TRAVELLERS
 from features import goods, network, shipment, trader, travellers, watchlist
-from features.context import History, Params, party_keys
+from features.context import History, Params, appended, party_keys
 from features.screening import WatchlistIndex
 from features.timeline import FirstSeen, KeyedRows
 
@@ -216,8 +216,15 @@ class FeatureState:
             raise StateError(f"appended shipments must be declared at or after {as_of.isoformat()}")
         prepared = self._reuse(ships, items)
         keyed = party_keys(ships) if prepared is None else prepared.keyed
-        all_keyed = pl.concat([self.keyed, keyed]) if ships.height else self.keyed
-        touched = all_keyed.filter(pl.col("shipment_id").is_in(outcomes["shipment_id"].implode()))
+        all_keyed = appended(self.keyed, keyed)
+        # The shipments of the outcomes (a scan of every shipment held: only when
+        # there are outcomes, which officers record far less often than shipments
+        # arrive).
+        touched = (
+            all_keyed.filter(pl.col("shipment_id").is_in(outcomes["shipment_id"].implode()))
+            if outcomes.height
+            else all_keyed.clear()
+        )
         inspections = trader.outcome_events(outcomes, touched)
         for table in self.trader.inspections.values():  # before changing anything
             try:
@@ -246,12 +253,11 @@ class FeatureState:
         self.travellers.append(keyed, traveller_rows, params, mentions)
         h = self.history
         self.history = History(
-            pl.concat([h.shipments, ships]) if ships.height else h.shipments,
-            pl.concat([h.items, items]) if items.height else h.items,
-            pl.concat([h.outcomes, outcomes]) if outcomes.height else h.outcomes,
-            pl.concat([h.travellers, traveller_rows]) if traveller_rows.height else h.travellers,
+            appended(h.shipments, ships),
+            appended(h.items, items),
+            appended(h.outcomes, outcomes),
+            appended(h.travellers, traveller_rows),
             h.watchlist,
         )
         self.keyed = all_keyed
-        if ships.height:
-            self.goods_frame = pl.concat([self.goods_frame, new_goods])
+        self.goods_frame = appended(self.goods_frame, new_goods)

@@ -15,13 +15,15 @@ the query's keys gives exactly the rows the full table gives. Rows recorded
 later are appended without rebuilding (`append`), provided they are not earlier
 than what the table holds for their key; an append of a few rows (one shipment)
 is computed in Python from the index, the same rows the frame operations give.
+A few queries are answered from the index too, as frames or, for callers that
+put several answers into one frame of their own, in light form (`Columns`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,7 +77,6 @@ class KeyedRows:
         self._extra_arrays: dict[str, np.ndarray] = {}
         self._nulls: dict[tuple[str, ...], bool] = {}
         self._schema: pl.Schema | None = None
-        self._temporal: frozenset[str] | None = None
 
     @property
     def height(self) -> int:
@@ -104,12 +105,6 @@ class KeyedRows:
         if self._schema is None:
             self._schema = self.frame.schema
         return self._schema
-
-    def temporal(self) -> frozenset[str]:
-        """The columns of a temporal type."""
-        if self._temporal is None:
-            self._temporal = frozenset(c for c, t in self.schema().items() if t.is_temporal())
-        return self._temporal
 
     def has_nulls(self, columns: Sequence[str]) -> bool:
         """Whether any of these columns holds a null (lookups need none)."""
@@ -329,7 +324,8 @@ class AsOfTable:
         if events.height > APPEND_MAX_ROWS:
             return None
         held, key, time, cums = self.rows, self.key, self.time, self.cums
-        schema, types = held.schema(), events.schema
+        schema = held.schema()
+        types = _dtypes(events, [key, time, *self.sums])
         if not (
             schema.names() == [key, time, "__cum_n", "__first", *cums]
             and types[key] == schema[key]
@@ -389,6 +385,12 @@ class AsOfTable:
         return _frame(rows, schema), replaces
 
 
+def _dtypes(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.DataType]:
+    """The types of some columns of a frame (its whole `schema` costs more to
+    build, the more columns it has)."""
+    return {c: frame.get_column(c).dtype for c in columns}
+
+
 def _sorts_as_python(dtype: pl.DataType) -> bool:
     """Whether Python orders values of this type (from `to_list`) as Polars sorts them."""
     return dtype == pl.String or dtype.is_integer()
@@ -417,10 +419,38 @@ def _group_sum(values: list[Any], floats: bool) -> Any:
     return total
 
 
-def _frame(rows: list[tuple[Any, ...]], schema: pl.Schema) -> pl.DataFrame:
+def _frame(rows: list[tuple[Any, ...]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
     """A frame of this schema from rows of Python values, temporal ones given as
-    physical integers (the fastest way to build a small frame)."""
-    return pl.DataFrame(rows, schema=schema, orient="row")
+    physical integers (the fastest way to build a small frame: as dicts, faster
+    than rows)."""
+    names = list(schema)
+    return pl.from_dicts([dict(zip(names, row, strict=True)) for row in rows], schema=schema)
+
+
+class Columns:
+    """A query's answer in light form: a Python list per output column (temporal
+    values as physical integers), and the columns' types, in order (plain dicts:
+    a `pl.Schema` costs more to build). The frame of an answer costs more than
+    looking up a few queries; a caller that puts several answers into one frame
+    of its own takes them in this form (`as_of_columns`, `distinct_columns`),
+    the others as frames (`frame`)."""
+
+    def __init__(self, types: dict[str, pl.DataType], values: dict[str, list[Any]]):
+        self.types = types
+        self.values = values
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> Columns:
+        """The columns of a frame."""
+        columns = frame.get_columns()
+        return cls(
+            {c.name: c.dtype for c in columns}, {c.name: _physical(c).to_list() for c in columns}
+        )
+
+    def frame(self) -> pl.DataFrame:
+        """The answer as a frame (`_frame`, in the order of `types`)."""
+        rows = list(zip(*[self.values[c] for c in self.types], strict=True))
+        return _frame(rows, self.types)
 
 
 def as_of_query(
@@ -438,6 +468,36 @@ def as_of_query(
         found = _as_of_lookup(queries, q_key, q_time, table, windows, prefix)
         if found is not None:
             return found
+    return _as_of_join(queries, q_key, q_time, table, windows, prefix)
+
+
+def as_of_columns(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    *,
+    windows: dict[str, dt.timedelta] | None = None,
+    prefix: str,
+) -> Columns:
+    """`as_of_query` in light form (`Columns`), for a few queries."""
+    windows = windows or {}
+    if queries.height <= LOOKUP_MAX_QUERIES:
+        found = _as_of_values(queries, q_key, q_time, table, windows, prefix)
+        if found is not None:
+            return found
+    return Columns.of(_as_of_join(queries, q_key, q_time, table, windows, prefix))
+
+
+def _as_of_join(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    windows: dict[str, dt.timedelta],
+    prefix: str,
+) -> pl.DataFrame:
+    """`as_of_query` by a backward as-of join of the queries on the table."""
     key, time, sums = table.key, table.time, table.sums
     cum = table.frame(queries[q_key])
     # One as-of join for every instant asked: q_time, then q_time - w per window.
@@ -507,9 +567,22 @@ def _as_of_lookup(
     windows: dict[str, dt.timedelta],
     prefix: str,
 ) -> pl.DataFrame | None:
-    """`as_of_query` for a few queries: per query, the key's rows from the index
-    and a binary search of its times (the row before q_time, strictly, as the
-    backward as-of join without exact matches takes)."""
+    """`_as_of_values` as a frame."""
+    found = _as_of_values(queries, q_key, q_time, table, windows, prefix)
+    return None if found is None else found.frame()
+
+
+def _as_of_values(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    windows: dict[str, dt.timedelta],
+    prefix: str,
+) -> Columns | None:
+    """`as_of_query` for a few queries, in light form: per query, the key's rows
+    from the index and a binary search of its times (the row before q_time,
+    strictly, as the backward as-of join without exact matches takes)."""
     rows, time, sums = table.rows, table.time, table.sums
     schema = rows.schema()
     physical = _physical_times(queries.get_column(q_time), schema[time], list(windows.values()))
@@ -522,7 +595,7 @@ def _as_of_lookup(
     n, instants = queries.height, 1 + len(widths)
     # got[c][i, j]: column c of the row matched by query j at instant i (0: none)
     got = {c: np.zeros((instants, n), dtype=rows.array(c).dtype) for c in cols}
-    matched = np.zeros(n, dtype=bool)  # at the query's own time
+    matched = [False] * n  # at the query's own time
     for j, (k, t) in enumerate(zip(queries.get_column(q_key).to_list(), times, strict=True)):
         if k is None or t is None:
             continue
@@ -539,23 +612,21 @@ def _as_of_lookup(
                 if p >= 0:
                     column[i, j] = values[p]
 
-    temporal = rows.temporal()
-
-    def series(name: str, c: str, values: np.ndarray) -> pl.Series:
-        out = pl.Series(name, values)
-        return out.cast(schema[c]) if c in temporal else out
-
-    first = series(f"{prefix}_first", "__first", got["__first"][0])
-    if not matched.all():
-        first = pl.Series(
-            first.name, [v if m else None for v, m in zip(first, matched, strict=True)], first.dtype
-        )
-    out = [series(f"{prefix}_n", "__cum_n", got["__cum_n"][0]), first]
-    out += [series(f"{prefix}_{c}", f"__cum_{c}", got[f"__cum_{c}"][0]) for c in sums]
+    names = {"__cum_n": "n", **{f"__cum_{c}": c for c in sums}}
+    out = {
+        f"{prefix}_n": got["__cum_n"][0].tolist(),
+        f"{prefix}_first": [
+            v if m else None for v, m in zip(got["__first"][0].tolist(), matched, strict=True)
+        ],
+    }
+    types = {f"{prefix}_n": schema["__cum_n"], f"{prefix}_first": schema["__first"]}
+    for c in cols[2:]:
+        out[f"{prefix}_{names[c]}"], types[f"{prefix}_{names[c]}"] = got[c][0].tolist(), schema[c]
     for i, label in enumerate(windows, start=1):
-        for c, name in (("__cum_n", "n"), *[(f"__cum_{c}", c) for c in sums]):
-            out.append(series(f"{prefix}_{name}_{label}", c, got[c][0] - got[c][i]))
-    return pl.DataFrame(out)
+        for c, name in names.items():
+            out[f"{prefix}_{name}_{label}"] = (got[c][0] - got[c][i]).tolist()
+            types[f"{prefix}_{name}_{label}"] = schema[c]
+    return Columns(types, out)
 
 
 def as_of_counts(
@@ -635,8 +706,7 @@ class FirstSeen:
         key, value, time = self.key, self.value, self.time
         if events.height > APPEND_MAX_ROWS:
             return None
-        types = events.schema
-        schema = pl.Schema({key: types[key], value: types[value], time: types[time]})
+        schema = pl.Schema(_dtypes(events, [key, value, time]))
         if not (
             schema == self.firsts.schema()
             and _sorts_as_python(schema[key])
@@ -677,15 +747,42 @@ def distinct_query(
     return counted.get_column(f"{prefix}_n").alias(f"{prefix}_distinct").to_frame()
 
 
+def distinct_columns(
+    queries: pl.DataFrame, q_key: str, q_time: str, seen: FirstSeen, *, prefix: str
+) -> Columns:
+    """`distinct_query` in light form (`Columns`), for a few queries."""
+    counted = as_of_columns(queries, q_key, q_time, seen.counts, prefix=prefix)
+    name = f"{prefix}_distinct"
+    return Columns({name: counted.types[f"{prefix}_n"]}, {name: counted.values[f"{prefix}_n"]})
+
+
 def pair_seen_query(
     queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
 ) -> pl.Series:
     """`pair_seen_before` answered from a built `FirstSeen`."""
-    key, value, time = seen.key, seen.value, seen.time
     if queries.height <= LOOKUP_MAX_QUERIES:
         found = _pair_lookup(queries, q_keys, q_time, seen)
         if found is not None:
             return found
+    return _pair_join(queries, q_keys, q_time, seen)
+
+
+def pair_seen_values(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> list[bool]:
+    """`pair_seen_query` in light form (a list), for a few queries."""
+    if queries.height <= LOOKUP_MAX_QUERIES:
+        found = _pair_values(queries, q_keys, q_time, seen)
+        if found is not None:
+            return found
+    return _pair_join(queries, q_keys, q_time, seen).to_list()
+
+
+def _pair_join(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> pl.Series:
+    """`pair_seen_query` by a join of the queries on the pairs' first times."""
+    key, value, time = seen.key, seen.value, seen.time
     firsts = seen.firsts.rows(queries[q_keys[0]])
     joined = (
         queries.select(
@@ -704,6 +801,14 @@ def pair_seen_query(
 def _pair_lookup(
     queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
 ) -> pl.Series | None:
+    """`_pair_values` as a series."""
+    found = _pair_values(queries, q_keys, q_time, seen)
+    return None if found is None else pl.Series(found, dtype=pl.Boolean)
+
+
+def _pair_values(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> list[bool] | None:
     """`pair_seen_query` for a few queries, through the index (one row per pair)."""
     firsts = seen.firsts
     physical = _physical_times(queries.get_column(q_time), firsts.schema()[seen.time], [])
@@ -721,7 +826,7 @@ def _pair_lookup(
             if v in held:
                 hit = bool(firsts.key_values(k, seen.time)[held.index(v)] < t)
         out.append(hit)
-    return pl.Series(out, dtype=pl.Boolean)
+    return out
 
 
 def distinct_before(

@@ -5,11 +5,25 @@ inspected and with what result, and who shares their phone or address."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
+from typing import Any
 
 import polars as pl
 
+from features.network import keys_of
 from features.registry import Family, Kind, feature
-from features.timeline import AsOfTable, FirstSeen, as_of_query, distinct_query, pair_seen_query
+from features.timeline import (
+    AsOfTable,
+    Columns,
+    FirstSeen,
+    as_of_columns,
+    as_of_query,
+    distinct_columns,
+    distinct_query,
+    pair_seen_query,
+    pair_seen_values,
+)
 
 F = Family.TRADER
 DAY = dt.timedelta(days=1)
@@ -18,6 +32,11 @@ WINDOWS = {"7d": 7 * DAY, "30d": 30 * DAY, "90d": 90 * DAY, "365d": 365 * DAY}
 
 ROLES = ("consignee", "consignor", "declarant")
 CONTACT_FIELDS = ("phone", "address")
+# Inputs of at most this many shipments (or goods lines) are computed from the
+# timeline's light answers and Python lists, and framed once: the frame path's
+# values, without its fixed cost per operation (an online call or an append
+# holds one shipment).
+SMALL_MAX_SHIPMENTS = 32
 
 
 def shipment_events(ships: pl.DataFrame, undervalued: pl.DataFrame) -> pl.DataFrame:
@@ -49,13 +68,89 @@ def line_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
 
 
+def _chapter_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
+    """The columns of `line_events` that `Tables.chapters` reads, for a few lines
+    in Python: each line's chapter with the consignee and time of each shipment
+    of its id (the inner join's rows, in another order: a `FirstSeen` reads
+    them as a set)."""
+    keys, times = ships.get_column("consignee_key"), ships.get_column("declared_at")
+    by_id: dict[Any, list[tuple[Any, Any]]] = {}
+    for sid, key, t in zip(
+        ships.get_column("shipment_id").to_list(), keys.to_list(), times.to_list(), strict=True
+    ):
+        if sid is not None:  # (a join matches no null)
+            by_id.setdefault(sid, []).append((key, t))
+    rows = [
+        (key, None if code is None else code[:2], t)
+        for sid, code in zip(
+            items.get_column("shipment_id").to_list(),
+            items.get_column("hs_code").to_list(),
+            strict=True,
+        )
+        for key, t in by_id.get(sid, ())
+    ]
+    schema = {"consignee_key": keys.dtype, "__chapter": pl.String(), "declared_at": times.dtype}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _normalise(contact: pl.Expr) -> pl.Expr:
+    """The comparison form of a contact: lower case, word characters only."""
+    return contact.str.to_lowercase().str.replace_all(r"[^\w]", "")
+
+
 def _normalised(contact: str) -> pl.Expr:
-    return pl.col(f"consignee_{contact}").str.to_lowercase().str.replace_all(r"[^\w]", "")
+    return _normalise(pl.col(f"consignee_{contact}"))
+
+
+_NON_WORD = re.compile(r"[^\w]")
+
+
+def _normalise_python(contact: str) -> str:
+    """`_normalise` in Python: the same for the strings `_normalises_alike` admits."""
+    return _NON_WORD.sub("", contact.lower())
+
+
+@functools.cache
+def _differing() -> re.Pattern[str]:
+    """The characters for which `_normalise_python` may differ from `_normalise`:
+    those of the BMP whose normal form differs (Python's and Rust's Unicode
+    tables differ on `\\w` and on some case mappings), the capital sigma (lower
+    case by its neighbours: final sigma) and every one beyond the BMP. Both
+    lower-case character by character (but for that sigma) and drop non-word
+    characters one by one, so strings of the other characters get the same
+    form. Computed once: one expression over the BMP (~40 ms)."""
+    chars = [chr(c) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF]
+    frame = pl.DataFrame({"c": chars}, schema={"c": pl.String})
+    polars = frame.select(_normalise(pl.col("c"))).to_series().to_list()
+    differ = [c for c, p in zip(chars, polars, strict=True) if _normalise_python(c) != p]
+    escaped = "".join(re.escape(c) for c in [*differ, "\u03a3"])
+    return re.compile(f"[{escaped}\U00010000-\U0010ffff]")
+
+
+def _normalises_alike(contact: str) -> bool:
+    """Whether `_normalise_python` gives what `_normalise` does for this string."""
+    return _differing().search(contact) is None
+
+
+def _normalised_values(contacts: pl.Series) -> list[str | None]:
+    """`_normalise` of a few contacts (a String series): in Python, but for the
+    strings with characters where Python and Polars differ (rare: the expression)."""
+    return keys_of(contacts.to_list(), _normalise, _normalise_python, _normalises_alike)
 
 
 def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
-    """consignee_key, declared_at and the consignee's normalised contact `__contact`."""
-    return frame.select("consignee_key", "declared_at", _normalised(contact).alias("__contact"))
+    """consignee_key, declared_at and the consignee's normalised contact `__contact`
+    (for a few shipments, normalised in Python)."""
+    column = frame.get_column(f"consignee_{contact}")
+    if frame.height > SMALL_MAX_SHIPMENTS or column.dtype != pl.String:
+        return frame.select("consignee_key", "declared_at", _normalised(contact).alias("__contact"))
+    return pl.DataFrame(
+        [
+            frame.get_column("consignee_key"),
+            frame.get_column("declared_at"),
+            pl.Series("__contact", _normalised_values(column), dtype=pl.String),
+        ]
+    )
 
 
 class Tables:
@@ -92,19 +187,41 @@ class Tables:
         )
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> None:
-        """Add rows recorded after those held (same forms as `build`; `items` of `ships`)."""
+        """Add rows recorded after those held (same forms as `build`; `items` of
+        `ships`). The tables read only their own columns of the frames given."""
         for r in ROLES:
-            self.seen[r].append(ships.select(f"{r}_key", "declared_at", "undervalued"))
-            self.inspections[r].append(
-                outcomes.select(f"{r}_key", "inspected_at", "__finding", "__arms_finding")
-            )
-        self.chapters.append(line_events(items, ships))
+            self.seen[r].append(ships)
+            self.inspections[r].append(outcomes)
+        few = (
+            max(items.height, ships.height) <= SMALL_MAX_SHIPMENTS
+            and items.get_column("hs_code").dtype == pl.String
+        )
+        self.chapters.append(_chapter_events(items, ships) if few else line_events(items, ships))
         for c in CONTACT_FIELDS:
             self.contacts[c].append(_contact(ships, c))
 
 
+def _kept(role: str) -> dict[str, str]:
+    """The columns of a role's answers that `prepare` keeps, by their names there
+    (the as-of answers of `seen`, prefix role, and of `inspections`, prefix
+    `{role}_insp`), and their names kept."""
+    return {
+        f"{role}_first": f"__{role}_first",
+        **{f"{role}_n_{w}": f"__{role}_n_{w}" for w in WINDOWS},
+        f"{role}_n": f"__{role}_n",
+        f"{role}_undervalued": f"__{role}_underv",
+        f"{role}_insp_n": f"__{role}_insp",
+        f"{role}_insp___finding": f"__{role}_find",
+        f"{role}_insp___arms_finding": f"__{role}_arms_find",
+    }
+
+
 def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
     """`ships` carries `<role>_key` columns; `tables` holds the history."""
+    if ships.height <= SMALL_MAX_SHIPMENTS:
+        small = _small_prepare(ships, tables)
+        if small is not None:
+            return small
     cols: list[pl.Series] = [ships["shipment_id"]]
     for role in ROLES:
         key = f"{role}_key"
@@ -114,15 +231,8 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         insp = as_of_query(
             ships, key, "declared_at", tables.inspections[role], prefix=f"{role}_insp"
         )
-        cols += [
-            seen[f"{role}_first"].alias(f"__{role}_first"),
-            *[seen[f"{role}_n_{w}"].alias(f"__{role}_n_{w}") for w in WINDOWS],
-            seen[f"{role}_n"].alias(f"__{role}_n"),
-            seen[f"{role}_undervalued"].alias(f"__{role}_underv"),
-            insp[f"{role}_insp_n"].alias(f"__{role}_insp"),
-            insp[f"{role}_insp___finding"].alias(f"__{role}_find"),
-            insp[f"{role}_insp___arms_finding"].alias(f"__{role}_arms_find"),
-        ]
+        answers = {**seen.to_dict(), **insp.to_dict()}
+        cols += [answers[name].alias(kept) for name, kept in _kept(role).items()]
     chapters = distinct_query(ships, "consignee_key", "declared_at", tables.chapters, prefix="c")
     cols.append(chapters["c_distinct"].alias("__consignee_chapters"))
     q = ships.select(
@@ -146,6 +256,87 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         *[c for c in frame.columns[1:] if c != "__at" and not c.endswith("_first")],
         *days,
     )
+
+
+def _small_prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame | None:
+    """`prepare` of a few shipments: the timeline's light answers (`Columns`),
+    the contacts normalised in Python (`_normalised_values`) and the days since
+    the first sighting in Python (`_days`), framed once in the frame path's
+    columns and types. None (the frame path) unless the shipments' times are in
+    microseconds, of the type of the first sightings, and their contacts strings."""
+    at, ids = ships.get_column("declared_at"), ships.get_column("shipment_id")
+    contacts = [ships.get_column(f"consignee_{c}") for c in CONTACT_FIELDS]
+    if not (
+        getattr(at.dtype, "time_unit", None) == "us"
+        and all(tables.seen[r].rows.schema()["__first"] == at.dtype for r in ROLES)
+        and all(c.dtype == pl.String for c in contacts)
+    ):
+        return None
+    values: dict[str, list[Any]] = {"shipment_id": ids.to_list()}
+    types: dict[str, pl.DataType] = {"shipment_id": ids.dtype}
+    firsts: dict[str, list[int | None]] = {}
+    for role in ROLES:
+        key = f"{role}_key"
+        seen = as_of_columns(
+            ships, key, "declared_at", tables.seen[role], windows=WINDOWS, prefix=role
+        )
+        insp = as_of_columns(
+            ships, key, "declared_at", tables.inspections[role], prefix=f"{role}_insp"
+        )
+        answers = {**seen.values, **insp.values}
+        answer_types = {**seen.types, **insp.types}
+        for name, kept in _kept(role).items():
+            if name == f"{role}_first":
+                firsts[role] = answers[name]
+            else:
+                values[kept], types[kept] = answers[name], answer_types[name]
+    chapters = distinct_columns(ships, "consignee_key", "declared_at", tables.chapters, prefix="c")
+    values["__consignee_chapters"] = chapters.values["c_distinct"]
+    types["__consignee_chapters"] = chapters.types["c_distinct"]
+    q = pl.DataFrame(
+        [
+            ships.get_column("consignee_key"),
+            at,
+            *[
+                pl.Series(f"__{c}", _normalised_values(column), dtype=pl.String)
+                for c, column in zip(CONTACT_FIELDS, contacts, strict=True)
+            ],
+        ]
+    )
+    for contact in CONTACT_FIELDS:
+        seen_contact = tables.contacts[contact]
+        on = f"__{contact}"
+        parties = distinct_columns(q, on, "declared_at", seen_contact, prefix="p")
+        self_seen = pair_seen_values(q, (on, "consignee_key"), "declared_at", seen_contact)
+        shared = [p - s for p, s in zip(parties.values["p_distinct"], self_seen, strict=True)]
+        values[f"__shared_{contact}"] = shared
+        types[f"__shared_{contact}"] = _shared_type(parties.types["p_distinct"])
+    times = at.cast(pl.Int64).to_list()
+    for role in ROLES:
+        since = [
+            None if t is None or f is None else t - f
+            for t, f in zip(times, firsts[role], strict=True)
+        ]
+        values[f"__{role}_days"] = _days(since)
+        types[f"__{role}_days"] = pl.Float64()
+    return Columns(types, values).frame()
+
+
+def _days(microseconds: list[int | None]) -> list[float | None]:
+    """`microseconds / 8.64e10` as Polars computes it over a column of these
+    values: the quotient for one value, for more the product with the
+    reciprocal (they may differ in the last bit)."""
+    if len(microseconds) == 1:
+        return [None if d is None else d / 8.64e10 for d in microseconds]
+    reciprocal = 1 / 8.64e10
+    return [None if d is None else d * reciprocal for d in microseconds]
+
+
+@functools.cache
+def _shared_type(parties: pl.DataType) -> pl.DataType:
+    """The type of `parties - self_seen.cast(pl.UInt32)` in `prepare`, for the
+    type of `parties` (Polars' supertype rule, asked once)."""
+    return (pl.Series(dtype=parties) - pl.Series(dtype=pl.UInt32)).dtype
 
 
 def _role_features(role: str, ru: str) -> None:

@@ -34,12 +34,18 @@ Features of a shipment declared at t use the links of its own three parties
 (their names and contacts as declared on it) to records that departed before t;
 trips count within `WINDOW` before t. Nationality is a protected trait and is
 never read.
+
+A few parties (`SMALL_MAX_PARTIES`: an online call holds one shipment, three
+parties) are linked, and their shipments' features counted, in Python over the
+records the index finds (`_link_few`, `_prepare_few`), by the same rules
+(`_link_rules`): the frame operations' values without their fixed cost per call.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -144,6 +150,7 @@ def document_key(expr: pl.Expr) -> pl.Expr:
 
 
 def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
+    """The records' comparison keys (`_Record`), row for row."""
     full = pl.concat_str(
         [pl.col("surname"), pl.col("given_names").fill_null("")], separator=" "
     ).str.strip_chars()
@@ -178,9 +185,22 @@ def _traveller_keys(travellers: pl.DataFrame) -> pl.DataFrame:
         normalise_names(t["__native"], sort_tokens=True).alias("native"),
         initials,
         address_key(travellers["contact_address"]).alias("address"),
-    ).select(
-        "rec", "person", "name", "native", "initials", "phone", "email", "address", "dob", "doc"
-    )
+    ).select(_Record._fields)
+
+
+class _Record(NamedTuple):
+    """A row of `_traveller_keys`: a traveller record's comparison keys."""
+
+    rec: str
+    person: str | None
+    name: str | None
+    native: str | None
+    initials: str | None
+    phone: str | None
+    email: str | None
+    address: str | None
+    dob: dt.date | None
+    doc: str | None
 
 
 _PERSON_FORMS = frozenset({"ip", "chp"})  # ИП, ЧП: a sole trader is a person
@@ -195,6 +215,10 @@ def is_company_name(name: str) -> bool:
 
 
 def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
+    """The parties' comparison keys, one row per distinct mention, in the order of
+    `_Party`: party_key, company, name, phone, email, address, dob, doc and the
+    `SHARED_FLAGS` (those not given: whether parties of more than one name
+    among `parties` declare the value)."""
     flags = [c for c in SHARED_FLAGS if c in parties.columns]
     ident = [
         (pl.col(c) if c in parties.columns else pl.lit(None)).cast(dtype).alias(c)
@@ -206,7 +230,7 @@ def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
     company = names.replace_strict(
         distinct, [is_company_name(v) for v in distinct], default=False, return_dtype=pl.Boolean
     )
-    return pl.DataFrame(
+    keyed = pl.DataFrame(
         {
             "party_key": p["party_key"],
             "company": company,
@@ -219,18 +243,44 @@ def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
             **{c: p[c] for c in flags},
         }
     ).filter(pl.col("party_key").is_not_null())
+    return keyed.select(
+        *_Party._fields[: -len(SHARED_FLAGS)],
+        *[
+            pl.col(flag) if flag in flags else (pl.col("name").n_unique().over(on) > 1).alias(flag)
+            for on, flag in zip(CONTACTS, SHARED_FLAGS, strict=True)
+        ],
+    )
+
+
+class _Party(NamedTuple):
+    """A row of `_party_keys`: a party mention's comparison keys."""
+
+    party_key: Any
+    company: bool
+    name: str | None
+    phone: str | None
+    email: str | None
+    address: str | None
+    dob: dt.date | None
+    doc: str | None
+    phone_shared: bool | None
+    email_shared: bool | None
+    address_shared: bool | None
+
+
+# Exact contact matches: the `_Party` field compared and the evidence it gives
+# (with a `_shared` suffix when the party's `<field>_shared` flag is set).
+EXACT_EVIDENCE = (("phone", "phone"), ("email", "email"), ("address", "address_exact"))
 
 
 def _pairs(left: pl.DataFrame, right: pl.DataFrame, on: str, evidence: str) -> pl.DataFrame:
-    """Exact matches on `on`; the evidence gets a `_shared` suffix when parties of
-    more than one name declare the value (two companies on one phone)."""
-    flag = f"{on}_shared"
-    a = left.drop_nulls(on).filter(pl.col(on) != "")
-    if flag in left.columns:
-        a = a.select("party_key", on, pl.col(flag).fill_null(False).alias("__shared"))
-    else:
-        a = a.select("party_key", on, (pl.col("name").n_unique().over(on) > 1).alias("__shared"))
-    a = a.unique()
+    """Exact matches on `on` (see `EXACT_EVIDENCE`)."""
+    a = (
+        left.drop_nulls(on)
+        .filter(pl.col(on) != "")
+        .select("party_key", on, pl.col(f"{on}_shared").fill_null(False).alias("__shared"))
+        .unique()
+    )
     b = right.select("rec", on).drop_nulls().filter(pl.col(on) != "")
     return a.join(b, on=on).select(
         "rec",
@@ -307,9 +357,7 @@ def _identity_pairs(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
         )
     )
     doc_ok = [
-        (pd is not None and pd == td)
-        or names_agree(a or "", b or "")
-        or names_agree(a or "", c or "")
+        _document_agrees(a, pd, b, c, td)
         for a, b, c, pd, td in zip(
             doc["p_name"].to_list(),
             doc["name"].to_list(),
@@ -327,7 +375,7 @@ def _identity_pairs(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
         .join(t.select("rec", "dob", "name", "native").drop_nulls("dob"), on="dob")
     )
     agree = [
-        names_agree(a, c if c else (b or ""), 2)
+        _birth_agrees(a, b, c)
         for a, b, c in zip(
             born["p_name"].to_list(),
             born["name"].to_list(),
@@ -347,6 +395,29 @@ def _identity_pairs(p: pl.DataFrame, t: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _document_agrees(
+    p_name: str | None,
+    p_dob: dt.date | None,
+    name: str | None,
+    native: str | None,
+    dob: dt.date | None,
+) -> bool:
+    """Whether a party and a record sharing a document number are one person
+    (`_identity_pairs`): born the same day, or the names agree."""
+    return (
+        (p_dob is not None and p_dob == dob)
+        or names_agree(p_name or "", name or "")
+        or names_agree(p_name or "", native or "")
+    )
+
+
+def _birth_agrees(p_name: str, name: str | None, native: str | None) -> bool:
+    """Whether a party and a record born the same day are one person
+    (`_identity_pairs`): the names agree with at least two full words, the
+    record's fullest name (native) compared."""
+    return names_agree(p_name, native if native else (name or ""), 2)
+
+
 class TravellerIndex:
     """The traveller records' comparison keys (`_traveller_keys`), the name keys
     no namesake shares, and hash indexes value -> rows on every blocking key, so
@@ -359,9 +430,10 @@ class TravellerIndex:
         self.travellers = travellers
         self.keys = _traveller_keys(travellers)
         self.unique_keys = _unique_name_keys(self.keys)
-        self._index: dict[str, dict[str, list[int]]] | None = None
+        self.unique_names = frozenset(self.unique_keys.get_column("key").to_list())
+        self._index: dict[str, dict[Any, list[int]]] | None = None
 
-    def index(self) -> dict[str, dict[str, list[int]]]:
+    def index(self) -> dict[str, dict[Any, list[int]]]:
         if self._index is None:
             frame = self.keys.with_columns(
                 _number_block(pl.col("address")).alias("block")
@@ -377,19 +449,25 @@ class TravellerIndex:
                 )
         return self._index
 
+    def rows_sharing(self, values: dict[str, list[Any]]) -> list[int]:
+        """The rows (ascending) of the records whose blocking key `col` is one of
+        `values[col]` (nulls ignored), the `native` key looked up with `values["name"]`."""
+        index = self.index()
+        rows: set[int] = set()
+        for col in self.BLOCKING:
+            lookup = index[col]
+            for value in values["name" if col == "native" else col]:
+                if value is not None:
+                    rows.update(lookup.get(value, ()))
+        return sorted(rows)
+
     def candidates(self, p: pl.DataFrame) -> pl.DataFrame:
         """The records sharing a blocking key with the parties `p` (`_party_keys`)."""
         if p.height > RESTRICT_MAX_PARTIES:
             return self.keys
-        index = self.index()
         p = p.with_columns(_number_block(pl.col("address")).alias("block"))
-        rows: set[int] = set()
-        for col in self.BLOCKING:
-            source = "name" if col == "native" else col
-            lookup = index[col]
-            for value in p[source].drop_nulls().to_list():
-                rows.update(lookup.get(value, ()))
-        return self.keys[sorted(rows)]
+        wanted = [c for c in self.BLOCKING if c != "native"]
+        return self.keys[self.rows_sharing({c: p.get_column(c).to_list() for c in wanted})]
 
     def may_link(self, keyed: pl.DataFrame) -> bool:
         """Whether a record shares with one of the party mentions `keyed` (the
@@ -445,6 +523,80 @@ def _unique_name_keys(t: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# Parties at most this many are linked in Python (`_link_few`), and shipments
+# whose parties are at most this many get their features in Python
+# (`_prepare_few`): the frame operations' values without their fixed cost per
+# call (an online call holds one shipment, three parties).
+SMALL_MAX_PARTIES = 96
+
+# A linked pair's evidence flags, each set by any of these evidences (`_pairs`,
+# `_fuzzy_addresses`, `_identity_pairs`).
+EVIDENCE_FLAGS: dict[str, tuple[str, ...]] = {
+    "document": ("document",),
+    "birth": ("birth_name",),
+    "phone": ("phone",),
+    "phone_shared": ("phone_shared",),
+    "email": ("email", "email_shared"),
+    "addr_exact": ("address_exact",),
+    "addr_shared": ("address_exact_shared",),
+    "addr_fuzzy": ("address_fuzzy",),
+}
+# A pair is linked when one of these holds (a close name, "initial", only confirms).
+_LINKING = (*EVIDENCE_FLAGS, "name")
+
+_Cases = tuple[list[tuple[Any, Any]], Any]
+
+
+def _link_rules(f: dict[str, Any]) -> tuple[_Cases, _Cases]:
+    """The link kind and the confidence of a pair: each the value of the first
+    case whose condition holds, else the default. `f`: the pair's flags
+    (`EVIDENCE_FLAGS`, `name`: the full name matches, `initial`: the initials or a
+    close spelling do, `person`: the party is no company), as Polars expressions
+    (the frame path) or Python bools (`_link_few`): one rule for both."""
+    c = CONFIDENCE
+    phone = f["phone"] | f["phone_shared"]
+    addr = f["addr_exact"] | f["addr_shared"] | f["addr_fuzzy"]
+    any_name = f["name"] | f["initial"]
+    contact = phone | f["email"]
+    identity = f["document"] | f["birth"]
+    kind = [
+        (identity | (any_name & (contact | addr)), "same_person"),
+        (contact, "phone"),
+        (addr, "address"),
+    ]
+    confidence = [
+        (f["document"], c["document"]),
+        (f["name"] & phone, c["name_phone"]),
+        (f["birth"], c["birth_name"]),
+        (f["initial"] & phone, c["initial_phone"]),
+        (any_name & addr, c["name_address"]),
+        (f["person"] & (phone | addr), c["person_contact"]),
+        (f["phone"], c["phone"]),
+        (f["addr_exact"], c["address_exact"]),
+        (f["addr_fuzzy"], c["address_fuzzy"]),
+        (f["phone_shared"], c["shared_phone"]),
+        (f["addr_shared"], c["shared_address"]),
+        (any_name & f["email"], c["name_email"]),
+        (f["name"], c["name_only"]),
+    ]
+    return (kind, "name_variant"), (confidence, c["email"])
+
+
+def _when(cases: _Cases) -> pl.Expr:
+    """`_link_rules` cases as a Polars expression."""
+    conditions, default = cases
+    expr = pl.lit(default)
+    for condition, value in reversed(conditions):
+        expr = pl.when(condition).then(pl.lit(value)).otherwise(expr)
+    return expr
+
+
+def _first(cases: _Cases) -> Any:
+    """`_link_rules` cases over Python bools."""
+    conditions, default = cases
+    return next((value for condition, value in conditions if condition), default)
+
+
 def link_travellers(
     parties: pl.DataFrame, travellers: pl.DataFrame | TravellerIndex
 ) -> pl.DataFrame:
@@ -455,39 +607,40 @@ def link_travellers(
     (whether parties of other names declare the same value; by default computed
     over `parties` itself). `travellers`: TRAVELLERS contract frame.
     Returns traveller_record_id, party_key, link_kind (`LINK_KINDS`),
-    confidence (0-1), one row per linked pair (the strongest evidence)."""
+    confidence (0-1), one row per linked pair (the strongest evidence).
+    At most `SMALL_MAX_PARTIES` mentions are linked in Python (`_link_few`)."""
     index = travellers if isinstance(travellers, TravellerIndex) else TravellerIndex(travellers)
     if parties.height == 0 or index.travellers.height == 0:
         return pl.DataFrame(schema=LINK_SCHEMA)
     p = _party_keys(parties)
+    if parties.height <= SMALL_MAX_PARTIES:
+        links = _link_few([_Party(*row) for row in p.iter_rows()], index)
+        return pl.DataFrame(
+            [(link.rec, link.party_key, link.kind, link.confidence) for link in links],
+            schema=LINK_SCHEMA,
+            orient="row",
+        )
     t = index.candidates(p)
     if t.height == 0:
         return pl.DataFrame(schema=LINK_SCHEMA)
     contacts = (
         pl.concat(
             [
-                _pairs(p, t, "phone", "phone"),
-                _pairs(p, t, "email", "email"),
-                _pairs(p, t, "address", "address_exact"),
+                *[_pairs(p, t, on, evidence) for on, evidence in EXACT_EVIDENCE],
                 _fuzzy_addresses(p, t),
                 _identity_pairs(p, t),
             ]
         )
         .group_by("rec", "party_key")
         .agg(
-            (pl.col("evidence") == "document").any().alias("document"),
-            (pl.col("evidence") == "birth_name").any().alias("birth"),
-            (pl.col("evidence") == "phone").any().alias("phone"),
-            (pl.col("evidence") == "phone_shared").any().alias("phone_shared"),
-            pl.col("evidence").is_in(["email", "email_shared"]).any().alias("email"),
-            (pl.col("evidence") == "address_exact").any().alias("addr_exact"),
-            (pl.col("evidence") == "address_exact_shared").any().alias("addr_shared"),
-            (pl.col("evidence") == "address_fuzzy").any().alias("addr_fuzzy"),
+            pl.col("evidence").is_in(list(evidences)).any().alias(flag)
+            for flag, evidences in EVIDENCE_FLAGS.items()
         )
     )
     # Does the name confirm a contact link? Compare the pair's names directly:
     # equal keys, or close ones (spellings the normaliser does not fold, such as
     # Ismoilov / Ismailov, Aleksandr / Alexander) count as the initials level.
+    # (`_name_levels`: the same for a few pairs.)
     pairs = (
         contacts.select("rec", "party_key")
         .join(p.select("party_key", pl.col("name").alias("p_name")).unique(), on="party_key")
@@ -525,22 +678,14 @@ def link_travellers(
     # Name alone: only names that no other traveller bears.
     keys = t.select("rec", "person", pl.concat_list("name", "native").alias("key")).explode("key")
     keys = keys.drop_nulls("key").filter(pl.col("key") != "")
-    unique_keys = index.unique_keys
     name_only = (
-        keys.join(unique_keys, on="key", how="semi")
+        keys.join(index.unique_keys, on="key", how="semi")
         .join(p.select("party_key", pl.col("name").alias("key")).unique(), on="key")
         .select("rec", "party_key")
         .unique()
         .join(contacts, on=["rec", "party_key"], how="anti")
         .with_columns(
-            pl.lit(False).alias("document"),
-            pl.lit(False).alias("birth"),
-            pl.lit(False).alias("phone"),
-            pl.lit(False).alias("phone_shared"),
-            pl.lit(False).alias("email"),
-            pl.lit(False).alias("addr_exact"),
-            pl.lit(False).alias("addr_shared"),
-            pl.lit(False).alias("addr_fuzzy"),
+            *[pl.lit(False).alias(flag) for flag in EVIDENCE_FLAGS],
             pl.lit(True).alias("name"),
             pl.lit(False).alias("initial"),
         )
@@ -567,68 +712,128 @@ def link_travellers(
         found.join(conflict, on=["rec", "party_key"], how="left")
         .with_columns(pl.col("__other_person").fill_null(False))
         .with_columns((pl.col(c) & ~pl.col("__other_person")).alias(c) for c in ("name", "initial"))
-        .filter(
-            pl.col("document")
-            | pl.col("birth")
-            | pl.col("phone")
-            | pl.col("phone_shared")
-            | pl.col("email")
-            | pl.col("addr_exact")
-            | pl.col("addr_shared")
-            | pl.col("addr_fuzzy")
-            | pl.col("name")
-        )
+        .filter(pl.any_horizontal(_LINKING))
     )
-    c = CONFIDENCE
-    phone = pl.col("phone") | pl.col("phone_shared")
-    addr = pl.col("addr_exact") | pl.col("addr_shared") | pl.col("addr_fuzzy")
-    any_name = pl.col("name") | pl.col("initial")
-    contact = phone | pl.col("email")
-    identity = pl.col("document") | pl.col("birth")
-    kind = (
-        pl.when(identity | (any_name & (contact | addr)))
-        .then(pl.lit("same_person"))
-        .when(contact)
-        .then(pl.lit("phone"))
-        .when(addr)
-        .then(pl.lit("address"))
-        .otherwise(pl.lit("name_variant"))
-    )
-    confidence = (
-        pl.when(pl.col("document"))
-        .then(c["document"])
-        .when(pl.col("name") & phone)
-        .then(c["name_phone"])
-        .when(pl.col("birth"))
-        .then(c["birth_name"])
-        .when(pl.col("initial") & phone)
-        .then(c["initial_phone"])
-        .when(any_name & addr)
-        .then(c["name_address"])
-        .when(~pl.col("company").fill_null(False) & (phone | addr))
-        .then(c["person_contact"])
-        .when(pl.col("phone"))
-        .then(c["phone"])
-        .when(pl.col("addr_exact"))
-        .then(c["address_exact"])
-        .when(pl.col("addr_fuzzy"))
-        .then(c["address_fuzzy"])
-        .when(pl.col("phone_shared"))
-        .then(c["shared_phone"])
-        .when(pl.col("addr_shared"))
-        .then(c["shared_address"])
-        .when(any_name & pl.col("email"))
-        .then(c["name_email"])
-        .when(pl.col("name"))
-        .then(c["name_only"])
-        .otherwise(c["email"])
-    )
+    flags = {c: pl.col(c) for c in (*EVIDENCE_FLAGS, "name", "initial")}
+    kind, confidence = _link_rules({**flags, "person": ~pl.col("company").fill_null(False)})
     return found.select(
         pl.col("rec").alias("traveller_record_id"),
         "party_key",
-        kind.alias("link_kind"),
-        confidence.cast(pl.Float64).alias("confidence"),
+        _when(kind).alias("link_kind"),
+        _when(confidence).cast(pl.Float64).alias("confidence"),
     ).sort("traveller_record_id", "party_key")
+
+
+# Rows of a frame read one by one, when at most this many (cheaper than a gather).
+FEW_ROWS = 32
+
+
+def _rows(frame: pl.DataFrame, rows: list[int]) -> list[dict[str, Any]]:
+    """The rows of `frame` at these positions, as dicts."""
+    if len(rows) <= FEW_ROWS:
+        return [frame.row(r, named=True) for r in rows]
+    return frame[rows].rows(named=True)
+
+
+class _Link(NamedTuple):
+    """A link found by `_link_few`."""
+
+    row: int  # the record's row in `TravellerIndex.keys` (and in `Tables.trips`)
+    rec: str
+    party_key: Any
+    kind: str
+    confidence: float
+
+
+def _link_few(parties: list[_Party], index: TravellerIndex) -> list[_Link]:
+    """`link_travellers` of a few parties (rows of `_party_keys`), in Python: the
+    same evidence found through the index's lookups (the records of
+    `TravellerIndex.candidates`), the same name levels and rules; sorted by
+    record id and party key, as the frame. (Record ids are unique: the contract's
+    id column.)"""
+    lookup = index.index()
+    blocks = keys_of([p.address for p in parties], _number_block, _number_block_ascii)
+    fields = ("phone", "email", "address", "name", "doc", "dob")
+    rows = index.rows_sharing(
+        {"block": blocks, **{c: [getattr(p, c) for p in parties] for c in fields}}
+    )
+    if not rows:
+        return []
+    records = {r: _Record(**row) for r, row in zip(rows, _rows(index.keys, rows), strict=True)}
+    evidence: dict[tuple[int, Any], set[str]] = {}
+    for p, block in zip(parties, blocks, strict=True):
+        found: list[tuple[int, str]] = []
+        for on, kind in EXACT_EVIDENCE:
+            shared = f"{kind}_shared" if getattr(p, f"{on}_shared") else kind
+            found += [(r, shared) for r in lookup[on].get(getattr(p, on), ())]
+        for r in lookup["block"].get(block, ()):
+            other = records[r].address
+            if (
+                p.address is not None
+                and other is not None
+                and other != p.address
+                and fuzz.ratio(p.address, other) >= ADDRESS_MIN_SCORE
+            ):
+                found.append((r, "address_fuzzy"))
+        for r in lookup["doc"].get(p.doc, ()):
+            t = records[r]
+            if _document_agrees(p.name, p.dob, t.name, t.native, t.dob):
+                found.append((r, "document"))
+        if p.name:
+            for r in lookup["dob"].get(p.dob, ()):
+                t = records[r]
+                if _birth_agrees(p.name, t.name, t.native):
+                    found.append((r, "birth_name"))
+        for r, what in found:
+            evidence.setdefault((r, p.party_key), set()).add(what)
+    mentions: dict[Any, list[_Party]] = {}
+    for p in parties:
+        mentions.setdefault(p.party_key, []).append(p)
+    flags: dict[tuple[int, Any], dict[str, bool]] = {}
+    for (r, key), kinds in evidence.items():
+        f = {flag: not kinds.isdisjoint(evs) for flag, evs in EVIDENCE_FLAGS.items()}
+        f["name"], f["initial"] = _name_levels({p.name for p in mentions[key]}, records[r])
+        flags[r, key] = f
+    # Name alone: only names that no other traveller bears.
+    for p in parties:
+        if p.name and p.name in index.unique_names:
+            for col in ("name", "native"):
+                for r in lookup[col].get(p.name, ()):
+                    if (r, p.party_key) not in evidence:
+                        only = dict.fromkeys(EVIDENCE_FLAGS, False)
+                        flags[r, p.party_key] = {**only, "name": True, "initial": False}
+    links = []
+    for (r, key), f in flags.items():
+        record = records[r]
+        born = [p.dob for p in mentions[key] if p.dob is not None]
+        if born and record.dob is not None and all(d != record.dob for d in born):
+            f["name"] = f["initial"] = False  # born on another day: not the same person
+        if not any(f[c] for c in _LINKING):
+            continue
+        f["person"] = not any(p.company for p in mentions[key])
+        kind_cases, confidence_cases = _link_rules(f)
+        links.append(_Link(r, record.rec, key, _first(kind_cases), _first(confidence_cases)))
+    links.sort(key=lambda link: (link.rec, link.party_key))
+    return links
+
+
+def _name_levels(p_names: set[str | None], record: _Record) -> tuple[bool, bool]:
+    """(name, initial) of a contact pair, in Python, as `link_travellers` compares
+    the pair's names: any of the party's name keys equals the record's name or
+    native key (name), or its initials key, or is close to either (initial)."""
+    name = initial = False
+    t_name, t_native, t_initials = record.name or "", record.native or "", record.initials or ""
+    for p_name in p_names:
+        if not p_name:
+            continue
+        name = name or p_name in (t_name, t_native)
+        initial = (
+            initial
+            or p_name == t_initials
+            or fuzz.ratio(p_name, t_name) >= NAME_MIN_SCORE
+            or fuzz.ratio(p_name, t_native) >= NAME_MIN_SCORE
+        )
+    return name, initial
 
 
 def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
@@ -644,6 +849,15 @@ def _keyed(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _role_names(shipments: pl.DataFrame) -> list[str | None]:
+    """The parties' names as declared, role by role (the order of the mentions)."""
+    return [
+        name
+        for role in PARTY_ROLES
+        for name in shipments.get_column(f"{role}_name").cast(pl.String).to_list()
+    ]
+
+
 def _history_mentions(
     shipments: pl.DataFrame, ship_mentions: pl.DataFrame | None = None
 ) -> pl.DataFrame:
@@ -654,8 +868,7 @@ def _history_mentions(
     if ship_mentions is not None:
         names = [
             None if name is None else normalise_name(name, sort_tokens=True)
-            for role in PARTY_ROLES
-            for name in shipments.get_column(f"{role}_name").cast(pl.String).to_list()
+            for name in _role_names(shipments)
         ]
         return pl.DataFrame(
             [
@@ -735,19 +948,42 @@ class Tables:
             self.set_travellers(pl.concat([self.records.travellers, travellers]), params)
 
 
-def _shared_before(mentions: pl.DataFrame, tables: Tables) -> list[pl.Series]:
-    """Point-in-time `<contact>_shared` of each mention (columns name, phone,
-    email, address, __t): whether a party of another name declared the same
-    value on a shipment before __t."""
-    q = _keyed(mentions)
+def _seen_before(q: pl.DataFrame, tables: Tables) -> list[tuple[str, pl.Series, pl.Series]]:
+    """Per contact, for each mention `q` (comparison keys: `_keyed`): the number
+    of distinct names declared with its value before its time, and whether its
+    own name was."""
     out = []
     for contact in CONTACTS:
         seen = tables.shared[contact]
-        names = distinct_query(q, contact, "at", seen, prefix="s")
-        own = pair_seen_query(q, (contact, "__name"), "at", seen)
-        others = names["s_distinct"].cast(pl.Int64) - own.cast(pl.Int64)
-        out.append((q[contact].is_not_null() & (others > 0)).alias(f"{contact}_shared"))
+        names = distinct_query(q, contact, "at", seen, prefix="s").get_column("s_distinct")
+        out.append((contact, names, pair_seen_query(q, (contact, "__name"), "at", seen)))
     return out
+
+
+def _is_shared(declared: Any, names: Any, own: Any) -> Any:
+    """Whether a party of another name declared a mention's value before (its
+    `<contact>_shared`), from `_seen_before`: as Polars Series or Python values."""
+    return declared & (names - own > 0)
+
+
+def _shared_before(q: pl.DataFrame, tables: Tables) -> list[pl.Series]:
+    """Point-in-time `<contact>_shared` of each mention `q` (`_is_shared`)."""
+    return [
+        _is_shared(q[c].is_not_null(), names.cast(pl.Int64), own.cast(pl.Int64)).alias(
+            f"{c}_shared"
+        )
+        for c, names, own in _seen_before(q, tables)
+    ]
+
+
+# The trip flags counted per shipment (`prepare`), by feature column.
+TRIP_COUNTS = {
+    "__tr_high_risk": "__risky",
+    "__tr_one_way": "__one_way",
+    "__tr_cash": "__cash",
+    "__tr_last_minute": "__last_minute",
+}
+COUNTS = ("__tr_trips", *TRIP_COUNTS, "__tr_group")
 
 
 def prepare(
@@ -766,24 +1002,19 @@ def prepare(
     linked to the same shipment).
 
     `ships` carries `<role>_key`; `ship_mentions`: `features.network.mentions(ships)`
-    when the caller has it."""
+    when the caller has it. Shipments of at most `SMALL_MAX_PARTIES` parties are
+    counted in Python (`_prepare_few`)."""
     if isinstance(tables, History):
         tables = Tables(tables.shipments, tables.travellers, params)
-    counts = ("__tr_trips", "__tr_high_risk", "__tr_one_way", "__tr_cash", "__tr_last_minute",
-              "__tr_group")  # fmt: skip
     few = ships.height * len(PARTY_ROLES) <= RESTRICT_MAX_PARTIES  # (a batch links someone)
     if few:
         keyed = ship_mentions if ship_mentions is not None else network_mentions(ships)
         if not tables.records.may_link(keyed):
             # No record can link to a party strongly enough: nothing to count.
             n = ships.height
-            return pl.DataFrame(
-                [
-                    ships.get_column("shipment_id"),
-                    pl.Series("__tr_conf", [0.0] * n, dtype=pl.Float64),
-                    *[pl.Series(c, [0] * n, dtype=pl.Int64) for c in counts],
-                ]
-            )
+            return _features_frame(ships, [0.0] * n, {c: [0] * n for c in COUNTS})
+        if ships.height * len(PARTY_ROLES) <= SMALL_MAX_PARTIES:
+            return _prepare_few(ships, tables, keyed)
     rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
     mentions = pl.concat(
         [
@@ -798,7 +1029,7 @@ def prepare(
             for role in PARTY_ROLES
         ]
     )
-    mentions = mentions.with_columns(_shared_before(mentions, tables))
+    mentions = mentions.with_columns(_shared_before(_keyed(mentions), tables))
     attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
     tuples = (
         mentions.select(attrs)
@@ -827,10 +1058,7 @@ def prepare(
     conf = linked.group_by("__row").agg(pl.col("confidence").max().alias("__tr_conf"))
     window = recent.group_by("__row").agg(
         pl.len().alias("__tr_trips"),
-        pl.col("__risky").sum().alias("__tr_high_risk"),
-        pl.col("__one_way").sum().alias("__tr_one_way"),
-        pl.col("__cash").sum().alias("__tr_cash"),
-        pl.col("__last_minute").sum().alias("__tr_last_minute"),
+        *[pl.col(flag).sum().alias(c) for c, flag in TRIP_COUNTS.items()],
         pl.col("__in_group").sum().alias("__tr_group"),
     )
     return (
@@ -839,9 +1067,83 @@ def prepare(
         .select(
             "shipment_id",
             pl.col("__tr_conf").fill_null(0.0),
-            *[pl.col(c).fill_null(0).cast(pl.Int64) for c in counts],
+            *[pl.col(c).fill_null(0).cast(pl.Int64) for c in COUNTS],
         )
     )
+
+
+def _features_frame(
+    ships: pl.DataFrame, conf: list[float], counts: dict[str, list[int]]
+) -> pl.DataFrame:
+    """`prepare`'s frame from Python values, one per shipment."""
+    ids = ships.get_column("shipment_id")
+    schema = pl.Schema(
+        {"shipment_id": ids.dtype, "__tr_conf": pl.Float64(), **{c: pl.Int64() for c in COUNTS}}
+    )
+    rows = list(zip(ids.to_list(), conf, *[counts[c] for c in COUNTS], strict=True))
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def _prepare_few(ships: pl.DataFrame, tables: Tables, keyed: pl.DataFrame) -> pl.DataFrame:
+    """`prepare` of a few shipments (`keyed`: their `features.network.mentions`),
+    in Python: the mentions' shared flags (`_shared_before`), their links
+    (`_link_few`), and per shipment the linked records' trips, counted as the
+    frame path counts them (a record's row in `Tables.trips` is its row in the
+    index: both follow the records frame)."""
+    q = _history_mentions(ships, keyed)
+    columns = [
+        [raw is not None and is_company_name(raw) for raw in _role_names(ships)],
+        *[q.get_column(c).to_list() for c in ("__name", *CONTACTS)],
+        *[
+            [
+                _is_shared(value is not None, n, int(o))
+                for value, n, o in zip(q[c].to_list(), names.to_list(), own.to_list(), strict=True)
+            ]
+            for c, names, own in _seen_before(q, tables)
+        ],
+    ]
+    # One party per distinct mention (its keys and flags; no document, no birth date).
+    party_of: dict[tuple[Any, ...], int] = {}
+    mention_party = []
+    for company, name, phone, email, address, *flags in zip(*columns, strict=True):
+        attrs = (company, name, phone, email, address, None, None, *flags)
+        mention_party.append(party_of.setdefault(attrs, len(party_of)))
+    parties = [_Party(i, *attrs) for attrs, i in party_of.items()]
+    links: dict[int, list[_Link]] = {}
+    for link in _link_few(parties, tables.records):
+        if link.confidence >= FEATURE_MIN_CONFIDENCE:
+            links.setdefault(link.party_key, []).append(link)
+    # Per shipment, its linked records' rows and best confidence.
+    best: list[dict[int, float]] = [{} for _ in range(ships.height)]
+    for row, party in zip(keyed.get_column("__row").to_list(), mention_party, strict=True):
+        for link in links.get(party, ()):
+            held = best[row].get(link.row, link.confidence)
+            best[row][link.row] = max(held, link.confidence)
+    wanted = sorted({r for b in best for r in b})
+    trips = dict(zip(wanted, _rows(tables.trips, wanted), strict=True))
+    conf: list[float] = []
+    counts: dict[str, list[int]] = {c: [] for c in COUNTS}
+    for at, linked in zip(ships.get_column("declared_at").to_list(), best, strict=True):
+        before = [
+            (trips[r], c)
+            for r, c in linked.items()
+            if at is not None and trips[r]["__dep"] is not None and trips[r]["__dep"] < at
+        ]
+        recent = [trip for trip, _ in before if trip["__dep"] >= at - WINDOW]
+        persons: dict[Any, set[Any]] = {}
+        for trip in recent:
+            if trip["__group"] is not None:
+                persons.setdefault(trip["__group"], set()).add(trip["__person"])
+        conf.append(max((c for _, c in before), default=0.0))
+        counts["__tr_trips"].append(len(recent))
+        for c, flag in TRIP_COUNTS.items():
+            counts[c].append(sum(trip[flag] for trip in recent))
+        counts["__tr_group"].append(
+            sum(
+                trip["__group"] is not None and len(persons[trip["__group"]]) > 1 for trip in recent
+            )
+        )
+    return _features_frame(ships, conf, counts)
 
 
 @feature(

@@ -15,6 +15,8 @@ is passed (the online call screens one shipment against the same list).
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
 from features.context import PARTY_ROLES, History, Params
@@ -28,7 +30,27 @@ SCORE_FLOOR = 70
 # Entries kept per distinct name before the listing-date filter.
 MAX_ENTRIES_PER_NAME = 50
 
+# At most this many shipments are screened row by row in Python (`_prepare_few`):
+# the same values, without the fixed cost of frame operations.
+SMALL = 5
+
 _INDEX_CACHE: list[tuple[pl.DataFrame, WatchlistIndex]] = []
+_DATES_CACHE: list[tuple[pl.DataFrame, dict[str, dt.date | None] | None]] = []
+
+
+def _listing_dates(watchlist: pl.DataFrame) -> dict[str, dt.date | None] | None:
+    """entry_id -> listed_on of `watchlist` (built once per frame object); None
+    when an entry id occurs twice (the frame path's join then repeats its rows)."""
+    for frame, dates in _DATES_CACHE:
+        if frame is watchlist:
+            return dates
+    ids = watchlist.get_column("entry_id").to_list()
+    days = watchlist.get_column("listed_on").to_list()
+    found: dict[str, dt.date | None] | None = dict(zip(ids, days, strict=True))
+    if found is not None and len(found) != len(ids):
+        found = None
+    _DATES_CACHE[:] = [(watchlist, found)]
+    return found
 
 
 def watchlist_index(watchlist: pl.DataFrame) -> WatchlistIndex:
@@ -39,6 +61,18 @@ def watchlist_index(watchlist: pl.DataFrame) -> WatchlistIndex:
     index = WatchlistIndex.build(watchlist)
     _INDEX_CACHE[:] = [(watchlist, index)]
     return index
+
+
+_SCHEMA = {
+    "shipment_id": pl.String,
+    "__wl_score": pl.Int64,
+    "__wl_exact": pl.Boolean,
+    "__wl_parties": pl.Int64,
+    "__wl_id_match": pl.Boolean,
+    "__wl_party": pl.String,
+    "__wl_entry": pl.String,
+    "__wl_name": pl.String,
+}
 
 
 def _empty(ships: pl.DataFrame) -> pl.DataFrame:
@@ -92,6 +126,10 @@ def prepare(
     if watchlist is None or watchlist.height == 0 or ships.height == 0:
         return _empty(ships)
     index = index or watchlist_index(watchlist)
+    if ships.height <= SMALL:
+        dates = _listing_dates(watchlist)
+        if dates is not None:
+            return _prepare_few(ships, index, dates)
     listed = watchlist.select("entry_id", pl.col("listed_on").alias("__listed"))
 
     names = _mentions(ships, "name")
@@ -153,6 +191,69 @@ def prepare(
             "__wl_name",
         )
     )
+
+
+def _listed_before(entry: str, day: dt.date, dates: dict[str, dt.date | None]) -> bool:
+    """An entry counts when listed before the day (or undated; unknown ids: never,
+    as the frame path's inner join drops them)."""
+    if entry not in dates:
+        return False
+    listed = dates[entry]
+    return listed is None or listed < day
+
+
+def _prepare_few(
+    ships: pl.DataFrame, index: WatchlistIndex, dates: dict[str, dt.date | None]
+) -> pl.DataFrame:
+    """`prepare` row by row: the same screening, listing-date rule and choice of
+    the best match (score, then exact, then role, then entry id)."""
+    names = {r: ships.get_column(f"{r}_name").cast(pl.String).to_list() for r in PARTY_ROLES}
+    ids = {r: ships.get_column(f"{r}_id").cast(pl.String).to_list() for r in PARTY_ROLES}
+    distinct = list(dict.fromkeys(v for r in PARTY_ROLES for v in names[r] if v is not None))
+    screened = dict(
+        zip(
+            distinct,
+            index.screen_few(distinct, limit=MAX_ENTRIES_PER_NAME, threshold=SCORE_FLOOR),
+            strict=True,
+        )
+    )
+    rows = []
+    for i, (sid, at) in enumerate(
+        zip(
+            ships.get_column("shipment_id").to_list(),
+            ships.get_column("declared_at").to_list(),
+            strict=True,
+        )
+    ):
+        day = at.date()
+        # per role, its best match listed before the day: (score, exact, role, entry, name)
+        best = []
+        for role in PARTY_ROLES:
+            name = names[role][i]
+            kept = [m for m in screened.get(name, []) if _listed_before(m[0], day, dates)]
+            if name is not None and kept:
+                entry, shown, score, exact = min(kept, key=lambda m: (-m[2], not m[3], m[0]))
+                best.append((score, exact, role, entry, shown))
+        top = min(best, key=lambda b: (-b[0], not b[1], b[2], b[3]), default=None)
+        id_match = any(
+            _listed_before(entry, day, dates)
+            for role in PARTY_ROLES
+            if ids[role][i] is not None
+            for entry, _ in index.document(str(ids[role][i]))
+        )
+        rows.append(
+            (
+                sid,
+                max((b[0] for b in best), default=0),
+                any(b[1] for b in best),
+                sum(b[0] >= DEFAULT_THRESHOLD for b in best),
+                id_match,
+                None if top is None else top[2],
+                None if top is None else top[3],
+                None if top is None else top[4],
+            )
+        )
+    return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
 @feature(

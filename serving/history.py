@@ -20,11 +20,13 @@ import polars as pl
 
 from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS, WATCHLIST
 from data_contracts.settings import DataLayout
-from features.context import History, empty_history
+from features.context import History, appended, empty_history
 from features.state import FeatureState, StateError
 
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    if frame.schema == schema:
+        return frame
     return frame.select([pl.col(name).cast(dtype) for name, dtype in schema.items()])
 
 
@@ -33,21 +35,6 @@ def frame_of(rows: Iterable[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
     names = schema.names()
     data = [{n: row.get(n) for n in names} for row in rows]
     return pl.DataFrame(data, schema=schema, orient="row")
-
-
-# Appends one at a time pile up chunks; past this many they are merged (`_compact`).
-MAX_CHUNKS = 64
-
-
-def _compact(frame: pl.DataFrame) -> pl.DataFrame:
-    """Merge piled-up chunks: only those after the first when the first holds at least
-    half of the rows (so each row is copied O(log n) times, not once per append)."""
-    if frame.n_chunks() <= MAX_CHUNKS:
-        return frame
-    first = frame.to_series(0).chunk_lengths()[0]
-    if 2 * first < frame.height:
-        return frame.rechunk()
-    return pl.concat([frame.slice(0, first), frame.slice(first).rechunk()], rechunk=False)
 
 
 def _merged(pending: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
@@ -71,7 +58,7 @@ def _append(
         kept = old.join(new.select(key), on=key, how="anti")
     if held is not None:
         held.update(keys)
-    return _compact(pl.concat([kept, new], how="vertical", rechunk=False))
+    return appended(kept, new)
 
 
 class HistoryStore:
@@ -150,6 +137,8 @@ class HistoryStore:
         return self._history
 
     def add_shipments(self, ships: pl.DataFrame, items: pl.DataFrame) -> None:
+        ships = _conform(ships, SHIPMENTS.polars_schema)
+        items = _conform(items, ITEMS.polars_schema)
         with self._lock:
             h = self._history
             item_ships = self._keys("items", h.items, "shipment_id")
@@ -169,10 +158,7 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
-            self._record(
-                ships=_conform(ships, SHIPMENTS.polars_schema),
-                items=_conform(items, ITEMS.polars_schema),
-            )
+            self._record(ships=ships, items=items)
 
     def add_travellers(self, travellers: pl.DataFrame) -> None:
         with self._lock:

@@ -420,3 +420,25 @@ def test_tokens_align_pairs_every_token_and_limits_leftovers() -> None:
     assert tokens_align(key("Kyung Ra Su"), key("Ra Kyong Su"))
     assert not tokens_align(key("Salim Salim Hamdan"), key("Salim Ahmad Salim Hamdan"))
     assert not tokens_align(key("Zhang Yongjing"), key("Jang Myong-Jin"))
+
+
+@pytest.mark.reference
+def test_screening_a_few_names_in_python_equals_the_frame_path(
+    un_list: pl.DataFrame, un_index: WatchlistIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`screen_few` (an online call's three parties) gives exactly the rows of the
+    frame path: noisy listed names, initials, unlisted names, empties, repeats."""
+    from features import screening
+
+    queries = [q for *_, q in acceptance_queries(un_list)][:120]
+    queries += [*non_listed_names(un_list, 40), "", "   ", "Ltd", queries[0], "A. Karimov"]
+    rng = random.Random(SEED + 2)
+    rng.shuffle(queries)
+    for start in range(0, len(queries), 6):
+        chunk = queries[start : start + 6]
+        for limit, threshold in ((3, DEFAULT_THRESHOLD), (50, 70), (1, 50)):
+            few = un_index.screen(chunk, limit=limit, threshold=threshold)
+            with monkeypatch.context() as m:
+                m.setattr(screening, "SMALL_QUERIES", 0)
+                frame = un_index.screen(chunk, limit=limit, threshold=threshold)
+            assert few.to_dicts() == frame.to_dicts()

@@ -160,3 +160,34 @@ def test_features_read_the_prepared_columns(ships: pl.DataFrame) -> None:
     )
     assert values.row(0) == (100, 1, 1, 0)
     assert values.row(5) == (0, 0, 0, 0)
+
+
+def test_a_few_shipments_in_python_equal_the_frame_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row-by-row path (online: one shipment) gives the frame path's columns:
+    listing dates (before, on, after the day), exact and fuzzy names, documents,
+    roles tied on score, no party names, unknown names."""
+    parties: list[dict[str, Any]] = [
+        {"consignee_name": "Абдуллаев Акмал"},
+        {"consignor_name": "Tianshan Machinery LLC", "consignee_name": "Abdulaev Akmal"},
+        {"consignee_name": "Karimov B.", "consignee_id": "1803 4001 2345"},
+        {"consignor_name": "Tianshan Machinery", "declarant_name": "TIANSHAN MACHINERY"},
+        {"consignee_name": None, "consignor_name": None, "declarant_name": None},
+        {"consignee_name": "Nobody Known", "declarant_id": "180340012345"},
+    ]
+    rows = [
+        shipment(shipment_id=f"S{month}-{k}", declared_at=_at(month, 1 if month == 5 else 15), **p)
+        for month in (1, 5, 6)
+        for k, p in enumerate(parties)
+    ]
+    ships = _ships(rows)
+    index = WatchlistIndex.build(WATCH)
+    for start in range(0, ships.height, 3):
+        chunk = ships.slice(start, 3)
+        few = watchlist.prepare(chunk, WATCH, Params(), index)
+        with monkeypatch.context() as m:
+            m.setattr(watchlist, "SMALL", 0)
+            frame = watchlist.prepare(chunk, WATCH, Params(), index)
+        assert few.to_dicts() == frame.to_dicts()
+        assert few.schema == frame.schema
+    hits = watchlist.prepare(ships.head(3), WATCH, Params(), index)
+    assert hits["__wl_score"].to_list()[0] > 0
