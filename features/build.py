@@ -1,7 +1,17 @@
 """Point-in-time features of shipments: the one implementation behind both the
 batch step (`caravan features`) and the online call the API makes for a new
 shipment. Each shipment's features use only history known strictly before its
-declared_at."""
+declared_at.
+
+Both run the same family code on the same feature state. For a few shipments (an
+online call holds one) a family's intermediate columns are computed row by row in
+Python where frame operations would cost more than the work (a Polars operation
+on a one-row frame costs tens to hundreds of microseconds): the lookups in the
+point-in-time tables, goods values and texts, party keys, watchlist screening,
+traveller linkage. Each such path gives exactly the frame path's values, which
+the tests check path against path (`tests/features/test_*_small.py`,
+`test_small_paths.py`), besides the online = batch parity tests; the registered
+features themselves are Polars expressions evaluated once for either."""
 
 from __future__ import annotations
 

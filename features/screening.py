@@ -52,7 +52,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -78,6 +78,8 @@ MIN_DOCUMENT_TOKEN = 5
 # A screening of at most this many names runs in Python (`screen_few`): the same
 # matches, without the fixed cost of frame operations.
 SMALL_QUERIES = 16
+# Names whose matches an index keeps (`WatchlistIndex.memo`); past it, it starts over.
+MEMO_SIZE = 1_000_000
 # One match of a name: entry_id, the listed spelling matched, score, exact.
 Match = tuple[str, str, int, bool]
 RESULT_SCHEMA = pl.Schema(
@@ -252,6 +254,11 @@ class WatchlistIndex:
     initials_owner: npt.NDArray[np.int32]  # initial form -> index name
     initials_keys: tuple[str, ...]
     documents: dict[str, tuple[tuple[int, str], ...]]  # key -> (entry, as listed)
+    # (name as given, limit, threshold) -> its matches: names screened before
+    # (`screen_few`, `prime`) are answered at once; the index never changes.
+    memo: dict[tuple[str, int, int], list[Match]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, watchlist: pl.DataFrame) -> WatchlistIndex:
@@ -376,17 +383,43 @@ class WatchlistIndex:
             .cast(RESULT_SCHEMA)
         )
 
+    def prime(self, names: Sequence[str | None], *, limit: int, threshold: int) -> None:
+        """Screen `names` now (`screen`, any number) and keep their matches for
+        `screen_few` (the feature state primes the history's party names: most
+        shipments come from traders seen before)."""
+        queries = list(dict.fromkeys(_as_list(list(names))))
+        if len(self.memo) + len(queries) > MEMO_SIZE:
+            self.memo.clear()
+        found: list[list[Match]] = [[] for _ in queries]
+        for row in self.screen(queries, limit=limit, threshold=threshold).iter_rows():
+            found[row[0]].append((row[1], row[2], int(row[3]), bool(row[4])))
+        self.memo.update(
+            ((q, limit, threshold), matches) for q, matches in zip(queries, found, strict=True)
+        )
+
     def screen_few(
         self, names: Sequence[str | None], *, limit: int, threshold: int
     ) -> list[list[Match]]:
         """`screen` of a few names, in Python (no frame: an online call screens the
         three parties of one shipment): per name, its matches (entry_id,
-        matched_name, score, exact), in `screen`'s order."""
+        matched_name, score, exact), in `screen`'s order. Names screened before
+        come from the memo."""
         if not 0 < threshold <= 100:
             raise ValueError(f"threshold must be in 1..100, got {threshold}")
-        keys = [
-            (normalise_name(q, sort_tokens=True), normalise_name(q)) for q in _as_list(list(names))
-        ]
+        queries = _as_list(list(names))
+        missing = [q for q in dict.fromkeys(queries) if (q, limit, threshold) not in self.memo]
+        if missing:
+            if len(self.memo) + len(missing) > MEMO_SIZE:
+                self.memo.clear()
+            found = self._screen_few(missing, limit=limit, threshold=threshold)
+            self.memo.update(
+                ((q, limit, threshold), matches) for q, matches in zip(missing, found, strict=True)
+            )
+        return [list(self.memo[(q, limit, threshold)]) for q in queries]
+
+    def _screen_few(self, queries: list[str], *, limit: int, threshold: int) -> list[list[Match]]:
+        """`screen_few` of names not in the memo."""
+        keys = [(normalise_name(q, sort_tokens=True), normalise_name(q)) for q in queries]
         distinct = list(dict.fromkeys(k for k in keys if k[0] != ""))
         if not distinct or not self.display:
             return [[] for _ in keys]

@@ -48,7 +48,7 @@ import polars as pl
 
 from data_contracts.schemas import ITEMS, OUTCOMES, TRAVELLERS
 from features import goods, network, shipment, trader, travellers, watchlist
-from features.context import History, Params, appended, party_keys
+from features.context import PARTY_ROLES, History, Params, appended, party_keys
 from features.screening import WatchlistIndex
 from features.timeline import FirstSeen, KeyedRows
 
@@ -125,7 +125,15 @@ class FeatureState:
     def warm(self) -> FeatureState:
         """Build now what online queries and appends would otherwise build on
         first use: the key indexes of every table, the record indexes, the edge
-        ends, the union-find and the BFS snapshot of the month of `as_of`."""
+        ends, the union-find and the BFS snapshot of the month of `as_of`, the
+        trader family's check of contact characters; and screen the history's
+        party names against the watchlist, so that a shipment of a trader seen
+        before finds its screening done."""
+        trader.warm()
+        if self.watch_index is not None:
+            ships = self.history.shipments
+            names = pl.concat([ships.get_column(f"{r}_name").cast(pl.String) for r in PARTY_ROLES])
+            watchlist.prime(self.watch_index, names.unique().drop_nulls().to_list())
         for table in self.tables():
             table.index()
         self.travellers.records.index()

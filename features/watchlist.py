@@ -38,6 +38,12 @@ _INDEX_CACHE: list[tuple[pl.DataFrame, WatchlistIndex]] = []
 _DATES_CACHE: list[tuple[pl.DataFrame, dict[str, dt.date | None] | None]] = []
 
 
+def prime(index: WatchlistIndex, names: list[str]) -> None:
+    """Screen `names` now as this family screens party names (see
+    `WatchlistIndex.prime`)."""
+    index.prime(names, limit=MAX_ENTRIES_PER_NAME, threshold=SCORE_FLOOR)
+
+
 def _listing_dates(watchlist: pl.DataFrame) -> dict[str, dt.date | None] | None:
     """entry_id -> listed_on of `watchlist` (built once per frame object); None
     when an entry id occurs twice (the frame path's join then repeats its rows)."""

@@ -427,9 +427,11 @@ def test_screening_a_few_names_in_python_equals_the_frame_path(
     un_list: pl.DataFrame, un_index: WatchlistIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`screen_few` (an online call's three parties) gives exactly the rows of the
-    frame path: noisy listed names, initials, unlisted names, empties, repeats."""
+    frame path: noisy listed names, initials, unlisted names, empties, repeats;
+    computed, or primed in bulk (`prime`), or answered again from the memo."""
     from features import screening
 
+    un_index = WatchlistIndex.build(un_list)  # (its own memo)
     queries = [q for *_, q in acceptance_queries(un_list)][:120]
     queries += [*non_listed_names(un_list, 40), "", "   ", "Ltd", queries[0], "A. Karimov"]
     rng = random.Random(SEED + 2)
@@ -437,7 +439,13 @@ def test_screening_a_few_names_in_python_equals_the_frame_path(
     for start in range(0, len(queries), 6):
         chunk = queries[start : start + 6]
         for limit, threshold in ((3, DEFAULT_THRESHOLD), (50, 70), (1, 50)):
+            if start % 12:
+                un_index.prime(chunk[::2], limit=limit, threshold=threshold)
             few = un_index.screen(chunk, limit=limit, threshold=threshold)
+            assert (
+                few.to_dicts()
+                == un_index.screen(chunk, limit=limit, threshold=threshold).to_dicts()
+            )
             with monkeypatch.context() as m:
                 m.setattr(screening, "SMALL_QUERIES", 0)
                 frame = un_index.screen(chunk, limit=limit, threshold=threshold)
