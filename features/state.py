@@ -46,7 +46,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from data_contracts.schemas import ITEMS, OUTCOMES, TRAVELLERS
 from features import goods, network, shipment, trader, travellers, watchlist
 from features.context import PARTY_ROLES, History, Params, appended, party_keys
 from features.screening import WatchlistIndex
@@ -63,6 +62,18 @@ class _Prepared:
     keyed: pl.DataFrame
     goods: pl.DataFrame
     mentions: pl.DataFrame | None
+
+
+@dataclass(frozen=True)
+class _Appended:
+    """The rows of one `append`, waiting to be joined to the state's frames."""
+
+    ships: pl.DataFrame
+    items: pl.DataFrame
+    outcomes: pl.DataFrame
+    travellers: pl.DataFrame
+    keyed: pl.DataFrame
+    goods: pl.DataFrame
 
 
 class StateError(ValueError):
@@ -85,10 +96,14 @@ class FeatureState:
         watch_index: WatchlistIndex | None,
     ):
         self.params = params
-        self.history = history
-        self.keyed = keyed  # history shipments with `<role>_key`
+        self._history = history
+        self._keyed = keyed  # history shipments with `<role>_key`
         self.reference = reference
-        self.goods_frame = goods_frame  # goods.prepare of the history shipments
+        self._goods_frame = goods_frame  # goods.prepare of the history shipments
+        # Rows appended since the frames above were last joined with them (`_settle`):
+        # appends only queue them; reading `history`, `keyed` or `goods_frame` joins.
+        self._tail: list[_Appended] = []
+        self._no_inspections: pl.DataFrame | None = None
         self.trader = trader_tables
         self.travellers = traveller_tables
         self.network = network_tables
@@ -96,6 +111,46 @@ class FeatureState:
         # What the last online query computed of its new shipments (`_Prepared`):
         # `append` of the same shipments, the API's next step, reuses it.
         self._prepared: _Prepared | None = None
+
+    @property
+    def history(self) -> History:
+        """Everything the state holds (the history it was built on and what was
+        appended since)."""
+        self._settle()
+        return self._history
+
+    @property
+    def keyed(self) -> pl.DataFrame:
+        """The shipments held, with `<role>_key`."""
+        self._settle()
+        return self._keyed
+
+    @property
+    def goods_frame(self) -> pl.DataFrame:
+        """`goods.prepare` of the shipments held."""
+        self._settle()
+        return self._goods_frame
+
+    def _settle(self) -> None:
+        """Join the queued appended rows to the frames (one concatenation each)."""
+        if not self._tail:
+            return
+        tail, self._tail = self._tail, []
+
+        def joined(old: pl.DataFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
+            parts = [p for p in parts if p.height]
+            return appended(old, pl.concat(parts)) if parts else old
+
+        h = self._history
+        self._history = History(
+            joined(h.shipments, [t.ships for t in tail]),
+            joined(h.items, [t.items for t in tail]),
+            joined(h.outcomes, [t.outcomes for t in tail]),
+            joined(h.travellers, [t.travellers for t in tail]),
+            h.watchlist,
+        )
+        self._keyed = joined(self._keyed, [t.keyed for t in tail])
+        self._goods_frame = joined(self._goods_frame, [t.goods for t in tail])
 
     @classmethod
     def build(cls, history: History, params: Params | None = None) -> FeatureState:
@@ -164,7 +219,8 @@ class FeatureState:
     def family_frames(self, ships: pl.DataFrame, items: pl.DataFrame) -> list[pl.DataFrame]:
         """The intermediate frames of the six families for `ships`, in order."""
         params = self.params
-        batch = ships is self.history.shipments
+        # (a batch passes `history.shipments`, read just before: nothing queued)
+        batch = not self._tail and ships is self._history.shipments
         ships_k = self.keyed if batch else party_keys(ships)
         goods_frame = (
             self.goods_frame if batch else goods.prepare(ships, items, self.reference, params)
@@ -178,7 +234,7 @@ class FeatureState:
             shipment.prepare(ships, items, params),
             goods_frame,
             trader.prepare(ships_k, self.trader),
-            watchlist.prepare(ships_k, self.history.watchlist, params, self.watch_index),
+            watchlist.prepare(ships_k, self._history.watchlist, params, self.watch_index),
             travellers.prepare(ships_k, self.travellers, params, mentions),
             network.prepare(ships_k, self.network, params, mentions),
         ]
@@ -215,25 +271,29 @@ class FeatureState:
         earlier one of the same party. Outcomes of shipments not held are
         ignored, as a batch ignores them."""
         params = self.params
-        ships = ships if ships is not None else self.history.shipments.clear()
-        items = items if items is not None else ITEMS.empty()
-        outcomes = outcomes if outcomes is not None else OUTCOMES.empty()
-        traveller_rows = traveller_rows if traveller_rows is not None else TRAVELLERS.empty()
+        base = self._history  # (its frames' schemas, without joining the queued rows)
+        ships = ships if ships is not None else base.shipments.clear()
+        items = items if items is not None else base.items.clear()
+        outcomes = outcomes if outcomes is not None else base.outcomes.clear()
+        traveller_rows = traveller_rows if traveller_rows is not None else base.travellers.clear()
         as_of = self.as_of
         if as_of is not None and ships.height and bool((ships["declared_at"] < as_of).any()):
             raise StateError(f"appended shipments must be declared at or after {as_of.isoformat()}")
         prepared = self._reuse(ships, items)
         keyed = party_keys(ships) if prepared is None else prepared.keyed
-        all_keyed = appended(self.keyed, keyed)
         # The shipments of the outcomes (a scan of every shipment held: only when
         # there are outcomes, which officers record far less often than shipments
         # arrive).
-        touched = (
-            all_keyed.filter(pl.col("shipment_id").is_in(outcomes["shipment_id"].implode()))
-            if outcomes.height
-            else all_keyed.clear()
-        )
-        inspections = trader.outcome_events(outcomes, touched)
+        if outcomes.height:
+            touched = appended(self.keyed, keyed).filter(
+                pl.col("shipment_id").is_in(outcomes["shipment_id"].implode())
+            )
+            inspections = trader.outcome_events(outcomes, touched)
+        else:
+            touched = keyed.clear()
+            if self._no_inspections is None:
+                self._no_inspections = trader.outcome_events(outcomes, touched)
+            inspections = self._no_inspections
         for table in self.trader.inspections.values():  # before changing anything
             try:
                 table.check(inspections)
@@ -259,13 +319,4 @@ class FeatureState:
             mentions = network.mentions(keyed) if prepared is None else prepared.mentions
         self.network.append(keyed, outcomes, touched, mentions)
         self.travellers.append(keyed, traveller_rows, params, mentions)
-        h = self.history
-        self.history = History(
-            appended(h.shipments, ships),
-            appended(h.items, items),
-            appended(h.outcomes, outcomes),
-            appended(h.travellers, traveller_rows),
-            h.watchlist,
-        )
-        self.keyed = all_keyed
-        self.goods_frame = appended(self.goods_frame, new_goods)
+        self._tail.append(_Appended(ships, items, outcomes, traveller_rows, keyed, new_goods))
