@@ -395,7 +395,8 @@ def test_russian_interface_shows_russian_texts(new_page: Any, site: Site) -> Non
 def test_pages_fit_1366_and_are_keyboard_usable(new_page: Any, site: Site) -> None:
     page = new_page()
     page.goto("/web/login")
-    assert page.evaluate("document.activeElement.id") == "username"  # ready to type
+    # ready to type: the browser applies `autofocus` just after the page loads
+    page.wait_for_function("document.activeElement.id === 'username'", timeout=5000)
     shot(page, "login")
     login_as(page, Role.officer)
     page.goto(QUEUE)
