@@ -303,4 +303,14 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
                 log.exception("model refresh failed")
 
     threading.Thread(target=refresh_loop, name="caravan-model-refresh", daemon=True).start()
+
+    def build_state() -> None:
+        try:
+            app.state.services.history.warm_up()
+        except Exception:  # the first scoring will try again (and report)
+            log.exception("building the feature state failed")
+
+    # The feature state over the whole history (about a minute for a million
+    # shipments): built now, so that no request waits for it; /readyz says when.
+    threading.Thread(target=build_state, name="caravan-feature-state", daemon=True).start()
     return stop

@@ -111,6 +111,17 @@ class HistoryStore:
                 self._state = FeatureState.build(history).warm()
             yield self._state
 
+    def warm_up(self) -> None:
+        """Build the state now, if it is not built (the server calls this in the
+        background at start-up, so that no request waits for it)."""
+        with self.scoring():
+            pass
+
+    @property
+    def state_ready(self) -> bool:
+        """Whether the state is built (a scoring will not have to build it)."""
+        return self._state is not None
+
     def _record(self, **rows: pl.DataFrame) -> None:
         """Queue rows just added to the history for the state (`_lock` held)."""
         self._pending.append(rows)

@@ -25,11 +25,19 @@ class ReadyOut(BaseModel):
     migration_head: str
     migrations_at_head: bool
     model_loaded: bool
+    # The feature state new shipments are scored against is built (in the
+    # background from start-up; until then a scoring waits for it).
+    feature_state_ready: bool
 
 
 @router.get("/healthz", response_model=HealthOut, summary="The process is up")
 def healthz() -> HealthOut:
     return HealthOut(status="ok")
+
+
+def _state_ready(request: Request) -> bool:
+    services = getattr(request.app.state, "services", None)
+    return services is not None and bool(services.history.state_ready)
 
 
 @router.get(
@@ -58,6 +66,7 @@ def readyz(request: Request) -> ReadyOut | JSONResponse:
         migration_head=head,
         migrations_at_head=at_head,
         model_loaded=getattr(request.app.state, "model", None) is not None,
+        feature_state_ready=_state_ready(request),
     )
     if out.status != "ready":
         return JSONResponse(out.model_dump(), status_code=503)

@@ -52,6 +52,16 @@ def test_healthz_and_readyz(api: Api) -> None:
     assert api.client.get("/readyz").json()["model_loaded"] is True
 
 
+def test_the_feature_state_is_built_at_start_without_a_request(api: Api) -> None:
+    """No scoring request has been made: the state is built in the background and
+    /readyz says so."""
+    deadline = time.monotonic() + 60
+    while not api.client.get("/readyz").json()["feature_state_ready"]:
+        assert time.monotonic() < deadline, "the feature state was not built at start-up"
+        time.sleep(0.1)
+    assert api.app.state.services.history.state_ready
+
+
 def test_readyz_not_ready_without_database(api: Api) -> None:
     api.app.state.engine.dispose()
     good = api.app.state.engine
