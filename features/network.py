@@ -161,17 +161,6 @@ def keys_of(
     return [None if v is None else done[v] if v in done else ascii_key(v) for v in values]
 
 
-def contact_keys(frame: pl.DataFrame, role: str) -> pl.DataFrame:
-    """`phone`, `email`, `address` comparison keys of one role's columns."""
-    return pl.DataFrame(
-        {
-            "phone": frame.select(phone_key(pl.col(f"{role}_phone"))).to_series(),
-            "email": frame.select(email_key(pl.col(f"{role}_email"))).to_series(),
-            "address": address_key(frame[f"{role}_address"]),
-        }
-    )
-
-
 def mentions(frame: pl.DataFrame) -> pl.DataFrame:
     """The shipments' party mentions (`frame` carries `<role>_key`): one row per
     shipment and role, `__row` (the shipment's row), role, party node, time `t`,
@@ -321,12 +310,6 @@ def _capped(firsts: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _edges(history: pl.DataFrame, mentions: pl.DataFrame) -> pl.DataFrame:
-    """Undirected edges (a < b) at their first time, hub-capped (see module doc);
-    `trade` marks consignor-consignee edges."""
-    return _capped(_raw_edges(history, mentions))
-
-
 TRADE = (pl.col("a").str.starts_with("p|") & pl.col("b").str.starts_with("p|")).alias("trade")
 IDENTITY = (
     ~pl.col("trade") & ~pl.col("a").str.starts_with("r|") & ~pl.col("b").str.starts_with("r|")
@@ -386,11 +369,6 @@ class Components:
                 sizes.append(parties.get(root, int(root.startswith("p|"))))
         self.i = i
         return sizes
-
-    @property
-    def frontier(self) -> int | None:
-        """Time of the next edge not yet applied (None: all applied)."""
-        return self.et[self.i] if self.i < len(self.et) else None
 
     def size(self, node: str) -> int:
         return self._count(self.uf[node])
