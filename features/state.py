@@ -64,6 +64,10 @@ class _Prepared:
     mentions: pl.DataFrame | None
 
 
+# Appends queued at most before they are joined to the state's frames.
+MAX_TAIL = 64
+
+
 @dataclass(frozen=True)
 class _Appended:
     """The rows of one `append`, waiting to be joined to the state's frames."""
@@ -320,3 +324,5 @@ class FeatureState:
         self.network.append(keyed, outcomes, touched, mentions)
         self.travellers.append(keyed, traveller_rows, params, mentions)
         self._tail.append(_Appended(ships, items, outcomes, traveller_rows, keyed, new_goods))
+        if len(self._tail) >= MAX_TAIL:  # (a service may never read them: bound the queue)
+            self._settle()

@@ -464,10 +464,9 @@ def as_of_query(
 ) -> pl.DataFrame:
     """`as_of_counts` answered from a built table (see there)."""
     windows = windows or {}
-    if queries.height <= LOOKUP_MAX_QUERIES:
-        found = _as_of_lookup(queries, q_key, q_time, table, windows, prefix)
-        if found is not None:
-            return found
+    found = _as_of_few(queries, q_key, q_time, table, windows, prefix)
+    if found is not None:
+        return found.frame()
     return _as_of_join(queries, q_key, q_time, table, windows, prefix)
 
 
@@ -482,11 +481,24 @@ def as_of_columns(
 ) -> Columns:
     """`as_of_query` in light form (`Columns`), for a few queries."""
     windows = windows or {}
-    if queries.height <= LOOKUP_MAX_QUERIES:
-        found = _as_of_values(queries, q_key, q_time, table, windows, prefix)
-        if found is not None:
-            return found
+    found = _as_of_few(queries, q_key, q_time, table, windows, prefix)
+    if found is not None:
+        return found
     return Columns.of(_as_of_join(queries, q_key, q_time, table, windows, prefix))
+
+
+def _as_of_few(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    windows: dict[str, dt.timedelta],
+    prefix: str,
+) -> Columns | None:
+    """`_as_of_values` when there are few queries (else None: the join answers)."""
+    if queries.height > LOOKUP_MAX_QUERIES:
+        return None
+    return _as_of_values(queries, q_key, q_time, table, windows, prefix)
 
 
 def _as_of_join(
@@ -557,19 +569,6 @@ def _physical_times(
     if series.dtype != dtype:
         series = series.cast(dtype)
     return _physical(series).to_list(), [w // unit for w in widths]
-
-
-def _as_of_lookup(
-    queries: pl.DataFrame,
-    q_key: str,
-    q_time: str,
-    table: AsOfTable,
-    windows: dict[str, dt.timedelta],
-    prefix: str,
-) -> pl.DataFrame | None:
-    """`_as_of_values` as a frame."""
-    found = _as_of_values(queries, q_key, q_time, table, windows, prefix)
-    return None if found is None else found.frame()
 
 
 def _as_of_values(
@@ -760,10 +759,9 @@ def pair_seen_query(
     queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
 ) -> pl.Series:
     """`pair_seen_before` answered from a built `FirstSeen`."""
-    if queries.height <= LOOKUP_MAX_QUERIES:
-        found = _pair_lookup(queries, q_keys, q_time, seen)
-        if found is not None:
-            return found
+    found = _pair_few(queries, q_keys, q_time, seen)
+    if found is not None:
+        return pl.Series(found, dtype=pl.Boolean)
     return _pair_join(queries, q_keys, q_time, seen)
 
 
@@ -771,11 +769,19 @@ def pair_seen_values(
     queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
 ) -> list[bool]:
     """`pair_seen_query` in light form (a list), for a few queries."""
-    if queries.height <= LOOKUP_MAX_QUERIES:
-        found = _pair_values(queries, q_keys, q_time, seen)
-        if found is not None:
-            return found
+    found = _pair_few(queries, q_keys, q_time, seen)
+    if found is not None:
+        return found
     return _pair_join(queries, q_keys, q_time, seen).to_list()
+
+
+def _pair_few(
+    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
+) -> list[bool] | None:
+    """`_pair_values` when there are few queries (else None: the join answers)."""
+    if queries.height > LOOKUP_MAX_QUERIES:
+        return None
+    return _pair_values(queries, q_keys, q_time, seen)
 
 
 def _pair_join(
@@ -796,14 +802,6 @@ def _pair_join(
     if joined.height > 1:
         joined = joined.sort(QUERY_ROW)
     return (joined[time].is_not_null() & (joined[time] < joined["__t"])).fill_null(False)
-
-
-def _pair_lookup(
-    queries: pl.DataFrame, q_keys: tuple[str, str], q_time: str, seen: FirstSeen
-) -> pl.Series | None:
-    """`_pair_values` as a series."""
-    found = _pair_values(queries, q_keys, q_time, seen)
-    return None if found is None else pl.Series(found, dtype=pl.Boolean)
 
 
 def _pair_values(

@@ -218,20 +218,20 @@ def test_lookups_for_few_queries_equal_the_as_of_join(monkeypatch: pytest.Monkey
     )  # fmt: skip
     windows = {"1d": day, "2d": 2 * day}
     looked_up = [
-        timeline._as_of_lookup(queries.slice(i, 1), "k", "t", table, windows, "c")
+        timeline._as_of_values(queries.slice(i, 1), "k", "t", table, windows, "c")
         for i in range(queries.height)
     ]
-    pairs = timeline._pair_lookup(queries, ("k", "v"), "t", seen)
+    pairs = timeline._pair_values(queries, ("k", "v"), "t", seen)
     monkeypatch.setattr(timeline, "LOOKUP_MAX_QUERIES", -1)  # always the join
     joined = as_of_query(queries, "k", "t", table, windows=windows, prefix="c")
     assert all(f is not None for f in looked_up)
-    assert_frame_equal(pl.concat([f for f in looked_up if f is not None]), joined)
+    assert_frame_equal(pl.concat([f.frame() for f in looked_up if f is not None]), joined)
     assert joined["c_n"].to_list() == [0, 1, 3, 3, 4, 1, 1, 0, 0]
     assert joined["c_v"].to_list()[:5] == [0.0, 1.0, 11.0, 11.0, 43.0]
     assert joined["c_v_1d"].to_list()[:5] == [0.0, 1.0, 10.0, 10.0, 0.0]
     assert pairs is not None
     want = timeline.pair_seen_query(queries, ("k", "v"), "t", seen)
-    assert pairs.to_list() == want.to_list() == [False, True, True, False, True, True, True,
+    assert pairs == want.to_list() == [False, True, True, False, True, True, True,
                                                  False, False]  # fmt: skip
 
 
@@ -256,3 +256,26 @@ def test_monthly_hops_equal_a_bfs_from_scratch(state: FeatureState) -> None:
         assert got == want
         deepest = max(deepest, *want.values(), 0)
     assert deepest == network.MAX_HOPS
+
+
+def test_appended_rows_wait_at_most_max_tail_appends(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends queue their rows and join them to the state's frames when read or
+    when `MAX_TAIL` wait (a service may never read them); either way the frames
+    hold every row once."""
+    from features import state as state_module
+
+    monkeypatch.setattr(state_module, "MAX_TAIL", 2)
+    cut = _cut(history, 0.8)
+    state = FeatureState.build(history.known_before(cut))
+    new = _between(history, cut, cut + dt.timedelta(days=365 * 10)).shipments.head(5)
+    for i in range(new.height):
+        one = new.slice(i, 1)
+        state.append(one, _items_of(history, one))
+        assert len(state._tail) < 2
+    assert len(state._tail) == 1  # the fifth waits
+    held = state.history.shipments
+    assert held.height == history.known_before(cut).shipments.height + 5
+    assert held["shipment_id"].n_unique() == held.height
+    assert state.keyed.height == state.goods_frame.height == held.height
