@@ -42,12 +42,48 @@ class Registry:
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def _experiment_id(self) -> str:
+        """The training experiment whose artifacts go to this data directory's folder.
+
+        MLflow records absolute artifact locations. When the data directory has been
+        moved or restored elsewhere, the experiment still names the old folder, and new
+        runs would write there (or fail): it is renamed, with its old location in the
+        name, and a new experiment of the usual name writes here. Its runs stay
+        readable (see `_here`)."""
         client = self.client()
+        here = self.artifacts.as_uri()
         exp = client.get_experiment_by_name(EXPERIMENT)
-        if exp is not None:
+        if exp is not None and exp.artifact_location == here:
             return str(exp.experiment_id)
+        if exp is not None:
+            client.rename_experiment(
+                exp.experiment_id,
+                f"{EXPERIMENT} {exp.experiment_id} (recorded at {exp.artifact_location})",
+            )
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        return str(client.create_experiment(EXPERIMENT, artifact_location=self.artifacts.as_uri()))
+        return str(client.create_experiment(EXPERIMENT, artifact_location=here))
+
+    def _here(self, uri: str) -> str:
+        """A recorded artifact URI as a location in this data directory's folder.
+
+        Every experiment of the store keeps its artifacts in the data directory's
+        artifact folder; a location recorded under an experiment's root from before a
+        move (MLflow keeps absolute paths, mlflow/mlflow#3144) is read from the same
+        place under the folder the directory has now, never from the old path, which
+        may be gone or belong to another copy."""
+        from mlflow.entities import ViewType
+
+        here = self.artifacts.as_uri()
+        if uri == here or uri.startswith(here + "/"):
+            return uri
+        roots = {
+            e.artifact_location.rstrip("/")
+            for e in self.client().search_experiments(view_type=ViewType.ALL)
+            if e.artifact_location
+        }
+        for root in sorted(roots, key=len, reverse=True):
+            if uri == root or uri.startswith(root + "/"):
+                return here + uri[len(root) :]
+        return uri
 
     @contextmanager
     def run(self, name: str) -> Iterator[Any]:
@@ -105,25 +141,14 @@ class Registry:
         import mlflow
 
         mv = self.version(ref)
-        # models:/ URIs resolve through the process-wide registry URI: point it here.
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        booster = mlflow.lightgbm.load_model(f"models:/{MODEL_NAME}/{mv.version}")
+        stored = self.client().get_model_version_download_uri(MODEL_NAME, mv.version)
+        booster = mlflow.lightgbm.load_model(self._here(stored))
         return booster, mv
 
     def artifact_json(self, run_id: str, path: str) -> dict[str, Any]:
         import mlflow
 
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
+        root = self._here(self.client().get_run(run_id).info.artifact_uri)
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=path, dst_path=tmp
-            )
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{root}/{path}", dst_path=tmp)
             return dict(json.loads(Path(local).read_text()))
-
-    def artifact_dir(self, run_id: str) -> Path:
-        """Local folder of a run's artifacts (the store is a local folder)."""
-        client = self.client()
-        uri = client.get_run(run_id).info.artifact_uri
-        return Path(uri.removeprefix("file://"))
