@@ -4,12 +4,21 @@ pydantic model and the row-level contract rules are all generated."""
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+)
 
 from data_contracts import reference
 
@@ -47,6 +56,22 @@ _POLARS: dict[Kind, pl.DataType] = {
     Kind.STRING_LIST: pl.List(pl.String()),
 }
 
+# Plausibility bounds of dates and times (F4 of the acceptance test): a declaration
+# lodged before 1990 or more than a year ahead, or a date of birth in the future, is
+# a data error that would poison the history ("trader first seen 46 350 days ago").
+EARLIEST_DATETIME = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+EARLIEST_DATE = dt.date(1900, 1, 1)
+FUTURE_LIMIT = dt.timedelta(days=366)  # how far ahead a DATETIME may be
+# The largest INT a column may hold when it names no smaller bound (Int64 storage).
+INT64_MAX = 2**63 - 1
+# Control characters text may not hold (tab, line feed and carriage return may):
+# PostgreSQL refuses NUL, and none of them belongs in a name or a description.
+CONTROL_CHARS = frozenset(
+    chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)
+)
+# Characters that show nothing: a value made only of these and white space is blank.
+INVISIBLE_CHARS = "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+
 _PYTHON: dict[Kind, Any] = {
     Kind.STRING: str,
     Kind.INT: int,
@@ -70,6 +95,7 @@ class Column:
     check: Check | None = None
     max_length: int | None = None
     wco: str | None = None  # WCO Data Model name or ID, where one fits
+    maximum: int | None = None  # for Kind.INT: the largest plausible value (else INT64_MAX)
     # Personal data of a traveller or a natural person (masked on display).
     personal: bool = False
 
@@ -97,6 +123,10 @@ class Column:
                 constraints["pattern"] = f"^(?:{self.pattern})$"
             if self.max_length:
                 constraints["max_length"] = self.max_length
+        if self.kind is Kind.INT:
+            constraints["le"] = INT64_MAX
+            if self.maximum is not None:
+                constraints["json_schema_extra"] = {"maximum": self.maximum}
         if self.check is Check.POSITIVE:
             constraints["gt"] = 0
         elif self.check is Check.NON_NEGATIVE:
@@ -105,6 +135,18 @@ class Column:
             constraints["gt"] = 0
             constraints["le"] = 1
         validators: list[Any] = []
+        if self.kind in (Kind.DATE, Kind.DATETIME):
+            validators.append(BeforeValidator(_not_a_number))
+        if self.kind is Kind.INT and self.maximum is not None:
+            validators.append(AfterValidator(_at_most(self.maximum)))
+        if self.kind is Kind.DATETIME:
+            validators.append(AfterValidator(_plausible_datetime))
+        elif self.kind is Kind.DATE:
+            validators.append(AfterValidator(_plausible_date))
+        elif self.kind is Kind.STRING:
+            validators.append(AfterValidator(_visible_text))
+        elif self.kind is Kind.STRING_LIST:
+            validators.append(AfterValidator(_visible_texts))
         if self.check is Check.COUNTRY:
             validators.append(AfterValidator(_country))
         elif self.check is Check.CURRENCY:
@@ -117,6 +159,90 @@ class Column:
         if not self.required:
             return annotated | None
         return annotated
+
+
+STORED = "stored"  # validation context key: re-typing a record stored earlier
+
+
+def _stored(info: ValidationInfo) -> bool:
+    """Whether a record stored earlier is being re-typed (`context={STORED: True}`):
+    then only types are checked, not the plausibility checks added since, so that a
+    record accepted by an earlier version can still be read."""
+    return bool(info.context and info.context.get(STORED))
+
+
+def _at_most(maximum: int) -> Any:
+    def check(value: int, info: ValidationInfo) -> int:
+        if value > maximum and not _stored(info):
+            raise ValueError(f"{value} is implausible: it must be at most {maximum}")
+        return value
+
+    return check
+
+
+def _not_a_number(value: Any) -> Any:
+    """Dates and times come as ISO 8601 text: a number (a Unix time?) is refused."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("must be an ISO 8601 date or date-time text, not a number")
+    return value
+
+
+def _plausible_datetime(value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{value.isoformat()} needs a time zone (e.g. 'Z' for UTC or '+05:00'); "
+            "a date-time without one is ambiguous"
+        )
+    latest = dt.datetime.now(dt.UTC) + FUTURE_LIMIT
+    if not EARLIEST_DATETIME <= value <= latest and not _stored(info):
+        raise ValueError(
+            f"{value.isoformat()} is implausible: it must lie between "
+            f"{EARLIEST_DATETIME:%Y-%m-%d} and one year from now ({latest:%Y-%m-%d})"
+        )
+    return value
+
+
+def _plausible_date(value: dt.date, info: ValidationInfo) -> dt.date:
+    today = dt.datetime.now(dt.UTC).date()
+    if not EARLIEST_DATE <= value <= today and not _stored(info):
+        raise ValueError(
+            f"{value.isoformat()} is implausible: it must lie between {EARLIEST_DATE} and "
+            f"today ({today})"
+        )
+    return value
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text value is not acceptable (a control character; nothing visible but
+    invisible format characters such as a zero-width space), or None. Text of white
+    space only is left to the contract rule `required:` ("missing or blank")."""
+    for ch in value:
+        if ch in CONTROL_CHARS:
+            return f"holds the control character U+{ord(ch):04X}; remove it"
+    if value.strip() and all(ch.isspace() or _invisible(ch) for ch in value):
+        return "is blank: it holds only invisible characters (e.g. zero-width spaces)"
+    return None
+
+
+def _invisible(ch: str) -> bool:
+    return ch in INVISIBLE_CHARS or unicodedata.category(ch) == "Cf"
+
+
+def _visible_text(value: str, info: ValidationInfo) -> str:
+    problem = text_problem(value)
+    if problem and not _stored(info):
+        raise ValueError(problem)
+    return value
+
+
+def _visible_texts(values: list[str], info: ValidationInfo) -> list[str]:
+    if _stored(info):
+        return values
+    for i, value in enumerate(values):
+        problem = text_problem(value)
+        if problem:
+            raise ValueError(f"element {i} {problem}")
+    return values
 
 
 def _country(value: str) -> str:

@@ -17,7 +17,7 @@ A mapping says, for each contract column it can fill, where the value comes from
     items: {columns: {...}}
     outcomes:
       columns: {...}
-      finding: {column: RESULT, positive: [SEIZURE, VIOLATION]}
+      finding: {column: RESULT, positive: [SEIZURE, VIOLATION], negative: [CLEAR]}
       inspected_only_when: RESULT     # rows with an empty RESULT were not inspected
       selection: census               # every declaration in the file was inspected
     extras:                           # unmapped columns kept as model features
@@ -27,7 +27,23 @@ A mapping says, for each contract column it can fill, where the value comes from
 Contract columns the mapping does not fill are declared absent: they stay empty,
 their rules are not checked, and the features that need them are left out
 rather than computed from made-up values. Parties known only by an id are
-tracked by that id (map it to both `*_id` and `*_name`).
+tracked by that id (map it to both `*_id` and `*_name`). A mapping must fill
+`shipments.columns.shipment_id` and `declared_at` (every point-in-time feature and
+the time split hang on it), `items.columns.item_id` and `shipment_id`, and
+`outcomes.columns.outcome_id`, `shipment_id` and `inspected_at`.
+
+The label: `finding.positive` values are a finding, `finding.negative` values are
+none, matched ignoring case and surrounding spaces; with `negative` given any other
+value rejects the row (`type:finding`, naming the value). Without it (older
+mappings) every other value is read as none, and `caravan import` lists those
+values. A category given where nothing was found is kept, so that validation
+rejects the contradiction (`finding_category:finding_category`).
+
+Nothing is silently emptied: a value that cannot be read as its column's type
+(a date not in `date_format`, a number that is not one) is written empty with the
+problem in `_import_errors` (see `data_contracts.readers.IMPORT_ERRORS`); validation
+rejects the row with a message naming the field, the value and the reason, and its
+quarantine record holds the value as the export gave it.
 """
 
 from __future__ import annotations
@@ -38,11 +54,21 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from data_contracts.fields import Kind
+from data_contracts.fields import Column, Kind
+from data_contracts.readers import IMPORT_ERRORS
 from data_contracts.schemas import CONTRACTS
 
 IMPORTED_TABLES = ("shipments", "items", "outcomes")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+# Contract columns an import cannot declare absent: without them no shipment can
+# be placed in time (every point-in-time feature and the time split hang on
+# declared_at) or tied to its goods lines and inspection results.
+_NEEDED: dict[str, dict[str, str]] = {
+    "shipments": {"shipment_id": "is required", "declared_at": "is required"},
+    "items": {"item_id": "is required", "shipment_id": "is required"},
+}
 
 
 class MappingError(Exception):
@@ -100,10 +126,22 @@ class TableMapping(BaseModel):
 
 
 class FindingMapping(BaseModel):
+    """Which column is the label. Values are matched ignoring case and surrounding
+    spaces. With `negative` given, a value that is in neither list is rejected
+    (naming the value) instead of being read as "nothing found"."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     column: str
-    positive: list[str]
+    positive: list[str] = Field(min_length=1)
+    negative: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> FindingMapping:
+        both = set(_norm(self.positive)) & set(_norm(self.negative or []))
+        if both:
+            raise ValueError(f"value(s) both positive and negative: {', '.join(sorted(both))}")
+        return self
 
 
 class OutcomeMapping(TableMapping):
@@ -150,6 +188,9 @@ class DeclarationMapping(BaseModel):
                         raise MappingError(where, f"column {col!r} is not in {source}")
             if tmap.key is not None and tmap.key not in have:
                 raise MappingError(f"{table}.key", f"column {tmap.key!r} is not in {source}")
+            for needed, why in _NEEDED.get(table, {}).items():
+                if needed not in tmap.columns:
+                    raise MappingError(f"{table}.columns.{needed}", why)
         if self.outcomes is not None:
             if self.outcomes.finding.column not in have:
                 raise MappingError(
@@ -169,7 +210,13 @@ class DeclarationMapping(BaseModel):
                 raise MappingError("extras", f"column {col!r} is not in {source}")
 
 
-def _expr(name: str, src: ColumnSource, kind: Kind, default_date: str | None) -> pl.Expr:
+_TRUE = ("true", "1", "yes", "y", "t")
+_FALSE = ("false", "0", "no", "n", "f")
+_ROW = "__caravan_export_row"
+
+
+def _source(src: ColumnSource) -> pl.Expr:
+    """The value as the export gives it, before it is read as its contract type."""
     if src.value is not None:
         expr = pl.lit(src.value)
     elif src.template is not None:
@@ -187,24 +234,241 @@ def _expr(name: str, src: ColumnSource, kind: Kind, default_date: str | None) ->
         expr = expr.cast(pl.String).replace(src.values)
     if src.prefix:
         expr = pl.lit(src.prefix) + expr.cast(pl.String)
-    if src.scale is not None:
-        expr = expr.cast(pl.Float64) * src.scale
+    return expr
+
+
+def _error(rule: str, column: str, value: pl.Expr | None, message: pl.Expr) -> pl.Expr:
+    """One problem found while mapping a row (see `data_contracts.readers.IMPORT_ERRORS`)."""
+    return pl.struct(
+        pl.lit(rule).alias("rule"),
+        pl.lit(column).alias("column"),
+        (value if value is not None else pl.lit(None, pl.String)).cast(pl.String).alias("value"),
+        message.alias("message"),
+    )
+
+
+def _column(
+    col: Column, src: ColumnSource, default_date: str | None
+) -> tuple[pl.Expr, pl.Expr | None]:
+    """The contract value of one column and, where the export's value cannot be read
+    as the column's type, the problem (null otherwise). The value is never silently
+    emptied: the row is rejected with the value as the export held it."""
+    name, kind = col.name, col.kind
+    expr = _source(src)
+    text = expr.cast(pl.String).str.strip_chars()
+    present = text.is_not_null() & (text != "")
+    reason = f"could not be read as a {kind.value}"
     fmt = src.date_format or default_date
-    if kind in (Kind.DATETIME, Kind.DATE) and fmt:
-        text = expr.cast(pl.String).str.strip_chars()
-        expr = (
-            text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-            if kind is Kind.DATETIME
-            else text.str.to_date(fmt, strict=False)
-        )
     if kind is Kind.STRING_LIST:
-        expr = (
+        value = (
             expr.cast(pl.String)
             .str.split(src.split or ";")
             .list.eval(pl.element().str.strip_chars())
             .list.eval(pl.element().filter(pl.element() != ""))
         )
-    return expr.alias(name)
+        return value.alias(name), None
+    if kind in (Kind.DATETIME, Kind.DATE) and fmt:
+        value = (
+            text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+            if kind is Kind.DATETIME
+            else text.str.to_date(fmt, strict=False)
+        )
+        reason = f"does not match the date format {fmt}"
+    elif kind in (Kind.INT, Kind.FLOAT):
+        number = text.cast(pl.Float64, strict=False)
+        if src.scale is not None:
+            number = number * src.scale
+        if kind is Kind.INT:
+            whole = number.is_finite() & (number.floor() == number)
+            value = pl.coalesce(
+                text.cast(pl.Int64, strict=False) if src.scale is None else pl.lit(None, pl.Int64),
+                pl.when(whole).then(number),
+            ).cast(col.raw_dtype, strict=False)
+            reason = "is not a whole number"
+        else:
+            value = number.cast(col.raw_dtype, strict=False)
+            reason = "is not a number"
+    elif kind is Kind.BOOL:
+        low = text.str.to_lowercase()
+        value = pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
+        reason = f"is not one of {', '.join(_TRUE + _FALSE)}"
+    elif kind in (Kind.STRING, Kind.ENUM):
+        return expr.cast(pl.String).alias(name), None
+    else:
+        value = expr.cast(col.raw_dtype, strict=False)
+    message = pl.concat_str(pl.lit(f"{name} '"), text, pl.lit(f"' {reason}"))
+    failed = present & value.is_null()
+    return value.alias(name), pl.when(failed).then(_error(f"type:{name}", name, text, message))
+
+
+def _norm(values: list[str]) -> list[str]:
+    return [v.strip().lower() for v in values]
+
+
+def _finding(fmap: FindingMapping) -> tuple[pl.Expr, pl.Expr | None]:
+    """finding from the label column: a declared positive value is a finding; with
+    `negative` declared, a declared negative is none and anything else is rejected;
+    without it (older mappings) any other value is none. Case and surrounding
+    spaces do not matter."""
+    text = pl.col(fmap.column).cast(pl.String).str.strip_chars()
+    low = text.str.to_lowercase()
+    positive = _norm(fmap.positive)
+    if fmap.negative is None:
+        return low.is_in(positive).alias("finding"), None
+    negative = _norm(fmap.negative)
+    value = pl.when(low.is_in(positive)).then(True).when(low.is_in(negative)).then(False)
+    message = pl.concat_str(
+        pl.lit("finding: "),
+        pl.lit(f"{fmap.column} '"),
+        text,
+        pl.lit(
+            f"' is neither a finding ({', '.join(fmap.positive)}) "
+            f"nor a no-finding value ({', '.join(fmap.negative)})"
+        ),
+    )
+    failed = text.is_not_null() & (text != "") & value.is_null()
+    return value.alias("finding"), pl.when(failed).then(
+        _error("type:finding", "finding", text, message)
+    )
+
+
+def _encode(errors: list[pl.Expr]) -> pl.Expr:
+    """The row's problems as a JSON list (null when there is none)."""
+    if not errors:
+        return pl.lit(None, pl.String).alias(IMPORT_ERRORS)
+    found = pl.concat_list(errors).list.drop_nulls()
+    text = pl.concat_str(
+        pl.lit("["),
+        found.list.eval(pl.element().struct.json_encode()).list.join(","),
+        pl.lit("]"),
+    )
+    return pl.when(found.list.len() > 0).then(text).alias(IMPORT_ERRORS)
+
+
+def _add_error(out: pl.DataFrame, where: pl.Expr, error: pl.Expr) -> pl.DataFrame:
+    """Prepend one problem to the rows where `where` holds."""
+    new = pl.concat_str(pl.lit("["), error.struct.json_encode(), pl.lit("]"))
+    old = pl.col(IMPORT_ERRORS)
+    merged = (
+        pl.when(old.is_null())
+        .then(new)
+        .otherwise(pl.concat_str(new.str.strip_suffix("]"), pl.lit(","), old.str.strip_prefix("[")))
+    )
+    return out.with_columns(pl.when(where).then(merged).otherwise(old).alias(IMPORT_ERRORS))
+
+
+_FIRST = "__first_"
+
+
+def _differing(columns: list[str]) -> pl.Expr:
+    """Names of the columns whose value contradicts the first row of the key (in
+    `__first_<column>`): both are given and differ (a line that leaves a header
+    column empty does not contradict it); and "unreadable values" when the row's
+    problems differ from the first row's."""
+    names = []
+    for c in columns:
+        first = pl.col(_FIRST + c)
+        differs = pl.col(c).is_not_null() & first.is_not_null() & pl.col(c).ne_missing(first)
+        names.append(pl.when(differs).then(pl.lit(c)))
+    errors = pl.col(IMPORT_ERRORS)
+    unreadable = errors.is_not_null() & errors.ne_missing(pl.col(_FIRST + IMPORT_ERRORS))
+    names.append(pl.when(unreadable).then(pl.lit("unreadable values")))
+    return pl.concat_list(names).list.drop_nulls().list.join(", ")
+
+
+def _map_table(
+    mapping: DeclarationMapping, table: str, tmap: TableMapping, rows: pl.DataFrame
+) -> tuple[pl.DataFrame, list[str]]:
+    contract = CONTRACTS[table]
+    exprs: list[pl.Expr] = []
+    errors: list[pl.Expr] = []
+    missing: list[str] = []
+    for col in contract.columns:
+        src = tmap.columns.get(col.name)
+        if src is not None:
+            value, error = _column(col, src, mapping.date_format)
+            exprs.append(value)
+            if error is not None:
+                errors.append(error)
+        elif table == "outcomes" and col.name in (
+            "finding",
+            "selection_method",
+            "selection_probability",
+        ):
+            continue
+        else:
+            exprs.append(pl.lit(None, dtype=col.raw_dtype).alias(col.name))
+            missing.append(col.name)
+    outcomes = mapping.outcomes if table == "outcomes" else None
+    if outcomes is not None:
+        finding, error = _finding(outcomes.finding)
+        exprs.append(finding)
+        if error is not None:
+            errors.append(error)
+    out = rows.select(*exprs, _encode(errors), _ROW)
+    if outcomes is not None:
+        if outcomes.selection == "census":
+            out = out.with_columns(
+                pl.lit("random").alias("selection_method"),
+                pl.lit(1.0).alias("selection_probability"),
+            )
+        if "finding_category" in missing:
+            missing.remove("finding_category")
+        # A finding without a category in the export is recorded as other
+        # contraband. A category given with no finding is kept: the contract's
+        # rule (a category exactly when something was found) rejects the row.
+        category = pl.col("finding_category").cast(pl.String)
+        given = pl.when(category.str.strip_chars() != "").then(category)
+        out = out.with_columns(
+            pl.when(pl.col("finding"))
+            .then(pl.coalesce(given, pl.lit("other_contraband")))
+            .otherwise(given)
+            .alias("finding_category")
+        )
+    out = out.with_columns(
+        pl.col(c.name).cast(c.raw_dtype, strict=False)
+        for c in contract.columns
+        if c.name in out.columns and c.kind is not Kind.STRING_LIST
+    ).select(*contract.column_names, IMPORT_ERRORS, _ROW)
+    out = out.with_columns(
+        pl.when(pl.col(c).str.strip_chars() != "").then(pl.col(c)).alias(c)
+        for c in contract.column_names
+        if out.schema[c] == pl.String
+    )
+    return out, [m for m in missing if m in contract.column_names]
+
+
+def _keyed(
+    out: pl.DataFrame, keys: pl.Series, columns: list[str], conflict: pl.Expr
+) -> tuple[pl.DataFrame, pl.Series]:
+    """One row per key where the rows of a key agree; a later row that contradicts
+    the first is kept too (once per distinct content), with `conflict` (a problem
+    built from the key and the contradicting columns in `__differs`). Returns the
+    rows and, per input row, whether it contradicts the first row of its key."""
+    key, content = "__key", [*columns, IMPORT_ERRORS]
+    framed = out.with_columns(
+        keys.alias(key), pl.struct(content).hash().alias("__content")
+    ).with_row_index("__i")
+    # Only rows whose content is not the first row's can contradict it.
+    candidates = framed.filter(pl.col("__content") != pl.col("__content").first().over(key))
+    firsts = framed.filter(pl.col(key).is_first_distinct()).select(
+        key, *[pl.col(c).alias(_FIRST + c) for c in content]
+    )
+    differing = candidates.join(firsts, on=key, how="left").select(
+        "__i", _differing(columns).alias("__differs")
+    )
+    framed = framed.join(differing, on="__i", how="left", maintain_order="left").with_columns(
+        pl.col("__differs").fill_null("")
+    )
+    framed = framed.with_columns((pl.col("__differs") != "").alias("__conflict"))
+    differs = framed.get_column("__conflict")
+    kept = framed.filter(
+        pl.col(key).is_first_distinct()
+        | pl.col(key).is_null()  # no id: each row is rejected on its own
+        | (pl.col("__conflict") & pl.struct(key, "__content").is_first_distinct())
+    )
+    kept = _add_error(kept, pl.col("__conflict"), conflict)
+    return kept.drop(key, "__i", "__content", "__conflict", "__differs"), differs
 
 
 def apply_mapping(
@@ -212,82 +476,81 @@ def apply_mapping(
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, list[str]]]:
     """Map an export onto the contracts.
 
-    Returns the contract tables (raw form: strings where the contract is an enum),
-    the extra features (shipment_id + the extra columns) and, per table, the
-    contract columns the export does not have.
+    Returns the contract tables (raw form: strings where the contract is an enum,
+    plus `_import_errors`, the problems found in each row), the extra features
+    (shipment_id + the extra columns) and, per table, the contract columns the
+    export does not have.
+
+    With a `key` (one row per goods line), the rows of one key make one shipment
+    and one outcome. A later row of a key whose shipment (or outcome) columns differ
+    from the first is not merged into it: it is kept and rejected by validation
+    (`unique:shipment_id`), and the goods lines and inspection results of a
+    differing declaration are rejected with it (`conflict:shipment_id`).
     """
     tables: dict[str, pl.DataFrame] = {}
     absent: dict[str, list[str]] = {}
+    frame = frame.with_row_index(_ROW)
+    conflicting: pl.Series | None = None  # export rows whose declaration header differs
     for table in IMPORTED_TABLES:
         tmap = getattr(mapping, table)
         if tmap is None:
             continue
-        contract = CONTRACTS[table]
         rows = frame
         if table == "outcomes" and mapping.outcomes is not None:
             gate = mapping.outcomes.inspected_only_when or mapping.outcomes.finding.column
             rows = rows.filter(
                 pl.col(gate).is_not_null() & (pl.col(gate).cast(pl.String).str.strip_chars() != "")
             )
+        out, missing = _map_table(mapping, table, tmap, rows)
+        columns = CONTRACTS[table].column_names
         if tmap.key is not None:
-            rows = rows.unique(subset=[tmap.key], keep="first", maintain_order=True)
-        exprs = []
-        missing = []
-        for col in contract.columns:
-            src = tmap.columns.get(col.name)
-            if src is not None:
-                exprs.append(_expr(col.name, src, col.kind, mapping.date_format))
-            elif table == "outcomes" and col.name in (
-                "finding",
-                "selection_method",
-                "selection_probability",
-            ):
-                continue
+            keys = rows.get_column(tmap.key).cast(pl.String)
+            if table == "shipments":
+                conflict = _error(
+                    "unique:shipment_id",
+                    "shipment_id",
+                    None,
+                    pl.concat_str(
+                        pl.lit("shipment_id '"),
+                        pl.col("shipment_id").fill_null(""),
+                        pl.lit("' was already used by an earlier row with different "),
+                        pl.col("__differs"),
+                    ),
+                )
             else:
-                exprs.append(pl.lit(None, dtype=col.raw_dtype).alias(col.name))
-                missing.append(col.name)
-        out = rows.select(exprs) if exprs else rows.select([])
-        if table == "outcomes" and mapping.outcomes is not None:
-            positive = [p.strip() for p in mapping.outcomes.finding.positive]
-            fcol = mapping.outcomes.finding.column
-            finding = rows.select(
-                pl.col(fcol).cast(pl.String).str.strip_chars().is_in(positive).alias("finding")
-            )
-            out = out.with_columns(finding["finding"])
-            if mapping.outcomes.selection == "census":
-                out = out.with_columns(
-                    pl.lit("random").alias("selection_method"),
-                    pl.lit(1.0).alias("selection_probability"),
+                conflict = _error(
+                    "conflict:shipment_id",
+                    "shipment_id",
+                    None,
+                    pl.concat_str(
+                        pl.lit(f"a second, different {table[:-1]} for shipment_id '"),
+                        pl.col("shipment_id").fill_null(""),
+                        pl.lit("' (differs in "),
+                        pl.col("__differs"),
+                        pl.lit("); the first one is kept"),
+                    ),
                 )
-            if "finding_category" in missing:
-                missing.remove("finding_category")
-            # A category only means something with a finding; a finding without
-            # one in the export is recorded as other contraband.
-            category = pl.col("finding_category").cast(pl.String)
-            out = out.with_columns(
-                pl.when(pl.col("finding"))
-                .then(
-                    pl.coalesce(pl.when(category != "").then(category), pl.lit("other_contraband"))
-                )
-                .alias("finding_category")
+            out, differs = _keyed(out, keys, columns, conflict)
+            if table == "shipments":
+                conflicting = rows.get_column(_ROW).filter(differs)
+        if table != "shipments" and conflicting is not None and conflicting.len():
+            out = _add_error(
+                out,
+                pl.col(_ROW).is_in(conflicting.implode()),
+                _error(
+                    "conflict:shipment_id",
+                    "shipment_id",
+                    None,
+                    pl.concat_str(
+                        pl.lit("belongs to a second declaration with shipment_id '"),
+                        pl.col("shipment_id").fill_null(""),
+                        pl.lit("' whose declaration differs from the first one (kept)"),
+                    ),
+                ),
             )
-        casts = []
-        for c in contract.columns:
-            if c.name not in out.columns:
-                continue
-            src_dtype = out.schema[c.name]
-            target = c.raw_dtype
-            if src_dtype != target and c.kind not in (Kind.STRING_LIST,):
-                casts.append(pl.col(c.name).cast(target, strict=False))
-        out = out.with_columns(casts).select(contract.column_names)
-        out = out.with_columns(
-            pl.when(pl.col(c).str.strip_chars() != "").then(pl.col(c)).alias(c)
-            for c, t in out.schema.items()
-            if t == pl.String
-        )
-        tables[table] = out
+        tables[table] = out.drop(_ROW)
         if missing:
-            absent[table] = [m for m in missing if m in contract.column_names]
+            absent[table] = missing
     ship_map = mapping.shipments
     id_src = ship_map.columns.get("shipment_id")
     extra_cols = mapping.extras.numeric + mapping.extras.categorical
@@ -299,10 +562,28 @@ def apply_mapping(
         else frame.unique(subset=[ship_map.key], keep="first", maintain_order=True)
     )
     extras = base.select(
-        _expr("shipment_id", id_src, Kind.STRING, None),
+        _source(id_src).cast(pl.String).alias("shipment_id"),
         *[pl.col(c).cast(pl.Float64, strict=False) for c in mapping.extras.numeric],
         *[pl.col(c).cast(pl.String) for c in mapping.extras.categorical],
     )
     if not extra_cols:
         extras = extras.select("shipment_id")
     return tables, extras, absent
+
+
+def undeclared_negatives(mapping: DeclarationMapping, frame: pl.DataFrame) -> dict[str, int]:
+    """Without `finding.negative`, the label values read as "nothing found" because
+    they are not positive, with their counts (for the import to show)."""
+    if mapping.outcomes is None or mapping.outcomes.finding.negative is not None:
+        return {}
+    fmap = mapping.outcomes.finding
+    text = pl.col(fmap.column).cast(pl.String).str.strip_chars()
+    counts = (
+        frame.select(text.alias("v"))
+        .filter(pl.col("v").is_not_null() & (pl.col("v") != ""))
+        .filter(~pl.col("v").str.to_lowercase().is_in(_norm(fmap.positive)))
+        .group_by("v")
+        .len()
+        .sort(["len", "v"], descending=[True, False])
+    )
+    return {str(v): int(n) for v, n in counts.iter_rows()}

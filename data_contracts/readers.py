@@ -18,6 +18,9 @@ from data_contracts.rules import TYPE_ERROR_PREFIX
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 RAW_RECORD = "_raw_record"
+# Written by `caravan import` (data_contracts.mapping): JSON list of the problems
+# found while mapping a row, each {"rule", "column", "value", "message"}.
+IMPORT_ERRORS = "_import_errors"
 SUFFIXES = (".parquet", ".csv", ".ndjson", ".jsonl", ".json")
 LIST_SEPARATOR = ";"
 _TRUE = ("true", "1", "yes", "y", "t")
@@ -105,7 +108,7 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
 
 
 def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) -> None:
-    allowed = set(contract.column_names)
+    allowed = set(contract.column_names) | {IMPORT_ERRORS}
     unexpected = [c for c in frame.columns if c not in allowed]
     if unexpected:
         raise InputFileError(
@@ -124,13 +127,16 @@ def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) ->
 
 def _prepare(frame: pl.DataFrame, contract: Contract, source: Path) -> pl.DataFrame:
     _check_columns(frame, contract, source)
-    raw_record = pl.struct(frame.columns).struct.json_encode().alias(RAW_RECORD)
+    record = [c for c in frame.columns if c != IMPORT_ERRORS]
+    raw_record = pl.struct(record).struct.json_encode().alias(RAW_RECORD)
     prepared = _cast(frame.with_columns(raw_record), contract, source)
+    errors = pl.col(IMPORT_ERRORS) if IMPORT_ERRORS in frame.columns else pl.lit(None)
     return prepared.select(
         *contract.column_names,
         pl.lit(str(source)).alias(SOURCE_FILE),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW),
         RAW_RECORD,
+        errors.cast(pl.String).alias(IMPORT_ERRORS),
         *[TYPE_ERROR_PREFIX + c for c in contract.column_names],
     )
 
@@ -150,6 +156,7 @@ def read_input(paths: list[Path], contract: Contract) -> pl.DataFrame:
 def empty_input(contract: Contract) -> pl.DataFrame:
     schema: dict[str, pl.DataType] = dict(contract.raw_schema)
     schema |= {SOURCE_FILE: pl.String(), SOURCE_ROW: pl.Int64(), RAW_RECORD: pl.String()}
+    schema |= {IMPORT_ERRORS: pl.String()}
     schema |= {TYPE_ERROR_PREFIX + c: pl.Boolean() for c in contract.column_names}
     return pl.DataFrame(schema=schema)
 

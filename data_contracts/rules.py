@@ -13,13 +13,22 @@ Rules are ordered: the first one a row breaks is its primary reason.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from data_contracts import reference
-from data_contracts.fields import Check, Column, Contract, Kind
+from data_contracts.fields import (
+    EARLIEST_DATE,
+    EARLIEST_DATETIME,
+    FUTURE_LIMIT,
+    Check,
+    Column,
+    Contract,
+    Kind,
+)
 from data_contracts.schemas import CONTRACTS, SHIPMENTS
 
 # Columns joined onto a child table from its parent before the rules run.
@@ -45,6 +54,9 @@ class Rule:
     message: pl.Expr  # why, for that row
     expectations: tuple[Expectation, ...] = field(default_factory=tuple)
     cascade: bool = False  # follows from another table's rejection
+    # The field a row breaking the rule is wrong in, when it is not the rule's column
+    # (a String expression; None: the column named by the rule).
+    field: pl.Expr | None = None
 
     @property
     def kind(self) -> str:
@@ -165,7 +177,62 @@ def column_rules(contract: Contract) -> list[Rule]:
                 )
             )
         rules.extend(_check_rules(t, col))
+        rules.extend(_plausibility_rules(t, col))
     return rules
+
+
+def _plausibility_rules(t: str, col: Column) -> list[Rule]:
+    """The bounds the strict model checks on records (`data_contracts.fields`), as
+    rules on files: integers at most their realistic maximum, date-times from
+    1990-01-01 to one year from now, dates from 1900-01-01 to today (the bounds of
+    `now` are taken when the rules are built)."""
+    c = pl.col(col.name)
+    n = col.name
+    if col.kind is Kind.INT and col.maximum is not None:
+        return [
+            Rule(
+                f"maximum:{n}",
+                t,
+                f"{n} is at most {col.maximum}",
+                c > col.maximum,
+                _fmt(f"{n} is {{}}, more than the plausible {col.maximum}", c),
+                (
+                    Expectation(
+                        "ExpectColumnValuesToBeBetween", {"column": n, "max_value": col.maximum}
+                    ),
+                ),
+            )
+        ]
+    if col.kind is Kind.DATETIME:
+        latest = dt.datetime.now(dt.UTC) + FUTURE_LIMIT
+        return [
+            Rule(
+                f"date_range:{n}",
+                t,
+                f"{n} lies between {EARLIEST_DATETIME:%Y-%m-%d} and one year from now",
+                (c < EARLIEST_DATETIME) | (c > latest),
+                _fmt(
+                    f"{n} {{}} is implausible: it must lie between "
+                    f"{EARLIEST_DATETIME:%Y-%m-%d} and {latest:%Y-%m-%d}",
+                    c,
+                ),
+            )
+        ]
+    if col.kind is Kind.DATE:
+        today = dt.datetime.now(dt.UTC).date()
+        return [
+            Rule(
+                f"date_range:{n}",
+                t,
+                f"{n} lies between {EARLIEST_DATE} and today",
+                (c < EARLIEST_DATE) | (c > today),
+                _fmt(
+                    f"{n} {{}} is implausible: it must lie between {EARLIEST_DATE} and {today}",
+                    c,
+                ),
+            )
+        ]
+    return []
 
 
 def _check_rules(t: str, col: Column) -> list[Rule]:
@@ -446,11 +513,20 @@ def table_rules(contract: Contract) -> list[Rule]:
                 "date_of_birth and booked_at are not after departure_at",
                 (pl.col("date_of_birth") > pl.col("departure_at").dt.date())
                 | (pl.col("booked_at") > pl.col("departure_at")),
-                _fmt(
-                    "date_of_birth {} or booked_at {} is after departure_at {}",
-                    pl.col("date_of_birth"),
-                    pl.col("booked_at"),
-                    pl.col("departure_at"),
+                pl.when((pl.col("booked_at") > pl.col("departure_at")).fill_null(False))
+                .then(
+                    _fmt(
+                        "booked_at {} is after departure_at {}",
+                        pl.col("booked_at"),
+                        pl.col("departure_at"),
+                    )
+                )
+                .otherwise(
+                    _fmt(
+                        "date_of_birth {} is after departure_at {}",
+                        pl.col("date_of_birth"),
+                        pl.col("departure_at"),
+                    )
                 ),
                 (
                     Expectation(
@@ -472,6 +548,9 @@ def table_rules(contract: Contract) -> list[Rule]:
                         },
                     ),
                 ),
+                field=pl.when((pl.col("booked_at") > pl.col("departure_at")).fill_null(False))
+                .then(pl.lit("booked_at"))
+                .otherwise(pl.lit("date_of_birth")),
             )
         )
         rules.append(

@@ -31,6 +31,11 @@ ARMS_CATEGORIES = ("firearms", "parts", "ammunition", "explosives")
 PAYMENT_FORMS = ("cash", "card", "bank_transfer", "invoice", "miles", "other")
 DOCUMENT_TYPES = ("passport", "id_card", "travel_document", "other")
 ENTITY_TYPES = ("individual", "entity")
+# Realistic maxima of the integer columns (a larger value is a data error, and could
+# not be stored as a 64-bit integer anyway).
+MAX_PACKAGES = 10_000_000
+MAX_LINE_NO = 99_999
+MAX_BAGGAGE_PIECES = 99
 
 
 def _party(role: str, wco: str, *, country: bool = True) -> tuple[Column, ...]:
@@ -212,6 +217,7 @@ SHIPMENTS = Contract(
             Kind.INT,
             "Number of packages",
             check=Check.POSITIVE,
+            maximum=MAX_PACKAGES,
             wco="Total package quantity",
         ),
         Column(
@@ -254,6 +260,7 @@ ITEMS = Contract(
             Kind.INT,
             "Goods item sequence number",
             check=Check.POSITIVE,
+            maximum=MAX_LINE_NO,
             wco="Goods item sequence number",
         ),
         Column(
@@ -405,7 +412,12 @@ TRAVELLERS = Contract(
             personal=True,
         ),
         Column(
-            "baggage_pieces", Kind.INT, "Checked bags", required=False, check=Check.NON_NEGATIVE
+            "baggage_pieces",
+            Kind.INT,
+            "Checked bags",
+            required=False,
+            check=Check.NON_NEGATIVE,
+            maximum=MAX_BAGGAGE_PIECES,
         ),
         Column(
             "baggage_kg",

@@ -5,17 +5,30 @@ A declaration is handled as a whole, as customs systems do: when one of its good
 lines is rejected the shipment is rejected too (`child_rejected:items`), and the
 lines and inspection results of a rejected shipment follow it
 (`parent_rejected:shipment_id`), each with a message naming the cause.
+
+Rows written by `caravan import` carry the problems found while mapping them
+(`_import_errors`: a value not readable as its type, a label value that is neither
+positive nor negative, a line of a conflicting declaration): they are rejected with
+those rules and messages first, and their quarantine record gets the values back
+as the export held them.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
-from data_contracts.readers import RAW_RECORD, SOURCE_FILE, SOURCE_ROW, empty_input
+from data_contracts.readers import (
+    IMPORT_ERRORS,
+    RAW_RECORD,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    empty_input,
+)
 from data_contracts.rules import PARENT_DECLARED_AT, PARENT_EXISTS, TYPE_ERROR_PREFIX, Rule
 from data_contracts.rules import rules_for as _rules_for
 from data_contracts.schemas import CONTRACTS, RAW_TABLES
@@ -24,6 +37,10 @@ RULE = "_rule"
 RULES = "_rules"
 MESSAGE = "_message"
 QUARANTINE_COLUMNS = (RULE, RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, RAW_RECORD)
+CONFLICT = "conflict:shipment_id"  # see data_contracts.mapping.apply_mapping
+_IMPORT_ERROR = pl.List(
+    pl.Struct({"rule": pl.String, "column": pl.String, "value": pl.String, "message": pl.String})
+)
 
 
 @dataclass(frozen=True)
@@ -137,10 +154,27 @@ def validate_tables(
         views[table] = frame
         skip = set(absent.get(table, ()))
         rules = [r for r in _own_rules(table) if r.name.split(":", 1)[1] not in skip]
-        checked[table] = _evaluate(frame, rules)
+        checked[table] = _with_import_errors(_evaluate(_flag_import_errors(frame, table), rules))
 
-    # A rejected goods line rejects its declaration.
-    items = checked["items"].filter(~pl.col(RULES).list.contains("parent_missing:shipment_id"))
+    # A rejected goods line rejects its declaration. A line that belongs to a later
+    # declaration repeating an earlier one's id does not reject the first one, which
+    # is kept: a line rejected as a repeat of an earlier line's id while its
+    # declaration id is itself repeated, or one `caravan import` found on the rows
+    # of a differing declaration under the same id (conflict:shipment_id).
+    repeated = (
+        frames["shipments"]
+        .filter(pl.col("shipment_id").is_not_null() & pl.col("shipment_id").is_duplicated())
+        .get_column("shipment_id")
+        .unique()
+    )
+    items = checked["items"].filter(
+        ~pl.col(RULES).list.contains("parent_missing:shipment_id")
+        & ~pl.col(RULES).list.contains(CONFLICT)
+        & ~(
+            pl.col(RULES).list.contains("unique:item_id")
+            & pl.col("shipment_id").is_in(repeated.implode())
+        )
+    )
     bad_lines = _first_reason(
         items,
         pl.concat_str(
@@ -174,6 +208,51 @@ def validate_tables(
     return ValidationResult({t: _split(t, checked[t], views[t]) for t in RAW_TABLES})
 
 
+def _import_errors() -> pl.Expr:
+    return pl.col(IMPORT_ERRORS).str.json_decode(_IMPORT_ERROR)
+
+
+def _flag_import_errors(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """A value `caravan import` could not read (see `data_contracts.mapping`) breaks
+    its column's type rule, not the required one: the value was there."""
+    if IMPORT_ERRORS not in frame.columns or frame[IMPORT_ERRORS].is_null().all():
+        return frame
+    rules = _import_errors().list.eval(pl.element().struct.field("rule"))
+    flags = []
+    for name in CONTRACTS[table].column_names:
+        flag = TYPE_ERROR_PREFIX + name
+        if flag in frame.columns:
+            hit = rules.list.contains(f"type:{name}").fill_null(False)
+            flags.append((pl.col(flag) | hit).alias(flag))
+    return frame.with_columns(flags)
+
+
+def _with_import_errors(frame: pl.DataFrame) -> pl.DataFrame:
+    """Put the problems `caravan import` found first, with their messages."""
+    if IMPORT_ERRORS not in frame.columns or frame[IMPORT_ERRORS].is_null().all():
+        return frame
+    errors = _import_errors()
+    names = errors.list.eval(pl.element().struct.field("rule")).fill_null(
+        pl.lit([], dtype=pl.List(pl.String))
+    )
+    return frame.with_columns(
+        pl.concat_list(names, RULES).list.unique(maintain_order=True).alias(RULES),
+        pl.coalesce(errors.list.first().struct.field("message"), MESSAGE).alias(MESSAGE),
+    )
+
+
+def _restore_values(record: str | None, errors: str | None) -> str | None:
+    """The raw record with the values as the export held them where they could not
+    be read (the typed raw file can only hold an empty value there)."""
+    if record is None or errors is None:
+        return record
+    data = json.loads(record)
+    for error in json.loads(errors):
+        if error.get("value") is not None and error.get("column") in data:
+            data[error["column"]] = error["value"]
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
 def _add_cascade(frame: pl.DataFrame, table: str) -> pl.DataFrame:
     rules = _cascade_rules(table)
     cascaded = _evaluate(frame.rename({RULES: "__own", MESSAGE: "__own_msg"}), rules)
@@ -198,5 +277,10 @@ def _split(table: str, frame: pl.DataFrame, view: pl.DataFrame) -> TableResult:
         SOURCE_ROW,
         RAW_RECORD,
     )
+    if IMPORT_ERRORS in frame.columns and frame.filter(bad)[IMPORT_ERRORS].is_not_null().any():
+        restored = frame.filter(bad).select(RAW_RECORD, IMPORT_ERRORS).rows()
+        quarantine = quarantine.with_columns(
+            pl.Series(RAW_RECORD, [_restore_values(r, e) for r, e in restored], pl.String)
+        )
     view = view.drop([c for c in view.columns if c.startswith(TYPE_ERROR_PREFIX)])
     return TableResult(table, accepted, quarantine, view)

@@ -13,7 +13,7 @@ import polars as pl
 
 from features.context import Params
 from features.hs_text import NomenclatureText, nomenclature_text, plain
-from features.registry import Family, feature
+from features.registry import Family, Wording, feature
 from features.timeline import AsOfTable, as_of_query
 
 F = Family.GOODS
@@ -590,6 +590,26 @@ def part_terms() -> pl.Expr:
     "Заявленная стоимость за кг намного ниже обычной для ТН ВЭД {hs4_main} из "
     "{origin_country} (z = {value})",
     fmt="{:.1f}",
+    missing_en="No usual value per kg known for the goods declared (HS {hs4_main} from "
+    "{origin_country})",
+    missing_ru="Обычная стоимость за кг для заявленного товара неизвестна (ТН ВЭД {hs4_main} "
+    "из {origin_country})",
+    wordings=(
+        Wording(
+            lambda v, _c: v is not None and v > 2.0,
+            "Declared value per kg far above usual for HS {hs4_main} from {origin_country} "
+            "(z = {value})",
+            "Заявленная стоимость за кг намного выше обычной для ТН ВЭД {hs4_main} из "
+            "{origin_country} (z = {value})",
+        ),
+        Wording(
+            lambda v, _c: v is not None and -2.0 <= v <= 2.0,
+            "Lowest declared value per kg of the lines, compared with the usual for HS "
+            "{hs4_main} from {origin_country}: z = {value}",
+            "Наименьшая заявленная стоимость за кг по позициям в сравнении с обычной для "
+            "ТН ВЭД {hs4_main} из {origin_country}: z = {value}",
+        ),
+    ),
 )
 def min_unit_value_z() -> pl.Expr:
     return pl.col("__min_uv_z")
@@ -601,6 +621,15 @@ def min_unit_value_z() -> pl.Expr:
     "Mass per unit unusual for the goods declared (|z| = {value})",
     "Масса единицы товара необычна для заявленного товара (|z| = {value})",
     fmt="{:.1f}",
+    missing_en="No usual mass per unit known for the goods declared",
+    missing_ru="Обычная масса единицы для заявленного товара неизвестна",
+    wordings=(
+        Wording(
+            lambda v, _c: v is not None and v <= 2.0,
+            "Mass per unit close to usual for the goods declared (|z| = {value})",
+            "Масса единицы товара близка к обычной для заявленного товара (|z| = {value})",
+        ),
+    ),
 )
 def max_mass_per_unit_z() -> pl.Expr:
     return pl.col("__max_mpu_z")
@@ -636,6 +665,17 @@ def top_line_value_share() -> pl.Expr:
     "(similarity {value})",
     "Описание «{hs_text_line}» плохо соответствует тексту ТН ВЭД {hs_text_code} (сходство {value})",
     fmt="{:.2f}",
+    missing_en="The tariff table has no text to compare the descriptions with",
+    missing_ru="В тарифе нет текста для сравнения с описаниями товаров",
+    wordings=(
+        Wording(
+            lambda v, _c: v is not None and v >= 0.5,
+            "Description '{hs_text_line}' matches the tariff text of HS {hs_text_code} only "
+            "in part (similarity {value})",
+            "Описание «{hs_text_line}» лишь отчасти соответствует тексту ТН ВЭД "
+            "{hs_text_code} (сходство {value})",
+        ),
+    ),
     monotone=-1,  # the less a description reads like its code, the more suspicious
 )
 def description_hs_similarity() -> pl.Expr:
@@ -655,6 +695,29 @@ def description_hs_similarity() -> pl.Expr:
     "сходство с заявленным кодом: {value})",
     fmt="{:+.2f}",
     monotone=1,
+    missing_en="No description compared with the arms headings (no tariff text for the "
+    "declared codes)",
+    missing_ru="Описания не сравнивались с позициями оружия (нет текста тарифа для "
+    "заявленных кодов)",
+    wordings=(
+        # not computed for lines declared under chapter 93: arms declared as arms
+        Wording(
+            lambda v, c: v is None and str(c.get("hs4_main") or "").startswith("93"),
+            "Goods declared under chapter 93 (arms and ammunition)",
+            "Товары заявлены в группе 93 ТН ВЭД (оружие и боеприпасы)",
+        ),
+        # a margin below zero: the description is closer to its own code
+        Wording(
+            lambda v, _c: v is not None and v <= 0,
+            "Description '{arms_fit_line}' is closer to the text of its declared code than "
+            "to HS {arms_fit_heading} (arms, ammunition), but less clearly than usual "
+            "(similarity to HS {arms_fit_heading} minus similarity to the declared code: "
+            "{value})",
+            "Описание «{arms_fit_line}» ближе к тексту заявленного кода, чем к ТН ВЭД "
+            "{arms_fit_heading} (оружие, боеприпасы), но менее явно, чем обычно (сходство "
+            "с {arms_fit_heading} минус сходство с заявленным кодом: {value})",
+        ),
+    ),
 )
 def description_arms_margin() -> pl.Expr:
     return pl.col("__arms_margin")

@@ -3,7 +3,7 @@
 `normalise_name` turns a person's or company's name written in any script and
 any transliteration into a comparison key:
 
-1. casefold;
+1. Unicode NFC (a decomposed ``Ё`` is ``Ё``), casefold;
 2. transliterate to Latin: Cyrillic by a hand-made table (Russian close to the
    GOST 7.79 / passport practice, plus the Kazakh, Uzbek, Tajik, Kyrgyz and
    Ukrainian letters, e.g. ``қ``->q, ``ғ``->gh, ``ў``->o, ``ҷ``->j, ``ң``->ng),
@@ -31,6 +31,7 @@ once.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -107,7 +108,14 @@ def _is_syllabic(char: str) -> bool:
 
 
 def to_latin(text: str) -> str:
-    """Casefolded Latin (ASCII) spelling of `text`, any script."""
+    """Casefolded Latin (ASCII) spelling of `text`, any script. The text is first
+    brought to Unicode NFC, so that a decomposed letter (``Е`` + combining diaeresis,
+    as some systems send ``Ё``) is the letter the table knows. NFC, not NFKC: it is
+    the identity on text already in NFC (every key computed so far stays the same),
+    and the compatibility forms NFKC would fold (full-width letters, ligatures) are
+    spelt out by anyascii anyway."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     text = text.casefold().translate(_TABLE)
     if text.isascii():
         return text

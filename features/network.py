@@ -63,7 +63,7 @@ from networkx.utils import UnionFind
 from data_contracts.schemas import ARMS_CATEGORIES
 from features.context import PARTY_ROLES, History, Params
 from features.names import normalise_name, normalise_names
-from features.registry import Family, feature
+from features.registry import Family, Wording, feature
 from features.timeline import (
     FirstSeen,
     KeyedRows,
@@ -902,6 +902,14 @@ def network_contact_parties() -> pl.Expr:
     f"(monthly snapshot; {MAX_HOPS + 1} = none within {MAX_HOPS})",
     "Linked within {value} step(s) to a party whose shipment had an arms finding",
     "Связан через {value} звен. с участником, у которого изымали оружие",
+    wordings=(
+        Wording(
+            lambda v, _c: v is not None and v > MAX_HOPS,
+            f"No party with an arms finding within {MAX_HOPS} steps of the consignee or consignor",
+            f"Нет участников с изъятием оружия в пределах {MAX_HOPS} звеньев от получателя "
+            "или отправителя",
+        ),
+    ),
 )
 def network_hops_to_arms() -> pl.Expr:
     return pl.col("__net_hops")

@@ -37,6 +37,17 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True)
+class Wording:
+    """A reason text used instead of the feature's own when `when(value, context)` is
+    true: wording that depends on the value's sign or size ("far above" / "far below"),
+    or on why a value is missing. `value` is None when the value is missing."""
+
+    when: Callable[[float | None, Mapping[str, Any]], bool]
+    en: str
+    ru: str
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     name: str
     family: Family
@@ -57,6 +68,10 @@ class FeatureSpec:
     # should read ("never seen before"); otherwise the value shows as "?".
     missing_en: str = ""
     missing_ru: str = ""
+    # Wordings tried in order before the texts above (the first whose `when` holds).
+    wordings: tuple[Wording, ...] = ()
+    # Categorical features: how a category reads, (category, English, Russian).
+    value_labels: tuple[tuple[str, str, str], ...] = ()
 
     def expr(self) -> pl.Expr:
         return self.fn().alias(self.name)
@@ -82,6 +97,8 @@ def feature(
     monotone: int = 0,
     missing_en: str = "",
     missing_ru: str = "",
+    wordings: tuple[Wording, ...] = (),
+    value_labels: tuple[tuple[str, str, str], ...] = (),
 ) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
     """Register a feature; the decorated function's name is the column's name."""
 
@@ -103,6 +120,8 @@ def feature(
             fn.__module__,
             missing_en,
             missing_ru,
+            wordings,
+            value_labels,
         )
         return fn
 
@@ -145,24 +164,75 @@ def feature_set_version() -> str:
 
 
 def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str = "en") -> str:
-    """The reason text of one feature for one shipment."""
+    """The reason text of one feature for one shipment: the first of its wordings
+    that fits the value, else its missing-value text (or a plain "no value" text,
+    never a bare "?"), else its reason text. Placeholders: {value}, {abs_value}
+    (its size, without the sign) and the context columns."""
+    if name not in REGISTRY:
+        _load_families()
     spec = REGISTRY.get(name)
     if spec is None:  # a column an administration's own export brought (extra_*)
         label = name.removeprefix("extra_")
-        shown = "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        if _missing(value):
+            return (
+                f"Поле декларации {label}: нет значения"
+                if lang == "ru"
+                else (f"Declared {label}: no value")
+            )
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
         if lang == "ru":
             return f"Поле декларации {label}: {shown}"
         return f"Declared {label}: {shown}"
-    template = spec.reason_ru if lang == "ru" else spec.reason_en
-    if _missing(value) and spec.missing_en:
-        template = spec.missing_ru if lang == "ru" else spec.missing_en
-    shown = _format_value(spec, value)
+    missing = _missing(value)
+    number = None if missing or not isinstance(value, int | float) else float(value)
+    template = _template(spec, value, number, context, lang)
     values = {k: _context_value(v) for k, v in context.items()}
-    values["value"] = shown
+    values["value"] = _format_value(spec, value, lang)
+    values["abs_value"] = _format_value(spec, abs(number), lang) if number is not None else "?"
     try:
         return template.format_map(_Default(values))
     except (ValueError, TypeError):
         return template
+
+
+def refresh_reason_texts(
+    reasons: list[dict[str, Any]], context: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Stored reasons with their texts rendered again from the feature, value and the
+    stored context (the values are those of the score; only the wording is today's)."""
+    out = []
+    for reason in reasons:
+        name = reason.get("feature")
+        if not isinstance(name, str):
+            out.append(dict(reason))
+            continue
+        value = reason.get("value")
+        out.append(
+            {
+                **reason,
+                "text_en": render_reason(name, value, context, "en"),
+                "text_ru": render_reason(name, value, context, "ru"),
+            }
+        )
+    return out
+
+
+def _template(
+    spec: FeatureSpec, value: Any, number: float | None, context: Mapping[str, Any], lang: str
+) -> str:
+    ru = lang == "ru"
+    for wording in spec.wordings:
+        if wording.when(None if _missing(value) else number, context):
+            return wording.ru if ru else wording.en
+    if _missing(value):
+        if spec.missing_en:
+            return spec.missing_ru if ru else spec.missing_en
+        # no text for a missing value: say so rather than print "?" in the sentence
+        if ru:  # no Russian description: the reason text with a dash for the value
+            text = spec.reason_ru.replace("{value}", "—").replace("{abs_value}", "—")
+            return f"Нет данных: {text}"
+        return f"No value for: {spec.description[:1].lower()}{spec.description[1:]}"
+    return spec.reason_ru if ru else spec.reason_en
 
 
 def _missing(value: Any) -> bool:
@@ -179,12 +249,16 @@ def _context_value(value: Any) -> Any:
     return value
 
 
-def _format_value(spec: FeatureSpec, value: Any) -> str:
+def _format_value(spec: FeatureSpec, value: Any, lang: str = "en") -> str:
     if _missing(value):
         return "?"
     if spec.kind is Kind.CATEGORICAL and isinstance(value, int | float):
         code = int(value)
-        return spec.categories[code - 1] if 0 < code <= len(spec.categories) else "other"
+        category = spec.categories[code - 1] if 0 < code <= len(spec.categories) else "other"
+        for name, en, ru in spec.value_labels:
+            if name == category:
+                return ru if lang == "ru" else en
+        return category
     try:
         return spec.fmt.format(value)
     except (ValueError, TypeError):

@@ -7,7 +7,7 @@ import polars as pl
 from data_contracts.reference import COUNTRIES
 from data_contracts.schemas import MODES
 from features.context import Params
-from features.registry import Family, Kind, feature
+from features.registry import Family, Kind, Wording, feature
 
 F = Family.SHIPMENT
 COUNTRY_CATEGORIES = tuple(sorted(COUNTRIES))
@@ -110,6 +110,15 @@ def _prepare_few(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl
     "Вид транспорта: {value}",
     kind=Kind.CATEGORICAL,
     categories=MODES,
+    value_labels=(
+        ("road", "road", "автомобильный"),
+        ("rail", "rail", "железнодорожный"),
+        ("air", "air", "воздушный"),
+        ("sea", "sea", "морской"),
+        ("post", "post", "почта"),
+        ("express", "express courier", "экспресс-доставка"),
+        ("other", "other", "другой"),
+    ),
 )
 def mode() -> pl.Expr:
     return pl.col("mode").cast(pl.String)
@@ -165,6 +174,13 @@ def transit_off_route() -> pl.Expr:
     "Origin or dispatch country {origin_country} is on the high-risk list",
     "Страна происхождения или отправления {origin_country} в списке высокого риска",
     kind=Kind.FLAG,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "Origin and dispatch countries are not on the high-risk list",
+            "Страны происхождения и отправления не в списке высокого риска",
+        ),
+    ),
 )
 def high_risk_origin() -> pl.Expr:
     return pl.col("__risky_origin").cast(pl.Int8)
@@ -176,6 +192,13 @@ def high_risk_origin() -> pl.Expr:
     "Route crosses a high-risk country",
     "Маршрут проходит через страну высокого риска",
     kind=Kind.FLAG,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "Route crosses no high-risk country",
+            "Маршрут не проходит через страны высокого риска",
+        ),
+    ),
 )
 def high_risk_transit() -> pl.Expr:
     return pl.col("__risky_transit").cast(pl.Int8)
@@ -185,7 +208,19 @@ def high_risk_transit() -> pl.Expr:
     F,
     "Hours between declaration and expected arrival",
     "Declared only {value} hours before arrival",
-    "Задекларировано за {value} ч до прибытия",
+    "Задекларировано всего за {value} ч до прибытия",
+    wordings=(
+        Wording(
+            lambda v, _c: v is not None and v < 0,
+            "Declared {abs_value} hours after the expected arrival",
+            "Задекларировано через {abs_value} ч после ожидаемого прибытия",
+        ),
+        Wording(
+            lambda v, _c: v is not None and v >= 48,
+            "Declared {value} hours before arrival",
+            "Задекларировано за {value} ч до прибытия",
+        ),
+    ),
 )
 def lead_time_hours() -> pl.Expr:
     return (pl.col("expected_arrival_at") - pl.col("declared_at")).dt.total_microseconds() / 3.6e9

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from features.network import keys_of
-from features.registry import Family, Kind, feature
+from features.registry import Family, Kind, Wording, feature
 from features.timeline import (
     AsOfTable,
     Columns,
@@ -404,6 +404,16 @@ def _role_features(role: str, ru: str) -> None:
             if name.endswith("days_since_first")
             else ("", "")
         )
+        # A flag that is off: the party was seen before.
+        seen = (
+            (
+                Wording(
+                    lambda v, _c: v == 0, f"{role.title()} seen before", f"{ru} встречался ранее"
+                ),
+            )
+            if name.endswith("is_new")
+            else ()
+        )
         feature(
             F,
             desc,
@@ -414,6 +424,7 @@ def _role_features(role: str, ru: str) -> None:
             monotone=monotone,
             missing_en=missing[0],
             missing_ru=missing[1],
+            wordings=seen,
         )(fn)
     for w in WINDOWS:
 
@@ -421,11 +432,12 @@ def _role_features(role: str, ru: str) -> None:
             return pl.col(f"__{role}_n_{w}")
 
         count.__name__ = f"{role}_shipments_{w}"
+        days_n = w.removesuffix("d")  # the windows are written "30d": read as days
         feature(
             F,
             f"Shipments of the {role} in the {w} before",
-            f"{role.title()}: {{value}} shipment(s) in the last {w}",
-            f"{ru}: {{value}} отправок за последние {w}",
+            f"{role.title()}: {{value}} shipment(s) in the last {days_n} days",
+            f"{ru}: {{value}} отправок за последние {days_n} дн.",
         )(count)
 
 
@@ -450,6 +462,8 @@ def consignee_distinct_chapters() -> pl.Expr:
     "{value} of the consignee's earlier shipments were undervalued",
     "{value} прежних отправок получателя были занижены по стоимости",
     fmt="{:.0%}",
+    missing_en="Consignee has no earlier shipments",
+    missing_ru="У получателя нет прежних отправок",
 )
 def consignee_undervalued_share() -> pl.Expr:
     n = pl.col("__consignee_n")

@@ -55,7 +55,7 @@ from features.context import PARTY_ROLES, History, Params
 from features.names import COMPANY_FORMS, names_agree, normalise_name, normalise_names, to_latin
 from features.network import CONTACTS, address_key, email_key, keys_of, phone_key
 from features.network import mentions as network_mentions
-from features.registry import Family, feature
+from features.registry import Family, Wording, feature
 from features.timeline import FirstSeen, distinct_query, pair_seen_query
 
 F = Family.TRAVELLER
@@ -1152,6 +1152,13 @@ def _prepare_few(ships: pl.DataFrame, tables: Tables, keyed: pl.DataFrame) -> pl
     "A party is linked to a traveller (confidence {value})",
     "Участник сделки связан с пассажиром (достоверность {value})",
     fmt="{:.2f}",
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "No party is linked to a traveller record",
+            "Участники сделки не связаны с записями о пассажирах",
+        ),
+    ),
 )
 def traveller_link_confidence() -> pl.Expr:
     return pl.col("__tr_conf")

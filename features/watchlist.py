@@ -9,6 +9,13 @@ listing on the same day does not count); an entry without a date counts always.
 Party identification numbers are also looked up among the listed document
 numbers (exact, after `normalise_document`).
 
+That point-in-time rule is for the model's features (training and scoring must
+see the same values). The hits that act on a shipment operationally (its lane,
+must-inspect, its place in the queue, the rescreen after a list changes) use the
+lists as they are now: `operational` screens with every entry, whatever its
+`listed_on`, so a party designated today is flagged on shipments declared today
+or waiting for clearance.
+
 The index of one watchlist frame is built once and reused while the same frame
 is passed (the online call screens one shipment against the same list).
 """
@@ -16,12 +23,16 @@ is passed (the online call screens one shipment against the same list).
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from features.context import PARTY_ROLES, History, Params
-from features.registry import Family, Kind, feature
+from features.registry import Family, Kind, Wording, feature
 from features.screening import DEFAULT_THRESHOLD, WatchlistIndex
+
+if TYPE_CHECKING:
+    from features.state import FeatureState
 
 F = Family.WATCHLIST
 # Lowest score kept: below it a name counts as no match (score 0). Lower than the
@@ -117,6 +128,8 @@ def prepare(
     history: History | pl.DataFrame | None,
     params: Params,
     index: WatchlistIndex | None = None,
+    *,
+    as_listed_now: bool = False,
 ) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given:
     `__wl_score` best score over the parties (0-100, 0 = none >= SCORE_FLOOR),
@@ -126,7 +139,11 @@ def prepare(
     (`__wl_party`), entry id and listed name of the best match.
 
     `history` is the History or its watchlist frame; `index`, when given, is the
-    index of that frame (else it is built, or taken from the cache)."""
+    index of that frame (else it is built, or taken from the cache).
+
+    An entry counts when listed before the day of `declared_at` (the features'
+    point-in-time rule); with `as_listed_now` every entry counts (see
+    `operational`)."""
     del params
     watchlist = history.watchlist if isinstance(history, History) else history
     if watchlist is None or watchlist.height == 0 or ships.height == 0:
@@ -135,8 +152,13 @@ def prepare(
     if ships.height <= SMALL:
         dates = _listing_dates(watchlist)
         if dates is not None:
-            return _prepare_few(ships, index, dates)
+            return _prepare_few(ships, index, dates, as_listed_now=as_listed_now)
     listed = watchlist.select("entry_id", pl.col("listed_on").alias("__listed"))
+    counts = (
+        pl.lit(True)
+        if as_listed_now
+        else pl.col("__listed").is_null() | (pl.col("__listed") < pl.col("__day"))
+    )
 
     names = _mentions(ships, "name")
     distinct = names.select(pl.col("value").unique(maintain_order=True))
@@ -148,7 +170,7 @@ def prepare(
     )
     best = (
         names.join(hits, on="value", how="inner")
-        .filter(pl.col("__listed").is_null() | (pl.col("__listed") < pl.col("__day")))
+        .filter(counts)
         .sort(
             ["__row", "score", "exact", "role", "entry_id"],
             descending=[False, True, True, False, False],
@@ -172,7 +194,7 @@ def prepare(
     )
     id_rows = (
         ids.join(docs, on="value", how="inner")
-        .filter(pl.col("__listed").is_null() | (pl.col("__listed") < pl.col("__day")))
+        .filter(counts)
         .select(pl.col("__row").unique(), pl.lit(True).alias("__wl_id_match"))
     )
 
@@ -199,17 +221,22 @@ def prepare(
     )
 
 
-def _listed_before(entry: str, day: dt.date, dates: dict[str, dt.date | None]) -> bool:
-    """An entry counts when listed before the day (or undated; unknown ids: never,
-    as the frame path's inner join drops them)."""
+def _listed_before(entry: str, day: dt.date | None, dates: dict[str, dt.date | None]) -> bool:
+    """An entry counts when listed before the day (or undated, or `day` is None:
+    the lists as they are now; unknown ids: never, as the frame path's inner join
+    drops them)."""
     if entry not in dates:
         return False
     listed = dates[entry]
-    return listed is None or listed < day
+    return listed is None or day is None or listed < day
 
 
 def _prepare_few(
-    ships: pl.DataFrame, index: WatchlistIndex, dates: dict[str, dt.date | None]
+    ships: pl.DataFrame,
+    index: WatchlistIndex,
+    dates: dict[str, dt.date | None],
+    *,
+    as_listed_now: bool = False,
 ) -> pl.DataFrame:
     """`prepare` row by row: the same screening, listing-date rule and choice of
     the best match (score, then exact, then role, then entry id)."""
@@ -231,7 +258,7 @@ def _prepare_few(
             strict=True,
         )
     ):
-        day = at.date()
+        day = None if as_listed_now else at.date()
         # per role, its best match listed before the day: (score, exact, role, entry, name)
         best = []
         for role in PARTY_ROLES:
@@ -262,6 +289,28 @@ def _prepare_few(
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
+def operational(
+    ships: pl.DataFrame, source: History | FeatureState | pl.DataFrame | None
+) -> pl.DataFrame:
+    """The watchlist hits that act on shipments now (lane, must-inspect, queue,
+    rescreen): `prepare`'s columns, screened against the lists as they are now,
+    every entry counting whatever its `listed_on` (a party designated today is
+    flagged on a shipment declared today or waiting). `source` is the History,
+    the feature state (whose index is reused) or the watchlist frame. The model's
+    features keep the point-in-time rule."""
+    from features.state import FeatureState
+
+    index = None
+    if isinstance(source, FeatureState):
+        index = source.watch_index
+        watchlist = source.history.watchlist
+    elif isinstance(source, History):
+        watchlist = source.watchlist
+    else:
+        watchlist = source
+    return prepare(ships, watchlist, Params(), index, as_listed_now=True)
+
+
 @feature(
     F,
     "Best watchlist match score of the consignor, consignee or declarant name (0-100)",
@@ -278,6 +327,13 @@ def watchlist_best_score() -> pl.Expr:
     "A party's name is the same as a name on a watchlist",
     "Наименование участника сделки совпадает с именем из списка наблюдения",
     kind=Kind.FLAG,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "No party's name is the same as a name on a watchlist",
+            "Наименования участников сделки не совпадают с именами из списка наблюдения",
+        ),
+    ),
 )
 def watchlist_exact() -> pl.Expr:
     return pl.col("__wl_exact").cast(pl.Int8)
@@ -299,6 +355,13 @@ def watchlist_parties_matched() -> pl.Expr:
     "A party's identification number is listed on a watchlist",
     "Идентификационный номер участника сделки указан в списке наблюдения",
     kind=Kind.FLAG,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "No party's identification number is listed on a watchlist",
+            "Идентификационные номера участников сделки не указаны в списке наблюдения",
+        ),
+    ),
 )
 def watchlist_id_match() -> pl.Expr:
     return pl.col("__wl_id_match").cast(pl.Int8)

@@ -39,7 +39,34 @@ def model_card(
     code_version: str,
     metrics: dict[str, Any],
     best_iteration: int,
+    inputs: list[str] | None = None,
+    unavailable: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The card of a version. `inputs` are the trained model's input columns (the
+    registry's features it uses and any export columns, `extra_*`); registered
+    features not among them are listed as left out, with why: their inputs are
+    declared absent in the data (`unavailable`), or they had no value."""
+    registered = {s.name: s for s in specs()}
+    used = list(registered) if inputs is None else list(inputs)
+    unavailable = unavailable or {}
+    features = [
+        {"name": n, "family": registered[n].family.value, "description": registered[n].description}
+        if n in registered
+        else {"name": n, "family": "extra", "description": "a column of the export, kept as is"}
+        for n in used
+    ]
+    left_out = [
+        {
+            "name": n,
+            "reason": (
+                f"its input {unavailable[n]} is not in the data"
+                if n in unavailable
+                else "no shipment of the training data has a value"
+            ),
+        }
+        for n in registered
+        if n not in used
+    ]
     return {
         "model": "caravan-risk",
         "version": version,
@@ -52,10 +79,8 @@ def model_card(
         "data_windows": {k: [str(v[0]), str(v[1])] for k, v in windows.items()},
         "rows": rows,
         "feature_set_version": feature_set,
-        "features": [
-            {"name": s.name, "family": s.family.value, "description": s.description}
-            for s in specs()
-        ],
+        "features": features,
+        "features_left_out": left_out,
         "excluded_attributes": list(EXCLUDED_ATTRIBUTES),
         "parameters": params,
         "data_hash": data_hash,
@@ -73,7 +98,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- Algorithm: {card['algorithm']}",
         f"- Target: {card['target']}",
-        f"- Feature set: {card['feature_set_version']} ({len(card['features'])} features)",
+        f"- Feature set: {card['feature_set_version']} ({len(card['features'])} model inputs)",
         f"- Data hash: {card['data_hash']}; code version: {card['code_version']}",
         "",
     ]
@@ -88,7 +113,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- {cap}: {parts}")
     lines += ["", "## Attributes never used"] + [f"- {a}" for a in card["excluded_attributes"]]
     lines += ["", "## Known limits"] + [f"- {a}" for a in card["known_limits"]]
-    lines += ["", "## Features"] + [
+    lines += ["", "## Model inputs"] + [
         f"- `{f['name']}` ({f['family']}): {f['description']}" for f in card["features"]
     ]
+    if card.get("features_left_out"):
+        lines += ["", "## Registered features left out"] + [
+            f"- `{f['name']}`: {f['reason']}" for f in card["features_left_out"]
+        ]
     return "\n".join(lines) + "\n"

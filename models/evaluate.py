@@ -83,6 +83,12 @@ class Evaluation:
         value = self.at_capacity[PRIMARY].get("true_recall", self.at_capacity[PRIMARY]["recall"])
         return float(value) if value is not None else float("nan")
 
+    def primary_metric(self) -> str:
+        """The name of what `primary()` returns: true recall on a synthetic world
+        (whose truth is known), recall on inspected shipments otherwise."""
+        truth = "true_recall" in self.at_capacity[PRIMARY]
+        return f"{'true recall' if truth else 'recall'} at {PRIMARY} capacity"
+
 
 def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 6)

@@ -23,6 +23,9 @@ from models.evaluate import PRIMARY, Evaluation
 from models.registry import CHAMPION, MODEL_NAME
 
 DEFAULT_REASON = "better or equal on the primary metric"
+FIRST_REASON = "first champion: no champion to compare with"
+# What the primary metric is in general; a promotion records the one it compared
+# (`Evaluation.primary_metric()`: true recall on a synthetic world).
 PRIMARY_METRIC = f"recall at {PRIMARY} capacity"
 
 
@@ -65,7 +68,7 @@ class Promotion:
             "forced": self.forced,
             "worse": self.worse,
             "at": self.at.isoformat(timespec="seconds"),
-            "primary_metric": PRIMARY_METRIC,
+            "primary_metric": self.challenger.primary_metric(),
             "primary_challenger": _finite(self.challenger.primary()),
             "primary_champion": _finite(self.champion.primary()) if self.champion else None,
             "test_window": list(self.challenger.test_window),
@@ -140,7 +143,8 @@ def plan_promotion(
         worse = challenger.evaluation.primary() < champion.primary()
         if worse and not force:
             raise PromotionRefusedError(
-                f"version {target} is worse than champion {previous} on {PRIMARY_METRIC} "
+                f"version {target} is worse than champion {previous} on "
+                f"{challenger.evaluation.primary_metric()} "
                 f"({challenger.evaluation.primary():.3f} < {champion.primary():.3f}); "
                 "force it with a reason to promote anyway"
             )
@@ -152,7 +156,7 @@ def plan_promotion(
         forced=force,
         worse=worse,
         who=who,
-        reason=reason or DEFAULT_REASON,
+        reason=reason or (DEFAULT_REASON if previous is not None else FIRST_REASON),
         at=dt.datetime.now(dt.UTC),
     )
 
@@ -186,6 +190,7 @@ _LOGGED = (
     "by",
     "reason",
     "forced",
+    "primary_metric",
     "primary_challenger",
     "primary_champion",
 )

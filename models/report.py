@@ -118,6 +118,9 @@ def plot_shap(contrib: np.ndarray, x: np.ndarray, names: list[str], path: Path) 
     plt.close(fig)
 
 
+WIDE_PLOTS = frozenset({"disparity.png"})
+
+
 def write_report(ev: Evaluation, folder: Path, images: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = ev.to_json()
@@ -141,17 +144,35 @@ def write_report(ev: Evaluation, folder: Path, images: dict[str, str]) -> Path:
     typ_rows = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{_fmt(v)}</td></tr>" for t, v in sorted(per.items())
     )
+    # Each plot links to its full-size file; wide ones (the disparity plot) take the
+    # page's width, so that their labels stay readable.
     imgs = "".join(
-        f"<figure><img src='{html.escape(f)}' alt='{html.escape(t)}'>"
+        f"<figure class='{'wide' if f in WIDE_PLOTS else 'plot'}'>"
+        f"<a href='{html.escape(f)}'><img src='{html.escape(f)}' alt='{html.escape(t)}'></a>"
         f"<figcaption>{html.escape(t)}</figcaption></figure>"
         for t, f in images.items()
+    )
+    truth_known = any(m.get("true_recall") is not None for m in ev.at_capacity.values())
+    truth_note = (
+        '"True" figures use the synthetic world\'s truth for every shipment of the window, '
+        "inspected or not."
+        if truth_known
+        else "No truth is known for this data (it is not a synthetic world): only inspected "
+        "shipments are measured."
+    )
+    typ_section = (
+        "<h2>Per typology, 5% capacity</h2><table><tr><th>typology</th><th>true recall</th></tr>"
+        f"{typ_rows}</table>"
+        if per
+        else ""
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in ev.notes)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Caravan model evaluation {html.escape(str(ev.model_version))}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px}}
-figure{{display:inline-block;margin:1em}}img{{max-width:520px}}</style></head><body>
+figure{{display:inline-block;margin:1em;vertical-align:top}}figure.plot img{{max-width:520px}}
+figure.wide{{display:block}}figure.wide img{{max-width:100%}}</style></head><body>
 <h1>Model {html.escape(str(ev.model_version))}: evaluation</h1>
 <p>Test window {html.escape(ev.test_window[0])} to {html.escape(ev.test_window[1])}:
 {ev.n_inspected:,} inspected shipments, {ev.n_positive:,} with a finding;
@@ -159,13 +180,11 @@ figure{{display:inline-block;margin:1em}}img{{max-width:520px}}</style></head><b
 PR-AUC {_fmt(data["pr_auc"])} on all inspected, {_fmt(data["pr_auc_random_share"])} on the
 random share; Brier score {_fmt(data["brier"])}.</p>
 <p>Metrics on all inspected shipments are biased by the policy that chose them; the random
-share estimates them without that bias. "True" figures use the synthetic world's truth for
-every shipment of the window, inspected or not.</p><ul>{notes}</ul>
+share estimates them without that bias. {html.escape(truth_note, quote=False)}</p><ul>{notes}</ul>
 <table><tr><th>capacity</th><th>precision</th><th>recall</th><th>precision (random share)</th>
 <th>recall (random share)</th><th>true recall</th><th>rules-only true recall</th>
 <th>random true recall</th></tr>{"".join(rows)}</table>
-<h2>Per typology, 5% capacity</h2><table><tr><th>typology</th><th>true recall</th></tr>
-{typ_rows}</table>{imgs}</body></html>"""
+{typ_section}{imgs}</body></html>"""
     path = folder / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

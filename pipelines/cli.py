@@ -292,6 +292,7 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train a LightGBM model on inspected shipments; register it as `challenger`."""
+    from models.assess import MissingInputError as MissingModelInputError
     from models.dataset import Target
     from models.train import TrainConfig
     from pipelines.features import MissingInputError
@@ -310,7 +311,7 @@ def train(
                 config=TrainConfig(seed=seed, max_depth=max_depth),
                 say=lambda m: bar.update(task, description=m),
             )
-    except (MissingInputError, ValueError) as exc:
+    except (MissingInputError, MissingModelInputError, ValueError) as exc:
         _fail(str(exc))
         return
     summary = {
@@ -387,8 +388,11 @@ def promote(
         str | None, typer.Option("--reason", help="Why (needed with --force).")
     ] = None,
     who: Annotated[
-        str, typer.Option("--by", envvar="USER", help="Who promotes (recorded).")
-    ] = "unknown",
+        str | None,
+        typer.Option(
+            "--by", envvar="USER", help="Who promotes (recorded); required when USER is not set."
+        ),
+    ] = None,
 ) -> None:
     """Make a version the champion after comparing it with the current champion;
     recorded with who and why in the operational database and its audit log."""
@@ -400,6 +404,9 @@ def promote(
 
     if not version:
         _fail("--version is required")
+    if who is None:
+        _fail("--by is required: a promotion names the person who decides it (USER is not set)")
+        return
     layout = _layout(data)
     engine, factory, _ = open_database(data)
     try:
@@ -444,7 +451,7 @@ def score(
 ) -> None:
     """Score validated shipments in batch into scores/ (explaining the riskiest)."""
     from pipelines.features import MissingInputError
-    from pipelines.modelling import run_score
+    from pipelines.modelling import UnknownModelError, run_score
 
     layout = _layout(data)
     try:
@@ -456,7 +463,7 @@ def score(
                 since=_date(since, "--since"),
                 say=lambda m: bar.update(task, description=m),
             )
-    except MissingInputError as exc:
+    except (MissingInputError, UnknownModelError) as exc:
         _fail(str(exc))
         return
     summary = {
@@ -496,13 +503,29 @@ def import_(
     except (MappingError, InputFileError) as exc:
         _fail(str(exc))
         return
-    summary = {"rows": run.rows, "absent": run.absent, "extras": run.extras}
+    summary = {
+        "rows": run.rows,
+        "absent": run.absent,
+        "extras": run.extras,
+        "files": run.files,
+        "replaced": run.replaced,
+        "read_as_no_finding": run.read_as_negative,
+    }
     if as_json:
         out.print_json(json.dumps(summary))
         return
     out.print(
         f"Imported into {layout.raw}: " + ", ".join(f"{t} {n:,}" for t, n in run.rows.items())
     )
+    for source, name in run.files.items():
+        again = " (imported before: replaces that import)" if source in run.replaced else ""
+        out.print(f"  {source} -> {name}{again}")
+    if run.read_as_negative:
+        values = ", ".join(f"'{v}' ({n:,})" for v, n in run.read_as_negative.items())
+        out.print(
+            f"  read as no finding (not positive; the mapping declares no negative values, "
+            f"add finding.negative to reject unknown ones): {values}"
+        )
     for table, cols in run.absent.items():
         out.print(f"  {table}: not in the export, left empty: {', '.join(cols)}")
     if run.extras:

@@ -118,10 +118,11 @@ def _ensure_accounts(session: Session, accounts: Sequence[DemoAccount]) -> None:
 
 
 def _load_rules(session: Session) -> tuple[int, int]:
-    from serving.rules_engine import load_rules_yaml
+    from serving.rules_engine import read_rules_yaml
     from serving.services import import_rules
 
-    created, unchanged = import_rules(session, load_rules_yaml(RULES_FILE.read_text()), DEMO_ACTOR)
+    rules = read_rules_yaml(RULES_FILE.read_text())
+    created, unchanged = import_rules(session, rules, DEMO_ACTOR, keep_newer=True)
     session.commit()
     return len(created), len(unchanged)
 

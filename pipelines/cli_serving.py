@@ -1,5 +1,5 @@
-"""`caravan serve`, `caravan users create`, `caravan audit verify|replay`,
-`caravan travellers purge`.
+"""`caravan serve`, `caravan users create|list|disable|enable|update|unlock|reset-password`,
+`caravan audit verify|replay`, `caravan travellers purge`.
 
 Registered on the main CLI with `register(app)`.
 """
@@ -42,6 +42,35 @@ def open_database(data: Path | None) -> tuple[Engine, sessionmaker[Session], Dat
 _session = open_database  # the former name
 
 
+def existing_database(data: Path | None) -> tuple[Engine, sessionmaker[Session], DataLayout]:
+    """The deployment's database as it is, for reading: nothing is created or migrated.
+    Exits 2 naming what is missing when there is no Caravan database there."""
+    from data_contracts.settings import DataLayout, Settings
+    from serving.db import current_revision, database_url, make_engine, session_factory, sqlite_path
+
+    settings = Settings(data=data) if data is not None else Settings()
+    layout = DataLayout(settings.data)
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        err.print(f"no database at {path}: is --data the deployment's data directory?")
+        raise typer.Exit(2)
+    engine = make_engine(url)
+    if current_revision(engine) is None:
+        engine.dispose()
+        where = path or engine.url.render_as_string(hide_password=True)
+        err.print(f"no Caravan database at {where}: it was never set up")
+        raise typer.Exit(2)
+    return engine, session_factory(engine), layout
+
+
+def _known_offices(session: Session, layout: DataLayout) -> set[str]:
+    from serving.auth import known_offices
+    from serving.services import QueueSettings
+
+    return known_offices(session, QueueSettings().office_capacities, layout.validated)
+
+
 def serve(
     data: DataOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -72,9 +101,10 @@ def users_create(
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
     ] = "",
+    by: Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (audited).")] = "cli",
 ) -> None:
-    """Create a user (the password is asked for, never echoed)."""
-    from serving.auth import Role, create_user
+    """Create a user (the password is asked for, never echoed); audited."""
+    from serving.auth import Role, check_office, create_user
 
     try:
         role_value = Role(role)
@@ -84,9 +114,10 @@ def users_create(
     if role_value is Role.officer and not office:
         err.print("an officer needs --office")
         raise typer.Exit(2)
-    engine, factory, _layout = open_database(data)
+    engine, factory, layout = open_database(data)
     try:
         with factory() as session:
+            check_office(office, _known_offices(session, layout))
             create_user(
                 session,
                 username=username,
@@ -94,6 +125,7 @@ def users_create(
                 role=role_value,
                 display_name=display_name or username,
                 office_code=office,
+                actor=by,
             )
             session.commit()
     except ValueError as exc:
@@ -104,50 +136,220 @@ def users_create(
     out.print(f"user {username} ({role_value.value}) created")
 
 
-@audit_app.command("verify")
-def audit_verify(data: DataOption = None) -> None:
-    """Check the audit log's hash chain; name the first broken entry (exit 1)."""
-    from serving.services import verify_audit
+ByOption = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (audited).")]
+
+
+def _change_user(data: Path | None, username: str, by: str, **changes: object) -> None:
+    """Apply `update_user` (or a password reset) to one user, audited; exit 1 if refused."""
+    from sqlalchemy import select
+
+    from serving.auth import check_office, set_password, update_user
+    from serving.orm import User
+
+    password = changes.pop("password", None)
+    engine, factory, layout = open_database(data)
+    try:
+        with factory() as session:
+            user = session.scalar(select(User).where(User.username == username))
+            if user is None:
+                err.print(f"no user {username!r}")
+                raise typer.Exit(1)
+            if isinstance(changes.get("office_code"), str):
+                check_office(str(changes["office_code"]), _known_offices(session, layout))
+            done = update_user(session, user, actor=by, via="cli", **changes)  # type: ignore[arg-type]
+            if isinstance(password, str):
+                set_password(session, user, password, actor=by)
+                done["password"] = ["***", "***"]
+            session.commit()
+    except ValueError as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    if not done:
+        out.print(f"user {username}: nothing to change")
+        return
+    what = ", ".join(
+        f"{k} {v[0]} -> {v[1]}" if k != "password" else "password reset" for k, v in done.items()
+    )
+    out.print(f"user {username}: {what}")
+
+
+@users_app.command("list")
+def users_list(data: DataOption = None) -> None:
+    """List users: role, office, active, locked."""
+    from sqlalchemy import select
+
+    from serving.orm import User
 
     engine, factory, _layout = open_database(data)
     try:
         with factory() as session:
-            n, result, seq = verify_audit(session)
+            users = list(session.scalars(select(User).order_by(User.username)))
     finally:
         engine.dispose()
-    if result.ok:
-        out.print(f"audit log intact: {n} entries")
-        return
-    out.print(f"audit log BROKEN at entry seq={seq} id={result.first_broken_id}: {result.reason}")
-    raise typer.Exit(1)
+    for u in users:
+        state = "active" if u.active else "DISABLED"
+        locked = f" locked until {u.locked_until:%Y-%m-%d %H:%M} UTC" if u.locked_until else ""
+        out.print(f"{u.username}\t{u.role}\t{u.office_code or '-'}\t{state}{locked}")
+
+
+@users_app.command("disable")
+def users_disable(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+    """Disable a user: sign-in refused, and every token of the user refused at once."""
+    _change_user(data, username, by, active=False)
+
+
+@users_app.command("enable")
+def users_enable(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+    """Enable a disabled user again (old tokens stay refused: sign in again)."""
+    _change_user(data, username, by, active=True)
+
+
+@users_app.command("unlock")
+def users_unlock(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+    """Clear the lock that failed logins put on a user."""
+    _change_user(data, username, by, unlock=True)
+
+
+@users_app.command("update")
+def users_update(
+    username: str,
+    data: DataOption = None,
+    role: Annotated[
+        str | None, typer.Option(help="officer, analyst, data_scientist, auditor, admin")
+    ] = None,
+    office: Annotated[str | None, typer.Option(help="Office code (officers).")] = None,
+    display_name: Annotated[str | None, typer.Option(help="Full name.")] = None,
+    by: ByOption = "cli",
+) -> None:
+    """Change a user's role, office or name; audited."""
+    from serving.auth import Role
+
+    changes: dict[str, object] = {"display_name": display_name}
+    if role is not None:
+        try:
+            changes["role"] = Role(role)
+        except ValueError:
+            err.print(f"--role: unknown role {role!r}")
+            raise typer.Exit(2) from None
+    if office is not None:
+        changes["office_code"] = office
+    _change_user(data, username, by, **changes)
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    username: str,
+    data: DataOption = None,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+    by: ByOption = "cli",
+) -> None:
+    """Set a new password (asked for, never echoed); ends the user's sessions; audited."""
+    _change_user(data, username, by, password=password)
+
+
+def _parse_head(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        err.print(f"--expect: {value!r} is not SEQ:HASH (a head printed by an earlier verify)")
+        raise typer.Exit(2)
+    return int(seq), digest
+
+
+@audit_app.command("verify")
+def audit_verify(
+    data: DataOption = None,
+    expect: Annotated[
+        str | None,
+        typer.Option(
+            "--expect",
+            help="A head printed by an earlier verify, SEQ:HASH: that entry must still be "
+            "there with that hash (detects entries deleted at the end or a rewritten log).",
+        ),
+    ] = None,
+) -> None:
+    """Check the audit log: hash chain, lookup columns, a recorded head, and that stored
+    scores, outcomes, referrals, views, rules and promotions have their entries. Names
+    the first problem (exit 1); prints the head to keep. Creates nothing."""
+    from serving.services import audit_report
+
+    checkpoint = _parse_head(expect)
+    engine, factory, _layout = existing_database(data)
+    try:
+        with factory() as session:
+            report = audit_report(session, checkpoint)
+    finally:
+        engine.dispose()
+    result = report.result
+    if not result.ok:
+        if report.broken_seq is None:
+            out.print(f"audit log BROKEN: {result.reason}")
+        else:
+            out.print(
+                f"audit log BROKEN at entry seq={report.broken_seq} "
+                f"id={result.first_broken_id}: {result.reason}"
+            )
+        raise typer.Exit(1)
+    checked = f", recorded head {checkpoint[0]} found unchanged" if checkpoint else ""
+    out.print(f"audit log intact: {report.entries} entries{checked}")
+    if report.head is not None:
+        head = f"{report.head[0]}:{report.head[1]}"
+        out.print(f"head: {head}", soft_wrap=True)
+        out.print(f"(keep it; later: caravan audit verify --expect {head})", soft_wrap=True)
 
 
 @audit_app.command("replay")
 def audit_replay(
     shipment_id: Annotated[str, typer.Argument(help="Shipment to replay.")],
     data: DataOption = None,
+    score_id: Annotated[
+        int | None, typer.Option("--score-id", help="This stored score (default: the latest).")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every stored score of the shipment.")
+    ] = False,
 ) -> None:
-    """Recompute a stored score from its stored feature vector and model version."""
+    """Recompute a stored score from its stored feature vector and model version, and
+    compare the stored score with its audit entry (probability, lane, model, feature
+    vector). MISMATCH (exit 1) when either differs."""
     from models.registry import Registry
     from serving.scoring import ModelHolder
-    from serving.services import ServiceError, replay
+    from serving.services import ServiceError, replay, replay_all
 
-    engine, factory, layout = open_database(data)
+    if every and score_id is not None:
+        err.print("--all and --score-id: give one of them")
+        raise typer.Exit(2)
+    engine, factory, layout = existing_database(data)
     holder = ModelHolder(Registry(layout.mlflow_db, layout.mlflow_artifacts))
     try:
         with factory() as session:
-            result = replay(session, holder, shipment_id)
+            if every:
+                results = replay_all(session, holder, shipment_id)
+            else:
+                results = [replay(session, holder, shipment_id, score_id)]
     except ServiceError as exc:
         err.print(exc.message)
         raise typer.Exit(1) from None
     finally:
         engine.dispose()
-    out.print(
-        f"shipment {shipment_id} score {result['score_id']} model {result['model_version']}: "
-        f"stored {result['stored']!r} recomputed {result['recomputed']!r} "
-        f"{'MATCH' if result['matches'] else 'MISMATCH'}"
-    )
-    if not result["matches"]:
+    for result in results:
+        verdict = "MATCH" if result["matches"] else "MISMATCH"
+        if not result["recomputed_matches"]:
+            verdict += " (recomputed differs from stored)"
+        if result["differences"]:
+            verdict += (
+                " (stored differs from the audit log: " + "; ".join(result["differences"]) + ")"
+            )
+        out.print(
+            f"shipment {shipment_id} score {result['score_id']} model {result['model_version']}: "
+            f"stored {result['stored']!r} recomputed {result['recomputed']!r} {verdict}"
+        )
+    if not all(r["matches"] for r in results):
         raise typer.Exit(1)
 
 
@@ -176,6 +378,7 @@ def travellers_purge(
     import polars as pl
 
     from pipelines.validate import write_parquet
+    from serving.db import narrow_to_owner
     from serving.retention import RetentionError, cutoff_for, purge_travellers
 
     try:
@@ -184,19 +387,25 @@ def travellers_purge(
         err.print(f"--days: {exc}")
         raise typer.Exit(2) from None
     engine, factory, layout = open_database(data)
+    path = layout.validated / "travellers.parquet"
     try:
+        # The file first (written aside, not yet in place), then the database rows and
+        # one audit entry with both counts; the file replaces the old one once that entry
+        # is committed, so the record never says less than was erased.
+        on_disk, kept = 0, None
+        if path.exists():
+            frame = pl.read_parquet(path)
+            kept = frame.filter(pl.col("departure_at") >= cutoff)
+            on_disk = frame.height - kept.height
         with factory() as session:
-            stored = purge_travellers(session, cutoff, by)
+            stored = purge_travellers(
+                session, cutoff, by, files={str(path.relative_to(layout.root)): on_disk}
+            )
+        if kept is not None and on_disk:
+            write_parquet(kept, path)
+        narrow_to_owner(path)
     finally:
         engine.dispose()
-    path = layout.validated / "travellers.parquet"
-    on_disk = 0
-    if path.exists():
-        frame = pl.read_parquet(path)
-        kept = frame.filter(pl.col("departure_at") >= cutoff)
-        on_disk = frame.height - kept.height
-        if on_disk:
-            write_parquet(kept, path)
     out.print(
         f"purged traveller records that departed before {cutoff:%Y-%m-%d}: "
         f"{stored} in the database, {on_disk} in {path}"

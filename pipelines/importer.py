@@ -1,22 +1,37 @@
 """`caravan import`: an administration's own export, mapped onto the contracts
 through a YAML mapping (see `data_contracts.mapping`), written to raw/.
 
-Writes raw/<table>/<file>.parquet for shipments, items and outcomes, the extra
-columns to raw/extras/<file>.parquet, and records the contract columns the export
+Writes raw/<table>/<name>.parquet for shipments, items and outcomes and the extra
+columns to raw/extras/<name>.parquet, and records the contract columns the export
 does not have in raw/absent.json (read by `caravan validate`).
+
+<name> is `<n>-<file stem>-<content hash>`: files with the same name (monthly
+folders, successive imports) never overwrite each other, and `<n>` numbers the
+imports so that validation reads them in the order they were imported (the first
+row with an id is kept). Importing a file with the very same content again
+replaces its earlier import (under its first name) instead of adding its rows a
+second time: that is how a corrected mapping is applied to an export.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 import yaml
 from pydantic import ValidationError
 
-from data_contracts.mapping import DeclarationMapping, MappingError, apply_mapping
+from data_contracts.mapping import (
+    IMPORTED_TABLES,
+    DeclarationMapping,
+    MappingError,
+    apply_mapping,
+    undeclared_negatives,
+)
 from data_contracts.readers import InputFileError
 from data_contracts.settings import DataLayout
 from pipelines.validate import ABSENT_FILE, read_absent, write_parquet
@@ -53,6 +68,39 @@ class ImportRun:
     rows: dict[str, int]
     absent: dict[str, list[str]]
     extras: list[str]
+    files: dict[str, str] = field(default_factory=dict)  # input file -> name in raw/
+    replaced: list[str] = field(default_factory=list)  # inputs imported before, replaced
+    read_as_negative: dict[str, int] = field(default_factory=dict)  # label value -> rows
+
+
+_NAME = re.compile(r"^(\d{4,})-.*-([0-9a-f]{16})$")
+_FOLDERS = (*IMPORTED_TABLES, "extras")
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()[:16]
+
+
+def _imported(layout: DataLayout) -> dict[str, str]:
+    """content hash -> output name of every earlier import in raw/."""
+    names: dict[str, str] = {}
+    for folder in _FOLDERS:
+        directory = layout.raw / folder
+        if directory.is_dir():
+            for f in directory.glob("*.parquet"):
+                m = _NAME.match(f.stem)
+                if m:
+                    names.setdefault(m.group(2), f.stem)
+    return names
+
+
+def _next_number(names: dict[str, str]) -> int:
+    used = [int(m.group(1)) for n in names.values() if (m := _NAME.match(n))]
+    return max(used, default=0) + 1
 
 
 def run_import(layout: DataLayout, mapping_path: Path, files: list[Path]) -> ImportRun:
@@ -60,20 +108,42 @@ def run_import(layout: DataLayout, mapping_path: Path, files: list[Path]) -> Imp
     rows: dict[str, int] = {}
     absent: dict[str, set[str]] = {t: set(v) for t, v in read_absent(layout).items()}
     extras: list[str] = []
+    names = _imported(layout)
+    written: dict[str, str] = {}
+    replaced: list[str] = []
+    negatives: dict[str, int] = {}
+    seen: set[str] = set()
     for path in files:
         frame = read_export(path, mapping)
         mapping.check(frame.columns, str(path))
+        digest = _digest(path)
+        if digest in seen:  # the same content given twice in one run
+            continue
+        seen.add(digest)
         tables, extra, missing = apply_mapping(mapping, frame)
+        name = names.get(digest)
+        if name is None:
+            name = f"{_next_number(names):04d}-{path.stem}-{digest}"
+            names[digest] = name
+        else:
+            replaced.append(str(path))
+            for folder in _FOLDERS:
+                (layout.raw / folder / f"{name}.parquet").unlink(missing_ok=True)
+        written[str(path)] = name
         for table, out in tables.items():
-            write_parquet(out, layout.raw / table / f"{path.stem}.parquet")
+            write_parquet(out, layout.raw / table / f"{name}.parquet")
             rows[table] = rows.get(table, 0) + out.height
         for table, cols in missing.items():
             absent.setdefault(table, set()).update(cols)
         if extra.width > 1:
-            write_parquet(extra, layout.raw / "extras" / f"{path.stem}.parquet")
+            write_parquet(extra, layout.raw / "extras" / f"{name}.parquet")
             extras = [c for c in extra.columns if c != "shipment_id"]
+        for value, n in undeclared_negatives(mapping, frame).items():
+            negatives[value] = negatives.get(value, 0) + n
     layout.raw.mkdir(parents=True, exist_ok=True)
     (layout.raw / ABSENT_FILE).write_text(
         json.dumps({t: sorted(c) for t, c in absent.items()}, indent=2)
     )
-    return ImportRun(rows, {t: sorted(c) for t, c in absent.items()}, extras)
+    return ImportRun(
+        rows, {t: sorted(c) for t, c in absent.items()}, extras, written, replaced, negatives
+    )

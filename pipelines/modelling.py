@@ -186,7 +186,8 @@ def run_train(
             **config.as_dict(),
             "target": target.value,
             "feature_set_version": feature_set_version(),
-            "data_hash": data_hash(data),
+            # the rows split (after --until), not everything labelled
+            "data_hash": data_hash(pl.concat([split.train, split.valid, split.test])),
             "code_version": code_version(),
             "best_iteration": trained.best_iteration,
             **{f"{k}_window": f"{v[0]}|{v[1]}" for k, v in windows.items()},
@@ -216,6 +217,8 @@ def run_train(
             code_version=params["code_version"],
             metrics=ev.to_json(),
             best_iteration=trained.best_iteration,
+            inputs=trained.feature_names,
+            unavailable=dict(meta.get("unavailable", {})),
         )
         final = layout.reports / "evaluation" / f"v{version}"
         if final.exists():
@@ -290,6 +293,24 @@ def run_promote(
     )
 
 
+class UnknownModelError(LookupError):
+    """No registered model version with that number or alias."""
+
+
+def _load_model(layout: DataLayout, ref: str) -> tuple[Any, Any]:
+    if not layout.mlflow_db.exists():  # nothing trained here (and do not create the store)
+        raise UnknownModelError(f"no registered model version or alias {ref!r}: nothing trained")
+    reg = registry(layout)
+    try:
+        reg.version(ref)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnknownModelError(
+            f"no registered model version or alias {ref!r} ({detail})"
+        ) from None
+    return reg.load(ref)
+
+
 def run_score(
     layout: DataLayout,
     ref: str = CHAMPION,
@@ -298,8 +319,7 @@ def run_score(
     say: Say | None = None,
 ) -> tuple[pl.DataFrame, Path]:
     say = say or (lambda _m: None)
-    reg = registry(layout)
-    booster, mv = reg.load(ref)
+    booster, mv = _load_model(layout, ref)
     features = read_features(layout)
     if since is not None:
         features = features.filter(pl.col("declared_at") >= since)
@@ -335,6 +355,7 @@ __all__ = [
     "Promotion",
     "PromotionRefusedError",
     "Split",
+    "UnknownModelError",
     "read_features",
     "read_outcomes",
     "run_evaluate",

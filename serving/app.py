@@ -8,7 +8,7 @@ Nothing happens at import time.
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -62,11 +62,20 @@ class PayloadTooLargeError(HTTPException):
 
 
 class BodySizeLimitMiddleware:
-    """413 when Content-Length, or the body actually streamed, exceeds `max_bytes`."""
+    """413 when Content-Length, or the body actually streamed, exceeds the limit:
+    `by_path[path]` for a request path listed there (routes taking whole files),
+    else `max_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, by_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.by_path = {p.rstrip("/") or "/": n for p, n in (by_path or {}).items()}
+
+    def limit(self, scope: Scope) -> int:
+        path = str(scope.get("path", "")).rstrip("/") or "/"
+        return self.by_path.get(path, self.max_bytes)
 
     async def _reject(self, send: Send, status: int, detail: str) -> None:
         response = JSONResponse(
@@ -78,6 +87,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.limit(scope)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -85,10 +95,8 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     await self._reject(send, 400, "invalid Content-Length")
                     return
-                if declared > self.max_bytes:
-                    await self._reject(
-                        send, 413, f"request body larger than {self.max_bytes} bytes"
-                    )
+                if declared > max_bytes:
+                    await self._reject(send, 413, f"request body larger than {max_bytes} bytes")
                     return
         received = 0
         started = False
@@ -98,8 +106,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLargeError(self.max_bytes)
+                if received > max_bytes:
+                    raise PayloadTooLargeError(max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -113,7 +121,7 @@ class BodySizeLimitMiddleware:
         except PayloadTooLargeError:
             if started:
                 raise
-            await self._reject(send, 413, f"request body larger than {self.max_bytes} bytes")
+            await self._reject(send, 413, f"request body larger than {max_bytes} bytes")
 
 
 async def _no_receive() -> Message:  # pragma: no cover - responses do not read
@@ -265,7 +273,11 @@ def create_app(
     app.state.metrics = metrics
 
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=serving.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=serving.max_body_bytes,
+        by_path=serving.max_body_bytes_by_path,
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes_of=app)
 
     app.include_router(health.router)
@@ -293,6 +305,17 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
         holder.refresh()
     app.state.model = holder if holder.ready else None
     app.state.services = Services(layout, holder, HistoryStore.load(layout), queue_settings)
+    # Screen with the watchlists held in the database (lists loaded over the API
+    # survive a restart), before the feature state is built.
+    from serving.services import restore_ingested, restore_watchlists
+
+    with app.state.session_factory() as session:
+        restore_watchlists(session, app.state.services)
+        # what the API recorded before a restart (validated/ holds only what
+        # `caravan validate` accepted)
+        restored = restore_ingested(session, app.state.services)
+        if any(restored.values()):
+            log.info("history: restored from the database %s", restored)
 
     def refresh_loop() -> None:
         while not stop.wait(queue_settings.model_refresh_seconds):

@@ -9,8 +9,14 @@ where content is everything in the entry except the two hashes (seq, entry_id,
 at, kind, actor, payload). `verify` walks the chain and names the first entry
 that breaks it: a changed entry no longer matches its hash; a deleted, inserted
 or moved entry breaks the sequence numbers or the link to the previous hash.
-Deleting entries at the end cannot be seen from the rows alone: pass the head
-hash (and count) recorded elsewhere as `expected_head` to catch it.
+Deleting entries at the end cannot be seen from the rows alone: keep the head
+(seq and hash) that a verification reports, and pass it later as `checkpoint`: the
+entry with that seq must still be there with that hash (so nothing at or before it
+was removed or rewritten, even by someone who recomputed the hashes after it).
+
+Lookup columns kept beside an entry but outside the hash (the audit_log's
+`entity`/`entity_id`) are passed as `AuditEntry.lookup`; `verify` checks that each
+equals the copy inside the hashed payload, so that editing one is detected too.
 
 Canonical JSON: keys sorted, no whitespace, UTF-8, datetimes converted to UTC
 ISO 8601 (``2025-03-01T08:00:00+00:00``; naive datetimes are refused as
@@ -27,7 +33,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -104,6 +110,9 @@ class AuditEntry:
     payload: Mapping[str, Any]
     prev_hash: str
     hash: str
+    # columns stored beside the entry, outside the hash, that must equal the payload's
+    # copies (name -> value); None when there are none
+    lookup: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def content(self) -> dict[str, Any]:
         """Everything the hash covers."""
@@ -151,10 +160,12 @@ def verify(
     start_seq: int = 1,
     anchor_hash: str = GENESIS_HASH,
     expected_head: str | None = None,
+    checkpoint: tuple[int, str] | None = None,
 ) -> VerifyResult:
     """Check a chain (or a segment of it starting at `start_seq` after `anchor_hash`).
 
-    Returns the first entry that breaks it, with the reason."""
+    `checkpoint` (seq, hash): a head recorded earlier; the entry with that seq must be
+    present with that hash. Returns the first entry that breaks it, with the reason."""
 
     def broken(i: int, reason: str) -> VerifyResult:
         entry_id = entries[i].entry_id if i < len(entries) else None
@@ -183,7 +194,28 @@ def verify(
             return broken(i, f"content cannot be serialised: {exc}")
         if recomputed != entry.hash:
             return broken(i, "hash does not match the content: the entry was edited")
+        for name, value in (entry.lookup or {}).items():
+            hashed = entry.payload.get(name)
+            if value != hashed:
+                return broken(
+                    i,
+                    f"column {name} holds {value!r} but the hashed entry says {hashed!r}: "
+                    "the column was edited",
+                )
+        if checkpoint is not None and entry.seq == checkpoint[0] and entry.hash != checkpoint[1]:
+            return broken(
+                i,
+                f"entry {entry.seq} does not have the recorded head hash {checkpoint[1][:16]}...: "
+                "the log was rewritten at or before this entry",
+            )
         prev_hash = entry.hash
+    last_seq = start_seq + len(entries) - 1
+    if checkpoint is not None and last_seq < checkpoint[0]:
+        return broken(
+            len(entries),
+            f"the log ends at entry {last_seq} but entry {checkpoint[0]} was recorded as its "
+            f"head: {checkpoint[0] - last_seq} entr(ies) at the end were deleted",
+        )
     if expected_head is not None and prev_hash != expected_head:
         return broken(
             len(entries),

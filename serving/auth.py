@@ -16,6 +16,16 @@ Failed logins (documented policy, `LockoutPolicy`):
 
 Secrets are never logged nor returned: passwords are only hashed, API keys are
 stored as SHA-256 and shown once at creation, tokens are not logged.
+
+Sign-out is server-side: `end_sessions` sets the user's `sessions_valid_after`, and
+every bearer token (API or web session cookie) issued before it is refused, so a copied
+token stops working and cannot be renewed. Disabling a user and resetting a password
+end the user's sessions too.
+
+Account administration is audited in the same transaction as the change (the caller
+commits): user creation and changes, password resets, API-key creation and revocation
+(with the acting admin), successful logins and lockouts. An API key acts as
+`apikey:<id>:<name>`, and two active keys may not share a name.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import os
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -38,10 +49,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from data_contracts.settings import DataLayout
+from serving.db import write_lock
 from serving.orm import ApiKey, LoginThrottle, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -68,6 +80,18 @@ class AuthError(Exception):
     """Credentials missing, wrong, expired or revoked (HTTP 401)."""
 
 
+class InvalidFieldError(ValueError):
+    """An account change refused because of one field (HTTP 422 naming `field`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AccountConflictError(ValueError):
+    """An account change that conflicts with the stored state (HTTP 409)."""
+
+
 class LockedOutError(Exception):
     """Too many failed logins: try again after `retry_after` seconds (HTTP 429)."""
 
@@ -84,6 +108,18 @@ class ServingSettings(BaseSettings):
     secret_key: SecretStr | None = None
     token_ttl_seconds: int = 900
     max_body_bytes: int = 1_048_576
+    # Per-path exceptions to `max_body_bytes` (exact request path -> bytes), for the
+    # routes that take whole files: the UN SC list XML is 1.6 MB and growing.
+    # CARAVAN_MAX_BODY_BYTES_BY_PATH='{"/api/v1/watchlists/un": 67108864, ...}' (JSON;
+    # replaces this mapping whole).
+    max_body_bytes_by_path: dict[str, int] = {
+        "/api/v1/watchlists/un": 64 * 1024 * 1024,
+        "/api/v1/watchlists/national": 64 * 1024 * 1024,
+        # a batch of 1000 records (serving.schemas.MAX_BATCH): real declarations with
+        # their goods lines average ~2 KB, so 1 MiB would stop a batch at ~500
+        "/api/v1/shipments/batch": 8 * 1024 * 1024,
+        "/api/v1/travellers/batch": 8 * 1024 * 1024,
+    }
     login_lockout_threshold: int = 5
     login_lockout_base_seconds: float = 1.0
     login_lockout_max_seconds: float = 900.0
@@ -202,8 +238,10 @@ def create_access_token(
         "iss": JWT_ISSUER,
         "sub": username,
         "role": str(Role(role)),
-        "iat": int(issued.timestamp()),
-        "exp": int((issued + dt.timedelta(seconds=ttl_seconds)).timestamp()),
+        # to the microsecond (RFC 7519 allows fractions): a sign-out refuses the tokens
+        # issued before it, and a login a moment later must not be refused with them
+        "iat": round(issued.timestamp(), 6),
+        "exp": round((issued + dt.timedelta(seconds=ttl_seconds)).timestamp(), 6),
         "jti": uuid.uuid4().hex,
     }
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
@@ -231,6 +269,17 @@ def decode_access_token(secret: bytes, token: str) -> TokenClaims:
         raise AuthError("invalid token") from exc
 
 
+# --- the audit trail of account administration ----------------------------------------
+
+
+def _audit(
+    session: Session, kind: str, actor: str, payload: dict[str, object], entity: str, entity_id: str
+) -> None:
+    from serving.services import audit  # late: services is the heavier module
+
+    audit(session, kind, actor, dict(payload), entity=entity, entity_id=entity_id)
+
+
 # --- API keys --------------------------------------------------------------------------
 
 
@@ -242,6 +291,19 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def api_key_actor(key_id: int, name: str) -> str:
+    """How an API key is named in the record (audit actor, decisions, views): its id
+    makes it unique; cut to the 64 characters the actor columns hold."""
+    return f"apikey:{key_id}:{name}"[:64]
+
+
+def _active_keys(now: dt.datetime) -> list[ColumnElement[bool]]:
+    return [
+        ApiKey.revoked.is_(False),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+    ]
+
+
 def create_api_key(
     session: Session,
     *,
@@ -251,10 +313,19 @@ def create_api_key(
     office_code: str | None = None,
     expires_at: dt.datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """Store a new API key (hashed) and return it with the plain key, to show once."""
+    """Store a new API key (hashed), audited; return it with the plain key, to show once.
+    The caller commits. Raises AccountConflictError when an active key has the name."""
     role = Role(role)
     if role is Role.officer and not office_code:
-        raise ValueError("an officer key needs an office_code")
+        raise InvalidFieldError("office_code", "an officer key needs an office_code")
+    write_lock(session, "audit_log")  # one name check at a time
+    now = utcnow()
+    clash = session.scalar(select(ApiKey.id).where(ApiKey.name == name, *_active_keys(now)))
+    if clash is not None:
+        raise AccountConflictError(
+            f"an active API key is already named {name!r} (id {clash}): choose another name "
+            "or revoke that key"
+        )
     key = generate_api_key()
     row = ApiKey(
         key_hash=hash_api_key(key),
@@ -268,6 +339,22 @@ def create_api_key(
     )
     session.add(row)
     session.flush()
+    _audit(
+        session,
+        "api_key_create",
+        created_by,
+        {
+            "api_key_id": row.id,
+            "name": name,
+            "prefix": row.prefix,
+            "role": str(role),
+            "office_code": office_code,
+            "expires_at": expires_at,
+            "acts_as": api_key_actor(row.id, name),
+        },
+        "api_key",
+        str(row.id),
+    )
     log.info("API key %s (%s) created by %s for role %s", row.id, row.prefix, created_by, role)
     return row, key
 
@@ -284,15 +371,55 @@ def authenticate_api_key(session: Session, key: str) -> ApiKey:
     return row
 
 
-def revoke_api_key(session: Session, key_id: int) -> ApiKey | None:
+def revoke_api_key(session: Session, key_id: int, actor: str = "system") -> ApiKey | None:
+    """Revoke a key (audited; the caller commits). None when there is no such key."""
     row = session.get(ApiKey, key_id)
     if row is not None and not row.revoked:
         row.revoked = True
         row.revoked_at = utcnow()
+        _audit(
+            session,
+            "api_key_revoke",
+            actor,
+            {"api_key_id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role},
+            "api_key",
+            str(row.id),
+        )
     return row
 
 
 # --- users -----------------------------------------------------------------------------
+
+
+def known_offices(
+    session: Session, configured: Iterable[str] = (), validated: Path | None = None
+) -> set[str]:
+    """The offices the deployment knows: configured ones (office capacities), those of
+    stored shipments, and those of the validated history (`validated/shipments.parquet`)."""
+    from serving.orm import Shipment
+
+    offices = set(configured)
+    offices.update(session.scalars(select(Shipment.office_code).distinct()))
+    path = validated / "shipments.parquet" if validated is not None else None
+    if path is not None and path.exists():
+        import polars as pl
+
+        frame = pl.scan_parquet(path).select("office_code").unique().collect()
+        offices.update(str(v) for v in frame["office_code"].drop_nulls().to_list())
+    return offices
+
+
+def check_office(office_code: str | None, known: set[str]) -> None:
+    """Refuse an office the deployment does not know (InvalidFieldError on office_code).
+    A deployment that knows no office yet (no history, no shipment, no capacity
+    setting) has nothing to check against and accepts any."""
+    if office_code is not None and known and office_code not in known:
+        near = sorted(o for o in known if o[:2] == office_code[:2])[:10]
+        hint = f"; known offices of {office_code[:2]}: {', '.join(near)}" if near else ""
+        raise InvalidFieldError(
+            "office_code",
+            f"unknown office {office_code!r}: no shipment or capacity setting names it{hint}",
+        )
 
 
 def create_user(
@@ -303,16 +430,22 @@ def create_user(
     role: Role | str,
     display_name: str | None = None,
     office_code: str | None = None,
+    actor: str = "system",
 ) -> User:
-    """Add a user (the caller commits). Officers belong to an office."""
+    """Add a user, audited with `actor` (the caller commits). Officers belong to an office."""
     role = Role(role)
     if not USERNAME_PATTERN.fullmatch(username):
-        raise ValueError("username: 2-64 of a-z 0-9 . _ -, starting with a letter or digit")
+        raise InvalidFieldError(
+            "username", "username: 2-64 of a-z 0-9 . _ -, starting with a letter or digit"
+        )
     if role is Role.officer and not office_code:
-        raise ValueError("an officer needs an office_code")
-    check_password_policy(password, username)
+        raise InvalidFieldError("office_code", "an officer needs an office_code")
+    try:
+        check_password_policy(password, username)
+    except ValueError as exc:
+        raise InvalidFieldError("password", str(exc)) from None
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise ValueError(f"user {username!r} exists")
+        raise AccountConflictError(f"user {username!r} exists")
     user = User(
         username=username,
         display_name=display_name or username,
@@ -324,15 +457,127 @@ def create_user(
     )
     session.add(user)
     session.flush()
-    log.info("user %s created with role %s", username, role)
+    _audit(
+        session,
+        "user_create",
+        actor,
+        {
+            "username": username,
+            "display_name": user.display_name,
+            "role": str(role),
+            "office_code": office_code,
+        },
+        "user",
+        username,
+    )
+    log.info("user %s created with role %s by %s", username, role, actor)
     return user
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    check_password_policy(password, user.username)
+def end_sessions(user: User, at: dt.datetime | None = None) -> None:
+    """Refuse from now on every token the user was issued before `at` (default now)."""
+    user.sessions_valid_after = at or utcnow()
+
+
+def sign_out(session: Session, username: str) -> None:
+    """Server-side sign-out: the user's tokens issued until now stop working (the
+    caller commits)."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is not None:
+        end_sessions(user)
+        _audit(session, "logout", username, {"username": username}, "user", username)
+
+
+def set_password(session: Session, user: User, password: str, *, actor: str = "system") -> None:
+    """Set a new password (audited, never the password), unlock the account and end its
+    sessions. Raises InvalidFieldError (password) when the policy refuses it."""
+    try:
+        check_password_policy(password, user.username)
+    except ValueError as exc:
+        raise InvalidFieldError("password", str(exc)) from None
     user.password_hash = hash_password(password)
     user.failed_logins = 0
     user.locked_until = None
+    end_sessions(user)
+    _audit(
+        session, "user_password_reset", actor, {"username": user.username}, "user", user.username
+    )
+
+
+UNCHANGED: object = object()
+
+
+def _active_admins(session: Session) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == str(Role.admin), User.active.is_(True))
+        )
+        or 0
+    )
+
+
+def update_user(
+    session: Session,
+    user: User,
+    *,
+    actor: str,
+    display_name: str | None = None,
+    role: Role | str | None = None,
+    office_code: str | object | None = UNCHANGED,
+    active: bool | None = None,
+    unlock: bool = False,
+    via: str = "api",
+) -> dict[str, list[object]]:
+    """Change a user (what is given), audited with `actor`; the caller commits.
+
+    Disabling ends the user's sessions (its tokens are refused at once, and stay
+    refused if the user is enabled again); unlocking clears the failed-login lock.
+    Refuses (AccountConflictError) a change that leaves no active admin, and
+    (InvalidFieldError) an officer without an office. Returns the changes as
+    {field: [before, after]}."""
+    write_lock(session, "audit_log")  # one admin change at a time (the last-admin check)
+    changes: dict[str, list[object]] = {}
+    new_role = Role(role) if role is not None else Role(user.role)
+    new_office = user.office_code if office_code is UNCHANGED else office_code
+    if new_role is Role.officer and not new_office:
+        raise InvalidFieldError("office_code", "an officer needs an office_code")
+    if display_name is not None and display_name != user.display_name:
+        changes["display_name"] = [user.display_name, display_name]
+        user.display_name = display_name
+    if new_role != Role(user.role):
+        changes["role"] = [user.role, str(new_role)]
+        user.role = str(new_role)
+    if new_office != user.office_code:
+        changes["office_code"] = [user.office_code, new_office]
+        user.office_code = new_office if isinstance(new_office, str) else None
+    if active is not None and active != user.active:
+        changes["active"] = [user.active, active]
+        user.active = active
+        if not active:
+            end_sessions(user)
+    if unlock and (user.locked_until is not None or user.failed_logins):
+        changes["locked_until"] = [user.locked_until, None]
+        user.locked_until = None
+        user.failed_logins = 0
+    if not changes:
+        return changes
+    session.flush()
+    if _active_admins(session) == 0:
+        raise AccountConflictError(
+            f"this change would leave no active admin: {user.username!r} is the last one"
+        )
+    _audit(
+        session,
+        "user_change",
+        actor,
+        {"username": user.username, "changes": changes, "via": via},
+        "user",
+        user.username,
+    )
+    log.info("user %s changed by %s: %s", user.username, actor, sorted(changes))
+    return changes
 
 
 # --- login with slowdown ---------------------------------------------------------------
@@ -417,6 +662,7 @@ def authenticate_password(
         if ip_row is not None:
             ip_row.failures = 0
             ip_row.locked_until = None
+        _audit(session, "login", username, {"client_ip": client_ip}, "user", username)
         log.info("login ok: user=%s ip=%s", username, client_ip)
         return user
 
@@ -425,6 +671,18 @@ def authenticate_password(
         seconds = policy.lock_seconds(user.failed_logins, policy.threshold)
         if seconds:
             user.locked_until = now + dt.timedelta(seconds=seconds)
+            _audit(
+                session,
+                "login_lockout",
+                username,
+                {
+                    "client_ip": client_ip,
+                    "failures": user.failed_logins,
+                    "locked_until": user.locked_until,
+                },
+                "user",
+                username,
+            )
     else:
         _throttle_fail(session, f"user:{username}", policy.threshold, policy, now)
     if ip_key:
@@ -453,6 +711,8 @@ def principal_from_token(session: Session, secret: bytes, token: str) -> Princip
     user = session.scalar(select(User).where(User.username == claims.username))
     if user is None or not user.active:
         raise AuthError("unknown or inactive user")
+    if user.sessions_valid_after is not None and claims.issued_at < user.sessions_valid_after:
+        raise AuthError("session ended: sign in again")
     return Principal(
         username=user.username,
         role=Role(user.role),
@@ -465,7 +725,7 @@ def principal_from_token(session: Session, secret: bytes, token: str) -> Princip
 def principal_from_api_key(session: Session, key: str) -> Principal:
     row = authenticate_api_key(session, key)
     return Principal(
-        username=f"apikey:{row.name}",
+        username=api_key_actor(row.id, row.name),
         role=Role(row.role),
         office_code=row.office_code,
         display_name=row.name,

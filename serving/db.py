@@ -3,10 +3,18 @@
 SQLite (a file in the data directory) is the default; PostgreSQL is used when
 `CARAVAN_DATABASE_URL` is set (driver psycopg 3). Nothing here runs at import
 time: engines are made by `make_engine` and migrations run by `upgrade`.
+
+The SQLite file holds password and API-key hashes, traveller records and the audit
+log: it is created readable by its owner only (0600), and an existing file readable
+by others is narrowed to 0600 when an engine is made (SQLite gives its -wal and -shm
+files the mode of the database file).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,8 +30,41 @@ from sqlalchemy.orm import Session, sessionmaker
 from data_contracts.settings import DataLayout, Settings
 from serving.orm import Lock
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_file(path: Path) -> None:
+    """Create `path` (empty) readable and writable by its owner only, or narrow an
+    existing file that group or others may read to 0600 (with a warning)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        narrow_to_owner(path)
+    else:
+        os.close(fd)
+
+
+def narrow_to_owner(path: Path) -> None:
+    """chmod 600 a file that group or others may access (nothing if absent)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(mode) & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("%s was readable by others: narrowed to its owner (0600)", path)
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -58,7 +99,11 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)
+            for suffix in SQLITE_SIDE_FILES:
+                narrow_to_owner(path.with_name(path.name + suffix))
         engine = create_engine(
             parsed,
             echo=echo,

@@ -1,8 +1,9 @@
 """The history new shipments are scored against, in one place.
 
 `HistoryStore` holds a `features.context.History`: the validated Parquet files at
-start-up, plus what arrives through the API (shipments with their items,
-traveller records, outcomes, watchlist changes), appended in memory. Readers take
+start-up (the watchlists then replaced by the database's, `set_watchlist`), plus
+what arrives through the API (shipments with their items, traveller records,
+outcomes, watchlist changes), appended in memory. Readers take
 a `snapshot()` (an immutable History); writers replace it whole under a lock, so a
 request never sees half an update. The feature state new shipments are scored
 against is kept here too, brought up to date with what arrived just before each
@@ -147,6 +148,46 @@ class HistoryStore:
     def snapshot(self) -> History:
         return self._history
 
+    def _held_rows(self, table: str, frame: pl.DataFrame, key: str, ids: set[str]) -> pl.DataFrame:
+        """The rows of `frame` whose `key` is one of `ids` (`_lock` held); the set of
+        keys held spares the scan in the usual case, when none is."""
+        if not ids or self._keys(table, frame, key).isdisjoint(ids):
+            return frame.clear()
+        return frame.filter(pl.col(key).is_in(sorted(ids)))
+
+    def held_shipments(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Shipments of the history (validated/ and those ingested since start) with
+        these ids: id -> the record with its goods lines under "items"."""
+        wanted = set(ids)
+        with self._lock:
+            h = self._history
+            ships = self._held_rows("ships", h.shipments, "shipment_id", wanted)
+            if ships.is_empty():
+                return {}
+            lines = h.items.filter(pl.col("shipment_id").is_in(ships["shipment_id"].to_list()))
+        out: dict[str, dict[str, Any]] = {}
+        for row in ships.to_dicts():
+            out[str(row["shipment_id"])] = {**row, "items": []}
+        for line in lines.sort("line_no").to_dicts():
+            out[str(line["shipment_id"])]["items"].append(line)
+        return out
+
+    def item_owners(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """Goods line id -> the shipment the history holds it under, for these ids."""
+        wanted = set(item_ids)
+        with self._lock:
+            h = self._history
+            held = self._held_rows("items", h.items, "item_id", wanted)
+        return {str(i): str(s) for i, s in held.select("item_id", "shipment_id").iter_rows()}
+
+    def held_travellers(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Traveller records of the history with these ids: id -> record."""
+        wanted = set(ids)
+        with self._lock:
+            h = self._history
+            rows = self._held_rows("travellers", h.travellers, "traveller_record_id", wanted)
+        return {str(r["traveller_record_id"]): r for r in rows.to_dicts()}
+
     def add_shipments(self, ships: pl.DataFrame, items: pl.DataFrame) -> None:
         ships = _conform(ships, SHIPMENTS.polars_schema)
         items = _conform(items, ITEMS.polars_schema)
@@ -216,6 +257,16 @@ class HistoryStore:
                     ~pl.col("list_name").is_in(names)
                 )
                 new = pl.concat([kept, new], how="vertical")
+            self._history = History(h.shipments, h.items, h.outcomes, h.travellers, new)
+        with self._state_lock:
+            self._state = None
+
+    def set_watchlist(self, entries: pl.DataFrame | None) -> None:
+        """Screen with `entries` (every list) from now on: at start-up, the lists held
+        in the database (see `serving.services.restore_watchlists`)."""
+        with self._lock:
+            h = self._history
+            new = None if entries is None else _conform(entries, WATCHLIST.polars_schema)
             self._history = History(h.shipments, h.items, h.outcomes, h.travellers, new)
         with self._state_lock:
             self._state = None

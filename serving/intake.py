@@ -44,7 +44,9 @@ from data_contracts.rules import (
 )
 from data_contracts.schemas import CONTRACTS, ITEMS, SHIPMENTS, TRAVELLERS
 
-NOT_FOR_RECORDS = ("type", "unique", "parent_missing")
+# `maximum:` and `date_range:` are checked on records by the strict model already
+# (data_contracts.fields), which skips them when re-typing a record stored earlier.
+NOT_FOR_RECORDS = ("type", "unique", "parent_missing", "maximum", "date_range")
 SMALL_BATCH = 32  # up to this many records, the Python screen runs first
 SHIP = "__ship"  # position of the shipment in the request
 LINE = "__line"  # position of the goods line in its shipment's list
@@ -97,9 +99,10 @@ def _breaches(frame: pl.DataFrame, rules: tuple[Rule, ...], field_of: Any) -> li
         for i, rule in enumerate(rules):
             if flags_row[f"__r{i}"]:
                 reason = str(row.select(rule.message.fill_null(rule.description)).item())
-                out.append(
-                    RuleBreach(int(row[SHIP][0]), field_of(row, _column(rule)), rule.name, reason)
-                )
+                column = _column(rule)
+                if rule.field is not None:  # the rule knows which field of the row is wrong
+                    column = str(row.select(rule.field.fill_null(column)).item())
+                out.append(RuleBreach(int(row[SHIP][0]), field_of(row, column), rule.name, reason))
     return out
 
 

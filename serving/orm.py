@@ -113,6 +113,8 @@ class User(Base):
     locked_until: Mapped[dt.datetime | None]
     last_login_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Bearer tokens issued before this are refused (sign-out, disabling, password reset).
+    sessions_valid_after: Mapped[dt.datetime | None]
 
 
 class ApiKey(Base):
@@ -326,7 +328,8 @@ class AuditLog(Base):
     by database triggers; `seq` is assigned by the chain (1, 2, 3 ...), so two writers that
     chained onto the same entry collide on the primary key instead of forking the chain.
     Take `serving.db.write_lock(session, "audit_log")` before reading the head to append.
-    `entity`/`entity_id` are lookup columns outside the hash: repeat them in the payload."""
+    `entity`/`entity_id` are lookup columns outside the hash, repeated in the payload
+    (`services.audit` does): verification checks that the columns equal those copies."""
 
     __tablename__ = "audit_log"
     __table_args__ = (

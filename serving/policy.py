@@ -35,8 +35,29 @@ Queue (one office, one day)
     Every entry records its selection method and the exact probability with which
     this policy selected it (1.0 for steps 1 and 3).
 
+Selection method (what put the entry in the queue)
+    step 1: "rule" (must-inspect) or "watchlist" (exact hit); step 4: "random".
+    Step 3 entries are "model" when the model probability alone would have ranked
+    them among the (slots left - m) best of the non-forced candidates (same tie
+    order); otherwise something else lifted them in: "rule" when they hit a rule,
+    "watchlist" when only a fuzzy watchlist match did. The selection probability
+    stays 1.0 for all three (the choice was deterministic), so inverse-propensity
+    weights are unaffected; the method says which signal to credit.
+
+Late arrivals (`displacements`)
+    A queue is extended with the shipments scored after it was built, within the
+    capacity left. A red or yellow arrival that does not fit takes the place of the
+    lowest-priority entry that is open (so unclaimed), was placed by ranking
+    (step 3: not forced, not an exploration draw), is within capacity and has a
+    lower priority; best arrival first, one entry each. The
+    result is the queue that building it with every shipment known would have
+    ranked, without touching entries an officer has taken or exploration draws
+    (whose recorded probabilities must stay true). Green arrivals never displace.
+
 Referrals
-    open -> claimed -> inspected | waived -> closed. Each transition is a pure
+    open -> claimed -> inspected | waived -> closed, and claimed -> open (release).
+    A referral is overdue only while it awaits a decision (open or claimed), and
+    its age stops at the decision. Each transition is a pure
     function returning a new Referral (with who and when) or raising
     TransitionError.
 """
@@ -47,7 +68,8 @@ import dataclasses
 import datetime as dt
 import math
 import random
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -158,10 +180,22 @@ class Candidate:
     must_inspect: bool = False
     watchlist_exact: bool = False
     rule_keys: tuple[str, ...] = ()  # "<rule id>@v<version>" of the rules that hit
+    # The model probability alone (None: unknown, the priority stands in for it) and
+    # whether any rule hit: what tells "model" from "rule" for a ranked entry.
+    probability: float | None = None
+    rule_hit: bool = False
 
     @property
     def forced(self) -> bool:
         return self.must_inspect or self.watchlist_exact
+
+    @property
+    def model_probability(self) -> float:
+        return self.priority if self.probability is None else self.probability
+
+    @property
+    def hit_a_rule(self) -> bool:
+        return self.rule_hit or bool(self.rule_keys)
 
 
 @dataclass(frozen=True)
@@ -185,6 +219,19 @@ def exploration_slots(capacity: int, exploration_share: float) -> int:
 
 def _order(c: Candidate) -> tuple[float, str]:
     return (-c.priority, c.shipment_id)
+
+
+def _model_order(c: Candidate) -> tuple[float, str]:
+    return (-c.model_probability, c.shipment_id)
+
+
+def lifted_method(c: Candidate, model_alone_in: bool) -> SelectionMethod:
+    """The method of an entry placed by ranking: "model" when its model probability
+    alone would have placed it (`model_alone_in`), else "rule" when it hit a rule,
+    else "watchlist" (a fuzzy match lifted it)."""
+    if model_alone_in:
+        return "model"
+    return "rule" if c.hit_a_rule else "watchlist"
 
 
 def build_queue(
@@ -212,7 +259,8 @@ def build_queue(
     left = max(capacity - len(forced), 0)
     m = min(exploration_slots(capacity, exploration_share), left)
     n_top = min(left - m, len(rest))
-    picked += [(c, "model", 1.0, False) for c in rest[:n_top]]
+    by_model = {c.shipment_id for c in sorted(rest, key=_model_order)[:n_top]}
+    picked += [(c, lifted_method(c, c.shipment_id in by_model), 1.0, False) for c in rest[:n_top]]
     pool = rest[n_top:]
     if pool and m:
         draws = min(m, len(pool))
@@ -235,6 +283,44 @@ def build_queue(
         )
         for rank, (c, method, p, over) in enumerate(picked, start=1)
     ]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An entry already in the queue, as `displacements` sees it."""
+
+    key: int  # the referral id
+    priority: float
+    selection_method: str
+    status: str
+    over_capacity: bool
+
+
+def displaceable(p: Placed) -> bool:
+    return (
+        p.status == "open"
+        and not p.over_capacity
+        and p.selection_method != "random"
+        and p.priority < TOP_BAND  # never must-inspect or exact watchlist (forced) entries
+    )
+
+
+def displacements(
+    placed: Sequence[Placed], left_out: Sequence[Candidate], lanes: Mapping[str, str]
+) -> list[tuple[Candidate, Placed]]:
+    """Which red/yellow arrivals that did not fit (`left_out`, lanes by shipment id)
+    take the place of which placed entries (see "Late arrivals" above)."""
+    victims = sorted((p for p in placed if displaceable(p)), key=lambda p: (p.priority, -p.key))
+    arrivals = sorted(
+        (c for c in left_out if not c.forced and lanes.get(c.shipment_id) in ("red", "yellow")),
+        key=_order,
+    )
+    pairs: list[tuple[Candidate, Placed]] = []
+    for c in arrivals:
+        if not victims or victims[0].priority >= c.priority:
+            break
+        pairs.append((c, victims.pop(0)))
+    return pairs
 
 
 # --------------------------------------------------------------------------- referrals
@@ -348,10 +434,19 @@ def claim(ref: Referral, officer: Officer, at: dt.datetime) -> Referral:
     )
 
 
-def release(ref: Referral, officer: Officer, at: dt.datetime) -> Referral:
-    """The claiming officer hands the referral back (claimed -> open)."""
+def release(
+    ref: Referral, officer: Officer, at: dt.datetime, *, override: bool = False
+) -> Referral:
+    """The claiming officer hands the referral back (claimed -> open); with `override`
+    (an administrator) anyone's claim is released."""
     _require(ref, "release", Status.CLAIMED)
-    _claimer(ref, officer, "release")
+    if officer.office_code != ref.office_code:
+        raise TransitionError(
+            f"officer {officer.officer_id} of office {officer.office_code} cannot release "
+            f"referral {ref.shipment_id} of office {ref.office_code}"
+        )
+    if not override:
+        _claimer(ref, officer, "release")
     return _step(ref, Status.OPEN, officer.officer_id, at, claimed_by=None, claimed_at=None)
 
 
@@ -404,11 +499,37 @@ def record_outcome(
     )
 
 
+def has_visible_text(text: str) -> bool:
+    """True when `text` has at least one character a reader can see.
+
+    Whitespace (including no-break and ideographic spaces), control characters,
+    format characters (Unicode category Cf: zero-width space U+200B, word joiner
+    U+2060, bidi marks, soft hyphen ...), unassigned code points, surrogates,
+    private-use characters and combining marks standing alone do not count: a
+    waiver reason made only of them displays as nothing and is no reason."""
+    if not isinstance(text, str):
+        return False
+    for ch in text:
+        if ch.isspace():
+            continue
+        category = unicodedata.category(ch)
+        if category[0] in ("C", "Z", "M"):  # Cc Cf Cn Co Cs, Zs Zl Zp, Mn Mc Me
+            continue
+        if ch in _INVISIBLE:
+            continue
+        return True
+    return False
+
+
+# Letters/symbols by category that nevertheless render as blank (fillers).
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def waive(ref: Referral, officer: Officer, at: dt.datetime, reason: str) -> Referral:
     """The claiming officer waives the inspection, with a reason (claimed -> waived)."""
     _require(ref, "waive", Status.CLAIMED)
     _claimer(ref, officer, "waive")
-    if not isinstance(reason, str) or not reason.strip():
+    if not isinstance(reason, str) or not has_visible_text(reason):
         raise TransitionError(f"waiving referral {ref.shipment_id} needs a reason")
     return _step(
         ref,
@@ -434,14 +555,19 @@ def close(ref: Referral, by: Officer, at: dt.datetime) -> Referral:
 
 
 def age(ref: Referral, now: dt.datetime) -> dt.timedelta:
-    """Time since the referral was opened, up to its closure if closed."""
-    end = ref.closed_at if ref.closed_at is not None else now
+    """Time since the referral was opened, up to its decision (inspection or waiver),
+    or its closure when it was closed without one."""
+    end = ref.decided_at or ref.closed_at or now
     return end - ref.created_at
+
+
+AWAITING_DECISION = (Status.OPEN, Status.CLAIMED)
 
 
 def overdue(
     referrals: Iterable[Referral], now: dt.datetime, max_age: dt.timedelta
 ) -> list[Referral]:
-    """Referrals not closed and older than `max_age`, oldest first."""
-    late = [r for r in referrals if r.status is not Status.CLOSED and age(r, now) > max_age]
+    """Referrals still awaiting a decision (open or claimed) older than `max_age`,
+    oldest first."""
+    late = [r for r in referrals if r.status in AWAITING_DECISION and age(r, now) > max_age]
     return sorted(late, key=lambda r: (r.created_at, r.shipment_id))

@@ -1,8 +1,10 @@
 """Retention of traveller (API/PNR) records: personal data kept no longer than set.
 
-`purge_travellers(session, cutoff, actor)` deletes the stored traveller records whose
-journey departed before `cutoff`, and records the purge (cutoff and count, never the
-data) in the audit log in the same transaction. The log of who viewed personal data
+`purge_travellers(session, cutoff, actor, files=...)` deletes the stored traveller
+records whose journey departed before `cutoff`, and records the purge (cutoff and
+counts, never the data) in the audit log in the same transaction: `records` in the
+database, `file_records` per file (e.g. validated/travellers.parquet) that the caller
+purges with it, and `total`. The log of who viewed personal data
 (`personal_data_views`) is kept: it names records, it does not hold them.
 
 The retention period may not be shorter than the longest feature window that reads
@@ -13,6 +15,7 @@ features of shipments still being scored.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -46,8 +49,12 @@ def _departure(payload: dict[str, object]) -> dt.datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
-def purge_travellers(session: Session, cutoff: dt.datetime, actor: str) -> int:
-    """Delete traveller records that departed before `cutoff`; audit the purge."""
+def purge_travellers(
+    session: Session, cutoff: dt.datetime, actor: str, files: Mapping[str, int] | None = None
+) -> int:
+    """Delete traveller records that departed before `cutoff`; audit the purge with the
+    database count and the counts of the files the caller purges (path -> records).
+    Returns the database count."""
     expired: list[str] = []
     rows = session.execute(select(m.Traveller.traveller_record_id, m.Traveller.payload))
     for rid, payload in rows:
@@ -61,7 +68,12 @@ def purge_travellers(session: Session, cutoff: dt.datetime, actor: str) -> int:
         session,
         "traveller_purge",
         actor,
-        {"departed_before": cutoff.isoformat(), "records": len(expired)},
+        {
+            "departed_before": cutoff.isoformat(),
+            "records": len(expired),
+            "file_records": dict(files or {}),
+            "total": len(expired) + sum((files or {}).values()),
+        },
         entity="traveller",
     )
     session.commit()

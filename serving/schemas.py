@@ -8,7 +8,8 @@ import datetime as dt
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
 
@@ -37,18 +38,41 @@ def shipment_in_model() -> type[BaseModel]:
     ship_base = CONTRACTS["shipments"].pydantic_model()
 
     def _lines(self: Any) -> Any:
+        """Goods lines agree with their shipment; each error names the line's field."""
         sid = self.shipment_id
         seen: set[int] = set()
         ids: set[str] = set()
+        errors: list[InitErrorDetails] = []
+
+        def refuse(i: int, name: str, value: Any, message: str) -> None:
+            errors.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", message),
+                    loc=("items", i, name),
+                    input=value,
+                )
+            )
+
         for i, line in enumerate(self.items):
             if line.shipment_id is not None and line.shipment_id != sid:
-                raise ValueError(f"items[{i}].shipment_id {line.shipment_id!r} is not {sid!r}")
+                refuse(
+                    i,
+                    "shipment_id",
+                    line.shipment_id,
+                    f"items[{i}].shipment_id {line.shipment_id!r} is not {sid!r}",
+                )
             if line.line_no in seen:
-                raise ValueError(f"items[{i}].line_no {line.line_no} appears twice")
+                refuse(
+                    i, "line_no", line.line_no, f"items[{i}].line_no {line.line_no} appears twice"
+                )
             if line.item_id in ids:
-                raise ValueError(f"items[{i}].item_id {line.item_id!r} appears twice")
+                refuse(
+                    i, "item_id", line.item_id, f"items[{i}].item_id {line.item_id!r} appears twice"
+                )
             seen.add(line.line_no)
             ids.add(line.item_id)
+        if errors:
+            raise ValidationError.from_exception_data("ShipmentIn", errors)
         return self
 
     model = create_model(
@@ -102,15 +126,38 @@ class ShipmentOut(BaseModel):
     scored_at: dt.datetime
 
 
+class ContributionOut(BaseModel):
+    feature: str
+    value: float | None = Field(description="The feature's stored value (null: missing)")
+    log_odds: float = Field(description="SHAP contribution to the raw score, in log-odds")
+
+
 class ExplanationOut(BaseModel):
     shipment_id: str
     score_id: int
     model_version: str
     feature_set_version: str
     computed_on_demand: bool
-    reasons: list[dict[str, Any]]
+    reasons: list[dict[str, Any]] = Field(
+        description="The strongest contributions pushing the score up (at most 5, each at "
+        "least 0.05 log-odds), with reason texts in English and Russian"
+    )
     rule_hits: list[RuleHitOut]
     watchlist: WatchlistOut
+    base_value: float | None = Field(
+        default=None,
+        description="The model's base value (log-odds); null when the model version "
+        "cannot be loaded",
+    )
+    raw_score: float | None = Field(
+        default=None,
+        description="The raw score (log-odds): base_value plus the sum of all contributions; "
+        "the probability is 1 / (1 + exp(-raw_score))",
+    )
+    contributions: list[ContributionOut] | None = Field(
+        default=None,
+        description="Every feature's contribution (log-odds), largest in size first",
+    )
 
 
 class RowErrorOut(BaseModel):
@@ -138,6 +185,19 @@ class TravellerBatchOut(BaseModel):
     errors: list[RowErrorOut]
 
 
+class ReferralOutcomeOut(BaseModel):
+    """What the inspection found, as recorded."""
+
+    outcome_id: str
+    finding: bool
+    category: str | None
+    quantity: float | None
+    unit: str | None
+    notes: str | None
+    recorded_by: str
+    recorded_at: dt.datetime
+
+
 class ReferralOut(BaseModel):
     id: int
     office_code: str
@@ -156,7 +216,33 @@ class ReferralOut(BaseModel):
     decided_at: dt.datetime | None
     waiver_reason: str | None
     created_at: dt.datetime
-    age_seconds: float
+    age_seconds: float = Field(
+        description="Seconds from creation to the decision (inspection or waiver), or "
+        "until now while it awaits one"
+    )
+    outcome: ReferralOutcomeOut | None = Field(
+        default=None, description="The recorded outcome of an inspected referral"
+    )
+    closed_by: str | None = Field(default=None, description="Who closed it (from its audit entry)")
+    closed_at: dt.datetime | None = None
+    displaced_by: int | None = Field(
+        default=None,
+        description="Closed without a decision: the referral of the later red/yellow "
+        "arrival that took its place",
+    )
+
+
+class LeftOutOut(BaseModel):
+    """A red or yellow shipment of the day without a live entry in the queue."""
+
+    shipment_id: str
+    score_id: int
+    probability: float
+    priority: float
+    lane: Literal["red", "yellow"]
+    displaced_referral_id: int | None = Field(
+        description="Its referral, when a later arrival displaced it; null: never placed"
+    )
 
 
 class QueueOut(BaseModel):
@@ -166,6 +252,11 @@ class QueueOut(BaseModel):
     exploration_share: float
     built_now: bool
     entries: list[ReferralOut]
+    left_out: list[LeftOutOut] = Field(
+        default_factory=list,
+        description="Red and yellow shipments of the day that did not fit (capacity "
+        "full of entries that could not be displaced), best first",
+    )
 
 
 class OutcomeIn(_Strict):

@@ -25,6 +25,7 @@ from features.build import CONTEXT, build_features
 from features.context import History, Params
 from features.registry import feature_set_version
 from features.state import FeatureState
+from features.watchlist import operational
 from models.dataset import matrix
 from models.explain import explain_frame
 from models.registry import CHAMPION, Registry
@@ -153,16 +154,13 @@ def score_shipments(
     by_ship = shipment_hits(rules, ships, items, feats)
     fs_version = feature_set_version()
     context = feats.select("shipment_id", "declared_at", *CONTEXT).to_dicts()
-    wl_score = (
-        feats["watchlist_best_score"].fill_null(0).to_numpy() / 100.0
-        if "watchlist_best_score" in feats.columns
-        else np.zeros(feats.height)
-    )
-    wl_exact = (
-        feats["watchlist_exact"].fill_null(0).to_numpy().astype(bool)
-        if "watchlist_exact" in feats.columns
-        else np.zeros(feats.height, dtype=bool)
-    )
+    # The hits that act (priority, lane, must-inspect, queue): the lists as they are
+    # now, not the features' point-in-time rule (see features.watchlist.operational).
+    now = operational(ships, history).select("shipment_id", "__wl_score", "__wl_exact")
+    hits = {str(sid): (score, exact) for sid, score, exact in now.iter_rows()}
+    found = [hits.get(str(c["shipment_id"]), (0, False)) for c in context]
+    wl_score = np.array([h[0] for h in found], dtype=float) / 100.0
+    wl_exact = np.array([h[1] for h in found], dtype=bool)
     out: list[Scored] = []
     for i, ctx in enumerate(context):
         sid = str(ctx["shipment_id"])

@@ -16,9 +16,9 @@ import math
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
@@ -33,7 +33,14 @@ from serving import audit_chain, policy
 from serving import orm as m
 from serving.db import write_lock
 from serving.history import HistoryStore, frame_of
-from serving.rules_engine import Rule, parse_rule
+from serving.rules_engine import (
+    Rule,
+    RuleEntry,
+    RuleError,
+    RuleHit,
+    RuleValidationError,
+    parse_rule,
+)
 from serving.schemas import shipment_in_model, traveller_in_model
 from serving.scoring import ModelHandle, ModelHolder, Scored, explain_vector, score_shipments
 
@@ -131,8 +138,18 @@ _AUDIT_HEAD = "caravan_audit_head"
 
 
 def _entry(row: m.AuditLog) -> audit_chain.AuditEntry:
+    """The chain entry of a row; its lookup columns (outside the hash) must equal the
+    copies that `audit` puts in the hashed payload."""
     return audit_chain.AuditEntry(
-        row.seq, row.entry_id, row.at, row.kind, row.actor, row.payload, row.prev_hash, row.hash
+        row.seq,
+        row.entry_id,
+        row.at,
+        row.kind,
+        row.actor,
+        row.payload,
+        row.prev_hash,
+        row.hash,
+        lookup={"entity": row.entity, "entity_id": row.entity_id},
     )
 
 
@@ -186,16 +203,198 @@ def _same(a: tuple[object, object], b: tuple[object, object]) -> bool:
     return a[0] is b[0] and a[1] is b[1]
 
 
-def verify_audit(session: Session) -> tuple[int, audit_chain.VerifyResult, int | None]:
-    """(entries, result, seq of the first broken entry)."""
+def verify_audit(
+    session: Session, checkpoint: tuple[int, str] | None = None
+) -> tuple[int, audit_chain.VerifyResult, int | None]:
+    """(entries, result, seq of the first broken entry); see `audit_report`."""
+    report = audit_report(session, checkpoint)
+    return report.entries, report.result, report.broken_seq
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    entries: int
+    result: audit_chain.VerifyResult
+    broken_seq: int | None  # the first broken entry, when one is to blame
+    head: tuple[int, str] | None  # (seq, hash) of the last entry verified: keep it
+
+
+def audit_report(session: Session, checkpoint: tuple[int, str] | None = None) -> AuditReport:
+    """Verify the whole log: the hash chain, the lookup columns against the hashed
+    entries, a recorded head (`checkpoint` = (seq, hash)) still present with its hash,
+    and that every stored row that is recorded in the log has its entry there (scores
+    with the same probability, lane and feature vector, outcomes, referrals and their
+    decisions, personal-data views, rule versions, promotions)."""
+    # The recorded rows first, then the log: a row committed meanwhile was committed
+    # with its entry, which the log read afterwards holds.
+    stored = _recorded_rows(session)
     rows = list(session.scalars(select(m.AuditLog).order_by(m.AuditLog.seq)))
     entries = [_entry(r) for r in rows]
-    result = audit_chain.verify(entries)
+    result = audit_chain.verify(entries, checkpoint=checkpoint)
+    if result.ok:
+        missing = _unrecorded(stored, rows)
+        if missing:
+            result = audit_chain.VerifyResult(False, None, None, missing)
     seq = None
     if not result.ok and result.first_broken_index is not None:
         i = result.first_broken_index
         seq = entries[i].seq if i < len(entries) else None
-    return len(entries), result, seq
+    head = (rows[-1].seq, rows[-1].hash) if rows else None
+    return AuditReport(len(entries), result, seq, head)
+
+
+def feature_vector_hash(vector: Any) -> str:
+    """SHA-256 of a stored feature vector's canonical JSON (recorded in score entries)."""
+    return content_hash(vector)
+
+
+@dataclass(frozen=True)
+class _ScoreFacts:
+    id: int
+    shipment_id: str
+    probability: float
+    lane: str
+    model_version: str
+    vector_hash: str
+
+
+def _score_facts(score: m.Score) -> _ScoreFacts:
+    return _ScoreFacts(
+        score.id,
+        score.shipment_id,
+        score.probability,
+        score.lane,
+        score.model_version,
+        feature_vector_hash(score.feature_vector),
+    )
+
+
+def _score_differences(score: _ScoreFacts, entry: dict[str, Any]) -> list[str]:
+    """How a stored score row differs from its audited entry (empty: it does not)."""
+    found = []
+    audited = entry.get("probability")
+    if not isinstance(audited, int | float) or not math.isclose(
+        score.probability, float(audited), rel_tol=1e-12, abs_tol=0.0
+    ):
+        found.append(f"probability {score.probability!r} (audited {audited!r})")
+    if score.lane != entry.get("lane"):
+        found.append(f"lane {score.lane} (audited {entry.get('lane')})")
+    if str(score.model_version) != str(entry.get("model_version")):
+        found.append(f"model {score.model_version} (audited {entry.get('model_version')})")
+    digest = entry.get("feature_vector_sha256")
+    if digest is not None and score.vector_hash != digest:
+        found.append("feature vector (its hash differs from the audited one)")
+    return found
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    scores: list[_ScoreFacts]
+    outcomes: list[str]
+    referrals: list[tuple[int, str]]
+    views: list[tuple[str, str, int]]
+    rule_versions: list[tuple[str, int]]
+    promotions: list[int]
+
+
+def _recorded_rows(session: Session) -> _Recorded:
+    """What of the stored rows must match an audit entry."""
+    query = select(m.Score).order_by(m.Score.id).execution_options(yield_per=1000)
+    scores = []
+    for score in session.scalars(query):
+        scores.append(_score_facts(score))
+        session.expunge(score)
+    per_view = select(
+        m.PersonalDataView.viewer, m.PersonalDataView.subject_id, func.count()
+    ).group_by(m.PersonalDataView.viewer, m.PersonalDataView.subject_id)
+    return _Recorded(
+        scores=scores,
+        outcomes=[str(o) for o in session.scalars(select(m.Outcome.outcome_id))],
+        referrals=[
+            (int(i), str(st))
+            for i, st in session.execute(
+                select(m.Referral.id, m.Referral.status).order_by(m.Referral.id)
+            )
+        ],
+        views=[(str(v), str(sub), int(n)) for v, sub, n in session.execute(per_view)],
+        rule_versions=[
+            (str(r), int(v))
+            for r, v in session.execute(select(m.RuleVersion.rule_id, m.RuleVersion.version))
+        ],
+        promotions=[int(i) for i in session.scalars(select(m.ModelPromotion.id))],
+    )
+
+
+def _unrecorded(stored: _Recorded, rows: Sequence[m.AuditLog]) -> str:
+    """The first stored row that should have an audit entry and has none (or differs
+    from it, for scores), as a sentence; '' when every one has its entry."""
+    scores: dict[int, dict[str, Any]] = {}
+    outcomes: set[str] = set()
+    referrals: set[int] = set()
+    waived: set[int] = set()
+    inspected: set[int] = set()
+    views: dict[tuple[str, str | None], int] = {}
+    rule_versions: set[tuple[str, int]] = set()
+    promoted: set[int] = set()
+    for r in rows:
+        p = r.payload
+        if r.kind in ("score", "rescreen") and isinstance(p.get("score_id"), int):
+            scores[p["score_id"]] = p
+        elif r.kind == "outcome":
+            outcomes.add(str(p.get("outcome_id")))
+            if isinstance(p.get("referral_id"), int):
+                inspected.add(p["referral_id"])
+        elif r.kind in ("queue_built", "queue_extended"):
+            referrals.update(
+                e["referral_id"]
+                for e in p.get("entries") or []
+                if isinstance(e, dict) and isinstance(e.get("referral_id"), int)
+            )
+        elif r.kind == "queue_decision" and p.get("action") == "waive":
+            if isinstance(p.get("referral_id"), int):
+                waived.add(p["referral_id"])
+        elif r.kind == "personal_data_view":
+            key = (r.actor, r.entity_id)
+            views[key] = views.get(key, 0) + 1
+        elif r.kind == "rule_change" and isinstance(p.get("rule"), dict):
+            rule = p["rule"]
+            if isinstance(rule.get("version"), int):
+                rule_versions.add((str(rule.get("id")), rule["version"]))
+        elif r.kind == "promotion" and isinstance(p.get("promotion_id"), int):
+            promoted.add(p["promotion_id"])
+    for score in stored.scores:
+        entry = scores.get(score.id)
+        if entry is None:
+            return f"score {score.id} of shipment {score.shipment_id} has no audit entry"
+        differs = _score_differences(score, entry)
+        if differs:
+            return (
+                f"score {score.id} of shipment {score.shipment_id} differs from its audit "
+                f"entry: {'; '.join(differs)}"
+            )
+    for oid in sorted(stored.outcomes):
+        if oid not in outcomes:
+            return f"outcome {oid} has no audit entry"
+    for rid, status in stored.referrals:
+        if rid not in referrals:
+            return f"referral {rid} has no audit entry of its placement in a queue"
+        if status == "waived" and rid not in waived:
+            return f"referral {rid} is waived but no waiver is audited"
+        if status == "inspected" and rid not in inspected:
+            return f"referral {rid} is inspected but no outcome is audited"
+    for viewer, subject, n in sorted(stored.views):
+        if n > views.get((viewer, subject), 0):
+            return (
+                f"{n} view(s) of {subject} by {viewer} are logged but "
+                f"{views.get((viewer, subject), 0)} audited"
+            )
+    for rule_id, version in sorted(stored.rule_versions):
+        if (rule_id, version) not in rule_versions:
+            return f"rule {rule_id} version {version} has no audit entry"
+    for pid in sorted(stored.promotions):
+        if pid not in promoted:
+            return f"model promotion {pid} has no audit entry"
+    return ""
 
 
 # --------------------------------------------------------------------------- rules
@@ -206,13 +405,15 @@ def _rule_of(version: m.RuleVersion) -> Rule:
 
 
 def active_rules(session: Session, services: Services) -> list[Rule]:
-    """The newest version of every active rule (cached until the rules change)."""
+    """The newest version of every active rule (cached until the rules change: every
+    new version and every (de)activation writes an audit entry on the entity "rule")."""
     versions = select(func.count(m.RuleVersion.id)).scalar_subquery()
     active = (
         select(func.count()).select_from(m.Rule).where(m.Rule.active.is_(True)).scalar_subquery()
     )
-    marker, n_active = session.execute(select(versions, active)).one()  # one round trip
-    key = int(marker or 0) * 100_003 + int(n_active or 0)
+    changed = select(func.max(m.AuditLog.seq)).where(m.AuditLog.entity == "rule").scalar_subquery()
+    marker, n_active, last = session.execute(select(versions, active, changed)).one()
+    key = hash((int(marker or 0), int(n_active or 0), int(last or 0)))
     cached = services._rules_cache
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -266,9 +467,8 @@ def save_rule(session: Session, data: dict[str, Any], author: str, *, create: bo
     if existing is None:
         existing = m.Rule(rule_id=rule_id, name=rule.name, active=True, created_by=author)
         session.add(existing)
-    else:
+    else:  # a new version of a deactivated rule stays inactive until reactivated
         existing.name = rule.name
-        existing.active = True
     session.flush()
     definition = rule.model_dump(mode="json")
     session.add(
@@ -295,23 +495,150 @@ def save_rule(session: Session, data: dict[str, Any], author: str, *, create: bo
     return rule
 
 
+MAX_REASON = 1000
+
+
+def set_rule_active(
+    session: Session, rule_id: str, active: bool, actor: str, reason: str | None
+) -> m.Rule:
+    """Deactivate (retire) or reactivate a rule, audited with who and why. An inactive
+    rule is never evaluated (`active_rules`), stays listed and exported as inactive,
+    and keeps its versions and hits. A reason is required to deactivate.
+    Raises ServiceError: 404 no such rule, 409 already in that state, 422 no reason."""
+    reason = (reason or "").strip()
+    if not active and not reason:
+        raise ServiceError(422, "a reason is required to deactivate a rule", "reason")
+    if len(reason) > MAX_REASON:
+        raise ServiceError(422, f"the reason is longer than {MAX_REASON} characters", "reason")
+    row = session.get(m.Rule, rule_id, with_for_update=True)
+    if row is None:
+        raise ServiceError(404, f"no rule {rule_id!r}")
+    if row.active == active:
+        state = "active" if active else "inactive"
+        raise ServiceError(409, f"rule {rule_id!r} is already {state}", "active")
+    version = session.scalar(
+        select(func.max(m.RuleVersion.version)).where(m.RuleVersion.rule_id == rule_id)
+    )
+    row.active = active
+    session.flush()
+    audit(
+        session,
+        "rule_change",
+        actor,
+        {
+            "action": "activate" if active else "deactivate",
+            "rule_id": rule_id,
+            "version": version,
+            "reason": reason or None,
+        },
+        entity="rule",
+        entity_id=rule_id,
+    )
+    session.flush()
+    return row
+
+
+def _content(rule: Rule) -> dict[str, Any]:
+    """What a rule says (a version's number and author are bookkeeping)."""
+    return rule.model_dump(exclude={"version", "author"})
+
+
 def import_rules(
-    session: Session, rules: Sequence[Rule], author: str
+    session: Session, rules: Sequence[Rule | RuleEntry], author: str, *, keep_newer: bool = False
 ) -> tuple[list[Rule], list[str]]:
-    """Store each imported rule as the next version of its id, unless unchanged."""
-    created: list[Rule] = []
+    """Import rules (as read by `read_rules_yaml`); all or nothing.
+
+    The stored history is the source of truth; a file's version is informative:
+    - a rule whose content equals its stored current version is unchanged, and so is
+      an earlier version in a file that holds several versions of one rule when it
+      equals the stored version of its number (a re-import changes nothing);
+    - other content becomes the next stored version, authored by `author` (the
+      importing user); a new rule starts at version 1 whatever the file says;
+    - but content based on an older version than the stored current one (the file
+      gives version 2, the rule is at version 3 here) is refused (409), so that an old
+      export cannot silently revert newer versions; so is a file stating a status
+      (`active`) different from the stored one ((de)activation needs its reason);
+      a rule new here marked ``active: false`` is created inactive.
+    Occurrences of one id are applied in the order of their versions. With
+    `keep_newer` (a seed file loaded at start-up) such conflicting rules are left as
+    stored and counted unchanged instead of refused.
+    Returns the stored rules, each with its own version, and the unchanged ids.
+    Raises RuleValidationError (409) listing every conflict with the rule's path."""
+    entries = [
+        r if isinstance(r, RuleEntry) else RuleEntry(r, r.version, None, f"rules[{i}]")
+        for i, r in enumerate(rules)
+    ]
+    first = {e.rule.id: i for i, e in reversed(list(enumerate(entries)))}
+    entries.sort(key=lambda e: (first[e.rule.id], e.version or 0))
+    last = {e.rule.id: e for e in entries}
+    ids = sorted(first)
+    history: dict[str, dict[int, dict[str, Any]]] = {}
+    for v in session.scalars(select(m.RuleVersion).where(m.RuleVersion.rule_id.in_(ids))):
+        history.setdefault(v.rule_id, {})[v.version] = _content(_rule_of(v))
+    status: dict[str, bool] = {
+        rid: bool(act)
+        for rid, act in session.execute(
+            select(m.Rule.rule_id, m.Rule.active).where(m.Rule.rule_id.in_(ids))
+        )
+    }
+    conflicts: list[RuleError] = []
+    plan: list[RuleEntry] = []
     unchanged: list[str] = []
-    current = {v.rule_id: _rule_of(v) for v, _r in latest_versions(session)}
-    ignore = {"version", "author"}
-    for rule in rules:
-        old = current.get(rule.id)
-        if old is not None and old.model_dump(exclude=ignore) == rule.model_dump(exclude=ignore):
-            unchanged.append(rule.id)
+    for e in entries:
+        rid, content = e.rule.id, _content(e.rule)
+        stored = history.get(rid, {})
+        current = max(stored) if stored else None
+        stale = current is not None and e.version is not None and e.version < current
+        if keep_newer and (stale or (rid in status and e.active not in (None, status[rid]))):
+            if rid not in unchanged:
+                unchanged.append(rid)
             continue
-        data = rule.model_dump(mode="json", exclude=ignore)
-        created.append(save_rule(session, data, author, create=old is None))
-        current[rule.id] = created[-1]
-    return created, unchanged
+        if rid in status and e.active is not None and e.active != status[rid]:
+            now_is, file_says = ("active", "inactive") if status[rid] else ("inactive", "active")
+            verb = "deactivate" if status[rid] else "activate"
+            conflicts.append(
+                RuleError(
+                    f"{e.path}.active",
+                    f"rule {rid} is {now_is} here but {file_says} in the file: {verb} it "
+                    f"with POST /api/v1/rules/{rid}/{verb} (and a reason)",
+                )
+            )
+            continue
+        earlier = e is not last[rid]  # the file also holds a newer version of this rule
+        if current is not None and (
+            stored[current] == content
+            or (earlier and e.version in stored and stored[e.version] == content)
+        ):
+            if rid not in unchanged:
+                unchanged.append(rid)
+            continue
+        if stale:
+            conflicts.append(
+                RuleError(
+                    f"{e.path}.version",
+                    f"rule {rid}: the file's version {e.version} is older than the stored "
+                    f"version {current} and differs from it; importing it would revert "
+                    f"the newer version(s). Export the current rules and edit those, or "
+                    f"give version {current} to replace it deliberately",
+                )
+            )
+            continue
+        stored[(current or 0) + 1] = content
+        history[rid] = stored
+        plan.append(e)
+    if conflicts:
+        raise RuleValidationError(conflicts, status=409)
+    created: list[Rule] = []
+    for e in plan:
+        rid = e.rule.id
+        data = e.rule.model_dump(mode="json", exclude={"version", "author"})
+        new = rid not in status
+        created.append(save_rule(session, data, author, create=new))
+        status[rid] = status.get(rid, True)
+        if new and e.active is False:
+            set_rule_active(session, rid, False, author, f"imported as inactive ({e.path})")
+            status[rid] = False
+    return created, [r for r in unchanged if r not in {c.id for c in created}]
 
 
 def rule_performance_rows(session: Session) -> list[dict[str, Any]]:
@@ -360,9 +687,11 @@ class Prepared:
         return [by_no[n] for n in self.submitted] if self.submitted else list(self.items)
 
 
-def prepare_shipment(raw: Any) -> Prepared:
-    """Validate one shipment payload against the contracts (raises ValidationError)."""
-    data = _validate_json(shipment_in_model(), raw).model_dump()
+def prepare_shipment(raw: Any, *, stored: bool = False) -> Prepared:
+    """Validate one shipment payload against the contracts (raises ValidationError).
+    stored: the payload of a shipment stored earlier, re-typed: only types are checked,
+    not the plausibility checks (dates, maxima, visible text) added since."""
+    data = _validate_json(shipment_in_model(), raw, stored=stored).model_dump()
     lines = data.pop("items")
     sid = data["shipment_id"]
     items = [{**line, "shipment_id": sid} for line in sorted(lines, key=lambda x: x["line_no"])]
@@ -392,9 +721,11 @@ def traveller_rule_errors(records: Sequence[dict[str, Any]]) -> dict[int, list[R
     return found
 
 
-def _validate_json(model: type[BaseModel], raw: Any) -> BaseModel:
+def _validate_json(model: type[BaseModel], raw: Any, *, stored: bool = False) -> BaseModel:
     """Validate already-parsed JSON data in JSON mode (ISO datetimes as text)."""
-    return model.model_validate_json(json.dumps(raw))
+    from data_contracts.fields import STORED
+
+    return model.model_validate_json(json.dumps(raw), context={STORED: True} if stored else None)
 
 
 def _stored_payload(p: Prepared) -> dict[str, Any]:
@@ -516,21 +847,66 @@ def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind:
             "feature_set_version": s.feature_set_version,
             "rule_hits": [f"{h.rule_id}@v{h.rule_version}" for h in s.rule_hits],
             "watchlist_exact": s.watchlist_exact,
+            "feature_vector_sha256": feature_vector_hash(score.feature_vector),
         },
         entity="shipment",
         entity_id=s.shipment_id,
     )
 
 
+class Conflict(NamedTuple):
+    """A record ingest refuses although it is valid: its id (or a goods line's id) is
+    taken. `position`: the record's position in the records given; `earlier`: the
+    position of the earlier record of the same request it repeats, if that is why."""
+
+    position: int
+    record_id: str
+    reason: str
+    field: str = "shipment_id"
+    earlier: int | None = None
+
+
+def _history_match(raw: dict[str, Any], digest: str, prepare: Any) -> bool:
+    """Whether a record of the loaded history has the content `digest` (as the API
+    would hash it when submitted)."""
+    try:
+        return bool(prepare(jsonable(raw)) == digest)
+    except (ValidationError, ValueError):
+        return False
+
+
+def _in_history(record_id: str, same: bool, what: str) -> str:
+    if same:
+        return (
+            f"{what} {record_id!r} is already in the loaded history (validated/) with the "
+            "same content; it is known, so it is not stored or scored again"
+        )
+    return f"{what} {record_id!r} is already in the loaded history (validated/) with other content"
+
+
 def ingest_shipments(
-    session: Session, services: Services, prepared: Sequence[Prepared], actor: str
-) -> tuple[list[StoredShipment], list[StoredShipment], list[tuple[int, str]]]:
-    """Score and store shipments. Returns (stored, unchanged, conflicts as (index, id)).
-    Idempotent: the same content again is `unchanged`; different content is a conflict."""
+    session: Session,
+    services: Services,
+    prepared: Sequence[Prepared],
+    actor: str,
+    *,
+    retry: bool = True,
+) -> tuple[list[StoredShipment], list[StoredShipment], list[Conflict]]:
+    """Score and store shipments. Returns (stored, unchanged, conflicts).
+
+    Idempotent: the same content again is `unchanged` (also a repeat within the
+    request, answered with the first's result); other content under an id that is
+    stored, in the loaded history or earlier in the request is a conflict, and so is
+    a goods line whose item_id belongs to another shipment. A shipment of the loaded
+    history (validated/) is never replaced: the same content again is a conflict
+    saying it is known (it has no stored score to return). When another request
+    stores one of the ids at the same time, the ingest is tried once more, which then
+    answers those as stored ones."""
     unchanged: list[StoredShipment] = []
-    conflicts: list[tuple[int, str]] = []
+    conflicts: list[Conflict] = []
     fresh: list[Prepared] = []
-    seen: dict[str, str] = {}
+    first: dict[str, tuple[int, str]] = {}  # id -> (position, content hash) of its first row
+    repeats: list[tuple[int, str]] = []  # same content as an earlier row of the request
     ids = list({str(p.record["shipment_id"]) for p in prepared})
     known = {  # one query for the stored ones, not one per shipment
         row.shipment_id: row
@@ -539,26 +915,97 @@ def ingest_shipments(
             select(m.Shipment).where(m.Shipment.shipment_id.in_(ids[start : start + 1000]))
         )
     }
+    held = services.history.held_shipments(i for i in ids if i not in known)
+    owners = services.history.item_owners(
+        str(line["item_id"]) for p in prepared for line in p.items
+    )
+    claimed: dict[str, str] = {}  # item_id -> shipment, of the fresh rows of this request
     for i, p in enumerate(prepared):
         sid = str(p.record["shipment_id"])
-        if sid in seen:
-            if seen[sid] != p.content_hash:
-                conflicts.append((i, sid))
+        if sid in first:
+            j, digest = first[sid]
+            if digest != p.content_hash:
+                reason = f"{sid!r} repeats an earlier record of this request with other content"
+                conflicts.append(Conflict(i, sid, reason, earlier=j))
+            else:
+                repeats.append((i, sid))
             continue
-        seen[sid] = p.content_hash
+        first[sid] = (i, p.content_hash)
         old = known.get(sid)
-        if old is None:
-            fresh.append(p)
-        elif old.content_hash == p.content_hash:
-            same = load_shipment(session, sid)
-            if same is not None:
-                unchanged.append(same)
-        else:
-            conflicts.append((i, sid))
-    if not fresh:
-        return [], unchanged, conflicts
+        if old is not None:
+            if old.content_hash == p.content_hash:
+                same = load_shipment(session, sid)
+                if same is not None:
+                    unchanged.append(same)
+            else:
+                conflicts.append(Conflict(i, sid, f"shipment {sid!r} is stored with other content"))
+            continue
+        if sid in held:
+            same_content = _history_match(
+                held[sid],
+                p.content_hash,
+                lambda raw: prepare_shipment(raw, stored=True).content_hash,
+            )
+            conflicts.append(Conflict(i, sid, _in_history(sid, same_content, "shipment")))
+            continue
+        taken = _taken_item(p, owners, claimed)
+        if taken is not None:
+            conflicts.append(taken._replace(position=i))
+            continue
+        claimed.update((str(line["item_id"]), sid) for line in p.items)
+        fresh.append(p)
+    stored: list[StoredShipment] = []
+    if fresh:
+        try:
+            stored = _store_shipments(session, services, fresh, actor)
+        except IntegrityError:
+            session.rollback()
+            if not retry:
+                raise ServiceError(
+                    409, "a shipment with this id was stored concurrently; retry"
+                ) from None
+            # Another request stored some of these ids meanwhile: answer as it stands now.
+            return ingest_shipments(session, services, prepared, actor, retry=False)
+    by_id = {s.shipment.shipment_id: s for s in [*stored, *unchanged]}
+    refused = {c.record_id: c for c in conflicts if c.earlier is None}
+    for i, sid in repeats:
+        if sid in by_id:
+            unchanged.append(by_id[sid])
+        elif sid in refused:
+            conflicts.append(refused[sid]._replace(position=i, earlier=first[sid][0]))
+    conflicts.sort(key=lambda c: c.position)
+    return stored, unchanged, conflicts
+
+
+def _taken_item(p: Prepared, owners: dict[str, str], claimed: dict[str, str]) -> Conflict | None:
+    """A conflict when a goods line's item_id belongs to another shipment (of the
+    history, or an earlier one of the request)."""
+    sid = str(p.record["shipment_id"])
+    for k, line in enumerate(p.submitted_items()):
+        item_id = str(line["item_id"])
+        owner = owners.get(item_id) or claimed.get(item_id)
+        if owner is not None and owner != sid:
+            return Conflict(
+                0,
+                sid,
+                f"item_id {item_id!r} is a goods line of shipment {owner!r}",
+                field=f"items.{k}.item_id",
+            )
+    return None
+
+
+def _store_shipments(
+    session: Session, services: Services, fresh: Sequence[Prepared], actor: str
+) -> list[StoredShipment]:
+    """Score the new shipments and write them with their lines, scores and audit
+    entries in one transaction; the history learns them after the commit.
+    Raises IntegrityError (rolled back by the caller) when an id was taken meanwhile."""
     handle = services.holder.handle
-    ships, items = _frames(fresh)
+    try:
+        ships, items = _frames(fresh)
+    except (pl.exceptions.PolarsError, OverflowError) as exc:
+        # The contract's bounds are meant to make this impossible; never store half.
+        raise ServiceError(422, f"the records cannot be stored: {exc}") from None
     rules = active_rules(session, services)
     with services.history.scoring() as state:
         scored = score_shipments(ships, items, state, handle, rules)
@@ -592,14 +1039,10 @@ def ingest_shipments(
     session.flush()
     for s in scored:
         _record_score(session, s, scores[s.shipment_id], actor, "score")
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ServiceError(409, "a shipment with this id was stored concurrently; retry") from None
+    session.commit()
     services.history.add_shipments(ships, items)
     # What `load_shipment` would read back, from the rows just written.
-    stored = [
+    return [
         StoredShipment(
             rows[s.shipment_id],
             scores[s.shipment_id],
@@ -609,7 +1052,6 @@ def ingest_shipments(
         )
         for s in scored
     ]
-    return stored, unchanged, conflicts
 
 
 def visible_shipment(session: Session, shipment_id: str) -> StoredShipment:
@@ -620,18 +1062,20 @@ def visible_shipment(session: Session, shipment_id: str) -> StoredShipment:
 
 
 def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
+    """The reasons (texts rendered with today's wording from the stored values), and
+    every feature's contribution with the base value and the raw score (log-odds), so
+    that base value + contributions = raw score = logit(probability) can be checked."""
+    from features.registry import refresh_reason_texts
+
     extra = stored.score.explanation or {}
-    reasons = extra.get("reasons")
-    on_demand = reasons is None
+    context = dict(extra.get("context") or {})
+    stored_reasons = extra.get("reasons")
+    on_demand = stored_reasons is None
+    reasons: list[dict[str, Any]] = list(stored_reasons or [])
     if on_demand:
         model = services.holder.version(stored.score.model_version)
         reasons = jsonable(
-            explain_vector(
-                model,
-                stored.score.feature_vector,
-                dict(extra.get("context") or {}),
-                stored.shipment.shipment_id,
-            )
+            explain_vector(model, stored.score.feature_vector, context, stored.shipment.shipment_id)
         )
     out = shipment_out(stored)
     return {
@@ -640,73 +1084,202 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
         "model_version": out["model_version"],
         "feature_set_version": out["feature_set_version"],
         "computed_on_demand": on_demand,
-        "reasons": reasons,
+        "reasons": refresh_reason_texts(reasons, context),
         "rule_hits": out["rule_hits"],
         "watchlist": out["watchlist"],
+        **_all_contributions(services, stored),
     }
 
 
-def replay(session: Session, holder: ModelHolder, shipment_id: str) -> dict[str, Any]:
-    """Recompute the stored probability from the stored vector and model version."""
-    stored = load_shipment(session, shipment_id)
-    if stored is None:
-        raise ServiceError(404, f"no scored shipment {shipment_id!r}")
-    model: ModelHandle = holder.version(stored.score.model_version)
-    recomputed = float(model.predict_vectors([stored.score.feature_vector])[0])
+def _all_contributions(services: Services, stored: StoredShipment) -> dict[str, Any]:
+    """Base value, raw score and the contribution of every feature (largest first) for
+    the stored vector and model version; nulls when that version cannot be loaded."""
+    from models.explain import contributions
+
+    try:
+        model = services.holder.version(stored.score.model_version)
+    except Exception:  # the model version is gone from the registry
+        log.warning("model version %s cannot be loaded", stored.score.model_version)
+        return {"base_value": None, "raw_score": None, "contributions": None}
+    contrib = contributions(model.booster, model.matrix([stored.score.feature_vector]))[0]
+    names = list(model.names)
+    order = sorted(range(len(names)), key=lambda i: (-abs(float(contrib[i])), i))
+    return {
+        "base_value": float(contrib[-1]),
+        "raw_score": float(contrib.sum()),
+        "contributions": [
+            {
+                "feature": names[i],
+                "value": stored.score.feature_vector.get(names[i]),
+                "log_odds": float(contrib[i]),
+            }
+            for i in order
+        ],
+    }
+
+
+def replay(
+    session: Session, holder: ModelHolder, shipment_id: str, score_id: int | None = None
+) -> dict[str, Any]:
+    """Recompute a stored score (the shipment's latest, or `score_id`) from its stored
+    vector and model version, and compare the stored row with its audited entry
+    (probability, lane, model, feature-vector hash): `matches` only when both agree;
+    `differences` says what differs from the audited entry."""
+    if score_id is None:
+        stored = load_shipment(session, shipment_id)
+        if stored is None:
+            raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+        score = stored.score
+    else:
+        found = session.get(m.Score, score_id)
+        if found is None or found.shipment_id != shipment_id:
+            raise ServiceError(404, f"no score {score_id} of shipment {shipment_id!r}")
+        score = found
+    model: ModelHandle = holder.version(score.model_version)
+    recomputed = float(model.predict_vectors([score.feature_vector])[0])
+    same = math.isclose(score.probability, recomputed, rel_tol=1e-9, abs_tol=1e-12)
+    entry = _score_entry(session, shipment_id, score.id)
+    if entry is None:
+        differences = ["the score has no audit entry"]
+    else:
+        differences = _score_differences(_score_facts(score), entry.payload)
     return {
         "shipment_id": shipment_id,
-        "score_id": stored.score.id,
-        "model_version": stored.score.model_version,
-        "stored": stored.score.probability,
+        "score_id": score.id,
+        "model_version": score.model_version,
+        "stored": score.probability,
         "recomputed": recomputed,
-        "matches": math.isclose(stored.score.probability, recomputed, rel_tol=1e-9, abs_tol=1e-12),
+        "recomputed_matches": same,
+        "audit_seq": entry.seq if entry is not None else None,
+        "differences": differences,
+        "matches": same and not differences,
     }
+
+
+def replay_all(session: Session, holder: ModelHolder, shipment_id: str) -> list[dict[str, Any]]:
+    """`replay` of every stored score of the shipment, oldest first."""
+    ids = list(
+        session.scalars(
+            select(m.Score.id).where(m.Score.shipment_id == shipment_id).order_by(m.Score.id)
+        )
+    )
+    if not ids:
+        raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+    return [replay(session, holder, shipment_id, i) for i in ids]
+
+
+def _score_entry(session: Session, shipment_id: str, score_id: int) -> m.AuditLog | None:
+    """The audit entry that recorded score `score_id` (None when there is none)."""
+    rows = session.scalars(
+        select(m.AuditLog)
+        .where(
+            m.AuditLog.entity == "shipment",
+            m.AuditLog.entity_id == shipment_id,
+            m.AuditLog.kind.in_(("score", "rescreen")),
+        )
+        .order_by(m.AuditLog.seq)
+    )
+    return next((r for r in rows if r.payload.get("score_id") == score_id), None)
 
 
 # --------------------------------------------------------------------------- travellers
 
 
-def prepare_traveller(raw: Any) -> tuple[dict[str, Any], str]:
-    parsed = _validate_json(traveller_in_model(), raw)
+def prepare_traveller(raw: Any, *, stored: bool = False) -> tuple[dict[str, Any], str]:
+    """Validate one traveller record (raises ValidationError); `stored`: as for
+    `prepare_shipment`."""
+    parsed = _validate_json(traveller_in_model(), raw, stored=stored)
     data = parsed.model_dump()
     return data, content_hash(data)
 
 
 def ingest_travellers(
-    session: Session, services: Services, records: Sequence[tuple[dict[str, Any], str]], actor: str
-) -> tuple[list[str], list[str], list[tuple[int, str]]]:
+    session: Session,
+    services: Services,
+    records: Sequence[tuple[dict[str, Any], str]],
+    actor: str,
+    *,
+    retry: bool = True,
+) -> tuple[list[str], list[str], list[Conflict]]:
+    """Store traveller records. Returns (stored, unchanged, conflicts): the same
+    content again (also a repeat within the request) is unchanged; other content
+    under a stored id, an id of the loaded history or an earlier record of the
+    request is a conflict. Everything that can fail runs before the commit."""
     stored: list[str] = []
     unchanged: list[str] = []
-    conflicts: list[tuple[int, str]] = []
-    fresh: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}
+    conflicts: list[Conflict] = []
+    fresh: list[tuple[dict[str, Any], str]] = []
+    first: dict[str, tuple[int, str]] = {}
+    repeats: list[tuple[int, str]] = []
+    ids = list({str(data["traveller_record_id"]) for data, _digest in records})
+    known = {
+        row.traveller_record_id: row
+        for start in range(0, len(ids), 1000)
+        for row in session.scalars(
+            select(m.Traveller).where(
+                m.Traveller.traveller_record_id.in_(ids[start : start + 1000])
+            )
+        )
+    }
+    held = services.history.held_travellers(i for i in ids if i not in known)
+    field_name = "traveller_record_id"
     for i, (data, digest) in enumerate(records):
         rid = str(data["traveller_record_id"])
-        if rid in seen:
-            if seen[rid] != digest:
-                conflicts.append((i, rid))
+        if rid in first:
+            j, earlier = first[rid]
+            if earlier != digest:
+                reason = f"{rid!r} repeats an earlier record of this request with other content"
+                conflicts.append(Conflict(i, rid, reason, field_name, j))
+            else:
+                repeats.append((i, rid))
             continue
-        seen[rid] = digest
-        old = session.get(m.Traveller, rid)
-        if old is None:
+        first[rid] = (i, digest)
+        old = known.get(rid)
+        if old is not None:
+            if old.content_hash == digest:
+                unchanged.append(rid)
+            else:
+                reason = f"record {rid!r} is stored with other content"
+                conflicts.append(Conflict(i, rid, reason, field_name))
+        elif rid in held:
+            same = _history_match(
+                held[rid], digest, lambda raw: prepare_traveller(raw, stored=True)[1]
+            )
+            conflicts.append(Conflict(i, rid, _in_history(rid, same, "record"), field_name))
+        else:
+            fresh.append((data, digest))
+    frame = None
+    if fresh:
+        try:  # built before anything is written: a record that cannot be held stores nothing
+            frame = frame_of([data for data, _digest in fresh], TRAVELLERS.polars_schema)
+        except (pl.exceptions.PolarsError, OverflowError) as exc:
+            raise ServiceError(422, f"the records cannot be stored: {exc}") from None
+        for data, digest in fresh:
+            rid = str(data["traveller_record_id"])
             session.add(
                 m.Traveller(traveller_record_id=rid, payload=jsonable(data), content_hash=digest)
             )
-            fresh.append(data)
             stored.append(rid)
-        elif old.content_hash == digest:
+        try:
+            session.flush()
+            audit(session, "traveller_ingest", actor, {"records": stored}, entity="traveller")
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if not retry:
+                raise ServiceError(
+                    409, "a record with this id was stored concurrently; retry"
+                ) from None
+            return ingest_travellers(session, services, records, actor, retry=False)
+        services.history.add_travellers(frame)
+    done = set(stored) | set(unchanged)
+    refused = {c.record_id: c for c in conflicts if c.earlier is None}
+    for i, rid in repeats:
+        if rid in done:
             unchanged.append(rid)
-        else:
-            conflicts.append((i, rid))
-    if stored:
-        audit(session, "traveller_ingest", actor, {"records": stored}, entity="traveller")
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ServiceError(409, "a record with this id was stored concurrently; retry") from None
-    if fresh:
-        services.history.add_travellers(frame_of(fresh, TRAVELLERS.polars_schema))
+        elif rid in refused:
+            conflicts.append(refused[rid]._replace(position=i, earlier=first[rid][0]))
+    conflicts.sort(key=lambda c: c.position)
     return stored, unchanged, conflicts
 
 
@@ -715,9 +1288,16 @@ def masked(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def view_traveller(
-    session: Session, record_id: str, viewer: str, purpose: str | None
+    session: Session,
+    record_id: str,
+    viewer: str,
+    purpose: str | None,
+    *,
+    shipment_id: str | None = None,
 ) -> tuple[m.Traveller, bool]:
-    """The record; unmasked (and logged with its purpose, audited) when a purpose is given."""
+    """The record; unmasked (and logged with its purpose, audited) when a purpose is
+    given. `shipment_id`: the shipment the record was unmasked for (the caller has
+    checked the viewer may see it and that the record is linked to it); recorded."""
     row = session.get(m.Traveller, record_id)
     if row is None:
         raise ServiceError(404, f"no traveller record {record_id!r}")
@@ -736,7 +1316,12 @@ def view_traveller(
         session,
         "personal_data_view",
         viewer,
-        {"subject_type": "traveller", "fields": list(PERSONAL_FIELDS), "purpose": purpose},
+        {
+            "subject_type": "traveller",
+            "fields": list(PERSONAL_FIELDS),
+            "purpose": purpose,
+            "shipment_id": shipment_id,
+        },
         entity="traveller",
         entity_id=record_id,
     )
@@ -747,12 +1332,32 @@ def view_traveller(
 # --------------------------------------------------------------------------- queues
 
 
-def _age(ref: m.Referral, at: dt.datetime) -> float:
-    end = ref.decided_at if ref.status == "closed" and ref.decided_at else at
+# Placing shipments in a queue is the engine's act, whoever's read triggered it.
+QUEUE_ACTOR = "system:queue"
+NOT_A_PERSON = "decisions are made by a named, signed-in person"
+
+
+def _age(ref: m.Referral, at: dt.datetime, closed_at: dt.datetime | None = None) -> float:
+    """Seconds from creation to the decision (inspection or waiver), or to the closure
+    of an entry closed without one (displaced), or to `at` while awaiting a decision."""
+    end = ref.decided_at or (closed_at if ref.status == "closed" else None) or at
     return max((end - ref.created_at).total_seconds(), 0.0)
 
 
-def referral_out(ref: m.Referral, lane: str, at: dt.datetime | None = None) -> dict[str, Any]:
+def displaced(ref: m.Referral) -> bool:
+    """Closed without a decision: a later red/yellow arrival took its place."""
+    return ref.status == "closed" and ref.decided_at is None
+
+
+def referral_out(
+    ref: m.Referral,
+    lane: str,
+    at: dt.datetime | None = None,
+    *,
+    outcome: dict[str, Any] | None = None,
+    closing: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    closing = closing or {}
     return {
         "id": ref.id,
         "office_code": ref.office_code,
@@ -771,8 +1376,69 @@ def referral_out(ref: m.Referral, lane: str, at: dt.datetime | None = None) -> d
         "decided_at": ref.decided_at,
         "waiver_reason": ref.waiver_reason,
         "created_at": ref.created_at,
-        "age_seconds": _age(ref, at or now()),
+        "age_seconds": _age(ref, at or now(), closing.get("closed_at")),
+        "outcome": outcome,
+        "closed_by": closing.get("closed_by"),
+        "closed_at": closing.get("closed_at"),
+        "displaced_by": closing.get("displaced_by"),
     }
+
+
+def _outcomes_of(session: Session, refs: Sequence[m.Referral]) -> dict[int, dict[str, Any]]:
+    """The recorded outcome of each inspected (or since closed) referral."""
+    ids = [r.id for r in refs if r.status in ("inspected", "closed")]
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(m.Outcome)
+        .where(m.Outcome.referral_id.in_(ids))
+        .order_by(m.Outcome.recorded_at, m.Outcome.outcome_id)
+    )
+    return {
+        int(o.referral_id): {
+            "outcome_id": o.outcome_id,
+            "finding": o.finding,
+            "category": o.category,
+            "quantity": o.quantity,
+            "unit": o.unit,
+            "notes": o.notes,
+            "recorded_by": o.recorded_by,
+            "recorded_at": o.recorded_at,
+        }
+        for o in rows
+        if o.referral_id is not None
+    }
+
+
+CLOSING_KINDS = ("queue_decision", "queue_displacement")
+
+
+def _closings_of(session: Session, refs: Sequence[m.Referral]) -> dict[int, dict[str, Any]]:
+    """Who closed each closed referral and when (from its audited closing; there are
+    no columns for it), and the referral that displaced it, if it was displaced."""
+    closed = {r.id: r for r in refs if r.status == "closed"}
+    if not closed:
+        return {}
+    rows = session.scalars(
+        select(m.AuditLog)
+        .where(
+            m.AuditLog.kind.in_(CLOSING_KINDS),
+            m.AuditLog.entity == "shipment",
+            m.AuditLog.entity_id.in_({r.shipment_id for r in closed.values()}),
+        )
+        .order_by(m.AuditLog.seq)
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        body = row.payload or {}
+        rid = body.get("referral_id")
+        if body.get("action") in ("close", "displace") and rid in closed:
+            out[rid] = {
+                "closed_by": row.actor,
+                "closed_at": row.at,
+                "displaced_by": body.get("displaced_by_referral_id"),
+            }
+    return out
 
 
 def lanes_of(session: Session, refs: Iterable[m.Referral]) -> dict[int, str]:
@@ -785,12 +1451,16 @@ def lanes_of(session: Session, refs: Iterable[m.Referral]) -> dict[int, str]:
 
 def referrals_out(session: Session, refs: Sequence[m.Referral]) -> list[dict[str, Any]]:
     lanes = lanes_of(session, refs)
+    outcomes = _outcomes_of(session, refs)
+    closings = _closings_of(session, refs)
     at = now()
     return [
         referral_out(
             r,
             lanes.get(r.score_id or -1, policy.lane(r.priority, r.priority >= policy.TOP_BAND)),
             at,
+            outcome=outcomes.get(r.id),
+            closing=closings.get(r.id),
         )
         for r in refs
     ]
@@ -801,7 +1471,8 @@ def _queue_rows(session: Session, office: str, day: dt.date) -> list[m.Referral]
         session.scalars(
             select(m.Referral)
             .where(m.Referral.office_code == office, m.Referral.queue_date == day)
-            .order_by(m.Referral.rank)
+            .order_by(m.Referral.rank, m.Referral.id)
+            .execution_options(populate_existing=True)
         )
     )
 
@@ -829,6 +1500,27 @@ def _day_scores(
     return list(session.scalars(query.order_by(m.Score.id)))
 
 
+def _lifting_rule_hits(session: Session, score_ids: Sequence[int]) -> set[int]:
+    """The scores among `score_ids` with a rule hit that raises the priority (any
+    severity but info; an unknown severity counts)."""
+    if not score_ids:
+        return set()
+    rows = session.execute(
+        select(m.RuleHit.score_id, m.RuleVersion.severity)
+        .outerjoin(
+            m.RuleVersion,
+            (m.RuleVersion.rule_id == m.RuleHit.rule_id)
+            & (m.RuleVersion.version == m.RuleHit.rule_version),
+        )
+        .where(m.RuleHit.score_id.in_(score_ids))
+    )
+    return {
+        int(sid)
+        for sid, severity in rows
+        if sid is not None and policy.SEVERITY_WEIGHTS.get(str(severity), 1.0) > 0
+    }
+
+
 def _place(
     session: Session,
     services: Services,
@@ -836,17 +1528,34 @@ def _place(
     day: dt.date,
     scores: Sequence[m.Score],
     queued: Sequence[m.Referral],
-    actor: str,
+    actor: str = QUEUE_ACTOR,
 ) -> list[m.Referral]:
     """Referrals for `scores` within what is left of the day's capacity after the
-    `queued` entries, audited with what was decided; nothing when nothing is picked.
+    `queued` entries; red/yellow arrivals that do not fit displace lower-priority
+    ranked entries (`policy.displacements`). Audited: one entry for the queue, one
+    per placed shipment and one per displaced shipment (entity "shipment", so each
+    shipment's trail shows it). Nothing when nothing is picked.
     Must-inspect rules and exact watchlist hits always enter (over capacity if full)."""
+    lifting = _lifting_rule_hits(session, [s.id for s in scores])
     candidates = []
+    lanes: dict[str, str] = {}
     for s in scores:
         extra = s.explanation or {}
         exact = bool(extra.get("watchlist_exact", False))
         must = bool(extra.get("must_inspect", False)) and not exact
-        candidates.append(policy.Candidate(s.shipment_id, office, day, s.priority, must, exact))
+        candidates.append(
+            policy.Candidate(
+                s.shipment_id,
+                office,
+                day,
+                s.priority,
+                must,
+                exact,
+                probability=s.probability,
+                rule_hit=s.id in lifting,
+            )
+        )
+        lanes[s.shipment_id] = s.lane
     capacity = services.capacity(office)
     left = max(capacity - sum(1 for r in queued if not r.over_capacity), 0)
     share = services.queue.exploration_share
@@ -854,28 +1563,60 @@ def _place(
         hashlib.sha256(f"{office}|{day.isoformat()}|{len(queued)}".encode()).hexdigest()[:8], 16
     )
     entries = policy.build_queue(candidates, left, share, rng_seed=seed)
-    if not entries:
+    chosen = {e.shipment_id for e in entries}
+    by_id = {r.id: r for r in queued}
+    swaps = policy.displacements(
+        [
+            policy.Placed(r.id, r.priority, r.selection_method, r.status, r.over_capacity)
+            for r in queued
+        ],
+        [c for c in candidates if c.shipment_id not in chosen],
+        lanes,
+    )
+    if not entries and not swaps:
         return []
     score_of = {s.shipment_id: s.id for s in scores}
     created = now()
-    refs = []
-    for e in entries:
+    refs: list[m.Referral] = []
+    rank = max((r.rank for r in queued), default=0)
+
+    def new_ref(sid: str, priority: float, method: str, probability: float, over: bool) -> None:
+        nonlocal rank
+        rank += 1
         ref = m.Referral(
             office_code=office,
             queue_date=day,
-            shipment_id=e.shipment_id,
-            score_id=score_of[e.shipment_id],
-            rank=len(queued) + e.rank,
-            priority=e.priority,
-            selection_method=e.selection_method,
-            selection_probability=e.selection_probability,
+            shipment_id=sid,
+            score_id=score_of[sid],
+            rank=rank,
+            priority=priority,
+            selection_method=method,
+            selection_probability=probability,
             status="open",
-            over_capacity=e.over_capacity,
+            over_capacity=over,
             created_at=created,
         )
         session.add(ref)
         refs.append(ref)
+
+    for e in entries:
+        new_ref(
+            e.shipment_id,
+            e.priority,
+            e.selection_method,
+            e.selection_probability,
+            e.over_capacity,
+        )
+    victims: list[tuple[m.Referral, int]] = []  # (displaced entry, index of its successor)
+    for c, victim in swaps:
+        old = by_id[victim.key]
+        old.status, old.over_capacity = "closed", True
+        method = policy.lifted_method(c, c.model_probability > old.priority)
+        new_ref(c.shipment_id, c.priority, method, 1.0, False)
+        victims.append((old, len(refs) - 1))
     session.flush()
+    key = f"{office}/{day.isoformat()}"
+    displaced_by = {i: old for old, i in victims}
     audit(
         session,
         "queue_extended" if queued else "queue_built",
@@ -897,20 +1638,77 @@ def _place(
                 }
                 for r in refs
             ],
+            "displaced": [
+                {
+                    "referral_id": old.id,
+                    "shipment_id": old.shipment_id,
+                    "by_referral_id": refs[i].id,
+                    "by_shipment_id": refs[i].shipment_id,
+                }
+                for old, i in victims
+            ],
         },
         entity="queue",
-        entity_id=f"{office}/{day.isoformat()}",
+        entity_id=key,
     )
+    for i, r in enumerate(refs):
+        pushed = displaced_by.get(i)
+        audit(
+            session,
+            "queue_placement",
+            actor,
+            {
+                "queue": key,
+                "referral_id": r.id,
+                "shipment_id": r.shipment_id,
+                "score_id": r.score_id,
+                "rank": r.rank,
+                "priority": r.priority,
+                "lane": lanes.get(r.shipment_id),
+                "selection_method": r.selection_method,
+                "selection_probability": r.selection_probability,
+                "over_capacity": r.over_capacity,
+                "displaced_referral_id": None if pushed is None else pushed.id,
+            },
+            entity="shipment",
+            entity_id=r.shipment_id,
+        )
+    for old, i in victims:
+        audit(
+            session,
+            "queue_displacement",
+            actor,
+            {
+                "action": "displace",
+                "queue": key,
+                "referral_id": old.id,
+                "shipment_id": old.shipment_id,
+                "priority": old.priority,
+                "displaced_by_referral_id": refs[i].id,
+                "displaced_by_shipment_id": refs[i].shipment_id,
+                "displaced_by_priority": refs[i].priority,
+            },
+            entity="shipment",
+            entity_id=old.shipment_id,
+        )
     return refs
 
 
 def get_queue(
-    session: Session, services: Services, office: str, day: dt.date, actor: str
+    session: Session,
+    services: Services,
+    office: str,
+    day: dt.date,
+    reader: str | None = None,
 ) -> tuple[list[m.Referral], bool]:
     """The queue of an office for a day: built (and audited) on first request, then
     extended with the shipments scored since its last entries were placed (new
-    arrivals, or a rescreen that made a hit exact) within the capacity left.
-    Returns the entries and whether any was placed by this call."""
+    arrivals, or a rescreen that made a hit exact) within the capacity left, red and
+    yellow arrivals displacing lower-priority ranked entries when it is full.
+    Placement is the engine's act: it is audited as `QUEUE_ACTOR`, never as `reader`
+    (whoever's read found the new shipments; an auditor's read writes nothing in
+    their name). Returns the entries and whether any was placed by this call."""
+    del reader
     rows = _queue_rows(session, office, day)
     since = max((r.created_at for r in rows), default=None)
     referred = {r.shipment_id for r in rows}
@@ -921,7 +1719,7 @@ def get_queue(
     since = max((r.created_at for r in rows), default=None)
     referred = {r.shipment_id for r in rows}
     fresh = [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]
-    placed = _place(session, services, office, day, fresh, rows, actor) if fresh else []
+    placed = _place(session, services, office, day, fresh, rows) if fresh else []
     if not placed:
         session.rollback()
         return rows, False
@@ -929,14 +1727,37 @@ def get_queue(
     return _queue_rows(session, office, day), True
 
 
+def left_out(session: Session, office: str, day: dt.date) -> list[dict[str, Any]]:
+    """Red and yellow shipments of the office's day without a live entry in its queue:
+    never placed for want of capacity, or displaced by a later arrival. Best first."""
+    rows = _queue_rows(session, office, day)
+    live = {r.shipment_id for r in rows if not displaced(r)}
+    pushed = {r.shipment_id: r.id for r in rows if displaced(r)}
+    out = [
+        {
+            "shipment_id": s.shipment_id,
+            "score_id": s.id,
+            "probability": s.probability,
+            "priority": s.priority,
+            "lane": s.lane,
+            "displaced_referral_id": pushed.get(s.shipment_id),
+        }
+        for s in _day_scores(session, office, day)
+        if s.lane in ("red", "yellow") and s.shipment_id not in live
+    ]
+    return sorted(out, key=lambda o: (-o["priority"], o["shipment_id"]))
+
+
 def overdue_referrals(session: Session, services: Services, office: str) -> list[m.Referral]:
+    """Referrals of the office still awaiting a decision (open or claimed) past the
+    overdue limit, oldest first; an inspected, waived or closed one is never overdue."""
     limit = now() - dt.timedelta(hours=services.queue.overdue_hours)
     return list(
         session.scalars(
             select(m.Referral)
             .where(
                 m.Referral.office_code == office,
-                m.Referral.status.in_(("open", "claimed", "inspected", "waived")),
+                m.Referral.status.in_(tuple(str(st) for st in policy.AWAITING_DECISION)),
                 m.Referral.created_at < limit,
             )
             .order_by(m.Referral.created_at, m.Referral.id)
@@ -977,7 +1798,16 @@ def _officer(username: str, office: str | None, ref: m.Referral) -> policy.Offic
     return policy.Officer(username, office if office is not None else ref.office_code)
 
 
+def _decider(session: Session, username: str) -> None:
+    """A named person (an active user account) decides, never an API key or a system:
+    the referral records the user (claimed_by / decided_by are user names)."""
+    user = session.scalar(select(m.User).where(m.User.username == username))
+    if user is None or not user.active:
+        raise ServiceError(403, NOT_A_PERSON)
+
+
 def claim(session: Session, referral_id: int, username: str, office: str | None) -> m.Referral:
+    _decider(session, username)
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
@@ -1000,6 +1830,9 @@ def claim(session: Session, referral_id: int, username: str, office: str | None)
 def waive(
     session: Session, referral_id: int, username: str, office: str | None, reason: str
 ) -> m.Referral:
+    _decider(session, username)
+    if not policy.has_visible_text(reason):
+        raise ServiceError(422, "a waiver needs a reason (it has no visible character)", "reason")
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
@@ -1033,6 +1866,7 @@ def record_outcome(
     office: str | None,
     outcome: policy.InspectionOutcome,
 ) -> tuple[m.Referral, m.Outcome, Path | None]:
+    _decider(session, username)
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
@@ -1080,6 +1914,78 @@ def record_outcome(
     services.history.add_outcomes(frame)
     path = export_labels(session, services, [row])
     return ref, row, path
+
+
+def close(session: Session, referral_id: int, username: str, office: str | None) -> m.Referral:
+    """Close an inspected or waived referral (an officer of its office or an admin):
+    the case is done. The decision (decided_by/at, the outcome or waiver reason) stays
+    as recorded; the closing is audited with who closed it and when."""
+    _decider(session, username)
+    ref = _locked_referral(session, referral_id)
+    at = now()
+    try:
+        policy.close(_domain(ref), _officer(username, office, ref), at)
+    except policy.TransitionError as exc:
+        raise ServiceError(409, str(exc)) from None
+    decision = ref.status
+    ref.status = "closed"
+    audit(
+        session,
+        "queue_decision",
+        username,
+        {
+            "action": "close",
+            "referral_id": ref.id,
+            "shipment_id": ref.shipment_id,
+            "decision": decision,
+            "decided_by": ref.decided_by,
+        },
+        entity="shipment",
+        entity_id=ref.shipment_id,
+    )
+    session.commit()
+    return ref
+
+
+def release(
+    session: Session,
+    referral_id: int,
+    username: str,
+    office: str | None,
+    *,
+    override: bool = False,
+) -> m.Referral:
+    """Hand a claimed referral back to the office's queue (claimed -> open): by the
+    officer who claimed it, or by an admin (`override`) for anyone's claim. The audit
+    entry names who released it and whose claim it was."""
+    _decider(session, username)
+    ref = _locked_referral(session, referral_id)
+    at = now()
+    holder, since = ref.claimed_by, ref.claimed_at
+    try:
+        policy.release(_domain(ref), _officer(username, office, ref), at, override=override)
+    except policy.TransitionError as exc:
+        mine = ref.status != "claimed" or holder == username
+        hint = "" if mine else "; only they or an administrator can release it"
+        raise ServiceError(409, f"{exc}{hint}") from None
+    ref.status, ref.claimed_by, ref.claimed_at = "open", None, None
+    audit(
+        session,
+        "queue_decision",
+        username,
+        {
+            "action": "release",
+            "referral_id": ref.id,
+            "shipment_id": ref.shipment_id,
+            "claimed_by": holder,
+            "claimed_at": since,
+            "released_for_another": holder != username,
+        },
+        entity="shipment",
+        entity_id=ref.shipment_id,
+    )
+    session.commit()
+    return ref
 
 
 def outcome_frame(rows: Sequence[m.Outcome]) -> pl.DataFrame:
@@ -1152,10 +2058,48 @@ def export_labels(session: Session, services: Services, rows: Sequence[m.Outcome
 
 
 def load_watchlist(
-    session: Session, services: Services, entries: pl.DataFrame, actor: str
+    session: Session,
+    services: Services,
+    entries: pl.DataFrame,
+    actor: str,
+    list_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Replace the entries of the list(s) in `entries`, audit, and rescreen stored shipments."""
-    names = sorted(set(entries["list_name"].to_list()))
+    """Replace the entries of the named list(s) (default: the lists in `entries`) in
+    the database, the operational source of truth, with `entries`; audit; write the
+    same entries to validated/watchlist.parquet (other lists in the file kept); and,
+    when anything changed, screen with them and rescreen stored shipments.
+
+    A load without entries is refused (422): an empty export must not empty a
+    sanctions list by accident."""
+    names = sorted(set(list_names) if list_names else set(entries["list_name"].to_list()))
+    if entries.is_empty():
+        shown = ", ".join(names) or "none named"
+        raise ServiceError(422, f"no entries: the file lists none; list {shown} unchanged", "file")
+    strays = sorted(set(entries["list_name"].to_list()) - set(names))
+    if strays:
+        raise ServiceError(422, f"entries of list(s) not loaded here: {', '.join(strays)}", "file")
+    entries = entries.select(WATCHLIST.polars_schema.names())
+    counts = _store_watchlist(session, names, entries, actor)
+    session.commit()
+    write_watchlist_file(session, services, names)
+    screened = rescored = 0
+    if any(counts.values()) or not _screening_with(services, names, entries):
+        services.history.replace_watchlist(names, entries)
+        screened, rescored = rescreen(session, services, actor)
+    return {
+        "list_name": ",".join(names),
+        "entries": entries.height,
+        **counts,
+        "rescreened": screened,
+        "rescored": rescored,
+    }
+
+
+def _store_watchlist(
+    session: Session, names: Sequence[str], entries: pl.DataFrame, actor: str
+) -> dict[str, int]:
+    """Make `entries` the active entries of the lists `names` in the database, with
+    the audit entry (the caller commits). Returns the counts added/removed/changed."""
     rows = entries.to_dicts()
     current = {
         e.entry_id: e
@@ -1197,7 +2141,7 @@ def load_watchlist(
         "watchlist_change",
         actor,
         {
-            "lists": names,
+            "lists": list(names),
             "entries": len(rows),
             "added": added,
             "changed": changed,
@@ -1206,23 +2150,169 @@ def load_watchlist(
         entity="watchlist",
         entity_id=",".join(names),
     )
-    session.commit()
-    services.history.replace_watchlist(names, entries.select(WATCHLIST.polars_schema.names()))
-    screened, rescored = rescreen(session, services, actor)
-    return {
-        "list_name": ",".join(names),
-        "entries": len(rows),
-        "added": added,
-        "removed": removed,
-        "changed": changed,
-        "rescreened": screened,
-        "rescored": rescored,
-    }
+    return {"added": added, "removed": removed, "changed": changed}
+
+
+def _screening_with(services: Services, names: Sequence[str], entries: pl.DataFrame) -> bool:
+    """Whether the service already screens with exactly `entries` as the lists `names`."""
+    held = services.history.snapshot().watchlist
+    if held is None:
+        return entries.is_empty()
+    mine = held.filter(pl.col("list_name").is_in(list(names))).select(entries.columns)
+    return mine.sort("entry_id").equals(entries.sort("entry_id"))
+
+
+def stored_watchlist(session: Session, names: Sequence[str] | None = None) -> pl.DataFrame:
+    """The active entries held in the database (of the lists `names`, default all), as
+    a WATCHLIST frame ordered by list and entry id."""
+    query = select(m.WatchlistEntry.payload).where(m.WatchlistEntry.active.is_(True))
+    if names is not None:
+        query = query.where(m.WatchlistEntry.list_name.in_(list(names)))
+    query = query.order_by(m.WatchlistEntry.list_name, m.WatchlistEntry.entry_id)
+    rows = []
+    for payload in session.scalars(query):
+        row = dict(payload)
+        if isinstance(row.get("listed_on"), str):
+            row["listed_on"] = dt.date.fromisoformat(row["listed_on"])
+        rows.append(row)
+    schema = WATCHLIST.polars_schema
+    return pl.DataFrame(
+        [{n: r.get(n) for n in schema.names()} for r in rows], schema=schema, orient="row"
+    )
+
+
+_WATCHLIST_FILE_LOCK = threading.Lock()
+
+
+def write_watchlist_file(session: Session, services: Services, names: Sequence[str]) -> bool:
+    """Write the database's active entries of the lists `names` to
+    validated/watchlist.parquet, atomically, keeping the file's other lists (what
+    `caravan watchlist import` does), so that batch features and training read the
+    lists the service screens with. A failure is logged (the database stays the
+    source of truth; the next start-up reports the difference); returns success."""
+    from pipelines.features import WATCHLIST_FILE
+    from pipelines.validate import write_parquet
+
+    path = services.layout.validated / WATCHLIST_FILE
+    with _WATCHLIST_FILE_LOCK:
+        try:
+            frame = stored_watchlist(session, names)
+            if path.exists():
+                schema = WATCHLIST.polars_schema
+                old = pl.read_parquet(path).select([pl.col(n).cast(t) for n, t in schema.items()])
+                frame = pl.concat([old.filter(~pl.col("list_name").is_in(list(names))), frame])
+            write_parquet(frame, path)
+        except (OSError, pl.exceptions.PolarsError):
+            log.exception("could not write the watchlist(s) %s to %s", ", ".join(names), path)
+            return False
+    return True
+
+
+def restore_ingested(session: Session, services: Services) -> dict[str, int]:
+    """Put back into the feature history what the API recorded before a restart.
+
+    The history is loaded from validated/, which holds what `caravan validate`
+    accepted; shipments (with their goods lines), traveller records and outcomes
+    recorded over the API since live in the database. Without them, the features
+    of the next shipments would not count them (a trader's recent shipments, its
+    inspections, linked travellers) and would differ from what they were before the
+    restart. Rows already in the history are left as they are. Returns the counts
+    added per table."""
+    history = services.history
+    held = history.snapshot()
+    known = set(held.shipments.get_column("shipment_id").to_list())
+    ships = [
+        s
+        for s in session.scalars(
+            select(m.Shipment).order_by(m.Shipment.declared_at, m.Shipment.shipment_id)
+        )
+        if s.shipment_id not in known
+    ]
+    added = {"shipments": 0, "travellers": 0, "outcomes": 0}
+    if ships:
+        wanted = {s.shipment_id for s in ships}
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for item in session.scalars(select(m.Item).order_by(m.Item.shipment_id, m.Item.line_no)):
+            if item.shipment_id in wanted:
+                lines.setdefault(item.shipment_id, []).append(item.payload)
+        prepared = [
+            prepare_shipment({**s.payload, "items": lines.get(s.shipment_id, [])}, stored=True)
+            for s in ships
+        ]
+        history.add_shipments(*_frames(prepared))
+        added["shipments"] = len(prepared)
+    seen = set(held.travellers.get_column("traveller_record_id").to_list())
+    records = [
+        prepare_traveller(t.payload, stored=True)[0]
+        for t in session.scalars(select(m.Traveller).order_by(m.Traveller.traveller_record_id))
+        if t.traveller_record_id not in seen
+    ]
+    if records:
+        history.add_travellers(frame_of(records, TRAVELLERS.polars_schema))
+        added["travellers"] = len(records)
+    done = set(held.outcomes.get_column("outcome_id").to_list())
+    outcomes = [
+        o
+        for o in session.scalars(select(m.Outcome).order_by(m.Outcome.inspected_at))
+        if o.outcome_id not in done
+    ]
+    if outcomes:
+        history.add_outcomes(outcome_frame(outcomes))
+        added["outcomes"] = len(outcomes)
+    return added
+
+
+def restore_watchlists(session: Session, services: Services, actor: str = "system") -> list[str]:
+    """At start-up: screen with the lists held in the database (the operational
+    source of truth), whatever validated/watchlist.parquet holds.
+
+    A list of the file that the database has never held (`caravan watchlist
+    import` before the first start) is loaded into the database first, audited
+    (no rescreen: the shipments stored before were scored without it, as before).
+    A list the database holds but the file holds differently is screened as the
+    database holds it, and a warning names it. Returns the warnings."""
+    from_file = services.history.snapshot().watchlist
+    known = set(session.scalars(select(m.WatchlistEntry.list_name).distinct()))
+    warnings = []
+    if from_file is not None and not from_file.is_empty():
+        from_file = from_file.select(WATCHLIST.polars_schema.names())
+        for name in sorted(set(from_file["list_name"].to_list())):
+            entries = from_file.filter(pl.col("list_name") == name)
+            if name not in known:
+                _store_watchlist(session, [name], entries, actor)
+                session.commit()
+                log.info("watchlist %s: %d entries loaded from the file", name, entries.height)
+                continue
+            stored = {
+                (e.entry_id, e.content_hash)
+                for e in session.scalars(
+                    select(m.WatchlistEntry).where(
+                        m.WatchlistEntry.list_name == name, m.WatchlistEntry.active.is_(True)
+                    )
+                )
+            }
+            wanted = {(r["entry_id"], content_hash(jsonable(r))) for r in entries.to_dicts()}
+            if stored != wanted:
+                warnings.append(
+                    f"watchlist {name}: validated/watchlist.parquet ({len(wanted)} entries) "
+                    f"differs from the database ({len(stored)} active entries); the service "
+                    "screens with the database's: load the file over the API "
+                    "(POST /api/v1/watchlists/...) to change it"
+                )
+                log.warning(warnings[-1])
+    held = stored_watchlist(session)
+    services.history.set_watchlist(None if held.is_empty() else held)
+    return warnings
 
 
 def rescreen(session: Session, services: Services, actor: str) -> tuple[int, int]:
     """Score every stored shipment again against the current watchlists; store (and
-    audit) a new score where its watchlist result changed. Returns (screened, rescored)."""
+    audit) a new score where its watchlist result changed. Returns (screened, rescored).
+
+    Only the watchlist part changes: a new score keeps the rule hits (rule versions)
+    of the score it replaces, so that a rule saved since is not applied to just the
+    shipments whose screening happened to change (rules act on shipments scored while
+    they are in force; their hit counts and finding rates stay comparable)."""
     ships = list(session.scalars(select(m.Shipment).order_by(m.Shipment.shipment_id)))
     if not ships:
         return 0, 0
@@ -1232,7 +2322,7 @@ def rescreen(session: Session, services: Services, actor: str) -> tuple[int, int
             i.payload
             for i in session.scalars(select(m.Item).where(m.Item.shipment_id == ship.shipment_id))
         ]
-        prepared.append(prepare_shipment({**ship.payload, "items": lines}))
+        prepared.append(prepare_shipment({**ship.payload, "items": lines}, stored=True))
     frames = _frames(prepared)
     history = services.history.snapshot()
     scored = score_shipments(
@@ -1247,7 +2337,29 @@ def rescreen(session: Session, services: Services, actor: str) -> tuple[int, int
             bool(extra.get("watchlist_exact")),
         )
         if stored is None or before != (round(s.watchlist_score, 6), s.watchlist_exact):
-            _store_score(session, s, actor, kind="rescreen")
+            new = s if stored is None else _with_hits_of(s, stored)
+            _store_score(session, new, actor, kind="rescreen")
             rescored += 1
     session.commit()
     return len(scored), rescored
+
+
+def _with_hits_of(s: Scored, stored: StoredShipment) -> Scored:
+    """`s` with the rule hits of the stored score, its priority, lane and must-inspect
+    recomputed from them and from `s`'s model probability and watchlist result."""
+    hits = [RuleHit(r, v, sev) for r, v, sev in stored.hits if sev is not None]
+    severities = [h.severity for h in hits]
+    pri = policy.priority(
+        s.probability,
+        severities,
+        watchlist_score=min(s.watchlist_score / 100.0, 1.0),
+        watchlist_exact=s.watchlist_exact,
+    )
+    forced = policy.is_forced(severities, s.watchlist_exact)
+    return replace(
+        s,
+        rule_hits=hits,
+        priority=pri,
+        lane=policy.lane(pri, forced, None),
+        must_inspect=forced,
+    )

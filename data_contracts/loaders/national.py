@@ -24,10 +24,14 @@ whitespace-normalised; empty list elements are dropped.
 
 Bad rows: `read_national_csv` returns the good rows and a list of
 `RowProblem` (row number counted as in a spreadsheet: the header is row 1, the
-first data row is row 2) so a caller can quarantine them; `load_national_csv`
-raises `ReferenceFileError` listing them when there is any (a watchlist with a
-dropped entry is worse than no new watchlist). A missing or unknown column, or
-an unreadable file, always raises `ReferenceFileError` naming file and column.
+first data row is row 2, a blank line counts as a row) so a caller can
+quarantine them; a row with more or fewer fields than the header is one of
+them. `load_national_csv` raises `ReferenceFileError` listing them when there
+is any (a watchlist with a dropped entry is worse than no new watchlist), and
+when the file has no entry at all (a header-only file). A missing, unknown or
+doubled column, text that is not CSV (an unterminated quote, text after a
+closing quote: the file is read strictly, naming the row) or an unreadable file
+always raises `ReferenceFileError` naming file, column or row.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import polars as pl
 
@@ -126,6 +130,47 @@ def _row(raw: dict[str, str], list_name: str) -> tuple[dict[str, Any] | None, li
     }, []
 
 
+def _records(path: Path, handle: TextIO) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the data records (row number, fields) of an open CSV file,
+    read strictly: an unterminated quote or text after a closing quote is refused
+    naming the row (a lenient reader would swallow the rest of the file into one
+    value). Blank lines count as rows (as in a spreadsheet) but hold no record."""
+    reader = csv.reader(handle, strict=True)
+    header: list[str] = []
+    records: list[tuple[int, list[str]]] = []
+    number = 0
+    while True:
+        number += 1
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            where = f"row {number}" + (f" (line {line})" if line != number else "")
+            hint = " (an unterminated quote?)" if "end of data" in str(exc) else ""
+            raise ReferenceFileError(path, f"{where}: not readable CSV: {exc}{hint}") from None
+        if number == 1:
+            header = [h.strip() for h in fields]
+            if not any(header):
+                raise ReferenceFileError(path, "row 1 is empty: the first line must be the header")
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise ReferenceFileError(path, f"column(s) named twice: {', '.join(twice)}")
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise ReferenceFileError(path, f"missing column(s): {', '.join(missing)}")
+            unknown = [c for c in header if c not in COLUMNS]
+            if unknown:
+                raise ReferenceFileError(path, f"unknown column(s): {', '.join(unknown)}")
+            continue
+        if fields:  # (a blank line)
+            records.append((number, fields))
+    if number == 1:
+        raise ReferenceFileError(path, "empty file: no header line")
+    return header, records
+
+
 def read_national_csv(path: str | Path, list_name: str) -> NationalLoad:
     """Read a national list; return good rows (WATCHLIST columns) and bad rows.
 
@@ -136,33 +181,32 @@ def read_national_csv(path: str | Path, list_name: str) -> NationalLoad:
         raise ValueError(f"list_name {list_name!r} must be non-empty and contain no ':'")
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            if not header:
-                raise ReferenceFileError(path, "empty file: no header line")
-            missing = [c for c in COLUMNS if c not in header]
-            if missing:
-                raise ReferenceFileError(path, f"missing column(s): {', '.join(missing)}")
-            unknown = [c for c in header if c not in COLUMNS]
-            if unknown:
-                raise ReferenceFileError(path, f"unknown column(s): {', '.join(unknown)}")
-            reader.fieldnames = header
-            raw_rows = list(reader)
+            header, records = _records(path, handle)
     except FileNotFoundError as exc:
         raise ReferenceFileError(path, "file not found") from exc
     except UnicodeDecodeError as exc:
         raise ReferenceFileError(path, f"not UTF-8 text: {exc}") from exc
-    except csv.Error as exc:
-        raise ReferenceFileError(path, f"not a readable CSV: {exc}") from exc
+
+    raw_rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[RowProblem] = []
+    for number, fields in records:
+        if len(fields) != len(header):
+            ref = _clean(fields[0]) if fields else ""
+            problems.append(
+                RowProblem(
+                    number,
+                    f"{list_name}:{ref}" if ref else None,
+                    f"has {len(fields)} field(s), the header has {len(header)} columns "
+                    "(a missing or extra comma, or an unquoted comma in a value?)",
+                )
+            )
+            continue
+        raw_rows.append((number, dict(zip(header, fields, strict=True))))
 
     rows: list[dict[str, Any]] = []
     row_numbers: list[int] = []
-    problems: list[RowProblem] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(raw_rows, start=2):
-        if None in raw:
-            problems.append(RowProblem(number, None, "more fields than header columns"))
-            continue
+    for number, raw in raw_rows:
         row, reasons = _row(raw, list_name)
         ref = _clean(raw.get("reference_number"))
         entry_id = f"{list_name}:{ref}" if ref else None
@@ -191,10 +235,17 @@ def read_national_csv(path: str | Path, list_name: str) -> NationalLoad:
 
 def load_national_csv(path: str | Path, list_name: str) -> pl.DataFrame:
     """Load a national list (WATCHLIST columns); raise `ReferenceFileError`
-    listing every bad row (with its row number and reason) if there is any."""
+    listing every bad row (with its row number and reason) if there is any, or
+    when the file holds no entry at all."""
     result = read_national_csv(path, list_name)
     if result.problems:
         shown = "; ".join(str(p) for p in result.problems[:20])
         more = f" (and {len(result.problems) - 20} more)" if len(result.problems) > 20 else ""
         raise ReferenceFileError(path, f"{len(result.problems)} bad row(s): {shown}{more}")
+    if result.frame.is_empty():
+        # An empty export is far likelier than a list withdrawn on purpose: refused,
+        # so that a sanctions list is never emptied by accident.
+        raise ReferenceFileError(
+            path, f"no entries: the file has only its header; list {list_name!r} is left unchanged"
+        )
     return result.frame

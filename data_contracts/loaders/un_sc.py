@@ -162,6 +162,10 @@ def parse_un_consolidated(root: Element, source: str | Path) -> pl.DataFrame:
         shown = "; ".join(problems[:10])
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise ReferenceFileError(source, f"{len(problems)} malformed entries: {shown}{more}")
+    if not rows:
+        raise ReferenceFileError(
+            source, f"no entries: no INDIVIDUAL or ENTITY; list {LIST_NAME} is left unchanged"
+        )
     counts = Counter(r["reference_number"] for r in rows)
     for row in rows:
         ref = row["reference_number"]

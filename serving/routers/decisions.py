@@ -1,37 +1,49 @@
-"""Decisions on referrals: claim, outcome, waiver. Each names the officer who made it."""
+"""Decisions on referrals: claim, release, outcome, waiver, close. Each names the
+signed-in person who made it (API keys are refused: a named person decides)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 from sqlalchemy.orm import Session
 
+from serving.auth import Principal, Role
 from serving.deps import OfficerUser, SessionDep
 from serving.orm import Referral
-from serving.policy import InspectionOutcome
+from serving.policy import InspectionOutcome, has_visible_text
 from serving.routers import PROTECTED, ErrorOut, Responses
 from serving.routers._common import ServicesDep, http_error
 from serving.schemas import OutcomeIn, OutcomeOut, ReferralOut, WaiverIn
 from serving.services import (
+    NOT_A_PERSON,
     ServiceError,
     claim,
+    close,
     record_outcome,
     referrals_out,
+    release,
     waive,
 )
 
 ReferralId = Annotated[int, Path(ge=1, le=2**62)]
 router = APIRouter(prefix="/api/v1/referrals", tags=["decisions"], responses=PROTECTED)
 ERRORS: Responses = {
+    403: {
+        "model": ErrorOut,
+        "description": "Another office's referral, or not a signed-in person (an API key)",
+    },
     404: {"model": ErrorOut, "description": "No such referral"},
     409: {"model": ErrorOut, "description": "The referral's status does not allow this"},
 }
 
 
-def _own(session: Session, referral_id: ReferralId, office: str | None, role: str) -> None:
+def _own(session: Session, referral_id: ReferralId, user: Principal) -> None:
+    """A signed-in person (not an API key), of the referral's office unless an admin."""
+    if user.auth_method != "token":
+        raise HTTPException(403, NOT_A_PERSON)
     ref = session.get(Referral, referral_id)
     if ref is None:
         raise ServiceError(404, f"no referral {referral_id}")
-    if role == "officer" and ref.office_code != office:
+    if user.role == "officer" and ref.office_code != user.office_code:
         raise HTTPException(403, "officers decide for their own office only")
 
 
@@ -43,8 +55,29 @@ def _own(session: Session, referral_id: ReferralId, office: str | None, role: st
 )
 def post_claim(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
     try:
-        _own(session, referral_id, user.office_code, user.role)
+        _own(session, referral_id, user)
         ref = claim(session, referral_id, user.username, user.office_code)
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return referrals_out(session, [ref])[0]
+
+
+@router.post(
+    "/{referral_id}/release",
+    response_model=ReferralOut,
+    responses=ERRORS,
+    summary="Hand a claimed referral back (the claimer; an admin for anyone's claim)",
+)
+def post_release(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+    try:
+        _own(session, referral_id, user)
+        ref = release(
+            session,
+            referral_id,
+            user.username,
+            user.office_code,
+            override=user.role == Role.admin,
+        )
     except ServiceError as exc:
         raise http_error(exc) from None
     return referrals_out(session, [ref])[0]
@@ -71,7 +104,7 @@ def post_outcome(
         notes=body.notes or "",
     )
     try:
-        _own(session, referral_id, user.office_code, user.role)
+        _own(session, referral_id, user)
         ref, row, path = record_outcome(
             session, services, referral_id, user.username, user.office_code, outcome
         )
@@ -88,16 +121,33 @@ def post_outcome(
     "/{referral_id}/waive",
     response_model=ReferralOut,
     responses=ERRORS,
-    summary="Waive the inspection; refused without a reason",
+    summary="Waive the inspection; refused without a reason (visible text)",
 )
 def post_waive(
     referral_id: ReferralId, body: WaiverIn, session: SessionDep, user: OfficerUser
 ) -> dict[str, Any]:
-    if body.reason is None or not body.reason.strip():
-        raise http_error(ServiceError(422, "a waiver needs a reason", "reason"))
+    if body.reason is None or not has_visible_text(body.reason):
+        raise http_error(
+            ServiceError(422, "a waiver needs a reason (it has no visible character)", "reason")
+        )
     try:
-        _own(session, referral_id, user.office_code, user.role)
+        _own(session, referral_id, user)
         ref = waive(session, referral_id, user.username, user.office_code, body.reason)
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return referrals_out(session, [ref])[0]
+
+
+@router.post(
+    "/{referral_id}/close",
+    response_model=ReferralOut,
+    responses=ERRORS,
+    summary="Close an inspected or waived referral (an officer of its office, or an admin)",
+)
+def post_close(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+    try:
+        _own(session, referral_id, user)
+        ref = close(session, referral_id, user.username, user.office_code)
     except ServiceError as exc:
         raise http_error(exc) from None
     return referrals_out(session, [ref])[0]

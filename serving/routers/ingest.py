@@ -3,7 +3,7 @@ the contracts, scored, stored; idempotent on the record id."""
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import ValidationError
 
 from serving.auth import Principal, Role
@@ -21,11 +21,13 @@ from serving.schemas import (
 )
 from serving.scoring import ModelNotReadyError
 from serving.services import (
+    Conflict,
     Prepared,
     RowError,
     ServiceError,
     ingest_shipments,
     ingest_travellers,
+    load_shipment,
     masked,
     prepare_shipment,
     prepare_traveller,
@@ -44,9 +46,35 @@ ShipmentIn = shipment_in_model()
 TravellerIn = traveller_in_model()
 
 CONFLICT: Responses = {
-    409: {"model": ErrorOut, "description": "The id is stored with different content"},
+    409: {
+        "model": ErrorOut,
+        "description": "The id is taken: stored or in the loaded history with other content, "
+        "in the loaded history (never replaced), or a goods line's item_id belongs to "
+        "another shipment",
+    },
     503: {"model": ErrorOut, "description": "No scoring model is loaded"},
 }
+NOT_JSON: Responses = {
+    415: {"model": ErrorOut, "description": "The body is not sent as application/json"}
+}
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+
+
+def require_json(request: Request, _user: IngestUser) -> None:
+    """415 unless the body is declared as JSON: after the caller's role is checked,
+    before the body is read as a model (so that a wrong header is not reported as a
+    malformed record)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be application/json (got {media or 'none'!r})",
+        )
+
+
+JSON_BODY = [Depends(require_json)]
 
 
 def _loc(field: str) -> list[str | int]:
@@ -69,6 +97,17 @@ def _row_errors_out(errors: list[RowError]) -> list[dict[str, Any]]:
     return [{"index": e.index, "field": e.field, "reason": e.reason} for e in errors]
 
 
+def _conflict_errors(conflicts: list[Conflict], index: list[int]) -> list[RowError]:
+    """Conflicts as row errors at the request's row numbers."""
+    out = []
+    for c in conflicts:
+        reason = c.reason
+        if c.earlier is not None:
+            reason += f" (row {index[c.earlier]})"
+        out.append(RowError(index[c.position], c.field, reason))
+    return out
+
+
 @router.post(
     "/shipments",
     response_model=ShipmentOut,
@@ -76,7 +115,9 @@ def _row_errors_out(errors: list[RowError]) -> list[dict[str, Any]]:
     responses={
         200: {"model": ShipmentOut, "description": "Already stored (same content)"},
         **CONFLICT,
+        **NOT_JSON,
     },
+    dependencies=JSON_BODY,
     summary="Ingest one shipment with its goods lines: validate, score, store",
 )
 def post_shipment(
@@ -96,7 +137,7 @@ def post_shipment(
     except (ServiceError, ModelNotReadyError) as exc:
         raise http_error(exc) from None
     if conflicts:
-        raise HTTPException(409, f"shipment {conflicts[0][1]!r} is stored with different content")
+        raise HTTPException(409, conflicts[0].reason)
     if unchanged:
         response.status_code = status.HTTP_200_OK
         return shipment_out(unchanged[0])
@@ -106,7 +147,8 @@ def post_shipment(
 @router.post(
     "/shipments/batch",
     response_model=BatchOut,
-    responses={503: CONFLICT[503]},
+    responses={503: CONFLICT[503], **NOT_JSON},
+    dependencies=JSON_BODY,
     summary="Ingest many shipments: each bad row is reported (index, field, reason), "
     "the good ones are stored",
 )
@@ -121,6 +163,9 @@ def post_shipments_batch(
             p = prepare_shipment(raw)
         except ValidationError as exc:
             errors += row_errors(i, exc)
+            continue
+        except ValueError as exc:  # any other refusal of the row is the row's, not the batch's
+            errors.append(RowError(i, "record", str(exc)))
             continue
         if user.role is Role.officer and p.record["office_code"] != user.office_code:
             errors.append(RowError(i, "office_code", "officers ingest for their own office only"))
@@ -137,10 +182,7 @@ def post_shipments_batch(
         stored, unchanged, conflicts = ingest_shipments(session, services, good, user.username)
     except (ServiceError, ModelNotReadyError) as exc:
         raise http_error(exc) from None
-    for j, sid in conflicts:
-        errors.append(
-            RowError(index[j], "shipment_id", f"{sid!r} is stored with different content")
-        )
+    errors += _conflict_errors(conflicts, index)
     errors.sort(key=lambda e: e.index)
     return {
         "stored": [shipment_out(s) for s in stored],
@@ -156,7 +198,9 @@ def post_shipments_batch(
     responses={
         200: {"model": TravellerOut, "description": "Already stored"},
         409: CONFLICT[409],
+        **NOT_JSON,
     },
+    dependencies=JSON_BODY,
     summary="Ingest one traveller record (API/PNR); the answer is masked",
 )
 def post_traveller(
@@ -175,7 +219,7 @@ def post_traveller(
     except ServiceError as exc:
         raise http_error(exc) from None
     if conflicts:
-        raise HTTPException(409, f"record {conflicts[0][1]!r} is stored with different content")
+        raise HTTPException(409, conflicts[0].reason)
     if unchanged:
         response.status_code = status.HTTP_200_OK
     rid = str(data["traveller_record_id"])
@@ -196,6 +240,8 @@ def _json(data: dict[str, Any]) -> dict[str, Any]:
 @router.post(
     "/travellers/batch",
     response_model=TravellerBatchOut,
+    responses=NOT_JSON,
+    dependencies=JSON_BODY,
     summary="Ingest many traveller records; bad rows are reported, good ones stored",
 )
 def post_travellers_batch(
@@ -210,6 +256,8 @@ def post_travellers_batch(
             index.append(i)
         except ValidationError as exc:
             errors += row_errors(i, exc)
+        except ValueError as exc:
+            errors.append(RowError(i, "record", str(exc)))
     broken = traveller_rule_errors([data for data, _digest in good])
     if broken:
         for j, found in broken.items():
@@ -220,10 +268,7 @@ def post_travellers_batch(
         stored, unchanged, conflicts = ingest_travellers(session, services, good, user.username)
     except ServiceError as exc:
         raise http_error(exc) from None
-    for j, rid in conflicts:
-        errors.append(
-            RowError(index[j], "traveller_record_id", f"{rid!r} is stored with different content")
-        )
+    errors += _conflict_errors(conflicts, index)
     errors.sort(key=lambda e: e.index)
     return {"stored": stored, "unchanged": unchanged, "errors": _row_errors_out(errors)}
 
@@ -231,11 +276,14 @@ def post_travellers_batch(
 @router.get(
     "/travellers/{record_id}",
     response_model=TravellerOut,
-    responses={404: {"model": ErrorOut, "description": "No such record"}},
-    summary="A traveller record, masked; unmasked only with a stated purpose (logged)",
+    responses={
+        404: {"model": ErrorOut, "description": "No such record (linked to that shipment)"},
+    },
+    summary="A traveller record, masked; unmasked only with a stated purpose (logged). "
+    "Officers unmask only records linked to a shipment of their office, named by shipment_id",
 )
 def get_traveller(
-    record_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")],
+    record_id: Annotated[str, Path(pattern=ID_PATTERN)],
     session: SessionDep,
     user: CurrentUser,
     purpose: Annotated[
@@ -247,11 +295,36 @@ def get_traveller(
             description="Why the personal data is needed; unmasks the record and is logged",
         ),
     ] = None,
+    shipment_id: Annotated[
+        str | None,
+        Query(
+            pattern=ID_PATTERN,
+            description="The shipment the record is linked to, for which it is unmasked "
+            "(required for officers: a shipment of their office); logged with the purpose",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    if purpose is not None and user.role not in UNMASKING_ROLES:
-        raise HTTPException(403, f"role {user.role} may not see unmasked personal data")
+    if purpose is not None:
+        if user.role not in UNMASKING_ROLES:
+            raise HTTPException(403, f"role {user.role} may not see unmasked personal data")
+        if user.role is Role.officer and shipment_id is None:
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "type": "missing",
+                        "loc": ["query", "shipment_id"],
+                        "msg": "officers unmask a traveller record only for a shipment of "
+                        "their office it is linked to: name it with shipment_id",
+                    }
+                ],
+            )
+        if shipment_id is not None:
+            _ensure_linked(session, user, record_id, shipment_id)
     try:
-        row, is_masked = view_traveller(session, record_id, user.username, purpose)
+        row, is_masked = view_traveller(
+            session, record_id, user.username, purpose, shipment_id=shipment_id
+        )
     except ServiceError as exc:
         raise http_error(exc) from None
     return {
@@ -260,3 +333,19 @@ def get_traveller(
         "masked": is_masked,
         "record": masked(row.payload) if is_masked else row.payload,
     }
+
+
+def _ensure_linked(session: Any, user: Principal, record_id: str, shipment_id: str) -> None:
+    """The shipment exists, the user may see it (officers: their office) and the
+    record is one of its linked travellers (as on the shipment page), else 403/404."""
+    from serving.web.views import linked_travellers
+
+    stored = load_shipment(session, shipment_id)
+    if stored is None:
+        raise HTTPException(404, f"no scored shipment {shipment_id!r}")
+    ensure_office(user, stored.shipment.office_code)
+    linked = {link.record_id for link in linked_travellers(session, stored.shipment.payload)}
+    if record_id not in linked:
+        raise HTTPException(
+            404, f"no traveller record {record_id!r} linked to shipment {shipment_id!r}"
+        )

@@ -10,7 +10,7 @@ from serving.deps import SessionDep, ensure_office, require_roles
 from serving.routers import PROTECTED
 from serving.routers._common import ServicesDep
 from serving.schemas import QueueOut, ReferralOut
-from serving.services import get_queue, overdue_referrals, referrals_out
+from serving.services import get_queue, left_out, overdue_referrals, referrals_out
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"], responses=PROTECTED)
 
@@ -23,7 +23,8 @@ Office = Annotated[str, Path(pattern=r"^[A-Z]{2}[A-Z0-9-]{2,30}$")]
 @router.get(
     "/{office}/overdue",
     response_model=list[ReferralOut],
-    summary="Referrals of the office not closed within the overdue limit, oldest first",
+    summary="Referrals of the office still awaiting a decision (open or claimed) past the "
+    "overdue limit, oldest first",
 )
 def get_overdue(
     office: Office, session: SessionDep, user: QueueUser, services: ServicesDep
@@ -35,7 +36,8 @@ def get_overdue(
 @router.get(
     "/{office}/{day}",
     response_model=QueueOut,
-    summary="The office's queue for the day (built on first request): ranked referrals",
+    summary="The office's queue for the day (built on first request): ranked referrals, "
+    "and the red/yellow shipments of the day that did not fit",
 )
 def get_day_queue(
     office: Office,
@@ -45,7 +47,8 @@ def get_day_queue(
     services: ServicesDep,
 ) -> dict[str, Any]:
     ensure_office(user, office)
-    refs, built = get_queue(session, services, office, day, user.username)
+    # New shipments are placed by the engine (audited as system:queue), not by the reader.
+    refs, built = get_queue(session, services, office, day)
     return {
         "office_code": office,
         "day": day,
@@ -53,4 +56,5 @@ def get_day_queue(
         "exploration_share": services.queue.exploration_share,
         "built_now": built,
         "entries": referrals_out(session, refs),
+        "left_out": left_out(session, office, day),
     }

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from serving.auth import Principal, Role
@@ -16,8 +17,8 @@ from serving.routers._common import INVALID_UPLOAD, http_error
 from serving.rules_engine import (
     RuleValidationError,
     dump_rules_yaml,
-    load_rules_yaml,
     parse_rule,
+    read_rules_yaml,
 )
 from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut, RulePerformanceOut
 from serving.services import (
@@ -26,6 +27,7 @@ from serving.services import (
     latest_versions,
     rule_performance_rows,
     save_rule,
+    set_rule_active,
 )
 
 RuleId = Annotated[str, PathParam(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]
@@ -44,6 +46,20 @@ ERRORS: Responses = {
     404: {"model": ErrorOut, "description": "No such rule"},
     409: {"model": ErrorOut, "description": "The rule exists"},
 }
+STATUS_ERRORS: Responses = {
+    404: {"model": ErrorOut, "description": "No such rule"},
+    409: {"model": ErrorOut, "description": "The rule is already in that state"},
+}
+
+
+class RuleStatusIn(BaseModel):
+    """Why a rule is (de)activated: recorded in the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=1000)
+
+
 YAML_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -60,7 +76,7 @@ def _loc(path: str) -> list[str | int]:
 
 def _invalid(exc: RuleValidationError) -> HTTPException:
     return HTTPException(
-        422,
+        exc.status,
         detail=[
             {
                 "type": "rule_error",
@@ -118,8 +134,11 @@ def list_rules(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
 def export_rules(session: SessionDep, _user: RulesReader) -> YAMLResponse:
     import json
 
-    rules = [parse_rule(json.loads(v.definition)) for v, _r in latest_versions(session)]
-    return YAMLResponse(dump_rules_yaml(rules))
+    rows = latest_versions(session)
+    rules = [parse_rule(json.loads(v.definition)) for v, _r in rows]
+    return YAMLResponse(
+        dump_rules_yaml(rules, inactive=[r.rule_id for _v, r in rows if not r.active])
+    )
 
 
 @router.get(
@@ -137,6 +156,14 @@ def performance(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]
     responses=INVALID_UPLOAD,
     openapi_extra=YAML_BODY,
     summary="Import rules from YAML (each changed rule becomes its next version)",
+    description=(
+        "All or nothing. A rule whose content equals its stored version is unchanged; "
+        "other content becomes the rule's next version, authored by the importing user "
+        "(`version` and `author` are optional and informative). A rule whose `version` "
+        "is older than the stored one and whose content differs is refused with 409, "
+        "so an old export cannot revert newer versions; so is an `active` status that "
+        "differs from the stored one (use /deactivate or /activate)."
+    ),
 )
 async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) -> dict[str, Any]:
     raw = await request.body()
@@ -149,18 +176,31 @@ async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) 
     from fastapi.concurrency import run_in_threadpool
 
     def work() -> dict[str, Any]:
-        rules = load_rules_yaml(text)
-        created, unchanged = import_rules(session, rules, user.username)
+        entries = read_rules_yaml(text)
+        created, unchanged = import_rules(session, entries, user.username)
         session.commit()
-        rows = {v.rule_id: (v, r) for v, r in latest_versions(session)}
-        return {"created": [_out(*rows[c.id]) for c in created], "unchanged": unchanged}
+        return {
+            "created": [_version_out(session, c.id, c.version) for c in created],
+            "unchanged": unchanged,
+        }
 
     try:
         return await run_in_threadpool(work)
     except RuleValidationError as exc:
+        session.rollback()
         raise _invalid(exc) from None
     except ServiceError as exc:
+        session.rollback()
         raise http_error(exc) from None
+
+
+def _version_out(session: SessionDep, rule_id: str, version: int) -> dict[str, Any]:
+    row = session.get(RuleRow, rule_id)
+    v = session.scalar(
+        select(RuleVersion).where(RuleVersion.rule_id == rule_id, RuleVersion.version == version)
+    )
+    assert row is not None and v is not None
+    return _out(v, row)
 
 
 @router.post(
@@ -218,3 +258,40 @@ def rule_versions(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> l
         select(RuleVersion).where(RuleVersion.rule_id == rule_id).order_by(RuleVersion.version)
     )
     return [_out(v, row) for v in versions]
+
+
+@router.post(
+    "/{rule_id}/deactivate",
+    response_model=RuleOut,
+    responses=STATUS_ERRORS,
+    summary="Deactivate (retire) a rule at once: it no longer hits; a reason is required",
+)
+def deactivate_rule(
+    rule_id: RuleId, body: RuleStatusIn, session: SessionDep, user: AnalystUser
+) -> dict[str, Any]:
+    return _set_active(session, rule_id, False, user.username, body.reason)
+
+
+@router.post(
+    "/{rule_id}/activate",
+    response_model=RuleOut,
+    responses=STATUS_ERRORS,
+    summary="Reactivate a deactivated rule (its newest version)",
+)
+def activate_rule(
+    rule_id: RuleId, session: SessionDep, user: AnalystUser, body: RuleStatusIn | None = None
+) -> dict[str, Any]:
+    return _set_active(session, rule_id, True, user.username, body.reason if body else None)
+
+
+def _set_active(
+    session: SessionDep, rule_id: str, active: bool, actor: str, reason: str | None
+) -> dict[str, Any]:
+    try:
+        set_rule_active(session, rule_id, active, actor, reason)
+        session.commit()
+    except ServiceError as exc:
+        session.rollback()
+        raise http_error(exc) from None
+    rows = {v.rule_id: (v, r) for v, r in latest_versions(session)}
+    return _out(*rows[rule_id])

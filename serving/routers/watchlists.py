@@ -1,5 +1,8 @@
 """Watchlists: the UN Security Council Consolidated List (XML) and national lists (CSV).
-Loading a list replaces its entries and rescreens the stored shipments."""
+Loading a list replaces its entries in the database (kept across restarts) and in
+validated/watchlist.parquet, and rescreens the stored shipments when it changed.
+These routes take bodies up to `ServingSettings.max_body_bytes_by_path` (64 MiB by
+default), not the global 1 MiB limit."""
 
 import tempfile
 from pathlib import Path
@@ -43,7 +46,7 @@ async def post_un(
         from defusedxml.common import DefusedXmlException
 
         from data_contracts.loaders import ReferenceFileError
-        from data_contracts.loaders.un_sc import parse_un_consolidated
+        from data_contracts.loaders.un_sc import LIST_NAME, parse_un_consolidated
 
         try:
             root = DefusedET.fromstring(raw)
@@ -52,7 +55,7 @@ async def post_un(
             raise _refused(str(exc)) from None
         except Exception as exc:  # xml ParseError and friends
             raise _refused(f"not a readable XML document: {type(exc).__name__}") from None
-        return load_watchlist(session, services, frame, user.username)
+        return load_watchlist(session, services, frame, user.username, [LIST_NAME])
 
     try:
         return await run_in_threadpool(work)
@@ -87,7 +90,7 @@ async def post_national(
                 frame = load_national_csv(path, list_name)
             except ReferenceFileError as exc:
                 raise _refused(str(exc).replace(str(path), "upload")) from None
-        return load_watchlist(session, services, frame, user.username)
+        return load_watchlist(session, services, frame, user.username, [list_name])
 
     try:
         return await run_in_threadpool(work)

@@ -447,6 +447,90 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Model version {version} cannot be loaded: {msg}",
         "Версию модели {version} загрузить нельзя: {msg}",
     ),
+    # what drove a priority (queue reasons)
+    "reason.rule": ("Rule: {name} ({severity})", "Правило: {name} ({severity})"),
+    "reason.rule_plain": ("Rule: {name}", "Правило: {name}"),
+    "reason.watchlist": (
+        "A party's name resembles a watchlist entry ({score}% similar)",
+        "Наименование участника похоже на запись списка наблюдения (сходство {score}%)",
+    ),
+    "reason.watchlist_exact": (
+        "A party's name is on a watchlist (exact match)",
+        "Наименование участника есть в списке наблюдения (точное совпадение)",
+    ),
+    # rule severities
+    "severity.info": ("information", "информация"),
+    "severity.low": ("low", "низкая"),
+    "severity.medium": ("medium", "средняя"),
+    "severity.high": ("high", "высокая"),
+    "severity.must_inspect": ("must inspect", "обязательный досмотр"),
+    # transport modes
+    "mode.road": ("road", "автомобильный"),
+    "mode.rail": ("rail", "железнодорожный"),
+    "mode.air": ("air", "воздушный"),
+    "mode.sea": ("sea", "морской"),
+    "mode.post": ("post", "почта"),
+    "mode.express": ("express courier", "экспресс-доставка"),
+    # finding categories
+    "category.firearms": ("firearms", "огнестрельное оружие"),
+    "category.parts": ("firearm parts", "части оружия"),
+    "category.ammunition": ("ammunition", "боеприпасы"),
+    "category.explosives": ("explosives", "взрывчатые вещества"),
+    "category.dual_use": ("dual-use goods", "товары двойного назначения"),
+    "category.other_contraband": ("other contraband", "иная контрабанда"),
+    "category.documentary": ("documentary irregularity", "нарушение в документах"),
+    # how a traveller record is linked to a party
+    "link.same_person": ("same person", "то же лицо"),
+    "link.phone": ("same phone", "тот же телефон"),
+    "link.address": ("same address", "тот же адрес"),
+    "link.name_variant": ("name variant", "вариант имени"),
+    # waiting times
+    "age.days": ("{n} d", "{n} дн."),
+    "age.hours": ("{n} h", "{n} ч"),
+    "age.minutes": ("{n} min", "{n} мин"),
+    # conflicts (a referral changed under the officer's hands)
+    "conflict.title": ("Already taken", "Уже в работе"),
+    "conflict.claimed_by": (
+        "Referral {id} of shipment {shipment} is already claimed by {who}.",
+        "Направление {id} по отправке {shipment} уже взято в работу: {who}.",
+    ),
+    "conflict.decided": (
+        "Referral {id} of shipment {shipment} is already {status} (decided by {who}).",
+        "Направление {id} по отправке {shipment} уже имеет статус «{status}» "
+        "(решение принял(а) {who}).",
+    ),
+    "conflict.status": (
+        "Referral {id} of shipment {shipment} is {status}: this action is not possible now.",
+        "Направление {id} по отправке {shipment} имеет статус «{status}»: "
+        "это действие сейчас невозможно.",
+    ),
+    "conflict.back_shipment": ("Back to shipment {shipment}", "К отправке {shipment}"),
+    "conflict.back_queue": ("Back to the queue", "К очереди"),
+    # the recorded result
+    "ship.recorded": ("Recorded result", "Записанный результат"),
+    "ship.recorded_finding": ("Finding", "Находка"),
+    "ship.recorded_by": ("Recorded by {who} at {at}", "Записал(а) {who}, {at}"),
+    "ship.claimed_ok": (
+        "Referral claimed: record the result or a waiver.",
+        "Направление взято в работу: запишите результат или отказ.",
+    ),
+    "err.quantity_ambiguous": (
+        "“{value}” could be read with a thousands separator or a decimal mark: write the "
+        "number without separators (for example 10000 or 10.5).",
+        "«{value}» можно прочитать и с разделителем тысяч, и с десятичной запятой: "
+        "запишите число без разделителей (например, 10000 или 10,5).",
+    ),
+    "err.purpose_short": (
+        "State the purpose in at least {n} characters.",
+        "Опишите цель не короче {n} знаков.",
+    ),
+    # audit paging
+    "audit.showing": (
+        "Showing entries {first} to {last} of {total} (oldest first).",
+        "Показаны записи {first}–{last} из {total}.",
+    ),
+    "audit.older": ("Older entries", "Более ранние записи"),
+    "audit.newer": ("Newest entries", "Последние записи"),
     "common.yes": ("yes", "да"),
     "common.no": ("no", "нет"),
 }
@@ -497,6 +581,19 @@ class Translator:
 
     def role(self, role: str) -> str:
         return self(f"role.{role}") if f"role.{role}" in CATALOGUE else role
+
+    def severity(self, severity: str | None) -> str:
+        return self(f"severity.{severity}") if f"severity.{severity}" in CATALOGUE else ""
+
+    def mode(self, mode: str | None) -> str:
+        return self(f"mode.{mode}") if f"mode.{mode}" in CATALOGUE else str(mode or "")
+
+    def category(self, category: str | None) -> str:
+        key = f"category.{category}"
+        return self(key) if key in CATALOGUE else str(category or "")
+
+    def link(self, kind: str) -> str:
+        return self(f"link.{kind}") if f"link.{kind}" in CATALOGUE else kind
 
 
 def reason_text(reason: Mapping[str, Any], lang: str) -> str:

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from serving import orm as m
@@ -33,8 +34,9 @@ from serving.auth import (
     authenticate_password,
     create_access_token,
     decode_access_token,
+    sign_out,
 )
-from serving.policy import InspectionOutcome
+from serving.policy import InspectionOutcome, has_visible_text
 from serving.rules_engine import RuleValidationError
 from serving.services import (
     ServiceError,
@@ -82,6 +84,10 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 SHIPMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
 OFFICE = re.compile(r"^[A-Z]{2}[A-Z0-9-]{2,30}$")
 USERNAME = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9._:@-]{0,63}$")
+# an audit actor: a user name, or an API key's "apikey:<name>" (names may have spaces)
+ACTOR = re.compile(r"^(?:[A-Za-z0-9:][A-Za-z0-9._:@-]{0,63}|apikey:[^\x00-\x1f\x7f]{1,128})$")
+MIN_PURPOSE = 5  # as the API's `purpose` (min_length 5)
+AUDIT_PAGE = 500
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")
 REPORT_FILE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
 SECURITY_HEADERS = {
@@ -172,7 +178,9 @@ def render(
         "csrf": user.csrf if user else "",
         "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
         "fmt_dt": views.fmt_dt,
-        "fmt_age": views.fmt_age,
+        "fmt_age": lambda seconds: views.fmt_age(seconds, lang),
+        "traveller_value": views.traveller_value,
+        "fmt_quantity": lambda q: views.fmt_quantity(q, lang),
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
@@ -286,11 +294,20 @@ def _session_cookie(request: Request, response: Response, token: str) -> None:
 
 
 @router.post("/logout")
-async def logout(request: Request, user: Annotated[WebUser, page_user("home")]) -> Response:
+async def logout(
+    request: Request, user: Annotated[WebUser, page_user("home")], session: SessionDep
+) -> Response:
     await _form(request, user)
+    await run_in_threadpool(_sign_out, session, user.username)
     response = redirect(f"{PREFIX}/login?reason=login.signed_out")
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
+
+
+def _sign_out(session: Session, username: str) -> None:
+    """Server-side: the user's session tokens issued until now are refused from now on."""
+    sign_out(session, username)
+    session.commit()
 
 
 @router.get("/lang/{code}")
@@ -405,11 +422,54 @@ def _claim_referral(
         ref = claim(session, referral_id, user.username, user.principal.office_code)
     except ServiceError as exc:
         session.rollback()
+        if exc.status == 409:
+            return _conflict_page(request, session, user, referral_id, exc)
         return _error_page(request, user, exc.message, exc.status)
-    sep = "&" if "?" in back else "?"
-    if back.startswith(f"{PREFIX}/queue"):
-        return redirect(f"{back}{sep}claimed={ref.id}")
+    path, _, fragment = back.partition("#")
+    sep = "&" if "?" in path else "?"
+    if path.startswith(f"{PREFIX}/queue"):
+        return redirect(f"{path}{sep}claimed={ref.id}")
+    if path.startswith(f"{PREFIX}/shipments/"):
+        return redirect(f"{path}{sep}done=claimed" + (f"#{fragment}" if fragment else ""))
     return redirect(back)
+
+
+def _conflict_text(
+    session: Session, t: Translator, referral_id: int, exc: ServiceError
+) -> tuple[str, m.Referral | None]:
+    """A refused transition (409) told in the officer's language from the referral's
+    state as it is now: who holds it, or who decided it."""
+    session.expire_all()
+    ref = session.get(m.Referral, referral_id)
+    if ref is None:
+        return exc.message, None
+    values = {"id": ref.id, "shipment": ref.shipment_id, "status": t.status(ref.status)}
+    if ref.status == "claimed" and ref.claimed_by:
+        return t("conflict.claimed_by", who=ref.claimed_by, **values), ref
+    if ref.decided_by:
+        return t("conflict.decided", who=ref.decided_by, **values), ref
+    return t("conflict.status", **values), ref
+
+
+def _conflict_page(
+    request: Request, session: Session, user: WebUser, referral_id: int, exc: ServiceError
+) -> HTMLResponse:
+    t = Translator(user.lang)
+    message, ref = _conflict_text(session, t, referral_id, exc)
+    links = [(f"{PREFIX}/queue", t("conflict.back_queue"))]
+    if ref is not None:
+        links.insert(
+            0,
+            (
+                f"{PREFIX}/shipments/{ref.shipment_id}#decision",
+                t("conflict.back_shipment", shipment=ref.shipment_id),
+            ),
+        )
+        links[-1] = (
+            f"{PREFIX}/queue?day={ref.queue_date.isoformat()}" + _office_q(user, ref),
+            t("conflict.back_queue"),
+        )
+    return _error_page(request, user, message, 409, title=t("conflict.title"), links=links)
 
 
 # --------------------------------------------------------------------------- shipment
@@ -461,8 +521,26 @@ def _shipment_context(
         .limit(1)
     ).first()
     extra = stored.score.explanation or {}
+    outcome = (
+        session.scalars(
+            select(m.Outcome)
+            .where(m.Outcome.referral_id == referral.id)
+            .order_by(m.Outcome.recorded_at.desc())
+            .limit(1)
+        ).first()
+        if referral is not None
+        else None
+    )
+    drivers = views.driver_texts(
+        [(rule_names.get(r, r), sev) for r, _v, sev in stored.hits],
+        float(extra.get("watchlist_score") or 0.0),
+        bool(extra.get("watchlist_exact", False)),
+        t,
+    )
     return {
         "sid": shipment_id,
+        "outcome": outcome,
+        "drivers": drivers,
         "stored": stored,
         "record": record,
         "items": items,
@@ -497,7 +575,11 @@ def shipment_page(
 ) -> Response:
     t = Translator(user.lang)
     done = request.query_params.get("done")
-    message = {"outcome": t("ship.outcome_saved"), "waived": t("ship.waived")}.get(done or "")
+    message = {
+        "outcome": t("ship.outcome_saved"),
+        "waived": t("ship.waived"),
+        "claimed": t("ship.claimed_ok"),
+    }.get(done or "")
     context = _shipment_context(request, session, user, shipment_id, message=message)
     return render(request, "shipment.html", user, context)
 
@@ -538,15 +620,20 @@ def _post_outcome(
             )
         except ServiceError as exc:
             session.rollback()
-            errors.general.append(exc.message)
+            errors.general.append(_service_message(session, t, referral_id, exc))
         else:
-            return redirect(
-                f"{PREFIX}/queue?day={ref.queue_date.isoformat()}" + _office_q(user, ref)
-            )
+            return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=outcome#decision")
     context = _shipment_context(
         request, session, user, ref.shipment_id, outcome_errors=errors, form=form
     )
     return render(request, "shipment.html", user, context, 422)
+
+
+def _service_message(session: Session, t: Translator, referral_id: int, exc: ServiceError) -> str:
+    """A service's refusal as the page shows it: a conflict in the officer's language."""
+    if exc.status == 409:
+        return _conflict_text(session, t, referral_id, exc)[0]
+    return exc.message
 
 
 def _office_q(user: WebUser, ref: m.Referral) -> str:
@@ -575,7 +662,7 @@ def _post_waive(
             waive(session, referral_id, user.username, user.principal.office_code, reason)
         except ServiceError as exc:
             session.rollback()
-            errors.general.append(exc.message)
+            errors.general.append(_service_message(session, t, referral_id, exc))
         else:
             return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=waived#decision")
     context = _shipment_context(
@@ -608,8 +695,11 @@ def _unmask_traveller(
     if not purpose or len(purpose) > 500 or views.CONTROL.search(purpose):
         context["unmask_errors"] = {record_id: t("ship.purpose_required")}
         return render(request, "shipment.html", user, context, 422)
+    if len(purpose) < MIN_PURPOSE or not has_visible_text(purpose):  # as the API
+        context["unmask_errors"] = {record_id: t("err.purpose_short", n=MIN_PURPOSE)}
+        return render(request, "shipment.html", user, context, 422)
     try:
-        row, _ = view_traveller(session, record_id, user.username, purpose)
+        row, _ = view_traveller(session, record_id, user.username, purpose, shipment_id=shipment_id)
     except ServiceError as exc:
         return _error_page(request, user, exc.message, exc.status)
     context = _shipment_context(
@@ -940,21 +1030,53 @@ def _audit_context(
     who = (values.get("user") or "").strip()
     if sid and not SHIPMENT_ID.match(sid):
         errors.add("shipment_id", t("audit.bad_value"))
-    if who and not USERNAME.match(who):
+    if who and not ACTOR.match(who):
         errors.add("user", t("audit.bad_value"))
     if sid and who:
         errors.add("user", t("audit.one_of"))
+    before_raw = (values.get("before") or "").strip()
+    before = int(before_raw) if before_raw.isdigit() and len(before_raw) < 19 else None
     entries: list[m.AuditLog] = []
+    total = older = 0
     if (sid or who) and not errors:
-        query = select(m.AuditLog)
-        if sid:
-            query = query.where(m.AuditLog.entity == "shipment", m.AuditLog.entity_id == sid)
-        else:
-            query = query.where(m.AuditLog.actor == who)
-        entries = list(session.scalars(query.order_by(m.AuditLog.seq.desc()).limit(500)))[::-1]
+        where = (
+            [m.AuditLog.entity == "shipment", m.AuditLog.entity_id == sid]
+            if sid
+            else [m.AuditLog.actor == who]
+        )
+        total = int(session.scalar(select(func.count()).select_from(m.AuditLog).where(*where)) or 0)
+        query = select(m.AuditLog).where(*where)
+        if before is not None:
+            query = query.where(m.AuditLog.seq < before)
+        page = list(session.scalars(query.order_by(m.AuditLog.seq.desc()).limit(AUDIT_PAGE)))
+        entries = page[::-1]
+        if page:
+            older = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(m.AuditLog)
+                    .where(*where, m.AuditLog.seq < page[-1].seq)
+                )
+                or 0
+            )
+    paging = None
+    if entries and (older or before is not None):
+        query_of = {"shipment_id": sid} if sid else {"user": who}
+        paging = {
+            "first": older + 1,
+            "last": older + len(entries),
+            "total": total,
+            "older": (
+                f"{PREFIX}/audit?{urlencode({**query_of, 'before': entries[0].seq})}"
+                if older
+                else None
+            ),
+            "newest": f"{PREFIX}/audit?{urlencode(query_of)}" if before is not None else None,
+        }
     return {
         "shipment_id": sid,
         "who": who,
+        "paging": paging,
         "entries": [
             (e, json.dumps(e.payload, ensure_ascii=False, sort_keys=True)[:600]) for e in entries
         ],
@@ -1030,13 +1152,19 @@ def _audit_replay(
 
 
 def _error_page(
-    request: Request, user: WebUser | None, message: str, status_code: int
+    request: Request,
+    user: WebUser | None,
+    message: str,
+    status_code: int,
+    *,
+    title: str | None = None,
+    links: list[tuple[str, str]] | None = None,
 ) -> HTMLResponse:
     t = Translator(user.lang if user else lang_of(request))
-    title = t("error.not_found") if status_code == 404 else t("error.title")
-    return render(
-        request, "error.html", user, {"error_message": message, "error_title": title}, status_code
-    )
+    if title is None:
+        title = t("error.not_found") if status_code == 404 else t("error.title")
+    context = {"error_message": message, "error_title": title, "links": links or []}
+    return render(request, "error.html", user, context, status_code)
 
 
 @dataclass(frozen=True)

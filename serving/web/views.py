@@ -20,9 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
-from features.registry import render_reason
+from features.registry import refresh_reason_texts, render_reason
 from serving import orm as m
 from serving.history import frame_of
+from serving.policy import has_visible_text
 from serving.services import (
     PERSONAL_FIELDS,
     Services,
@@ -183,7 +184,7 @@ def typed_shipment(
             .order_by(m.Item.line_no)
         )
     ]
-    prepared = prepare_shipment({**stored.shipment.payload, "items": lines})
+    prepared = prepare_shipment({**stored.shipment.payload, "items": lines}, stored=True)
     return prepared.record, prepared.items
 
 
@@ -217,14 +218,13 @@ def watchlist_hit(
     if score <= 0 and not exact:
         return None
     from data_contracts.schemas import SHIPMENTS
-    from features.context import Params
-    from features.watchlist import prepare
+    from features.watchlist import operational
 
     wl = services.history.snapshot().watchlist
     if wl is None or wl.height == 0:
         return WatchlistHit(None, score, exact, None)
     ships = frame_of([dict(record)], SHIPMENTS.polars_schema)
-    found = prepare(ships, wl, Params()).to_dicts()[0]
+    found = operational(ships, wl).to_dicts()[0]
     entry_id = found.get("__wl_entry")
     entry = None
     if entry_id is not None:
@@ -262,7 +262,10 @@ def _traveller_index(session: Session) -> Any:
             return _TRAVELLER_INDEX["index"]
     if not count:
         return None
-    typed = [prepare_traveller(row.payload)[0] for row in session.scalars(select(m.Traveller))]
+    typed = [
+        prepare_traveller(row.payload, stored=True)[0]
+        for row in session.scalars(select(m.Traveller))
+    ]
     index = TravellerIndex(frame_of(typed, TRAVELLERS.polars_schema))
     with _TRAVELLER_LOCK:
         _TRAVELLER_INDEX.update(key=key, index=index)
@@ -336,11 +339,54 @@ def reasons_of(services: Services, stored: StoredShipment) -> list[dict[str, Any
 
     extra = stored.score.explanation or {}
     if extra.get("reasons") is not None:
-        return list(extra["reasons"])
+        return refresh_reason_texts(list(extra["reasons"]), dict(extra.get("context") or {}))
     try:
         return list(explanation(services, stored)["reasons"])
     except Exception:  # model version not loadable: show no reasons rather than fail
         return []
+
+
+# An effect on the probability this small shows as "+0.000": no reason to show an
+# officer next to a rule or watchlist hit that drove the priority.
+NEGLIGIBLE_EFFECT = 0.0005
+SEVERITY_ORDER = {"must_inspect": 5, "high": 4, "medium": 3, "low": 2, "info": 1}
+
+
+def driver_texts(
+    hits: Sequence[tuple[str, str | None]],
+    watchlist_score: float,
+    watchlist_exact: bool,
+    t: Translator,
+) -> list[str]:
+    """What raised the priority besides the model: each rule hit (name and severity,
+    the most severe first) and the watchlist match, in the officer's language."""
+    ordered = sorted(hits, key=lambda h: -SEVERITY_ORDER.get(h[1] or "", 0))
+    out = [
+        t("reason.rule", name=name, severity=t.severity(sev))
+        if t.severity(sev)
+        else t("reason.rule_plain", name=name)
+        for name, sev in ordered
+    ]
+    if watchlist_exact:
+        out.append(t("reason.watchlist_exact"))
+    elif watchlist_score > 0:
+        out.append(t("reason.watchlist", score=f"{watchlist_score:.0f}"))
+    return out
+
+
+def priority_reasons(
+    drivers: list[str], reasons: Sequence[Mapping[str, Any]], lang: str, *, top: int = 2
+) -> list[str]:
+    """The reasons of a queue entry: what drove its priority first (rule and watchlist
+    hits), then the model's reasons; next to a driver, model reasons whose effect on the
+    probability is negligible are left out."""
+    shap = [
+        r
+        for r in reasons
+        if not drivers or abs(float(r.get("probability_effect") or 0.0)) >= NEGLIGIBLE_EFFECT
+    ]
+    texts = drivers + [reason_text(r, lang) for r in shap]
+    return texts[: max(top, len(drivers))]
 
 
 # --------------------------------------------------------------------------- queue
@@ -375,27 +421,46 @@ def queue_rows(
             select(m.Score).where(m.Score.id.in_([r.score_id for r in refs if r.score_id]))
         )
     }
+    hits: dict[int, list[tuple[str, str | None]]] = {}
+    for score_id, rule_id, name, severity in session.execute(
+        select(m.RuleHit.score_id, m.RuleHit.rule_id, m.Rule.name, m.RuleVersion.severity)
+        .join(m.Rule, m.Rule.rule_id == m.RuleHit.rule_id)
+        .outerjoin(
+            m.RuleVersion,
+            (m.RuleVersion.rule_id == m.RuleHit.rule_id)
+            & (m.RuleVersion.version == m.RuleHit.rule_version),
+        )
+        .where(m.RuleHit.score_id.in_(list(scores)))
+        .order_by(m.RuleHit.score_id, m.RuleHit.rule_id)
+    ):
+        if score_id is not None:
+            hits.setdefault(int(score_id), []).append((str(name or rule_id), severity))
+    t = Translator(lang)
     rows = []
     for ref, out in zip(refs, outs, strict=True):
         score = scores.get(ref.score_id or -1)
         reasons: list[dict[str, Any]] = []
+        drivers: list[str] = []
+        ship = ships.get(ref.shipment_id)
         if score is not None:
+            if ship is not None:
+                reasons = reasons_of(services, StoredShipment(ship, score, []))
             extra = score.explanation or {}
-            if extra.get("reasons") is not None:
-                reasons = list(extra["reasons"])
-            else:
-                ship = ships.get(ref.shipment_id)
-                if ship is not None:
-                    reasons = reasons_of(services, StoredShipment(ship, score, []))
-        payload = ships[ref.shipment_id].payload if ref.shipment_id in ships else {}
+            drivers = driver_texts(
+                hits.get(score.id, []),
+                float(extra.get("watchlist_score") or 0.0),
+                bool(extra.get("watchlist_exact", False)),
+                t,
+            )
+        payload = ship.payload if ship is not None else {}
         rows.append(
             QueueRow(
                 out,
-                [reason_text(r, lang) for r in reasons[:2]],
+                priority_reasons(drivers, reasons, lang),
                 ref.id in overdue_ids,
                 str(payload.get("consignee_name", "")),
                 str(payload.get("origin_country", "")),
-                str(payload.get("mode", "")),
+                t.mode(str(payload.get("mode", ""))),
             )
         )
     return rows
@@ -470,18 +535,13 @@ def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm |
     if finding_raw == "no" and category is not None:
         errors.add("category", t("err.category_without_finding"))
     quantity: float | None = None
-    qty_raw = (form.get("quantity") or "").strip().replace(",", ".")
+    qty_raw = (form.get("quantity") or "").strip()
     if qty_raw:
-        try:
-            quantity = float(qty_raw)
-        except ValueError:
-            errors.add("quantity", t("err.quantity_number"))
-        else:
-            if not math.isfinite(quantity) or quantity < 0:
-                errors.add("quantity", t("err.quantity_number"))
-                quantity = None
-            elif finding_raw == "no":
-                errors.add("quantity", t("err.quantity_without_finding"))
+        quantity, problem = parse_quantity(qty_raw)
+        if problem is not None:
+            errors.add("quantity", t(problem, value=qty_raw))
+        elif finding_raw == "no":
+            errors.add("quantity", t("err.quantity_without_finding"))
     unit = form.get("unit") or None
     if unit is not None and unit not in QUANTITY_UNITS:
         errors.add("unit", t("error.field"))
@@ -499,10 +559,37 @@ def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm |
     ), errors
 
 
+_SPACES = re.compile(r"[ \u00a0\u2009\u202f]")
+_GROUPED = re.compile(r"^\d{1,3}(?:[ \u00a0\u2009\u202f]\d{3})+(?:[.,]\d+)?$")
+_PLAIN = re.compile(r"^(?:\d+(?:[.,]\d*)?|[.,]\d+)$")
+
+
+def parse_quantity(raw: str) -> tuple[float | None, str | None]:
+    """A seized quantity as typed: (value, None), or (None, the catalogue key of the
+    problem). A comma or dot is a decimal mark ("2,5" is 2.5); a number that could
+    also be read with a thousands separator ("10,000", "2.500", "1,234.5") is refused
+    rather than guessed; spaces between groups of three digits ("10 000") are read
+    as thousands separators."""
+    text = raw.strip()
+    if "," in text and "." in text:  # "1,234.5" or "1.234,5": which one is decimal?
+        return None, "err.quantity_ambiguous"
+    if _GROUPED.match(text):
+        text = _SPACES.sub("", text)
+    if not _PLAIN.match(text):
+        return None, "err.quantity_number"
+    integer, mark, fraction = text.replace(",", ".").partition(".")
+    if mark and len(fraction) == 3 and integer.strip("0"):
+        return None, "err.quantity_ambiguous"
+    quantity = float(text.replace(",", "."))
+    if not math.isfinite(quantity) or quantity < 0:
+        return None, "err.quantity_number"
+    return quantity, None
+
+
 def check_waiver(form: Mapping[str, str], t: Translator) -> tuple[str | None, FormErrors]:
     errors = FormErrors()
     reason = (form.get("reason") or "").strip()
-    if not reason:
+    if not has_visible_text(reason):  # blank, or only invisible characters (U+200B ...)
         errors.add("reason", t("err.reason_required"))
     elif len(reason) > MAX_NOTES:
         errors.add("reason", t("err.too_long", n=MAX_NOTES))
@@ -535,8 +622,10 @@ def rule_data(form: Mapping[str, str], t: Translator) -> tuple[dict[str, Any] | 
         if form.get(key):
             data[key] = form[key]
     text = form.get("condition") or ""
+    from serving.rules_engine import safe_load_yaml  # unquoted dates stay text (checked)
+
     try:
-        condition = yaml.safe_load(text) if text.strip() else None
+        condition = safe_load_yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -584,13 +673,35 @@ def fmt_dt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def fmt_age(seconds: float) -> str:
+def fmt_age(seconds: float, lang: str = "en") -> str:
+    t = Translator(lang)
     hours = int(seconds // 3600)
     if hours >= 48:
-        return f"{hours // 24} d"
+        return t("age.days", n=hours // 24)
     if hours >= 1:
-        return f"{hours} h"
-    return f"{int(seconds // 60)} min"
+        return t("age.hours", n=hours)
+    return t("age.minutes", n=int(seconds // 60))
+
+
+def fmt_quantity(value: float, lang: str = "en") -> str:
+    """A quantity without ambiguity: groups of three digits split by a no-break space,
+    the decimal mark of the language ("10 000", "2.5" / "2,5")."""
+    whole = float(value).is_integer()
+    text = f"{value:,.0f}" if whole else f"{value:,.6f}".rstrip("0").rstrip(".")
+    text = text.replace(",", "\u00a0")
+    return text.replace(".", ",") if lang == "ru" else text
+
+
+def traveller_value(name: str, value: Any) -> str:
+    """A traveller record's field as the page shows it: a journey as its airports in
+    order, times like the rest of the page."""
+    if value is None:
+        return ""
+    if name == "route" and isinstance(value, list | tuple):
+        return " → ".join(str(v) for v in value)
+    if name.endswith("_at"):
+        return fmt_dt(value)
+    return str(value)
 
 
 __all__ = ["PERSONAL_FIELDS"]

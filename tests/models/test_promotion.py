@@ -24,7 +24,7 @@ from models.promotion import (
 )
 from models.registry import CHAMPION, Registry
 from models.train import TrainConfig
-from tests.conftest import trained_world
+from tests.conftest import caravan, trained_world
 
 GOOD = TrainConfig(max_rounds=150)
 STUMP = TrainConfig(max_rounds=1, num_leaves=2, max_depth=1)  # one split: a poor model
@@ -61,7 +61,7 @@ def test_first_promotion_has_nothing_to_compare(layout: DataLayout) -> None:
     assert current_champion(layout) == "1"
     tags = _registry(layout).version("1").tags
     assert tags["promoted_by"] == "dana"
-    assert tags["promotion_reason"] == "better or equal on the primary metric"
+    assert tags["promotion_reason"] == "first champion: no champion to compare with"
     logged = [
         json.loads(x) for x in (layout.reports / "promotions.jsonl").read_text().split("\n") if x
     ]
@@ -169,3 +169,53 @@ def test_cli_promote_records_row_and_audit_entry(
             assert result.ok and n == 2  # refused promotions leave no trace
     finally:
         engine.dispose()
+
+
+# --- acceptance findings: a promotion names a person and the metric it compared
+
+
+def test_promote_without_by_or_user_is_refused(
+    layout: DataLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.cli import app
+
+    monkeypatch.delenv("CARAVAN_DATABASE_URL", raising=False)
+    monkeypatch.delenv("USER", raising=False)
+    result = CliRunner().invoke(app, ["promote", "--data", str(layout.root), "--version", "1"])
+    assert result.exit_code != 0
+    assert "--by is required" in result.output
+    assert current_champion(layout) is None
+    assert not (layout.reports / "promotions.jsonl").exists()
+    # USER, when set, names the person
+    monkeypatch.setenv("USER", "dana")
+    ok = CliRunner().invoke(app, ["promote", "--data", str(layout.root), "--version", "1"])
+    assert ok.exit_code == 0, ok.output
+    assert "(by dana)" in ok.output
+
+
+def test_a_promotion_records_the_metric_it_compared(layout: DataLayout) -> None:
+    first = promote(layout, "1", who="dana", reason=None)
+    assert first.reason == "first champion: no champion to compare with"
+    logged = json.loads((layout.reports / "promotions.jsonl").read_text().splitlines()[-1])
+    assert logged["reason"] == "first champion: no champion to compare with"
+    assert logged["primary_champion"] is None
+    # a synthetic world has its truth: the primary metric is true recall
+    assert first.summary()["primary_metric"] == "true recall at 5% capacity"
+    assert logged["primary_metric"] == "true recall at 5% capacity"
+    true_recall = first.challenger.at_capacity["5%"]["true_recall"]
+    assert first.summary()["primary_challenger"] == pytest.approx(true_recall, abs=1e-6)
+
+    with pytest.raises(PromotionRefusedError) as refused:
+        promote(layout, "2", who="dana", reason=None)
+    message = str(refused.value)
+    assert "worse than champion 1 on true recall at 5% capacity" in message
+
+
+def test_score_with_an_unknown_version_or_alias_is_a_one_line_error(layout: DataLayout) -> None:
+    for option, ref in (("--version", "77"), ("--alias", "nosuch")):
+        result = caravan("score", option, ref, data=layout.root, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "Traceback" not in output
+        assert f"error: no registered model version or alias '{ref}'" in output
+        assert len(output.strip().splitlines()) == 1

@@ -130,3 +130,31 @@ def test_score_writes_probabilities_versions_and_explanations(
     vectors = pl.read_parquet(layout.scores / "feature_vectors.parquet")
     assert set(vectors["feature_vector_ref"]) == set(scores["feature_vector_ref"])
     assert np.isfinite(prob).all()
+
+
+def test_the_card_and_the_data_hash_describe_what_the_version_trained_on(
+    trained: tuple[DataLayout, dict],  # type: ignore[type-arg]
+) -> None:
+    """The model card lists the model's own inputs (features left out for lack of
+    data are listed apart, with why), and the data hash is the fingerprint of the
+    rows the version trained on: a version trained `--until` an earlier date has
+    another hash than one trained on everything."""
+    layout, _ = trained
+    from models.registry import Registry
+
+    reg = Registry(layout.mlflow_db, layout.mlflow_artifacts)
+    first_booster, first = reg.load("1")
+    card = json.loads((layout.reports / "evaluation" / "v1" / "model_card.json").read_text())
+    assert [f["name"] for f in card["features"]] == first_booster.feature_name()
+    left_out = {f["name"]: f["reason"] for f in card["features_left_out"]}
+    # This world loaded no watchlist: the screening features are not inputs, and say why.
+    assert "watchlist_best_score" in left_out and "watchlist" in left_out["watchlist_best_score"]
+    assert not set(left_out) & set(first_booster.feature_name())
+
+    feats = pl.read_parquet(layout.features / "features.parquet")
+    until = str(feats["declared_at"].sort()[int(feats.height * 0.7)])[:10]
+    caravan("train", "--until", until, data=layout.root)
+    newest = reg.versions()[-1]
+    assert newest.version != "1"
+    assert newest.tags["data_hash"] != first.tags["data_hash"]
+    assert newest.tags["test_to"] < until

@@ -46,7 +46,7 @@ def test_healthz_and_readyz(api: Api) -> None:
     assert body["status"] == "ready"
     assert body["database"] is True
     assert body["migrations_at_head"] is True
-    assert body["migration"] == body["migration_head"] == "0002"
+    assert body["migration"] == body["migration_head"] == "0003"
     assert body["model_loaded"] is False
     api.app.state.model = object()
     assert api.client.get("/readyz").json()["model_loaded"] is True

@@ -343,7 +343,7 @@ def test_migration_0002_keeps_rows_and_constraints(db_url: str) -> None:
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(text(_referral_sql(2, "watchlist")))
 
-        upgrade(engine)
+        upgrade(engine, "0002")
         assert current_revision(engine) == "0002"
         with engine.begin() as conn:
             conn.execute(text(_referral_sql(2, "watchlist")))

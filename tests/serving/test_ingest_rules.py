@@ -142,11 +142,11 @@ def test_traveller_rules_over_http(world_api: Api, world: Path) -> None:
     body = r.json()
     assert body["stored"] == ["IR-TR0"]
     fields = {(e["index"], e["field"]) for e in body["errors"]}
-    assert fields == {(1, "departure_at"), (2, "route_countries")}
+    assert fields == {(1, "booked_at"), (2, "route_countries")}  # the field that is wrong
     assert all(e["reason"] for e in body["errors"])
     single = api.client.post(f"{API}/travellers", json=records[1], headers=headers)
     assert single.status_code == 422
-    assert single.json()["detail"][0]["loc"] == ["body", "departure_at"]
+    assert single.json()["detail"][0]["loc"] == ["body", "booked_at"]
     assert "after departure_at" in single.json()["detail"][0]["msg"]
 
 

@@ -220,7 +220,7 @@ class TestReferral:
             (Status.CLAIMED, Status.INSPECTED, "alice"),
             (Status.INSPECTED, Status.CLOSED, "bob"),
         ]
-        assert age(ref, at(1000)) == dt.timedelta(minutes=60)  # age stops at closure
+        assert age(ref, at(1000)) == dt.timedelta(minutes=50)  # age stops at the decision
 
     def test_waiver_path_keeps_reason(self) -> None:
         ref = claim(open_referral(entry(), T0), ALICE, at(1))

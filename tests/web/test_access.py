@@ -83,7 +83,17 @@ def test_signed_out_users_are_sent_to_login(site: Site) -> None:
 
 
 def test_session_cookie_and_security_headers(site: Site) -> None:
-    client, r = web_login(site, "auditor1", password_for(Role.auditor))
+    # its own user: signing out ends every session of the user, and the module's
+    # `clients` keep theirs
+    with site.app.state.session_factory() as session:
+        create_user(
+            session,
+            username="auditor-signout",
+            password=password_for(Role.auditor),
+            role=Role.auditor,
+        )
+        session.commit()
+    client, r = web_login(site, "auditor-signout", password_for(Role.auditor))
     try:
         cookie = r.headers["set-cookie"]
         assert "caravan_session=" in cookie
