@@ -12,8 +12,8 @@ any transliteration into a comparison key:
 3. drop apostrophes and dots (``O'tkir``, ``L.L.C.``), turn any other
    non-alphanumeric character into a space;
 4. drop company-form words (LLC, LTD, OOO/ООО, TOO/ТОО, ЖШС, MChJ, OsOO, JSC,
-   AO/ЗАО/ОАО, IP/ИП, GmbH, Inc, Co, Corp, Company...), unless the name is made
-   of nothing else; descriptive words such as "trading" are kept;
+   AO/ЗАО/ОАО, IP/ИП, GmbH, Inc, Co, Corp, Company/Компани(я)...), unless the
+   name is made of nothing else; descriptive words such as "trading" are kept;
 5. fold transliteration variants into one phonetic-ish spelling per token:
    shch/sch->sh, dzh/dj/zh->j, tch->ch, kh->h, gh->g, ph->f, ck->k, q->k,
    w->v, x->h at the start of a word or before a consonant (Uzbek Latin:
@@ -65,6 +65,9 @@ COMPANY_FORMS: frozenset[str] = frozenset(
         "ooo", "zao", "oao", "pao", "ao", "ip", "chp",
         # Kazakh ТОО / ЖШС, Kyrgyz ОсОО, Uzbek MChJ / МЧЖ / XK, Ukrainian ТОВ
         "too", "zhshs", "jshs", "osoo", "mchj", "mchzh", "xk", "tov",
+        # "Company" and "Corporation" written in Cyrillic (Компани, Компания,
+        # Корпорация, Корпорейшн), as Russian-speaking clerks spell trade names
+        "kompani", "kompaniya", "kompaniia", "korporatsiya", "korporatsiia", "korporeyshn",
     }
 )  # fmt: skip
 
@@ -165,6 +168,18 @@ def normalise_name(text: str, *, sort_tokens: bool = False) -> str:
     name has no letters or digits."""
     tokens = _key_tokens(text)
     return " ".join(sorted(tokens) if sort_tokens else tokens)
+
+
+@lru_cache(maxsize=262_144)
+def spelled_name(text: str) -> str:
+    """The name's tokens as spelt, before the phonetic folding of step 5 (Latin,
+    lowercase, company forms dropped), ordered like the tokens of
+    ``normalise_name(text, sort_tokens=True)``: the i-th word of one is the
+    i-th word of the other. Screening compares these too, so that a letter
+    dropped or added where the folding collapses letters ("Meerez" -> "mirez"
+    against "Meherez" -> "meherez") still pairs the words ("meerez" / "meherez")."""
+    pairs = sorted((p, t) for t in name_tokens(text) if (p := phonetic_token(t)))
+    return " ".join(t for _, t in pairs)
 
 
 def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Series:

@@ -22,8 +22,12 @@ Every candidate is then confirmed token by token (`tokens_align`): each token
 of the name with fewer tokens must pair with a similar token of the other (Indel
 similarity >= 0.7, or one edit / dropped letters in a short token, or an
 initial), and the other name's unpaired tokens may hold at most 20% of its
-letters (a token written as two, "Alhadi" / "Al Hadi", counts as paired). A
-name assembled from parts of a longer listed name, or with a word that has no
+letters (a token written as two, "Alhadi" / "Al Hadi", counts as paired). Two
+tokens are compared both as keys and as spelt before the phonetic folding
+(`features.names.spelled_name`), the better similarity counting: a letter
+dropped where the folding collapses letters ("Meerez" -> "mirez" against
+"Meherez" -> "meherez") would otherwise leave the word unpaired. A name
+assembled from parts of a longer listed name, or with a word that has no
 counterpart, scores at most `UNALIGNED_CAP` (80) whatever its
 character-level score.
 
@@ -35,16 +39,17 @@ single word left after company forms are dropped ("TOO Sever Company" ->
 exact hit forces an inspection, and one common word is too thin for that.
 
 Default threshold: `DEFAULT_THRESHOLD` = 85, chosen on the real UN SC list of
-2018-10-29 (tests/features/test_screening.py). Every primary name and alias of
-50 listed individuals (fixed seed), rewritten with transliteration noise (y/i
-swapped, one letter dropped, Cyrillic spelling, reversed word order; 1,060
-queries), scores at least 86 for the right entry, which is always in the top
-3. Of 1,000 generated non-listed Central Asian, Russian, Chinese and Arabic
-style full names, none matches above the threshold: the two near-collisions the
-character-level score alone let through (a name made of parts of a listed
-four-part name, 86, and Chinese "Zhang Yongjing" against Korean "Jang
-Myong-Jin", 89) fail the token alignment. Screening only proposes; an officer
-decides.
+2018-10-29 (tests/features/test_screening.py). Every primary name and screened
+alias of 50 listed individuals (fixed seed; the list's Low-quality aliases are
+not screened, see `data_contracts.loaders.un_sc`), rewritten with
+transliteration noise (y/i swapped, one letter dropped, Cyrillic spelling,
+reversed word order; 825 queries), scores at least 86 for the right entry,
+which is always in the top 3. Of 1,000 generated non-listed Central Asian,
+Russian, Chinese and Arabic style full names, none matches above the
+threshold: the two near-collisions the character-level score alone let through
+(a name made of parts of a listed four-part name, 86, and Chinese "Zhang
+Yongjing" against Korean "Jang Myong-Jin", 89) fail the token alignment.
+Screening only proposes; an officer decides.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
-from features.names import normalise_name
+from features.names import normalise_name, spelled_name
 
 DEFAULT_THRESHOLD = 85
 INITIALS_CAP = 90
@@ -155,7 +160,7 @@ def _subsequence(short: str, other: str) -> bool:
 
 
 @lru_cache(maxsize=1_048_576)
-def tokens_align(query: str, name: str) -> bool:
+def tokens_align(query: str, name: str, query_spelled: str = "", name_spelled: str = "") -> bool:
     """Whether two name keys (any order) agree token by token.
 
     Every token of the name with fewer tokens must be paired with a distinct
@@ -164,13 +169,28 @@ def tokens_align(query: str, name: str) -> bool:
     may make up at most `MAX_UNPAIRED_SHARE` of its letters. So "Zhang
     Yongjing" finds no partner for "yongjing" in "Jang Myong-Jin", and "Salim
     Salim Hamdan" leaves "ahmad", 5 of the 21 letters of "Salim Ahmad Salim
-    Hamdan", unpaired; "Abd Alhamid" against "Abd Al Hamid" leaves only "al"."""
+    Hamdan", unpaired; "Abd Alhamid" against "Abd Al Hamid" leaves only "al".
+
+    With the names' spelled forms (`features.names.spelled_name`, same token
+    order as the keys), two tokens are as similar as the better of their keys
+    and their spellings: the phonetic folding can turn one dropped letter into
+    a different key ("Meerez" -> "mirez", "Meherez" -> "meherez", 0.67), while
+    the spellings stay one letter apart ("meerez" / "meherez", 0.92)."""
     qa, na = query.split(), name.split()
-    short, long_ = (qa, na) if len(qa) <= len(na) else (na, qa)
+    qs, ns = query_spelled.split(), name_spelled.split()
+    if len(qs) != len(qa) or len(ns) != len(na):
+        qs, ns = qa, na
+    swap = len(qa) > len(na)
+    short, long_ = (na, qa) if swap else (qa, na)
+    short_sp, long_sp = (ns, qs) if swap else (qs, ns)
     if not short:
         return False
     pairs = sorted(
-        ((_token_similarity(x, y), i, j) for i, x in enumerate(short) for j, y in enumerate(long_)),
+        (
+            (max(_token_similarity(x, y), _token_similarity(short_sp[i], long_sp[j])), i, j)
+            for i, x in enumerate(short)
+            for j, y in enumerate(long_)
+        ),
         reverse=True,
     )
     used_s: set[int] = set()
@@ -251,6 +271,7 @@ class WatchlistIndex:
     display: tuple[str, ...]  # index name as listed
     sorted_keys: tuple[str, ...]
     plain_keys: tuple[str, ...]
+    spelled_keys: tuple[str, ...]  # `spelled_name`, in the order of sorted_keys
     initials_owner: npt.NDArray[np.int32]  # initial form -> index name
     initials_keys: tuple[str, ...]
     documents: dict[str, tuple[tuple[int, str], ...]]  # key -> (entry, as listed)
@@ -269,6 +290,7 @@ class WatchlistIndex:
         display: list[str] = []
         sorted_keys: list[str] = []
         plain_keys: list[str] = []
+        spelled_keys: list[str] = []
         init_owner: list[int] = []
         init_keys: list[str] = []
         documents: dict[str, list[tuple[int, str]]] = {}
@@ -289,6 +311,7 @@ class WatchlistIndex:
                 display.append(name)
                 sorted_keys.append(skey)
                 plain_keys.append(plain)
+                spelled_keys.append(spelled_name(name))
                 for variant in _initial_variants(plain.split()):
                     init_owner.append(len(display) - 1)
                     init_keys.append(variant)
@@ -301,6 +324,7 @@ class WatchlistIndex:
             display=tuple(display),
             sorted_keys=tuple(sorted_keys),
             plain_keys=tuple(plain_keys),
+            spelled_keys=tuple(spelled_keys),
             initials_owner=np.asarray(init_owner, dtype=np.int32),
             initials_keys=tuple(init_keys),
             documents={k: tuple(dict.fromkeys(v)) for k, v in documents.items()},
@@ -348,17 +372,18 @@ class WatchlistIndex:
                 schema=RESULT_SCHEMA,
                 orient="row",
             )
-        # Screen each distinct (sorted, plain) key once, then map back to queries.
+        # Screen each distinct (sorted, plain, spelled) key once, then map back to queries.
         keys = pl.DataFrame(
             {
                 "sorted": [normalise_name(q, sort_tokens=True) for q in queries],
                 "plain": [normalise_name(q) for q in queries],
+                "spelled": [spelled_name(q) for q in queries],
             },
-            schema={"sorted": pl.String, "plain": pl.String},
+            schema={"sorted": pl.String, "plain": pl.String, "spelled": pl.String},
         ).with_row_index("query_index")
         distinct = (
             keys.filter(pl.col("sorted") != "")
-            .unique(["sorted", "plain"], keep="first", maintain_order=True)
+            .unique(["sorted", "plain", "spelled"], keep="first", maintain_order=True)
             .drop("query_index")
             .with_row_index("key_index")
         )
@@ -367,12 +392,13 @@ class WatchlistIndex:
         ranked = self._screen_keys(
             distinct["sorted"].to_list(),
             distinct["plain"].to_list(),
+            distinct["spelled"].to_list(),
             limit=limit,
             threshold=threshold,
             chunk_size=chunk_size,
         )
         return (
-            keys.join(distinct, on=["sorted", "plain"])
+            keys.join(distinct, on=["sorted", "plain", "spelled"])
             .select("query_index", "key_index")
             .join(ranked, on="key_index")
             .sort(
@@ -419,7 +445,10 @@ class WatchlistIndex:
 
     def _screen_few(self, queries: list[str], *, limit: int, threshold: int) -> list[list[Match]]:
         """`screen_few` of names not in the memo."""
-        keys = [(normalise_name(q, sort_tokens=True), normalise_name(q)) for q in queries]
+        keys = [
+            (normalise_name(q, sort_tokens=True), normalise_name(q), spelled_name(q))
+            for q in queries
+        ]
         distinct = list(dict.fromkeys(k for k in keys if k[0] != ""))
         if not distinct or not self.display:
             return [[] for _ in keys]
@@ -442,14 +471,14 @@ class WatchlistIndex:
         ranked: list[list[tuple[int, bool, str, str]]] = [[] for _ in distinct]
         for key, name, score, partial in pairs:
             query, listed = sorted_q[key], self.sorted_keys[name]
-            if not tokens_align(query, listed):
+            if not tokens_align(query, listed, distinct[key][2], self.spelled_keys[name]):
                 score = min(score, UNALIGNED_CAP)
             if score < threshold:
                 continue
             exact = listed == query and not partial and " " in query
             entry = self.entry_ids[int(self.owner[name])]
             ranked[key].append((score, exact, entry, self.display[name]))
-        best: dict[tuple[str, str], list[Match]] = {}
+        best: dict[tuple[str, str, str], list[Match]] = {}
         for k, matches in zip(distinct, ranked, strict=True):
             matches.sort(key=lambda m: (-m[0], not m[1], m[2], m[3]))
             seen: set[str] = set()
@@ -465,6 +494,7 @@ class WatchlistIndex:
         self,
         sorted_q: list[str],
         plain_q: list[str],
+        spelled_q: list[str],
         *,
         limit: int,
         threshold: int,
@@ -496,10 +526,15 @@ class WatchlistIndex:
                     partial=True,
                 )
             )
-        return self._rank(pl.concat(frames), sorted_q, limit, threshold)
+        return self._rank(pl.concat(frames), sorted_q, spelled_q, limit, threshold)
 
     def _rank(
-        self, pairs: pl.DataFrame, sorted_q: list[str], limit: int, threshold: int
+        self,
+        pairs: pl.DataFrame,
+        sorted_q: list[str],
+        spelled_q: list[str],
+        limit: int,
+        threshold: int,
     ) -> pl.DataFrame:
         """Best `limit` entries per query key from (key, name, score) pairs."""
         schema = pl.Schema(
@@ -517,8 +552,15 @@ class WatchlistIndex:
         # The character-level score found the candidates; the token alignment
         # confirms them (a name assembled from parts of a longer listed name, or
         # with a token that has no counterpart, scores at most UNALIGNED_CAP).
+        query_spelled = np.asarray(spelled_q, dtype=object)[qidx]
+        index_spelled = np.asarray(self.spelled_keys, dtype=object)[idx]
         aligned = np.fromiter(
-            (tokens_align(q, k) for q, k in zip(query_keys, index_keys, strict=True)),
+            (
+                tokens_align(q, k, qs, ks)
+                for q, k, qs, ks in zip(
+                    query_keys, index_keys, query_spelled, index_spelled, strict=True
+                )
+            ),
             dtype=bool,
             count=len(idx),
         )

@@ -113,6 +113,11 @@ def evaluate(
     notes = []
     if (test["selection_probability"] >= 1.0).all():
         notes.append("every shipment of the test window was inspected: metrics use all of them")
+    if not labels.any():
+        notes.append(
+            "no inspection of the test window found anything: recall is undefined and this "
+            "version cannot be compared with another on it"
+        )
     at: dict[str, dict[str, Any]] = {}
     for k in CAPACITIES:
         p, r = precision_recall_at(test_scores, labels, k)

@@ -140,7 +140,18 @@ def plan_promotion(
             layout, previous, window_of=target, baseline=baseline, features=features
         )
         champion = champ.evaluation
-        worse = challenger.evaluation.primary() < champion.primary()
+        ours, theirs = challenger.evaluation.primary(), champion.primary()
+        if math.isnan(ours) or math.isnan(theirs):
+            # no finding in the test window (or no truth): nothing can be compared
+            if not force:
+                raise PromotionRefusedError(
+                    f"version {target} cannot be compared with champion {previous}: "
+                    f"{challenger.evaluation.primary_metric()} is undefined on the test "
+                    "window (it holds no finding); force it with a reason to promote anyway"
+                )
+            worse = True  # recorded as not shown to be at least as good
+        else:
+            worse = ours < theirs
         if worse and not force:
             raise PromotionRefusedError(
                 f"version {target} is worse than champion {previous} on "

@@ -96,7 +96,7 @@ class DemoError(Exception):
 def _ensure_accounts(session: Session, accounts: Sequence[DemoAccount]) -> None:
     from sqlalchemy import select
 
-    from serving.auth import Role, create_user, set_password, verify_password
+    from serving.auth import Role, create_user, set_password, update_user, verify_password
     from serving.orm import User
 
     for a in accounts:
@@ -109,11 +109,24 @@ def _ensure_accounts(session: Session, accounts: Sequence[DemoAccount]) -> None:
                 role=Role(a.role),
                 display_name=a.display_name,
                 office_code=a.office_code,
+                actor=DEMO_ACTOR,
             )
             continue
-        user.role, user.office_code, user.active = a.role, a.office_code, True
-        if not verify_password(user.password_hash, a.password) or user.locked_until:
-            set_password(session, user, a.password)
+        if (user.role, user.office_code, user.active) != (a.role, a.office_code, True) or (
+            user.locked_until
+        ):  # put the demo account back as documented, audited
+            update_user(
+                session,
+                user,
+                actor=DEMO_ACTOR,
+                role=Role(a.role),
+                office_code=a.office_code,
+                active=True,
+                unlock=True,
+                via="demo-serve",
+            )
+        if not verify_password(user.password_hash, a.password):
+            set_password(session, user, a.password, actor=DEMO_ACTOR)
     session.commit()
 
 

@@ -10,9 +10,18 @@ Mapping onto the WATCHLIST contract, one row per INDIVIDUAL or ENTITY:
 - `entry_id` = ``"UN-SC:" + REFERENCE_NUMBER``; where a reference number occurs
   more than once in the file, ``"/" + DATAID`` is appended to every row sharing it.
 - `name` = FIRST_NAME .. FOURTH_NAME joined by a space, whitespace normalised.
-- `aliases` = every non-empty ALIAS_NAME (INDIVIDUAL_ALIAS of both qualities,
-  Good and Low; ENTITY_ALIAS a.k.a. and f.k.a.), whitespace normalised, duplicates
-  within one entry removed, order kept.
+- `aliases` = every non-empty ALIAS_NAME of good quality (INDIVIDUAL_ALIAS with
+  QUALITY "Good" or no quality; ENTITY_ALIAS a.k.a. and f.k.a.), whitespace
+  normalised, duplicates within one entry removed, order kept.
+- Weak aliases: an INDIVIDUAL_ALIAS the list marks ``<QUALITY>Low</QUALITY>``
+  (595 in the list of 2018-10-29: single words such as "Hani", kunyas such as
+  "Abu Hamzah") is a name the list itself rates as too weak to identify a
+  person on its own. It is kept out of `aliases`, so screening never matches
+  on it (a fuzzy hit of "Hanil Corporation" on "Hani" would otherwise send a
+  trader to inspection), and recorded instead at the end of `comments` as
+  ``Low-quality aliases (not screened): Hani | Abu Hamzah`` (the WATCHLIST
+  contract has no column for an alias's quality), where an officer reviewing a
+  hit on the entry still sees it. `LOW_QUALITY` names the marker.
 - `dates_of_birth` = DATE (its first ten characters, the file sometimes appends a
   time-zone offset), YEAR, or every year from FROM_YEAR to TO_YEAR (only the two
   bounds when the span exceeds 30 years).
@@ -20,7 +29,8 @@ Mapping onto the WATCHLIST contract, one row per INDIVIDUAL or ENTITY:
   sometimes writes prose there, e.g. "Jordan 654781"; screening extracts the
   number tokens).
 - `addresses` = STREET, CITY, STATE_PROVINCE, ZIP_CODE, COUNTRY, NOTE joined by ", ".
-- `listed_on` = LISTED_ON (date part); `comments` = COMMENTS1.
+- `listed_on` = LISTED_ON (date part); `comments` = COMMENTS1 (then the weak
+  aliases, see above).
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ from data_contracts.loaders import ReferenceFileError, watchlist_frame
 LIST_NAME = "UN-SC"
 ROOT_TAG = "CONSOLIDATED_LIST"
 MAX_YEAR_SPAN = 30
+# QUALITY of an INDIVIDUAL_ALIAS too weak to screen on (see the module docstring).
+LOW_QUALITY = "Low"
+WEAK_ALIASES_NOTE = "Low-quality aliases (not screened): "
 
 _WS = re.compile(r"\s+")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -122,9 +135,21 @@ def _entry(elem: Element, kind: str, problems: list[str]) -> dict[str, Any]:
     if not name:
         problems.append(f"{where}: no name (FIRST_NAME..FOURTH_NAME all empty)")
     alias_tag = "INDIVIDUAL_ALIAS" if kind == "individual" else "ENTITY_ALIAS"
-    aliases = _unique([_text(a, "ALIAS_NAME") for a in elem.findall(alias_tag)])
+    aliases: list[str] = []
+    weak: list[str] = []
+    for alias in elem.findall(alias_tag):
+        quality = _text(alias, "QUALITY")
+        (weak if quality.casefold() == LOW_QUALITY.casefold() else aliases).append(
+            _text(alias, "ALIAS_NAME")
+        )
+    aliases = _unique(aliases)
+    # A spelling listed both as Good and as Low stays a (screened) alias.
+    weak = [w for w in _unique(weak) if w not in aliases]
     individual = kind == "individual"
     comments = (elem.findtext("COMMENTS1") or "").strip()
+    if weak:
+        note = WEAK_ALIASES_NOTE + " | ".join(weak)
+        comments = f"{comments}\n{note}" if comments else note
     return {
         "_dataid": dataid,
         "list_name": LIST_NAME,

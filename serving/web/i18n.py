@@ -531,6 +531,93 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "audit.older": ("Older entries", "Более ранние записи"),
     "audit.newer": ("Newest entries", "Последние записи"),
+    # closing, releasing, displacement (shipment page)
+    "ship.close": ("Close the referral", "Закрыть направление"),
+    "ship.close_note": (
+        "The case is done: the decision stays as recorded.",
+        "Дело завершено: принятое решение сохраняется как записано.",
+    ),
+    "ship.closed_ok": ("Referral closed.", "Направление закрыто."),
+    "ship.release": ("Release the claim", "Вернуть в очередь"),
+    "ship.release_note": (
+        "Hands the referral back to the office's queue for another officer.",
+        "Направление возвращается в очередь поста для другого инспектора.",
+    ),
+    "ship.release_other": (
+        "Release {who}'s claim (administrator)",
+        "Снять направление с {who} (администратор)",
+    ),
+    "ship.released_ok": (
+        "Claim released: the referral is open in the queue again.",
+        "Направление возвращено: оно снова открыто в очереди.",
+    ),
+    "ship.closed_by": ("closed by {who} at {at}", "закрыл(а) {who}, {at}"),
+    "ship.displaced": (
+        "Displaced: a later, higher-priority arrival took its place in the queue.",
+        "Вытеснено: его место в очереди заняла более поздняя отправка с большим приоритетом.",
+    ),
+    "ship.displaced_by": (
+        "Replaced by referral {id} (shipment {shipment})",
+        "Заменено направлением {id} (отправка {shipment})",
+    ),
+    # left out of the queue (queue page)
+    "queue.left_out_title": (
+        "Red and yellow shipments that did not fit the capacity",
+        "Красные и жёлтые отправки, не вошедшие в лимит",
+    ),
+    "queue.left_out_none": (
+        "Every red and yellow shipment of the day is in the queue.",
+        "Все красные и жёлтые отправки дня включены в очередь.",
+    ),
+    "queue.displaced": ("displaced by a later arrival", "вытеснено более поздней отправкой"),
+    "queue.left_out_displaced": (
+        "displaced (referral {id})",
+        "вытеснена (направление {id})",
+    ),
+    # rule activation (rules page)
+    "rules.inactive": ("inactive: never evaluated", "не действует: не применяется"),
+    "rules.status_action": ("Activation", "Включение"),
+    "rules.deactivate": ("Deactivate", "Отключить"),
+    "rules.activate": ("Activate", "Включить"),
+    "rules.deactivate_reason": ("Reason for deactivating", "Причина отключения"),
+    "rules.reason_required": (
+        "A reason is required to deactivate a rule.",
+        "Для отключения правила укажите причину.",
+    ),
+    "rules.reason_long": (
+        "The reason is longer than {n} characters.",
+        "Причина длиннее {n} знаков.",
+    ),
+    "rules.already_active": ("Rule {id} is already active.", "Правило {id} уже действует."),
+    "rules.already_inactive": ("Rule {id} is already inactive.", "Правило {id} уже отключено."),
+    "rules.deactivated_ok": (
+        "Rule {id} deactivated: it no longer hits.",
+        "Правило {id} отключено: оно больше не срабатывает.",
+    ),
+    "rules.activated_ok": (
+        "Rule {id} activated again (its newest version).",
+        "Правило {id} снова включено (последняя версия).",
+    ),
+    # audit head (audit page)
+    "audit.head": (
+        "Head of the log: entry {seq}, hash {hash}. Write down the value below: given "
+        "later as the expected head, it shows whether entries were removed or rewritten.",
+        "Последняя запись журнала: № {seq}, хеш {hash}. Запишите значение ниже: указанное "
+        "позже как ожидаемое, оно покажет, были ли записи удалены или переписаны.",
+    ),
+    "audit.head_none": ("The log is empty.", "Журнал пуст."),
+    "audit.expect": (
+        "Expected head (SEQ:HASH, optional)",
+        "Ожидаемая последняя запись (№:ХЕШ, необязательно)",
+    ),
+    "audit.expect_bad": (
+        "Write the head as SEQ:HASH (a number, a colon and 64 hexadecimal characters).",
+        "Укажите запись в виде №:ХЕШ (число, двоеточие и 64 шестнадцатеричных знака).",
+    ),
+    "audit.expected_ok": (
+        "The recorded head {head} is still there with that hash.",
+        "Записанная ранее запись {head} на месте, хеш совпадает.",
+    ),
     "common.yes": ("yes", "да"),
     "common.no": ("no", "нет"),
 }

@@ -41,17 +41,21 @@ from serving.rules_engine import RuleValidationError
 from serving.services import (
     ServiceError,
     Services,
+    audit_report,
     claim,
+    close,
     get_queue,
     latest_versions,
+    left_out,
     load_shipment,
     overdue_referrals,
     record_outcome,
     referrals_out,
+    release,
     replay,
     rule_performance_rows,
     save_rule,
-    verify_audit,
+    set_rule_active,
     view_traveller,
     waive,
 )
@@ -89,6 +93,8 @@ ACTOR = re.compile(r"^(?:[A-Za-z0-9:][A-Za-z0-9._:@-]{0,63}|apikey:[^\x00-\x1f\x
 MIN_PURPOSE = 5  # as the API's `purpose` (min_length 5)
 AUDIT_PAGE = 500
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")
+AUDIT_HEAD = re.compile(r"^[0-9]{1,18}:[0-9a-f]{64}$")  # as the API's `expect`
+MAX_RULE_REASON = 1000  # as `services.set_rule_active`
 REPORT_FILE = re.compile(r"^[a-z0-9_]{1,64}\.png$")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -361,6 +367,7 @@ def _queue_context(
         "message": message,
         "rows": [],
         "overdue": [],
+        "left_out": [],
         "capacity": None,
         "offices": [],
         "statuses": m.REFERRAL_STATUSES,
@@ -379,6 +386,7 @@ def _queue_context(
     context["rows"] = views.filter_sort(rows, lane, status, exploration, sort)
     context["all_count"] = len(rows)
     context["overdue"] = referrals_out(session, overdue)
+    context["left_out"] = left_out(session, office, day)
     context["capacity"] = views.capacity_used(outs, services.capacity(office))
     context["share"] = f"{services.queue.exploration_share:.0%}"
     return context
@@ -485,6 +493,7 @@ def _shipment_context(
     outcome_errors: views.FormErrors | None = None,
     waiver_errors: views.FormErrors | None = None,
     unmask_errors: dict[str, str] | None = None,
+    action_errors: views.FormErrors | None = None,
     form: dict[str, str] | None = None,
     message: str | None = None,
 ) -> dict[str, Any]:
@@ -559,11 +568,44 @@ def _shipment_context(
         "outcome_errors": outcome_errors or views.FormErrors(),
         "waiver_errors": waiver_errors or views.FormErrors(),
         "unmask_errors": unmask_errors or {},
+        "action_errors": action_errors or views.FormErrors(),
         "form": form or {},
         "message": message,
         "may_decide": user.may("decide"),
         "may_unmask": user.may("unmask"),
+        **_referral_state(session, user, referral),
     }
+
+
+def _referral_state(session: Session, user: WebUser, referral: m.Referral | None) -> dict[str, Any]:
+    """What the referral section shows beyond the row: who closed it and when, the
+    entry that displaced it (if it was closed for a later arrival), and whether this
+    user may close it or release its claim (as the API: an officer of the office or
+    an admin closes an inspected or waived referral; the claimer, or an admin for
+    anyone's claim, releases a claimed one)."""
+    state: dict[str, Any] = {
+        "closing": None,
+        "displaced_by": None,
+        "may_close": False,
+        "may_release": False,
+    }
+    if referral is None:
+        return state
+    out = referrals_out(session, [referral])[0]
+    if referral.status == "closed" and out["closed_by"]:
+        state["closing"] = {"who": out["closed_by"], "at": out["closed_at"]}
+    if referral.status == "closed" and referral.decided_at is None:  # displaced
+        by_id = out["displaced_by"]
+        by = session.get(m.Referral, by_id) if by_id is not None else None
+        state["displaced_by"] = {"id": by_id, "shipment": by.shipment_id if by else None}
+    may_decide = user.may("decide")
+    state["may_close"] = may_decide and referral.status in ("inspected", "waived")
+    state["may_release"] = (
+        may_decide
+        and referral.status == "claimed"
+        and (referral.claimed_by == user.username or user.role is Role.admin)
+    )
+    return state
 
 
 @router.get("/shipments/{shipment_id:path}")
@@ -579,6 +621,8 @@ def shipment_page(
         "outcome": t("ship.outcome_saved"),
         "waived": t("ship.waived"),
         "claimed": t("ship.claimed_ok"),
+        "closed": t("ship.closed_ok"),
+        "released": t("ship.released_ok"),
     }.get(done or "")
     context = _shipment_context(request, session, user, shipment_id, message=message)
     return render(request, "shipment.html", user, context)
@@ -671,6 +715,73 @@ def _post_waive(
     return render(request, "shipment.html", user, context, 422)
 
 
+@router.post("/referrals/{referral_id}/close")
+async def post_close(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_post_close, referral_id, request, session, user, form)
+
+
+def _post_close(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    del form  # the CSRF token only
+    ref = _referral_for(session, user, referral_id)
+    try:
+        close(session, referral_id, user.username, user.principal.office_code)
+    except ServiceError as exc:
+        session.rollback()
+        return _refused_action(request, session, user, ref, exc)
+    return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=closed#decision")
+
+
+@router.post("/referrals/{referral_id}/release")
+async def post_release(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_post_release, referral_id, request, session, user, form)
+
+
+def _post_release(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    del form  # the CSRF token only
+    ref = _referral_for(session, user, referral_id)
+    try:
+        release(
+            session,
+            referral_id,
+            user.username,
+            user.principal.office_code,
+            override=user.role is Role.admin,
+        )
+    except ServiceError as exc:
+        session.rollback()
+        return _refused_action(request, session, user, ref, exc)
+    return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=released#decision")
+
+
+def _refused_action(
+    request: Request, session: Session, user: WebUser, ref: m.Referral, exc: ServiceError
+) -> HTMLResponse:
+    """A refused close or release: the shipment page again, saying why."""
+    t = Translator(user.lang)
+    errors = views.FormErrors()
+    errors.general.append(_service_message(session, t, ref.id, exc))
+    shipment_id = ref.shipment_id
+    session.expire_all()
+    context = _shipment_context(request, session, user, shipment_id, action_errors=errors)
+    return render(request, "shipment.html", user, context, exc.status)
+
+
 @router.post("/travellers/{record_id}/unmask")
 async def unmask_traveller(
     record_id: str,
@@ -724,17 +835,110 @@ def rules_page(
     request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules")]
 ) -> Response:
     t = Translator(user.lang)
-    saved = request.query_params.get("saved")
+    q = request.query_params
+    saved = q.get("saved")
     message = None
     if saved and re.match(r"^[a-z0-9_-]+@\d+$", saved):
         rid, v = saved.split("@")
         message = t("rules.saved", id=rid, version=v)
+    for key, text in (("deactivated", "rules.deactivated_ok"), ("activated", "rules.activated_ok")):
+        done = q.get(key)
+        if done and RULE_ID.match(done):
+            message = t(text, id=done)
+    return _render_rules(request, session, user, message=message)
+
+
+def _render_rules(
+    request: Request,
+    session: Session,
+    user: WebUser,
+    *,
+    message: str | None = None,
+    errors: views.FormErrors | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
     return render(
         request,
         "rules.html",
         user,
-        {"rules": _rules_list(session), "message": message, "may_edit": user.may("rules_edit")},
+        {
+            "rules": _rules_list(session),
+            "message": message,
+            "may_edit": user.may("rules_edit"),
+            "errors": errors or views.FormErrors(),
+            "form": form or {},
+        },
+        status_code,
     )
+
+
+@router.post("/rules/{rule_id}/deactivate")
+async def deactivate_rule(
+    rule_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("rules_edit")],
+) -> Response:
+    if not RULE_ID.match(rule_id):
+        raise PageForbiddenError("error.not_found")
+    form = await _form(request, user)
+    return await run_in_threadpool(_set_rule_active, request, session, user, rule_id, False, form)
+
+
+@router.post("/rules/{rule_id}/activate")
+async def activate_rule(
+    rule_id: str,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("rules_edit")],
+) -> Response:
+    if not RULE_ID.match(rule_id):
+        raise PageForbiddenError("error.not_found")
+    form = await _form(request, user)
+    return await run_in_threadpool(_set_rule_active, request, session, user, rule_id, True, form)
+
+
+def _set_rule_active(
+    request: Request,
+    session: Session,
+    user: WebUser,
+    rule_id: str,
+    active: bool,
+    form: dict[str, str],
+) -> Response:
+    """Deactivate (a reason is required) or reactivate a rule, as the API does."""
+    t = Translator(user.lang)
+    errors = views.FormErrors()
+    reason = (form.get("reason") or "").strip()
+    if not active:
+        if not has_visible_text(reason):
+            errors.add(f"reason:{rule_id}", t("rules.reason_required"))
+        elif len(reason) > MAX_RULE_REASON:
+            errors.add(f"reason:{rule_id}", t("rules.reason_long", n=MAX_RULE_REASON))
+        elif views.CONTROL.search(reason):
+            errors.add(f"reason:{rule_id}", t("err.control_chars"))
+    if not errors:
+        try:
+            set_rule_active(session, rule_id, active, user.username, reason or None)
+            session.commit()
+        except ServiceError as exc:
+            session.rollback()
+            if exc.status == 404:
+                raise PageForbiddenError("error.not_found") from None
+            if exc.status == 409:  # e.g. a form from a page older than the change
+                key = "rules.already_active" if active else "rules.already_inactive"
+                errors.general.append(t(key, id=rule_id))
+            elif exc.field == "reason":
+                errors.add(f"reason:{rule_id}", exc.message)
+            else:
+                errors.general.append(exc.message)
+        else:
+            done = "activated" if active else "deactivated"
+            return redirect(f"{PREFIX}/rules?{done}={rule_id}")
+    status = 409 if errors.general else 422
+    values = {"rule": rule_id, "reason": form.get("reason") or ""}
+    return _render_rules(request, session, user, errors=errors, form=values, status_code=status)
 
 
 def _rule_form(session: Session, rule_id: str | None) -> tuple[dict[str, str], list[m.RuleVersion]]:
@@ -1082,6 +1286,7 @@ def _audit_context(
         ],
         "errors": errors,
         "verify": None,
+        "expect": "",
         "replay": None,
         "replay_error": None,
     }
@@ -1106,14 +1311,29 @@ async def audit_verify(
 def _audit_verify(
     request: Request, session: Session, user: WebUser, form: dict[str, str]
 ) -> Response:
+    t = Translator(user.lang)
     context = _audit_context(request, session, form, user)
-    n, result, seq = verify_audit(session)
+    expect = (form.get("expect") or "").strip()
+    context["expect"] = expect
+    checkpoint = None
+    if expect:
+        if not AUDIT_HEAD.match(expect):
+            context["errors"].add("expect", t("audit.expect_bad"))
+            return render(request, "audit.html", user, context, 422)
+        seq_text, digest = expect.split(":")
+        checkpoint = (int(seq_text), digest)
+    report = audit_report(session, checkpoint)
+    result = report.result
     context["verify"] = {
         "ok": result.ok,
-        "entries": n,
-        "seq": seq,
+        "entries": report.entries,
+        "seq": report.broken_seq,
         "entry": result.first_broken_id,
         "reason": result.reason,
+        "head_seq": report.head[0] if report.head else None,
+        "head_hash": report.head[1] if report.head else None,
+        "head": f"{report.head[0]}:{report.head[1]}" if report.head else None,
+        "expected": expect or None,
     }
     return render(request, "audit.html", user, context)
 

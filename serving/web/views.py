@@ -490,7 +490,12 @@ def capacity_used(outs: Sequence[dict[str, Any]], capacity: int) -> dict[str, in
     return {
         "used": len(inside),
         "capacity": capacity,
-        "decided": sum(o["status"] in ("inspected", "waived", "closed") for o in outs),
+        # a displaced entry (closed without a decision) was not decided
+        "decided": sum(
+            o["status"] in ("inspected", "waived")
+            or (o["status"] == "closed" and o.get("decided_at") is not None)
+            for o in outs
+        ),
         "claimed": sum(o["status"] == "claimed" for o in outs),
         "open": sum(o["status"] == "open" for o in outs),
     }

@@ -17,7 +17,7 @@ from data_contracts.loaders.national import (
     load_national_csv,
     read_national_csv,
 )
-from data_contracts.loaders.un_sc import load_un_consolidated
+from data_contracts.loaders.un_sc import WEAK_ALIASES_NOTE, load_un_consolidated
 from data_contracts.reference import HS_CHAPTERS
 from data_contracts.schemas import WATCHLIST
 
@@ -49,9 +49,17 @@ def test_un_list_loads_completely(un_list: pl.DataFrame) -> None:
     assert un_list["entry_id"].str.starts_with("UN-SC:").all()
     assert (un_list["list_name"] == "UN-SC").all()
     # The README says 729 aliases; the file holds 2,663 non-empty ALIAS_NAME
-    # elements (2,086 individual Good/Low, 577 entity a.k.a./f.k.a.), 2,649 once
-    # the same spelling repeated within one entry is counted once.
-    assert un_list["aliases"].list.len().sum() == 2649
+    # elements (2,086 individual: 1,491 Good and 595 Low; 577 entity a.k.a./f.k.a.),
+    # 2,649 once the same spelling repeated within one entry is counted once. The
+    # 594 distinct Low-quality ones are not screened (kept out of `aliases`, noted
+    # in `comments`): 1,478 individual and 577 entity aliases remain.
+    assert un_list["aliases"].list.len().sum() == 2055
+    weak = [
+        c.split(WEAK_ALIASES_NOTE)[1].split(" | ")
+        for c in un_list["comments"].drop_nulls()
+        if WEAK_ALIASES_NOTE in c
+    ]
+    assert (len(weak), sum(len(w) for w in weak)) == (215, 594)
     assert un_list["name_original_script"].drop_nulls().len() == 411
     assert un_list["listed_on"].null_count() == 0
     assert validate_watchlist(un_list) == []
@@ -68,6 +76,13 @@ def test_un_spot_checks(un_list: pl.DataFrame) -> None:
     assert ri["nationalities"] == ["Democratic People's Republic of Korea"]
     assert ri["comments"].startswith("Ri Won Ho is a DPRK Ministry of State Security")
     assert by_id["UN-SC:KPi.037"]["aliases"] == ["Jang Chang Ha"]
+    # Low-quality aliases ("Hani", "Abu Hamzah") are not screened, only noted.
+    khattab = by_id["UN-SC:QDi.336"]
+    assert khattab["aliases"] == ["Samir Ahmed al-Khayat"]
+    assert khattab["comments"].startswith("Administrative amir of Al-Nusrah Front")
+    assert khattab["comments"].endswith(
+        "\nLow-quality aliases (not screened): Hani | Abu Hamzah | Abu-Ahmad Hadud"
+    )
     abbasin = by_id["UN-SC:TAi.155"]
     assert abbasin["name"] == "ABDUL AZIZ ABBASIN"
     # Arabic script (the file mixes Arabic and Persian forms of some letters).
@@ -141,6 +156,46 @@ def test_un_duplicate_reference_gets_dataid(tmp_path: Path) -> None:
     assert frame["entry_id"].to_list() == ["UN-SC:QDi.1/1", "UN-SC:QDi.1/2"]
     assert frame["dates_of_birth"].to_list()[0] == ["1960", "1961", "1962"]
     assert frame["name"].to_list()[0] == "A B"
+
+
+def test_un_low_quality_aliases_are_noted_not_screened(tmp_path: Path) -> None:
+    def alias(tag: str, quality: str, name: str) -> str:
+        return f"<{tag}><QUALITY>{quality}</QUALITY><ALIAS_NAME>{name}</ALIAS_NAME></{tag}>"
+
+    person = (
+        "<INDIVIDUAL><DATAID>1</DATAID><FIRST_NAME>ANAS</FIRST_NAME><SECOND_NAME>KHATTAB"
+        "</SECOND_NAME><REFERENCE_NUMBER>QDi.1</REFERENCE_NUMBER><LISTED_ON>2014-09-23"
+        "</LISTED_ON>"
+        + alias("INDIVIDUAL_ALIAS", "Good", "Samir al-Khayat")
+        + alias("INDIVIDUAL_ALIAS", "Low", "Hani")
+        + alias("INDIVIDUAL_ALIAS", "Low", "Hani")
+        + alias("INDIVIDUAL_ALIAS", "Low", "Samir al-Khayat")  # also listed as Good
+        + alias("INDIVIDUAL_ALIAS", "Low", "Abu Hamzah")
+        + alias("INDIVIDUAL_ALIAS", "", "")
+        + "</INDIVIDUAL>"
+    )
+    no_comment = person.replace("QDi.1", "QDi.2").replace("<DATAID>1", "<DATAID>2")
+    with_comment = person.replace("</LISTED_ON>", "</LISTED_ON><COMMENTS1> Amir. </COMMENTS1>")
+    company = (
+        "<ENTITY><DATAID>3</DATAID><FIRST_NAME>HANIL TRADING</FIRST_NAME><REFERENCE_NUMBER>"
+        "QDe.1</REFERENCE_NUMBER><LISTED_ON>2001-01-01</LISTED_ON>"
+        + alias("ENTITY_ALIAS", "a.k.a.", "Hanil Co")
+        + alias("ENTITY_ALIAS", "f.k.a.", "Old Hanil")
+        + "</ENTITY>"
+    )
+    path = _write(
+        tmp_path,
+        f"<CONSOLIDATED_LIST><INDIVIDUALS>{with_comment}{no_comment}</INDIVIDUALS>"
+        f"<ENTITIES>{company}</ENTITIES></CONSOLIDATED_LIST>",
+    )
+    rows = load_un_consolidated(path).to_dicts()
+    assert [r["aliases"] for r in rows] == [
+        ["Samir al-Khayat"],
+        ["Samir al-Khayat"],
+        ["Hanil Co", "Old Hanil"],
+    ]
+    note = "Low-quality aliases (not screened): Hani | Abu Hamzah"
+    assert [r["comments"] for r in rows] == [f"Amir.\n{note}", note, None]
 
 
 # --- national CSV ---------------------------------------------------------------------

@@ -219,3 +219,24 @@ def test_score_with_an_unknown_version_or_alias_is_a_one_line_error(layout: Data
         assert "Traceback" not in output
         assert f"error: no registered model version or alias '{ref}'" in output
         assert len(output.strip().splitlines()) == 1
+
+
+def test_a_promotion_with_nothing_to_compare_on_is_refused_unless_forced(
+    layout: DataLayout,
+) -> None:
+    """Without a finding in the test window (and no synthetic truth), the primary
+    metric is undefined for both versions: no comparison happened, so the promotion
+    is not recorded as "better or equal"; it needs --force and a reason."""
+    import polars as pl
+
+    promote(layout, "1", who="dana", reason=None)
+    outcomes = pl.read_parquet(layout.validated / "outcomes.parquet")
+    outcomes.with_columns(
+        pl.lit(False).alias("finding"), pl.lit(None, pl.String).alias("finding_category")
+    ).write_parquet(layout.validated / "outcomes.parquet")
+    shutil.rmtree(layout.truth)
+    with pytest.raises(PromotionRefusedError, match="cannot be compared"):
+        promote(layout, "2", who="dana", reason=None)
+    assert current_champion(layout) == "1"
+    promo = promote(layout, "2", who="dana", reason="new features reviewed", force=True)
+    assert promo.forced and promo.worse and current_champion(layout) == "2"

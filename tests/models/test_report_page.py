@@ -57,3 +57,11 @@ def test_a_report_with_truth_lists_each_typology(tmp_path: Path) -> None:
     assert "Per typology" in page and "<td>ammo_mixed</td>" in page
     assert "synthetic world's truth" in page
     assert "<figure class='plot'>" in page
+
+
+def test_a_window_without_findings_says_recall_is_undefined(tmp_path: Path) -> None:
+    test, scores = _test_window()
+    test = test.with_columns(label=0)
+    ev = evaluate(model_version="1", test=test, test_scores=scores)
+    assert any("recall is undefined" in n for n in ev.notes)
+    assert "recall is undefined" in write_report(ev, tmp_path, {}).read_text()

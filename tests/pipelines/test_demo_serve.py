@@ -193,3 +193,32 @@ def test_setup_again_changes_nothing(demo_world: Path) -> None:
     finally:
         engine.dispose()
     assert result.ok and n > 0
+
+    # A demo account changed since (here: disabled) is put back, and the audit log
+    # says the demo set-up did it.
+    from sqlalchemy import select
+
+    from serving import orm as m
+    from serving.auth import update_user
+
+    engine = make_engine(database_url(settings, layout))
+    try:
+        with session_factory(engine)() as session:
+            user = session.scalar(select(m.User).where(m.User.username == officer.username))
+            assert user is not None
+            update_user(session, user, actor="test-admin", active=False)
+            session.commit()
+        setup_demo(settings, layout)
+        with session_factory(engine)() as session:
+            user = session.scalar(select(m.User).where(m.User.username == officer.username))
+            assert user is not None and user.active
+            last = session.scalars(
+                select(m.AuditLog)
+                .where(m.AuditLog.kind == "user_change")
+                .order_by(m.AuditLog.seq.desc())
+            ).first()
+            assert last is not None and last.actor == "demo-setup"
+            n, result, _seq = verify_audit(session)
+            assert result.ok
+    finally:
+        engine.dispose()
