@@ -124,6 +124,12 @@ class FeatureState:
         return self._history
 
     @property
+    def watchlist(self) -> pl.DataFrame | None:
+        """The watchlist the state screens with (appends never change it, so this
+        does not join the queued appends as `history` does)."""
+        return self._history.watchlist
+
+    @property
     def keyed(self) -> pl.DataFrame:
         """The shipments held, with `<role>_key`."""
         self._settle()

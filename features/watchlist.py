@@ -303,7 +303,7 @@ def operational(
     index = None
     if isinstance(source, FeatureState):
         index = source.watch_index
-        watchlist = source.history.watchlist
+        watchlist = source.watchlist  # (not `history`: that would join the queued appends)
     elif isinstance(source, History):
         watchlist = source.watchlist
     else:
