@@ -123,9 +123,11 @@ def explain_frame(
     *,
     top: int = 5,
     min_log_odds: float = 0.05,
+    contrib: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Reasons for every row of `frame` (its matrix `x`), as plain dicts."""
-    contrib = contributions(booster, x)
+    """Reasons for every row of `frame` (its matrix `x`), as plain dicts; `contrib`:
+    the rows' contributions when already computed."""
+    contrib = contributions(booster, x) if contrib is None else contrib
     contexts = frame.select([c for c in context_columns if c in frame.columns]).to_dicts()
     ranked = rank_reasons(contrib, x, names, contexts, top=top, min_log_odds=min_log_odds)
     ids = frame["shipment_id"].to_list()

@@ -209,11 +209,17 @@ def _with_explanation(s: Scored, reasons: list[dict[str, Any]]) -> Scored:
 
 
 def explain_vector(
-    model: ModelHandle, vector: dict[str, float | None], context: dict[str, Any], shipment_id: str
+    model: ModelHandle,
+    vector: dict[str, float | None],
+    context: dict[str, Any],
+    shipment_id: str,
+    contrib: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Reasons computed later from a stored feature vector: the same values as at
-    scoring time for the same model version."""
+    scoring time for the same model version (`contrib`: the vector's contributions,
+    when already computed)."""
     names = list(model.names)
     x = model.matrix([vector])
     frame = pl.DataFrame([{"shipment_id": shipment_id, **{k: context.get(k) for k in CONTEXT}}])
-    return list(explain_frame(model.booster, frame, x, names, list(CONTEXT))[0]["reasons"])
+    rows = explain_frame(model.booster, frame, x, names, list(CONTEXT), contrib=contrib)
+    return list(rows[0]["reasons"])

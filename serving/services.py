@@ -1066,16 +1066,28 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
     every feature's contribution with the base value and the raw score (log-odds), so
     that base value + contributions = raw score = logit(probability) can be checked."""
     from features.registry import refresh_reason_texts
+    from models.explain import contributions
 
     extra = stored.score.explanation or {}
     context = dict(extra.get("context") or {})
     stored_reasons = extra.get("reasons")
     on_demand = stored_reasons is None
     reasons: list[dict[str, Any]] = list(stored_reasons or [])
-    if on_demand:
+    vector = stored.score.feature_vector
+    model: ModelHandle | None
+    try:
         model = services.holder.version(stored.score.model_version)
+    except Exception:
+        if on_demand:  # nothing to explain with
+            raise
+        log.warning("model version %s cannot be loaded", stored.score.model_version)
+        model = None
+    # The contributions once: the reasons computed on demand and the whole list below.
+    contrib = None if model is None else contributions(model.booster, model.matrix([vector]))
+    if on_demand:
+        assert model is not None
         reasons = jsonable(
-            explain_vector(model, stored.score.feature_vector, context, stored.shipment.shipment_id)
+            explain_vector(model, vector, context, stored.shipment.shipment_id, contrib=contrib)
         )
     out = shipment_out(stored)
     return {
@@ -1087,32 +1099,25 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
         "reasons": refresh_reason_texts(reasons, context),
         "rule_hits": out["rule_hits"],
         "watchlist": out["watchlist"],
-        **_all_contributions(services, stored),
+        **_all_contributions(model, contrib, vector),
     }
 
 
-def _all_contributions(services: Services, stored: StoredShipment) -> dict[str, Any]:
+def _all_contributions(
+    model: ModelHandle | None, contrib: Any, vector: dict[str, float | None]
+) -> dict[str, Any]:
     """Base value, raw score and the contribution of every feature (largest first) for
-    the stored vector and model version; nulls when that version cannot be loaded."""
-    from models.explain import contributions
-
-    try:
-        model = services.holder.version(stored.score.model_version)
-    except Exception:  # the model version is gone from the registry
-        log.warning("model version %s cannot be loaded", stored.score.model_version)
+    the stored vector; nulls when its model version cannot be loaded."""
+    if model is None or contrib is None:
         return {"base_value": None, "raw_score": None, "contributions": None}
-    contrib = contributions(model.booster, model.matrix([stored.score.feature_vector]))[0]
+    row = contrib[0]
     names = list(model.names)
-    order = sorted(range(len(names)), key=lambda i: (-abs(float(contrib[i])), i))
+    order = sorted(range(len(names)), key=lambda i: (-abs(float(row[i])), i))
     return {
-        "base_value": float(contrib[-1]),
-        "raw_score": float(contrib.sum()),
+        "base_value": float(row[-1]),
+        "raw_score": float(row.sum()),
         "contributions": [
-            {
-                "feature": names[i],
-                "value": stored.score.feature_vector.get(names[i]),
-                "log_odds": float(contrib[i]),
-            }
+            {"feature": names[i], "value": vector.get(names[i]), "log_odds": float(row[i])}
             for i in order
         ],
     }
@@ -1815,16 +1820,24 @@ def claim(session: Session, referral_id: int, username: str, office: str | None)
     except policy.TransitionError as exc:
         raise ServiceError(409, str(exc)) from None
     ref.status, ref.claimed_by, ref.claimed_at = "claimed", username, at
+    _audit_decision(session, username, ref, "claim")
+    session.commit()
+    return ref
+
+
+def _audit_decision(
+    session: Session, username: str, ref: m.Referral, action: str, **details: Any
+) -> None:
+    """Audit an officer's step on a referral (claim, waive, close, release) in its
+    shipment's trail."""
     audit(
         session,
         "queue_decision",
         username,
-        {"action": "claim", "referral_id": ref.id, "shipment_id": ref.shipment_id},
+        {"action": action, "referral_id": ref.id, "shipment_id": ref.shipment_id, **details},
         entity="shipment",
         entity_id=ref.shipment_id,
     )
-    session.commit()
-    return ref
 
 
 def waive(
@@ -1841,19 +1854,7 @@ def waive(
         raise ServiceError(409, str(exc)) from None
     ref.status, ref.decided_by, ref.decided_at = "waived", username, at
     ref.waiver_reason = reason.strip()
-    audit(
-        session,
-        "queue_decision",
-        username,
-        {
-            "action": "waive",
-            "referral_id": ref.id,
-            "shipment_id": ref.shipment_id,
-            "reason": ref.waiver_reason,
-        },
-        entity="shipment",
-        entity_id=ref.shipment_id,
-    )
+    _audit_decision(session, username, ref, "waive", reason=ref.waiver_reason)
     session.commit()
     return ref
 
@@ -1929,20 +1930,7 @@ def close(session: Session, referral_id: int, username: str, office: str | None)
         raise ServiceError(409, str(exc)) from None
     decision = ref.status
     ref.status = "closed"
-    audit(
-        session,
-        "queue_decision",
-        username,
-        {
-            "action": "close",
-            "referral_id": ref.id,
-            "shipment_id": ref.shipment_id,
-            "decision": decision,
-            "decided_by": ref.decided_by,
-        },
-        entity="shipment",
-        entity_id=ref.shipment_id,
-    )
+    _audit_decision(session, username, ref, "close", decision=decision, decided_by=ref.decided_by)
     session.commit()
     return ref
 
@@ -1969,20 +1957,14 @@ def release(
         hint = "" if mine else "; only they or an administrator can release it"
         raise ServiceError(409, f"{exc}{hint}") from None
     ref.status, ref.claimed_by, ref.claimed_at = "open", None, None
-    audit(
+    _audit_decision(
         session,
-        "queue_decision",
         username,
-        {
-            "action": "release",
-            "referral_id": ref.id,
-            "shipment_id": ref.shipment_id,
-            "claimed_by": holder,
-            "claimed_at": since,
-            "released_for_another": holder != username,
-        },
-        entity="shipment",
-        entity_id=ref.shipment_id,
+        ref,
+        "release",
+        claimed_by=holder,
+        claimed_at=since,
+        released_for_another=holder != username,
     )
     session.commit()
     return ref

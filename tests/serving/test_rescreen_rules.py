@@ -8,7 +8,8 @@ import datetime as dt
 
 from serving.auth import Role
 from tests.serving.conftest import DAY, OFFICE, Api, Samples, payload
-from tests.serving.test_uat_watchlists import _detail, _ingest, _national, _upload
+from tests.serving.test_uat_watchlists import _ingest
+from tests.serving.test_watchlists_api import _detail, _national, _upload
 
 API = "/api/v1"
 LISTED = "Yusupov Bakhodir Alisherovich"

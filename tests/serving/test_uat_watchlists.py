@@ -20,12 +20,9 @@ from sqlalchemy import select
 from serving import orm as m
 from serving.auth import Role
 from tests.serving.conftest import DAY, OFFICE, Api, Samples, add_users, build_app, payload
+from tests.serving.test_watchlists_api import _detail, _national, _upload
 
 API = "/api/v1"
-HEADER = (
-    "reference_number,entity_type,name,aliases,name_original_script,date_of_birth,"
-    "nationality,document_numbers,address,listed_on"
-)
 UN_XML = (
     Path(__file__).resolve().parents[3]
     / "shared"
@@ -34,25 +31,6 @@ UN_XML = (
 )
 LISTED_TODAY = "Yusupov Bakhodir Alisherovich"
 LISTED_FIRM = "Karavan-Vostok Trans Logistika LLP"
-
-
-def _national(*rows: str) -> bytes:
-    return ("\n".join([HEADER, *rows]) + "\n").encode()
-
-
-def _upload(api: Api, path: str, body: bytes, media: str, **params: str) -> Any:
-    return api.client.post(
-        f"{API}/watchlists/{path}",
-        content=body,
-        params=params,
-        headers={**api.headers(Role.analyst), "Content-Type": media},
-    )
-
-
-def _detail(api: Api, sid: str) -> dict[str, Any]:
-    r = api.client.get(f"{API}/shipments/{sid}", headers=api.headers(Role.analyst))
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
 
 def _ingest(api: Api, *records: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from serving.policy import TOP_BAND
 from serving.services import left_out
 from tests.serving.conftest import password_for
 from tests.web.conftest import DAY, Site, login, login_as, shipment_payloads, shot
+from tests.web.test_uat_web import _referral
 
 ACT_OFFICE = "KZ-ACT"
 ACT_OFFICER = "officer-act"
@@ -54,14 +55,6 @@ def _referrals(site: Site, office: str, day: dt.date) -> list[m.Referral]:
         )
         session.expunge_all()
     return refs
-
-
-def _referral(site: Site, referral_id: int) -> m.Referral:
-    with site.app.state.session_factory() as session:
-        ref = session.get(m.Referral, referral_id)
-        assert ref is not None
-        session.expunge(ref)
-        return ref
 
 
 def _ingest(site: Site, records: list[dict[str, Any]]) -> None:
