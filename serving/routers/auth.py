@@ -14,6 +14,7 @@ from serving.auth import (
     ServingSettings,
     authenticate_password,
     create_access_token,
+    sign_out,
 )
 from serving.deps import BEARER, CurrentUser, Public, SessionDep
 from serving.routers import PROTECTED, TOO_LARGE, ErrorOut
@@ -81,6 +82,26 @@ def login(
         request.app.state.secret_key, user.username, user.role, serving.token_ttl_seconds
     )
     return TokenOut(access_token=token, token_type="bearer", expires_in=serving.token_ttl_seconds)  # noqa: S106
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        **PROTECTED,
+        400: {"model": ErrorOut, "description": "An API key cannot sign out: an admin revokes it"},
+    },
+    summary="Sign out: every token issued to the caller until now stops working",
+)
+def logout(principal: CurrentUser, session: SessionDep) -> None:
+    """Server-side, as the web page's sign-out: the caller's bearer tokens (and web
+    sessions) issued until now are refused from now on; audited."""
+    if principal.auth_method == "api_key":
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "an API key cannot sign out: an admin revokes it"
+        )
+    sign_out(session, principal.username)
+    session.commit()
 
 
 @router.get("/me", response_model=MeOut, responses=PROTECTED, summary="The caller")

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from serving.auth import Role, create_access_token
 from serving.db import make_engine
 from serving.deps import endpoint_roles
-from serving.orm import ApiKey, User
+from serving.orm import ApiKey, AuditLog, User
 from tests.serving.conftest import (
     OFFICE,
     SECRET_KEY,
@@ -30,6 +30,7 @@ from tests.serving.conftest import (
 
 LOGIN = "/api/v1/auth/login"
 ME = "/api/v1/auth/me"
+LOGOUT = "/api/v1/auth/logout"
 USERS = "/api/v1/users"
 KEYS = "/api/v1/users/api-keys"
 
@@ -302,6 +303,8 @@ def test_role_matrix(api: Api) -> None:
                 assert status not in (401, 403), (method, path, role, status)
             else:
                 assert status == 403, (method, path, role, status)
+        if path == LOGOUT:  # every role has just signed out: sign in again
+            tokens = {role: api.headers(role) for role in Role}
 
 
 def test_validation_errors_do_not_echo_input(api: Api) -> None:
@@ -443,3 +446,27 @@ def test_openapi_fuzz(db_url: str, tmp_path: Path) -> None:
                 )
 
             check()
+
+
+def test_api_sign_out_ends_the_callers_sessions_only(api: Api) -> None:
+    """POST /auth/logout refuses the caller's tokens from then on (the one used and
+    any other issued before), leaves other users signed in, is audited, and an API
+    key cannot use it."""
+    first, second = api.headers(Role.analyst), api.headers(Role.analyst)
+    auditor = api.headers(Role.auditor)
+    assert api.client.get(ME, headers=second).status_code == 200
+    assert api.client.post(LOGOUT, headers=first).status_code == 204
+    for headers in (first, second):
+        refused = api.client.get(ME, headers=headers)
+        assert refused.status_code == 401 and "sign in again" in refused.json()["detail"]
+    assert api.client.get(ME, headers=auditor).status_code == 200
+    assert api.client.get(ME, headers=api.headers(Role.analyst)).status_code == 200
+    assert api.client.post(LOGOUT).status_code == 401
+    with api.app.state.session_factory() as session:
+        entries = session.scalars(select(AuditLog).where(AuditLog.kind == "logout")).all()
+    assert [e.actor for e in entries] == ["analyst1"]
+    admin = api.headers(Role.admin)
+    key = api.client.post(KEYS, json={"name": "svc", "role": "analyst"}, headers=admin).json()
+    response = api.client.post(LOGOUT, headers={"X-API-Key": key["key"]})
+    assert response.status_code == 400 and "revokes" in response.json()["detail"]
+    assert api.client.get(ME, headers={"X-API-Key": key["key"]}).status_code == 200
