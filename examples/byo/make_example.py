@@ -16,7 +16,8 @@ from pipelines.synthetic import WorldConfig, generate_world
 MODES = {"road": "30", "rail": "20", "air": "40", "post": "50", "express": "51", "sea": "10"}
 
 
-def main() -> None:
+def main(path: Path | None = None) -> None:
+    """Write the example to `path` (default: declarations.csv beside this script)."""
     world = generate_world(WorldConfig(n_shipments=1500, seed=99, broken_share=0.0))
     ships = world.shipments.join(world.truth, on="shipment_id")
     # Every declaration was inspected here: a finding where there was trafficking,
@@ -58,7 +59,7 @@ def main() -> None:
         .dt.strftime("%d.%m.%Y %H:%M")
         .alias("INSPECTION_DATE"),
     )
-    path = Path(__file__).with_name("declarations.csv")
+    path = path or Path(__file__).with_name("declarations.csv")
     out.write_csv(path, separator=";")
     print(f"{out.height} lines of {out['DECL_ID'].n_unique()} declarations written to {path}")
 
