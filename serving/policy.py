@@ -10,13 +10,22 @@ Priority
         priority = 2 + risk        when a must-inspect rule or an exact watchlist
                                    hit forces it in                      (2 <= priority <= 3)
 
-    p is the model probability, watch the best fuzzy watchlist score in [0, 1],
-    and the severity weights w are info 0, low 0.10, medium 0.25, high 0.50
+    p is the model probability, watch the best fuzzy watchlist score in [0, 1]
+    when it reaches the screening's alert threshold (0.85, as
+    `features.screening.DEFAULT_THRESHOLD`), else 0 (1 for an exact hit), and
+    the severity weights w are info 0, low 0.10, medium 0.25, high 0.50
     (must_inspect counts as forcing, and 0.50 inside `risk` so forced entries are
     still ordered among themselves). This "noisy-OR" treats each signal as an
     independent chance of a finding; it is an ordering, not a calibrated
     probability. It is non-decreasing in p, in the watchlist score, in each
     severity and in the number of hits.
+
+    Near misses (fuzzy scores from 0.70, the lowest the screening keeps, up to
+    the alert threshold) are shown with the shipment and feed the model's
+    watchlist features, but do not move the priority: with the UN list loaded,
+    generic company words ("... Trading Company") alone give such scores to a
+    large share of ordinary traders, and a yellow lane for each would bury the
+    real alerts.
 
 Lanes (defaults, configurable per office through `LaneThresholds`)
     red (physical inspection): forced, or priority >= 0.50 (a high rule alone);
@@ -77,6 +86,7 @@ from typing import Literal
 import numpy as np
 
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS
+from features.screening import DEFAULT_THRESHOLD
 
 SEVERITY_WEIGHTS: dict[str, float] = {
     "info": 0.0,
@@ -86,6 +96,8 @@ SEVERITY_WEIGHTS: dict[str, float] = {
     "must_inspect": 0.50,
 }
 WATCHLIST_WEIGHT = 0.6
+# A fuzzy watchlist score below this is a near miss: no effect on the priority.
+WATCHLIST_ALERT = DEFAULT_THRESHOLD / 100.0
 TOP_BAND = 2.0
 
 Lane = Literal["red", "yellow", "green"]
@@ -115,7 +127,8 @@ def priority(
             raise ValueError(f"unknown severity {severity!r}")
         keep *= 1.0 - SEVERITY_WEIGHTS[severity]
         forced = forced or severity == "must_inspect"
-    keep *= 1.0 - WATCHLIST_WEIGHT * (1.0 if watchlist_exact else watchlist_score)
+    watch = 1.0 if watchlist_exact else watchlist_score * (watchlist_score >= WATCHLIST_ALERT)
+    keep *= 1.0 - WATCHLIST_WEIGHT * watch
     risk = 1.0 - keep
     return TOP_BAND + risk if forced else risk
 
@@ -134,7 +147,8 @@ def priorities(
     keep = (1.0 - probability) * (np.ones(n) if rule_keep is None else rule_keep)
     exact = np.zeros(n, dtype=bool) if watchlist_exact is None else watchlist_exact
     score = np.zeros(n) if watchlist_score is None else watchlist_score
-    keep = keep * (1.0 - WATCHLIST_WEIGHT * np.where(exact, 1.0, score))
+    watch = np.where(exact, 1.0, np.where(score >= WATCHLIST_ALERT, score, 0.0))
+    keep = keep * (1.0 - WATCHLIST_WEIGHT * watch)
     risk = 1.0 - keep
     top = exact | (np.zeros(n, dtype=bool) if forced is None else forced)
     return np.where(top, TOP_BAND + risk, risk)

@@ -45,9 +45,18 @@ class TestPriority:
     def test_worked_examples(self) -> None:
         assert priority(0.0) == 0.0
         assert priority(0.2, ["high"]) == pytest.approx(1 - 0.8 * 0.5)  # 0.6
-        # 1 - 0.9 * 0.75 * 0.9 * (1 - 0.6 * 0.5) = 1 - 0.42525
-        assert priority(0.1, ["medium", "low"], watchlist_score=0.5) == pytest.approx(0.57475)
+        # 1 - 0.9 * 0.75 * 0.9 * (1 - 0.6 * 0.9) = 1 - 0.27945
+        assert priority(0.1, ["medium", "low"], watchlist_score=0.9) == pytest.approx(0.72055)
         assert priority(0.5, ["info"]) == pytest.approx(0.5)
+
+    def test_near_misses_do_not_move_the_priority(self) -> None:
+        """A fuzzy score below the alert threshold (0.85) counts as no match; from
+        the threshold it counts whole (0.85 -> 1 - 0.51 of what is left)."""
+        for w in (0.70, 0.80, 0.849):
+            assert priority(0.05, ["low"], watchlist_score=w) == priority(0.05, ["low"])
+            assert lane(priority(0.05, watchlist_score=w), False) == "green"
+        assert priority(0.0, watchlist_score=0.85) == pytest.approx(0.51)
+        assert lane(priority(0.0, watchlist_score=0.85), False) == "red"
 
     def test_forced_goes_to_top_band(self) -> None:
         assert priority(0.3, ["must_inspect"]) == pytest.approx(2 + (1 - 0.7 * 0.5))  # 2.65

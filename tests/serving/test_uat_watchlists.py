@@ -287,3 +287,36 @@ def test_operational_screening_counts_todays_listing_on_both_paths(samples: Samp
         assert now["__wl_exact"].to_list() == [True] + [False] * (n - 1)
         assert now["__wl_entry"].to_list()[0] == "T:1"
         assert not prepare(ships, wl, Params())["__wl_exact"].any()
+
+
+# --------------------------------------------------------------------------- near misses
+
+
+def test_near_miss_is_shown_but_does_not_move_the_priority(
+    world_api: Api, samples: Samples
+) -> None:
+    """A fuzzy match below the alert threshold (85) is stored and shown, but the
+    priority and lane are those without it; from the threshold it counts."""
+    from serving.policy import priority
+
+    api = world_api
+    loaded = _upload(
+        api,
+        "national",
+        _national("NM-1,entity,Rahat Trading Company,,,,IR,,,2020-01-01"),
+        "text/csv",
+        list_name="UAT-near",
+    )
+    assert loaded.status_code == 200, loaded.text
+    near, alert = payload(samples, 7, "NEAR-1"), payload(samples, 8, "ALERT-1")
+    near["consignee_name"] = "Mashhad Trading Co."  # generic words only: 80
+    alert["consignee_name"] = "Rahmat Trading Company"  # one letter off: 96
+    _ingest(api, near, alert)
+    shown = _detail(api, "NEAR-1")
+    assert 70 <= shown["watchlist"]["best_score"] < 85 and shown["watchlist"]["exact"] is False
+    severities = [h["severity"] for h in shown["rule_hits"]]
+    assert shown["priority"] == pytest.approx(priority(shown["probability"], severities))
+    hit = _detail(api, "ALERT-1")
+    assert hit["watchlist"]["best_score"] >= 85 and hit["watchlist"]["exact"] is False
+    assert hit["priority"] >= 0.6 * hit["watchlist"]["best_score"] / 100
+    assert hit["lane"] == "red"
