@@ -233,6 +233,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ship.watchlist_none": ("No watchlist match.", "Совпадений со списками нет."),
     "ship.watchlist_score": ("Similarity", "Сходство"),
     "ship.watchlist_exact": ("exact", "точное"),
+    "ship.watchlist_near": (
+        "near miss: below the alert threshold of {threshold}%, not counted in the priority",
+        "близкое совпадение: ниже порога тревоги {threshold}%, в приоритете не учитывается",
+    ),
     "ship.watchlist_entry": ("Listed entry", "Запись списка"),
     "ship.watchlist_list": ("List", "Список"),
     "ship.travellers": ("Linked travellers (API/PNR)", "Связанные пассажиры (API/PNR)"),

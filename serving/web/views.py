@@ -23,7 +23,7 @@ from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLER
 from features.registry import refresh_reason_texts, render_reason
 from serving import orm as m
 from serving.history import frame_of
-from serving.policy import has_visible_text
+from serving.policy import WATCHLIST_ALERT, has_visible_text
 from serving.services import (
     PERSONAL_FIELDS,
     Services,
@@ -206,6 +206,13 @@ class WatchlistHit:
     exact: bool
     entry: dict[str, Any] | None
 
+    alert: float = WATCHLIST_ALERT * 100  # (percent)
+
+    @property
+    def near(self) -> bool:
+        """Below the alert threshold: shown, but not counted in the priority."""
+        return not self.exact and self.score < self.alert
+
 
 def watchlist_hit(
     services: Services, record: Mapping[str, Any], stored: StoredShipment
@@ -369,7 +376,7 @@ def driver_texts(
     ]
     if watchlist_exact:
         out.append(t("reason.watchlist_exact"))
-    elif watchlist_score > 0:
+    elif watchlist_score >= WATCHLIST_ALERT * 100:  # (a near miss does not drive it)
         out.append(t("reason.watchlist", score=f"{watchlist_score:.0f}"))
     return out
 

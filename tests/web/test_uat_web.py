@@ -10,7 +10,9 @@ import html
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +23,17 @@ from data_contracts.schemas import FINDING_CATEGORIES
 from serving import orm as m
 from serving.auth import Role, create_user
 from serving.services import view_traveller
-from tests.serving.conftest import OFFICE, password_for
-from tests.web.conftest import DAY, TRAVELLER_ID, WATCHED, Site, login_as, shot, web_login
+from tests.serving.conftest import OFFICE, add_users, build_app, password_for, uvicorn_server
+from tests.web.conftest import (
+    DAY,
+    TRAVELLER_ID,
+    WATCHED,
+    Site,
+    login_as,
+    shipment_payloads,
+    shot,
+    web_login,
+)
 
 QUEUE = f"/web/queue?day={DAY.isoformat()}"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -438,3 +449,47 @@ def test_the_explanation_api_adds_up_to_the_score(site: Site) -> None:
         assert by_feature[reason["feature"]]["log_odds"] == pytest.approx(stored, abs=1e-6)
         assert "?" not in reason["text_en"] and "?" not in reason["text_ru"]
     json.dumps(body)  # plain JSON all through
+
+
+@pytest.fixture
+def near_site(web_world: Path, tmp_path: Path) -> Iterator[Site]:
+    """An own server whose watchlist holds an entity a shipment's consignee only
+    nearly matches (generic company words), and one it matches closely."""
+    data = tmp_path / "data"
+    shutil.copytree(web_world, data)
+    app = build_app(f"sqlite:///{data / 'caravan.db'}", data, max_body_bytes=4 * 1024 * 1024)
+    with uvicorn_server(app) as base:
+        add_users(app)
+        records = shipment_payloads(web_world, 2, "NEAR-", OFFICE, DAY)
+        records[0]["consignee_name"] = "Mashhad Trading Co."  # 80% similar
+        records[1]["consignee_name"] = "Rahmat Trading Company"  # 96% similar
+        site = Site(app, base, data, records)
+        csv = (
+            "reference_number,entity_type,name,aliases,name_original_script,date_of_birth,"
+            "nationality,document_numbers,address,listed_on\n"
+            "NM-1,entity,Rahat Trading Company,,,,IR,,,2020-01-15\n"
+        )
+        with site.api(Role.analyst) as client:
+            r = client.post(
+                "/api/v1/watchlists/national",
+                params={"list_name": "near-test"},
+                content=csv.encode(),
+                headers={"Content-Type": "text/csv"},
+            )
+            assert r.status_code == 200, r.text
+            assert client.post("/api/v1/shipments/batch", json={"records": records}).is_success
+        yield site
+
+
+@pytest.mark.parametrize("lang", ["en", "ru"])
+def test_a_near_miss_is_marked_on_the_shipment_page(near_site: Site, lang: str) -> None:
+    client = _signed_in(near_site, "officer1", password_for(Role.officer), lang)
+    near = client.get(f"/web/shipments/{near_site.shipments[0]['shipment_id']}")
+    close = client.get(f"/web/shipments/{near_site.shipments[1]['shipment_id']}")
+    client.close()
+    assert near.status_code == 200 and close.status_code == 200
+    marked = re.search(r'id="watchlist-near">\(([^)]*)\)', near.text)
+    assert marked is not None and "85%" in marked.group(1)
+    assert ("priority" if lang == "en" else "приоритете") in marked.group(1)
+    assert "Rahat Trading Company" in near.text
+    assert 'id="watchlist-near"' not in close.text and "Rahat Trading Company" in close.text

@@ -11,9 +11,11 @@ from serving.web.i18n import Translator
 from serving.web.views import (
     QueueRow,
     Step,
+    WatchlistHit,
     Waterfall,
     check_outcome,
     check_waiver,
+    driver_texts,
     filter_sort,
     rule_data,
     rule_errors,
@@ -136,3 +138,18 @@ def test_queue_filter_and_sort(
         _row(3, "red", "claimed", "model", 2.0, 5),
     ]
     assert [r.ref["rank"] for r in filter_sort(rows, lane, status, exploration, sort)] == ranks
+
+
+def test_a_near_miss_is_marked_and_does_not_drive_the_priority() -> None:
+    """Below the alert threshold (85) a watchlist match is flagged as a near miss on
+    the shipment page and is not listed among what drove the priority."""
+    ru = Translator("ru")
+    assert driver_texts([], 80.0, False, T) == []
+    assert driver_texts([], 85.0, False, T) == [
+        "A party's name resembles a watchlist entry (85% similar)"
+    ]
+    assert driver_texts([], 100.0, True, ru) == [ru("reason.watchlist_exact")]
+    assert WatchlistHit("consignee", 80.0, False, None).near
+    assert not WatchlistHit("consignee", 85.0, False, None).near
+    assert not WatchlistHit("consignee", 100.0, True, None).near
+    assert "85%" in T("ship.watchlist_near", threshold="85")
