@@ -179,14 +179,14 @@ def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str =
                 if lang == "ru"
                 else (f"Declared {label}: no value")
             )
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        shown = _localised(f"{value:g}", lang) if isinstance(value, float) else str(value)
         if lang == "ru":
             return f"Поле декларации {label}: {shown}"
         return f"Declared {label}: {shown}"
     missing = _missing(value)
     number = None if missing or not isinstance(value, int | float) else float(value)
     template = _template(spec, value, number, context, lang)
-    values = {k: _context_value(v) for k, v in context.items()}
+    values = {k: _context_value(v, lang) for k, v in context.items()}
     values["value"] = _format_value(spec, value, lang)
     values["abs_value"] = _format_value(spec, abs(number), lang) if number is not None else "?"
     try:
@@ -239,14 +239,24 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _context_value(value: Any) -> Any:
+def _context_value(value: Any, lang: str = "en") -> Any:
     """A context column as officers read it: large amounts whole, small ones to three
-    significant digits ("about 12,758 USD", not "12758.3748")."""
+    significant digits ("about 12,758 USD", not "12758.3748"; in Russian
+    "12 758", with a decimal comma)."""
     if _missing(value):
         return "?"
     if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return _localised(f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}", lang)
     return value
+
+
+def _localised(number: str, lang: str) -> str:
+    """A number formatted the English way ("104,304.5") as the language writes it:
+    Russian groups thousands with a no-break space and marks decimals with a comma
+    ("104 304,5"); an English comma would read as a decimal mark there."""
+    if lang != "ru":
+        return number
+    return number.replace(",", "\u00a0").replace(".", ",")
 
 
 def _format_value(spec: FeatureSpec, value: Any, lang: str = "en") -> str:
@@ -260,7 +270,7 @@ def _format_value(spec: FeatureSpec, value: Any, lang: str = "en") -> str:
                 return ru if lang == "ru" else en
         return category
     try:
-        return spec.fmt.format(value)
+        return _localised(spec.fmt.format(value), lang)
     except (ValueError, TypeError):
         return str(value)
 

@@ -65,7 +65,8 @@ def test_arms_margin_wording_follows_its_sign(lang: str) -> None:
     else:
         assert "необычно близко" in positive and "необычно близко" not in negative
         assert "ближе к тексту заявленного кода" in negative
-    assert "-0.02" in negative and "+0.31" in positive
+    decimal = "." if lang == "en" else ","  # (Russian marks decimals with a comma)
+    assert f"-0{decimal}02" in negative and f"+0{decimal}31" in positive
 
 
 def test_unit_value_wording_follows_its_sign() -> None:
@@ -164,3 +165,16 @@ def test_a_flag_that_is_off_is_not_described_as_on(name: str, value: float, expe
     assert ru and "?" not in ru and not re.search(r"[A-Za-z]{4}", ru), ru
     if name == "high_risk_origin":
         assert ru == "Страны происхождения и отправления не в списке высокого риска"
+
+
+def test_numbers_are_written_as_each_language_writes_them() -> None:
+    """An English thousands comma reads as a decimal mark in Russian ("104,304 USD"
+    would be about 104 dollars): Russian texts group thousands with a no-break
+    space and mark decimals with a comma; English keeps "104,304" and "0.5"."""
+    context = {**CONTEXT_ROW, "value_usd": 104_304.2}
+    en = render_reason("log_value_usd", 5.02, context, "en")
+    ru = render_reason("log_value_usd", 5.02, context, "ru")
+    assert "104,304" in en
+    assert "104\u00a0304" in ru and "104,304" not in ru
+    assert render_reason("extra_duty_rate", 0.5, {}, "ru").endswith("0,5")
+    assert render_reason("extra_duty_rate", 0.5, {}, "en").endswith("0.5")
