@@ -171,6 +171,13 @@ def verify(
         entry_id = entries[i].entry_id if i < len(entries) else None
         return VerifyResult(False, i, entry_id, reason)
 
+    if checkpoint is not None and checkpoint[0] < start_seq:
+        # (seq 0 is never written: a head that names no checked entry confirms nothing)
+        return broken(
+            0,
+            f"entry {checkpoint[0]} was given as the recorded head, but the checked log "
+            f"starts at entry {start_seq}: it names no entry",
+        )
     prev_hash = anchor_hash
     for i, entry in enumerate(entries):
         expected_seq = start_seq + i

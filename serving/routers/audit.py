@@ -14,7 +14,7 @@ from serving.schemas import AuditVerifyOut as _VerifyOut
 from serving.services import audit_report
 
 PLAIN = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
-HEAD = r"^[0-9]{1,18}:[0-9a-f]{64}$"
+HEAD = r"^[1-9][0-9]{0,17}:[0-9a-f]{64}$"  # (seq 0 is never written)
 
 
 class AuditVerifyOut(_VerifyOut):

@@ -98,6 +98,11 @@ def test_verify_reports_the_head_and_checks_a_recorded_one(api: Api) -> None:
         f"{API}/audit/verify", params={"expect": "12:zz"}, headers=api.headers(Role.auditor)
     )
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "expect"]
+    # entry 0 is never written: a head naming it would confirm nothing
+    zero = api.client.get(
+        f"{API}/audit/verify", params={"expect": f"0:{'a' * 64}"}, headers=api.headers(Role.auditor)
+    )
+    assert zero.status_code == 422 and zero.json()["detail"][0]["loc"] == ["query", "expect"]
 
 
 def _shipment(session: Session, sid: str) -> None:
@@ -211,6 +216,19 @@ def test_cli_verify_prints_the_head_and_checks_expect(tmp_path: Path) -> None:
     assert r.returncode == 1 and "BROKEN" in r.stdout and "deleted" in r.stdout
     r = caravan("audit", "verify", "--expect", "2:abc", data=data, check=False)
     assert r.returncode == 2 and "--expect" in r.stderr
+    r = caravan("audit", "verify", "--expect", f"0:{'a' * 64}", data=data, check=False)
+    assert r.returncode == 2 and "--expect" in r.stderr
+
+
+def test_a_head_before_the_checked_log_confirms_nothing() -> None:
+    """The chain check itself refuses a recorded head that names no checked entry
+    (seq 0, or before the segment checked), whatever its callers let through."""
+    from serving.audit_chain import GENESIS_HASH, verify
+
+    result = verify([], checkpoint=(0, "a" * 64))
+    assert result.ok is False and "names no entry" in result.reason
+    assert verify([], start_seq=5, anchor_hash=GENESIS_HASH, checkpoint=(3, "b" * 64)).ok is False
+    assert verify([]).ok is True
 
 
 # --------------------------------------------------------------------------- F6, F18
