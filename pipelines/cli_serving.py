@@ -255,8 +255,12 @@ def _parse_head(value: str | None) -> tuple[int, str] | None:
     if value is None:
         return None
     seq, _, digest = value.partition(":")
-    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        err.print(f"--expect: {value!r} is not SEQ:HASH with SEQ from 1 (a head printed by an earlier verify)")
+    hexdigest = len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    if not seq.isdigit() or int(seq) < 1 or not hexdigest:
+        err.print(
+            f"--expect: {value!r} is not SEQ:HASH with SEQ from 1 "
+            "(a head printed by an earlier verify)"
+        )
         raise typer.Exit(2)
     return int(seq), digest
 
