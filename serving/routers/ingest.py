@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from serving.auth import Principal, Role
 from serving.deps import CurrentUser, SessionDep, ensure_office, require_roles
+from serving.policy import has_visible_text
 from serving.routers import PROTECTED, ErrorOut, Responses
 from serving.routers._common import ServicesDep, http_error
 from serving.schemas import (
@@ -307,6 +308,23 @@ def get_traveller(
     if purpose is not None:
         if user.role not in UNMASKING_ROLES:
             raise HTTPException(403, f"role {user.role} may not see unmasked personal data")
+        if user.auth_method == "api_key":
+            # (a view of personal data names the person who looked, as decisions do)
+            raise HTTPException(
+                403, "an API key cannot unmask personal data: a person must sign in and state why"
+            )
+        if not has_visible_text(purpose):
+            raise HTTPException(
+                422,
+                detail=[
+                    {
+                        "type": "value_error",
+                        "loc": ["query", "purpose"],
+                        "msg": "a purpose needs visible text (not only spaces or invisible "
+                        "characters)",
+                    }
+                ],
+            )
         if user.role is Role.officer and shipment_id is None:
             raise HTTPException(
                 422,
