@@ -85,6 +85,7 @@ from typing import Literal
 
 import numpy as np
 
+from data_contracts.fields import EARLIEST_DATETIME, FUTURE_LIMIT
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS
 from features.screening import DEFAULT_THRESHOLD
 
@@ -585,3 +586,12 @@ def overdue(
     oldest first."""
     late = [r for r in referrals if r.status in AWAITING_DECISION and age(r, now) > max_age]
     return sorted(late, key=lambda r: (r.created_at, r.shipment_id))
+
+
+def queue_day_problem(day: dt.date, today: dt.date) -> str | None:
+    """Why `day` cannot hold a queue, or None: queue days lie where declarations can
+    (from 1990 to one year ahead, as the ingestion's date bounds)."""
+    first, last = EARLIEST_DATETIME.date(), today + FUTURE_LIMIT
+    if first <= day <= last:
+        return None
+    return f"no queue on {day.isoformat()}: a queue day lies between {first} and {last}"

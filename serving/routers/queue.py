@@ -3,10 +3,11 @@
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, HTTPException, Path
 
 from serving.auth import Principal, Role
 from serving.deps import SessionDep, ensure_office, require_roles
+from serving.policy import queue_day_problem
 from serving.routers import PROTECTED
 from serving.routers._common import ServicesDep
 from serving.schemas import QueueOut, ReferralOut
@@ -47,6 +48,11 @@ def get_day_queue(
     services: ServicesDep,
 ) -> dict[str, Any]:
     ensure_office(user, office)
+    problem = queue_day_problem(day, dt.datetime.now(dt.UTC).date())
+    if problem is not None:
+        raise HTTPException(
+            422, detail=[{"type": "value_error", "loc": ["path", "day"], "msg": problem}]
+        )
     # New shipments are placed by the engine (audited as system:queue), not by the reader.
     refs, built = get_queue(session, services, office, day)
     return {

@@ -36,7 +36,7 @@ from serving.auth import (
     decode_access_token,
     sign_out,
 )
-from serving.policy import InspectionOutcome, has_visible_text
+from serving.policy import InspectionOutcome, has_visible_text, queue_day_problem
 from serving.rules_engine import RuleValidationError
 from serving.services import (
     ServiceError,
@@ -347,11 +347,15 @@ def _queue_context(
     if office and not OFFICE.match(office):
         errors.add("office", t("error.field"))
         office = ""
+    today = dt.datetime.now(dt.UTC).date()
     try:
-        day = dt.date.fromisoformat(q["day"]) if q.get("day") else dt.datetime.now(dt.UTC).date()
+        day = dt.date.fromisoformat(q["day"]) if q.get("day") else today
     except ValueError:
         errors.add("day", t("error.field"))
-        day = dt.datetime.now(dt.UTC).date()
+        day = today
+    if queue_day_problem(day, today) is not None:  # (no queue outside the plausible days)
+        errors.add("day", t("error.field"))
+        day = today
     lane = str(q.get("lane")) if q.get("lane") in ("red", "yellow", "green") else "all"
     status = str(q.get("status")) if q.get("status") in m.REFERRAL_STATUSES else "all"
     sort = str(q.get("sort")) if q.get("sort") in ("rank", "priority", "age") else "rank"

@@ -79,6 +79,8 @@ def test_queue_marks_overdue_exploration_and_filters(site: Site, officer: httpx.
     }
     bad = officer.get("/web/queue", params={"day": "2025-13-40"})
     assert 'id="err-day"' in bad.text and 'aria-invalid="true"' in bad.text
+    far = officer.get("/web/queue", params={"day": "9999-12-31"})  # (was a 500)
+    assert far.status_code == 200 and 'id="err-day"' in far.text
 
 
 @pytest.fixture
