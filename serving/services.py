@@ -18,10 +18,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import polars as pl
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -51,15 +51,20 @@ MASK = "***"
 
 
 class QueueSettings(BaseSettings):
-    """Queue settings from the environment (prefix CARAVAN_)."""
+    """Queue settings from the environment (prefix CARAVAN_), checked when read: a
+    value out of range stops the server at start, naming the setting, rather than
+    failing an officer's queue later."""
 
     model_config = SettingsConfigDict(env_prefix="CARAVAN_", extra="ignore")
 
-    queue_capacity: int = 20
-    office_capacities: dict[str, int] = {}
-    exploration_share: float = 0.05
-    overdue_hours: float = 24.0
-    model_refresh_seconds: float = 5.0
+    # inspections per office and day, unless the office has its own capacity
+    queue_capacity: int = Field(20, ge=0)
+    # CARAVAN_OFFICE_CAPACITIES='{"KZ-KHORGOS": 40, "KG-BISHKEK": 12}' (JSON)
+    office_capacities: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=0)]] = {}
+    # share of the capacity drawn at random (0 to 1: 0.05 is 5 %)
+    exploration_share: float = Field(0.05, ge=0.0, le=1.0)
+    overdue_hours: float = Field(24.0, gt=0.0)
+    model_refresh_seconds: float = Field(5.0, gt=0.0)
 
 
 # --------------------------------------------------------------------------- errors
