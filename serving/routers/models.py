@@ -67,6 +67,10 @@ def post_promote(
     session: SessionDep,
     user: DataScientistUser,
 ) -> dict[str, Any]:
+    if user.auth_method != "token":  # (a person decides a promotion, not a program)
+        raise HTTPException(
+            403, "an API key cannot promote a model: a person must sign in and decide"
+        )
     app = request.app
     services = getattr(app.state, "services", None)
     holder = services.holder if services is not None else None

@@ -74,6 +74,18 @@ def test_promotion_rules_record_audit_and_hot_swap(models_api: Api, samples: Sam
     assert _promote(api, "9", {"force": True, "reason": "x"}).status_code == 404
     assert _promote(api, "1", {}).status_code == 409  # already the champion
     assert _promote(api, "2", {"force": True, "reason": "x"}, Role.analyst).status_code == 403
+    # a program (an API key) cannot decide a promotion: a person signs in
+    key = api.client.post(
+        f"{API}/users/api-keys",
+        json={"name": "retrain-pipeline", "role": "data_scientist"},
+        headers=api.headers(Role.admin),
+    ).json()["key"]
+    keyed = api.client.post(
+        f"{API}/models/2/promote",
+        json={"force": True, "reason": "nightly job"},
+        headers={"X-API-Key": key},
+    )
+    assert keyed.status_code == 403 and "person must sign in" in keyed.json()["detail"]
 
     done = _promote(api, "2", {"force": True, "reason": "drill: roll back the model"})
     assert done.status_code == 200, done.text
