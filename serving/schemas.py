@@ -8,7 +8,15 @@ import datetime as dt
 from functools import cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
@@ -286,6 +294,24 @@ class RuleIn(_Strict):
     effective_from: Annotated[dt.date | None, Field(strict=False)] = None
     effective_to: Annotated[dt.date | None, Field(strict=False)] = None
     condition: dict[str, Any]
+
+    @field_validator("condition")
+    @classmethod
+    def _not_absurdly_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The engine refuses conditions nested more than MAX_DEPTH levels, naming
+        the place; far deeper ones are refused here, before serialising them would
+        fail (a 500)."""
+        from serving.rules_engine import MAX_DEPTH
+
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > 4 * MAX_DEPTH:  # (each level is a mapping and a list)
+                raise ValueError(f"conditions are nested more than {MAX_DEPTH} levels deep")
+            children = node.values() if isinstance(node, dict) else node
+            if isinstance(node, dict | list):
+                stack.extend((child, depth + 1) for child in children)
+        return value
 
 
 class RuleCreateIn(RuleIn):
