@@ -28,14 +28,36 @@ DataOption = Annotated[
 
 
 def open_database(data: Path | None) -> tuple[Engine, sessionmaker[Session], DataLayout]:
-    """The operational database of the deployment, migrated to the newest schema."""
+    """The operational database of the deployment at the newest schema. A new
+    database is created; an existing one at an older migration is migrated only when
+    CARAVAN_AUTO_MIGRATE allows it (the default), saying so; otherwise the command
+    stops and names `caravan db upgrade` (migrating is then the operator's act)."""
     from data_contracts.settings import DataLayout, Settings
-    from serving.db import database_url, make_engine, session_factory, upgrade
+    from serving.auth import ServingSettings
+    from serving.db import (
+        current_revision,
+        database_url,
+        head_revision,
+        make_engine,
+        session_factory,
+        upgrade,
+    )
 
     settings = Settings(data=data) if data is not None else Settings()
     layout = DataLayout(settings.data)
     engine = make_engine(database_url(settings, layout))
-    upgrade(engine)
+    at, head = current_revision(engine), head_revision()
+    if at != head:
+        if at is not None and not ServingSettings().auto_migrate:
+            engine.dispose()
+            err.print(
+                f"the database is at migration {at}, this code expects {head}: run "
+                "`caravan db upgrade` (CARAVAN_AUTO_MIGRATE is off)"
+            )
+            raise typer.Exit(2)
+        upgrade(engine)
+        if at is not None:
+            err.print(f"migrated the database from {at} to {head}")
     return engine, session_factory(engine), layout
 
 
@@ -416,9 +438,49 @@ def travellers_purge(
     )
 
 
+db_app = typer.Typer(help="The operational database: its migrations.", no_args_is_help=True)
+
+
+@db_app.command("current")
+def db_current(data: DataOption = None) -> None:
+    """Print the migration the database is at and the newest this code ships."""
+    from serving.db import current_revision, head_revision
+
+    engine, _factory, _layout = existing_database(data)
+    try:
+        at, head = current_revision(engine), head_revision()
+    finally:
+        engine.dispose()
+    state = "up to date" if at == head else "behind: run caravan db upgrade"
+    out.print(f"database at migration {at}; code expects {head} ({state})")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data: DataOption = None) -> None:
+    """Migrate the database to the newest schema (creating it when there is none):
+    the step to take, after a backup, when CARAVAN_AUTO_MIGRATE is off."""
+    from data_contracts.settings import DataLayout, Settings
+    from serving.db import current_revision, database_url, head_revision, make_engine, upgrade
+
+    settings = Settings(data=data) if data is not None else Settings()
+    layout = DataLayout(settings.data)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url(settings, layout))
+    try:
+        before, head = current_revision(engine), head_revision()
+        if before == head:
+            out.print(f"database already at migration {head}")
+            return
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    out.print(f"migrated the database from {before or 'nothing (new database)'} to {head}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the `caravan` CLI."""
     app.command("serve")(serve)
     app.add_typer(users_app, name="users")
     app.add_typer(audit_app, name="audit")
     app.add_typer(travellers_app, name="travellers")
+    app.add_typer(db_app, name="db")

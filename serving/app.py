@@ -245,7 +245,9 @@ def create_app(
             if serving.auto_migrate:
                 await run_in_threadpool(upgrade, engine)
             elif not await run_in_threadpool(is_at_head, engine):
-                raise RuntimeError("database is not at the newest migration: run the upgrade")
+                raise RuntimeError(
+                    "database is not at the newest migration: run `caravan db upgrade`"
+                )
             app.state.engine = engine
             app.state.session_factory = session_factory(engine)
             app.state.secret_key = load_secret_key(serving, layout)
