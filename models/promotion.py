@@ -29,6 +29,14 @@ FIRST_REASON = "first champion: no champion to compare with"
 PRIMARY_METRIC = f"recall at {PRIMARY} capacity"
 
 
+def primary_metric_of(layout: DataLayout) -> str:
+    """The metric promotions on this deployment compare (as
+    `Evaluation.primary_metric()`): true recall where the synthetic world's truth is
+    known, recall on inspected shipments otherwise."""
+    truth = (layout.truth / "truth.parquet").exists()
+    return f"{'true recall' if truth else 'recall'} at {PRIMARY} capacity"
+
+
 class PromotionError(Exception):
     """A promotion that cannot be done; the message says why."""
 

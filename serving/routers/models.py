@@ -7,11 +7,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from models.assess import MissingInputError
 from models.promotion import (
-    PRIMARY_METRIC,
     PromotionError,
     ReasonRequiredError,
     UnknownVersionError,
     key_metrics,
+    primary_metric_of,
 )
 from serving.auth import Principal, Role
 from serving.deps import DataScientistUser, SessionDep, require_roles
@@ -37,7 +37,8 @@ ERRORS: Responses = {
 
 @router.get("", response_model=ModelsOut, summary="Registered versions, champion and challenger")
 def list_models(request: Request, _user: ModelReader) -> dict[str, Any]:
-    return {**model_versions(request.app.state.layout), "primary_metric": PRIMARY_METRIC}
+    layout = request.app.state.layout
+    return {**model_versions(layout), "primary_metric": primary_metric_of(layout)}
 
 
 @router.get(

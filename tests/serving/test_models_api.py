@@ -49,6 +49,8 @@ def test_versions_listed_with_aliases_and_metrics(models_api: Api) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["champion"] == "1" and body["challenger"] == "2"
+    # the metric promotions here compare: the synthetic world knows the truth
+    assert body["primary_metric"] == "true recall at 5% capacity"
     assert [v["version"] for v in body["versions"]] == ["2", "1"]
     one = body["versions"][1]
     assert one["aliases"] == ["champion"] and one["promoted_by"] == "test"
