@@ -636,7 +636,11 @@ def authenticate_password(
     ip_key = f"ip:{client_ip}" if client_ip else None
     ip_row = _throttle_row(session, ip_key) if ip_key else None
     user = session.scalar(select(User).where(User.username == username))
-    user_row = None if user is not None else _throttle_row(session, f"user:{username}")
+    # A name that is no user may be a password typed into the wrong field: it is
+    # neither logged nor stored as typed (its throttle row is keyed by a digest).
+    shown = username if user is not None else f"<unknown, {len(username)} characters>"
+    unknown_key = "user:#" + hashlib.sha256(username.encode()).hexdigest()[:32]
+    user_row = None if user is not None else _throttle_row(session, unknown_key)
     user_locked_until = (
         user.locked_until if user is not None else (user_row.locked_until if user_row else None)
     )
@@ -645,7 +649,7 @@ def authenticate_password(
         _retry_after(ip_row.locked_until if ip_row else None, now),
     )
     if wait > 0:
-        log.warning("login refused while locked: user=%s ip=%s", username, client_ip)
+        log.warning("login refused while locked: user=%s ip=%s", shown, client_ip)
         raise LockedOutError(wait)
 
     if user is None:
@@ -684,10 +688,10 @@ def authenticate_password(
                 username,
             )
     else:
-        _throttle_fail(session, f"user:{username}", policy.threshold, policy, now)
+        _throttle_fail(session, unknown_key, policy.threshold, policy, now)
     if ip_key:
         _throttle_fail(session, ip_key, policy.ip_threshold, policy, now)
-    log.warning("login failed: user=%s ip=%s", username, client_ip)
+    log.warning("login failed: user=%s ip=%s", shown, client_ip)
     raise AuthError("wrong username or password")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import logging
 import os
 import stat
 from pathlib import Path
@@ -257,4 +259,26 @@ def test_stale_throttle_rows_are_pruned(db_session: Session) -> None:
         )
     db_session.commit()
     keys = set(db_session.scalars(select(LoginThrottle.key)))
-    assert keys == {"user:g3", "ip:10.1.0.3"}
+    g3 = "user:#" + hashlib.sha256(b"g3").hexdigest()[:32]  # (no user: not kept as typed)
+    assert keys == {g3, "ip:10.1.0.3"}
+
+
+def test_a_name_that_is_no_user_is_neither_logged_nor_stored(
+    db_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password typed into the user-name field stays out of the log and the
+    throttle table (security review round 2, F18); real user names are logged."""
+    caplog.set_level(logging.INFO)
+    policy = LockoutPolicy(threshold=3, ip_threshold=10, base_seconds=5, max_seconds=60)
+    typed = "Correct-Horse-Battery-9"
+    with pytest.raises(AuthError):
+        authenticate_password(db_session, typed, "x" * 12, client_ip="10.2.0.1", policy=policy)
+    db_session.commit()
+    assert typed not in caplog.text and "<unknown, 23 characters>" in caplog.text
+    assert not any(typed in k for k in db_session.scalars(select(LoginThrottle.key)))
+    for _ in range(2):  # the digest still throttles guesses at that name (3rd failure)
+        with pytest.raises(AuthError):
+            authenticate_password(db_session, typed, "y" * 12, client_ip=None, policy=policy)
+        db_session.commit()
+    with pytest.raises(LockedOutError):
+        authenticate_password(db_session, typed, "y" * 12, client_ip=None, policy=policy)
