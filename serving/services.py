@@ -511,8 +511,10 @@ def set_rule_active(
     and keeps its versions and hits. A reason is required to deactivate.
     Raises ServiceError: 404 no such rule, 409 already in that state, 422 no reason."""
     reason = (reason or "").strip()
-    if not active and not reason:
-        raise ServiceError(422, "a reason is required to deactivate a rule", "reason")
+    if not active and not policy.has_visible_text(reason):
+        raise ServiceError(
+            422, "a reason (with visible text) is required to deactivate a rule", "reason"
+        )
     if len(reason) > MAX_REASON:
         raise ServiceError(422, f"the reason is longer than {MAX_REASON} characters", "reason")
     row = session.get(m.Rule, rule_id, with_for_update=True)

@@ -193,6 +193,8 @@ def test_deactivate_and_reactivate_a_rule_audited(api: Api) -> None:
 
     r = api.client.post(f"{url}/deactivate", json={}, headers=analyst)
     assert r.status_code == 422 and "reason" in r.text
+    invisible = api.client.post(f"{url}/deactivate", json={"reason": "\u200b" * 5}, headers=analyst)
+    assert invisible.status_code == 422 and "visible text" in invisible.text
     officer = api.headers(Role.officer)
     r = api.client.post(f"{url}/deactivate", json={"reason": "x"}, headers=officer)
     assert r.status_code == 403
