@@ -43,7 +43,8 @@ def _state_ready(request: Request) -> bool:
 @router.get(
     "/readyz",
     response_model=ReadyOut,
-    summary="Database reachable and migrations at head (model loading reported)",
+    summary="Database reachable, migrations at head and a model loaded (the feature "
+    "state's build reported)",
     responses={503: {"model": ReadyOut, "description": "Not ready"}},
 )
 def readyz(request: Request) -> ReadyOut | JSONResponse:
@@ -59,13 +60,17 @@ def readyz(request: Request) -> ReadyOut | JSONResponse:
     except Exception:  # any failure means not ready
         database = False
     at_head = revision == head
+    # Ready means able to do the service's work: scoring needs a model (a server on
+    # a new or mistyped data directory has none, and every ingest would get 503).
+    # The feature state may still be building: a scoring then waits for it.
+    model_loaded = getattr(request.app.state, "model", None) is not None
     out = ReadyOut(
-        status="ready" if database and at_head else "not_ready",
+        status="ready" if database and at_head and model_loaded else "not_ready",
         database=database,
         migration=revision,
         migration_head=head,
         migrations_at_head=at_head,
-        model_loaded=getattr(request.app.state, "model", None) is not None,
+        model_loaded=model_loaded,
         feature_state_ready=_state_ready(request),
     )
     if out.status != "ready":

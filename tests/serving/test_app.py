@@ -41,16 +41,18 @@ def _form(role: Role, password: str | None = None) -> dict[str, str]:
 
 def test_healthz_and_readyz(api: Api) -> None:
     assert api.client.get("/healthz").json() == {"status": "ok"}
-    ready = api.client.get("/readyz")
-    assert ready.status_code == 200
-    body = ready.json()
-    assert body["status"] == "ready"
+    # no model trained in this data directory: up, but not ready to score
+    not_ready = api.client.get("/readyz")
+    assert not_ready.status_code == 503
+    body = not_ready.json()
+    assert body["status"] == "not_ready" and body["model_loaded"] is False
     assert body["database"] is True
     assert body["migrations_at_head"] is True
     assert body["migration"] == body["migration_head"] == "0003"
-    assert body["model_loaded"] is False
     api.app.state.model = object()
-    assert api.client.get("/readyz").json()["model_loaded"] is True
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["model_loaded"] is True
 
 
 def test_the_feature_state_is_built_at_start_without_a_request(api: Api) -> None:
@@ -386,7 +388,7 @@ def test_real_http_server(
     base_url, _ = live_server
     with httpx.Client(base_url=base_url, timeout=30) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.get("/readyz").json()["status"] == "ready"
+        assert client.get("/readyz").json()["database"] is True  # (no model: not ready)
         response = client.post(LOGIN, data=_form(Role.auditor))
         assert response.status_code == 200
         token = response.json()["access_token"]
