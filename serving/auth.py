@@ -564,6 +564,9 @@ def update_user(
     if not changes:
         return changes
     session.flush()
+    moved = "office_code" in changes or "role" in changes or changes.get("active") == [True, False]
+    if moved:
+        _release_claims(session, user, actor, changes)
     if _active_admins(session) == 0:
         raise AccountConflictError(
             f"this change would leave no active admin: {user.username!r} is the last one"
@@ -578,6 +581,38 @@ def update_user(
     )
     log.info("user %s changed by %s: %s", user.username, actor, sorted(changes))
     return changes
+
+
+def _release_claims(
+    session: Session, user: User, actor: str, changes: dict[str, list[object]]
+) -> None:
+    """Hand back the referrals `user` holds claimed in offices they no longer decide
+    for (moved to another office, no longer an officer, or disabled): a post's
+    capacity must not shrink by a transferred officer's claims. Each release is in
+    the shipment's audit trail, naming the account change that caused it."""
+    from serving.orm import Referral
+    from serving.services import _audit_decision
+
+    still_office = user.office_code if user.active and Role(user.role) is Role.officer else None
+    held = session.scalars(
+        select(Referral).where(Referral.claimed_by == user.username, Referral.status == "claimed")
+    ).all()
+    for ref in held:
+        if ref.office_code == still_office:
+            continue
+        since = ref.claimed_at
+        ref.status, ref.claimed_by, ref.claimed_at = "open", None, None
+        _audit_decision(
+            session,
+            actor,
+            ref,
+            "release",
+            claimed_by=user.username,
+            claimed_at=since,
+            released_for_another=True,
+            because={"user_change": sorted(changes)},
+        )
+    session.flush()
 
 
 # --- login with slowdown ---------------------------------------------------------------
