@@ -39,6 +39,9 @@ def get_overdue(
     response_model=QueueOut,
     summary="The office's queue for the day (built on first request): ranked referrals, "
     "and the red/yellow shipments of the day that did not fit",
+    description="`day` is a UTC day: the queue holds the office's shipments declared from "
+    "00:00 to 24:00 UTC that day (in Bishkek, UTC+6, shipments declared 00:00-06:00 local "
+    "time fall on the previous UTC day).",
 )
 def get_day_queue(
     office: Office,

@@ -126,6 +126,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "queue.overdue_title": ("Overdue referrals of this office", "Просроченные направления поста"),
     "queue.overdue_none": ("No overdue referrals.", "Просроченных направлений нет."),
     "queue.over_capacity": ("must-inspect, over capacity", "обязательный, сверх лимита"),
+    "queue.capacity_over": (
+        "+ {over} must-inspect over capacity.",
+        "+ обязательных сверх лимита: {over}.",
+    ),
+    # a queue's day runs from 00:00 to 24:00 UTC (declared_at), not the post's local day
+    "queue.utc_day": ("UTC day: 00:00-24:00 UTC", "сутки по UTC: 00:00-24:00 UTC"),
     "queue.no_reasons": ("no model reason above the threshold", "нет значимых причин модели"),
     "queue.claimed_ok": ("Referral {id} claimed.", "Направление {id} взято в работу."),
     "queue.choose_office": ("Choose an office to see its queue.", "Выберите пост."),

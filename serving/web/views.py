@@ -492,19 +492,29 @@ def filter_sort(
     return out
 
 
+def displaced(o: Mapping[str, Any]) -> bool:
+    """An entry closed without a decision: a later arrival took its place."""
+    return o["status"] == "closed" and o.get("decided_at") is None
+
+
+def forced_over_capacity(o: Mapping[str, Any]) -> bool:
+    """A must-inspect or exact-watchlist entry placed beyond the capacity (a
+    displaced entry is neither: its slot went to its successor)."""
+    return bool(o["over_capacity"]) and not displaced(o)
+
+
 def capacity_used(outs: Sequence[dict[str, Any]], capacity: int) -> dict[str, int]:
-    inside = [o for o in outs if not o["over_capacity"]]
+    """The slots taken (entries within capacity, not displaced) and how they stand;
+    decided + claimed + open = used. Forced entries beyond the capacity are counted
+    apart (`over`)."""
+    inside = [o for o in outs if not o["over_capacity"] and not displaced(o)]
     return {
         "used": len(inside),
         "capacity": capacity,
-        # a displaced entry (closed without a decision) was not decided
-        "decided": sum(
-            o["status"] in ("inspected", "waived")
-            or (o["status"] == "closed" and o.get("decided_at") is not None)
-            for o in outs
-        ),
-        "claimed": sum(o["status"] == "claimed" for o in outs),
-        "open": sum(o["status"] == "open" for o in outs),
+        "decided": sum(o["status"] in ("inspected", "waived", "closed") for o in inside),
+        "claimed": sum(o["status"] == "claimed" for o in inside),
+        "open": sum(o["status"] == "open" for o in inside),
+        "over": sum(forced_over_capacity(o) for o in outs),
     }
 
 

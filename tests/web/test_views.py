@@ -13,6 +13,7 @@ from serving.web.views import (
     Step,
     WatchlistHit,
     Waterfall,
+    capacity_used,
     check_outcome,
     check_waiver,
     driver_texts,
@@ -153,3 +154,26 @@ def test_a_near_miss_is_marked_and_does_not_drive_the_priority() -> None:
     assert not WatchlistHit("consignee", 85.0, False, None).near
     assert not WatchlistHit("consignee", 100.0, True, None).near
     assert "85%" in T("ship.watchlist_near", threshold="85")
+
+
+def test_the_capacity_line_adds_up() -> None:
+    """decided + claimed + open = used; a displaced entry (closed without decision)
+    takes no slot and is never counted as a forced entry over capacity (supervisor
+    round 2, S5)."""
+
+    def entry(status: str, over: bool = False, decided: bool = False) -> dict[str, object]:
+        return {"status": status, "over_capacity": over, "decided_at": "x" if decided else None}
+
+    outs = [
+        entry("inspected", decided=True),
+        entry("waived", decided=True),
+        entry("closed", decided=True),
+        entry("claimed"),
+        entry("open"),
+        entry("closed"),  # displaced (by a red arrival)
+        entry("closed", over=True),  # displaced, flagged by older code
+        entry("open", over=True),  # a must-inspect entry beyond the capacity
+    ]
+    used = capacity_used(outs, 5)
+    assert used == {"used": 5, "capacity": 5, "decided": 3, "claimed": 1, "open": 1, "over": 1}
+    assert used["decided"] + used["claimed"] + used["open"] == used["used"]
