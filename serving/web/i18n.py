@@ -217,6 +217,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Нет значимых причин по модели.",
     ),
     "ship.reasons_effect": ("effect on probability", "влияние на вероятность"),
+    # a reason's effect as the chart shows it: a factor on the odds (the probability
+    # of a rare event moves by too little to read: "+0.000")
+    "ship.reasons_odds": ("odds ×{factor}", "шансы ×{factor}"),
+    "ship.log_odds": ("log-odds", "лог. шансов"),
     "ship.waterfall": ("How the score was built (SHAP)", "Из чего сложилась оценка (SHAP)"),
     "ship.waterfall_note": (
         "Bars in log-odds from the model's base value to this shipment's score; "

@@ -346,11 +346,15 @@ def reasons_of(services: Services, stored: StoredShipment) -> list[dict[str, Any
 
     extra = stored.score.explanation or {}
     if extra.get("reasons") is not None:
-        return refresh_reason_texts(list(extra["reasons"]), dict(extra.get("context") or {}))
-    try:
-        return list(explanation(services, stored)["reasons"])
-    except Exception:  # model version not loadable: show no reasons rather than fail
-        return []
+        found = refresh_reason_texts(list(extra["reasons"]), dict(extra.get("context") or {}))
+    else:
+        try:
+            found = list(explanation(services, stored)["reasons"])
+        except Exception:  # model version not loadable: show no reasons rather than fail
+            return []
+    # each reason's effect as a factor on the odds (exp of its log-odds: the unit of
+    # the chart); on a rare event the probability moves by too little to read
+    return [{**r, "odds_factor": math.exp(float(r.get("log_odds") or 0.0))} for r in found]
 
 
 # An effect on the probability this small shows as "+0.000": no reason to show an

@@ -246,7 +246,10 @@ def test_queue_reasons_start_with_what_drove_the_priority(
         }
         assert not negligible & set(reasons[ref.shipment_id][1:])
     watched = f"WEB-{WATCHED:03d}"
-    assert "A party's name is on a watchlist (exact match)" in reasons[watched][:3]
+    assert (
+        "A party or a linked traveller is on a watchlist (exact match: name or document)"
+        in reasons[watched][:3]
+    )
     for texts in reasons.values():
         assert all("?" not in t for t in texts), texts
 
@@ -493,3 +496,22 @@ def test_a_near_miss_is_marked_on_the_shipment_page(near_site: Site, lang: str) 
     assert ("priority" if lang == "en" else "приоритете") in marked.group(1)
     assert "Rahat Trading Company" in near.text
     assert 'id="watchlist-near"' not in close.text and "Rahat Trading Company" in close.text
+
+
+def test_the_reasons_show_their_effect_as_a_factor_on_the_odds(
+    site: Site, officer: httpx.Client
+) -> None:
+    """A reason's effect reads in the chart's unit (odds factor, log-odds), never as a
+    probability change rounded to '+0.000' (supervisor round 2, S11)."""
+    sid = site.shipments[0]["shipment_id"]
+    with site.api(Role.officer) as api:
+        reasons = api.get(f"/api/v1/shipments/{sid}/explanation").json()["reasons"]
+    assert reasons
+    page = officer.get(f"/web/shipments/{sid}").text
+    listed = re.search(r'<ol class="reason-list" id="reasons">(.*?)</ol>', page, re.S)
+    assert listed is not None
+    items = re.findall(r"<li>(.*?)</li>", listed.group(1), re.S)
+    assert len(items) == len(reasons) and "+0.000" not in listed.group(1)
+    for item, reason in zip(items, reasons, strict=True):
+        assert f"odds ×{math.exp(reason['log_odds']):.2f}" in html.unescape(item)
+        assert f"{reason['log_odds']:+.2f} log-odds" in html.unescape(item)
