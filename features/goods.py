@@ -49,6 +49,14 @@ ARMS_CHAPTER = "93"
 _ARMS = rf"(?i)\b(?:{ARMS_TERMS})\b"
 _PARTS = rf"(?i)\b(?:{PART_TERMS})\b"
 MIN_REFERENCE = 5  # earlier lines needed before a value is compared with them
+# The description features of a shipment none of whose lines could be compared
+# (`_text_aggregates`): the end of each range that reads as no risk. Not null:
+# a model that saw no null for a feature in training reads one as 0 (LightGBM
+# does), which is the risky side of both; and a null once shared by "declared
+# under chapter 93" and "no tariff text" was learned as arms (UAT2 DS F1). Both
+# features are monotone, so these values can never score above a compared one.
+NO_ARMS_MARGIN = -1.0  # no line outside chapter 93 compared: none reads as arms
+NO_TEXT_SIMILARITY = 1.0  # no line's code has tariff text: no mismatch is known
 # `prepare` and `Reference.append` of at most this many shipments and lines (the
 # API's one shipment) compute per line in Python (`_few_lines`, `_prepare_few`):
 # the same values, without the fixed cost of a dozen frame operations.
@@ -420,8 +428,8 @@ def _aggregate_few(line: dict[str, list]) -> dict[str, object]:
         "__chapters": len(set(chapters)),
         "hs4_main": None if codes[main] is None else codes[main][:4],
         "__top_line_share": _ratio(top, _group_sum(values)),
-        "__hs_text_sim": _extreme(line["__hs_sim"], min),
-        "__arms_margin": _extreme(line["__arms_gap"], max),
+        "__hs_text_sim": _or(_extreme(line["__hs_sim"], min), NO_TEXT_SIMILARITY),
+        "__arms_margin": _or(_extreme(line["__arms_gap"], max), NO_ARMS_MARGIN),
     }
     sims, gaps, numbers = line["__hs_sim"], line["__arms_gap"], line["line_no"]
     if any(s is not None for s in sims):
@@ -447,6 +455,11 @@ def _aggregate_few(line: dict[str, list]) -> dict[str, object]:
         out["arms_fit_line"] = None if text is None else text[:CONTEXT_CHARS]
         out["arms_fit_heading"] = line["__arms_heading"][armsy]
     return out
+
+
+def _or(value: Any, default: float) -> Any:
+    """`fill_null(default)` of one aggregate."""
+    return default if value is None else value
 
 
 def _order(v: float | None, descending: bool) -> tuple[int, int, float]:
@@ -488,22 +501,26 @@ CONTEXT_CHARS = 60  # a description quoted in a reason text is cut to this lengt
 
 
 def _text_aggregates() -> list[pl.Expr]:
-    """Per shipment: the lowest description-to-code similarity and the line that
-    has it; the largest margin by which a line reads more like an arms heading
-    than like its declared code, the line and that heading (ties: first line)."""
+    """Per shipment: the lowest description-to-code similarity over the lines
+    whose code has tariff text, and the line that has it (none:
+    NO_TEXT_SIMILARITY, and no line); the largest margin by which a line
+    declared outside chapter 93 and compared reads more like an arms heading
+    than like its declared code, the line and that heading (ties: first line;
+    no such line, because every line is declared in chapter 93 or none has
+    tariff text: NO_ARMS_MARGIN, the bottom of the range, and no line)."""
     worst = [pl.col("__hs_sim").fill_null(2.0), pl.col("line_no")]
     armsy = [pl.col("__arms_gap").fill_null(-2.0), -pl.col("line_no")]
     has_sim = pl.col("__hs_sim").is_not_null().any()
     has_gap = pl.col("__arms_gap").is_not_null().any()
     return [
-        pl.col("__hs_sim").min().alias("__hs_text_sim"),
+        pl.col("__hs_sim").min().fill_null(NO_TEXT_SIMILARITY).alias("__hs_text_sim"),
         pl.when(has_sim)
         .then(pl.col("description").sort_by(worst).first().str.slice(0, CONTEXT_CHARS))
         .alias("hs_text_line"),
         pl.when(has_sim)
         .then(pl.col("hs_code").sort_by(worst).first().str.slice(0, 6))
         .alias("hs_text_code"),
-        pl.col("__arms_gap").max().alias("__arms_margin"),
+        pl.col("__arms_gap").max().fill_null(NO_ARMS_MARGIN).alias("__arms_margin"),
         pl.when(has_gap)
         .then(
             pl.col("description")
@@ -660,7 +677,8 @@ def top_line_value_share() -> pl.Expr:
     F,
     "Lowest similarity between a line's description and the nomenclature text of its "
     "declared HS code (TF-IDF cosine on character n-grams, English or Russian; 1 = the "
-    "tariff's own wording; empty when the tariff table has no text for the code)",
+    "tariff's own wording), over the lines whose code has text in the tariff table; 1 "
+    "when none has (not compared: a missing text is no evidence)",
     "Description '{hs_text_line}' hardly matches the tariff text of HS {hs_text_code} "
     "(similarity {value})",
     "Описание «{hs_text_line}» плохо соответствует тексту ТН ВЭД {hs_text_code} (сходство {value})",
@@ -668,6 +686,12 @@ def top_line_value_share() -> pl.Expr:
     missing_en="The tariff table has no text to compare the descriptions with",
     missing_ru="В тарифе нет текста для сравнения с описаниями товаров",
     wordings=(
+        # not compared: no line's code has tariff text (no line is quoted)
+        Wording(
+            lambda v, c: v == NO_TEXT_SIMILARITY and c.get("hs_text_line") is None,
+            "The tariff table has no text to compare the descriptions with",
+            "В тарифе нет текста для сравнения с описаниями товаров",
+        ),
         Wording(
             lambda v, _c: v is not None and v >= 0.5,
             "Description '{hs_text_line}' matches the tariff text of HS {hs_text_code} only "
@@ -685,8 +709,10 @@ def description_hs_similarity() -> pl.Expr:
 @feature(
     F,
     "Largest margin by which a line's description is closer to the text of an arms or "
-    "ammunition heading (HS 9301-9307) than to the text of its declared code "
-    "(lines declared outside chapter 93)",
+    "ammunition heading (HS 9301-9307) than to the text of its declared code, over the "
+    "lines declared outside chapter 93 whose code has tariff text; -1 (the bottom of the "
+    "range) when there is no such line: every line is declared in chapter 93, or no "
+    "line's code has tariff text",
     "Description '{arms_fit_line}' resembles the text of HS {arms_fit_heading} (arms, "
     "ammunition) unusually closely for its declared code (similarity to HS "
     "{arms_fit_heading} minus similarity to the declared code: {value})",
@@ -700,11 +726,23 @@ def description_hs_similarity() -> pl.Expr:
     missing_ru="Описания не сравнивались с позициями оружия (нет текста тарифа для "
     "заявленных кодов)",
     wordings=(
-        # not computed for lines declared under chapter 93: arms declared as arms
+        # no line compared (none is quoted), goods under chapter 93: arms declared
+        # as arms (null: a score stored before -1 was used, UAT2 DS F1)
         Wording(
-            lambda v, c: v is None and str(c.get("hs4_main") or "").startswith("93"),
+            lambda v, c: (
+                (v is None or v == NO_ARMS_MARGIN)
+                and c.get("arms_fit_line") is None
+                and str(c.get("hs4_main") or "").startswith(ARMS_CHAPTER)
+            ),
             "Goods declared under chapter 93 (arms and ammunition)",
             "Товары заявлены в группе 93 ТН ВЭД (оружие и боеприпасы)",
+        ),
+        # no line compared, none under chapter 93: no tariff text for their codes
+        Wording(
+            lambda v, c: v == NO_ARMS_MARGIN and c.get("arms_fit_line") is None,
+            "No description compared with the arms headings (no tariff text for the "
+            "declared codes)",
+            "Описания не сравнивались с позициями оружия (нет текста тарифа для заявленных кодов)",
         ),
         # a margin below zero: the description is closer to its own code
         Wording(

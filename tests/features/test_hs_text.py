@@ -193,14 +193,16 @@ def test_family_values_in_build_features() -> None:
     sim = out["description_hs_similarity"].to_list()
     assert sim[0] == pytest.approx(min(s[0], s[1]))  # the worst line
     assert sim[1] == pytest.approx(s[2])
-    assert sim[2] is None  # no text for the code: unknown, not "no match"
+    # no text for the code: not compared, at the end that reads as no mismatch (a
+    # null would read as 0, "no match", to a model that saw none; UAT2 DS F1)
+    assert sim[2] == 1.0 and out["hs_text_line"].to_list()[2] is None
     assert sim[3] == pytest.approx(s[4])
     assert out["hs_text_line"].to_list()[:2] == [items[1]["description"], items[2]["description"]]
     assert out["hs_text_code"].to_list()[0] == "846693"
     margin = out["description_arms_margin"].to_list()
     assert margin[0] == pytest.approx(max(a[0] - s[0], a[1] - s[1]))
     assert margin[0] > 0 > margin[1]
-    assert margin[3] is None  # declared as arms: nothing is hidden
+    assert margin[3] == -1.0  # declared as arms: nothing is hidden (UAT2 DS F1)
     assert out["arms_fit_heading"].to_list()[0] == "9305"
     row = out.row(0, named=True)
     en = render_reason("description_hs_similarity", row["description_hs_similarity"], row)
