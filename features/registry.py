@@ -17,7 +17,9 @@ from typing import Any
 
 import polars as pl
 
-FEATURE_SET_MAJOR = 1
+# Raised when features keep their names but change meaning (2: the goods text features
+# no longer leave a null for chapter-93 lines or codes without tariff text).
+FEATURE_SET_MAJOR = 2
 
 
 class Family(StrEnum):

@@ -180,7 +180,7 @@ def test_every_feature_has_texts_in_both_languages_and_a_family() -> None:
     for spec in specs():
         assert spec.description and spec.reason_en and spec.reason_ru, spec.name
         assert spec.reason_en != spec.reason_ru, spec.name
-    assert feature_set_version().startswith("fs1-")
+    assert feature_set_version().startswith("fs2-")
 
 
 @pytest.mark.parametrize(
