@@ -69,8 +69,29 @@ INT64_MAX = 2**63 - 1
 CONTROL_CHARS = frozenset(
     chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)
 )
+# Bidirectional formatting characters (embeddings, overrides, isolates and marks):
+# they change the order in which text is shown, so that a name held backwards after a
+# RIGHT-TO-LEFT OVERRIDE shows as the name while screening reads it backwards (sec
+# F5). No declared name, address or description needs them: text may not hold them,
+# except in reference lists from a trusted publisher (`Contract.allow_bidi`).
+BIDI_CHARS = frozenset(
+    (
+        "\u061c",
+        "\u200e",
+        "\u200f",
+        *map(chr, range(0x202A, 0x202F)),
+        *map(chr, range(0x2066, 0x206A)),
+    )
+)
 # Characters that show nothing: a value made only of these and white space is blank.
 INVISIBLE_CHARS = "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+# Record ids (shipment_id, item_id, traveller_record_id, outcome_id) are part of web
+# addresses (/api/v1/shipments/<id>, /web/shipments/<id>): they may not hold "/"
+# (sec F9: "A/../B" opened another shipment's page, "A/B" could not be read at all).
+# A declaration number with slashes belongs in declaration_ref.
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}"
+# The form ids had before "/" was refused: a record stored earlier is re-typed with it.
+STORED_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}"
 
 _PYTHON: dict[Kind, Any] = {
     Kind.STRING: str,
@@ -111,15 +132,23 @@ class Column:
         value is reported, not silently nulled."""
         return pl.String() if self.kind is Kind.ENUM else self.polars_dtype
 
-    def python_annotation(self) -> Any:
+    def python_annotation(self, *, allow_bidi: bool = False) -> Any:
+        """The pydantic type of the column; `allow_bidi`: text may hold bidirectional
+        formatting characters (see `BIDI_CHARS`)."""
         if self.kind is Kind.ENUM:
             base: Any = Literal[self.values]
         else:
             base = _PYTHON[self.kind]
         constraints: dict[str, Any] = {"description": self.description}
+        is_id = self.kind is Kind.STRING and self.pattern == ID_PATTERN
         if self.kind is Kind.STRING:
             constraints["min_length"] = 1
-            if self.pattern:
+            if is_id:
+                # The form of stored ids here; "/" is refused by `_record_id` (on new
+                # records only), with its own message. The schema shows the strict form.
+                constraints["pattern"] = f"^(?:{STORED_ID_PATTERN})$"
+                constraints["json_schema_extra"] = {"pattern": f"^(?:{ID_PATTERN})$"}
+            elif self.pattern:
                 constraints["pattern"] = f"^(?:{self.pattern})$"
             if self.max_length:
                 constraints["max_length"] = self.max_length
@@ -144,9 +173,11 @@ class Column:
         elif self.kind is Kind.DATE:
             validators.append(AfterValidator(_plausible_date))
         elif self.kind is Kind.STRING:
-            validators.append(AfterValidator(_visible_text))
+            validators.append(AfterValidator(_visible_text(allow_bidi)))
         elif self.kind is Kind.STRING_LIST:
-            validators.append(AfterValidator(_visible_texts))
+            validators.append(AfterValidator(_visible_texts(allow_bidi)))
+        if is_id:
+            validators.append(AfterValidator(_record_id(self.name)))
         if self.check is Check.COUNTRY:
             validators.append(AfterValidator(_country))
         elif self.check is Check.CURRENCY:
@@ -212,37 +243,98 @@ def _plausible_date(value: dt.date, info: ValidationInfo) -> dt.date:
     return value
 
 
-def text_problem(value: str) -> str | None:
-    """Why a text value is not acceptable (a control character; nothing visible but
-    invisible format characters such as a zero-width space), or None. Text of white
-    space only is left to the contract rule `required:` ("missing or blank")."""
+def text_problem(value: str, *, allow_bidi: bool = False) -> str | None:
+    """Why a text value is not acceptable (a control character; a bidirectional
+    formatting character, unless `allow_bidi`; nothing visible but invisible format
+    characters such as a zero-width space), or None. Text of white space only is
+    left to the contract rule `required:` ("missing or blank"). Other invisible
+    format characters (zero-width space and joiners, soft hyphen) within visible text
+    are kept: screening and the features ignore them."""
+    forbidden = CONTROL_CHARS if allow_bidi else FORBIDDEN_TEXT_CHARS
     for ch in value:
-        if ch in CONTROL_CHARS:
-            return f"holds the control character U+{ord(ch):04X}; remove it"
+        if ch in forbidden:
+            return CHAR_PROBLEMS[ch]
     if value.strip() and all(ch.isspace() or _invisible(ch) for ch in value):
-        return "is blank: it holds only invisible characters (e.g. zero-width spaces)"
+        return BLANK_TEXT
     return None
+
+
+def _char_problem(ch: str) -> str:
+    if ch in CONTROL_CHARS:
+        return f"holds the control character U+{ord(ch):04X}; remove it"
+    return (
+        f"holds the bidirectional formatting character U+{ord(ch):04X} "
+        f"({unicodedata.name(ch)}), which makes text show in another order than it is "
+        "held (a name written backwards shows as the name); remove it"
+    )
+
+
+FORBIDDEN_TEXT_CHARS = CONTROL_CHARS | BIDI_CHARS
+# character -> why text may not hold it (as `text_problem` says)
+CHAR_PROBLEMS: dict[str, str] = {ch: _char_problem(ch) for ch in sorted(FORBIDDEN_TEXT_CHARS)}
+BLANK_TEXT = "is blank: it holds only invisible characters (e.g. zero-width spaces)"
+
+
+def char_class(chars: frozenset[str]) -> str:
+    """A regular expression class of `chars` that Python's re and Rust's regex
+    (Polars) read alike."""
+    return "[" + "".join(f"\\u{ord(ch):04X}" for ch in sorted(chars)) + "]"
+
+
+# Text `text_problem` calls blank (for Polars): only white space and invisible format
+# characters, at least one of them.
+BLANK_TEXT_REGEX = r"^[\s\p{Cf}]*\p{Cf}[\s\p{Cf}]*$"
+
+
+def id_problem(name: str, value: str | None = None) -> str:
+    """Why the id column `name` (holding `value`, when given) may not hold "/" (see
+    `ID_PATTERN`)."""
+    held = f" ({value})" if value is not None else ""
+    where = (
+        "; a declaration number with slashes belongs in declaration_ref"
+        if name == "shipment_id"
+        else ""
+    )
+    return (
+        f"'/' is not allowed in {name}{held}: ids are part of web addresses, in which "
+        f"'/' separates the parts{where}"
+    )
+
+
+def _record_id(name: str) -> Any:
+    def check(value: str, info: ValidationInfo) -> str:
+        if "/" in value and not _stored(info):
+            raise ValueError(id_problem(name))
+        return value
+
+    return check
 
 
 def _invisible(ch: str) -> bool:
     return ch in INVISIBLE_CHARS or unicodedata.category(ch) == "Cf"
 
 
-def _visible_text(value: str, info: ValidationInfo) -> str:
-    problem = text_problem(value)
-    if problem and not _stored(info):
-        raise ValueError(problem)
-    return value
+def _visible_text(allow_bidi: bool) -> Any:
+    def check(value: str, info: ValidationInfo) -> str:
+        problem = text_problem(value, allow_bidi=allow_bidi)
+        if problem and not _stored(info):
+            raise ValueError(problem)
+        return value
+
+    return check
 
 
-def _visible_texts(values: list[str], info: ValidationInfo) -> list[str]:
-    if _stored(info):
+def _visible_texts(allow_bidi: bool) -> Any:
+    def check(values: list[str], info: ValidationInfo) -> list[str]:
+        if _stored(info):
+            return values
+        for i, value in enumerate(values):
+            problem = text_problem(value, allow_bidi=allow_bidi)
+            if problem:
+                raise ValueError(f"element {i} {problem}")
         return values
-    for i, value in enumerate(values):
-        problem = text_problem(value)
-        if problem:
-            raise ValueError(f"element {i} {problem}")
-    return values
+
+    return check
 
 
 def _country(value: str) -> str:
@@ -279,6 +371,10 @@ class Contract:
     columns: tuple[Column, ...]
     description: str
     parents: dict[str, str] = field(default_factory=dict)  # column -> parent contract
+    # Text may hold bidirectional formatting characters (`BIDI_CHARS`): a reference
+    # list from a trusted publisher, whose original-script names may carry a
+    # right-to-left mark; never a declaration.
+    allow_bidi: bool = False
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -318,7 +414,7 @@ def _model_cache(contract: Contract) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for col in contract.columns:
             default = ... if col.required else None
-            fields[col.name] = (col.python_annotation(), default)
+            fields[col.name] = (col.python_annotation(allow_bidi=contract.allow_bidi), default)
         model = create_model(
             "".join(part.title() for part in contract.name.split("_")) + "Record",
             __config__=ConfigDict(extra="forbid", strict=True, frozen=True),

@@ -205,9 +205,47 @@ class DeclarationMapping(BaseModel):
                         if needed == "inspected_at"
                         else "is required",
                     )
+            self._check_selection(self.outcomes)
         for col in self.extras.numeric + self.extras.categorical:
             if col not in have:
                 raise MappingError("extras", f"column {col!r} is not in {source}")
+
+    @staticmethod
+    def _check_selection(outcomes: OutcomeMapping) -> None:
+        """How the inspections were chosen decides the training weights (1/p) and
+        which outcomes evaluation treats as the unbiased random share, so it cannot
+        be half right: `selection: columns` needs both selection columns mapped;
+        `selection: census` (every declaration inspected, recorded as drawn with
+        probability 1) cannot go with `inspected_only_when`, which says some were not."""
+        if outcomes.selection == "columns":
+            for needed, why in (
+                ("selection_method", "how each inspection was chosen: random, rule, model"),
+                ("selection_probability", "the inverse-propensity weights come from it"),
+            ):
+                if needed not in outcomes.columns:
+                    raise MappingError(
+                        f"outcomes.columns.{needed}",
+                        f"is required with selection: columns ({why})",
+                    )
+        else:
+            if outcomes.inspected_only_when is not None:
+                raise MappingError(
+                    "outcomes.inspected_only_when",
+                    "cannot go with selection: census: census says every declaration "
+                    "was inspected and records each inspection as drawn at random with "
+                    f"probability 1, while inspected_only_when: "
+                    f"{outcomes.inspected_only_when} says some were not (those inspected "
+                    "were chosen); use selection: columns and map "
+                    "outcomes.columns.selection_method and selection_probability "
+                    "(e.g. {value: rule} and {value: 1.0} for targeted inspections)",
+                )
+            for given in ("selection_method", "selection_probability"):
+                if given in outcomes.columns:
+                    raise MappingError(
+                        f"outcomes.columns.{given}",
+                        "is set by selection: census (random, probability 1); to map it "
+                        "from the export, use selection: columns",
+                    )
 
 
 _TRUE = ("true", "1", "yes", "y", "t")
@@ -471,6 +509,32 @@ def _keyed(
     return kept.drop(key, "__i", "__content", "__conflict", "__differs"), differs
 
 
+def _check_census(
+    mapping: DeclarationMapping, frame: pl.DataFrame, inspected: pl.DataFrame, gate: str
+) -> None:
+    """`selection: census` records every inspection as drawn at random with
+    probability 1, which is true only when every declaration of the file has an
+    inspection result; refuse the file when some have none."""
+    id_src = mapping.shipments.columns.get("shipment_id")
+    if id_src is None:
+        return
+    ids = _source(id_src).cast(pl.String).alias("shipment_id")
+    without = (
+        frame.select(ids)
+        .unique(maintain_order=True)
+        .join(inspected.select(ids).unique(), on="shipment_id", how="anti")
+    )
+    if without.height:
+        examples = ", ".join(str(v) for v in without["shipment_id"].head(3).to_list())
+        raise MappingError(
+            "outcomes.selection",
+            f"census says every declaration in the file was inspected, but "
+            f"{without.height:,} declaration(s) have no value in {gate} (e.g. {examples}): "
+            f"use selection: columns with inspected_only_when: {gate} and map "
+            "outcomes.columns.selection_method and selection_probability",
+        )
+
+
 def apply_mapping(
     mapping: DeclarationMapping, frame: pl.DataFrame
 ) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, list[str]]]:
@@ -501,6 +565,8 @@ def apply_mapping(
             rows = rows.filter(
                 pl.col(gate).is_not_null() & (pl.col(gate).cast(pl.String).str.strip_chars() != "")
             )
+            if mapping.outcomes.selection == "census":
+                _check_census(mapping, frame, rows, gate)
         out, missing = _map_table(mapping, table, tmap, rows)
         columns = CONTRACTS[table].column_names
         if tmap.key is not None:

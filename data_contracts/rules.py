@@ -21,13 +21,21 @@ import polars as pl
 
 from data_contracts import reference
 from data_contracts.fields import (
+    BIDI_CHARS,
+    BLANK_TEXT,
+    BLANK_TEXT_REGEX,
+    CHAR_PROBLEMS,
+    CONTROL_CHARS,
     EARLIEST_DATE,
     EARLIEST_DATETIME,
     FUTURE_LIMIT,
+    ID_PATTERN,
     Check,
     Column,
     Contract,
     Kind,
+    char_class,
+    id_problem,
 )
 from data_contracts.schemas import CONTRACTS, SHIPMENTS
 
@@ -127,13 +135,20 @@ def column_rules(contract: Contract) -> list[Rule]:
         )
         if col.pattern:
             regex = f"^(?:{col.pattern})$"
+            message = _fmt(f"{col.name} '{{}}' does not have the expected form {regex}", c)
+            if col.pattern == ID_PATTERN:  # say why an id may not hold "/"
+                message = (
+                    pl.when(c.str.contains("/", literal=True))
+                    .then(_fmt(id_problem(col.name, "'{}'"), c))
+                    .otherwise(message)
+                )
             rules.append(
                 Rule(
                     f"pattern:{col.name}",
                     t,
                     f"{col.name} must match {regex}",
                     ~c.str.contains(regex),
-                    _fmt(f"{col.name} '{{}}' does not have the expected form {regex}", c),
+                    message,
                     (
                         Expectation(
                             "ExpectColumnValuesToMatchRegex", {"column": col.name, "regex": regex}
@@ -160,6 +175,8 @@ def column_rules(contract: Contract) -> list[Rule]:
                     ),
                 )
             )
+        if col.kind in (Kind.STRING, Kind.STRING_LIST):
+            rules.append(_text_rule(contract, col))
         if col.kind is Kind.ENUM:
             rules.append(
                 Rule(
@@ -179,6 +196,45 @@ def column_rules(contract: Contract) -> list[Rule]:
         rules.extend(_check_rules(t, col))
         rules.extend(_plausibility_rules(t, col))
     return rules
+
+
+def _text_rule(contract: Contract, col: Column) -> Rule:
+    """What the strict model checks on text (`data_contracts.fields.text_problem`), as
+    a rule on files: no control character, no bidirectional formatting character
+    (unless the contract allows them), not only invisible characters. The message
+    names the first such character, as the API does."""
+    forbidden = CONTROL_CHARS if contract.allow_bidi else CONTROL_CHARS | BIDI_CHARS
+    chars = char_class(forbidden)
+    reasons = {ch: CHAR_PROBLEMS[ch] for ch in forbidden}
+    bad = f"{chars}|{BLANK_TEXT_REGEX}"  # one pass over the text
+    n = col.name
+    kinds = "control characters" if contract.allow_bidi else "control or bidirectional characters"
+
+    def why(first: pl.Expr) -> pl.Expr:
+        reason = first.replace_strict(reasons, default=None, return_dtype=pl.String)
+        return pl.concat_str(pl.lit(f"{n} "), reason)
+
+    if col.kind is Kind.STRING_LIST:
+        values = pl.col(n).list.eval(pl.element().str.contains(bad))
+        first = pl.col(n).list.eval(pl.element().str.extract(f"({chars})", 1)).list.drop_nulls()
+        return Rule(
+            f"text:{n}",
+            contract.name,
+            f"no element of {n} holds {kinds} or only invisible characters",
+            values.list.any(),
+            pl.when(first.list.len() > 0)
+            .then(why(first.list.first()))
+            .otherwise(pl.lit(f"{n} has an element that {BLANK_TEXT}")),
+        )
+    c = pl.col(n)
+    first = c.str.extract(f"({chars})", 1)
+    return Rule(
+        f"text:{n}",
+        contract.name,
+        f"{n} holds no {kinds} and not only invisible characters",
+        c.str.contains(bad),
+        pl.when(first.is_not_null()).then(why(first)).otherwise(pl.lit(f"{n} {BLANK_TEXT}")),
+    )
 
 
 def _plausibility_rules(t: str, col: Column) -> list[Rule]:

@@ -8,9 +8,8 @@ and its row rules (`data_contracts.rules`), all from the definitions below.
 
 from __future__ import annotations
 
-from data_contracts.fields import Check, Column, Contract, Kind
+from data_contracts.fields import ID_PATTERN, Check, Column, Contract, Kind
 
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}"
 PHONE_PATTERN = r"\+?[0-9][0-9 ()-]{5,19}"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 
@@ -495,6 +494,7 @@ WATCHLIST = Contract(
     name="watchlist",
     id_column="entry_id",
     description="A person or entity on a sanctions or national watchlist.",
+    allow_bidi=True,  # original-script names as the publisher wrote them
     columns=(
         Column(
             "entry_id",

@@ -9,7 +9,9 @@ watchlist); "a|b" means any one of them is enough.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from features.registry import specs
 
@@ -66,3 +68,47 @@ def unavailable(absent: Mapping[str, list[str]], missing_inputs: set[str]) -> di
                 out[spec.name] = requirement
                 break
     return out
+
+
+# The export's own columns a model was trained with (`extra_*`: numeric names and
+# the code tables of the categorical ones, as feature_set.json records them), kept
+# with the model version: its tag `extras` (JSON) and the run's artifact extras.json
+# (the tag is left out when the tables are too long for a tag).
+EXTRAS_TAG = "extras"
+EXTRAS_ARTIFACT = "extras.json"
+_MAX_TAG = 90_000  # MLflow keeps model version tags up to 100,000 characters
+
+
+def model_extras_tag(extras: Mapping[str, Any] | None) -> dict[str, str]:
+    """The model version tag recording `extras` (none when there are none)."""
+    record = normal_extras(extras)
+    if not record["numeric"] and not record["categorical"]:
+        return {}
+    text = json.dumps(record, ensure_ascii=False, sort_keys=True)
+    return {EXTRAS_TAG: text} if len(text) <= _MAX_TAG else {EXTRAS_TAG: "artifact"}
+
+
+def model_extras(
+    tags: Mapping[str, str], artifact: Callable[[str], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The extras a model version was trained with, from its tags (or, for long code
+    tables, its run's artifact, read by `artifact(path)`); empty without extras."""
+    text = tags.get(EXTRAS_TAG)
+    if not text:
+        return normal_extras(None)
+    if text == "artifact":
+        if artifact is None:
+            return normal_extras(None)
+        return normal_extras(artifact(EXTRAS_ARTIFACT))
+    return normal_extras(json.loads(text))
+
+
+def normal_extras(extras: Mapping[str, Any] | None) -> dict[str, Any]:
+    """{"numeric": [names], "categorical": {name: [values]}} of an extras record."""
+    extras = extras or {}
+    return {
+        "numeric": [str(n) for n in extras.get("numeric") or ()],
+        "categorical": {
+            str(k): [str(v) for v in vs] for k, vs in (extras.get("categorical") or {}).items()
+        },
+    }

@@ -155,14 +155,52 @@ def feature_names() -> list[str]:
     return [s.name for s in specs()]
 
 
-def feature_set_version() -> str:
-    """Changes whenever a feature is added, removed, or its kind or categories change."""
+def feature_set_version(extras: Mapping[str, Any] | None = None) -> str:
+    """Changes whenever a feature is added, removed, or its kind or categories change.
+
+    `extras`: the columns an administration's own export brought (`extra_*`, as
+    feature_set.json records them: {"numeric": [names], "categorical": {name:
+    [values]}}). Adding, removing or re-typing one changes the version (a suffix
+    `+x<hash>`); a new value of a categorical extra does not: its code is appended
+    and the codes of the known values never change (see `extra_codes`)."""
     digest = hashlib.sha256()
     for spec in specs():
         digest.update(
             f"{spec.name}|{spec.kind}|{spec.monotone}|{','.join(spec.categories)};".encode()
         )
-    return f"fs{FEATURE_SET_MAJOR}-{digest.hexdigest()[:10]}"
+    version = f"fs{FEATURE_SET_MAJOR}-{digest.hexdigest()[:10]}"
+    kinds = extra_kinds(extras)
+    if not kinds:
+        return version
+    extra = hashlib.sha256(
+        ";".join(f"{name}|{kind}" for name, kind in sorted(kinds.items())).encode()
+    )
+    return f"{version}+x{extra.hexdigest()[:8]}"
+
+
+def extra_kinds(extras: Mapping[str, Any] | None) -> dict[str, Kind]:
+    """`extra_*` name -> its kind (numeric or categorical) of an extras record."""
+    if not extras:
+        return {}
+    kinds = {str(n): Kind.NUMERIC for n in extras.get("numeric") or ()}
+    kinds.update({str(n): Kind.CATEGORICAL for n in extras.get("categorical") or {}})
+    return kinds
+
+
+def extra_codes(
+    known: Mapping[str, list[str]], values: Mapping[str, list[str]]
+) -> dict[str, list[str]]:
+    """The code tables of categorical extras (code = position + 1; 0 = missing),
+    extended with the values seen now: a value keeps the code it was first given,
+    a new value is appended (in sorted order among the new ones), none is
+    renumbered, so a model trained earlier reads the same codes."""
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys([*known, *values]):
+        table = list(known.get(name, []))
+        seen = set(table)
+        table += sorted({v for v in values.get(name, []) if v not in seen})
+        out[name] = table
+    return out
 
 
 def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str = "en") -> str:

@@ -26,8 +26,19 @@ Point in time. Every as-of table is cut at each query's declared_at, so a
 shipment of any date gets the features it would have had. The network's
 union-find cannot be cut: it is kept as of the latest shipment held
 (`as_of`). A query declared at or after `as_of` reads it; an earlier one replays
-the edges from the start (exact, as slow as a batch). `online_features` is the
-API's entry: it refuses shipments declared before `as_of`.
+the edges from the start (exact, as slow as a batch). `online_features` refuses
+shipments declared before `as_of`.
+
+Late arrivals (the service). A shipment reaching the API after shipments declared
+later than it (several offices, retries, a message a few minutes late) is
+declared before `as_of`. Its features are point in time like any other's, except
+with `read_late_as_of_arrival` set (the service's state,
+`serving.history.HistoryStore`) the network family's (component size, contact
+sharing, hops to an arms finding): those are read as of `as_of`, as of its
+arrival, which may include parties and links recorded after its declared_at.
+The exact answer would replay the network's edges from the start, which costs
+what a batch costs; a batch re-run (`caravan features`) computes them point in
+time.
 
 `append` adds newly recorded rows (the API ingests one shipment at a time)
 without rebuilding: the as-of tables take new rows at the end of their keys;
@@ -115,6 +126,9 @@ class FeatureState:
         # What the last online query computed of its new shipments (`_Prepared`):
         # `append` of the same shipments, the API's next step, reuses it.
         self._prepared: _Prepared | None = None
+        # Queries declared before `as_of` read the history as of `as_of` (see the
+        # module doc: the service's late arrivals); off, they are answered exactly.
+        self.read_late_as_of_arrival = False
 
     @property
     def history(self) -> History:
@@ -240,14 +254,54 @@ class FeatureState:
         mentions = None if batch else network.mentions(ships_k)
         if not batch:
             self._prepared = _Prepared(ships, items, ships_k, goods_frame, mentions)
+        # What the network family reads (late shipments: see `_network_query`).
+        net_k, net_mentions = (
+            (ships_k, mentions) if batch else self._network_query(ships_k, mentions)
+        )
         return [
             shipment.prepare(ships, items, params),
             goods_frame,
             trader.prepare(ships_k, self.trader),
             watchlist.prepare(ships_k, self._history.watchlist, params, self.watch_index),
             travellers.prepare(ships_k, self.travellers, params, mentions),
-            network.prepare(ships_k, self.network, params, mentions),
+            network.prepare(net_k, self.network, params, net_mentions),
         ]
+
+    def _network_query(
+        self, ships_k: pl.DataFrame, mentions: pl.DataFrame | None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """The shipments (with keys) and their contact mentions as the network family
+        reads them for an online query: with `read_late_as_of_arrival`, those
+        declared before `as_of` at `as_of` (as of their arrival, see the module
+        doc); else (and when none is) as given."""
+        as_of = self.as_of
+        if (
+            not self.read_late_as_of_arrival
+            or as_of is None
+            or not ships_k.height
+            or not bool((ships_k["declared_at"] < as_of).any())
+        ):
+            return ships_k, mentions
+        at = pl.lit(as_of).cast(ships_k.schema["declared_at"])
+        late = ships_k.with_columns(
+            pl.when(pl.col("declared_at") < at)
+            .then(at)
+            .otherwise(pl.col("declared_at"))
+            .alias("declared_at")
+        )
+        return late, network.mentions(late)
+
+    def replace_watchlist(self, entries: pl.DataFrame | None) -> None:
+        """Screen with `entries` from now on: the state a build on the same history
+        with this watchlist gives (only the watchlist family reads it), without the
+        rebuild. The history's names are screened against it on first use."""
+        h = self._history
+        self._history = History(h.shipments, h.items, h.outcomes, h.travellers, entries)
+        self.watch_index = (
+            watchlist.watchlist_index(entries)
+            if entries is not None and entries.height > 0
+            else None
+        )
 
     def check_online(self, ships: pl.DataFrame) -> None:
         """Online queries must be declared at or after `as_of` (see the module doc)."""

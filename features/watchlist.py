@@ -6,15 +6,19 @@ with `features.screening.WatchlistIndex` against every entry scoring at least
 already listed before the shipment: an entry counts only when its `listed_on`
 date is before the day of `declared_at` (the listing's hour is unknown, so a
 listing on the same day does not count); an entry without a date counts always.
-Party identification numbers are also looked up among the listed document
-numbers (exact, after `normalise_document`).
+Party identification numbers (`<role>_id`) are also looked up among the listed
+document numbers (exact, after `normalise_document`): the feature
+`watchlist_id_match`.
 
 That point-in-time rule is for the model's features (training and scoring must
 see the same values). The hits that act on a shipment operationally (its lane,
 must-inspect, its place in the queue, the rescreen after a list changes) use the
 lists as they are now: `operational` screens with every entry, whatever its
 `listed_on`, so a party designated today is flagged on shipments declared today
-or waiting for clearance.
+or waiting for clearance. It screens more than the features read: a party's id
+and identity document number (`<role>_document_number`) among the listed
+document numbers, and the names and document numbers of the traveller records
+linked to the parties; such a match is an exact hit (see `operational`).
 
 The index of one watchlist frame is built once and reused while the same frame
 is passed (the online call screens one shipment against the same list).
@@ -23,7 +27,7 @@ is passed (the online call screens one shipment against the same list).
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
@@ -289,26 +293,268 @@ def _prepare_few(
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
 
 
+# Operational screening (`operational`) only: the party fields looked up among the
+# listed document numbers (a trader's id, and the identity document of a natural
+# person). The model's `watchlist_id_match` keeps reading `<role>_id` alone.
+DOCUMENT_FIELDS = ("id", "document_number")
+_OPERATIONAL_SCHEMA = {**_SCHEMA, "__wl_by": pl.String, "__wl_traveller": pl.String}
+_NAMES_CACHE: list[tuple[pl.DataFrame, dict[str, str]]] = []
+_TRAVELLERS_CACHE: list[tuple[pl.DataFrame, Any]] = []
+
+
+class Hit(NamedTuple):
+    """One operational watchlist hit of a shipment: `party` is the role matched
+    (for a linked traveller, the role of the party it is linked to), `traveller`
+    the linked traveller record's id (None: the party itself), `by` "name" (a
+    fuzzy name match, `score` its similarity) or "document" (a listed document
+    number, exact: `score` 100), `name` the listed spelling matched (for a
+    document, the entry's primary name)."""
+
+    exact: bool
+    score: int
+    party: str
+    traveller: str | None
+    by: str
+    entry: str
+    name: str
+
+    def rank(self) -> tuple[bool, int, bool, bool, str, str, str]:
+        """Sort key, best first: exact, score, the party itself before a linked
+        traveller, a name before a document, then role, record and entry ids."""
+        return (
+            not self.exact,
+            -self.score,
+            self.traveller is not None,
+            self.by != "name",
+            self.party,
+            self.traveller or "",
+            self.entry,
+        )
+
+
 def operational(
     ships: pl.DataFrame, source: History | FeatureState | pl.DataFrame | None
 ) -> pl.DataFrame:
     """The watchlist hits that act on shipments now (lane, must-inspect, queue,
-    rescreen): `prepare`'s columns, screened against the lists as they are now,
-    every entry counting whatever its `listed_on` (a party designated today is
-    flagged on a shipment declared today or waiting). `source` is the History,
-    the feature state (whose index is reused) or the watchlist frame. The model's
-    features keep the point-in-time rule."""
+    rescreen), screened against the lists as they are now, every entry counting
+    whatever its `listed_on` (a party designated today is flagged on a shipment
+    declared today or waiting). `source` is the History, the feature state (whose
+    watchlist and traveller indexes are reused) or the watchlist frame (then no
+    traveller is screened). The model's features keep the point-in-time rule and
+    `prepare`'s values.
+
+    Beyond `prepare`'s party names, this screens:
+
+    * each party's `<role>_id` and `<role>_document_number` among the listed
+      document numbers: a match identifies the listed person or company and is an
+      exact hit (`Hit.by` "document");
+    * the traveller records (API/PNR) linked to a party with a confidence of at
+      least `features.travellers.FEATURE_MIN_CONFIDENCE` (the links the features
+      use; a link by name alone stays below it), whatever their travel dates: the
+      Latin and native-script names (as party names are screened) and the travel
+      document number (exact).
+
+    Columns: `prepare`'s, where `__wl_score` is the best name similarity (parties
+    and linked travellers), `__wl_exact` any exact hit (name or document), and the
+    best hit (`Hit.rank`) fills `__wl_party`, `__wl_entry`, `__wl_name`, with
+    `__wl_by` and `__wl_traveller` (`Hit`)."""
     from features.state import FeatureState
 
     index = None
+    records = None
     if isinstance(source, FeatureState):
         index = source.watch_index
         watchlist = source.watchlist  # (not `history`: that would join the queued appends)
+        records = source.travellers.records
     elif isinstance(source, History):
         watchlist = source.watchlist
+        records = _traveller_index(source.travellers)
     else:
         watchlist = source
-    return prepare(ships, watchlist, Params(), index, as_listed_now=True)
+    base = prepare(ships, watchlist, Params(), index, as_listed_now=True)
+    if watchlist is None or watchlist.height == 0 or ships.height == 0:
+        return base.with_columns(
+            pl.lit(None, dtype=pl.String).alias("__wl_by"),
+            pl.lit(None, dtype=pl.String).alias("__wl_traveller"),
+        )
+    index = index or watchlist_index(watchlist)
+    names = _entry_names(watchlist)
+    found = _document_hits(ships, index, names)
+    for i, hits in enumerate(_traveller_hits(ships, records, index, names)):
+        found[i].extend(hits)
+    rows = []
+    for i, row in enumerate(base.iter_rows(named=True)):
+        hits = found[i]
+        if row["__wl_entry"] is not None:
+            hits.append(
+                Hit(
+                    bool(row["__wl_exact"]),
+                    int(row["__wl_score"]),
+                    row["__wl_party"],
+                    None,
+                    "name",
+                    row["__wl_entry"],
+                    row["__wl_name"],
+                )
+            )
+        best = min(hits, key=Hit.rank, default=None)
+        by_name = [h.score for h in hits if h.by == "name"]
+        rows.append(
+            (
+                row["shipment_id"],
+                max([int(row["__wl_score"]), *by_name]),
+                bool(row["__wl_exact"]) or any(h.exact for h in hits),
+                row["__wl_parties"],
+                row["__wl_id_match"],
+                None if best is None else best.party,
+                None if best is None else best.entry,
+                None if best is None else best.name,
+                None if best is None else best.by,
+                None if best is None else best.traveller,
+            )
+        )
+    return pl.DataFrame(rows, schema=_OPERATIONAL_SCHEMA, orient="row")
+
+
+def _entry_names(watchlist: pl.DataFrame) -> dict[str, str]:
+    """entry_id -> primary name of `watchlist` (built once per frame object)."""
+    for frame, names in _NAMES_CACHE:
+        if frame is watchlist:
+            return names
+    names = dict(
+        zip(
+            watchlist.get_column("entry_id").to_list(),
+            watchlist.get_column("name").to_list(),
+            strict=True,
+        )
+    )
+    _NAMES_CACHE[:] = [(watchlist, names)]
+    return names
+
+
+def _traveller_index(travellers: pl.DataFrame | None) -> Any:
+    """The `features.travellers.TravellerIndex` of a History's traveller records
+    (built once per frame object), None when there is none."""
+    if travellers is None or travellers.height == 0:
+        return None
+    for frame, records in _TRAVELLERS_CACHE:
+        if frame is travellers:
+            return records
+    from features.travellers import TravellerIndex
+
+    records = TravellerIndex(travellers)
+    _TRAVELLERS_CACHE[:] = [(travellers, records)]
+    return records
+
+
+def _document_hits(
+    ships: pl.DataFrame, index: WatchlistIndex, names: dict[str, str]
+) -> list[list[Hit]]:
+    """Per shipment row, its parties' ids and identity document numbers
+    (`DOCUMENT_FIELDS`) found among the listed document numbers."""
+    out: list[list[Hit]] = [[] for _ in range(ships.height)]
+    for role in PARTY_ROLES:
+        for field in DOCUMENT_FIELDS:
+            column = f"{role}_{field}"
+            if column not in ships.columns:
+                continue
+            for i, value in enumerate(ships.get_column(column).cast(pl.String).to_list()):
+                if value is None:
+                    continue
+                for entry, _listed in index.document(value):
+                    out[i].append(
+                        Hit(True, 100, role, None, "document", entry, names.get(entry, entry))
+                    )
+    return out
+
+
+def _party_column(ships: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    return pl.col(column).cast(dtype) if column in ships.columns else pl.lit(None, dtype=dtype)
+
+
+def _traveller_hits(
+    ships: pl.DataFrame, records: Any, index: WatchlistIndex, names: dict[str, str]
+) -> list[list[Hit]]:
+    """Per shipment row, the hits of the traveller records linked to its parties
+    (`features.travellers.link_travellers`, confidence at least
+    `FEATURE_MIN_CONFIDENCE`): each record's best name match (Latin "surname given
+    names" and native script) and its document number among the listed ones."""
+    from features.travellers import (
+        FEATURE_MIN_CONFIDENCE,
+        SHARED_FLAGS,
+        SMALL_MAX_PARTIES,
+        _party_keys,
+        link_travellers,
+    )
+
+    out: list[list[Hit]] = [[] for _ in range(ships.height)]
+    if records is None or records.travellers.height == 0:
+        return out
+    parties = pl.concat(
+        [
+            ships.select(
+                pl.concat_str([pl.int_range(pl.len()).cast(pl.String), pl.lit(f"|{role}")]).alias(
+                    "party_key"
+                ),
+                *[
+                    _party_column(ships, f"{role}_{c}", pl.String()).alias(c)
+                    for c in ("name", "phone", "email", "address", "document_number")
+                ],
+                _party_column(ships, f"{role}_birth_date", pl.Date()).alias("birth_date"),
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+    # Whether parties of other names declare the same phone, e-mail or address (a
+    # shared number links a little less surely) is computed over all the parties
+    # given, then they are linked a few at a time through the index's lookups
+    # (`SMALL_MAX_PARTIES`: the links one call over all of them gives, without
+    # comparing with every record).
+    flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
+    parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
+    links = pl.concat(
+        [
+            link_travellers(parties.slice(start, SMALL_MAX_PARTIES), records)
+            for start in range(0, parties.height, SMALL_MAX_PARTIES)
+        ]
+    ).filter(pl.col("confidence") >= FEATURE_MIN_CONFIDENCE)
+    if links.height == 0:
+        return out
+    wanted = links.get_column("traveller_record_id").unique().to_list()
+    linked = records.travellers.filter(pl.col("traveller_record_id").is_in(wanted)).select(
+        "traveller_record_id",
+        pl.concat_str([pl.col("surname"), pl.col("given_names").fill_null("")], separator=" ")
+        .str.strip_chars()
+        .alias("full"),
+        "name_native",
+        pl.col("document_number").cast(pl.String),
+    )
+    spellings = list(
+        dict.fromkeys(
+            v for c in ("full", "name_native") for v in linked.get_column(c).to_list() if v
+        )
+    )
+    matched: dict[str, tuple[str, str, int, bool]] = {}
+    for q, entry, shown, score, exact in index.screen(
+        spellings, limit=1, threshold=SCORE_FLOOR
+    ).iter_rows():
+        matched.setdefault(spellings[q], (entry, shown, int(score), bool(exact)))
+    per_record: dict[str, list[tuple[bool, int, str, str, str]]] = {}
+    for rec, full, native, document in linked.iter_rows():
+        hits = per_record.setdefault(rec, [])
+        for spelling in (full, native):
+            if spelling in matched:
+                entry, shown, score, exact = matched[spelling]
+                hits.append((exact, score, "name", entry, shown))
+        if document is not None:
+            hits.extend(
+                (True, 100, "document", e, names.get(e, e)) for e, _ in index.document(document)
+            )
+    for rec, key in links.select("traveller_record_id", "party_key").iter_rows():
+        row, role = key.split("|", 1)
+        for exact, score, by, entry, shown in per_record.get(rec, []):
+            out[int(row)].append(Hit(exact, score, role, rec, by, entry, shown))
+    return out
 
 
 @feature(

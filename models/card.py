@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from features.registry import specs
+from models.evaluate import FAMILIES, FAMILY_SHORT, capacity_columns
 
 EXCLUDED_ATTRIBUTES = (
     "traveller nationality (a protected trait; never a model feature)",
@@ -17,8 +18,10 @@ EXCLUDED_ATTRIBUTES = (
 
 KNOWN_LIMITS = (
     "Labels exist only for inspected shipments, chosen by an earlier policy: metrics on the "
-    "random-selection share are the unbiased estimate; metrics on all inspected shipments "
-    "are optimistic or pessimistic depending on that policy.",
+    "random-selection share, each draw weighted by 1/selection probability, are the "
+    "unbiased estimate; metrics on all inspected shipments are optimistic or pessimistic "
+    "depending on that policy, and their capacity is a share of the inspected shipments, "
+    "not of all shipments.",
     "Inspections miss some trafficking: a label 'no finding' is not proof of innocence.",
     "A model trained on the synthetic world reflects the typologies simulated there; on real "
     "data it must be retrained and evaluated on that administration's outcomes.",
@@ -107,10 +110,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- {k}: {v[0]} to {v[1]} ({card['rows'].get(k, 0):,} inspected shipments)"
         for k, v in card["data_windows"].items()
     ]
-    lines += ["", "## Metrics (test window)"]
-    for cap, m in card["metrics"].get("at_capacity", {}).items():
-        parts = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float))
-        lines.append(f"- {cap}: {parts}")
+    lines += ["", "## Metrics (test window)", ""]
+    lines += _capacity_table(card["metrics"])
     lines += ["", "## Attributes never used"] + [f"- {a}" for a in card["excluded_attributes"]]
     lines += ["", "## Known limits"] + [f"- {a}" for a in card["known_limits"]]
     lines += ["", "## Model inputs"] + [
@@ -121,3 +122,31 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- `{f['name']}`: {f['reason']}" for f in card["features_left_out"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def _capacity_table(metrics: dict[str, Any]) -> list[str]:
+    """The capacity figures as a Markdown table whose header says, per column, what
+    its capacity is a share of (the inspected shipments, the weighted random share,
+    all shipments of the window), followed by each family's basis."""
+    at = metrics.get("at_capacity", {})
+    if not at:
+        return []
+    columns = capacity_columns(at)
+    head = ["capacity"] + [f"{label} ({FAMILY_SHORT[f]})" for f, _, label in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cap, m in at.items():
+        cells = [_cell(m.get(key)) for _, key, _ in columns]
+        lines.append("| " + " | ".join([cap, *cells]) + " |")
+    lines.append("")
+    lines += [
+        f"- {FAMILIES[f]}: {text}" for f, text in metrics.get("basis", {}).items() if f in FAMILIES
+    ]
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

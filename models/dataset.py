@@ -47,11 +47,23 @@ def labels(outcomes: pl.DataFrame, target: Target) -> pl.DataFrame:
 
 
 def labelled(features: pl.DataFrame, outcomes: pl.DataFrame, target: Target) -> pl.DataFrame:
-    """Features of inspected shipments with label and weight, in time order."""
+    """Features of inspected shipments with label and weight, in time order. An
+    outcome whose shipment has no feature row is not in it: `without_features` lists
+    them (training refuses or reports them, see `pipelines.modelling.run_train`)."""
     return (
         features.join(labels(outcomes, target), on="shipment_id", how="inner")
         .with_columns((1.0 / pl.col("selection_probability")).clip(1.0, MAX_WEIGHT).alias(WEIGHT))
         .sort("declared_at", "shipment_id")
+    )
+
+
+def without_features(
+    features: pl.DataFrame, outcomes: pl.DataFrame, target: Target
+) -> pl.DataFrame:
+    """The inspected shipments (one row each, with their label) whose outcomes
+    `labelled` cannot use because features/ holds no row for the shipment."""
+    return labels(outcomes, target).join(
+        features.select("shipment_id"), on="shipment_id", how="anti"
     )
 
 

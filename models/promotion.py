@@ -1,12 +1,17 @@
 """Promotion: a named person moves the alias `champion` to a version.
 
-The version is compared with the current champion on the same test window (the
-version's own); a worse version is refused unless the promotion is forced, and a
-forced promotion needs a reason. Nothing is automated: the caller names who
+The version is compared with the current champion on the same shipments: the part
+of the version's test window that lies after everything either model trained or
+early-stopped on (their `train_window` and `valid_window`, read from their MLflow
+runs), so that neither is scored in-sample. When that part is empty or holds no
+finding, nothing is compared and the promotion is refused unless forced. A worse
+version is refused unless the promotion is forced, and a forced promotion needs a
+reason. Nothing is automated: the caller names who
 decides. `promote()` plans and applies in one call; callers that record the
 promotion elsewhere (the serving database and its audit log) call
-`plan_promotion()`, write their record, `apply_promotion()`, and commit, and
-`restore_champion()` if their commit fails.
+`plan_promotion()`, write and commit their record, and only then
+`apply_promotion()` (see `serving.promotions`: a champion is never in service
+without its record).
 """
 
 from __future__ import annotations
@@ -17,8 +22,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
+
 from data_contracts.settings import DataLayout
-from models.assess import Baseline, assess_version, read_features, registry
+from models.assess import (
+    Assessment,
+    Baseline,
+    assess,
+    assess_version,
+    evaluation_window,
+    read_features,
+    read_truth,
+    registry,
+)
 from models.evaluate import PRIMARY, Evaluation
 from models.registry import CHAMPION, MODEL_NAME
 
@@ -64,6 +80,12 @@ class Promotion:
     who: str
     reason: str
     at: dt.datetime
+    # The shipments both versions were compared on (the part of the version's test
+    # window after what either model saw); None when nothing was compared.
+    comparison_window: tuple[str, str] | None = None
+    # What each version trained, early-stopped and was tested on ("challenger",
+    # "champion"), as read from the registry.
+    seen: dict[str, dict[str, Any]] | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON: what was decided, by whom, why, and the numbers compared."""
@@ -80,6 +102,8 @@ class Promotion:
             "primary_challenger": _finite(self.challenger.primary()),
             "primary_champion": _finite(self.champion.primary()) if self.champion else None,
             "test_window": list(self.challenger.test_window),
+            "comparison_window": list(self.comparison_window) if self.comparison_window else None,
+            "windows": self.seen,
             "challenger": key_metrics(self.challenger),
             "champion": key_metrics(self.champion) if self.champion else None,
         }
@@ -112,6 +136,94 @@ def current_champion(layout: DataLayout) -> str | None:
     return reg.version(CHAMPION).version if reg.has_alias(CHAMPION) else None
 
 
+Window = tuple[dt.datetime, dt.datetime]
+
+
+def _window(value: str | None) -> Window | None:
+    """A window recorded as `FROM|TO` (MLflow params of `caravan train`)."""
+    if not value or "|" not in value:
+        return None
+    try:
+        start, end = (dt.datetime.fromisoformat(v.strip()) for v in value.split("|", 1))
+    except ValueError:
+        return None
+    return start, end
+
+
+def _when(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a version trained and early-stopped on (its run's `train_window` and
+    `valid_window` params) and the test window it was evaluated on (its tags)."""
+
+    version: str
+    train: Window | None
+    valid: Window | None
+    test: Window | None
+
+    def last_seen(self) -> dt.datetime | None:
+        """The latest declaration time the version trained or early-stopped on. When
+        the run's windows are not recorded, everything before its test window (the
+        newest shipments of its data) counts as seen; None when nothing is known."""
+        ends = [w[1] for w in (self.train, self.valid) if w is not None]
+        if ends:
+            return max(ends)
+        if self.test is not None:
+            return self.test[0] - dt.timedelta(microseconds=1)
+        return None
+
+    def describe(self) -> str:
+        parts = [
+            f"{what} {_when(w[0])} to {_when(w[1])}"
+            for what, w in (
+                ("trained on", self.train),
+                ("early-stopped on", self.valid),
+                ("tested on", self.test),
+            )
+            if w is not None
+        ]
+        return ", ".join(parts) if parts else "windows not recorded"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            **{
+                name: [str(w[0]), str(w[1])] if w is not None else None
+                for name, w in (("train", self.train), ("valid", self.valid), ("test", self.test))
+            },
+        }
+
+
+def seen_by(layout: DataLayout, version: str) -> Seen:
+    """The windows of `version`, read from its MLflow run and its tags."""
+    reg = registry(layout)
+    mv = reg.version(version)
+    try:
+        params = dict(reg.client().get_run(mv.run_id).data.params)
+    except Exception:  # a run deleted from the store: fall back on the tags
+        params = {}
+    test = None
+    if "test_from" in mv.tags and "test_to" in mv.tags:
+        test = _window(f"{mv.tags['test_from']}|{mv.tags['test_to']}")
+    return Seen(
+        mv.version,
+        _window(params.get("train_window")),
+        _window(params.get("valid_window")),
+        test,
+    )
+
+
+def _overlap(target: str, previous: str, mine: Seen, theirs: Seen) -> str:
+    return (
+        f"champion {previous} {theirs.describe()}; version {target} {mine.describe()}. "
+        f"A comparison is honest only on shipments neither model trained or "
+        f"early-stopped on"
+    )
+
+
 def plan_promotion(
     layout: DataLayout,
     version: str,
@@ -122,7 +234,8 @@ def plan_promotion(
     baseline: Baseline | None = None,
 ) -> Promotion:
     """Decide, changing nothing: evaluate `version` and the current champion on the
-    version's test window and apply the refusal rules."""
+    part of the version's test window after what both models saw, and apply the
+    refusal rules."""
     who = (who or "").strip()
     if not who:
         raise PromotionError("a promotion names the person who decides it")
@@ -140,44 +253,95 @@ def plan_promotion(
     if previous == target:
         raise PromotionRefusedError(f"version {target} is already the champion")
     features = read_features(layout)
-    challenger, _ = assess_version(layout, target, baseline=baseline, features=features)
+    force_hint = "force it with a reason (--force --reason TEXT) to promote anyway"
+    challenger: Evaluation
     champion: Evaluation | None = None
+    compared: tuple[str, str] | None = None
+    seen: dict[str, dict[str, Any]] | None = None
     worse = False
-    if previous is not None:
-        champ, _ = assess_version(
-            layout, previous, window_of=target, baseline=baseline, features=features
-        )
-        champion = champ.evaluation
-        ours, theirs = challenger.evaluation.primary(), champion.primary()
-        if math.isnan(ours) or math.isnan(theirs):
-            # no finding in the test window (or no truth): nothing can be compared
+    if previous is None:
+        challenger = assess_version(layout, target, baseline=baseline, features=features)[
+            0
+        ].evaluation
+    else:
+        mine, theirs = seen_by(layout, target), seen_by(layout, previous)
+        seen = {"challenger": mine.as_json(), "champion": theirs.as_json()}
+        lasts = [mine.last_seen(), theirs.last_seen()]
+        if mine.test is None:
+            raise PromotionRefusedError(
+                f"version {target} has no recorded test window: it cannot be compared"
+            )
+        window = evaluation_window(layout, reg.version(target).tags, features)
+        known = [t for t in lasts if t is not None]
+        if len(known) < len(lasts):
+            window = window.clear()  # what a model saw is unknown: nothing is out-of-sample
+        else:
+            window = window.filter(pl.col("declared_at") > max(known))
+        if window.height == 0:
             if not force:
                 raise PromotionRefusedError(
-                    f"version {target} cannot be compared with champion {previous}: "
-                    f"{challenger.evaluation.primary_metric()} is undefined on the test "
-                    "window (it holds no finding); force it with a reason to promote anyway"
+                    f"version {target} cannot be compared with champion {previous}: no "
+                    f"inspected shipment of version {target}'s test window "
+                    f"({_when(mine.test[0])} to {_when(mine.test[1])}) lies after what "
+                    f"both models saw, so the windows overlap: "
+                    f"{_overlap(target, previous, mine, theirs)}; {force_hint}"
                 )
+            challenger = assess_version(layout, target, baseline=baseline, features=features)[
+                0
+            ].evaluation
             worse = True  # recorded as not shown to be at least as good
         else:
-            worse = ours < theirs
-        if worse and not force:
-            raise PromotionRefusedError(
-                f"version {target} is worse than champion {previous} on "
-                f"{challenger.evaluation.primary_metric()} "
-                f"({challenger.evaluation.primary():.3f} < {champion.primary():.3f}); "
-                "force it with a reason to promote anyway"
-            )
+            ours = _assess(layout, target, window, features, baseline).evaluation
+            champ = _assess(layout, previous, window, features, baseline).evaluation
+            challenger, champion = ours, champ
+            compared = ours.test_window
+            mine_p, theirs_p = ours.primary(), champ.primary()
+            if math.isnan(mine_p) or math.isnan(theirs_p):
+                # no finding in the comparison window (or no truth): nothing compared
+                if not force:
+                    raise PromotionRefusedError(
+                        f"version {target} cannot be compared with champion {previous}: "
+                        f"{ours.primary_metric()} is undefined on the comparison window "
+                        f"{compared[0][:16]} to {compared[1][:16]} (the part of version "
+                        f"{target}'s test window after what both models saw; it holds no "
+                        f"finding): {_overlap(target, previous, mine, theirs)}; {force_hint}"
+                    )
+                worse = True  # recorded as not shown to be at least as good
+            else:
+                worse = mine_p < theirs_p
+            if worse and not force:
+                raise PromotionRefusedError(
+                    f"version {target} is worse than champion {previous} on "
+                    f"{ours.primary_metric()} ({mine_p:.3f} < {theirs_p:.3f}) on "
+                    f"{compared[0][:16]} to {compared[1][:16]} "
+                    f"({ours.n_inspected:,} inspected shipments after what both models "
+                    "saw); force it with a reason to promote anyway"
+                )
     return Promotion(
         version=target,
         previous=previous,
-        challenger=challenger.evaluation,
+        challenger=challenger,
         champion=champion,
         forced=force,
         worse=worse,
         who=who,
         reason=reason or (DEFAULT_REASON if previous is not None else FIRST_REASON),
         at=dt.datetime.now(dt.UTC),
+        comparison_window=compared,
+        seen=seen,
     )
+
+
+def _assess(
+    layout: DataLayout,
+    version: str,
+    window: pl.DataFrame,
+    features: pl.DataFrame,
+    baseline: Baseline | None,
+) -> Assessment:
+    """Evaluate `version` on the given inspected shipments."""
+    booster, mv = registry(layout).load(version)
+    return assess(booster, mv.version, window, features, read_truth(layout), baseline)
 
 
 def apply_promotion(layout: DataLayout, promo: Promotion) -> None:
@@ -212,11 +376,12 @@ _LOGGED = (
     "primary_metric",
     "primary_challenger",
     "primary_champion",
+    "comparison_window",
 )
 
 
 def restore_champion(layout: DataLayout, promo: Promotion) -> None:
-    """Undo `apply_promotion`'s alias move (when recording the promotion failed)."""
+    """Undo `apply_promotion`'s alias move (to the champion before `promo`)."""
     reg = registry(layout)
     if promo.previous is not None:
         reg.set_alias(CHAMPION, promo.previous)

@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluate import Evaluation, top_k_mask
+from models.evaluate import (
+    FAMILIES,
+    Evaluation,
+    capacity_columns,
+    top_k_mask,
+    weighted_precision_recall_at,
+)
 
 CURVE_CAPACITIES = np.array([0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.10, 0.15, 0.20])
 
@@ -24,7 +30,22 @@ def _pyplot() -> Any:
     return plt
 
 
-def capacity_curve(scores: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+def capacity_curve(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, list[float]]:
+    """Precision and recall at each capacity; with `weights` (the random share's
+    1/selection probability) the self-normalised weighted figures of
+    `models.evaluate.weighted_precision_recall_at`."""
+    if weights is not None:
+        pairs = [
+            weighted_precision_recall_at(scores, labels, weights, float(k))
+            for k in CURVE_CAPACITIES
+        ]
+        return {
+            "capacity": CURVE_CAPACITIES.tolist(),
+            "precision": [p for p, _ in pairs],
+            "recall": [0.0 if r != r else r for _, r in pairs],
+        }
     prec, rec = [], []
     positives = max(float(labels.sum()), 1.0)
     for k in CURVE_CAPACITIES:
@@ -43,7 +64,8 @@ def plot_capacity(curves: dict[str, dict[str, list[float]]], path: Path) -> None
         ax.plot(cap, c["recall"], marker="o", label=f"recall - {name}")
         if "precision" in c:
             ax.plot(cap, c["precision"], marker="s", linestyle="--", label=f"precision - {name}")
-    ax.set_xlabel("inspection capacity (% of shipments)")
+    # each curve's capacity is a share of the set it ranks (UAT2 DS F7)
+    ax.set_xlabel("capacity (top k % of each curve's set: inspected, random share, all)")
     ax.set_ylabel("share")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
@@ -171,21 +193,25 @@ def write_report(ev: Evaluation, folder: Path, images: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = ev.to_json()
     (folder / "evaluation.json").write_text(json.dumps(data, indent=2, default=str))
+    columns = capacity_columns(ev.at_capacity)
     rows = []
     for cap, m in ev.at_capacity.items():
-        cells = "".join(
-            f"<td>{_fmt(m.get(k))}</td>"
-            for k in (
-                "precision",
-                "recall",
-                "precision_random_share",
-                "recall_random_share",
-                "true_recall",
-                "rules_true_recall",
-                "random_true_recall",
-            )
-        )
+        cells = "".join(f"<td>{_fmt(m.get(key))}</td>" for _, key, _ in columns)
         rows.append(f"<tr><th>{cap}</th>{cells}</tr>")
+    # one header cell per family, saying what its capacity is a share of
+    spans: list[tuple[str, int]] = []
+    for family, _, _ in columns:
+        if spans and spans[-1][0] == family:
+            spans[-1] = (family, spans[-1][1] + 1)
+        else:
+            spans.append((family, 1))
+    family_head = "".join(f"<th colspan='{n}'>{html.escape(FAMILIES[f])}</th>" for f, n in spans)
+    column_head = "".join(f"<th>{html.escape(label)}</th>" for _, _, label in columns)
+    basis = "".join(
+        f"<li><b>{html.escape(FAMILIES[f])}</b>: {html.escape(text)}</li>"
+        for f, text in ev.basis.items()
+        if f in FAMILIES
+    )
     per = ev.at_capacity["5%"].get("per_typology") or {}
     typ_rows = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{_fmt(v)}</td></tr>" for t, v in sorted(per.items())
@@ -224,12 +250,16 @@ figure.wide{{display:block}}figure.wide img{{max-width:100%}}</style></head><bod
 {ev.n_inspected:,} inspected shipments, {ev.n_positive:,} with a finding;
 {ev.n_random:,} of them drawn at random ({ev.n_random_positive:,} with a finding).
 PR-AUC {_fmt(data["pr_auc"])} on all inspected, {_fmt(data["pr_auc_random_share"])} on the
-random share; Brier score {_fmt(data["brier"])}.</p>
+random share (weighted); Brier score {_fmt(data["brier"])}.</p>
 <p>Metrics on all inspected shipments are biased by the policy that chose them; the random
-share estimates them without that bias. {html.escape(truth_note, quote=False)}</p><ul>{notes}</ul>
-<table><tr><th>capacity</th><th>precision</th><th>recall</th><th>precision (random share)</th>
-<th>recall (random share)</th><th>true recall</th><th>rules-only true recall</th>
-<th>random true recall</th></tr>{"".join(rows)}</table>
+share, each draw weighted by the inverse of its recorded selection probability
+(Horvitz-Thompson), estimates them without that bias. A capacity of k % means three
+different sets below: k % of the inspected shipments, k % of the traffic the random
+share stands for, and k % of all shipments of the window (the slots an office that
+inspects k % of its traffic has). {html.escape(truth_note, quote=False)}</p><ul>{notes}</ul>
+<table><tr><th rowspan='2'>capacity</th>{family_head}</tr><tr>{column_head}</tr>
+{"".join(rows)}</table>
+<ul class="basis">{basis}</ul>
 {typ_section}{imgs}</body></html>"""
     path = folder / "index.html"
     path.write_text(page, encoding="utf-8")

@@ -146,6 +146,11 @@ def validate(
     if as_json:
         out.print_json(json.dumps(summary))
         return
+    if run.pulled:
+        out.print(
+            "Written to raw/ first, from the database (stored over the API): "
+            + ", ".join(f"{n:,} {t}" for t, n in run.pulled.items())
+        )
     table = Table(title=f"Validation of {layout.raw}")
     for col in ("input", "rows", "accepted", "quarantined", "rejected by rule"):
         table.add_column(col, justify="left" if col in ("input", "rejected by rule") else "right")
@@ -170,7 +175,6 @@ def main() -> None:  # pragma: no cover - console entry point
 @app.command()
 def features(data: DataOption = None, as_json: JsonOption = False) -> None:
     """Build point-in-time features of every validated shipment into features/."""
-    from features.registry import feature_set_version
     from pipelines.features import MissingInputError, run_features
 
     layout = _layout(data)
@@ -187,7 +191,10 @@ def features(data: DataOption = None, as_json: JsonOption = False) -> None:
         "rows": frame.height,
         "features": frame.width - 7,
         "path": str(path),
-        "feature_set_version": feature_set_version(),
+        # (with the export's own columns, `extras`, when an import brought some)
+        "feature_set_version": json.loads((layout.features / "feature_set.json").read_text())[
+            "feature_set_version"
+        ],
     }
     if as_json:
         out.print_json(json.dumps(summary))
@@ -220,8 +227,12 @@ def watchlist_import(
         ),
     ] = None,
     list_name: Annotated[
-        str, typer.Option("--list-name", help="Name of the national list.")
-    ] = "national",
+        str | None,
+        typer.Option(
+            "--list-name",
+            help="Name of the national list (required with --national; UN-SC is reserved).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Load watchlist entries into validated/watchlist.parquet (replacing the same list)."""
@@ -241,8 +252,15 @@ def watchlist_import(
 
             frames.append(load_un_consolidated(un))
         if national is not None:
-            from data_contracts.loaders.national import load_national_csv
+            from data_contracts.loaders.national import list_name_problem, load_national_csv
 
+            if list_name is None:
+                _fail("--national needs --list-name NAME (the list it replaces)")
+                return
+            problem = list_name_problem(list_name)
+            if problem:
+                _fail(f"--list-name: {problem}")
+                return
             frames.append(load_national_csv(national, list_name))
     except ReferenceFileError as exc:
         _fail(str(exc))
@@ -321,7 +339,16 @@ def train(
         "trees": run.best_iteration,
         "report": str(run.report),
         "evaluation": run.evaluation.to_json(),
+        "outcomes_without_shipment": run.outcomes_without_shipment,
     }
+    if run.outcomes_without_shipment:
+        console.print(
+            f"[yellow]warning:[/] {run.outcomes_without_shipment:,} validated outcome(s) "
+            f"({run.positives_without_shipment:,} positive) were not trained on: their "
+            "shipments are not in validated/ (quarantined or never declared); counted in "
+            "the model card and the MLflow run",
+            soft_wrap=True,
+        )
     if as_json:
         out.print_json(json.dumps(summary, default=str))
         return
@@ -334,25 +361,36 @@ def train(
 
 
 def _print_evaluation(ev: Any) -> None:
-    table = Table(
-        title=f"Model {ev.model_version}: test window {ev.test_window[0][:10]} "
+    """One table per family of capacity figures, each titled with what its
+    capacity is a share of (UAT2 DS F7: they are three different operating points)."""
+    from models.evaluate import FAMILIES, capacity_columns
+
+    out.print(
+        f"Model {ev.model_version}: test window {ev.test_window[0][:10]} "
         f"to {ev.test_window[1][:10]}"
     )
-    cols = (
-        "precision",
-        "recall",
-        "precision_random_share",
-        "recall_random_share",
-        "true_recall",
-        "rules_true_recall",
-        "random_true_recall",
-    )
-    table.add_column("capacity")
-    for c in cols:
-        table.add_column(c.replace("_", " "), justify="right")
-    for cap, m in ev.at_capacity.items():
-        table.add_row(cap, *[("-" if m.get(c) is None else f"{m[c]:.3f}") for c in cols])
-    out.print(table)
+    cols = capacity_columns(ev.at_capacity)
+    basis = getattr(ev, "basis", {})
+    for family, title in FAMILIES.items():
+        mine = [c for c in cols if c[0] == family]
+        if not mine:
+            continue
+        out.print(title, soft_wrap=True, highlight=False, markup=False)
+        table = Table()
+        table.add_column("capacity")
+        for _, _, label in mine:
+            table.add_column(label, justify="right")
+        for cap, m in ev.at_capacity.items():
+            table.add_row(cap, *[_capacity_cell(m.get(key)) for _, key, _ in mine])
+        out.print(table)
+        if basis.get(family):
+            out.print(basis[family], soft_wrap=True, highlight=False)
+
+
+def _capacity_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
 
 
 @app.command()
@@ -429,8 +467,21 @@ def promote(
     promo = done.promotion
     _print_evaluation(promo.challenger)
     if promo.champion is not None:
-        out.print(f"Champion until now: version {promo.previous}, on the same test window:")
+        out.print(f"Champion until now: version {promo.previous}, on the same shipments:")
         _print_evaluation(promo.champion)
+    if promo.comparison_window is not None:
+        start, end = (w[:16] for w in promo.comparison_window)
+        out.print(
+            f"Compared on {start} to {end}: the part of version {promo.version}'s test "
+            "window after what both models trained and early-stopped on.",
+            soft_wrap=True,
+        )
+    elif promo.previous is not None:
+        out.print(
+            f"Not compared with version {promo.previous}: no shipment after what both "
+            "models saw (forced).",
+            soft_wrap=True,
+        )
     out.print(
         f"Version {promo.version} is now the champion (by {promo.who}"
         + (f"; forced: {promo.reason}" if promo.forced else "")
@@ -447,38 +498,115 @@ def score(
     since: Annotated[
         str | None, typer.Option("--since", help="Only shipments declared on or after this date.")
     ] = None,
+    who: Annotated[
+        str,
+        typer.Option(
+            "--by", envvar="USER", help="Who runs the scoring (in the audit entry of the run)."
+        ),
+    ] = "batch",
     as_json: JsonOption = False,
 ) -> None:
-    """Score validated shipments in batch into scores/ (explaining the riskiest)."""
+    """Score validated shipments in batch into a new run under scores/runs/ (explaining
+    the riskiest); earlier runs are kept, scores/scores.parquet is the latest run's."""
     from pipelines.features import MissingInputError
-    from pipelines.modelling import UnknownModelError, run_score
+    from pipelines.modelling import NothingToScoreError, UnknownModelError, run_score
 
     layout = _layout(data)
+    cutoff = _date(since, "--since")
     try:
         with _progress() as bar:
             task = bar.add_task("scoring", total=None)
-            scores, path = run_score(
+            run = run_score(
                 layout,
                 version,
-                since=_date(since, "--since"),
+                since=cutoff,
                 say=lambda m: bar.update(task, description=m),
             )
+    except NothingToScoreError as exc:  # nothing to do is not an error for a nightly job
+        if as_json:
+            out.print_json(json.dumps({"rows": 0, "message": str(exc)}))
+        else:
+            out.print(f"{exc} (scores/ left as it is)")
+        return
     except (MissingInputError, UnknownModelError) as exc:
         _fail(str(exc))
         return
+    audited = _audit_score_run(data, layout, run.manifest, who)
+    scores = run.scores
     summary = {
         "rows": scores.height,
         "explained": int(scores["explanation"].is_not_null().sum()),
-        "model_version": scores["model_version"][0] if scores.height else None,
-        "path": str(path),
+        "model_version": run.manifest["model_version"],
+        "run": run.run,
+        "path": str(run.folder),
+        "latest": str(layout.scores / "scores.parquet"),
+        "audit_seq": audited,
     }
     if as_json:
         out.print_json(json.dumps(summary))
         return
     out.print(
         f"{summary['rows']:,} shipments scored with model version "
-        f"{summary['model_version']} ({summary['explained']:,} explained) in {path}"
+        f"{summary['model_version']} ({summary['explained']:,} explained) in {run.folder} "
+        f"(also the latest view {summary['latest']}); "
+        + (
+            f"audit entry {audited}."
+            if audited is not None
+            else "no database here: recorded in the run's manifest.json only."
+        ),
+        soft_wrap=True,
     )
+
+
+def _audit_score_run(
+    data: Path | None, layout: DataLayout, manifest: dict[str, Any], who: str
+) -> int | None:
+    """Append a `batch_score` entry (the run's manifest: counts, model version, files
+    and their hashes) to the deployment's audit log when it has a Caravan database;
+    the entry's seq, or None when there is none (the manifest is then the record)."""
+    from serving.db import (
+        current_revision,
+        database_url,
+        head_revision,
+        make_engine,
+        session_factory,
+        sqlite_path,
+    )
+    from serving.services import audit
+
+    settings = Settings() if data is None else Settings(data=data)
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return None
+    engine = make_engine(url)
+    try:
+        try:
+            at = current_revision(engine)
+        except Exception as exc:  # an unreachable database: the scores are written
+            console.print(
+                f"[yellow]warning:[/] the database cannot be read ({type(exc).__name__}): "
+                "the run is recorded in its manifest.json only",
+                soft_wrap=True,
+            )
+            return None
+        if at is None:
+            return None
+        if at != head_revision():
+            console.print(
+                f"[yellow]warning:[/] the database is at migration {at}: the run is recorded "
+                "in its manifest.json only (run `caravan db upgrade`)",
+                soft_wrap=True,
+            )
+            return None
+        with session_factory(engine)() as session:
+            entry = audit(
+                session, "batch_score", who, manifest, entity="score_run", entity_id=manifest["run"]
+            )
+            session.commit()
+            return int(entry.seq)
+    finally:
+        engine.dispose()
 
 
 @app.command("import")

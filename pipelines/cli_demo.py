@@ -351,23 +351,25 @@ def demo_serve(
     ] = 1,
 ) -> None:
     """Serve the demo world: demo accounts, example rules, watchlist, today's queues."""
-    import uvicorn
-
     from data_contracts.settings import DataLayout, Settings
+    from pipelines.cli_serving import configure_logging, held_deployment, log_level, run_server
     from serving.app import create_app
 
+    level = log_level()
     settings = Settings(data=data) if data is not None else Settings()
     layout = DataLayout(settings.data)
-    try:
-        with err.status("preparing the demo") as status:
-            setup = setup_demo(settings, layout, days=days, say=lambda m: status.update(m))
-    except DemoError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    print_setup(setup, f"http://{shown}:{port}")
-    app = create_app(settings, layout)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # One server per deployment: held before the demo writes to the database.
+    with held_deployment(settings, layout):
+        try:
+            with err.status("preparing the demo") as status:
+                setup = setup_demo(settings, layout, days=days, say=lambda m: status.update(m))
+        except DemoError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+        print_setup(setup, f"http://{shown}:{port}")
+        configure_logging(level)  # (after the progress display of the preparation)
+        run_server(create_app(settings, layout), host, port, level)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,8 @@ Registered on the main CLI with `register(app)`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,10 +15,12 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-    from data_contracts.settings import DataLayout
+    from data_contracts.settings import DataLayout, Settings
+    from serving.scoring import ModelHolder
 
 out = Console()
 err = Console(stderr=True)
@@ -93,20 +97,98 @@ def _known_offices(session: Session, layout: DataLayout) -> set[str]:
     return known_offices(session, QueueSettings().office_capacities, layout.validated)
 
 
+LOG_LEVEL_ENV = "CARAVAN_LOG_LEVEL"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level() -> str:
+    """The server's log level: `CARAVAN_LOG_LEVEL` (default INFO). Exits 2 naming
+    the variable when it is not a level."""
+    import os
+
+    value = os.environ.get(LOG_LEVEL_ENV, "").strip().upper() or "INFO"
+    if value not in LOG_LEVELS:
+        err.print(
+            f"{LOG_LEVEL_ENV}={os.environ.get(LOG_LEVEL_ENV)!r} is not a log level: "
+            f"use one of {', '.join(LOG_LEVELS)}"
+        )
+        raise typer.Exit(2)
+    return value
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr with time, level and logger name: records of Caravan's loggers
+    (`serving.*`, `features.*`, ...) and uvicorn's from `level` up, other
+    libraries' from WARNING."""
+    import logging.config
+
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"caravan": {"format": LOG_FORMAT}},
+            "handlers": {
+                "stderr": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stderr",
+                    "formatter": "caravan",
+                }
+            },
+            "root": {"level": "WARNING", "handlers": ["stderr"]},
+            "loggers": {
+                name: {"level": level}
+                for name in ("serving", "features", "models", "pipelines", "data_contracts")
+            },
+        }
+    )
+
+
+def run_server(app: FastAPI, host: str, port: int, level: str) -> None:
+    """uvicorn on `app`, its own log records going through `configure_logging`'s
+    handler (time, level and logger name on every line)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=level.lower(), log_config=None)
+
+
+@contextmanager
+def held_deployment(settings: Settings, layout: DataLayout) -> Iterator[None]:
+    """`serving.server_lock.deployment_lock` for as long as this runs; exits 1 with
+    its message when another server holds the deployment."""
+    from sqlalchemy.exc import OperationalError
+
+    from serving.server_lock import DeploymentInUseError, deployment_lock
+
+    with ExitStack() as held:
+        try:
+            held.enter_context(deployment_lock(settings, layout))
+        except DeploymentInUseError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(1) from None
+        except OperationalError as exc:  # (PostgreSQL, for its advisory lock)
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            err.print(f"[bold red]error:[/] cannot connect to the database: {reason}")
+            raise typer.Exit(1) from None
+        yield
+
+
 def serve(
     data: DataOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
-    """Run the API (uvicorn) with the champion model."""
-    import uvicorn
-
+    """Run the API (uvicorn) with the champion model: one server per deployment
+    (a second one on the same data directory or database exits 1)."""
     from data_contracts.settings import DataLayout, Settings
     from serving.app import create_app
 
+    level = log_level()
     settings = Settings(data=data) if data is not None else Settings()
-    app = create_app(settings, DataLayout(settings.data))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    layout = DataLayout(settings.data)
+    with held_deployment(settings, layout):
+        configure_logging(level)
+        run_server(create_app(settings, layout), host, port, level)
 
 
 users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -342,7 +424,9 @@ def audit_replay(
 ) -> None:
     """Recompute a stored score from its stored feature vector and model version, and
     compare the stored score with its audit entry (probability, lane, model, feature
-    vector). MISMATCH (exit 1) when either differs."""
+    vector). MISMATCH (exit 1) when either differs. A shipment with no score in the
+    database is replayed from its batch scores (`caravan score`, scores/runs/): its
+    latest run's, or every run's with --all."""
     from models.registry import Registry
     from serving.scoring import ModelHolder
     from serving.services import ServiceError, replay, replay_all
@@ -359,8 +443,11 @@ def audit_replay(
             else:
                 results = [replay(session, holder, shipment_id, score_id)]
     except ServiceError as exc:
-        err.print(exc.message)
-        raise typer.Exit(1) from None
+        if exc.status != 404 or score_id is not None:
+            err.print(exc.message)
+            raise typer.Exit(1) from None
+        _replay_batch(layout, holder, shipment_id, every, exc.message)
+        return
     finally:
         engine.dispose()
     for result in results:
@@ -372,10 +459,49 @@ def audit_replay(
                 " (stored differs from the audit log: " + "; ".join(result["differences"]) + ")"
             )
         out.print(
-            f"shipment {shipment_id} score {result['score_id']} model {result['model_version']}: "
+            f"shipment {shipment_id} score {result['score_id']} (database) "
+            f"model {result['model_version']}: "
             f"stored {result['stored']!r} recomputed {result['recomputed']!r} {verdict}"
         )
     if not all(r["matches"] for r in results):
+        raise typer.Exit(1)
+
+
+def _replay_batch(
+    layout: DataLayout, holder: ModelHolder, shipment_id: str, every: bool, no_score: str
+) -> None:
+    """Replay the shipment's batch scores (latest run, or all): recompute from the
+    stored vector with the stored model version; MISMATCH (exit 1) when the recomputed
+    probability differs or the vector no longer has its recorded hash."""
+    import math
+
+    from pipelines.modelling import batch_scores
+
+    found = batch_scores(layout, shipment_id)
+    if not found:
+        err.print(f"{no_score}: not in the database, nor in any batch run under {layout.scores}")
+        raise typer.Exit(1)
+    ok = True
+    for score in found if every else found[-1:]:
+        where = f"batch run {score.run}" if score.run else "batch scores"
+        head = (
+            f"shipment {shipment_id} {where} ({score.source}) model {score.model_version}: "
+            f"stored {score.probability!r}"
+        )
+        if score.vector is None:
+            out.print(f"{head} MISMATCH (its feature vector is not stored)", soft_wrap=True)
+            ok = False
+            continue
+        recomputed = float(holder.version(score.model_version).predict_vectors([score.vector])[0])
+        same = math.isclose(score.probability, recomputed, rel_tol=1e-9, abs_tol=1e-12)
+        verdict = "MATCH" if same and score.vector_matches_ref else "MISMATCH"
+        if not same:
+            verdict += " (recomputed differs from stored)"
+        if not score.vector_matches_ref:
+            verdict += " (the stored feature vector differs from its recorded reference)"
+        out.print(f"{head} recomputed {recomputed!r} {verdict}", soft_wrap=True)
+        ok = ok and same and score.vector_matches_ref
+    if not ok:
         raise typer.Exit(1)
 
 

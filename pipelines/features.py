@@ -14,7 +14,7 @@ from data_contracts.settings import DataLayout
 from features.build import build_features
 from features.context import History
 from features.inputs import unavailable
-from features.registry import feature_set_version, specs
+from features.registry import extra_codes, feature_set_version, specs
 from pipelines.validate import read_absent, write_parquet
 
 FEATURES_FILE = "features.parquet"
@@ -50,10 +50,31 @@ def load_history(layout: DataLayout) -> History:
     )
 
 
+EXTRA_CODES = "codes.json"  # raw/extras/codes.json: the code tables of categorical extras
+
+
+def read_extra_codes(layout: DataLayout) -> dict[str, list[str]]:
+    """The code tables of the categorical extras given so far (`extra_<column>` ->
+    values, code = position + 1): raw/extras/codes.json, kept beside the extras so
+    that rebuilding features/ keeps the codes; for a data directory whose features
+    were built before it existed, the tables recorded in features/feature_set.json."""
+    path = layout.raw / "extras" / EXTRA_CODES
+    if path.exists():
+        return {str(k): [str(v) for v in vs] for k, vs in json.loads(path.read_text()).items()}
+    meta = layout.features / "feature_set.json"
+    if meta.exists():
+        known = json.loads(meta.read_text()).get("extras", {}).get("categorical", {})
+        return {str(k): [str(v) for v in vs] for k, vs in known.items()}
+    return {}
+
+
 def _with_extras(layout: DataLayout, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Join the extra columns an import kept (raw/extras/) as `extra_*` features:
-    numbers as they are, categories as stable integer codes (sorted values, 0 for
-    missing), whose mapping is recorded in feature_set.json."""
+    numbers as they are, categories as integer codes (0 for missing) from code
+    tables that only grow: a value keeps the code it was first given, a new value
+    gets the next code, so a model trained earlier scores the shipments it knows
+    with the codes it was trained with. The tables are kept in raw/extras/codes.json
+    and recorded in feature_set.json (and, by `caravan train`, with each model)."""
     folder = layout.raw / "extras"
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
@@ -63,7 +84,13 @@ def _with_extras(layout: DataLayout, frame: pl.DataFrame) -> tuple[pl.DataFrame,
     )
     numeric = [c for c, t in extras.schema.items() if c != "shipment_id" and t.is_numeric()]
     categorical = [c for c, t in extras.schema.items() if c != "shipment_id" and t == pl.String]
-    codes = {c: sorted(extras[c].drop_nulls().unique().to_list()) for c in categorical}
+    seen = {f"extra_{c}": extras[c].drop_nulls().unique().to_list() for c in categorical}
+    tables = extra_codes(read_extra_codes(layout), seen)
+    codes = {c: tables[f"extra_{c}"] for c in categorical}
+    path = folder / EXTRA_CODES
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(tables, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
     extras = extras.select(
         "shipment_id",
         *[pl.col(c).cast(pl.Float64).alias(f"extra_{c}") for c in numeric],
@@ -80,7 +107,10 @@ def _with_extras(layout: DataLayout, frame: pl.DataFrame) -> tuple[pl.DataFrame,
         "numeric": [f"extra_{c}" for c in numeric],
         "categorical": {f"extra_{c}": codes[c] for c in categorical},
     }
-    return frame.join(extras, on="shipment_id", how="left", maintain_order="left"), meta
+    joined = frame.join(extras, on="shipment_id", how="left", maintain_order="left")
+    # a shipment without extras (e.g. one the API stored without them) is missing
+    # its categories: code 0, as a missing value and as serving codes it
+    return joined.with_columns(pl.col(f"extra_{c}").fill_null(0) for c in categorical), meta
 
 
 def _unavailable(layout: DataLayout, history: History) -> dict[str, str]:
@@ -104,7 +134,7 @@ def run_features(
     frame = build_features(history.shipments, history.items, history)
     frame, extras = _with_extras(layout, frame)
     frame = frame.sort("declared_at", "shipment_id")
-    version = feature_set_version()
+    version = feature_set_version(extras)
     say("writing features")
     path = layout.features / FEATURES_FILE
     write_parquet(frame, path)

@@ -5,7 +5,10 @@
 Nothing happens at import time.
 """
 
+import base64
+import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -17,7 +20,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -44,6 +49,12 @@ from serving.web import mount_web
 log = logging.getLogger(__name__)
 
 UNMATCHED = "<unmatched>"
+# The request methods counted under their own name; any other is counted as "other"
+# (a client may send any token as a method: each would add series to /metrics).
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+OTHER_METHOD = "other"
 
 
 def _app_version() -> str:
@@ -168,7 +179,9 @@ def make_metrics() -> Metrics:
 
 
 class MetricsMiddleware:
-    """Counts requests and times them, labelled by route template (never raw paths)."""
+    """Counts requests and times them, labelled by route template (never raw paths)
+    and method (the standard ones; any other as "other"), so that the number of
+    series stays bounded whatever clients send."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes_of: FastAPI) -> None:
         self.app = app
@@ -207,6 +220,8 @@ class MetricsMiddleware:
             self.metrics.in_progress.dec()
             route = self._route(scope)
             method = str(scope.get("method", ""))
+            if method not in HTTP_METHODS:
+                method = OTHER_METHOD
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
             self.metrics.requests.labels(method, route, str(status)).inc()
 
@@ -222,6 +237,76 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+# --- API documentation pages ----------------------------------------------------------
+
+# Swagger UI and ReDoc, served from this server (the files the `fastapi-offline`
+# package ships, pinned with the other dependencies), never from a CDN: the pages
+# share the officers' origin, so only the server's own scripts may run there.
+DOCS_ASSETS = "/docs-assets"
+_DOCS_CSP = (
+    "default-src 'none'; script-src 'self'{scripts}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'{workers}; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def _docs_assets_dir() -> str:
+    from importlib.resources import files
+
+    return str(files("fastapi_offline") / "static")
+
+
+def _with_csp(page: HTMLResponse, *, workers: str = "") -> HTMLResponse:
+    """`page` with a Content-Security-Policy letting only the server's own scripts
+    and the page's own inline initialiser (by its hash) run."""
+    html = bytes(page.body).decode()
+    hashes = "".join(
+        " 'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+        for code in _INLINE_SCRIPT.findall(html)
+    )
+    page.headers["Content-Security-Policy"] = _DOCS_CSP.format(scripts=hashes, workers=workers)
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    page.headers["Referrer-Policy"] = "no-referrer"
+    return page
+
+
+def mount_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from local assets, each with a strict CSP."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
+
+    # (plain routes, as FastAPI's own docs pages: not API operations)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return _with_csp(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                oauth2_redirect_url=None,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+        )
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return _with_csp(
+            get_redoc_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            ),
+            workers="; worker-src blob:",  # (ReDoc's search index runs in a worker)
+        )
+
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
 
 
 # --- the factory -----------------------------------------------------------------------
@@ -266,6 +351,8 @@ def create_app(
         summary="Risk targeting for customs: ranked inspection queues; officers decide.",
         version=_app_version(),
         lifespan=lifespan,
+        docs_url=None,  # (`mount_docs`: served from local assets)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.layout = layout
@@ -288,6 +375,7 @@ def create_app(
     for module in (ingest, shipments, queue, decisions, rules, watchlists, audit, models):
         app.include_router(module.router)
     mount_web(app)  # the pages at /web (a mounted sub-app: not part of the API schema)
+    mount_docs(app)
     return app
 
 
@@ -296,6 +384,7 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     background thread, so that a promotion reaches the running server."""
     from models.registry import Registry
     from serving.history import HistoryStore
+    from serving.promotions import follow_recorded_champion
     from serving.scoring import ModelHolder
     from serving.services import QueueSettings, Services
 
@@ -304,6 +393,7 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     stop = threading.Event()
     app.state.refresh_stop = stop
     if layout.mlflow_db.exists():
+        follow_recorded_champion(app.state.session_factory, layout)  # a lost alias move
         holder.refresh()
     app.state.model = holder if holder.ready else None
     app.state.services = Services(layout, holder, HistoryStore.load(layout), queue_settings)
@@ -322,6 +412,8 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     def refresh_loop() -> None:
         while not stop.wait(queue_settings.model_refresh_seconds):
             try:
+                # only a recorded champion is served (see serving.promotions)
+                follow_recorded_champion(app.state.session_factory, layout)
                 if layout.mlflow_db.exists() and holder.refresh():
                     app.state.model = holder
             except Exception:  # never let the loop die

@@ -7,12 +7,16 @@ outcomes, watchlist changes), appended in memory. Readers take
 a `snapshot()` (an immutable History); writers replace it whole under a lock, so a
 request never sees half an update. The feature state new shipments are scored
 against is kept here too, brought up to date with what arrived just before each
-scoring.
+scoring; what it cannot take in order (late arrivals) reaches it through a rebuild
+in the background, while requests are served from the state as it is.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +27,8 @@ from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS, WATCH
 from data_contracts.settings import DataLayout
 from features.context import History, appended, empty_history
 from features.state import FeatureState, StateError
+
+log = logging.getLogger(__name__)
 
 
 def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
@@ -62,19 +68,78 @@ def _append(
     return appended(kept, new)
 
 
+def _built(history: History, *, private_index: bool = False) -> FeatureState:
+    """The service's feature state of `history` (the network features of late
+    shipments read as of their arrival). `private_index`: screen with an index of
+    its own (a background build must not prime the index the serving state reads)."""
+    state = FeatureState.build(history)
+    state.read_late_as_of_arrival = True
+    if private_index and state.watch_index is not None:
+        state.watch_index = dataclasses.replace(state.watch_index, memo={})
+    return state.warm()
+
+
+def _append_in_order(state: FeatureState, pending: list[dict[str, pl.DataFrame]]) -> bool:
+    """Append `pending` (in arrival order) to `state`; what it refuses as out of
+    order (`StateError`) is left out: the shipments declared before its `as_of`
+    with their lines, then, if need be, the outcomes. True when all was appended."""
+    rows = _merged(pending)
+    try:
+        state.append(**rows)
+        return True
+    except StateError as error:
+        log.debug("feature state: rows out of order wait for a background rebuild (%s)", error)
+    as_of = state.as_of
+    ships = rows.get("ships")
+    if ships is not None and as_of is not None:
+        in_order = ships.filter(ships["declared_at"] >= as_of)
+        rows["ships"] = in_order
+        if "items" in rows:
+            rows["items"] = rows["items"].join(
+                in_order.select("shipment_id"), on="shipment_id", how="semi"
+            )
+    for fitting in (rows, {k: v for k, v in rows.items() if k != "outcomes"}):
+        try:
+            state.append(**fitting)
+            return False
+        except StateError:
+            continue
+    return False
+
+
 class HistoryStore:
     """The current History, replaced whole on every change (thread-safe), and the
     feature state new shipments are scored against.
 
-    The state (`features.state.FeatureState`) is built once, on first use. Rows
-    that arrive afterwards wait in a queue; each scoring first appends all that
-    waits, in one call, then scores, holding one lock, so a request never reads a
-    state half-way through an update and always sees every row recorded before it
-    began (as appending after each request did, without paying an append per
-    request when requests come together). A change the state cannot take
-    incrementally (rows older than it, a new watchlist) drops it, and the next
-    scoring builds it again from the history.
+    The state (`features.state.FeatureState`) is built once, on first use (the
+    server does it in the background at start-up: `warm_up`). Rows that arrive
+    afterwards wait in a queue; each scoring first appends all that waits, in one
+    call, then scores, holding one lock, so a request never reads a state half-way
+    through an update and always sees every row recorded before it began (as
+    appending after each request did, without paying an append per request when
+    requests come together).
+
+    Late arrivals. The state takes only rows in order: shipments declared at or
+    after the latest one it holds (`as_of`), inspections recorded after the
+    earlier ones of the same party. A late row (normal in production: several
+    offices, retries) never makes a request wait for a rebuild: the rows that fit
+    are appended, and the others reach the state through a rebuild from the whole
+    history in a background thread (`_rebuild_loop`), one at a time, the next one
+    starting `rebuild_gap_seconds` (or as long as the last one took) after the end
+    of the last; requests keep being scored against the current state meanwhile,
+    and the rows recorded during the rebuild are appended to the new state when it
+    replaces the old one (late ones among them: another rebuild), so none is lost.
+    A late shipment itself is scored at once: point in time, but for its network
+    features, read as of its arrival (`FeatureState.read_late_as_of_arrival`).
+
+    A watchlist change is applied to the state in place (`replace_watchlist`).
     """
+
+    # A stream of late arrivals rebuilds the state at most this often (seconds between
+    # the end of one rebuild and the start of the next, or as long as the last one
+    # took if longer; after a failure, `REBUILD_RETRY_SECONDS`).
+    REBUILD_GAP_SECONDS = 10.0
+    REBUILD_RETRY_SECONDS = 60.0
 
     def __init__(self, history: History | None = None) -> None:
         self._history = history or empty_history()
@@ -87,6 +152,19 @@ class HistoryStore:
         self._pending: list[dict[str, pl.DataFrame]] = []
         # The ids held in the history's frames (supersets), built on first append.
         self._held: dict[tuple[str, str], set[Any]] = {}
+        # Background rebuilds (`_lock` guards these): the running one's thread; the
+        # rows recorded since the history it builds from (None when none runs);
+        # whether a scoring left rows out since it started; whether the state misses
+        # rows of the history (until a rebuild catches up).
+        self.rebuild_gap_seconds = self.REBUILD_GAP_SECONDS
+        self._rebuilder: threading.Thread | None = None
+        self._rebuild_rows: list[dict[str, pl.DataFrame]] | None = None
+        self._rebuild_wanted = False
+        self._stale = False
+        self._next_rebuild = 0.0  # (time.monotonic)
+        # Builds a scoring did itself (the first state only) and background rebuilds done.
+        self.inline_builds = 0
+        self.rebuilds = 0
 
     def _keys(self, table: str, frame: pl.DataFrame, column: str) -> set[Any]:
         held = self._held.get((table, column))
@@ -98,19 +176,105 @@ class HistoryStore:
     def scoring(self) -> Iterator[FeatureState]:
         """The current feature state, held for the duration of one scoring: built
         on first use, else first brought up to date with the rows recorded since
-        (one `append` for all of them: its cost hardly depends on their number)."""
+        (one `append` for all of them: its cost hardly depends on their number).
+        Rows it cannot take in order wait for a background rebuild (see the class
+        doc): the state is never rebuilt here once it exists."""
         with self._state_lock:
             with self._lock:
                 pending, self._pending = self._pending, []
                 history = self._history
-            if self._state is not None and pending:
-                try:
-                    self._state.append(**_merged(pending))
-                except StateError:
-                    self._state = None
+                stale = self._stale
             if self._state is None:
-                self._state = FeatureState.build(history).warm()
+                self._state = _built(history)
+                self.inline_builds += 1
+            elif pending and not _append_in_order(self._state, pending):
+                self._rebuild_later(again=True)
+            elif stale:  # (a rebuild runs already, but for a failure: a safety net)
+                self._rebuild_later(again=False)
             yield self._state
+
+    def _rebuild_later(self, *, again: bool) -> None:
+        """Have the state rebuilt in the background: start the rebuild thread if
+        none runs; `again`: rows were left out just now, so a running one rebuilds
+        once more should they have come after the history it builds from."""
+        with self._lock:
+            self._stale = True
+            self._rebuild_wanted = self._rebuild_wanted or again
+            if self._rebuilder is not None:
+                return
+            self._rebuilder = threading.Thread(
+                target=self._rebuild_loop, name="caravan-feature-state-rebuild", daemon=True
+            )
+            self._rebuilder.start()
+
+    def _rebuild_loop(self) -> None:
+        """Rebuild the state from the history until it holds every row recorded."""
+        try:
+            while self._rebuild_once():
+                pass
+        except BaseException:  # (the next scoring starts another)
+            log.exception("the feature state's rebuild thread stopped")
+            with self._lock:
+                self._rebuilder = None
+                self._rebuild_rows = None
+            raise
+
+    def _rebuild_once(self) -> bool:
+        """One rebuild: build a state from the history as it is now (no lock held
+        meanwhile), then, holding the state lock, append what was recorded since
+        and put it in place of the current state. True when it must run again
+        (rows left out again, or asked for meanwhile); else the thread ends."""
+        time.sleep(max(0.0, self._next_rebuild - time.monotonic()))
+        with self._lock:
+            history = self._history
+            self._rebuild_rows = []
+            self._rebuild_wanted = False
+        started = time.monotonic()
+        log.info(
+            "feature state: rebuilding in the background over %d shipments "
+            "(rows that arrived out of order); requests are served meanwhile",
+            history.shipments.height,
+        )
+        try:
+            state = _built(history, private_index=True)
+        except Exception:
+            log.exception(
+                "rebuilding the feature state failed: serving from the current state "
+                "(without the rows that arrived out of order); trying again in %.0f s",
+                self.REBUILD_RETRY_SECONDS,
+            )
+            self._next_rebuild = time.monotonic() + self.REBUILD_RETRY_SECONDS
+            with self._lock:
+                self._rebuild_rows = None
+                self._rebuild_wanted = False
+            return True
+        with self._state_lock:
+            with self._lock:
+                rows, self._rebuild_rows = self._rebuild_rows or [], None
+                # (each row waiting for the old state is in `history` or in `rows`)
+                self._pending = []
+                watch = self._history.watchlist
+            if watch is not history.watchlist:  # changed meanwhile
+                state.replace_watchlist(watch)
+            complete = not rows or _append_in_order(state, rows)
+            self._state = state
+        self.rebuilds += 1
+        took = time.monotonic() - started
+        # (a stream of late rows keeps at most half a core busy rebuilding)
+        self._next_rebuild = time.monotonic() + max(self.rebuild_gap_seconds, took)
+        log.info(
+            "feature state rebuilt in %.1f s (%d rows recorded meanwhile appended%s)",
+            took,
+            sum(frame.height for row in rows for frame in row.values()),
+            "" if complete else "; some out of order again: another rebuild follows",
+        )
+        with self._lock:
+            if complete and not self._rebuild_wanted:
+                self._stale = False
+                self._rebuilder = None  # (with the decision: a later request starts anew)
+                return False
+            self._stale = True
+            return True
 
     def warm_up(self) -> None:
         """Build the state now, if it is not built (the server calls this in the
@@ -119,13 +283,27 @@ class HistoryStore:
             pass
 
     @property
+    def rebuilding(self) -> bool:
+        """Whether a background rebuild runs or waits to run."""
+        return self._rebuilder is not None
+
+    @property
+    def state_current(self) -> bool:
+        """Whether the state holds every row recorded (no late row waits for a
+        rebuild)."""
+        return self._state is not None and not self._stale
+
+    @property
     def state_ready(self) -> bool:
         """Whether the state is built (a scoring will not have to build it)."""
         return self._state is not None
 
     def _record(self, **rows: pl.DataFrame) -> None:
-        """Queue rows just added to the history for the state (`_lock` held)."""
+        """Queue rows just added to the history for the state, and for the state a
+        background rebuild is building when one runs (`_lock` held)."""
         self._pending.append(rows)
+        if self._rebuild_rows is not None:
+            self._rebuild_rows.append(rows)
 
     @classmethod
     def load(cls, layout: DataLayout) -> HistoryStore:
@@ -246,6 +424,27 @@ class HistoryStore:
             )
             self._record(outcomes=_conform(outcomes, OUTCOMES.polars_schema))
 
+    def replace_outcomes(self, outcomes: pl.DataFrame) -> None:
+        """Put corrected outcomes in place of the held rows with the same ids. The
+        state counted the old values and only appends: it is rebuilt from the
+        history in the background (requests are served from it meanwhile)."""
+        with self._lock:
+            h = self._history
+            self._history = History(
+                h.shipments,
+                h.items,
+                _append(
+                    h.outcomes,
+                    outcomes,
+                    "outcome_id",
+                    self._keys("outcomes", h.outcomes, "outcome_id"),
+                ),
+                h.travellers,
+                h.watchlist,
+            )
+        if self._state is not None:
+            self._rebuild_later(again=True)
+
     def replace_watchlist(self, list_names: Iterable[str], entries: pl.DataFrame) -> None:
         """Replace the entries of the named lists with `entries`."""
         names = list(list_names)
@@ -258,8 +457,16 @@ class HistoryStore:
                 )
                 new = pl.concat([kept, new], how="vertical")
             self._history = History(h.shipments, h.items, h.outcomes, h.travellers, new)
+        self._screen_with_current_lists()
+
+    def _screen_with_current_lists(self) -> None:
+        """Have the state screen with the history's watchlist (in place: no rebuild;
+        read under both locks, so that of two changes the later one stays)."""
         with self._state_lock:
-            self._state = None
+            with self._lock:
+                watch = self._history.watchlist
+            if self._state is not None and self._state.watchlist is not watch:
+                self._state.replace_watchlist(watch)
 
     def set_watchlist(self, entries: pl.DataFrame | None) -> None:
         """Screen with `entries` (every list) from now on: at start-up, the lists held
@@ -268,5 +475,4 @@ class HistoryStore:
             h = self._history
             new = None if entries is None else _conform(entries, WATCHLIST.polars_schema)
             self._history = History(h.shipments, h.items, h.outcomes, h.travellers, new)
-        with self._state_lock:
-            self._state = None
+        self._screen_with_current_lists()

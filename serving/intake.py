@@ -44,9 +44,9 @@ from data_contracts.rules import (
 )
 from data_contracts.schemas import CONTRACTS, ITEMS, SHIPMENTS, TRAVELLERS
 
-# `maximum:` and `date_range:` are checked on records by the strict model already
-# (data_contracts.fields), which skips them when re-typing a record stored earlier.
-NOT_FOR_RECORDS = ("type", "unique", "parent_missing", "maximum", "date_range")
+# `maximum:`, `date_range:` and `text:` are checked on records by the strict model
+# already (data_contracts.fields), which skips them when re-typing a record stored earlier.
+NOT_FOR_RECORDS = ("type", "unique", "parent_missing", "maximum", "date_range", "text")
 SMALL_BATCH = 32  # up to this many records, the Python screen runs first
 SHIP = "__ship"  # position of the shipment in the request
 LINE = "__line"  # position of the goods line in its shipment's list

@@ -39,10 +39,31 @@ Queue (one office, one day)
        the slots left after step 1;
     3. the top (slots left - m) others by priority, deterministically (ties by
        shipment id);
-    4. m shipments drawn uniformly at random, without replacement, from the N
-       candidates left: each selected with probability m / N, which is recorded.
+    4. min(m, N) shipments drawn uniformly at random, without replacement, from
+       the N candidates left: each selected with probability min(m, N) / N, which
+       is recorded.
     Every entry records its selection method and the exact probability with which
     this policy selected it (1.0 for steps 1 and 3).
+
+A queue placed in steps (`build_queue(..., exploration=r)`)
+    A day's queue is placed on its first view and extended at later views with the
+    shipments that arrived since. The day reserves M = round_half_up(share *
+    capacity) exploration slots from its first placement on; each placement is
+    `build_queue` over that placement's candidates with capacity = the slots left
+    and m = r, the reserved slots not yet drawn (M minus the day's draws so far),
+    so the ranked step 3 never takes a reserved slot, and the reserved slots are
+    drawn into when a placement has candidates left over (its pool of N). A draw
+    at a placement picks d = min(r, N) of its N uniformly, so each member of that
+    pool is selected with probability exactly d / N, given the candidates known at
+    that placement (the arrivals and the views decide which placement a shipment
+    meets; the policy's own randomness is only the draw). That conditional
+    probability is the recorded one, and it is the one inverse-propensity weights
+    need: each drawn entry stands for 1 / (d / N) shipments of its pool. Shipments
+    that arrive after the M slots are drawn have no chance of a draw (they are in
+    no pool), so the random share is an unbiased sample of the pools that had
+    draws, not of the whole day; a pool smaller than r is taken whole (d / N = 1).
+    Draws are seeded by office, day and the number of entries already placed, so
+    the same arrivals and views give the same queue.
 
 Selection method (what put the entry in the queue)
     step 1: "rule" (must-inspect) or "watchlist" (exact hit); step 4: "random".
@@ -58,13 +79,19 @@ Late arrivals (`displacements`)
     capacity left. A red or yellow arrival that does not fit takes the place of the
     lowest-priority entry that is open (so unclaimed), was placed by ranking
     (step 3: not forced, not an exploration draw), is within capacity and has a
-    lower priority; best arrival first, one entry each. The
+    lower priority; best arrival first, one entry each. Priorities are the current
+    ones: an entry whose shipment was scored again since its placement (a watchlist
+    rescreen) is judged by its latest score, so an entry that has become forced
+    (priority >= 2) is never displaced. The
     result is the queue that building it with every shipment known would have
     ranked, without touching entries an officer has taken or exploration draws
     (whose recorded probabilities must stay true). Green arrivals never displace.
 
 Referrals
     open -> claimed -> inspected | waived -> closed, and claimed -> open (release).
+    A recorded decision is corrected with a reason (`correct_outcome`): waived ->
+    inspected (the goods were inspected after all), inspected -> inspected and
+    closed -> closed (the outcome's values change, not its place).
     A referral is overdue only while it awaits a decision (open or claimed), and
     its age stops at the decision. Each transition is a pure
     function returning a new Referral (with who and when) or raising
@@ -255,10 +282,18 @@ def build_queue(
     exploration_share: float = 0.05,
     rng_seed: int = 0,
     thresholds: LaneThresholds | None = None,
+    *,
+    exploration: int | None = None,
 ) -> list[QueueEntry]:
-    """The queue of one office for one day (see the module docstring for the policy)."""
+    """The queue of one office for one day (see the module docstring for the policy).
+
+    `exploration`: the exploration slots to fill (m before the cap of step 2), for a
+    placement that extends a day's queue (the day's reserved slots not yet drawn);
+    by default round_half_up(exploration_share * capacity)."""
     if capacity < 0:
         raise ValueError("capacity must be >= 0")
+    if exploration is not None and exploration < 0:
+        raise ValueError("exploration must be >= 0")
     _unit("exploration_share", exploration_share)
     if len({(c.office_code, c.day) for c in candidates}) > 1:
         raise ValueError("build_queue takes the candidates of one office and one day")
@@ -272,7 +307,8 @@ def build_queue(
         for i, c in enumerate(forced)
     ]
     left = max(capacity - len(forced), 0)
-    m = min(exploration_slots(capacity, exploration_share), left)
+    wanted = exploration_slots(capacity, exploration_share) if exploration is None else exploration
+    m = min(wanted, left)
     n_top = min(left - m, len(rest))
     by_model = {c.shipment_id for c in sorted(rest, key=_model_order)[:n_top]}
     picked += [(c, lifted_method(c, c.shipment_id in by_model), 1.0, False) for c in rest[:n_top]]
@@ -511,6 +547,53 @@ def record_outcome(
         outcome=outcome,
         decided_by=officer.officer_id,
         decided_at=at,
+    )
+
+
+def check_outcome(outcome: InspectionOutcome) -> None:
+    """The rules an outcome's values follow (a category with a finding and only then,
+    a quantity with a finding and a unit): `TransitionError` naming the problem."""
+    _check_outcome(outcome)
+
+
+def correct_outcome(
+    ref: Referral,
+    officer: Officer,
+    at: dt.datetime,
+    outcome: InspectionOutcome,
+    reason: str,
+    *,
+    override: bool = False,
+) -> Referral:
+    """Correct a recorded decision with what the inspection really found, with a
+    reason: the outcome of an inspected referral (or of one since closed), or a
+    waiver recorded by mistake when the goods were inspected after all (the waiver
+    becomes this outcome). By the officer who decided it, of its office, or an
+    administrator (`override`). An inspected or waived referral is inspected
+    afterwards; a closed one stays closed. A referral closed without a decision
+    (displaced) has nothing to correct."""
+    _require(ref, "correct the outcome of", Status.INSPECTED, Status.WAIVED, Status.CLOSED)
+    if ref.decided_by is None:
+        raise TransitionError(
+            f"cannot correct the outcome of referral {ref.shipment_id}: it was closed "
+            "without an outcome or a waiver"
+        )
+    if officer.office_code != ref.office_code:
+        raise TransitionError(
+            f"officer {officer.officer_id} of office {officer.office_code} cannot correct "
+            f"referral {ref.shipment_id} of office {ref.office_code}"
+        )
+    if not override and officer.officer_id != ref.decided_by:
+        raise TransitionError(
+            f"officer {officer.officer_id} cannot correct referral {ref.shipment_id}: "
+            f"it was decided by {ref.decided_by}"
+        )
+    if not isinstance(reason, str) or not has_visible_text(reason):
+        raise TransitionError(f"correcting referral {ref.shipment_id} needs a reason")
+    _check_outcome(outcome)
+    to = Status.CLOSED if ref.status == Status.CLOSED else Status.INSPECTED
+    return _step(
+        ref, to, officer.officer_id, at, reason.strip(), outcome=outcome, waiver_reason=None
     )
 
 

@@ -36,6 +36,14 @@ Operators by field type
 ``contains`` is a case-insensitive substring test. ``between`` is inclusive at
 both ends. ``matches`` is a regular-expression *search*.
 
+Dates and times. A datetime value is an ISO 8601 date-time (without an offset it
+is UTC). A date alone (``2026-11-27``) stands for that whole day in UTC, inclusive
+as ``effective_from``/``effective_to`` are: ``eq`` is "on that day", ``ne`` "not
+on that day", ``lt`` "before the day", ``le`` "on or before the day" (up to its
+last instant), ``gt`` "after the day" (from the next midnight), ``ge`` "on or
+after the day", and ``between [2026-11-01, 2026-11-30]`` covers both days in
+full; a bound with a time is exact (``le 2026-11-27T12:00:00Z``).
+
 Regular expressions and safety. Patterns run in Polars' linear-time Rust
 ``regex`` on both paths (one string at a time on the single-shipment path), so
 no text can make a pattern backtrack (Python's ``re`` took 12-26 s on 512
@@ -68,11 +76,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from functools import cache, lru_cache
+from functools import cache, lru_cache, reduce
 from typing import Any, Literal
 
 import polars as pl
@@ -362,7 +371,7 @@ def _scalar(info: FieldInfo, value: Any, path: str, errors: list[RuleError]) -> 
             return None
         return value
     if info.type is FieldType.DATETIME:
-        parsed = _parse_datetime(value)
+        parsed = _rule_datetime(value)
         if parsed is None:
             errors.append(
                 RuleError(
@@ -441,6 +450,71 @@ def _parse_datetime(value: Any) -> dt.datetime | None:
     else:
         return None
     return _utc(parsed)
+
+
+@dataclass(frozen=True)
+class _Day:
+    """A date without a time in a condition on a date-time field: the whole calendar day
+    in UTC, from midnight (`start`) up to, not including, the next midnight (`end`).
+    Dates are inclusive, as in `effective_from`/`effective_to`: `eq D` is "on D",
+    `le D` "on or before D" (up to 23:59:59.999… UTC), `lt D` "before D", `gt D` "after
+    D" (from the next midnight), `ge D` "on or after D", `between [D1, D2]` "from D1 to
+    D2, both days included" (`_bounds`)."""
+
+    start: dt.datetime
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(days=1)
+
+
+def _rule_datetime(value: Any) -> dt.datetime | _Day | None:
+    """A rule's value for a date-time field: a date-time (UTC; without an offset read
+    as UTC), or a date alone (ISO text or a YAML date) as the whole `_Day`."""
+    day: dt.date | None = None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        day = value
+    elif isinstance(value, str):
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            day = None
+    if day is not None:
+        return _Day(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC))
+    return _parse_datetime(value)
+
+
+def _bounds(op: str, v: Any) -> list[tuple[str, Any]]:
+    """`x op v` (op: eq lt le gt ge between) as comparisons of `x` with plain values,
+    all of which must hold; a `_Day` stands for its whole day (see `_Day`)."""
+    if op == "between":
+        return [*_bounds("ge", v[0]), *_bounds("le", v[1])]
+    if not isinstance(v, _Day):
+        return [(op, v)]
+    return {
+        "eq": [("ge", v.start), ("lt", v.end)],
+        "lt": [("lt", v.start)],
+        "le": [("lt", v.end)],
+        "gt": [("ge", v.end)],
+        "ge": [("ge", v.start)],
+    }[op]
+
+
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+
+
+def _empty_range(lo: Any, hi: Any) -> bool:
+    """Whether `between [lo, hi]` holds for no value (a `_Day` as its whole day)."""
+    low = lo.start if isinstance(lo, _Day) else lo
+    if isinstance(hi, _Day):
+        return bool(low >= hi.end)
+    return bool(low > hi)
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -686,7 +760,7 @@ def _compile_leaf(
             return None
         lo = _scalar(info, value[0], f"{vpath}[0]", errors)
         hi = _scalar(info, value[1], f"{vpath}[1]", errors)
-        if len(errors) == n_before and lo > hi:
+        if len(errors) == n_before and _empty_range(lo, hi):
             errors.append(
                 RuleError(
                     vpath, f"'between' low value {value[0]!r} is above the high value {value[1]!r}"
@@ -981,20 +1055,10 @@ def _test(leaf: _Leaf, x: Any) -> bool:
     """A positive operator on one non-null value."""
     op, v = leaf.op, leaf.value
     try:
-        if op == "eq":
-            return bool(x == v)
-        if op == "lt":
-            return bool(x < v)
-        if op == "le":
-            return bool(x <= v)
-        if op == "gt":
-            return bool(x > v)
-        if op == "ge":
-            return bool(x >= v)
+        if op in _COMPARE or op == "between":
+            return all(bool(_COMPARE[c](x, b)) for c, b in _bounds(op, v))
         if op == "in":
             return x in v
-        if op == "between":
-            return bool(v[0] <= x <= v[1])
         if op == "starts_with":
             return any(str(x).startswith(p) for p in v)
         if op == "contains":
@@ -1113,22 +1177,13 @@ def _lit(value: Any) -> pl.Expr:
 
 def _positive_expr(leaf: _Leaf, x: pl.Expr) -> pl.Expr:
     op, v = leaf.op, leaf.value
-    if op == "eq":
-        return x == _lit(v)
-    if op == "lt":
-        return x < _lit(v)
-    if op == "le":
-        return x <= _lit(v)
-    if op == "gt":
-        return x > _lit(v)
-    if op == "ge":
-        return x >= _lit(v)
+    if op in _COMPARE or op == "between":
+        tests = [_COMPARE[c](x, _lit(b)) for c, b in _bounds(op, v)]
+        return reduce(operator.and_, tests)
     if op == "in":
         if leaf.field.type is FieldType.NUMBER:  # ints and floats compare as numbers
             return x.cast(pl.Float64).is_in(pl.Series([float(e) for e in v]).implode())
         return x.is_in(pl.Series(list(v)).implode())
-    if op == "between":
-        return (x >= _lit(v[0])) & (x <= _lit(v[1]))
     if op == "starts_with":
         if len(v) == 1:
             return x.str.starts_with(v[0])

@@ -89,8 +89,28 @@ def shipment_in_model() -> type[BaseModel]:
         __doc__="A shipment as declared (SHIPMENTS contract) with its goods lines.",
         __validators__={"_lines": model_validator(mode="after")(_lines)},  # type: ignore[dict-item]
         items=(Annotated[list[item], Field(min_length=1, max_length=999)], ...),
+        extras=(
+            dict[ExtraName, ExtraValue] | None,
+            Field(
+                default=None,
+                max_length=200,
+                description="Columns of the administration's own export the served model "
+                "was trained with (`extras` of the import mapping), by the export's column "
+                "name: a number for a numeric one, text for a categorical one, null when "
+                "unknown. A name the model was not trained with is refused (422); one left "
+                "out is scored as missing.",
+            ),
+        ),
     )
     return model
+
+
+ExtraName = Annotated[str, Field(min_length=1, max_length=128, pattern=TEXT)]
+ExtraValue = (
+    Annotated[str, Field(max_length=500, pattern=TEXT)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | None
+)
 
 
 def traveller_in_model() -> type[BaseModel]:
@@ -112,9 +132,34 @@ class RuleHitOut(BaseModel):
     severity: str | None = None
 
 
+class WatchlistMatchOut(BaseModel):
+    entry_id: str = Field(description="The listed entry matched (`<list>:<reference>`)")
+    name: str | None = Field(
+        None, description="The listed spelling matched (by document: the entry's name)"
+    )
+    party: str | None = Field(
+        None, description="Role of the party matched, or the linked traveller's party"
+    )
+    by: Literal["name", "document"] = Field(
+        description="`name`: a name similarity; `document`: a listed document number (exact)"
+    )
+    exact: bool
+    traveller_record_id: str | None = Field(
+        None, description="The linked traveller record (API/PNR) that matched; null: the party"
+    )
+
+
 class WatchlistOut(BaseModel):
-    best_score: float = Field(description="Best party-name match, 0 to 100 (% similar)")
-    exact: bool = Field(description="A party's name equals a listed name (after normalising)")
+    best_score: float = Field(
+        description="Best name match of the parties and linked travellers, 0 to 100 (% similar)"
+    )
+    exact: bool = Field(
+        description="A party's or linked traveller's name equals a listed name (after "
+        "normalising), or its id or document number is listed"
+    )
+    match: WatchlistMatchOut | None = Field(
+        None, description="The hit that acted (exact first, then the best score)"
+    )
 
 
 class ShipmentOut(BaseModel):
@@ -238,6 +283,11 @@ class ReferralOut(BaseModel):
         description="Closed without a decision: the referral of the later red/yellow "
         "arrival that took its place",
     )
+    declared_on: dt.date | None = Field(
+        default=None,
+        description="UTC day of the shipment's declaration: earlier than queue_date for "
+        "a forced shipment of an earlier day taken into this (today's) queue",
+    )
 
 
 class LeftOutOut(BaseModel):
@@ -277,6 +327,18 @@ class OutcomeIn(_Strict):
 
 class WaiverIn(_Strict):
     reason: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+
+
+class OutcomeCorrectionIn(OutcomeIn):
+    """The outcome as it really was (the fields of an outcome), and why the recorded
+    one is corrected."""
+
+    reason: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=TEXT,
+        description="Why the recorded outcome (or waiver) is corrected; required, visible text",
+    )
 
 
 class OutcomeOut(BaseModel):
@@ -432,6 +494,12 @@ class PromotionOut(BaseModel):
     primary_metric: str
     primary_challenger: float | None
     primary_champion: float | None
+    comparison_window: list[str] | None = Field(
+        default=None,
+        description="The shipments both versions were compared on (declaration times, "
+        "from and to): the part of the version's test window after what either model "
+        "trained or early-stopped on; null when nothing was compared",
+    )
 
 
 class PromotionResultOut(BaseModel):

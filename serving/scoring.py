@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import polars as pl
 
 from features.build import CONTEXT, build_features
 from features.context import History, Params
+from features.inputs import model_extras, normal_extras
 from features.registry import feature_set_version
 from features.state import FeatureState
 from features.watchlist import operational
@@ -42,6 +44,11 @@ class ModelNotReadyError(Exception):
     """No champion model is loaded (none promoted yet, or the registry is unreachable)."""
 
 
+class ModelInputError(Exception):
+    """An input of the served model cannot be supplied (e.g. an export column the
+    model was trained with whose codes the model version does not record)."""
+
+
 @dataclass(frozen=True)
 class ModelHandle:
     """One loaded model version; never mutated, replaced whole on promotion."""
@@ -50,6 +57,16 @@ class ModelHandle:
     version: str
     names: tuple[str, ...]
     loaded_at: dt.datetime
+    # The export's own columns it was trained with (see features.inputs.model_extras):
+    # {"numeric": [extra_* names], "categorical": {extra_* name: code table}}.
+    extras: dict[str, Any] = field(default_factory=lambda: normal_extras(None))
+
+    def extra_inputs(self) -> dict[str, str]:
+        """The extras a declaration may bring for this model: the column's name as the
+        export called it (without `extra_`) -> "number" or "text"."""
+        out = {n.removeprefix("extra_"): "number" for n in self.extras["numeric"]}
+        out.update({n.removeprefix("extra_"): "text" for n in self.extras["categorical"]})
+        return out
 
     def matrix(self, vectors: list[dict[str, float | None]]) -> np.ndarray:
         """Stored feature vectors as this model's input matrix (NaN where missing)."""
@@ -90,8 +107,14 @@ class ModelHolder:
         handle = self._cache.get(ref)
         if handle is None:
             booster, mv = self.registry.load(ref)
+            run_id = mv.run_id
+            extras = model_extras(mv.tags, lambda path: self.registry.artifact_json(run_id, path))
             handle = ModelHandle(
-                booster, mv.version, tuple(booster.feature_name()), dt.datetime.now(dt.UTC)
+                booster,
+                mv.version,
+                tuple(booster.feature_name()),
+                dt.datetime.now(dt.UTC),
+                extras,
             )
             self._cache[mv.version] = handle
         return handle
@@ -129,6 +152,9 @@ class Scored:
     features: dict[str, float | None]
     context: dict[str, Any]
     explanation: list[dict[str, Any]] | None = field(default=None)
+    # The watchlist hit that acted (`watchlist_match`), None when none scored
+    # at least features.watchlist.SCORE_FLOOR.
+    watchlist_match: dict[str, Any] | None = field(default=None)
 
 
 def score_shipments(
@@ -141,10 +167,13 @@ def score_shipments(
     params: Params | None = None,
     thresholds: LaneThresholds | None = None,
     explain: bool | None = None,
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Scored]:
     """Score validated shipments against the history (explain: None = red and
-    yellow lanes only, True = all, False = none)."""
-    feats = build_features(ships, items, history, params)
+    yellow lanes only, True = all, False = none). `extras`: per shipment id, the
+    export columns a declaration brought (name -> value) for a model trained with
+    them (see `with_extras`); missing ones are scored as missing."""
+    feats = with_extras(build_features(ships, items, history, params), model, extras or {})
     names = list(model.names)
     vectors = feats.select(names).to_dicts()
     # a few rows: the matrix from the vectors (the same numbers, without planning a
@@ -152,15 +181,17 @@ def score_shipments(
     x = model.matrix(vectors) if feats.height <= SMALL_MATRIX else matrix(feats, names)
     prob = predict(model.booster, x)
     by_ship = shipment_hits(rules, ships, items, feats)
-    fs_version = feature_set_version()
+    fs_version = feature_set_version(model.extras)
     context = feats.select("shipment_id", "declared_at", *CONTEXT).to_dicts()
     # The hits that act (priority, lane, must-inspect, queue): the lists as they are
     # now, not the features' point-in-time rule (see features.watchlist.operational).
-    now = operational(ships, history).select("shipment_id", "__wl_score", "__wl_exact")
-    hits = {str(sid): (score, exact) for sid, score, exact in now.iter_rows()}
-    found = [hits.get(str(c["shipment_id"]), (0, False)) for c in context]
-    wl_score = np.array([h[0] for h in found], dtype=float) / 100.0
-    wl_exact = np.array([h[1] for h in found], dtype=bool)
+    # A party's listed id or identity document, and a linked traveller's listed
+    # name or document, act like an exact party hit (`__wl_exact`).
+    now = operational(ships, history)
+    hits = {str(row["shipment_id"]): row for row in now.iter_rows(named=True)}
+    found = [hits.get(str(c["shipment_id"]), {}) for c in context]
+    wl_score = np.array([h.get("__wl_score") or 0 for h in found], dtype=float) / 100.0
+    wl_exact = np.array([bool(h.get("__wl_exact")) for h in found], dtype=bool)
     out: list[Scored] = []
     for i, ctx in enumerate(context):
         sid = str(ctx["shipment_id"])
@@ -185,6 +216,7 @@ def score_shipments(
                 rule_hits=rh,
                 watchlist_score=float(wl_score[i] * 100),
                 watchlist_exact=bool(wl_exact[i]),
+                watchlist_match=watchlist_match(found[i]),
                 model_version=model.version,
                 feature_set_version=fs_version,
                 features={
@@ -202,6 +234,98 @@ def score_shipments(
         for i, row in zip(wanted, rows, strict=True):
             out[i] = _with_explanation(out[i], row["reasons"])
     return out
+
+
+UNSEEN_CODE = -1  # a categorical extra's value the model's code table does not hold
+
+
+def with_extras(
+    feats: pl.DataFrame, model: ModelHandle, extras: Mapping[str, Mapping[str, Any]]
+) -> pl.DataFrame:
+    """The model's `extra_*` inputs as columns of `feats`, from the extras each
+    declaration brought (`extras`: shipment id -> {column: value}; see
+    `check_extras`): numbers as given, text coded with the code table the model
+    was trained with (code = position + 1, as `caravan features` coded it; 0 for a
+    missing value, as in training; UNSEEN_CODE for a value the table does not hold,
+    which the model reads as it reads any category it never saw). A number not
+    given is missing (null); a category not given gets 0, the code training gave
+    a missing value. Raises ModelInputError naming an input the model needs that
+    cannot be supplied."""
+    wanted = [n for n in model.names if n.startswith("extra_") and n not in feats.columns]
+    if not wanted:
+        return feats
+    numeric = set(model.extras["numeric"])
+    tables = model.extras["categorical"]
+    unknown = [n for n in wanted if n not in numeric and n not in tables]
+    if unknown:
+        raise ModelInputError(
+            f"model version {model.version} uses {', '.join(unknown)} (columns of an "
+            "imported export) but does not record how they were coded: it cannot score "
+            "declarations; retrain it (`caravan features`, `caravan train`) and promote "
+            "the new version"
+        )
+    ids = [str(i) for i in feats.get_column("shipment_id").to_list()]
+    columns = []
+    for name in wanted:
+        column = name.removeprefix("extra_")
+        given = [extras.get(sid, {}).get(column) for sid in ids]
+        if name in numeric:
+            columns.append(pl.Series(name, given, dtype=pl.Float64, strict=False))
+            continue
+        codes = {v: i + 1 for i, v in enumerate(tables[name])}
+        columns.append(
+            pl.Series(
+                name,
+                [0 if v is None else codes.get(str(v), UNSEEN_CODE) for v in given],
+                dtype=pl.Int32,
+            )
+        )
+    return feats.with_columns(columns)
+
+
+def check_extras(model: ModelHandle, given: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems of the extras one declaration brought, for the served model: (field,
+    reason) for a name the model was not trained with, or a value of the wrong kind
+    (a number for a numeric column, text for a categorical one)."""
+    accepted = model.extra_inputs()
+    problems = []
+    for name, value in given.items():
+        kind = accepted.get(name)
+        if kind is None:
+            known = ", ".join(sorted(accepted)) or "none"
+            problems.append(
+                (
+                    f"extras.{name}",
+                    f"{name!r} is not an input of the served model (version "
+                    f"{model.version}); the extras it accepts: {known}",
+                )
+            )
+        elif value is None:
+            continue
+        elif kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            problems.append((f"extras.{name}", f"{name!r} is a number for this model"))
+        elif kind == "text" and not isinstance(value, str):
+            problems.append((f"extras.{name}", f"{name!r} is text (a category) for this model"))
+    return problems
+
+
+def watchlist_match(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The hit that acted, from a row of `features.watchlist.operational`: the
+    listed entry (`entry_id`, `name`: the listed spelling matched), the `party`
+    (role), `by` ("name" or "document": a listed document number, exact),
+    `exact`, and `traveller_record_id` when a linked traveller record matched
+    (None: the party itself). None when nothing matched."""
+    if not row or row.get("__wl_entry") is None:
+        return None
+    by = row.get("__wl_by") or "name"
+    return {
+        "entry_id": row["__wl_entry"],
+        "name": row.get("__wl_name"),
+        "party": row.get("__wl_party"),
+        "by": by,
+        "exact": bool(row.get("__wl_exact")),  # (the best hit is exact when any is)
+        "traveller_record_id": row.get("__wl_traveller"),
+    }
 
 
 def _with_explanation(s: Scored, reasons: list[dict[str, Any]]) -> Scored:

@@ -42,7 +42,15 @@ from serving.rules_engine import (
     parse_rule,
 )
 from serving.schemas import shipment_in_model, traveller_in_model
-from serving.scoring import ModelHandle, ModelHolder, Scored, explain_vector, score_shipments
+from serving.scoring import (
+    ModelHandle,
+    ModelHolder,
+    ModelInputError,
+    Scored,
+    check_extras,
+    explain_vector,
+    score_shipments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -648,32 +656,86 @@ def import_rules(
     return created, [r for r in unchanged if r not in {c.id for c in created}]
 
 
-def rule_performance_rows(session: Session) -> list[dict[str, Any]]:
+def rule_performance_rows(session: Session, rule_id: str | None = None) -> list[dict[str, Any]]:
+    """Per rule (all rules, or only `rule_id`), figures over the shipments scored by
+    the service: its newest version's figures at the top level (`version`, `severity`
+    are that version's), `versions` with each version's own figures (oldest first), and
+    `all_versions` over the rule's whole history (a shipment hit by two versions counts
+    once). Figures: shipments hit, inspected (an outcome recorded), `findings` (a
+    finding of any category, documentary irregularities included) and `arms_findings`
+    (a finding in an arms category: firearms, parts, ammunition, explosives), each
+    rate over the inspected shipments (None when none was inspected)."""
+    from data_contracts.schemas import ARMS_CATEGORIES
     from serving.rules_engine import rule_performance
 
+    hit_query = select(m.RuleHit.rule_id, m.RuleHit.rule_version, m.RuleHit.shipment_id)
+    outcome_query = select(m.Outcome.shipment_id, m.Outcome.finding, m.Outcome.category)
+    version_query = select(m.RuleVersion.rule_id, m.RuleVersion.version, m.RuleVersion.severity)
+    if rule_id is not None:
+        hit_query = hit_query.where(m.RuleHit.rule_id == rule_id)
+        outcome_query = outcome_query.where(
+            m.Outcome.shipment_id.in_(
+                select(m.RuleHit.shipment_id).where(m.RuleHit.rule_id == rule_id)
+            )
+        )
+        version_query = version_query.where(m.RuleVersion.rule_id == rule_id)
     hits = pl.DataFrame(
-        session.execute(
-            select(m.RuleHit.rule_id, m.RuleHit.rule_version, m.RuleHit.shipment_id)
-        ).all(),
+        session.execute(hit_query).all(),
         schema={"rule_id": pl.String, "rule_version": pl.Int64, "shipment_id": pl.String},
         orient="row",
     )
     outcomes = pl.DataFrame(
-        session.execute(select(m.Outcome.shipment_id, m.Outcome.finding, m.Outcome.category)).all(),
+        session.execute(outcome_query).all(),
         schema={"shipment_id": pl.String, "finding": pl.Boolean, "finding_category": pl.String},
         orient="row",
     )
-    perf = {r["rule_id"]: r for r in rule_performance(hits, outcomes).to_dicts()}
+    empty: dict[str, Any] = {
+        "hits": 0,
+        "inspected": 0,
+        "findings": 0,
+        "finding_rate": None,
+        "arms_findings": 0,
+        "arms_finding_rate": None,
+    }
+    figures: dict[tuple[str, int | None], dict[str, Any]] = {}
+    for by_version in (False, True):
+        arms = {
+            (r["rule_id"], r.get("rule_version")): r
+            for r in rule_performance(
+                hits, outcomes, by_version=by_version, categories=ARMS_CATEGORIES
+            ).to_dicts()
+        }
+        for r in rule_performance(hits, outcomes, by_version=by_version).to_dicts():
+            key = (r["rule_id"], r.get("rule_version"))
+            a = arms[key]
+            figures[key] = {
+                "hits": int(r["hits"]),
+                "inspected": int(r["inspected"]),
+                "findings": int(r["findings"]),
+                "finding_rate": r["finding_rate"],
+                "arms_findings": int(a["findings"]),
+                "arms_finding_rate": a["finding_rate"],
+            }
+    versions: dict[str, list[dict[str, Any]]] = {}
+    for rid, version, severity in session.execute(
+        version_query.order_by(m.RuleVersion.rule_id, m.RuleVersion.version)
+    ):
+        versions.setdefault(rid, []).append(
+            {"version": version, "severity": severity, **figures.get((rid, version), empty)}
+        )
     out = []
-    for v, _r in latest_versions(session):
-        row = perf.get(v.rule_id)
+    for v, rule in latest_versions(session):
+        if rule_id is not None and v.rule_id != rule_id:
+            continue
         out.append(
             {
                 "rule_id": v.rule_id,
-                "hits": int(row["hits"]) if row else 0,
-                "inspected": int(row["inspected"]) if row else 0,
-                "findings": int(row["findings"]) if row else 0,
-                "finding_rate": row["finding_rate"] if row else None,
+                "version": v.version,
+                "severity": v.severity,
+                "active": rule.active,
+                **figures.get((v.rule_id, v.version), empty),
+                "all_versions": figures.get((v.rule_id, None), empty),
+                "versions": versions.get(v.rule_id, []),
             }
         )
     return out
@@ -700,6 +762,8 @@ def prepare_shipment(raw: Any, *, stored: bool = False) -> Prepared:
     not the plausibility checks (dates, maxima, visible text) added since."""
     data = _validate_json(shipment_in_model(), raw, stored=stored).model_dump()
     lines = data.pop("items")
+    if not data.get("extras"):  # (none given: the content and its hash as before extras)
+        data.pop("extras", None)
     sid = data["shipment_id"]
     items = [{**line, "shipment_id": sid} for line in sorted(lines, key=lambda x: x["line_no"])]
     submitted = tuple(int(line["line_no"]) for line in lines)
@@ -787,6 +851,7 @@ def shipment_out(s: StoredShipment) -> dict[str, Any]:
         "watchlist": {
             "best_score": float(extra.get("watchlist_score", 0.0)),
             "exact": bool(extra.get("watchlist_exact", False)),
+            "match": extra.get("watchlist_match"),
         },
         "model_version": s.score.model_version,
         "feature_set_version": s.score.feature_set_version,
@@ -815,6 +880,7 @@ def _score_row(s: Scored) -> m.Score:
         "must_inspect": s.must_inspect,
         "watchlist_score": s.watchlist_score,
         "watchlist_exact": s.watchlist_exact,
+        "watchlist_match": s.watchlist_match,
     }
     return m.Score(
         shipment_id=s.shipment_id,
@@ -854,11 +920,23 @@ def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind:
             "feature_set_version": s.feature_set_version,
             "rule_hits": [f"{h.rule_id}@v{h.rule_version}" for h in s.rule_hits],
             "watchlist_exact": s.watchlist_exact,
+            # the listed entry that produced the exact or best match (None: none)
+            "watchlist_match": _audited_match(s.watchlist_match),
             "feature_vector_sha256": feature_vector_hash(score.feature_vector),
         },
         entity="shipment",
         entity_id=s.shipment_id,
     )
+
+
+def _audited_match(match: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The watchlist match of a score as its audit entry records it: the entry id,
+    the party role, by name or document, the similarity and the linked traveller
+    record (no personal data of the party)."""
+    if not match:
+        return None
+    keys = ("entry_id", "party", "by", "exact", "traveller_record_id")
+    return {k: match.get(k) for k in keys}
 
 
 class Conflict(NamedTuple):
@@ -871,6 +949,7 @@ class Conflict(NamedTuple):
     reason: str
     field: str = "shipment_id"
     earlier: int | None = None
+    status: int = 409  # 422: the record does not fit the served model (its `extras`)
 
 
 def _history_match(raw: dict[str, Any], digest: str, prepare: Any) -> bool:
@@ -955,6 +1034,12 @@ def ingest_shipments(
             )
             conflicts.append(Conflict(i, sid, _in_history(sid, same_content, "shipment")))
             continue
+        if p.record.get("extras"):
+            problems = check_extras(services.holder.handle, p.record["extras"])
+            if problems:
+                field, reason = problems[0]
+                conflicts.append(Conflict(i, sid, reason, field=field, status=422))
+                continue
         taken = _taken_item(p, owners, claimed)
         if taken is not None:
             conflicts.append(taken._replace(position=i))
@@ -1014,8 +1099,11 @@ def _store_shipments(
         # The contract's bounds are meant to make this impossible; never store half.
         raise ServiceError(422, f"the records cannot be stored: {exc}") from None
     rules = active_rules(session, services)
-    with services.history.scoring() as state:
-        scored = score_shipments(ships, items, state, handle, rules)
+    try:
+        with services.history.scoring() as state:
+            scored = score_shipments(ships, items, state, handle, rules, extras=_extras_of(fresh))
+    except ModelInputError as exc:
+        raise ServiceError(503, str(exc)) from None
     by_id = {p.record["shipment_id"]: p for p in fresh}
     received = now()
     rows: dict[str, m.Shipment] = {}
@@ -1059,6 +1147,15 @@ def _store_shipments(
         )
         for s in scored
     ]
+
+
+def _extras_of(prepared: Sequence[Prepared]) -> dict[str, dict[str, Any]]:
+    """Shipment id -> the export columns (`extras`) its declaration brought."""
+    return {
+        str(p.record["shipment_id"]): dict(p.record["extras"])
+        for p in prepared
+        if p.record.get("extras")
+    }
 
 
 def visible_shipment(session: Session, shipment_id: str) -> StoredShipment:
@@ -1306,11 +1403,16 @@ def view_traveller(
     purpose: str | None,
     *,
     shipment_id: str | None = None,
+    history: HistoryStore | None = None,
 ) -> tuple[m.Traveller, bool]:
     """The record; unmasked (and logged with its purpose, audited) when a purpose is
     given. `shipment_id`: the shipment the record was unmasked for (the caller has
-    checked the viewer may see it and that the record is linked to it); recorded."""
+    checked the viewer may see it and that the record is linked to it); recorded.
+    A record stored by the API, else (with `history`) one of the loaded history
+    (validated/, which the traveller features read: returned unsaved, as a row)."""
     row = session.get(m.Traveller, record_id)
+    if row is None and history is not None:
+        row = _history_traveller(session, history, record_id)
     if row is None:
         raise ServiceError(404, f"no traveller record {record_id!r}")
     if purpose is None:
@@ -1339,6 +1441,90 @@ def view_traveller(
     )
     session.commit()
     return row, False
+
+
+def _held_traveller(held: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A traveller record of the loaded history as the API stores one: its payload
+    and content hash (as if submitted; a record the contract now refuses: as held)."""
+    raw = jsonable(held)
+    try:
+        data, digest = prepare_traveller(raw, stored=True)
+    except (ValidationError, ValueError):
+        return dict(raw), content_hash(raw)
+    return dict(jsonable(data)), digest
+
+
+def traveller_payload(held: dict[str, Any]) -> dict[str, Any]:
+    """A traveller record of the loaded history as the API stores one (its payload)."""
+    return _held_traveller(held)[0]
+
+
+def purged_before(session: Session) -> dt.datetime | None:
+    """The latest departure cutoff of the traveller purges recorded (None: none). A
+    running server keeps the records it loaded until it restarts (the features read
+    them); those that departed before it were purged, and are not shown."""
+    cutoffs = [
+        _utc(dt.datetime.fromisoformat(str(p["departed_before"])))
+        for p in session.scalars(
+            select(m.AuditLog.payload).where(m.AuditLog.kind == "traveller_purge")
+        )
+        if p.get("departed_before")
+    ]
+    return max(cutoffs, default=None)
+
+
+def was_purged(payload: dict[str, Any], cutoff: dt.datetime | None) -> bool:
+    """Whether a traveller record (payload) departed before a purge's `cutoff`."""
+    value = payload.get("departure_at")
+    if cutoff is None or not isinstance(value, str):
+        return False
+    return _utc(dt.datetime.fromisoformat(value)) < cutoff
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _history_traveller(
+    session: Session, history: HistoryStore, record_id: str
+) -> m.Traveller | None:
+    """The record of the loaded history with this id, as an unsaved row (None: none,
+    or purged since it was loaded)."""
+    held = history.held_travellers([record_id]).get(record_id)
+    if held is None:
+        return None
+    payload, digest = _held_traveller(held)
+    if was_purged(payload, purged_before(session)):
+        return None
+    return m.Traveller(traveller_record_id=record_id, payload=payload, content_hash=digest)
+
+
+def shipment_ingester(session: Session, shipment_id: str) -> str | None:
+    """Who ingested the shipment: the actor of its first score's audit entry (written
+    with the shipment, in the same transaction); None when none is recorded."""
+    return session.scalars(
+        select(m.AuditLog.actor)
+        .where(
+            m.AuditLog.entity == "shipment",
+            m.AuditLog.entity_id == shipment_id,
+            m.AuditLog.kind == "score",
+        )
+        .order_by(m.AuditLog.seq)
+        .limit(1)
+    ).first()
+
+
+def self_ingested_link(session: Session, viewer: str, shipment_id: str) -> str | None:
+    """Why the shipment cannot be the link through which `viewer` unmasks a traveller
+    record (an officer's only way to): they ingested it themselves, and could have
+    made it up to name the person. None when it qualifies."""
+    if shipment_ingester(session, shipment_id) != viewer:
+        return None
+    return (
+        f"shipment {shipment_id!r} was ingested by you ({viewer}): a shipment one "
+        "ingested oneself cannot be the link for unmasking a traveller record; a "
+        "shipment declared by someone else is needed"
+    )
 
 
 # --------------------------------------------------------------------------- queues
@@ -1462,20 +1648,65 @@ def lanes_of(session: Session, refs: Iterable[m.Referral]) -> dict[int, str]:
 
 
 def referrals_out(session: Session, refs: Sequence[m.Referral]) -> list[dict[str, Any]]:
+    """Referrals as the API shows them, with the shipment's declaration day
+    (`declared_on`: earlier than `queue_date` for a forced shipment of an earlier day
+    carried into this queue). A displaced entry is never shown over capacity (entries
+    displaced before that was fixed still carry the flag in the database)."""
     lanes = lanes_of(session, refs)
     outcomes = _outcomes_of(session, refs)
     closings = _closings_of(session, refs)
+    days = _declared_days(session, refs)
     at = now()
-    return [
-        referral_out(
+    outs = []
+    for r in refs:
+        out = referral_out(
             r,
             lanes.get(r.score_id or -1, policy.lane(r.priority, r.priority >= policy.TOP_BAND)),
             at,
             outcome=outcomes.get(r.id),
             closing=closings.get(r.id),
         )
-        for r in refs
-    ]
+        out["over_capacity"] = bool(r.over_capacity) and not displaced(r)
+        out["declared_on"] = days.get(r.shipment_id)
+        outs.append(out)
+    return outs
+
+
+def _declared_days(session: Session, refs: Iterable[m.Referral]) -> dict[str, dt.date]:
+    """The UTC day of each referred shipment's declaration."""
+    ids = {r.shipment_id for r in refs}
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(m.Shipment.shipment_id, m.Shipment.declared_at).where(
+            m.Shipment.shipment_id.in_(ids)
+        )
+    )
+    return {str(sid): _utc_day(at) for sid, at in rows}
+
+
+def _utc_day(at: dt.datetime) -> dt.date:
+    return (at if at.tzinfo is None else at.astimezone(dt.UTC)).date()
+
+
+def _not_displaced() -> Any:
+    """SQL: the referral is live or decided (not closed without a decision)."""
+    return (m.Referral.status != "closed") | m.Referral.decided_at.is_not(None)
+
+
+def _latest_scores(session: Session, shipment_ids: Iterable[str]) -> dict[str, m.Score]:
+    """The latest score of each of the shipments."""
+    ids = set(shipment_ids)
+    if not ids:
+        return {}
+    latest = (
+        select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
+        .where(m.Score.shipment_id.in_(ids))
+        .group_by(m.Score.shipment_id)
+        .subquery()
+    )
+    rows = session.scalars(select(m.Score).join(latest, m.Score.id == latest.c.sid))
+    return {s.shipment_id: s for s in rows}
 
 
 def _queue_rows(session: Session, office: str, day: dt.date) -> list[m.Referral]:
@@ -1512,6 +1743,51 @@ def _day_scores(
     return list(session.scalars(query.order_by(m.Score.id)))
 
 
+def _stray_forced(session: Session, office: str, day: dt.date) -> list[tuple[m.Score, dt.date]]:
+    """Forced shipments of the office declared before `day` (latest score a
+    must-inspect rule or an exact watchlist hit) that no queue holds: no referral
+    anywhere but displaced ones, none in `day`'s queue. With their declaration day.
+    A late submission, a declaration past midnight UTC or a rescreen can make such a
+    shipment after its own day's queue was last looked at; today's queue takes it in."""
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    latest = (
+        select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
+        .join(m.Shipment, m.Shipment.shipment_id == m.Score.shipment_id)
+        .where(m.Shipment.office_code == office, m.Shipment.declared_at < start)
+        .group_by(m.Score.shipment_id)
+        .subquery()
+    )
+    held = select(m.Referral.id).where(
+        m.Referral.shipment_id == m.Score.shipment_id,
+        _not_displaced() | ((m.Referral.office_code == office) & (m.Referral.queue_date == day)),
+    )
+    rows = session.execute(
+        select(m.Score, m.Shipment.declared_at)
+        .join(latest, m.Score.id == latest.c.sid)
+        .join(m.Shipment, m.Shipment.shipment_id == m.Score.shipment_id)
+        .where(m.Score.priority >= policy.TOP_BAND, ~held.exists())
+        .order_by(m.Score.id)
+    )
+    return [(s, _utc_day(at)) for s, at in rows]
+
+
+def _held_elsewhere(session: Session, office: str, day: dt.date, ids: Iterable[str]) -> set[str]:
+    """Of the shipments `ids`, those with a live or decided referral in another queue
+    than `day`'s of `office` (a forced shipment of an earlier day carried into a later
+    queue): not to be placed twice."""
+    wanted = set(ids)
+    if not wanted:
+        return set()
+    rows = session.scalars(
+        select(m.Referral.shipment_id).where(
+            m.Referral.shipment_id.in_(wanted),
+            _not_displaced(),
+            (m.Referral.office_code != office) | (m.Referral.queue_date != day),
+        )
+    )
+    return {str(s) for s in rows}
+
+
 def _lifting_rule_hits(session: Session, score_ids: Sequence[int]) -> set[int]:
     """The scores among `score_ids` with a rule hit that raises the priority (any
     severity but info; an unknown severity counts)."""
@@ -1541,13 +1817,19 @@ def _place(
     scores: Sequence[m.Score],
     queued: Sequence[m.Referral],
     actor: str = QUEUE_ACTOR,
+    carried: dict[str, dt.date] | None = None,
 ) -> list[m.Referral]:
     """Referrals for `scores` within what is left of the day's capacity after the
     `queued` entries; red/yellow arrivals that do not fit displace lower-priority
-    ranked entries (`policy.displacements`). Audited: one entry for the queue, one
-    per placed shipment and one per displaced shipment (entity "shipment", so each
-    shipment's trail shows it). Nothing when nothing is picked.
-    Must-inspect rules and exact watchlist hits always enter (over capacity if full)."""
+    ranked entries (`policy.displacements`, judged by their current priorities).
+    The day's exploration slots (share x capacity) are reserved from its first
+    placement on: each placement draws into the slots not yet drawn (see
+    `serving.policy`, "A queue placed in steps"). Audited: one entry for the queue,
+    one per placed shipment and one per displaced shipment (entity "shipment", so
+    each shipment's trail shows it). Nothing when nothing is picked.
+    Must-inspect rules and exact watchlist hits always enter (over capacity if full);
+    `carried`: forced shipments of earlier days taken into this queue, with their
+    declaration day."""
     lifting = _lifting_rule_hits(session, [s.id for s in scores])
     candidates = []
     lanes: dict[str, str] = {}
@@ -1569,17 +1851,27 @@ def _place(
         )
         lanes[s.shipment_id] = s.lane
     capacity = services.capacity(office)
-    left = max(capacity - sum(1 for r in queued if not r.over_capacity), 0)
+    live = [r for r in queued if not displaced(r)]
+    left = max(capacity - sum(1 for r in live if not r.over_capacity), 0)
     share = services.queue.exploration_share
+    reserved = policy.exploration_slots(capacity, share)
+    undrawn = max(reserved - sum(1 for r in live if r.selection_method == "random"), 0)
     seed = int(
         hashlib.sha256(f"{office}|{day.isoformat()}|{len(queued)}".encode()).hexdigest()[:8], 16
     )
-    entries = policy.build_queue(candidates, left, share, rng_seed=seed)
+    entries = policy.build_queue(candidates, left, share, rng_seed=seed, exploration=undrawn)
     chosen = {e.shipment_id for e in entries}
     by_id = {r.id: r for r in queued}
+    current = _latest_scores(session, [r.shipment_id for r in queued if r.status == "open"])
     swaps = policy.displacements(
         [
-            policy.Placed(r.id, r.priority, r.selection_method, r.status, r.over_capacity)
+            policy.Placed(
+                r.id,
+                current[r.shipment_id].priority if r.shipment_id in current else r.priority,
+                r.selection_method,
+                r.status,
+                r.over_capacity,
+            )
             for r in queued
         ],
         [c for c in candidates if c.shipment_id not in chosen],
@@ -1619,16 +1911,19 @@ def _place(
             e.selection_probability,
             e.over_capacity,
         )
-    victims: list[tuple[m.Referral, int]] = []  # (displaced entry, index of its successor)
+    # (displaced entry, its current priority, index of its successor)
+    victims: list[tuple[m.Referral, float, int]] = []
     for c, victim in swaps:
         old = by_id[victim.key]
-        old.status, old.over_capacity = "closed", True
-        method = policy.lifted_method(c, c.model_probability > old.priority)
+        # Closed without a decision; it is not over capacity (its successor holds the
+        # slot, `displaced_by` says so) and no longer counts against the capacity.
+        old.status = "closed"
+        method = policy.lifted_method(c, c.model_probability > victim.priority)
         new_ref(c.shipment_id, c.priority, method, 1.0, False)
-        victims.append((old, len(refs) - 1))
+        victims.append((old, victim.priority, len(refs) - 1))
     session.flush()
     key = f"{office}/{day.isoformat()}"
-    displaced_by = {i: old for old, i in victims}
+    displaced_by = {i: old for old, _p, i in victims}
     audit(
         session,
         "queue_extended" if queued else "queue_built",
@@ -1639,6 +1934,8 @@ def _place(
             "capacity": capacity,
             "capacity_left": left,
             "exploration_share": share,
+            "exploration_slots": reserved,
+            "exploration_slots_undrawn": undrawn,
             "candidates": len(candidates),
             "entries": [
                 {
@@ -1657,7 +1954,7 @@ def _place(
                     "by_referral_id": refs[i].id,
                     "by_shipment_id": refs[i].shipment_id,
                 }
-                for old, i in victims
+                for old, _p, i in victims
             ],
         },
         entity="queue",
@@ -1681,11 +1978,12 @@ def _place(
                 "selection_probability": r.selection_probability,
                 "over_capacity": r.over_capacity,
                 "displaced_referral_id": None if pushed is None else pushed.id,
+                "declared_on": (carried or {}).get(r.shipment_id),
             },
             entity="shipment",
             entity_id=r.shipment_id,
         )
-    for old, i in victims:
+    for old, current_priority, i in victims:
         audit(
             session,
             "queue_displacement",
@@ -1695,7 +1993,7 @@ def _place(
                 "queue": key,
                 "referral_id": old.id,
                 "shipment_id": old.shipment_id,
-                "priority": old.priority,
+                "priority": current_priority,
                 "displaced_by_referral_id": refs[i].id,
                 "displaced_by_shipment_id": refs[i].shipment_id,
                 "displaced_by_priority": refs[i].priority,
@@ -1717,31 +2015,172 @@ def get_queue(
     extended with the shipments scored since its last entries were placed (new
     arrivals, or a rescreen that made a hit exact) within the capacity left, red and
     yellow arrivals displacing lower-priority ranked entries when it is full.
+    Entries whose shipment was scored again (a rescreen) are first brought to the
+    latest score (`_refresh_referral`). Today's queue (UTC) also takes in the forced
+    shipments of earlier days that no queue holds (`_stray_forced`), as forced
+    entries of today (over capacity if full).
     Placement is the engine's act: it is audited as `QUEUE_ACTOR`, never as `reader`
     (whoever's read found the new shipments; an auditor's read writes nothing in
-    their name). Returns the entries and whether any was placed by this call."""
+    their name). Returns the entries and whether any was placed or changed by this
+    call."""
     del reader
     rows = _queue_rows(session, office, day)
-    since = max((r.created_at for r in rows), default=None)
-    referred = {r.shipment_id for r in rows}
-    if not [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]:
+    if not any(_queue_work(session, office, day, rows)):
         return rows, False
     write_lock(session, "queue")
     rows = _queue_rows(session, office, day)
-    since = max((r.created_at for r in rows), default=None)
-    referred = {r.shipment_id for r in rows}
-    fresh = [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]
-    placed = _place(session, services, office, day, fresh, rows) if fresh else []
-    if not placed:
+    stale, fresh, strays = _queue_work(session, office, day, rows)
+    changed = [ref for ref, score in stale if _refresh_referral(session, services, ref, score)]
+    scores = fresh + [s for s, _d in strays]
+    carried = {s.shipment_id: d for s, d in strays}
+    placed = _place(session, services, office, day, scores, rows, carried=carried) if scores else []
+    if not placed and not changed:
         session.rollback()
         return rows, False
     session.commit()
     return _queue_rows(session, office, day), True
 
 
+def _queue_work(
+    session: Session, office: str, day: dt.date, rows: Sequence[m.Referral]
+) -> tuple[list[tuple[m.Referral, m.Score]], list[m.Score], list[tuple[m.Score, dt.date]]]:
+    """What a view of the queue has to do: entries to bring to their shipment's
+    latest score, the day's shipments scored since the last placement that no queue
+    holds, and (today's queue only) the forced shipments of earlier days to take in."""
+    since = max((r.created_at for r in rows), default=None)
+    referred = {r.shipment_id for r in rows}
+    latest = _latest_scores(
+        session, [r.shipment_id for r in rows if r.status in _AWAITING or displaced(r)]
+    )
+    stale = [
+        (r, latest[r.shipment_id])
+        for r in rows
+        if r.shipment_id in latest and _needs_refresh(r, latest[r.shipment_id])
+    ]
+    fresh = [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]
+    held = _held_elsewhere(session, office, day, [s.shipment_id for s in fresh])
+    fresh = [s for s in fresh if s.shipment_id not in held]
+    strays = _stray_forced(session, office, day) if day == now().date() else []
+    return stale, fresh, strays
+
+
+_AWAITING = tuple(str(st) for st in policy.AWAITING_DECISION)
+
+
+def _needs_refresh(ref: m.Referral, score: m.Score) -> bool:
+    """The entry awaits a decision and its shipment was scored again since its
+    placement, or it was displaced and its shipment is now forced (from today's
+    queue on: an earlier day's displaced shipment goes to today's queue instead)."""
+    if score.id == ref.score_id:
+        return False
+    if ref.status in _AWAITING:
+        return True
+    return displaced(ref) and score.priority >= policy.TOP_BAND and ref.queue_date >= now().date()
+
+
+def _refresh_referral(
+    session: Session,
+    services: Services,
+    ref: m.Referral,
+    score: m.Score,
+    actor: str = QUEUE_ACTOR,
+    cause: dict[str, Any] | None = None,
+) -> bool:
+    """Bring an entry to its shipment's latest `score` (a rescreen scored it again):
+    its priority and score (so its lane), and, when the score forces it in (an exact
+    watchlist hit or a must-inspect rule), the selection method "watchlist" or "rule",
+    so that it is never displaced. An exploration draw keeps method and probability
+    (the draw happened with that probability); every entry keeps its rank and
+    selection probability (1.0 for a ranked entry: its selection was deterministic).
+    A displaced entry of today's queue (or a later day's) whose shipment is now
+    forced is reinstated (open again, over capacity when the capacity is full).
+    Audited ("queue_rescore", in the shipment's trail). False when nothing changed
+    (the entry is decided, or a displaced one stays closed)."""
+    if not _needs_refresh(ref, score):
+        return False
+    reinstate = displaced(ref)
+    if reinstate and session.scalar(
+        select(func.count(m.Referral.id)).where(
+            m.Referral.shipment_id == ref.shipment_id, m.Referral.id != ref.id, _not_displaced()
+        )
+    ):
+        return False  # another queue holds it
+    extra = score.explanation or {}
+    forced = score.priority >= policy.TOP_BAND
+    before = {
+        "score_id": ref.score_id,
+        "priority": ref.priority,
+        "lane": session.scalar(select(m.Score.lane).where(m.Score.id == ref.score_id))
+        if ref.score_id is not None
+        else None,
+        "selection_method": ref.selection_method,
+        "status": ref.status,
+        "over_capacity": ref.over_capacity,
+    }
+    if forced and ref.selection_method != "random":
+        ref.selection_method = "watchlist" if extra.get("watchlist_exact") else "rule"
+    ref.score_id, ref.priority = score.id, score.priority
+    if reinstate:
+        others = session.scalars(
+            select(m.Referral).where(
+                m.Referral.office_code == ref.office_code,
+                m.Referral.queue_date == ref.queue_date,
+                m.Referral.id != ref.id,
+            )
+        )
+        used = sum(1 for r in others if not displaced(r) and not r.over_capacity)
+        ref.status, ref.over_capacity = "open", used >= services.capacity(ref.office_code)
+    session.flush()
+    after = {
+        "score_id": ref.score_id,
+        "priority": ref.priority,
+        "lane": score.lane,
+        "selection_method": ref.selection_method,
+        "status": ref.status,
+        "over_capacity": ref.over_capacity,
+    }
+    audit(
+        session,
+        "queue_rescore",
+        actor,
+        {
+            "action": "reinstate" if reinstate else "rescore",
+            "queue": f"{ref.office_code}/{ref.queue_date.isoformat()}",
+            "referral_id": ref.id,
+            "shipment_id": ref.shipment_id,
+            "before": before,
+            "after": after,
+            **(cause or {}),
+        },
+        entity="shipment",
+        entity_id=ref.shipment_id,
+    )
+    return True
+
+
+def requeue_rescored(session: Session, services: Services, shipment_id: str, actor: str) -> None:
+    """After a new score of a stored shipment (a rescreen by `actor`): bring its
+    referrals awaiting a decision to the score, and reinstate its displaced entry of
+    today's queue if the score now forces it in (`_refresh_referral`, audited as the
+    queue's act). A forced shipment with no entry of today is taken into today's
+    queue at its next view (`_stray_forced`)."""
+    score = _latest_scores(session, [shipment_id]).get(shipment_id)
+    if score is None:
+        return
+    refs = session.scalars(
+        select(m.Referral).where(m.Referral.shipment_id == shipment_id).order_by(m.Referral.id)
+    )
+    for ref in list(refs):
+        _refresh_referral(
+            session, services, ref, score, cause={"cause": "rescreen", "rescreened_by": actor}
+        )
+
+
 def left_out(session: Session, office: str, day: dt.date) -> list[dict[str, Any]]:
     """Red and yellow shipments of the office's day without a live entry in its queue:
-    never placed for want of capacity, or displaced by a later arrival. Best first."""
+    never placed for want of capacity, or displaced by a later arrival. Best first.
+    A shipment another queue holds (a forced one taken into a later day's) is not
+    left out."""
     rows = _queue_rows(session, office, day)
     live = {r.shipment_id for r in rows if not displaced(r)}
     pushed = {r.shipment_id: r.id for r in rows if displaced(r)}
@@ -1757,20 +2196,28 @@ def left_out(session: Session, office: str, day: dt.date) -> list[dict[str, Any]
         for s in _day_scores(session, office, day)
         if s.lane in ("red", "yellow") and s.shipment_id not in live
     ]
+    held = _held_elsewhere(session, office, day, [str(o["shipment_id"]) for o in out])
+    out = [o for o in out if o["shipment_id"] not in held]
     return sorted(out, key=lambda o: (-o["priority"], o["shipment_id"]))
 
 
 def overdue_referrals(session: Session, services: Services, office: str) -> list[m.Referral]:
     """Referrals of the office still awaiting a decision (open or claimed) past the
-    overdue limit, oldest first; an inspected, waived or closed one is never overdue."""
-    limit = now() - dt.timedelta(hours=services.queue.overdue_hours)
+    overdue limit, oldest first; an inspected, waived or closed one is never overdue.
+    A forced entry (a must-inspect rule or an exact watchlist hit, by its current
+    priority) of a queue whose day is over (UTC) is overdue at once, however recently
+    it was placed: a must-inspect shipment of a past day still waiting is late (it
+    may have been placed only when somebody opened that day's queue again)."""
+    at = now()
+    limit = at - dt.timedelta(hours=services.queue.overdue_hours)
     return list(
         session.scalars(
             select(m.Referral)
             .where(
                 m.Referral.office_code == office,
-                m.Referral.status.in_(tuple(str(st) for st in policy.AWAITING_DECISION)),
-                m.Referral.created_at < limit,
+                m.Referral.status.in_(_AWAITING),
+                (m.Referral.created_at < limit)
+                | ((m.Referral.priority >= policy.TOP_BAND) & (m.Referral.queue_date < at.date())),
             )
             .order_by(m.Referral.created_at, m.Referral.id)
         )
@@ -1924,6 +2371,197 @@ def record_outcome(
     return ref, row, path
 
 
+OUTCOME_FIELDS = ("finding", "category", "quantity", "unit", "notes")
+
+
+def _outcome_values(row: m.Outcome) -> dict[str, Any]:
+    """What an officer records of an outcome (what a correction may change)."""
+    return {name: getattr(row, name) for name in OUTCOME_FIELDS}
+
+
+def _outcome_problem(outcome: policy.InspectionOutcome) -> ServiceError | None:
+    """A corrected outcome the rules refuse, as a 422 naming its field."""
+    try:
+        policy.check_outcome(outcome)
+    except policy.TransitionError as exc:
+        text = str(exc)
+        field = "unit" if "unit" in text else "quantity" if "quantity" in text else "category"
+        return ServiceError(422, text, field)
+    return None
+
+
+def _correction_target(session: Session, ref: m.Referral) -> m.Outcome | None:
+    """The recorded outcome of `ref` (the latest, should there be several), or None
+    when the decision recorded is a waiver; 409 when nothing was decided."""
+    if ref.status in ("open", "claimed") or ref.decided_by is None:
+        state = "was closed without a decision" if ref.status == "closed" else f"is {ref.status}"
+        raise ServiceError(
+            409,
+            f"cannot correct the outcome of referral {ref.id} ({ref.shipment_id}): it {state}, "
+            "no outcome or waiver is recorded",
+        )
+    return session.scalars(
+        select(m.Outcome)
+        .where(m.Outcome.referral_id == ref.id)
+        .order_by(m.Outcome.recorded_at.desc(), m.Outcome.outcome_id.desc())
+        .limit(1)
+    ).first()
+
+
+def correct_outcome(
+    session: Session,
+    services: Services,
+    referral_id: int,
+    username: str,
+    office: str | None,
+    outcome: policy.InspectionOutcome,
+    reason: str,
+    *,
+    override: bool = False,
+) -> tuple[m.Referral, m.Outcome, Path | None]:
+    """Correct the decision recorded on a referral, with a reason: by the officer who
+    recorded it, or an administrator (`override`).
+
+    An outcome is corrected in place (the same outcome id: finding, category,
+    quantity, unit, notes); a waiver recorded by mistake, when the goods were
+    inspected after all, becomes this outcome (a new one, inspected now). The
+    correction is audited as an `outcome` entry with `action: "correct"`, who, why,
+    and the values before and after (the original entry stays in the chain); the
+    label file under raw/outcomes/ is rewritten, so that the next `caravan
+    validate` / `train` read the corrected label once. The feature history is
+    brought up to date (see `_history_after_correction`)."""
+    _decider(session, username)
+    if not policy.has_visible_text(reason):
+        raise ServiceError(
+            422, "a correction needs a reason (it has no visible character)", "reason"
+        )
+    problem = _outcome_problem(outcome)
+    if problem is not None:
+        raise problem
+    ref = _locked_referral(session, referral_id)
+    row = _correction_target(session, ref)
+    if not override and username != ref.decided_by:
+        raise ServiceError(
+            403,
+            f"only the officer who recorded the decision on referral {ref.id} "
+            f"({ref.decided_by}) or an administrator can correct it",
+        )
+    after = {
+        "finding": outcome.finding,
+        "category": outcome.finding_category,
+        "quantity": outcome.quantity_seized,
+        "unit": outcome.seized_unit,
+        "notes": outcome.notes or None,
+    }
+    if row is not None and _outcome_values(row) == after:
+        raise ServiceError(
+            409,
+            f"nothing to correct: outcome {row.outcome_id} of referral {ref.id} already "
+            "holds these values",
+        )
+    at = now()
+    try:
+        policy.correct_outcome(
+            _domain(ref), _officer(username, office, ref), at, outcome, reason, override=override
+        )
+    except policy.TransitionError as exc:
+        raise ServiceError(409, str(exc)) from None
+    before: dict[str, Any]
+    if row is None:  # a waiver becomes an outcome
+        before = {
+            "decision": "waiver",
+            "waiver_reason": ref.waiver_reason,
+            "decided_by": ref.decided_by,
+            "decided_at": ref.decided_at,
+        }
+        row = m.Outcome(
+            outcome_id=f"api-{ref.id}-{uuid.uuid4().hex[:12]}",
+            shipment_id=ref.shipment_id,
+            referral_id=ref.id,
+            selection_method=ref.selection_method,
+            selection_probability=ref.selection_probability,
+            inspected_at=at,
+            recorded_by=ref.decided_by or username,
+            recorded_at=at,
+            **after,
+        )
+        session.add(row)
+        if ref.status == "waived":
+            ref.status = "inspected"
+        ref.waiver_reason = None
+    else:
+        before = {"decision": "outcome", **_outcome_values(row)}
+        for name, value in after.items():
+            setattr(row, name, value)
+    session.flush()
+    audit(
+        session,
+        "outcome",
+        username,
+        {
+            "action": "correct",
+            "referral_id": ref.id,
+            "outcome_id": row.outcome_id,
+            "shipment_id": ref.shipment_id,
+            "finding": row.finding,
+            "category": row.category,
+            "quantity": row.quantity,
+            "unit": row.unit,
+            "selection_method": ref.selection_method,
+            "selection_probability": ref.selection_probability,
+            "reason": reason.strip(),
+            "before": before,
+            "after": {"decision": "outcome", **after},
+        },
+        entity="shipment",
+        entity_id=ref.shipment_id,
+    )
+    session.commit()
+    _history_after_correction(services, row, new=before["decision"] == "waiver")
+    path = export_labels(session, services, [row])
+    return ref, row, path
+
+
+def _history_after_correction(services: Services, row: m.Outcome, *, new: bool) -> None:
+    """The feature history after a correction. A waiver turned into an outcome is a
+    new outcome: appended as a recorded one is. A corrected outcome replaces the row
+    the history holds, and the live feature state, which only appends (it would
+    count the original and the correction both), is rebuilt from the history in the
+    background; until it is swapped in (seconds; about a minute for a million
+    shipments), scoring reads the state that still counts the original."""
+    if new:
+        services.history.add_outcomes(outcome_frame([row]))
+    else:
+        services.history.replace_outcomes(outcome_frame([row]))
+
+
+def corrections_of(session: Session, shipment_id: str) -> list[dict[str, Any]]:
+    """The corrections made to the outcomes of a shipment's referrals (from the audit
+    trail), oldest first: who, when, why, before and after."""
+    rows = session.scalars(
+        select(m.AuditLog)
+        .where(
+            m.AuditLog.kind == "outcome",
+            m.AuditLog.entity == "shipment",
+            m.AuditLog.entity_id == shipment_id,
+        )
+        .order_by(m.AuditLog.seq)
+    )
+    return [
+        {
+            "by": row.actor,
+            "at": row.at,
+            "referral_id": row.payload.get("referral_id"),
+            "outcome_id": row.payload.get("outcome_id"),
+            "reason": row.payload.get("reason"),
+            "before": row.payload.get("before") or {},
+            "after": row.payload.get("after") or {},
+        }
+        for row in rows
+        if (row.payload or {}).get("action") == "correct"
+    ]
+
+
 def close(session: Session, referral_id: int, username: str, office: str | None) -> m.Referral:
     """Close an inspected or waived referral (an officer of its office or an admin):
     the case is done. The decision (decided_by/at, the outcome or waiver reason) stays
@@ -2005,7 +2643,7 @@ def export_labels(session: Session, services: Services, rows: Sequence[m.Outcome
     """Write outcomes (with their shipments and goods lines) under raw/, where
     `caravan validate` and then `caravan features` / `caravan train` pick them up:
     raw/outcomes/api-<id>.parquet, raw/shipments/api-<shipment>.parquet, raw/items/..."""
-    from pipelines.validate import write_parquet
+    from pipelines.validate import pulled_shipment, write_parquet
 
     if not rows:
         return None
@@ -2018,7 +2656,8 @@ def export_labels(session: Session, services: Services, rows: Sequence[m.Outcome
             if ship is None:
                 continue
             ship_path = raw / "shipments" / f"api-{sid}.parquet"
-            if not ship_path.exists():
+            # (not when `caravan validate` already pulled it from the database)
+            if not ship_path.exists() and not pulled_shipment(raw, sid):
                 record = _validate_json(
                     shipment_in_model(),
                     {
@@ -2096,7 +2735,8 @@ def _store_watchlist(
             select(m.WatchlistEntry).where(m.WatchlistEntry.list_name.in_(names))
         )
     }
-    added = changed = 0
+    added: list[tuple[str, str]] = []
+    changed: list[tuple[str, str]] = []
     new_ids = set()
     for row in rows:
         data = jsonable(row)
@@ -2115,16 +2755,16 @@ def _store_watchlist(
                     active=True,
                 )
             )
-            added += 1
+            added.append((row["entry_id"], row["name"]))
         elif old.content_hash != digest or not old.active:
             old.payload, old.content_hash, old.active, old.name = data, digest, True, row["name"]
             old.loaded_at = now()
-            changed += 1
-    removed = 0
+            changed.append((row["entry_id"], row["name"]))
+    removed: list[tuple[str, str]] = []
     for entry_id, old in current.items():
         if entry_id not in new_ids and old.active:
             old.active = False
-            removed += 1
+            removed.append((entry_id, old.name))
     audit(
         session,
         "watchlist_change",
@@ -2132,14 +2772,38 @@ def _store_watchlist(
         {
             "lists": list(names),
             "entries": len(rows),
-            "added": added,
-            "changed": changed,
-            "removed": removed,
+            "added": len(added),
+            "changed": len(changed),
+            "removed": len(removed),
+            **_entry_changes(added=added, changed=changed, removed=removed),
         },
         entity="watchlist",
         entity_id=",".join(names),
     )
-    return {"added": added, "removed": removed, "changed": changed}
+    return {"added": len(added), "removed": len(removed), "changed": len(changed)}
+
+
+# A watchlist change's audit entry names the entries it touched up to this many;
+# past it (a whole list loaded anew) it keeps every id but not the names, which the
+# `watchlist_entries` table holds under the same ids.
+AUDITED_ENTRY_NAMES = 200
+
+
+def _entry_changes(**changes: list[tuple[str, str]]) -> dict[str, Any]:
+    """The entries a watchlist change added, changed and removed, for its audit
+    entry: `<kind>_ids` (every id, sorted) and `names` (id -> listed name, for
+    the first `AUDITED_ENTRY_NAMES` ids in that order; `names_complete` says
+    whether all are there)."""
+    out: dict[str, Any] = {}
+    named: dict[str, str] = {}
+    for kind, entries in changes.items():
+        ordered = sorted(entries)
+        out[f"{kind}_ids"] = [entry_id for entry_id, _ in ordered]
+        for entry_id, name in ordered:
+            if len(named) < AUDITED_ENTRY_NAMES:
+                named[entry_id] = name
+    total = sum(len(e) for e in changes.values())
+    return {**out, "names": named, "names_complete": len(named) == total}
 
 
 def _screening_with(services: Services, names: Sequence[str], entries: pl.DataFrame) -> bool:
@@ -2197,6 +2861,23 @@ def write_watchlist_file(session: Session, services: Services, names: Sequence[s
     return True
 
 
+_LABEL_COLUMNS = ("finding", "finding_category", "quantity_seized", "seized_unit", "notes")
+
+
+def _label_values(row: m.Outcome) -> tuple[Any, ...]:
+    """An outcome's values as its label row holds them (`_LABEL_COLUMNS`)."""
+    return (row.finding, row.category, row.quantity, row.unit, row.notes)
+
+
+def _held_outcomes(outcomes: pl.DataFrame, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """Outcome id -> its values in `outcomes` (`_LABEL_COLUMNS`), for these ids."""
+    if not ids:
+        return {}
+    held = outcomes.filter(pl.col("outcome_id").is_in(list(ids)))
+    rows = held.select("outcome_id", *_LABEL_COLUMNS).iter_rows()
+    return {str(r[0]): tuple(r[1:]) for r in rows}
+
+
 def restore_ingested(session: Session, services: Services) -> dict[str, int]:
     """Put back into the feature history what the API recorded before a restart.
 
@@ -2205,8 +2886,9 @@ def restore_ingested(session: Session, services: Services) -> dict[str, int]:
     recorded over the API since live in the database. Without them, the features
     of the next shipments would not count them (a trader's recent shipments, its
     inspections, linked travellers) and would differ from what they were before the
-    restart. Rows already in the history are left as they are. Returns the counts
-    added per table."""
+    restart. Rows already in the history are left as they are, but for outcomes
+    corrected since (`correct_outcome`): the database's row replaces the held one.
+    Returns the counts added per table."""
     history = services.history
     held = history.snapshot()
     known = set(held.shipments.get_column("shipment_id").to_list())
@@ -2239,12 +2921,10 @@ def restore_ingested(session: Session, services: Services) -> dict[str, int]:
     if records:
         history.add_travellers(frame_of(records, TRAVELLERS.polars_schema))
         added["travellers"] = len(records)
-    done = set(held.outcomes.get_column("outcome_id").to_list())
-    outcomes = [
-        o
-        for o in session.scalars(select(m.Outcome).order_by(m.Outcome.inspected_at))
-        if o.outcome_id not in done
-    ]
+    stored = list(session.scalars(select(m.Outcome).order_by(m.Outcome.inspected_at)))
+    done = _held_outcomes(held.outcomes, [o.outcome_id for o in stored])
+    # (an outcome corrected since validated/ was written is put back as corrected)
+    outcomes = [o for o in stored if done.get(o.outcome_id) != _label_values(o)]
     if outcomes:
         history.add_outcomes(outcome_frame(outcomes))
         added["outcomes"] = len(outcomes)
@@ -2314,29 +2994,53 @@ def rescreen(session: Session, services: Services, actor: str) -> tuple[int, int
         prepared.append(prepare_shipment({**ship.payload, "items": lines}, stored=True))
     frames = _frames(prepared)
     history = services.history.snapshot()
-    scored = score_shipments(
-        frames[0], frames[1], history, services.holder.handle, active_rules(session, services)
-    )
+    try:
+        scored = score_shipments(
+            frames[0],
+            frames[1],
+            history,
+            services.holder.handle,
+            active_rules(session, services),
+            extras=_extras_of(prepared),
+        )
+    except ModelInputError as exc:
+        raise ServiceError(503, str(exc)) from None
     rescored = 0
     for s in scored:
         stored = load_shipment(session, s.shipment_id)
         extra = (stored.score.explanation or {}) if stored else {}
-        before = (
+        before: tuple[Any, ...] = (
             round(float(extra.get("watchlist_score", 0.0)), 6),
             bool(extra.get("watchlist_exact")),
         )
-        if stored is None or before != (round(s.watchlist_score, 6), s.watchlist_exact):
-            new = s if stored is None else _with_hits_of(s, stored)
+        after: tuple[Any, ...] = (round(s.watchlist_score, 6), s.watchlist_exact)
+        if "watchlist_match" in extra:  # (scores stored before it was recorded: not compared)
+            before += (_match_key(extra["watchlist_match"]),)
+            after += (_match_key(s.watchlist_match),)
+        if stored is None or before != after:
+            new = s if stored is None else _with_hits_of(s, stored, active_rules(session, services))
             _store_score(session, new, actor, kind="rescreen")
+            requeue_rescored(session, services, s.shipment_id, actor)
             rescored += 1
     session.commit()
     return len(scored), rescored
 
 
-def _with_hits_of(s: Scored, stored: StoredShipment) -> Scored:
-    """`s` with the rule hits of the stored score, its priority, lane and must-inspect
-    recomputed from them and from `s`'s model probability and watchlist result."""
-    hits = [RuleHit(r, v, sev) for r, v, sev in stored.hits if sev is not None]
+def _match_key(match: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What of a stored watchlist match a rescreen compares: which entry matched,
+    how, and whom (a change of the matched entry alone is a new score)."""
+    if not match:
+        return ()
+    return tuple(match.get(k) for k in ("entry_id", "by", "party", "traveller_record_id"))
+
+
+def _with_hits_of(s: Scored, stored: StoredShipment, active: Iterable[Rule]) -> Scored:
+    """`s` with the rule hits of the stored score that belong to a rule still active
+    (`active`: a rule deactivated since never hits again, README), its priority, lane
+    and must-inspect recomputed from them and from `s`'s model probability and
+    watchlist result."""
+    in_force = {r.id for r in active}
+    hits = [RuleHit(r, v, sev) for r, v, sev in stored.hits if sev is not None and r in in_force]
     severities = [h.severity for h in hits]
     pri = policy.priority(
         s.probability,

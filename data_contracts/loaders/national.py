@@ -18,8 +18,12 @@ address               no       one address (several separated by ``|``)
 listed_on             no       ``YYYY-MM-DD``
 ===================== ======== ==================================================
 
-Every column must be present in the header (optional ones may be empty).
-``entry_id`` is ``"<list_name>:<reference_number>"``. Values are stripped and
+Every column must be present in the header (optional ones may be empty). A
+file separated by another character (``;``, as spreadsheets save CSV in locales
+with a decimal comma, or a tab) is refused saying so.
+``entry_id`` is ``"<list_name>:<reference_number>"``. ``list_name`` names the
+national list (loading it replaces that list); the UN list's name (``UN-SC``,
+any case) is reserved: that list is loaded only from the UN's XML. Values are stripped and
 whitespace-normalised; empty list elements are dropped.
 
 Bad rows: `read_national_csv` returns the good rows and a list of
@@ -51,6 +55,7 @@ from data_contracts.loaders import (
     validate_watchlist,
     watchlist_frame,
 )
+from data_contracts.loaders.un_sc import LIST_NAME as UN_LIST_NAME
 from data_contracts.schemas import ENTITY_TYPES
 
 COLUMNS: tuple[str, ...] = (
@@ -67,6 +72,24 @@ COLUMNS: tuple[str, ...] = (
 )
 REQUIRED: tuple[str, ...] = ("reference_number", "entity_type", "name")
 SEPARATOR = "|"
+# Field separators a CSV export may use instead of the comma, named in the refusal.
+OTHER_DELIMITERS = {";": "semicolons (;)", "\t": "tabs"}
+# List names a national list may not take: the UN list is loaded from its XML only.
+RESERVED_LIST_NAMES = frozenset({UN_LIST_NAME.casefold()})
+
+
+def list_name_problem(list_name: str) -> str | None:
+    """Why `list_name` cannot name a national list (None: it can)."""
+    if not list_name or ":" in list_name:
+        return f"list_name {list_name!r} must be non-empty and contain no ':'"
+    if list_name.casefold() in RESERVED_LIST_NAMES:
+        return (
+            f"list_name {list_name!r} is reserved for the UN Security Council list, which "
+            "is loaded only from the UN's XML (POST /api/v1/watchlists/un, caravan watchlist "
+            "import --un): give the national list a name of its own"
+        )
+    return None
+
 
 _WS = re.compile(r"\s+")
 _DOB = re.compile(r"\d{4}(?:-\d{2}-\d{2})?")
@@ -159,6 +182,7 @@ def _records(path: Path, handle: TextIO) -> tuple[list[str], list[tuple[int, lis
                 raise ReferenceFileError(path, f"column(s) named twice: {', '.join(twice)}")
             missing = [c for c in COLUMNS if c not in header]
             if missing:
+                _refuse_other_delimiter(path, header)
                 raise ReferenceFileError(path, f"missing column(s): {', '.join(missing)}")
             unknown = [c for c in header if c not in COLUMNS]
             if unknown:
@@ -171,14 +195,28 @@ def _records(path: Path, handle: TextIO) -> tuple[list[str], list[tuple[int, lis
     return header, records
 
 
+def _refuse_other_delimiter(path: Path, header: list[str]) -> None:
+    """Refuse a header that is the expected one separated by another character
+    (the whole line read as one or a few comma-separated fields), saying so."""
+    for delimiter, named in OTHER_DELIMITERS.items():
+        split = [h.strip() for field in header for h in field.split(delimiter)]
+        if any(delimiter in h for h in header) and set(COLUMNS) <= set(split):
+            raise ReferenceFileError(
+                path,
+                f"row 1: the columns are separated by {named}; the format needs commas (,): "
+                "save the file as comma-separated CSV (UTF-8)",
+            )
+
+
 def read_national_csv(path: str | Path, list_name: str) -> NationalLoad:
     """Read a national list; return good rows (WATCHLIST columns) and bad rows.
 
     Raises `ReferenceFileError` if the file cannot be read, is not UTF-8, has no
     header, or lacks (or adds) a column."""
     path = Path(path)
-    if not list_name or ":" in list_name:
-        raise ValueError(f"list_name {list_name!r} must be non-empty and contain no ':'")
+    refused = list_name_problem(list_name)
+    if refused:
+        raise ValueError(refused)
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             header, records = _records(path, handle)

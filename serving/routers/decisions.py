@@ -1,5 +1,6 @@
-"""Decisions on referrals: claim, release, outcome, waiver, close. Each names the
-signed-in person who made it (API keys are refused: a named person decides)."""
+"""Decisions on referrals: claim, release, outcome, waiver, close, and the correction
+of a recorded outcome or waiver. Each names the signed-in person who made it (API
+keys are refused: a named person decides)."""
 
 from typing import Annotated, Any
 
@@ -12,12 +13,13 @@ from serving.orm import Referral
 from serving.policy import InspectionOutcome
 from serving.routers import PROTECTED, ErrorOut, Responses
 from serving.routers._common import ServicesDep, http_error
-from serving.schemas import OutcomeIn, OutcomeOut, ReferralOut, WaiverIn
+from serving.schemas import OutcomeCorrectionIn, OutcomeIn, OutcomeOut, ReferralOut, WaiverIn
 from serving.services import (
     NOT_A_PERSON,
     ServiceError,
     claim,
     close,
+    correct_outcome,
     record_outcome,
     referrals_out,
     release,
@@ -107,6 +109,71 @@ def post_outcome(
         _own(session, referral_id, user)
         ref, row, path = record_outcome(
             session, services, referral_id, user.username, user.office_code, outcome
+        )
+    except ServiceError as exc:
+        raise http_error(exc) from None
+    return {
+        "outcome_id": row.outcome_id,
+        "referral": referrals_out(session, [ref])[0],
+        "label_file": None if path is None else path.name,
+    }
+
+
+CORRECTION_ERRORS: Responses = {
+    **ERRORS,
+    403: {
+        "model": ErrorOut,
+        "description": "Not the officer who recorded the decision (nor an administrator), "
+        "another office's referral, or not a signed-in person (an API key)",
+    },
+    409: {
+        "model": ErrorOut,
+        "description": "No outcome or waiver is recorded on the referral, or the outcome "
+        "already holds these values",
+    },
+}
+
+
+@router.post(
+    "/{referral_id}/outcome/correct",
+    response_model=OutcomeOut,
+    responses=CORRECTION_ERRORS,
+    summary="Correct a recorded outcome (or a waiver recorded by mistake), with a reason",
+    description=(
+        "By the officer who recorded it, of its office, or an administrator. The same "
+        "body as recording an outcome, plus `reason` (required, visible text). An "
+        "outcome is corrected in place (same `outcome_id`) and its label file under "
+        "raw/outcomes/ rewritten; a waiver becomes an outcome (the goods were inspected "
+        "after all). Audited with the values before and after; the original entry "
+        "stays in the audit trail."
+    ),
+)
+def post_correct_outcome(
+    referral_id: ReferralId,
+    body: OutcomeCorrectionIn,
+    session: SessionDep,
+    user: OfficerUser,
+    services: ServicesDep,
+) -> dict[str, Any]:
+    outcome = InspectionOutcome(
+        finding=body.finding,
+        finding_category=body.category,
+        quantity_seized=body.quantity,
+        seized_unit=body.unit,
+        notes=body.notes or "",
+    )
+    try:
+        _own(session, referral_id, user)
+        # (refused without a visible character: 422 on `reason`, by the service)
+        ref, row, path = correct_outcome(
+            session,
+            services,
+            referral_id,
+            user.username,
+            user.office_code,
+            outcome,
+            body.reason or "",
+            override=user.role == Role.admin,
         )
     except ServiceError as exc:
         raise http_error(exc) from None

@@ -26,6 +26,7 @@ from serving.services import (
     Prepared,
     RowError,
     ServiceError,
+    Services,
     ingest_shipments,
     ingest_travellers,
     load_shipment,
@@ -34,6 +35,7 @@ from serving.services import (
     prepare_traveller,
     row_errors,
     rule_errors,
+    self_ingested_link,
     shipment_out,
     traveller_rule_errors,
     view_traveller,
@@ -58,7 +60,7 @@ CONFLICT: Responses = {
 NOT_JSON: Responses = {
     415: {"model": ErrorOut, "description": "The body is not sent as application/json"}
 }
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # as data_contracts.fields.ID_PATTERN
 
 
 def require_json(request: Request, _user: IngestUser) -> None:
@@ -138,6 +140,8 @@ def post_shipment(
     except (ServiceError, ModelNotReadyError) as exc:
         raise http_error(exc) from None
     if conflicts:
+        if conflicts[0].status == 422:  # the record does not fit the served model
+            _refuse_broken([RowError(0, conflicts[0].field, conflicts[0].reason)])
         raise HTTPException(409, conflicts[0].reason)
     if unchanged:
         response.status_code = status.HTTP_200_OK
@@ -287,6 +291,7 @@ def get_traveller(
     record_id: Annotated[str, Path(pattern=ID_PATTERN)],
     session: SessionDep,
     user: CurrentUser,
+    services: ServicesDep,
     purpose: Annotated[
         str | None,
         Query(
@@ -338,10 +343,15 @@ def get_traveller(
                 ],
             )
         if shipment_id is not None:
-            _ensure_linked(session, user, record_id, shipment_id)
+            _ensure_linked(session, services, user, record_id, shipment_id)
     try:
         row, is_masked = view_traveller(
-            session, record_id, user.username, purpose, shipment_id=shipment_id
+            session,
+            record_id,
+            user.username,
+            purpose,
+            shipment_id=shipment_id,
+            history=services.history,
         )
     except ServiceError as exc:
         raise http_error(exc) from None
@@ -353,17 +363,26 @@ def get_traveller(
     }
 
 
-def _ensure_linked(session: Any, user: Principal, record_id: str, shipment_id: str) -> None:
+def _ensure_linked(
+    session: Any, services: Services, user: Principal, record_id: str, shipment_id: str
+) -> None:
     """The shipment exists, the user may see it (officers: their office) and the
-    record is one of its linked travellers (as on the shipment page), else 403/404."""
+    record is one of its linked travellers (as on the shipment page: of the loaded
+    history or stored), else 403/404; an officer did not ingest it himself (else he
+    could make up a shipment naming anyone he wants to unmask), else 403."""
     from serving.web.views import linked_travellers
 
     stored = load_shipment(session, shipment_id)
     if stored is None:
         raise HTTPException(404, f"no scored shipment {shipment_id!r}")
     ensure_office(user, stored.shipment.office_code)
-    linked = {link.record_id for link in linked_travellers(session, stored.shipment.payload)}
+    links = linked_travellers(session, stored.shipment.payload, services.history)
+    linked = {link.record_id for link in links}
     if record_id not in linked:
         raise HTTPException(
             404, f"no traveller record {record_id!r} linked to shipment {shipment_id!r}"
         )
+    if user.role is Role.officer:  # (the link is what lets an officer unmask)
+        refused = self_ingested_link(session, user.username, shipment_id)
+        if refused is not None:
+            raise HTTPException(403, refused)

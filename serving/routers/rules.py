@@ -8,6 +8,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from data_contracts.schemas import ARMS_CATEGORIES
 from serving.auth import Principal, Role
 from serving.deps import AnalystUser, SessionDep, require_roles
 from serving.orm import Rule as RuleRow
@@ -20,7 +21,7 @@ from serving.rules_engine import (
     parse_rule,
     read_rules_yaml,
 )
-from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut, RulePerformanceOut
+from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut
 from serving.services import (
     ServiceError,
     import_rules,
@@ -50,6 +51,50 @@ STATUS_ERRORS: Responses = {
     404: {"model": ErrorOut, "description": "No such rule"},
     409: {"model": ErrorOut, "description": "The rule is already in that state"},
 }
+
+
+class RuleFiguresOut(BaseModel):
+    """A rule's record over the shipments scored by the service."""
+
+    hits: int = Field(description="Shipments hit")
+    inspected: int = Field(description="Of those, shipments with a recorded outcome")
+    findings: int = Field(
+        description="Of those, shipments with a finding of any category "
+        "(documentary irregularities and other contraband included)"
+    )
+    finding_rate: float | None = Field(description="findings / inspected (null: none inspected)")
+    arms_findings: int = Field(
+        description="Of the inspected, shipments with a finding in an arms category "
+        f"({', '.join(ARMS_CATEGORIES)})"
+    )
+    arms_finding_rate: float | None = Field(
+        description="arms_findings / inspected (null: none inspected)"
+    )
+
+
+class RuleVersionFiguresOut(RuleFiguresOut):
+    version: int
+    severity: str
+
+
+class RuleVersionsPerformanceOut(RuleFiguresOut):
+    """A rule's figures: the top-level figures are those of its current (newest)
+    version, `version` and `severity`; `versions` gives each version's own; and
+    `all_versions` the rule's whole history (a shipment hit by several versions
+    counts once)."""
+
+    rule_id: str
+    version: int = Field(description="The current version: the figures beside it are its own")
+    severity: str = Field(description="The current version's severity")
+    active: bool
+    all_versions: RuleFiguresOut
+    versions: list[RuleVersionFiguresOut] = Field(description="Every version, oldest first")
+
+
+class RuleVersionOut(RuleOut):
+    """A version of a rule with its own figures (hits of that version only)."""
+
+    performance: RuleFiguresOut
 
 
 class RuleStatusIn(BaseModel):
@@ -141,10 +186,20 @@ def export_rules(session: SessionDep, _user: RulesReader) -> YAMLResponse:
     )
 
 
+PERFORMANCE_DESCRIPTION = (
+    "Counted over the shipments scored by this service, per rule version: the figures "
+    "beside `version` and `severity` are the current version's own; `versions` lists "
+    "every version's; `all_versions` sums the rule's history. `findings` counts a "
+    "finding of any category (documentary included); `arms_findings` only firearms, "
+    "parts, ammunition and explosives."
+)
+
+
 @router.get(
     "/performance",
-    response_model=list[RulePerformanceOut],
-    summary="Per rule: shipments hit, inspected, findings and finding rate",
+    response_model=list[RuleVersionsPerformanceOut],
+    summary="Per rule and version: shipments hit, inspected, findings, arms findings, rates",
+    description=PERFORMANCE_DESCRIPTION,
 )
 def performance(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
     return rule_performance_rows(session)
@@ -245,10 +300,24 @@ def _save(
 
 
 @router.get(
-    "/{rule_id}/versions",
-    response_model=list[RuleOut],
+    "/{rule_id}/performance",
+    response_model=RuleVersionsPerformanceOut,
     responses=ERRORS,
-    summary="Every version of a rule, oldest first",
+    summary="One rule's figures, per version and over all versions",
+    description=PERFORMANCE_DESCRIPTION,
+)
+def rule_performance(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> dict[str, Any]:
+    rows = rule_performance_rows(session, rule_id)
+    if not rows:
+        raise HTTPException(404, f"no rule {rule_id!r}")
+    return rows[0]
+
+
+@router.get(
+    "/{rule_id}/versions",
+    response_model=list[RuleVersionOut],
+    responses=ERRORS,
+    summary="Every version of a rule, oldest first, each with its own figures",
 )
 def rule_versions(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]:
     row = session.get(RuleRow, rule_id)
@@ -257,7 +326,25 @@ def rule_versions(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> l
     versions = session.scalars(
         select(RuleVersion).where(RuleVersion.rule_id == rule_id).order_by(RuleVersion.version)
     )
-    return [_out(v, row) for v in versions]
+    perf = rule_performance_rows(session, rule_id)
+    figures = {f["version"]: f for f in perf[0]["versions"]} if perf else {}
+    return [
+        {
+            **_out(v, row),
+            "performance": figures.get(v.version) or _NO_FIGURES,
+        }
+        for v in versions
+    ]
+
+
+_NO_FIGURES: dict[str, Any] = {
+    "hits": 0,
+    "inspected": 0,
+    "findings": 0,
+    "finding_rate": None,
+    "arms_findings": 0,
+    "arms_finding_rate": None,
+}
 
 
 @router.post(

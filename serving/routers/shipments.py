@@ -10,7 +10,7 @@ from serving.routers._common import ServicesDep, http_error
 from serving.schemas import ExplanationOut, ShipmentOut
 from serving.services import ServiceError, explanation, shipment_out, visible_shipment
 
-ShipmentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+ShipmentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]  # no "/"
 router = APIRouter(prefix="/api/v1/shipments", tags=["shipments"], responses=PROTECTED)
 NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such scored shipment"}}
 

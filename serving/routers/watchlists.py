@@ -75,8 +75,23 @@ async def post_national(
     session: SessionDep,
     user: AnalystUser,
     services: ServicesDep,
-    list_name: Annotated[str, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "national",
+    list_name: Annotated[
+        str,
+        Query(
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            description="The national list loaded (its entries are replaced); required, so "
+            "that two lists never replace each other by default. `UN-SC` is reserved: the "
+            "UN list is loaded from its XML (`/un`)",
+        ),
+    ],
 ) -> dict[str, Any]:
+    from data_contracts.loaders.national import list_name_problem
+
+    problem = list_name_problem(list_name)
+    if problem:
+        raise HTTPException(
+            422, detail=[{"type": "value_error", "loc": ["query", "list_name"], "msg": problem}]
+        )
     raw = await request.body()
 
     def work() -> dict[str, Any]:

@@ -249,6 +249,15 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "ship.watchlist_entry": ("Listed entry", "Запись списка"),
     "ship.watchlist_list": ("List", "Список"),
+    "ship.watchlist_match": ("Match", "Совпадение"),
+    "ship.watchlist_by_document": (
+        "an identity document or ID number on the list",
+        "номер документа или идентификационный номер из списка",
+    ),
+    "ship.watchlist_traveller": (
+        "Linked traveller record (API/PNR)",
+        "Связанная запись пассажира (API/PNR)",
+    ),
     "ship.travellers": ("Linked travellers (API/PNR)", "Связанные пассажиры (API/PNR)"),
     "ship.travellers_none": ("No linked traveller record.", "Связанных записей пассажиров нет."),
     "ship.link": ("Link", "Связь"),
@@ -265,6 +274,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Ваша роль не даёт доступа к персональным данным.",
     ),
     "ship.purpose_required": ("A purpose is required.", "Укажите цель просмотра."),
+    "ship.unmask_self_ingested": (
+        "You ingested this shipment yourself: a shipment one ingested oneself cannot be "
+        "the link for unmasking a traveller record. A colleague may unmask it, or you "
+        "may for a shipment declared by someone else.",
+        "Эту отправку зарегистрировали вы сами: собственная отправка не может служить "
+        "связью для раскрытия данных путешественника. Раскрыть их может коллега или вы "
+        "— по отправке, заявленной кем-то другим.",
+    ),
     "ship.referral": ("Referral", "Направление на досмотр"),
     "ship.referral_none": (
         "This shipment is not in a queue.",
@@ -392,6 +409,31 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "True share of trafficking caught at {cap} (synthetic world)",
         "Истинная доля выявленного при {cap} (синтетический мир)",
     ),
+    # capacity figures say what the capacity is a share of (UAT2 DS F7, F9)
+    "models.random_weighted": (
+        "Random share (weighted by 1/selection probability)",
+        "Случайная доля (с весом 1/вероятность отбора)",
+    ),
+    "models.precision_inspected_at": (
+        "Precision, top {cap} of the inspected shipments",
+        "Точность, верхние {cap} досмотренных",
+    ),
+    "models.recall_inspected_at": (
+        "Recall, top {cap} of the inspected shipments",
+        "Полнота, верхние {cap} досмотренных",
+    ),
+    "models.slots_at": (
+        "Top {cap} of all shipments: slots, of them inspected, with a finding",
+        "Верхние {cap} всех отправок: мест, из них досмотрено, с находкой",
+    ),
+    "models.true_precision_all_at": (
+        "True precision, top {cap} of all shipments (synthetic world)",
+        "Истинная точность, верхние {cap} всех отправок (синтетический мир)",
+    ),
+    "models.true_recall_all_at": (
+        "True share of trafficking caught, top {cap} of all shipments (synthetic world)",
+        "Истинная доля выявленного, верхние {cap} всех отправок (синтетический мир)",
+    ),
     "models.plots": ("Evaluation report", "Отчёт об оценке"),
     "models.no_report": ("No evaluation report for this version.", "Нет отчёта об оценке."),
     "models.promoted_by": ("Promoted by {who}: {why}", "Продвинул(а) {who}: {why}"),
@@ -469,8 +511,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Наименование участника похоже на запись списка наблюдения (сходство {score}%)",
     ),
     "reason.watchlist_exact": (
-        "A party's name is on a watchlist (exact match)",
-        "Наименование участника есть в списке наблюдения (точное совпадение)",
+        "A party or a linked traveller is on a watchlist (exact match: name or document)",
+        "Участник сделки или связанный пассажир есть в списке наблюдения "
+        "(точное совпадение: наименование или документ)",
     ),
     # rule severities
     "severity.info": ("information", "информация"),
@@ -552,6 +595,39 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Дело завершено: принятое решение сохраняется как записано.",
     ),
     "ship.closed_ok": ("Referral closed.", "Направление закрыто."),
+    # correcting a recorded outcome or waiver
+    "ship.correct": ("Correct this outcome", "Исправить результат"),
+    "ship.correct_waiver": (
+        "Correct this waiver: the goods were inspected",
+        "Исправить отказ: досмотр был проведён",
+    ),
+    "ship.correct_note": (
+        "The corrected outcome replaces the recorded one, and its label for training; "
+        "the original stays in the audit trail.",
+        "Исправленный результат заменяет записанный и его метку для обучения модели; "
+        "исходная запись остаётся в журнале аудита.",
+    ),
+    "ship.correction_reason": ("Reason for the correction", "Причина исправления"),
+    "ship.save_correction": ("Save the correction", "Сохранить исправление"),
+    "ship.corrections": ("Corrections", "Исправления"),
+    "ship.correction_line": (
+        "{at}, {who}: {before} → {after}. Reason: {reason}",
+        "{at}, {who}: {before} → {after}. Причина: {reason}",
+    ),
+    "ship.corrected_waiver": ("waiver «{reason}»", "отказ «{reason}»"),
+    "ship.corrected_ok": ("Outcome corrected.", "Результат исправлен."),
+    "ship.correct_forbidden": (
+        "Only the officer who recorded the decision ({who}) or an administrator can correct it.",
+        "Исправить решение может только записавший его сотрудник ({who}) или администратор.",
+    ),
+    "err.correction_reason_required": (
+        "A correction needs a reason.",
+        "Для исправления нужна причина.",
+    ),
+    "err.correction_unchanged": (
+        "The outcome already holds these values: nothing to correct.",
+        "Результат уже содержит эти значения: исправлять нечего.",
+    ),
     "ship.release": ("Release the claim", "Вернуть в очередь"),
     "ship.release_note": (
         "Hands the referral back to the office's queue for another officer.",
@@ -611,6 +687,31 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "rules.activated_ok": (
         "Rule {id} activated again (its newest version).",
         "Правило {id} снова включено (последняя версия).",
+    ),
+    # rule performance per version (rules page, rule page)
+    "rules.perf_note": (
+        "Hits, inspections and findings are those of the version shown beside them, "
+        "counted over the shipments scored by this service. “Findings” counts every "
+        "category (documentary irregularities included); “arms” counts only firearms, "
+        "parts, ammunition and explosives. “All versions” covers the rule's whole "
+        "history (a shipment hit by two versions counts once).",
+        "Срабатывания, досмотры и находки относятся к версии, указанной рядом с ними, "
+        "и считаются по декларациям, оценённым этой системой. «Находки» включают все "
+        "категории (в том числе документальные нарушения); «оружие» — только "
+        "огнестрельное оружие, его части, боеприпасы и взрывчатые вещества. «Все версии» — "
+        "за всю историю правила (декларация, на которой сработали две версии, "
+        "считается один раз).",
+    ),
+    "rules.arms_findings": ("Arms findings", "Находок оружия"),
+    "rules.arms_finding_rate": ("Arms finding rate", "Доля находок оружия"),
+    "rules.all_versions": ("All versions", "Все версии"),
+    "rules.figures": (
+        "{hits} hits · {inspected} inspected · {findings} findings ({arms} arms)",
+        "срабатываний: {hits} · досмотрено: {inspected} · находок: {findings} (оружие: {arms})",
+    ),
+    "rules.rates": (
+        "finding rate {rate} (arms {arms_rate})",
+        "доля находок {rate} (оружие {arms_rate})",
     ),
     # audit head (audit page)
     "audit.head": (

@@ -44,6 +44,8 @@ from serving.services import (
     audit_report,
     claim,
     close,
+    correct_outcome,
+    corrections_of,
     get_queue,
     latest_versions,
     left_out,
@@ -55,6 +57,7 @@ from serving.services import (
     replay,
     rule_performance_rows,
     save_rule,
+    self_ingested_link,
     set_rule_active,
     view_traveller,
     waive,
@@ -85,7 +88,7 @@ from serving.web.i18n import LANG_COOKIE, LANGS, Translator
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-SHIPMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")
+SHIPMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # no "/" (sec F9)
 OFFICE = re.compile(r"^[A-Z]{2}[A-Z0-9-]{2,30}$")
 USERNAME = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9._:@-]{0,63}$")
 # an audit actor: a user name, or an API key's "apikey:<name>" (names may have spaces)
@@ -522,7 +525,7 @@ def _shipment_context(
             select(m.Rule).where(m.Rule.rule_id.in_([h[0] for h in stored.hits]))
         )
     }
-    travellers = views.linked_travellers(session, record)
+    travellers = views.linked_travellers(session, record, services.history)
     for link in travellers:
         if unmasked and link.record_id in unmasked:
             link.record = unmasked[link.record_id]
@@ -578,6 +581,7 @@ def _shipment_context(
         "may_decide": user.may("decide"),
         "may_unmask": user.may("unmask"),
         **_referral_state(session, user, referral),
+        **_correction_state(session, user, referral, outcome),
     }
 
 
@@ -627,6 +631,7 @@ def shipment_page(
         "claimed": t("ship.claimed_ok"),
         "closed": t("ship.closed_ok"),
         "released": t("ship.released_ok"),
+        "corrected": t("ship.corrected_ok"),
     }.get(done or "")
     context = _shipment_context(request, session, user, shipment_id, message=message)
     return render(request, "shipment.html", user, context)
@@ -674,6 +679,124 @@ def _post_outcome(
     context = _shipment_context(
         request, session, user, ref.shipment_id, outcome_errors=errors, form=form
     )
+    return render(request, "shipment.html", user, context, 422)
+
+
+def _correction_state(
+    session: Session, user: WebUser, referral: m.Referral | None, outcome: m.Outcome | None
+) -> dict[str, Any]:
+    """The outcome section's correction: the corrections made to the referral's
+    outcome (from the audit trail), whether this user may correct the decision
+    recorded (as the API: the officer who recorded the outcome or waiver, or an
+    administrator), and the form's values (the outcome as recorded)."""
+    state: dict[str, Any] = {
+        "corrections": [],
+        "may_correct": False,
+        "correction_errors": views.FormErrors(),
+        "correction_form": {},
+    }
+    if referral is None:
+        return state
+    t = Translator(user.lang)
+    state["corrections"] = [
+        {
+            **c,
+            "before_text": _decision_text(c["before"], t, user.lang),
+            "after_text": _decision_text(c["after"], t, user.lang),
+        }
+        for c in corrections_of(session, referral.shipment_id)
+        if c["referral_id"] == referral.id
+    ]
+    decided = referral.decided_by is not None and referral.status != "claimed"
+    state["may_correct"] = (
+        user.may("decide")
+        and decided
+        and (referral.decided_by == user.username or user.role is Role.admin)
+    )
+    if outcome is not None:
+        state["correction_form"] = {
+            "finding": "yes" if outcome.finding else "no",
+            "category": outcome.category or "",
+            "quantity": ""
+            if outcome.quantity is None
+            else views.fmt_quantity(outcome.quantity, user.lang),
+            "unit": outcome.unit or "",
+            "notes": outcome.notes or "",
+        }
+    return state
+
+
+def _decision_text(values: dict[str, Any], t: Translator, lang: str) -> str:
+    """A decision as a correction's audit entry holds it (before or after), in words."""
+    if values.get("decision") == "waiver":
+        return t("ship.corrected_waiver", reason=values.get("waiver_reason") or "")
+    parts = [t("ship.finding_yes") if values.get("finding") else t("ship.finding_no")]
+    if values.get("category"):
+        parts.append(t.category(values["category"]))
+    if values.get("quantity") is not None:
+        unit = values.get("unit") or ""
+        parts.append(f"{views.fmt_quantity(values['quantity'], lang)} {unit}".strip())
+    text = ", ".join(parts)
+    return f"{text} («{values['notes']}»)" if values.get("notes") else text
+
+
+@router.post("/referrals/{referral_id}/outcome/correct")
+async def post_correct_outcome(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("decide")],
+) -> Response:
+    form = await _form(request, user)
+    return await run_in_threadpool(_post_correct_outcome, referral_id, request, session, user, form)
+
+
+def _post_correct_outcome(
+    referral_id: int, request: Request, session: Session, user: WebUser, form: dict[str, str]
+) -> Response:
+    """Correct the recorded outcome (or waiver) with the form's outcome and reason."""
+    ref = _referral_for(session, user, referral_id)
+    t = Translator(user.lang)
+    checked, errors = views.check_outcome(form, t)
+    reason, reason_errors = views.check_waiver(form, t)  # (a waiver's rules for a reason)
+    if reason_errors.fields:
+        problem = reason_errors.fields["reason"]
+        if problem == t("err.reason_required"):
+            problem = t("err.correction_reason_required")
+        errors.add("reason", problem)
+    if checked is not None and reason is not None:
+        outcome = InspectionOutcome(
+            finding=checked.finding,
+            finding_category=checked.category,
+            quantity_seized=checked.quantity,
+            seized_unit=checked.unit,
+            notes=checked.notes,
+        )
+        try:
+            correct_outcome(
+                session,
+                _services(request),
+                referral_id,
+                user.username,
+                user.principal.office_code,
+                outcome,
+                reason,
+                override=user.role is Role.admin,
+            )
+        except ServiceError as exc:
+            session.rollback()
+            if exc.status == 403 and exc.message.startswith("only the officer"):
+                errors.general.append(t("ship.correct_forbidden", who=ref.decided_by or "?"))
+            elif exc.status == 409 and "already holds" in exc.message:
+                errors.general.append(t("err.correction_unchanged"))
+            elif exc.status == 422 and exc.field:
+                errors.add(exc.field, exc.message)
+            else:
+                errors.general.append(_service_message(session, t, referral_id, exc))
+        else:
+            return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=corrected#decision")
+    context = _shipment_context(request, session, user, ref.shipment_id)
+    context.update(correction_errors=errors, correction_form=form)
     return render(request, "shipment.html", user, context, 422)
 
 
@@ -807,6 +930,10 @@ def _unmask_traveller(
     context = _shipment_context(request, session, user, shipment_id)
     if record_id not in {link.record_id for link in context["travellers"]}:
         raise PageForbiddenError("error.not_found")
+    # an officer unmasks through the link: not through a shipment he ingested himself
+    if user.role is Role.officer and self_ingested_link(session, user.username, shipment_id):
+        context["unmask_errors"] = {record_id: t("ship.unmask_self_ingested")}
+        return render(request, "shipment.html", user, context, 403)
     if not purpose or len(purpose) > 500 or views.CONTROL.search(purpose):
         context["unmask_errors"] = {record_id: t("ship.purpose_required")}
         return render(request, "shipment.html", user, context, 422)
@@ -814,7 +941,14 @@ def _unmask_traveller(
         context["unmask_errors"] = {record_id: t("err.purpose_short", n=MIN_PURPOSE)}
         return render(request, "shipment.html", user, context, 422)
     try:
-        row, _ = view_traveller(session, record_id, user.username, purpose, shipment_id=shipment_id)
+        row, _ = view_traveller(
+            session,
+            record_id,
+            user.username,
+            purpose,
+            shipment_id=shipment_id,
+            history=_services(request).history,
+        )
     except ServiceError as exc:
         return _error_page(request, user, exc.message, exc.status)
     context = _shipment_context(
@@ -990,6 +1124,7 @@ def _render_rule(
                 (v, views.condition_text(json.loads(v.definition).get("condition")))
                 for v in versions
             ],
+            "figures": views.rule_figures(versions),
             "errors": errors or views.FormErrors(),
             "severities": ("info", "low", "medium", "high", "must_inspect"),
             "may_edit": user.may("rules_edit"),

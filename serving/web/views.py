@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
 from features.registry import refresh_reason_texts, render_reason
 from serving import orm as m
-from serving.history import frame_of
+from serving.history import HistoryStore, frame_of
 from serving.policy import WATCHLIST_ALERT, has_visible_text
 from serving.services import (
     PERSONAL_FIELDS,
@@ -31,6 +31,9 @@ from serving.services import (
     masked,
     prepare_shipment,
     prepare_traveller,
+    purged_before,
+    traveller_payload,
+    was_purged,
 )
 from serving.web.i18n import Translator, reason_text
 
@@ -205,6 +208,10 @@ class WatchlistHit:
     score: float
     exact: bool
     entry: dict[str, Any] | None
+    # "name" (a name similarity) or "document" (a listed id or document number)
+    by: str = "name"
+    # the linked traveller record (API/PNR) that matched; None: the party itself
+    traveller: str | None = None
 
     alert: float = WATCHLIST_ALERT * 100  # (percent)
 
@@ -217,27 +224,41 @@ class WatchlistHit:
 def watchlist_hit(
     services: Services, record: Mapping[str, Any], stored: StoredShipment
 ) -> WatchlistHit | None:
-    """The best watchlist match of the shipment's parties, with the listed entry
-    (screened again against the current lists, as the score did)."""
+    """The watchlist match of the shipment's score, with the listed entry: the
+    match stored with the score (the entry that produced it, by name or document,
+    of a party or a linked traveller), its details read from the current lists
+    (only the id and name stored when the entry has left them). A score stored
+    before matches were recorded: the parties screened again against the current
+    lists, as the score did."""
     extra = stored.score.explanation or {}
     score = float(extra.get("watchlist_score", 0.0))
     exact = bool(extra.get("watchlist_exact", False))
     if score <= 0 and not exact:
         return None
-    from data_contracts.schemas import SHIPMENTS
-    from features.watchlist import operational
-
     wl = services.history.snapshot().watchlist
-    if wl is None or wl.height == 0:
+    match = extra.get("watchlist_match")
+    if "watchlist_match" not in extra:
+        from data_contracts.schemas import SHIPMENTS
+        from features.watchlist import operational
+        from serving.scoring import watchlist_match
+
+        if wl is None or wl.height == 0:
+            return WatchlistHit(None, score, exact, None)
+        ships = frame_of([dict(record)], SHIPMENTS.polars_schema)
+        match = watchlist_match(operational(ships, wl).to_dicts()[0])
+    if not match:
         return WatchlistHit(None, score, exact, None)
-    ships = frame_of([dict(record)], SHIPMENTS.polars_schema)
-    found = operational(ships, wl).to_dicts()[0]
-    entry_id = found.get("__wl_entry")
-    entry = None
-    if entry_id is not None:
-        rows = wl.filter(pl.col("entry_id") == entry_id).to_dicts()
-        entry = rows[0] if rows else {"entry_id": entry_id, "name": found.get("__wl_name")}
-    return WatchlistHit(found.get("__wl_party"), score, exact, entry)
+    entry_id = match["entry_id"]
+    rows = [] if wl is None else wl.filter(pl.col("entry_id") == entry_id).to_dicts()
+    entry = rows[0] if rows else {"entry_id": entry_id, "name": match.get("name")}
+    return WatchlistHit(
+        match.get("party"),
+        score,
+        exact,
+        entry,
+        str(match.get("by") or "name"),
+        match.get("traveller_record_id"),
+    )
 
 
 @dataclass
@@ -279,15 +300,18 @@ def _traveller_index(session: Session) -> Any:
     return index
 
 
-def linked_travellers(session: Session, record: Mapping[str, Any]) -> list[LinkedTraveller]:
-    """Traveller records (stored by the API) linked to the shipment's parties by
-    `features.travellers.link_travellers`, masked."""
+def linked_travellers(
+    session: Session, record: Mapping[str, Any], history: HistoryStore | None = None
+) -> list[LinkedTraveller]:
+    """Traveller records linked to the shipment's parties by
+    `features.travellers.link_travellers`, masked: with `history`, the records the
+    traveller features read (the loaded history, validated/, and the records the API
+    stored: the feature state's index, as scoring links them), and the records stored
+    in the database that history does not hold; without it, the stored ones only.
+    A stored record is shown as stored, one of the loaded history as it holds it."""
     from features.context import PARTY_ROLES
     from features.travellers import link_travellers
 
-    index = _traveller_index(session)
-    if index is None:
-        return []
     parties = pl.DataFrame(
         [
             {
@@ -301,28 +325,45 @@ def linked_travellers(session: Session, record: Mapping[str, Any]) -> list[Linke
         ],
         schema={c: pl.String for c in ("party_key", "name", "phone", "email", "address")},
     )
-    links = link_travellers(parties, index)
-    ids = links["traveller_record_id"].unique().to_list()
-    by_id = {
-        r.traveller_record_id: r
+    found: list[dict[str, Any]] = []
+    held: dict[str, dict[str, Any]] = {}
+    if history is not None:
+        with history.scoring() as state:  # (brought up to date with what just arrived)
+            index = state.travellers.records
+        if index.travellers.height:
+            found = link_travellers(parties, index).to_dicts()
+            held = history.held_travellers({link["traveller_record_id"] for link in found})
+    stored_index = _traveller_index(session)
+    if stored_index is not None:
+        more = link_travellers(parties, stored_index).to_dicts()
+        # (a record the history holds is linked as the features link it, above)
+        more_ids = {link["traveller_record_id"] for link in more}
+        in_history = set() if history is None else set(history.held_travellers(more_ids))
+        found += [link for link in more if link["traveller_record_id"] not in in_history]
+    ids = list({link["traveller_record_id"] for link in found})
+    by_id: dict[str, dict[str, Any]] = {
+        r.traveller_record_id: dict(r.payload)
         for r in session.scalars(
             select(m.Traveller).where(m.Traveller.traveller_record_id.in_(ids))
         )
     }
+    cutoff = purged_before(session) if set(held) - set(by_id) else None
     out = []
-    for link in links.sort(
-        ["confidence", "traveller_record_id"], descending=[True, False]
-    ).to_dicts():
-        found = by_id.get(link["traveller_record_id"])
-        if found is None:
+    order = sorted(
+        found, key=lambda f: (-float(f["confidence"]), f["traveller_record_id"], f["party_key"])
+    )
+    for link in order:
+        rid = link["traveller_record_id"]
+        shown = by_id.get(rid)
+        if shown is None and rid in held:
+            shown = traveller_payload(held[rid])
+            if was_purged(shown, cutoff):  # (kept by the features until a restart)
+                continue
+        if shown is None:
             continue
         out.append(
             LinkedTraveller(
-                link["traveller_record_id"],
-                link["party_key"],
-                link["link_kind"],
-                float(link["confidence"]),
-                masked(dict(found.payload)),
+                rid, link["party_key"], link["link_kind"], float(link["confidence"]), masked(shown)
             )
         )
     return out
@@ -680,6 +721,23 @@ def rule_errors(paths_messages: Sequence[tuple[str, str]], t: Translator) -> For
         else:
             errors.general.append(f"{path}: {message}")
     return errors
+
+
+def rule_figures(versions: Sequence[m.RuleVersion]) -> dict[str, Any] | None:
+    """The figures of the rule whose `versions` the rule page shows, per version and
+    over all versions (`services.rule_performance_rows`, read through the session the
+    versions were loaded with); None for a new rule."""
+    from sqlalchemy.orm import object_session
+
+    from serving.services import rule_performance_rows
+
+    session = object_session(versions[0]) if versions else None
+    if session is None:
+        return None
+    rows = rule_performance_rows(session, versions[0].rule_id)
+    if not rows:
+        return None
+    return {**rows[0], "by_version": {f["version"]: f for f in rows[0]["versions"]}}
 
 
 def condition_text(condition: Any) -> str:

@@ -362,7 +362,9 @@ def test_purge_audits_database_and_file_counts(tmp_path: Path) -> None:
 def test_traveller_files_are_written_private(tmp_path: Path) -> None:
     from pipelines.validate import write_parquet
 
-    frame = pl.DataFrame({"traveller_record_id": ["T1"]})
+    # private because the frame holds the contract's personal columns (sec F10), not
+    # because of the file's name
+    frame = pl.DataFrame({"traveller_record_id": ["T1"], "surname": ["DOE"]})
     write_parquet(frame, tmp_path / "validated" / "travellers.parquet")
     write_parquet(frame, tmp_path / "quarantine" / "travellers.parquet")
     for sub in ("validated", "quarantine"):

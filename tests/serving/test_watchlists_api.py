@@ -117,11 +117,15 @@ def test_list_upload_rescreens_stored_parties(world_api: Api, samples: Samples) 
 
 def test_bad_lists_are_refused_with_the_reason(world_api: Api) -> None:
     api = world_api
-    missing = _upload(api, "national", b"reference_number,name\nX-1,Someone\n", "text/csv")
+    missing = _upload(
+        api, "national", b"reference_number,name\nX-1,Someone\n", "text/csv", list_name="KZ"
+    )
     assert missing.status_code == 422
     problem = missing.json()["detail"][0]
     assert problem["loc"] == ["body", "file"] and "entity_type" in problem["msg"]
-    bad_type = _upload(api, "national", _national("X-1,vehicle,Someone,,,,,,,"), "text/csv")
+    bad_type = _upload(
+        api, "national", _national("X-1,vehicle,Someone,,,,,,,"), "text/csv", list_name="KZ"
+    )
     assert bad_type.status_code == 422 and "entity_type" in bad_type.json()["detail"][0]["msg"]
     not_xml = _upload(api, "un", b"<CONSOLIDATED_LIST><INDIVIDUALS>", "application/xml")
     assert not_xml.status_code == 422

@@ -347,7 +347,7 @@ def test_data_scientist_sees_models_and_promotion_needs_a_reason(new_page: Any, 
     page.goto("/web/models")
     champion = page.locator("#model-champion")
     assert f"Version {current}" in champion.locator("h2").inner_text()
-    assert "Recall at 5% capacity" in champion.inner_text()
+    assert "Recall, top 5% of the inspected shipments" in champion.inner_text()
     images = champion.locator(".plots img")
     assert images.count() >= 3
     page.wait_for_function("[...document.images].every(i => i.complete)")
