@@ -409,19 +409,7 @@ class HistoryStore:
 
     def add_outcomes(self, outcomes: pl.DataFrame) -> None:
         with self._lock:
-            h = self._history
-            self._history = History(
-                h.shipments,
-                h.items,
-                _append(
-                    h.outcomes,
-                    outcomes,
-                    "outcome_id",
-                    self._keys("outcomes", h.outcomes, "outcome_id"),
-                ),
-                h.travellers,
-                h.watchlist,
-            )
+            self._put_outcomes(outcomes)
             self._record(outcomes=_conform(outcomes, OUTCOMES.polars_schema))
 
     def replace_outcomes(self, outcomes: pl.DataFrame) -> None:
@@ -429,21 +417,23 @@ class HistoryStore:
         state counted the old values and only appends: it is rebuilt from the
         history in the background (requests are served from it meanwhile)."""
         with self._lock:
-            h = self._history
-            self._history = History(
-                h.shipments,
-                h.items,
-                _append(
-                    h.outcomes,
-                    outcomes,
-                    "outcome_id",
-                    self._keys("outcomes", h.outcomes, "outcome_id"),
-                ),
-                h.travellers,
-                h.watchlist,
-            )
+            self._put_outcomes(outcomes)
         if self._state is not None:
             self._rebuild_later(again=True)
+
+    def _put_outcomes(self, outcomes: pl.DataFrame) -> None:
+        """The history with `outcomes` in place of held rows of the same ids (the
+        caller holds the lock)."""
+        h = self._history
+        self._history = History(
+            h.shipments,
+            h.items,
+            _append(
+                h.outcomes, outcomes, "outcome_id", self._keys("outcomes", h.outcomes, "outcome_id")
+            ),
+            h.travellers,
+            h.watchlist,
+        )
 
     def replace_watchlist(self, list_names: Iterable[str], entries: pl.DataFrame) -> None:
         """Replace the entries of the named lists with `entries`."""

@@ -108,7 +108,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -402,6 +402,31 @@ class InspectionOutcome:
     quantity_seized: float | None = None
     seized_unit: str | None = None
     notes: str = ""
+
+    @classmethod
+    def of(cls, given: OutcomeFields) -> InspectionOutcome:
+        """From an outcome as the API and the page take it (finding, category,
+        quantity, unit, notes)."""
+        return cls(
+            finding=given.finding,
+            finding_category=given.category,
+            quantity_seized=given.quantity,
+            seized_unit=given.unit,
+            notes=given.notes or "",
+        )
+
+
+class OutcomeFields(Protocol):
+    @property
+    def finding(self) -> bool: ...
+    @property
+    def category(self) -> str | None: ...
+    @property
+    def quantity(self) -> float | None: ...
+    @property
+    def unit(self) -> str | None: ...
+    @property
+    def notes(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

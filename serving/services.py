@@ -656,6 +656,17 @@ def import_rules(
     return created, [r for r in unchanged if r not in {c.id for c in created}]
 
 
+# A rule version's figures before any hit.
+NO_RULE_FIGURES: dict[str, Any] = {
+    "hits": 0,
+    "inspected": 0,
+    "findings": 0,
+    "finding_rate": None,
+    "arms_findings": 0,
+    "arms_finding_rate": None,
+}
+
+
 def rule_performance_rows(session: Session, rule_id: str | None = None) -> list[dict[str, Any]]:
     """Per rule (all rules, or only `rule_id`), figures over the shipments scored by
     the service: its newest version's figures at the top level (`version`, `severity`
@@ -689,14 +700,7 @@ def rule_performance_rows(session: Session, rule_id: str | None = None) -> list[
         schema={"shipment_id": pl.String, "finding": pl.Boolean, "finding_category": pl.String},
         orient="row",
     )
-    empty: dict[str, Any] = {
-        "hits": 0,
-        "inspected": 0,
-        "findings": 0,
-        "finding_rate": None,
-        "arms_findings": 0,
-        "arms_finding_rate": None,
-    }
+    empty = NO_RULE_FIGURES
     figures: dict[tuple[str, int | None], dict[str, Any]] = {}
     for by_version in (False, True):
         arms = {

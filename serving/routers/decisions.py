@@ -98,13 +98,7 @@ def post_outcome(
     user: OfficerUser,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    outcome = InspectionOutcome(
-        finding=body.finding,
-        finding_category=body.category,
-        quantity_seized=body.quantity,
-        seized_unit=body.unit,
-        notes=body.notes or "",
-    )
+    outcome = InspectionOutcome.of(body)
     try:
         _own(session, referral_id, user)
         ref, row, path = record_outcome(
@@ -155,13 +149,7 @@ def post_correct_outcome(
     user: OfficerUser,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    outcome = InspectionOutcome(
-        finding=body.finding,
-        finding_category=body.category,
-        quantity_seized=body.quantity,
-        seized_unit=body.unit,
-        notes=body.notes or "",
-    )
+    outcome = InspectionOutcome.of(body)
     try:
         _own(session, referral_id, user)
         # (refused without a visible character: 422 on `reason`, by the service)

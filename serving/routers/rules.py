@@ -23,6 +23,7 @@ from serving.rules_engine import (
 )
 from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut
 from serving.services import (
+    NO_RULE_FIGURES,
     ServiceError,
     import_rules,
     latest_versions,
@@ -331,20 +332,10 @@ def rule_versions(rule_id: RuleId, session: SessionDep, _user: RulesReader) -> l
     return [
         {
             **_out(v, row),
-            "performance": figures.get(v.version) or _NO_FIGURES,
+            "performance": figures.get(v.version) or NO_RULE_FIGURES,
         }
         for v in versions
     ]
-
-
-_NO_FIGURES: dict[str, Any] = {
-    "hits": 0,
-    "inspected": 0,
-    "findings": 0,
-    "finding_rate": None,
-    "arms_findings": 0,
-    "arms_finding_rate": None,
-}
 
 
 @router.post(

@@ -655,13 +655,7 @@ def _post_outcome(
     t = Translator(user.lang)
     checked, errors = views.check_outcome(form, t)
     if checked is not None:
-        outcome = InspectionOutcome(
-            finding=checked.finding,
-            finding_category=checked.category,
-            quantity_seized=checked.quantity,
-            seized_unit=checked.unit,
-            notes=checked.notes,
-        )
+        outcome = InspectionOutcome.of(checked)
         try:
             record_outcome(
                 session,
@@ -765,13 +759,7 @@ def _post_correct_outcome(
             problem = t("err.correction_reason_required")
         errors.add("reason", problem)
     if checked is not None and reason is not None:
-        outcome = InspectionOutcome(
-            finding=checked.finding,
-            finding_category=checked.category,
-            quantity_seized=checked.quantity,
-            seized_unit=checked.unit,
-            notes=checked.notes,
-        )
+        outcome = InspectionOutcome.of(checked)
         try:
             correct_outcome(
                 session,

@@ -12,14 +12,11 @@ import dataclasses
 import datetime as dt
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from data_contracts.settings import DataLayout
@@ -32,11 +29,10 @@ from tests.serving.conftest import (
     OFFICE,
     Api,
     Samples,
-    add_users,
-    build_app,
     password_for,
     payload,
 )
+from tests.serving.test_uat_watchlists import _serve
 
 API = "/api/v1"
 TRADER = "Zarafshon Correction Savdo MChJ"
@@ -47,15 +43,6 @@ RULE = {
     "condition": {"field": "consignee_arms_findings", "op": "ge", "value": 1},
 }
 FIREARMS = {"finding": True, "category": "firearms", "quantity": 2.5, "unit": "PCE", "notes": "x"}
-
-
-@contextmanager
-def _serve(db_url: str, data: Path, users: bool) -> Iterator[Api]:
-    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
-    with TestClient(app) as client:
-        if users:
-            add_users(app)
-        yield Api(app, client)
 
 
 def _ship(samples: Samples, i: int, sid: str, day: dt.date, office: str = OFFICE) -> Any:

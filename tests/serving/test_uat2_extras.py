@@ -31,7 +31,6 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from data_contracts.settings import DataLayout
 from serving import orm as m
@@ -39,6 +38,7 @@ from serving.auth import Role
 from serving.services import jsonable
 from tests.conftest import ROOT
 from tests.serving.conftest import OFFICE, Api, add_users, build_app
+from tests.serving.test_uat2_correction import _vector
 
 API = "/api/v1"
 EXAMPLE = ROOT / "examples" / "byo"
@@ -220,15 +220,6 @@ def _body(data: Path, sid: str, at: dt.datetime, *, i: int = 0, **changes: Any) 
         for line in lines
     ]
     return dict(jsonable(body))
-
-
-def _vector(api: Api, sid: str) -> dict[str, Any]:
-    with api.app.state.session_factory() as session:
-        score = session.scalars(
-            select(m.Score).where(m.Score.shipment_id == sid).order_by(m.Score.id.desc())
-        ).first()
-        assert score is not None
-        return dict(score.feature_vector)
 
 
 def _post(api: Api, body: dict[str, Any]) -> Any:

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from serving import orm as m
 from serving import policy
 from serving.auth import Role
-from serving.services import QueueSettings
 from tests.serving.conftest import OFFICE, Api, payload
+from tests.serving.test_uat_queue import _batch, _capacity
 from tests.serving.test_watchlists_api import _national, _upload
 
 API = "/api/v1"
@@ -36,19 +36,7 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def _batch(api: Api, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    r = api.client.post(
-        f"{API}/shipments/batch", json={"records": records}, headers=api.headers(Role.analyst)
-    )
-    assert r.status_code == 200, r.text
-    assert not r.json()["errors"], r.json()["errors"]
-    return list(r.json()["stored"])
-
-
-def _settings(api: Api, capacity: int, share: float = 0.0, **more: Any) -> None:
-    api.app.state.services.queue = QueueSettings(
-        queue_capacity=capacity, exploration_share=share, **more
-    )
+_settings = _capacity  # (the queue settings of the app under test)
 
 
 def _rule(api: Api, rule_id: str, severity: str, name: str) -> None:
