@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,12 @@ def primary_metric_of(layout: DataLayout) -> str:
     known, recall on inspected shipments otherwise."""
     truth = (layout.truth / "truth.parquet").exists()
     return f"{'true recall' if truth else 'recall'} at {PRIMARY} capacity"
+
+
+def _visible(text: str) -> bool:
+    """Whether `text` holds a character one can see (not only spaces, zero-width or
+    other format characters): a name or a reason made of those says nothing."""
+    return any(not unicodedata.category(c).startswith(("Z", "C")) for c in text)
 
 
 class PromotionError(Exception):
@@ -237,11 +244,13 @@ def plan_promotion(
     part of the version's test window after what both models saw, and apply the
     refusal rules."""
     who = (who or "").strip()
-    if not who:
+    if not _visible(who):
         raise PromotionError("a promotion names the person who decides it")
     reason = (reason or "").strip() or None
-    if force and reason is None:
-        raise ReasonRequiredError("a forced promotion needs a reason (--reason TEXT)")
+    if force and (reason is None or not _visible(reason)):
+        raise ReasonRequiredError(
+            "a forced promotion needs a reason with visible text (--reason TEXT)"
+        )
     if not layout.mlflow_db.exists():  # nothing trained here (and do not create the store)
         raise UnknownVersionError(f"no registered model version {version!r}: nothing trained")
     reg = registry(layout)

@@ -538,7 +538,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "category.documentary": ("documentary irregularity", "нарушение в документах"),
     # how a traveller record is linked to a party
     "link.same_person": ("same person", "то же лицо"),
-    "link.phone": ("same phone", "тот же телефон"),
+    # (the link kind "phone" is a shared contact: a phone number or an e-mail address)
+    "link.phone": ("same phone or e-mail", "тот же телефон или e-mail"),
     "link.address": ("same address", "тот же адрес"),
     "link.name_variant": ("name variant", "вариант имени"),
     # waiting times

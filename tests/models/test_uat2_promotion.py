@@ -300,3 +300,16 @@ def test_an_alias_moved_without_a_record_is_moved_back(layout: DataLayout) -> No
         assert current_champion(layout) == "2"
     finally:
         engine.dispose()
+
+
+def test_a_promotion_names_a_visible_person_and_reason(tmp_path: Path) -> None:
+    """A forced promotion with a reason of invisible characters, or a promoter name
+    made of them, is refused before anything is read (data scientist round 2, F16)."""
+    from data_contracts.settings import DataLayout
+    from models.promotion import PromotionError, ReasonRequiredError, plan_promotion
+
+    layout = DataLayout(tmp_path / "data")
+    with pytest.raises(ReasonRequiredError, match="visible text"):
+        plan_promotion(layout, "1", who="ds1", reason="\u200b\u200b\u2060", force=True)
+    with pytest.raises(PromotionError, match="names the person"):
+        plan_promotion(layout, "1", who="\u200b\u3000", reason="roll back", force=True)

@@ -177,3 +177,10 @@ def test_the_capacity_line_adds_up() -> None:
     used = capacity_used(outs, 5)
     assert used == {"used": 5, "capacity": 5, "decided": 3, "claimed": 1, "open": 1, "over": 1}
     assert used["decided"] + used["claimed"] + used["open"] == used["used"]
+
+
+def test_a_contact_link_is_not_called_a_phone() -> None:
+    """The link kind 'phone' stands for a shared phone or e-mail: a traveller linked
+    by e-mail only was shown as 'same phone' (security review round 2, F15)."""
+    assert T.link("phone") == "same phone or e-mail"
+    assert Translator("ru").link("phone") == "тот же телефон или e-mail"
