@@ -2,6 +2,7 @@
 of a recorded outcome or waiver. Each names the signed-in person who made it (API
 keys are refused: a named person decides)."""
 
+import pathlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
@@ -9,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from serving.auth import Principal, Role
 from serving.deps import OfficerUser, SessionDep
-from serving.orm import Referral
+from serving.orm import Outcome, Referral
 from serving.policy import InspectionOutcome
 from serving.routers import PROTECTED, ErrorOut, Responses
 from serving.routers._common import ServicesDep, http_error
@@ -106,6 +107,14 @@ def post_outcome(
         )
     except ServiceError as exc:
         raise http_error(exc) from None
+    return _outcome_out(session, ref, row, path)
+
+
+def _outcome_out(
+    session: Session, ref: Referral, row: Outcome, path: pathlib.Path | None
+) -> dict[str, Any]:
+    """What recording or correcting an outcome answers: the outcome, its referral,
+    and the label file written for training."""
     return {
         "outcome_id": row.outcome_id,
         "referral": referrals_out(session, [ref])[0],
@@ -165,11 +174,7 @@ def post_correct_outcome(
         )
     except ServiceError as exc:
         raise http_error(exc) from None
-    return {
-        "outcome_id": row.outcome_id,
-        "referral": referrals_out(session, [ref])[0],
-        "label_file": None if path is None else path.name,
-    }
+    return _outcome_out(session, ref, row, path)
 
 
 @router.post(
