@@ -38,6 +38,21 @@ single word left after company forms are dropped ("TOO Sever Company" ->
 "sever", which is also a listed alias) still scores 100 but is not exact: an
 exact hit forces an inspection, and one common word is too thin for that.
 
+A match is *weak* (`weak_match`) when it is not exact and rests on one word
+(the shorter of the two names has a single word after company forms are
+dropped: "IP Bilal" or `ООО "Адель"` against the one-word alias "Bilal" or
+"Adel" of a listed individual, 100 but a common given name; an entity's
+acronym such as "MID" or "LET"), or when a company's name (one bearing a
+company form such as LLC, ООО, ТОО; not the sole trader's ИП / ЧП, a natural
+person) matches an alias of a listed individual: a company is not a person,
+and aliases are often short, common names. Not weak: a listed entity's own
+one-word name, word for word ("Machanga LLC" is "MACHANGA LTD"), and a company
+bearing a listed individual's own name (primary or original-script: "TOO Kamal
+Djermane" for "KAMEL DJERMANE"; a company may front for a person). A weak match
+keeps its score (the model's features read it as they always did), but the
+operational policy counts it as a near miss (`serving.policy`): shown, never
+enough alone for an inspection.
+
 Default threshold: `DEFAULT_THRESHOLD` = 85, chosen on the real UN SC list of
 2018-10-29 (tests/features/test_screening.py). Every primary name and screened
 alias of 50 listed individuals (fixed seed; the list's Low-quality aliases are
@@ -66,7 +81,7 @@ import polars as pl
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import Levenshtein
 
-from features.names import normalise_name, spelled_name
+from features.names import COMPANY_FORMS, normalise_name, spelled_name, to_latin
 
 DEFAULT_THRESHOLD = 85
 INITIALS_CAP = 90
@@ -108,6 +123,55 @@ _NON_ALNUM = re.compile(r"[^0-9A-Z]+")
 def normalise_document(text: str) -> str:
     """Document number key: upper case, Cyrillic look-alikes to Latin, only A-Z0-9."""
     return _NON_ALNUM.sub("", text.upper().translate(_LOOKALIKES))
+
+
+# Why a match is weak (`weak_match`).
+WEAK_ONE_WORD = "one_word"
+WEAK_COMPANY_INDIVIDUAL = "company_individual"
+# Company forms of a natural person trading in their own name (ИП, ЧП): such a
+# party is a person, not a company.
+SOLE_TRADER_FORMS = frozenset({"ip", "chp"})
+_WORDS = re.compile(r"[^a-z0-9]+")
+
+
+def match_words(query: str, listed: str) -> int:
+    """The number of name words a match of `query` with the listed name `listed`
+    rests on: the words, after company forms are dropped, of the one with fewer
+    (a match that passed the token alignment pairs each of them with a word of the
+    other). "IP Bilal" against "Bilal": 1."""
+    return min(len(normalise_name(query).split()), len(normalise_name(listed).split()))
+
+
+@lru_cache(maxsize=262_144)
+def is_company_name(name: str) -> bool:
+    """Whether a party's name bears a company form (LLC, ООО, ТОО, ...), other than a
+    sole trader's (`SOLE_TRADER_FORMS`)."""
+    words = _WORDS.sub(" ", to_latin(name).replace(".", "")).split()
+    return any(w in COMPANY_FORMS and w not in SOLE_TRADER_FORMS for w in words)
+
+
+def weak_match(
+    query: str, listed: str, *, entity_type: str | None, exact: bool, primary: bool = False
+) -> str | None:
+    """Why the match of the name `query` with the listed name `listed` (of an entry
+    of `entity_type`, "individual" or "entity"; `primary`: `listed` is the entry's
+    own name, primary or in the original script, not an alias) is weak, or None
+    when it is not (see the module docstring): `WEAK_ONE_WORD` when it rests on
+    one word (`match_words`), unless it is an entity's own name word for word;
+    `WEAK_COMPANY_INDIVIDUAL` when a company's name matches an individual's
+    alias. An exact match is never weak."""
+    if exact:
+        return None
+    if match_words(query, listed) < 2:
+        own_name = (
+            entity_type == "entity"
+            and primary
+            and normalise_name(query, sort_tokens=True) == normalise_name(listed, sort_tokens=True)
+        )
+        return None if own_name else WEAK_ONE_WORD
+    if entity_type == "individual" and not primary and is_company_name(query):
+        return WEAK_COMPANY_INDIVIDUAL
+    return None
 
 
 def _document_keys(text: str) -> set[str]:

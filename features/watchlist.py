@@ -20,6 +20,15 @@ and identity document number (`<role>_document_number`) among the listed
 document numbers, and the names and document numbers of the traveller records
 linked to the parties; such a match is an exact hit (see `operational`).
 
+Besides the model's values, `prepare` and `operational` carry the hit that acts
+on the shipment (`__wl_party`, `__wl_entry`, `__wl_name`): exact first, then a
+hit that counts (at least the alert threshold and not weak, see
+`features.screening.weak_match`), then the best score; with its own score
+(`__wl_hit_score`), the name words it rests on (`__wl_words`), why it is weak
+(`__wl_weak`, None when it is not) and the entry's type (`__wl_entity_type`).
+Without weak hits it is the best-scoring hit, as before. The policy counts a
+weak hit as a near miss (`serving.policy`); the features' values do not change.
+
 The index of one watchlist frame is built once and reused while the same frame
 is passed (the online call screens one shipment against the same list).
 """
@@ -33,7 +42,7 @@ import polars as pl
 
 from features.context import PARTY_ROLES, History, Params
 from features.registry import Family, Kind, Wording, feature
-from features.screening import DEFAULT_THRESHOLD, WatchlistIndex
+from features.screening import DEFAULT_THRESHOLD, WatchlistIndex, match_words, weak_match
 
 if TYPE_CHECKING:
     from features.state import FeatureState
@@ -51,6 +60,8 @@ SMALL = 5
 
 _INDEX_CACHE: list[tuple[pl.DataFrame, WatchlistIndex]] = []
 _DATES_CACHE: list[tuple[pl.DataFrame, dict[str, dt.date | None] | None]] = []
+_TYPES_CACHE: list[tuple[pl.DataFrame, dict[str, str | None]]] = []
+_PRIMARY_CACHE: list[tuple[pl.DataFrame, dict[str, tuple[str | None, str | None]]]] = []
 
 
 def prime(index: WatchlistIndex, names: list[str]) -> None:
@@ -74,6 +85,56 @@ def _listing_dates(watchlist: pl.DataFrame) -> dict[str, dt.date | None] | None:
     return found
 
 
+def _entry_types(watchlist: pl.DataFrame) -> dict[str, str | None]:
+    """entry_id -> entity_type ("individual", "entity") of `watchlist` (built once
+    per frame object; empty when the frame has no entity_type)."""
+    for frame, cached in _TYPES_CACHE:
+        if frame is watchlist:
+            return cached
+    types: dict[str, str | None] = {}
+    if "entity_type" in watchlist.columns:
+        types = dict(
+            zip(
+                watchlist.get_column("entry_id").to_list(),
+                watchlist.get_column("entity_type").cast(pl.String).to_list(),
+                strict=True,
+            )
+        )
+    _TYPES_CACHE[:] = [(watchlist, types)]
+    return types
+
+
+def _primary_names(watchlist: pl.DataFrame) -> dict[str, tuple[str | None, str | None]]:
+    """entry_id -> (primary name, name in the original script) of `watchlist` (built
+    once per frame object): the spellings that are the entry's own name, not an
+    alias."""
+    for frame, cached in _PRIMARY_CACHE:
+        if frame is watchlist:
+            return cached
+    script = (
+        watchlist.get_column("name_original_script").to_list()
+        if "name_original_script" in watchlist.columns
+        else [None] * watchlist.height
+    )
+    primaries = {
+        e: (n, o)
+        for e, n, o in zip(
+            watchlist.get_column("entry_id").to_list(),
+            watchlist.get_column("name").to_list(),
+            script,
+            strict=True,
+        )
+    }
+    _PRIMARY_CACHE[:] = [(watchlist, primaries)]
+    return primaries
+
+
+def hit_counts(exact: bool, score: int, weak: str | None) -> bool:
+    """Whether a hit acts on the priority: exact, or at least the alert threshold
+    and not weak."""
+    return exact or (weak is None and score >= DEFAULT_THRESHOLD)
+
+
 def watchlist_index(watchlist: pl.DataFrame) -> WatchlistIndex:
     """The index of `watchlist`, built once per frame object."""
     for frame, index in _INDEX_CACHE:
@@ -93,6 +154,10 @@ _SCHEMA = {
     "__wl_party": pl.String,
     "__wl_entry": pl.String,
     "__wl_name": pl.String,
+    "__wl_hit_score": pl.Int64,
+    "__wl_words": pl.Int64,
+    "__wl_weak": pl.String,
+    "__wl_entity_type": pl.String,
 }
 
 
@@ -108,6 +173,10 @@ def _empty(ships: pl.DataFrame) -> pl.DataFrame:
             "__wl_party": pl.Series([None] * n, dtype=pl.String),
             "__wl_entry": pl.Series([None] * n, dtype=pl.String),
             "__wl_name": pl.Series([None] * n, dtype=pl.String),
+            "__wl_hit_score": pl.Series([None] * n, dtype=pl.Int64),
+            "__wl_words": pl.Series([None] * n, dtype=pl.Int64),
+            "__wl_weak": pl.Series([None] * n, dtype=pl.String),
+            "__wl_entity_type": pl.Series([None] * n, dtype=pl.String),
         }
     )
 
@@ -139,8 +208,9 @@ def prepare(
     `__wl_score` best score over the parties (0-100, 0 = none >= SCORE_FLOOR),
     `__wl_exact` a party's name equals a listed name after normalisation,
     `__wl_parties` parties scoring >= the alert threshold, `__wl_id_match` a
-    party's id equals a listed document number, and for display the role
-    (`__wl_party`), entry id and listed name of the best match.
+    party's id equals a listed document number, and the hit that acts (see the
+    module docstring): its role (`__wl_party`), entry id, listed name, score,
+    words, weakness and entry type.
 
     `history` is the History or its watchlist frame; `index`, when given, is the
     index of that frame (else it is built, or taken from the cache).
@@ -156,7 +226,7 @@ def prepare(
     if ships.height <= SMALL:
         dates = _listing_dates(watchlist)
         if dates is not None:
-            return _prepare_few(ships, index, dates, as_listed_now=as_listed_now)
+            return _prepare_few(ships, index, dates, watchlist, as_listed_now=as_listed_now)
     listed = watchlist.select("entry_id", pl.col("listed_on").alias("__listed"))
     counts = (
         pl.lit(True)
@@ -172,6 +242,7 @@ def prepare(
     hits = hits.with_columns(
         pl.Series("value", distinct["value"].gather(hits["query_index"]), dtype=pl.String)
     )
+    hits = _with_weakness(hits, watchlist)
     best = (
         names.join(hits, on="value", how="inner")
         .filter(counts)
@@ -185,9 +256,30 @@ def prepare(
         pl.col("score").max().cast(pl.Int64).alias("__wl_score"),
         pl.col("exact").any().alias("__wl_exact"),
         (pl.col("score") >= DEFAULT_THRESHOLD).sum().cast(pl.Int64).alias("__wl_parties"),
-        pl.col("role").first().alias("__wl_party"),
-        pl.col("entry_id").first().alias("__wl_entry"),
-        pl.col("matched_name").first().alias("__wl_name"),
+    )
+    # the hit that acts: exact, then one that counts, then the best score
+    acting = (
+        best.with_columns(
+            (
+                pl.col("exact")
+                | (pl.col("__weak").is_null() & (pl.col("score") >= DEFAULT_THRESHOLD))
+            ).alias("__counts")
+        )
+        .sort(
+            ["__row", "exact", "__counts", "score", "role", "entry_id"],
+            descending=[False, True, True, True, False, False],
+        )
+        .unique("__row", keep="first", maintain_order=True)
+        .select(
+            "__row",
+            pl.col("role").alias("__wl_party"),
+            pl.col("entry_id").alias("__wl_entry"),
+            pl.col("matched_name").alias("__wl_name"),
+            pl.col("score").cast(pl.Int64).alias("__wl_hit_score"),
+            pl.col("__words").alias("__wl_words"),
+            pl.col("__weak").alias("__wl_weak"),
+            pl.col("__type").alias("__wl_entity_type"),
+        )
     )
 
     ids = _mentions(ships, "id")
@@ -205,6 +297,7 @@ def prepare(
     rows = ships.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"), "shipment_id")
     return (
         rows.join(summary, on="__row", how="left", maintain_order="left")
+        .join(acting, on="__row", how="left", maintain_order="left")
         .join(id_rows, on="__row", how="left", maintain_order="left")
         .with_columns(
             pl.col("__wl_score").fill_null(0),
@@ -221,7 +314,48 @@ def prepare(
             "__wl_party",
             "__wl_entry",
             "__wl_name",
+            "__wl_hit_score",
+            "__wl_words",
+            "__wl_weak",
+            "__wl_entity_type",
         )
+    )
+
+
+def _weak(name: str, shown: str, entry: str, exact: bool, watchlist: pl.DataFrame) -> str | None:
+    """`features.screening.weak_match` of a party's (or traveller's) `name` matched to
+    the spelling `shown` of the entry `entry` of `watchlist`."""
+    return weak_match(
+        name,
+        shown,
+        entity_type=_entry_types(watchlist).get(entry),
+        exact=exact,
+        primary=shown in _primary_names(watchlist).get(entry, ()),
+    )
+
+
+def _with_weakness(hits: pl.DataFrame, watchlist: pl.DataFrame) -> pl.DataFrame:
+    """`hits` (value, entry_id, matched_name, exact) with each hit's entry type
+    (`__type`), the words it rests on (`__words`) and why it is weak (`__weak`,
+    `features.screening.weak_match`)."""
+    types = _entry_types(watchlist)
+    rows = list(
+        zip(
+            hits.get_column("value").to_list(),
+            hits.get_column("matched_name").to_list(),
+            hits.get_column("entry_id").to_list(),
+            hits.get_column("exact").to_list(),
+            strict=True,
+        )
+    )
+    return hits.with_columns(
+        pl.Series("__type", [types.get(e) for _, _, e, _ in rows], dtype=pl.String),
+        pl.Series("__words", [match_words(v, n) for v, n, _, _ in rows], dtype=pl.Int64),
+        pl.Series(
+            "__weak",
+            [_weak(v, n, e, bool(x), watchlist) for v, n, e, x in rows],
+            dtype=pl.String,
+        ),
     )
 
 
@@ -239,11 +373,13 @@ def _prepare_few(
     ships: pl.DataFrame,
     index: WatchlistIndex,
     dates: dict[str, dt.date | None],
+    watchlist: pl.DataFrame,
     *,
     as_listed_now: bool = False,
 ) -> pl.DataFrame:
-    """`prepare` row by row: the same screening, listing-date rule and choice of
-    the best match (score, then exact, then role, then entry id)."""
+    """`prepare` row by row: the same screening, listing-date rule, values and
+    choice of the hit that acts (exact, then a hit that counts, then score, role,
+    entry id)."""
     names = {r: ships.get_column(f"{r}_name").cast(pl.String).to_list() for r in PARTY_ROLES}
     ids = {r: ships.get_column(f"{r}_id").cast(pl.String).to_list() for r in PARTY_ROLES}
     distinct = list(dict.fromkeys(v for r in PARTY_ROLES for v in names[r] if v is not None))
@@ -265,13 +401,30 @@ def _prepare_few(
         day = None if as_listed_now else at.date()
         # per role, its best match listed before the day: (score, exact, role, entry, name)
         best = []
+        # every match listed before the day, for the hit that acts:
+        # (exact, counts, score, role, entry, name, weak)
+        candidates = []
         for role in PARTY_ROLES:
             name = names[role][i]
             kept = [m for m in screened.get(name, []) if _listed_before(m[0], day, dates)]
             if name is not None and kept:
                 entry, shown, score, exact = min(kept, key=lambda m: (-m[2], not m[3], m[0]))
                 best.append((score, exact, role, entry, shown))
-        top = min(best, key=lambda b: (-b[0], not b[1], b[2], b[3]), default=None)
+                for entry, shown, score, exact in kept:
+                    weak = _weak(name, shown, entry, exact, watchlist)
+                    candidates.append(
+                        (
+                            exact,
+                            hit_counts(exact, score, weak),
+                            score,
+                            role,
+                            entry,
+                            shown,
+                            name,
+                            weak,
+                        )
+                    )
+        top = min(candidates, key=lambda c: (not c[0], not c[1], -c[2], c[3], c[4]), default=None)
         id_match = any(
             _listed_before(entry, day, dates)
             for role in PARTY_ROLES
@@ -285,9 +438,19 @@ def _prepare_few(
                 any(b[1] for b in best),
                 sum(b[0] >= DEFAULT_THRESHOLD for b in best),
                 id_match,
-                None if top is None else top[2],
-                None if top is None else top[3],
-                None if top is None else top[4],
+                *(
+                    (None,) * 7
+                    if top is None
+                    else (
+                        top[3],
+                        top[4],
+                        top[5],
+                        top[2],
+                        match_words(top[6], top[5]),
+                        top[7],
+                        _entry_types(watchlist).get(top[4]),
+                    )
+                ),
             )
         )
     return pl.DataFrame(rows, schema=_SCHEMA, orient="row")
@@ -308,7 +471,9 @@ class Hit(NamedTuple):
     the linked traveller record's id (None: the party itself), `by` "name" (a
     fuzzy name match, `score` its similarity) or "document" (a listed document
     number, exact: `score` 100), `name` the listed spelling matched (for a
-    document, the entry's primary name)."""
+    document, the entry's primary name); `words` the name words a name match
+    rests on, `weak` why it is weak (`features.screening.weak_match`, None when
+    it is not), `entity_type` the entry's type."""
 
     exact: bool
     score: int
@@ -317,12 +482,17 @@ class Hit(NamedTuple):
     by: str
     entry: str
     name: str
+    words: int | None = None
+    weak: str | None = None
+    entity_type: str | None = None
 
-    def rank(self) -> tuple[bool, int, bool, bool, str, str, str]:
-        """Sort key, best first: exact, score, the party itself before a linked
-        traveller, a name before a document, then role, record and entry ids."""
+    def rank(self) -> tuple[bool, bool, int, bool, bool, str, str, str]:
+        """Sort key, best first: exact, a hit that counts (`hit_counts`), score, the
+        party itself before a linked traveller, a name before a document, then
+        role, record and entry ids."""
         return (
             not self.exact,
+            not hit_counts(self.exact, self.score, self.weak),
             -self.score,
             self.traveller is not None,
             self.by != "name",
@@ -356,7 +526,8 @@ def operational(
 
     Columns: `prepare`'s, where `__wl_score` is the best name similarity (parties
     and linked travellers), `__wl_exact` any exact hit (name or document), and the
-    best hit (`Hit.rank`) fills `__wl_party`, `__wl_entry`, `__wl_name`, with
+    hit that acts (`Hit.rank`) fills `__wl_party`, `__wl_entry`, `__wl_name`,
+    `__wl_hit_score`, `__wl_words`, `__wl_weak`, `__wl_entity_type`, with
     `__wl_by` and `__wl_traveller` (`Hit`)."""
     from features.state import FeatureState
 
@@ -379,8 +550,9 @@ def operational(
         )
     index = index or watchlist_index(watchlist)
     names = _entry_names(watchlist)
-    found = _document_hits(ships, index, names)
-    for i, hits in enumerate(_traveller_hits(ships, records, index, names)):
+    types = _entry_types(watchlist)
+    found = _document_hits(ships, index, names, types)
+    for i, hits in enumerate(_traveller_hits(ships, records, index, watchlist)):
         found[i].extend(hits)
     rows = []
     for i, row in enumerate(base.iter_rows(named=True)):
@@ -389,12 +561,15 @@ def operational(
             hits.append(
                 Hit(
                     bool(row["__wl_exact"]),
-                    int(row["__wl_score"]),
+                    int(row["__wl_hit_score"]),
                     row["__wl_party"],
                     None,
                     "name",
                     row["__wl_entry"],
                     row["__wl_name"],
+                    row["__wl_words"],
+                    row["__wl_weak"],
+                    row["__wl_entity_type"],
                 )
             )
         best = min(hits, key=Hit.rank, default=None)
@@ -409,6 +584,10 @@ def operational(
                 None if best is None else best.party,
                 None if best is None else best.entry,
                 None if best is None else best.name,
+                None if best is None else best.score,
+                None if best is None else best.words,
+                None if best is None else best.weak,
+                None if best is None else best.entity_type,
                 None if best is None else best.by,
                 None if best is None else best.traveller,
             )
@@ -448,7 +627,10 @@ def _traveller_index(travellers: pl.DataFrame | None) -> Any:
 
 
 def _document_hits(
-    ships: pl.DataFrame, index: WatchlistIndex, names: dict[str, str]
+    ships: pl.DataFrame,
+    index: WatchlistIndex,
+    names: dict[str, str],
+    types: dict[str, str | None],
 ) -> list[list[Hit]]:
     """Per shipment row, its parties' ids and identity document numbers
     (`DOCUMENT_FIELDS`) found among the listed document numbers."""
@@ -463,7 +645,16 @@ def _document_hits(
                     continue
                 for entry, _listed in index.document(value):
                     out[i].append(
-                        Hit(True, 100, role, None, "document", entry, names.get(entry, entry))
+                        Hit(
+                            True,
+                            100,
+                            role,
+                            None,
+                            "document",
+                            entry,
+                            names.get(entry, entry),
+                            entity_type=types.get(entry),
+                        )
                     )
     return out
 
@@ -473,7 +664,10 @@ def _party_column(ships: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Ex
 
 
 def _traveller_hits(
-    ships: pl.DataFrame, records: Any, index: WatchlistIndex, names: dict[str, str]
+    ships: pl.DataFrame,
+    records: Any,
+    index: WatchlistIndex,
+    watchlist: pl.DataFrame,
 ) -> list[list[Hit]]:
     """Per shipment row, the hits of the traveller records linked to its parties
     (`features.travellers.link_travellers`, confidence at least
@@ -487,6 +681,7 @@ def _traveller_hits(
         link_travellers,
     )
 
+    names, types = _entry_names(watchlist), _entry_types(watchlist)
     out: list[list[Hit]] = [[] for _ in range(ships.height)]
     if records is None or records.travellers.height == 0:
         return out
@@ -539,21 +734,35 @@ def _traveller_hits(
         spellings, limit=1, threshold=SCORE_FLOOR
     ).iter_rows():
         matched.setdefault(spellings[q], (entry, shown, int(score), bool(exact)))
-    per_record: dict[str, list[tuple[bool, int, str, str, str]]] = {}
+    # per record: (exact, score, by, entry, shown, words, weak)
+    per_record: dict[str, list[tuple[bool, int, str, str, str, int | None, str | None]]] = {}
     for rec, full, native, document in linked.iter_rows():
         hits = per_record.setdefault(rec, [])
         for spelling in (full, native):
             if spelling in matched:
                 entry, shown, score, exact = matched[spelling]
-                hits.append((exact, score, "name", entry, shown))
+                hits.append(
+                    (
+                        exact,
+                        score,
+                        "name",
+                        entry,
+                        shown,
+                        match_words(spelling, shown),
+                        _weak(spelling, shown, entry, exact, watchlist),
+                    )
+                )
         if document is not None:
             hits.extend(
-                (True, 100, "document", e, names.get(e, e)) for e, _ in index.document(document)
+                (True, 100, "document", e, names.get(e, e), None, None)
+                for e, _ in index.document(document)
             )
     for rec, key in links.select("traveller_record_id", "party_key").iter_rows():
         row, role = key.split("|", 1)
-        for exact, score, by, entry, shown in per_record.get(rec, []):
-            out[int(row)].append(Hit(exact, score, role, rec, by, entry, shown))
+        for exact, score, by, entry, shown, n_words, why in per_record.get(rec, []):
+            out[int(row)].append(
+                Hit(exact, score, role, rec, by, entry, shown, n_words, why, types.get(entry))
+            )
     return out
 
 

@@ -3,6 +3,9 @@ it must not be used for, and which attributes it never uses."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from features.registry import specs
@@ -44,6 +47,7 @@ def model_card(
     best_iteration: int,
     inputs: list[str] | None = None,
     unavailable: dict[str, str] | None = None,
+    early_stopping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card of a version. `inputs` are the trained model's input columns (the
     registry's features it uses and any export columns, `extra_*`); registered
@@ -70,6 +74,7 @@ def model_card(
         for n in registered
         if n not in used
     ]
+    stopping = early_stopping or {"metric": "average_precision", "note": None}
     return {
         "model": "caravan-risk",
         "version": version,
@@ -89,7 +94,11 @@ def model_card(
         "data_hash": data_hash,
         "code_version": code_version,
         "metrics": metrics,
-        "known_limits": list(KNOWN_LIMITS),
+        # how the number of trees was chosen (UAT2 DS F19): the validation metric and,
+        # when it is not average precision, why
+        "early_stopping": stopping,
+        "known_limits": list(KNOWN_LIMITS)
+        + ([f"Early stopping: {stopping['note']}"] if stopping.get("note") else []),
     }
 
 
@@ -103,6 +112,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Target: {card['target']}",
         f"- Feature set: {card['feature_set_version']} ({len(card['features'])} model inputs)",
         f"- Data hash: {card['data_hash']}; code version: {card['code_version']}",
+        f"- Early stopping: {_stopping_text(card.get('early_stopping'))}",
         "",
     ]
     lines.append("## Data windows")
@@ -112,6 +122,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     lines += ["", "## Metrics (test window)", ""]
     lines += _capacity_table(card["metrics"])
+    # the evaluation's notes (e.g. no finding in the test window: recall undefined)
+    lines += [f"- Note: {n}" for n in card["metrics"].get("notes") or []]
     lines += ["", "## Attributes never used"] + [f"- {a}" for a in card["excluded_attributes"]]
     lines += ["", "## Known limits"] + [f"- {a}" for a in card["known_limits"]]
     lines += ["", "## Model inputs"] + [
@@ -150,3 +162,80 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def _stopping_text(stopping: dict[str, Any] | None) -> str:
+    if not stopping or not stopping.get("note"):
+        return "on average precision of the validation window"
+    return f"on {stopping.get('metric')} of the validation window: {stopping['note']}"
+
+
+CARD_FILE = "model_card.json"  # reports/evaluation/vN/model_card.json (and .md), by `caravan train`
+
+
+def stored_card(
+    reports: Path,
+    version: str,
+    data_hash: str | None = None,
+    artifact: Callable[[str], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The model card `caravan train` wrote for `version`: reports/evaluation/vN/
+    model_card.json when it is that version's (its version and, given, data hash
+    match the registry's), else the copy logged with the version's MLflow run
+    (`artifact(path)`, e.g. after reports/ was cleaned); None when neither exists
+    (a version registered before cards were written)."""
+    path = reports / "evaluation" / f"v{version}" / CARD_FILE
+    if path.is_file():
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            card = None
+        if (
+            isinstance(card, dict)
+            and str(card.get("version")) == version
+            and (data_hash is None or card.get("data_hash") == data_hash)
+        ):
+            return card
+    if artifact is not None:
+        try:
+            card = artifact(f"evaluation/{CARD_FILE}")
+        except Exception:  # no such artifact (or the run is gone): no card
+            return None
+        if isinstance(card, dict) and str(card.get("version")) == version:
+            return card
+    return None
+
+
+class UnknownVersionError(LookupError):
+    """No registered model version with that number."""
+
+
+class NoCardError(LookupError):
+    """A registered version without a model card (trained before cards were written)."""
+
+
+def version_card(layout: Any, version: str) -> dict[str, Any]:
+    """The model card of registered version `version` of the data directory `layout`.
+    Raises UnknownVersionError or NoCardError, each naming why there is none."""
+    from models.assess import registry
+
+    if not layout.mlflow_db.exists():  # nothing trained (and do not create the store)
+        raise UnknownVersionError(f"no model version {version}: no model is registered")
+    reg = registry(layout)
+    try:
+        mv = reg.version(version)
+    except Exception:
+        raise UnknownVersionError(f"no model version {version}") from None
+    card = stored_card(
+        layout.reports,
+        mv.version,
+        mv.tags.get("data_hash"),
+        lambda path: reg.artifact_json(mv.run_id, path),
+    )
+    if card is None:
+        raise NoCardError(
+            f"model version {version} has no model card (neither "
+            f"reports/evaluation/v{version}/model_card.json nor its MLflow run holds one: "
+            "it was registered before cards were written); retrain to get one"
+        )
+    return card

@@ -13,6 +13,12 @@ from features.build import categorical_columns, model_columns
 from features.registry import specs
 from models.dataset import LABEL, WEIGHT, Split, matrix
 
+# What early stopping follows on the validation window: average precision (the
+# ranking of findings), or, when that window holds no positive and average
+# precision is undefined there, the log-loss (UAT2 DS F19).
+RANKING_METRIC = "average_precision"
+FALLBACK_METRIC = "binary_logloss"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,7 +41,7 @@ class TrainConfig:
     def params(self) -> dict[str, Any]:
         return {
             "objective": "binary",
-            "metric": ["average_precision", "binary_logloss"],
+            "metric": [RANKING_METRIC, FALLBACK_METRIC],
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
             "max_depth": self.max_depth,
@@ -56,11 +62,79 @@ class TrainConfig:
         return asdict(self)
 
 
+class NoPositiveError(ValueError):
+    """The training window holds no positive for the target: nothing to learn."""
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The rule that chose the number of trees: the validation metric early stopping
+    followed, and, when it is not the usual one, why (stated in the command's output,
+    the MLflow params and the model card)."""
+
+    metric: str
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "note": self.note}
+
+
+def _window_counts(split: Split) -> dict[str, tuple[str, str, int, int]]:
+    """Per window: first and last declaration day, inspected shipments, positives."""
+    out = {}
+    for name, frame in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        first, last = (str(frame["declared_at"].min())[:10], str(frame["declared_at"].max())[:10])
+        out[name] = (first, last, frame.height, int(frame[LABEL].sum()))
+    return out
+
+
+def _windows_text(counts: dict[str, tuple[str, str, int, int]]) -> str:
+    label = {"train": "training", "valid": "validation", "test": "test"}
+    return "; ".join(
+        f"{label[k]} {a} to {b}: {n:,} inspected, {p:,} positive"
+        for k, (a, b, n, p) in counts.items()
+    )
+
+
+def stopping_rule(split: Split, target: str = "the target") -> Stopping:
+    """How early stopping chooses the number of trees for this split. Average
+    precision on the validation window, the usual rule, is undefined when that window
+    holds no positive (its first iteration would always "win": a one-tree model);
+    then the validation log-loss, defined without positives, chooses it, and the
+    note says so. A training window without any positive has nothing to learn:
+    refused (NoPositiveError), naming the windows and their counts."""
+    counts = _window_counts(split)
+    advice = (
+        "train when the windows hold findings: `--until DATE` moves the three windows "
+        "(the oldest 65 %, the next 15 % and the newest 20 % of the inspected shipments "
+        "declared before DATE), or add inspection outcomes"
+        + ("; `--target any-finding` counts findings of every kind" if target == "arms" else "")
+    )
+    if counts["train"][3] == 0:
+        raise NoPositiveError(
+            f"the training window holds no positive for {target} ({_windows_text(counts)}): "
+            f"a model cannot learn what a finding looks like; {advice}"
+        )
+    if counts["valid"][3] == 0:
+        first, last, n, _ = counts["valid"]
+        return Stopping(
+            FALLBACK_METRIC,
+            f"the validation window ({first} to {last}, {n:,} inspected shipments) holds no "
+            f"positive for {target}: average precision is undefined there, so the number "
+            "of trees was chosen on the validation log-loss (how low the model scores "
+            "shipments without a finding), not on how it ranks findings; its ranking was "
+            f"not checked before the test window ({_windows_text(counts)}). To stop on "
+            f"average precision, {advice}",
+        )
+    return Stopping(RANKING_METRIC)
+
+
 @dataclass(frozen=True)
 class Trained:
     booster: lgb.Booster
     best_iteration: int
     feature_names: list[str]
+    stopping: Stopping = Stopping(RANKING_METRIC)
 
 
 def training_columns(
@@ -81,8 +155,12 @@ def fit(
     config: TrainConfig | None = None,
     columns: list[str] | None = None,
     categorical: list[str] | None = None,
+    target: str = "the target",
 ) -> Trained:
+    """Train on `split.train`, early-stopped on `split.valid` by `stopping_rule`
+    (raises NoPositiveError when the training window holds no positive)."""
     config = config or TrainConfig()
+    stopping = stopping_rule(split, target)
     names = columns or model_columns()
     cats = (
         categorical if categorical is not None else [c for c in categorical_columns() if c in names]
@@ -102,8 +180,11 @@ def fit(
 
     train = dataset(split.train)
     valid = dataset(split.valid, reference=train)
+    params = config.params()
+    if stopping.metric != RANKING_METRIC:
+        params["metric"] = [stopping.metric]
     booster = lgb.train(
-        {**config.params(), "monotone_constraints": [monotone.get(n, 0) for n in names]},
+        {**params, "monotone_constraints": [monotone.get(n, 0) for n in names]},
         train,
         num_boost_round=config.max_rounds,
         valid_sets=[valid],
@@ -115,7 +196,7 @@ def fit(
     best = int(booster.best_iteration or booster.current_iteration())
     # Keep only the trees up to the best iteration: the stored model is what scores.
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
-    return Trained(trimmed, best, names)
+    return Trained(trimmed, best, names, stopping)
 
 
 # Below this many rows, prediction runs on one thread: starting OpenMP threads for

@@ -340,7 +340,15 @@ def train(
         "report": str(run.report),
         "evaluation": run.evaluation.to_json(),
         "outcomes_without_shipment": run.outcomes_without_shipment,
+        "early_stopping": run.early_stopping,
     }
+    stopping_note = (run.early_stopping or {}).get("note")
+    if stopping_note:  # the number of trees was not chosen on average precision
+        from rich.markup import escape
+
+        console.print(
+            f"[yellow]warning:[/] {escape(stopping_note)}", soft_wrap=True, highlight=False
+        )
     if run.outcomes_without_shipment:
         console.print(
             f"[yellow]warning:[/] {run.outcomes_without_shipment:,} validated outcome(s) "
@@ -385,6 +393,10 @@ def _print_evaluation(ev: Any) -> None:
         out.print(table)
         if basis.get(family):
             out.print(basis[family], soft_wrap=True, highlight=False)
+    # why figures are empty or how they were computed (UAT2 DS F17): the notes the
+    # evaluation made, as in evaluation.json and the report
+    for note in getattr(ev, "notes", None) or []:
+        out.print(f"Note: {note}", soft_wrap=True, highlight=False, markup=False)
 
 
 def _capacity_cell(value: Any) -> str:
@@ -509,7 +521,12 @@ def score(
     """Score validated shipments in batch into a new run under scores/runs/ (explaining
     the riskiest); earlier runs are kept, scores/scores.parquet is the latest run's."""
     from pipelines.features import MissingInputError
-    from pipelines.modelling import NothingToScoreError, UnknownModelError, run_score
+    from pipelines.modelling import (
+        ExtrasCodingError,
+        NothingToScoreError,
+        UnknownModelError,
+        run_score,
+    )
 
     layout = _layout(data)
     cutoff = _date(since, "--since")
@@ -528,7 +545,7 @@ def score(
         else:
             out.print(f"{exc} (scores/ left as it is)")
         return
-    except (MissingInputError, UnknownModelError) as exc:
+    except (MissingInputError, UnknownModelError, ExtrasCodingError) as exc:
         _fail(str(exc))
         return
     audited = _audit_score_run(data, layout, run.manifest, who)

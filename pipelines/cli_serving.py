@@ -173,19 +173,82 @@ def held_deployment(settings: Settings, layout: DataLayout) -> Iterator[None]:
         yield
 
 
+def refuse_no_deployment(settings: Settings, layout: DataLayout) -> None:
+    """Exit 2 naming the data directory and the reason unless it holds a deployment:
+    the directory exists and the database (SQLite file, or CARAVAN_DATABASE_URL) is a
+    Caravan database. Creates nothing. (A mistyped --data or a volume that did not
+    mount must not become a new, empty deployment with a new signing key.)"""
+    from sqlalchemy.exc import OperationalError
+
+    from serving.db import current_revision, database_url, make_engine, sqlite_path
+
+    root = layout.root
+    init = "`caravan serve --init` creates a new deployment there"
+    if not root.is_dir():
+        err.print(
+            f"[bold red]error:[/] no deployment at {root}: the directory does not exist "
+            f"(is --data the deployment's data directory? {init})",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        inside = path.resolve().is_relative_to(root.resolve())
+        check = (
+            "is --data the deployment's data directory?"
+            if inside
+            else "is CARAVAN_DATABASE_URL the deployment's database?"
+        )
+        err.print(
+            f"[bold red]error:[/] no deployment at {root}: no database at {path} ({check} {init})",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        err.print(f"[bold red]error:[/] cannot connect to the database: {reason}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    if revision is None:
+        where = path or engine.url.render_as_string(hide_password=True)
+        err.print(
+            f"[bold red]error:[/] no deployment at {root}: {where} is no Caravan database "
+            f"(it was never set up; {init})",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
 def serve(
     data: DataOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init",
+            help="Create a new deployment (database, signing key) when --data holds none; "
+            "without it such a directory is refused.",
+        ),
+    ] = False,
 ) -> None:
     """Run the API (uvicorn) with the champion model: one server per deployment
-    (a second one on the same data directory or database exits 1)."""
+    (a second one on the same data directory or database exits 1). A data directory
+    that does not exist or holds no deployment is refused (exit 2) unless --init."""
     from data_contracts.settings import DataLayout, Settings
-    from serving.app import create_app
 
     level = log_level()
     settings = Settings(data=data) if data is not None else Settings()
     layout = DataLayout(settings.data)
+    if not init:
+        refuse_no_deployment(settings, layout)
+    from serving.app import create_app
+
     with held_deployment(settings, layout):
         configure_logging(level)
         run_server(create_app(settings, layout), host, port, level)
@@ -195,6 +258,34 @@ users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify the audit log and replay scores.", no_args_is_help=True)
 
 
+ACTOR_REQUIRED = (
+    "--by is required: account administration names the person who does it (USER is not set)"
+)
+
+
+def _person(value: str | None) -> str:
+    """The --by option of account administration: a person, given or from USER;
+    exits 2 (before any password prompt) when there is none to name."""
+    from serving.policy import has_visible_text
+
+    if value is None or not has_visible_text(value):
+        err.print(f"[bold red]error:[/] {ACTOR_REQUIRED}", soft_wrap=True)
+        raise typer.Exit(2)
+    return value.strip()
+
+
+ByOption = Annotated[
+    str,
+    typer.Option(
+        "--by",
+        envvar="USER",
+        callback=_person,
+        help="Who acts (audited); required when USER is not set.",
+        show_default=False,
+    ),
+]
+
+
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Argument(help="Login name.")],
@@ -202,10 +293,10 @@ def users_create(
     data: DataOption = None,
     display_name: Annotated[str | None, typer.Option(help="Full name.")] = None,
     office: Annotated[str | None, typer.Option(help="Office code (officers).")] = None,
+    by: ByOption = "",  # (before the password: refused before it is asked for)
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
     ] = "",
-    by: Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (audited).")] = "cli",
 ) -> None:
     """Create a user (the password is asked for, never echoed); audited."""
     from serving.auth import Role, check_office, create_user
@@ -238,9 +329,6 @@ def users_create(
     finally:
         engine.dispose()
     out.print(f"user {username} ({role_value.value}) created")
-
-
-ByOption = Annotated[str, typer.Option("--by", envvar="USER", help="Who acts (audited).")]
 
 
 def _change_user(data: Path | None, username: str, by: str, **changes: object) -> None:
@@ -299,19 +387,19 @@ def users_list(data: DataOption = None) -> None:
 
 
 @users_app.command("disable")
-def users_disable(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+def users_disable(username: str, data: DataOption = None, by: ByOption = "") -> None:
     """Disable a user: sign-in refused, and every token of the user refused at once."""
     _change_user(data, username, by, active=False)
 
 
 @users_app.command("enable")
-def users_enable(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+def users_enable(username: str, data: DataOption = None, by: ByOption = "") -> None:
     """Enable a disabled user again (old tokens stay refused: sign in again)."""
     _change_user(data, username, by, active=True)
 
 
 @users_app.command("unlock")
-def users_unlock(username: str, data: DataOption = None, by: ByOption = "cli") -> None:
+def users_unlock(username: str, data: DataOption = None, by: ByOption = "") -> None:
     """Clear the lock that failed logins put on a user."""
     _change_user(data, username, by, unlock=True)
 
@@ -325,7 +413,7 @@ def users_update(
     ] = None,
     office: Annotated[str | None, typer.Option(help="Office code (officers).")] = None,
     display_name: Annotated[str | None, typer.Option(help="Full name.")] = None,
-    by: ByOption = "cli",
+    by: ByOption = "",
 ) -> None:
     """Change a user's role, office or name; audited."""
     from serving.auth import Role
@@ -346,10 +434,10 @@ def users_update(
 def users_reset_password(
     username: str,
     data: DataOption = None,
+    by: ByOption = "",  # (before the password: refused before it is asked for)
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
     ] = "",
-    by: ByOption = "cli",
 ) -> None:
     """Set a new password (asked for, never echoed); ends the user's sessions; audited."""
     _change_user(data, username, by, password=password)
@@ -506,6 +594,7 @@ def _replay_batch(
 
 
 travellers_app = typer.Typer(help="Traveller (API/PNR) records: retention.")
+RETENTION_ACTOR = "retention"  # the scheduled purge's actor (no person decides it)
 
 
 @travellers_app.command("purge")
@@ -519,18 +608,28 @@ def travellers_purge(
             help="Keep records of journeys that departed within this many days.",
         ),
     ] = 365,
-    by: Annotated[str, typer.Option("--by", envvar="USER", help="Who purges (audited).")] = (
-        "retention"
-    ),
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            envvar="USER",
+            help=f"Who purges (audited). Without it and USER, the scheduled purge of the "
+            f"configured retention is audited as {RETENTION_ACTOR!r}; another --days "
+            "needs a person.",
+            show_default=False,
+        ),
+    ] = "",
 ) -> None:
     """Delete traveller records older than the retention period, in the database and
     in validated/travellers.parquet; the purge is audited (cutoff and count only)."""
     import datetime as dt
+    import os
 
     import polars as pl
 
     from pipelines.validate import write_parquet
     from serving.db import narrow_to_owner
+    from serving.policy import has_visible_text
     from serving.retention import RetentionError, cutoff_for, purge_travellers
 
     try:
@@ -538,6 +637,20 @@ def travellers_purge(
     except RetentionError as exc:
         err.print(f"--days: {exc}")
         raise typer.Exit(2) from None
+    if not has_visible_text(by):
+        # The scheduled purge (cron, a systemd timer) applies the configured policy:
+        # nobody decides it then, and the system actor says so. A purge with another
+        # period is someone's decision and must name them.
+        configured = os.environ.get("CARAVAN_TRAVELLER_RETENTION_DAYS", "").strip() or "365"
+        if str(days) != configured:
+            err.print(
+                "[bold red]error:[/] --by is required: a purge with another --days than the "
+                f"configured retention ({configured}) names the person who decides it "
+                "(USER is not set)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
+        by = RETENTION_ACTOR
     engine, factory, layout = open_database(data)
     path = layout.validated / "travellers.parquet"
     try:

@@ -16,7 +16,7 @@ import polars as pl
 
 from data_contracts.settings import DataLayout
 from features.build import CONTEXT
-from features.inputs import EXTRAS_ARTIFACT, model_extras_tag
+from features.inputs import EXTRAS_ARTIFACT, model_extras, model_extras_tag
 from features.registry import feature_set_version
 from models.assess import (
     Assessment,
@@ -169,6 +169,8 @@ class TrainRun:
     # (quarantined or never declared), so no feature row can exist for it
     outcomes_without_shipment: int = 0
     positives_without_shipment: int = 0
+    # the rule that chose the number of trees: {"metric": ..., "note": why or None}
+    early_stopping: dict[str, Any] | None = None
 
 
 class StaleFeaturesError(ValueError):
@@ -231,7 +233,11 @@ def run_train(
         tuple(meta.get("extras", {}).get("categorical", {})),
         tuple(meta.get("unavailable", {})),
     )
-    trained = fit(split, config, columns, categorical)
+    # the rule that chooses the number of trees (UAT2 DS F19): average precision on
+    # the validation window, or its log-loss when that window holds no positive
+    trained = fit(split, config, columns, categorical, target=target.value)
+    if trained.stopping.note:
+        say(f"warning: {trained.stopping.note}")
     # the feature set with the export's own columns, and their code tables, kept
     # with the model: serving codes the extras a declaration brings with these
     fs_version = feature_set_version(meta.get("extras"))
@@ -251,6 +257,12 @@ def run_train(
             "data_hash": data_hash(pl.concat([split.train, split.valid, split.test])),
             "code_version": code_version(),
             "best_iteration": trained.best_iteration,
+            "early_stopping_metric": trained.stopping.metric,
+            **(
+                {"early_stopping_note": trained.stopping.note[:5000]}
+                if trained.stopping.note
+                else {}
+            ),
             **{f"{k}_window": f"{v[0]}|{v[1]}" for k, v in windows.items()},
             **{f"rows_{k}": v for k, v in rows.items()},
             "outcomes_without_shipment": orphans,
@@ -276,7 +288,7 @@ def run_train(
             target=target.value,
             windows=windows,
             rows=rows,
-            params=config.params(),
+            params={**config.params(), "metric": trained.stopping.metric},
             feature_set=fs_version,
             data_hash=params["data_hash"],
             code_version=params["code_version"],
@@ -284,6 +296,7 @@ def run_train(
             best_iteration=trained.best_iteration,
             inputs=trained.feature_names,
             unavailable=dict(meta.get("unavailable", {})),
+            early_stopping=trained.stopping.as_dict(),
         )
         card["outcomes_not_trained_on"] = {
             "without_validated_shipment": orphans,
@@ -300,7 +313,16 @@ def run_train(
         (final / "model_card.md").write_text(card_markdown(card))
         mlflow.log_artifacts(str(final), artifact_path="evaluation")
     reg.set_alias(CHALLENGER, version)
-    return TrainRun(version, ev, report, trained.best_iteration, rows, orphans, orphan_positives)
+    return TrainRun(
+        version,
+        ev,
+        report,
+        trained.best_iteration,
+        rows,
+        orphans,
+        orphan_positives,
+        trained.stopping.as_dict(),
+    )
 
 
 DISPARITY_CAPACITY = 0.05
@@ -338,7 +360,14 @@ def run_evaluate(
     test window of version `window_of` (to compare two versions side by side)."""
     say = say or (lambda _m: None)
     say(f"evaluating version {ref}")
-    a, mv = assess_version(layout, ref, window_of=window_of, baseline=rules_baseline(layout))
+    # read features/ with the version's own code tables of categorical extras
+    own = registry(layout).version(ref)
+    features = with_model_codes(
+        layout, read_features(layout), version_extras(layout, own), own.version
+    )
+    a, mv = assess_version(
+        layout, ref, window_of=window_of, baseline=rules_baseline(layout), features=features
+    )
     folder = (
         layout.reports
         / "evaluation"
@@ -364,6 +393,58 @@ def run_promote(
 
 class UnknownModelError(LookupError):
     """No registered model version with that number or alias."""
+
+
+class ExtrasCodingError(ValueError):
+    """features/ cannot be given a model version's own codes of a categorical extra."""
+
+
+def version_extras(layout: DataLayout, mv: Any) -> dict[str, Any]:
+    """The extras (and code tables) model version `mv` was trained with, as recorded
+    with it (tag, or the run's artifact for long tables): see features.inputs."""
+    reg = registry(layout)
+    return model_extras(mv.tags, lambda path: reg.artifact_json(mv.run_id, path))
+
+
+def with_model_codes(
+    layout: DataLayout, features: pl.DataFrame, extras: dict[str, Any], version: str
+) -> pl.DataFrame:
+    """features/'s categorical extras re-coded with the code tables of the model
+    version that reads them (`extras`, see `version_extras`), not with the tables
+    features/ was built with (features/feature_set.json): the same value gets the
+    code the model was trained with, 0 (missing) stays 0, and a value the model's
+    table does not hold gets UNSEEN_CODE, as serving codes it. Batch scoring and
+    evaluation therefore read a version's inputs as it was trained and as the API
+    serves it, even when features/ was rebuilt with other tables (code tables lost
+    with raw/extras/codes.json, a data directory from before they were kept).
+    Raises ExtrasCodingError when features/ does not record its own tables."""
+    from serving.scoring import UNSEEN_CODE
+
+    tables = extras.get("categorical") or {}
+    wanted = [n for n in tables if n in features.columns]
+    if not wanted:
+        return features
+    built = _feature_set(layout).get("extras", {}).get("categorical", {})
+    columns = []
+    for name in wanted:
+        coded_with = built.get(name)
+        if coded_with is None:
+            raise ExtrasCodingError(
+                f"model version {version} reads {name} with its own code table, but "
+                "features/feature_set.json does not record the codes features/ has for "
+                "it: run `caravan features` again"
+            )
+        own = [str(v) for v in tables[name]]
+        if [str(v) for v in coded_with] == own:
+            continue
+        code = {v: i + 1 for i, v in enumerate(own)}
+        recode = {0: 0, **{i + 1: code.get(str(v), UNSEEN_CODE) for i, v in enumerate(coded_with)}}
+        columns.append(
+            pl.col(name)
+            .fill_null(0)
+            .replace_strict(recode, default=UNSEEN_CODE, return_dtype=pl.Int32)
+        )
+    return features.with_columns(columns) if columns else features
 
 
 def _load_model(layout: DataLayout, ref: str) -> tuple[Any, Any]:
@@ -470,7 +551,10 @@ def run_score(
     writing nothing, when no shipment is to be scored."""
     say = say or (lambda _m: None)
     booster, mv = _load_model(layout, ref)
-    features = read_features(layout)
+    # the version's own code tables of categorical extras, not features/'s
+    features = with_model_codes(
+        layout, read_features(layout), version_extras(layout, mv), mv.version
+    )
     if since is not None:
         features = features.filter(pl.col("declared_at") >= since)
     if features.height == 0:

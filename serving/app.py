@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.exceptions import HTTPException
@@ -259,6 +259,21 @@ def _docs_assets_dir() -> str:
     return str(files("fastapi_offline") / "static")
 
 
+# ReDoc's bundle shows an "API docs by Redocly" logo fetched from Redocly's CDN, which
+# the policy refuses (a violation in the console): the bundle is served (under its own
+# name, ahead of the static files) with that one address replaced by an empty image.
+_REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+_NO_IMAGE = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+REDOC_JS = "redoc.standalone.js"
+
+
+def _redoc_bundle() -> bytes:
+    from pathlib import Path
+
+    code = (Path(_docs_assets_dir()) / "redoc.standalone.js").read_text(encoding="utf-8")
+    return code.replace(_REDOC_LOGO, _NO_IMAGE).encode()
+
+
 def _with_csp(page: HTMLResponse, *, workers: str = "") -> HTMLResponse:
     """`page` with a Content-Security-Policy letting only the server's own scripts
     and the page's own inline initialiser (by its hash) run."""
@@ -275,6 +290,12 @@ def _with_csp(page: HTMLResponse, *, workers: str = "") -> HTMLResponse:
 
 def mount_docs(app: FastAPI) -> None:
     """/docs (Swagger UI) and /redoc from local assets, each with a strict CSP."""
+    redoc_js = _redoc_bundle()
+
+    async def redoc_bundle(_request: Request) -> Response:
+        return Response(redoc_js, media_type="text/javascript")
+
+    app.add_route(f"{DOCS_ASSETS}/{REDOC_JS}", redoc_bundle, include_in_schema=False)
     app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
 
     # (plain routes, as FastAPI's own docs pages: not API operations)
@@ -298,7 +319,7 @@ def mount_docs(app: FastAPI) -> None:
             get_redoc_html(
                 openapi_url=f"{root}{app.openapi_url}",
                 title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/{REDOC_JS}",
                 redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
                 with_google_fonts=False,
             ),

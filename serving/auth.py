@@ -1,18 +1,39 @@
 """Authentication: argon2 password hashes, short-lived JWT bearer tokens, API keys,
 and a slowdown of repeated failed logins.
 
-Failed logins (documented policy, `LockoutPolicy`):
+Failed logins (documented policy, `LockoutPolicy`). Guessing is slowed down, but
+failures from other addresses never keep a user's right password out:
 
-* per user: after `threshold` consecutive failures the account is locked for
-  `base_seconds * 2 ** (failures - threshold)` seconds, capped at `max_seconds`;
-  every further failure after the lock doubles it; a success resets the count.
-  Unknown usernames are tracked the same way (in `login_throttle`, key
-  `user:<name>`), so the answers do not reveal which accounts exist.
-* per client IP: the same rule with its own, higher threshold (key `ip:<addr>`),
-  which slows down guessing across many usernames.
+* per user name and client address (`login_throttle` key `pair:<name>|<addr>`):
+  after `threshold` consecutive failures that name is locked *from that address*
+  for `base_seconds * 2 ** (failures - threshold)` seconds, capped at `max_seconds`;
+  every further failure doubles it; a success resets the count. Failures from other
+  addresses do not lock the user out.
+* per user name over all addresses (the user's `failed_logins`; for a name that is
+  no user, key `user:#<digest>`): from `user_threshold` consecutive failures on, an
+  address that fails for the name waits before its next try for it (the same
+  growth, capped at `user_max_seconds`: a slow-down of seconds, not a lock). The
+  wait is fixed when that address fails, so nobody else's failures lengthen it; an
+  address that has not failed for the name, or one the user has signed in from,
+  is not held back. This spreads a guesser's addresses out (one try each, then a
+  wait). The user's `locked_until` shows the latest lock put on the name at some
+  address (admins see it; an unlock clears them all).
+* per client address (key `ip:<addr>`): the same rule with its own, higher
+  threshold, which slows down an address trying many names; it does not hold back
+  a user at an address they have signed in from (within `TRUSTED_ADDRESS`), so that
+  one guesser behind a NAT or proxy cannot lock out everyone behind it (a wrong
+  password for such a name is answered as locked, as for any name there, so the
+  answers do not tell who signs in from that address).
 * while locked, a login (even with the right password) gets 429 with Retry-After.
-* counters are of consecutive failures: a success clears the user's and the IP's;
-  IP and unknown-name counters idle for a day are deleted.
+* a success clears the pair's, the user's and the address's counters; an admin's
+  unlock (or a password reset) clears the user's and all their pairs' counters.
+* unknown user names are tracked the same way, by a digest (the answers do not
+  reveal which accounts exist); rows idle for a day (and not marking an address a
+  user signed in from) are deleted.
+* the client address is the one uvicorn reports: behind a reverse proxy, uvicorn
+  takes it from X-Forwarded-For only for the proxy addresses listed in
+  `FORWARDED_ALLOW_IPS` / `--forwarded-allow-ips` (default 127.0.0.1); otherwise
+  every client appears as the proxy's address (README, Failed logins).
 
 Secrets are never logged nor returned: passwords are only hashed, API keys are
 stored as SHA-256 and shown once at creation, tokens are not logged.
@@ -65,6 +86,9 @@ SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 MIN_SECRET_BYTES = 32
 MIN_PASSWORD_LENGTH = 12
 THROTTLE_RETENTION = dt.timedelta(days=1)
+# A user who signed in from an address within this time is not held back there by the
+# per-address lock (many names failing from that address, e.g. behind a NAT).
+TRUSTED_ADDRESS = dt.timedelta(days=90)
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 
 
@@ -124,12 +148,16 @@ class ServingSettings(BaseSettings):
     login_lockout_base_seconds: float = 1.0
     login_lockout_max_seconds: float = 900.0
     ip_lockout_threshold: int = 20
+    user_lockout_threshold: int = 10
+    user_lockout_max_seconds: float = 60.0
     auto_migrate: bool = True
 
     def lockout_policy(self) -> LockoutPolicy:
         return LockoutPolicy(
             threshold=self.login_lockout_threshold,
             ip_threshold=self.ip_lockout_threshold,
+            user_threshold=self.user_lockout_threshold,
+            user_max_seconds=self.user_lockout_max_seconds,
             base_seconds=self.login_lockout_base_seconds,
             max_seconds=self.login_lockout_max_seconds,
         )
@@ -137,10 +165,21 @@ class ServingSettings(BaseSettings):
 
 @dataclass(frozen=True)
 class LockoutPolicy:
+    """`threshold`: per user name and address; `ip_threshold`: per address (many
+    names); `user_threshold`: per user name over all addresses (module docstring)."""
+
     threshold: int = 5
     ip_threshold: int = 20
+    user_threshold: int = 10
     base_seconds: float = 1.0
     max_seconds: float = 900.0
+    user_max_seconds: float = 60.0
+
+    def hold_seconds(self, failures: int) -> float:
+        """How long an address waits after failing for a name that has failed
+        `failures` times in a row over all addresses (0: no wait): the same growth,
+        capped at `user_max_seconds`, a slow-down rather than a lock."""
+        return min(self.user_max_seconds, self.lock_seconds(failures, self.user_threshold))
 
     def lock_seconds(self, failures: int, threshold: int) -> float:
         """How long to lock after `failures` consecutive failures (0: no lock)."""
@@ -496,8 +535,7 @@ def set_password(session: Session, user: User, password: str, *, actor: str = "s
     except ValueError as exc:
         raise InvalidFieldError("password", str(exc)) from None
     user.password_hash = hash_password(password)
-    user.failed_logins = 0
-    user.locked_until = None
+    _clear_login_failures(session, user)
     end_sessions(user)
     _audit(
         session, "user_password_reset", actor, {"username": user.username}, "user", user.username
@@ -557,10 +595,10 @@ def update_user(
         user.active = active
         if not active:
             end_sessions(user)
-    if unlock and (user.locked_until is not None or user.failed_logins):
-        changes["locked_until"] = [user.locked_until, None]
-        user.locked_until = None
-        user.failed_logins = 0
+    if unlock:
+        locked_until = user.locked_until
+        if _clear_login_failures(session, user):  # over all addresses and per address
+            changes["locked_until"] = [locked_until, None]
     if not changes:
         return changes
     session.flush()
@@ -628,17 +666,35 @@ def _throttle_row(session: Session, key: str) -> LoginThrottle | None:
     return session.get(LoginThrottle, key)
 
 
+def _address(client_ip: str | None) -> str:
+    """The client address as kept in throttle keys (a long one by its digest)."""
+    if client_ip is None:
+        return "-"
+    if len(client_ip) > 64 or not client_ip.isprintable():
+        return "#" + hashlib.sha256(client_ip.encode()).hexdigest()[:32]
+    return client_ip
+
+
+def _pair_prefix(name_key: str) -> str:
+    return f"pair:{name_key}|"
+
+
 def _throttle_fail(
     session: Session, key: str, threshold: int, policy: LockoutPolicy, now: dt.datetime
-) -> None:
+) -> LoginThrottle:
     row = _throttle_row(session, key)
     if row is None:
-        # The table grows only here: drop counters idle for a day and no longer locking.
+        # The table grows only here: drop counters idle for a day and no longer
+        # locking, unless they mark an address a user signed in from recently.
         stale = now - THROTTLE_RETENTION
         session.execute(
             delete(LoginThrottle).where(
                 LoginThrottle.last_failure_at < stale,
                 or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+                or_(
+                    LoginThrottle.last_success_at.is_(None),
+                    LoginThrottle.last_success_at < now - TRUSTED_ADDRESS,
+                ),
             )
         )
         row = LoginThrottle(key=key, failures=0, last_failure_at=now)
@@ -648,6 +704,25 @@ def _throttle_fail(
     seconds = policy.lock_seconds(row.failures, threshold)
     if seconds:
         row.locked_until = now + dt.timedelta(seconds=seconds)
+    return row
+
+
+def _clear_login_failures(session: Session, user: User) -> bool:
+    """Clear the user's failed-login counters, over all addresses and per address
+    (the marks of addresses they signed in from stay). True if there was any."""
+    pairs = session.scalars(
+        select(LoginThrottle).where(
+            LoginThrottle.key.startswith(_pair_prefix(user.username), autoescape=True),
+            LoginThrottle.failures > 0,
+        )
+    ).all()
+    had = bool(user.failed_logins or user.locked_until is not None or pairs)
+    user.failed_logins = 0
+    user.locked_until = None
+    for row in pairs:
+        row.failures = 0
+        row.locked_until = None
+    return had
 
 
 def authenticate_password(
@@ -659,30 +734,43 @@ def authenticate_password(
     policy: LockoutPolicy,
     now: dt.datetime | None = None,
 ) -> User:
-    """Check a login; count failures and lock per user and per client IP.
+    """Check a login; count failures per user name and address, per user name over
+    all addresses, and per address, and hold back as the module docstring says.
 
-    Raises LockedOutError (before checking the password) while locked, AuthError on a
-    wrong username or password. The caller commits in both the success and the
-    AuthError case so the counters persist.
+    Raises LockedOutError (before checking the password) while held back, AuthError
+    on a wrong username or password. The caller commits in both the success and the
+    AuthError case so the counters persist. (At an address locked for many names, a
+    name that signed in from it has its password checked; a wrong one is committed
+    here and answered with LockedOutError, as for any other name there.)
     """
     now = now or utcnow()
     # No real username holds control characters; keep them out of SQL (PostgreSQL refuses NUL).
     username = "".join(c if c.isprintable() else "\ufffd" for c in username)[:150]
-    ip_key = f"ip:{client_ip}" if client_ip else None
+    address = _address(client_ip)
+    ip_key = f"ip:{address}" if client_ip else None
     ip_row = _throttle_row(session, ip_key) if ip_key else None
     user = session.scalar(select(User).where(User.username == username))
     # A name that is no user may be a password typed into the wrong field: it is
-    # neither logged nor stored as typed (its throttle row is keyed by a digest).
+    # neither logged nor stored as typed (its throttle rows are keyed by a digest).
     shown = username if user is not None else f"<unknown, {len(username)} characters>"
-    unknown_key = "user:#" + hashlib.sha256(username.encode()).hexdigest()[:32]
-    user_row = None if user is not None else _throttle_row(session, unknown_key)
-    user_locked_until = (
-        user.locked_until if user is not None else (user_row.locked_until if user_row else None)
+    name_key = (
+        username if user is not None else "#" + hashlib.sha256(username.encode()).hexdigest()[:32]
     )
-    wait = max(
-        _retry_after(user_locked_until, now),
-        _retry_after(ip_row.locked_until if ip_row else None, now),
+    unknown_key = f"user:{name_key}"
+    pair_key = _pair_prefix(name_key) + address
+    pair = _throttle_row(session, pair_key)
+    trusted = (
+        pair is not None
+        and pair.last_success_at is not None
+        and pair.last_success_at > now - TRUSTED_ADDRESS
     )
+    # this name from this address (its own lock, or the hold its last failure got
+    # while the name was failing from many addresses)
+    wait = _retry_after(pair.locked_until if pair else None, now)
+    # this address over all names, except for a user at an address of theirs
+    address_wait = _retry_after(ip_row.locked_until if ip_row else None, now)
+    if not trusted:
+        wait = max(wait, address_wait)
     if wait > 0:
         log.warning("login refused while locked: user=%s ip=%s", shown, client_ip)
         raise LockedOutError(wait)
@@ -698,6 +786,12 @@ def authenticate_password(
         user.last_login_at = now
         if password_hasher().check_needs_rehash(user.password_hash):
             user.password_hash = hash_password(password)
+        if pair is None:
+            pair = LoginThrottle(key=pair_key, failures=0, last_failure_at=now)
+            session.add(pair)
+        pair.failures = 0
+        pair.locked_until = None
+        pair.last_success_at = now
         if ip_row is not None:
             ip_row.failures = 0
             ip_row.locked_until = None
@@ -705,28 +799,52 @@ def authenticate_password(
         log.info("login ok: user=%s ip=%s", username, client_ip)
         return user
 
+    pair = _throttle_fail(session, pair_key, policy.threshold, policy, now)
     if user is not None:
         user.failed_logins += 1
-        seconds = policy.lock_seconds(user.failed_logins, policy.threshold)
-        if seconds:
-            user.locked_until = now + dt.timedelta(seconds=seconds)
-            _audit(
-                session,
-                "login_lockout",
-                username,
-                {
-                    "client_ip": client_ip,
-                    "failures": user.failed_logins,
-                    "locked_until": user.locked_until,
-                },
-                "user",
-                username,
-            )
+        all_failures = user.failed_logins
     else:
-        _throttle_fail(session, unknown_key, policy.threshold, policy, now)
+        all_failures = _throttle_fail(
+            session, unknown_key, policy.user_threshold, policy, now
+        ).failures
+    # Failing for a name that fails from many addresses: this address waits before
+    # its next try for that name (not an address the user signed in from). The wait
+    # is fixed now, from this address's own failure: nobody else can lengthen it.
+    seconds = policy.hold_seconds(all_failures)
+    if seconds and not trusted:
+        until = now + dt.timedelta(seconds=seconds)
+        if pair.locked_until is None or pair.locked_until < until:
+            pair.locked_until = until
+    if user is not None and pair.locked_until is not None and pair.locked_until > now:
+        # The user's locked_until (shown to admins): the latest lock failed logins put
+        # on the name at some address; the other addresses are not locked by it.
+        if user.locked_until is None or user.locked_until < pair.locked_until:
+            user.locked_until = pair.locked_until
+        _audit(
+            session,
+            "login_lockout",
+            username,
+            {
+                "client_ip": client_ip,
+                # this address: its failures for the name and its lock
+                "failures": pair.failures,
+                "locked_until": pair.locked_until,
+                # all addresses (from `user_threshold` on, a failing address waits)
+                "failures_all_addresses": user.failed_logins,
+            },
+            "user",
+            username,
+        )
     if ip_key:
         _throttle_fail(session, ip_key, policy.ip_threshold, policy, now)
     log.warning("login failed: user=%s ip=%s", shown, client_ip)
+    if address_wait > 0:
+        # A wrong password for a name that signed in from this locked address gets the
+        # same answer as any other name there, so that nobody sharing the address learns
+        # which names sign in from it; the failure is kept (the caller rolls back on
+        # LockedOutError).
+        session.commit()
+        raise LockedOutError(address_wait)
     raise AuthError("wrong username or password")
 
 

@@ -138,7 +138,8 @@ class ApiKey(Base):
 
 
 class LoginThrottle(Base):
-    """Failed-login counters per client IP ('ip:...') and per unknown username ('user:...')."""
+    """Failed-login counters per client IP ('ip:...'), per unknown username ('user:...')
+    and per user name and client IP ('pair:<name>|<ip>'; serving.auth)."""
 
     __tablename__ = "login_throttle"
 
@@ -146,6 +147,8 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None]
     last_failure_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # A pair's last successful login: the user has signed in from that address.
+    last_success_at: Mapped[dt.datetime | None]
 
 
 class Shipment(Base):

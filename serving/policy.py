@@ -10,9 +10,10 @@ Priority
         priority = 2 + risk        when a must-inspect rule or an exact watchlist
                                    hit forces it in                      (2 <= priority <= 3)
 
-    p is the model probability, watch the best fuzzy watchlist score in [0, 1]
-    when it reaches the screening's alert threshold (0.85, as
-    `features.screening.DEFAULT_THRESHOLD`), else 0 (1 for an exact hit), and
+    p is the model probability, watch the fuzzy score in [0, 1] of the watchlist
+    hit that acts when it reaches the screening's alert threshold (0.85, as
+    `features.screening.DEFAULT_THRESHOLD`) and the match is not weak, else 0 (1
+    for an exact hit; `watchlist_weight`), and
     the severity weights w are info 0, low 0.10, medium 0.25, high 0.50
     (must_inspect counts as forcing, and 0.50 inside `risk` so forced entries are
     still ordered among themselves). This "noisy-OR" treats each signal as an
@@ -26,6 +27,15 @@ Priority
     generic company words ("... Trading Company") alone give such scores to a
     large share of ordinary traders, and a yellow lane for each would bury the
     real alerts.
+
+    Weak matches count as near misses too, whatever their score: a match that
+    rests on one word once company forms are dropped ("IP Bilal", `ООО "Адель"`
+    against the one-word alias "Bilal" or "Adel" of a listed individual: 100,
+    but a common given name), or a company's name against a listed individual's
+    (see `features.screening.weak_match`). Shown and explained as weak, never
+    enough alone for a yellow or red lane. The hit that acts is the best one
+    that counts (`features.watchlist.operational`), so a weak 100 never hides
+    another party's real alert; multi-word matches and exact hits are unchanged.
 
 Lanes (defaults, configurable per office through `LaneThresholds`)
     red (physical inspection): forced, or priority >= 0.50 (a high rule alone);
@@ -137,15 +147,31 @@ def _unit(name: str, value: float) -> None:
         raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
 
 
+def watchlist_weight(score: float, exact: bool, weak: bool = False) -> float:
+    """`watch` of the priority: 1 for an exact hit, the score (0-1) when it reaches
+    the alert threshold and the match is not weak, else 0 (a near miss)."""
+    if exact:
+        return 1.0
+    return score if score >= WATCHLIST_ALERT and not weak else 0.0
+
+
+def weak_watchlist_match(match: Mapping[str, object] | None) -> bool:
+    """Whether a stored watchlist match (`serving.scoring.watchlist_match`, as a
+    score's explanation keeps it) is weak: counted as a near miss."""
+    return bool(match and match.get("weak"))
+
+
 def priority(
     probability: float,
     rule_hits: Iterable[str] = (),
     *,
     watchlist_score: float = 0.0,
     watchlist_exact: bool = False,
+    watchlist_weak: bool = False,
 ) -> float:
     """Priority of one shipment from its model probability, the severities of the rules
-    it hit and its best watchlist match (see the module docstring for the formula)."""
+    it hit and its watchlist hit (see the module docstring for the formula;
+    `watchlist_weak`: the hit is weak, a near miss whatever its score)."""
     _unit("probability", probability)
     _unit("watchlist_score", watchlist_score)
     keep = 1.0 - probability
@@ -155,8 +181,9 @@ def priority(
             raise ValueError(f"unknown severity {severity!r}")
         keep *= 1.0 - SEVERITY_WEIGHTS[severity]
         forced = forced or severity == "must_inspect"
-    watch = 1.0 if watchlist_exact else watchlist_score * (watchlist_score >= WATCHLIST_ALERT)
-    keep *= 1.0 - WATCHLIST_WEIGHT * watch
+    keep *= 1.0 - WATCHLIST_WEIGHT * watchlist_weight(
+        watchlist_score, watchlist_exact, watchlist_weak
+    )
     risk = 1.0 - keep
     return TOP_BAND + risk if forced else risk
 
@@ -167,15 +194,18 @@ def priorities(
     forced: np.ndarray | None = None,
     watchlist_score: np.ndarray | None = None,
     watchlist_exact: np.ndarray | None = None,
+    watchlist_weak: np.ndarray | None = None,
 ) -> np.ndarray:
     """`priority` for many shipments at once. `rule_keep` is the product of
     (1 - severity weight) over each shipment's rule hits (1 when none), `forced`
-    whether a must-inspect rule hit."""
+    whether a must-inspect rule hit, `watchlist_weak` whether the watchlist hit is
+    weak."""
     n = len(probability)
     keep = (1.0 - probability) * (np.ones(n) if rule_keep is None else rule_keep)
     exact = np.zeros(n, dtype=bool) if watchlist_exact is None else watchlist_exact
     score = np.zeros(n) if watchlist_score is None else watchlist_score
-    watch = np.where(exact, 1.0, np.where(score >= WATCHLIST_ALERT, score, 0.0))
+    weak = np.zeros(n, dtype=bool) if watchlist_weak is None else watchlist_weak
+    watch = np.where(exact, 1.0, np.where((score >= WATCHLIST_ALERT) & ~weak, score, 0.0))
     keep = keep * (1.0 - WATCHLIST_WEIGHT * watch)
     risk = 1.0 - keep
     top = exact | (np.zeros(n, dtype=bool) if forced is None else forced)

@@ -8,7 +8,8 @@ A rule is data, never code. Its condition is a nested mapping (YAML or JSON)::
       - {field: consignee_shipments_365d, op: lt, value: 3}
 
 Combinators: ``all`` (non-empty list), ``any`` (non-empty list), ``not`` (one
-condition). A leaf is ``{field, op, value}``; ``is_null`` takes no value.
+condition) and ``line`` (one condition on a single goods line, below). A leaf is
+``{field, op, value}``; ``is_null`` takes no value.
 
 Fields
     * shipment fields: the columns of the SHIPMENTS contract (``origin_country``,
@@ -18,7 +19,11 @@ Fields
     * feature names from the feature registry (``consignee_shipments_365d`` ...).
       A feature whose name is also a shipment column (``mode``) is reached through
       the shipment column, which wins. Categorical features take their category
-      labels as values (``{field: origin_country_code, op: eq, value: AF}``).
+      labels as values (``{field: origin_country_code, op: eq, value: AF}``);
+    * derived ages: ``consignor_age``, ``consignee_age``, ``declarant_age``, the
+      party's age in whole years on the day of ``declared_at`` (UTC) from its
+      ``<role>_birth_date`` (a birthday on 29 February is reached on 1 March in other
+      years); null when either date is missing.
 
 Multi-valued fields (``item.*`` and list columns such as ``transit_countries``)
 are true when *any* element satisfies the leaf; ``ne`` and ``not_in`` are the
@@ -26,11 +31,31 @@ negations of ``eq`` and ``in`` (true when *no* element equals / is in the list),
 and ``is_null`` is true when there is no non-null element. On a single-valued
 field a missing value makes every operator false except ``is_null`` (as in SQL).
 
+Goods lines. Outside ``line``, every ``item.`` leaf is evaluated on its own over
+*any* line: ``all: [{field: item.hs_code, op: starts_with, value: "8708"},
+{field: item.description, op: contains, value: затвор}]`` holds when one line is
+in heading 8708 and one line (the same or another) says "затвор", and ``not:
+{field: item.hs_code, op: starts_with, value: "93"}`` means "no line in chapter
+93". To tie conditions to one and the same line, wrap them in ``line``::
+
+    line:
+      all:
+        - {field: item.description, op: matches, value: "(?i)rifle|pistol"}
+        - not: {field: item.hs_code, op: starts_with, value: "93"}
+
+``line`` is true when at least one goods line satisfies the whole inner condition
+(false for a shipment without goods lines). Inside it only ``item.`` fields may be
+used, each is that line's single value (a missing value makes every operator false
+except ``is_null``, as on any single-valued field), ``not`` negates for that line,
+and ``line`` cannot be nested. Combine it with shipment fields and features outside
+it (``all: [{line: ...}, {field: origin_country, op: in, value: [TR]}]``).
+
 Operators by field type
     string      eq ne in not_in starts_with contains matches is_null
     number      eq ne lt le gt ge in not_in between is_null
     bool        eq ne is_null
     datetime    eq ne lt le gt ge between is_null
+    date        eq ne lt le gt ge between is_null
     categorical eq ne in not_in is_null
 
 ``contains`` is a case-insensitive substring test. ``between`` is inclusive at
@@ -43,6 +68,12 @@ on that day", ``lt`` "before the day", ``le`` "on or before the day" (up to its
 last instant), ``gt`` "after the day" (from the next midnight), ``ge`` "on or
 after the day", and ``between [2026-11-01, 2026-11-30]`` covers both days in
 full; a bound with a time is exact (``le 2026-11-27T12:00:00Z``).
+
+Date fields (``consignee_birth_date`` ...) hold a calendar date without a time; a
+value is an ISO date ``YYYY-MM-DD`` (a time or any other form is refused), and the
+comparisons are those of calendar dates (``lt 2003-01-01``: born before 2003).
+A missing date never matches (only ``is_null`` is true), and neither does an age
+derived from it.
 
 Regular expressions and safety. Patterns run in Polars' linear-time Rust
 ``regex`` on both paths (one string at a time on the single-shipment path), so
@@ -79,7 +110,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, StrEnum
 from functools import cache, lru_cache, reduce
 from typing import Any, Literal
@@ -92,6 +123,8 @@ Severity = Literal["info", "low", "medium", "high", "must_inspect"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "must_inspect")
 
 ITEM_PREFIX = "item."
+LINES_COLUMN = "__lines"  # the batch frame's goods lines as structs (not a field name)
+BIRTH_DATE_SUFFIX = "_birth_date"
 MAX_PATTERN_LENGTH = 200
 MAX_REPEATS = 3
 MATCH_TEXT_LIMIT = 512
@@ -99,7 +132,7 @@ MAX_LIST_VALUES = 1000
 MAX_DEPTH = 12
 # A rule's size, counted over the whole condition tree after YAML aliases are expanded
 # (a 400-byte file of anchors can otherwise stand for millions of conditions).
-MAX_CONDITIONS = 200  # nodes: leaves and all / any / not
+MAX_CONDITIONS = 200  # nodes: leaves and all / any / not / line
 MAX_RULE_VALUES = 5000  # list values (in / not_in / starts_with) across the tree
 
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}(\.[a-z][a-z0-9_]{0,63})?")
@@ -142,6 +175,7 @@ class FieldType(StrEnum):
     NUMBER = "number"
     BOOL = "bool"
     DATETIME = "datetime"
+    DATE = "date"
     CATEGORICAL = "categorical"
 
 
@@ -163,6 +197,14 @@ class FieldInfo:
     values: tuple[str, ...] = ()  # allowed values (enum) or category labels (categorical)
     flag: bool = False  # a 0/1 feature: true/false accepted as 1/0
     code: str | None = None  # "country", "currency" or "hs_code": values checked as such
+    # a derived field ("age"): computed from the shipment columns `key` (the birth
+    # date) and `declared_at`, which are the columns it reads
+    derived: str | None = None
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The fields (frame columns) the field is read from."""
+        return (self.key, "declared_at") if self.derived else (self.name,)
 
 
 OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
@@ -174,6 +216,7 @@ OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
     ),
     FieldType.BOOL: frozenset({"eq", "ne", "is_null"}),
     FieldType.DATETIME: frozenset({"eq", "ne", "lt", "le", "gt", "ge", "between", "is_null"}),
+    FieldType.DATE: frozenset({"eq", "ne", "lt", "le", "gt", "ge", "between", "is_null"}),
     FieldType.CATEGORICAL: frozenset({"eq", "ne", "in", "not_in", "is_null"}),
 }
 ALL_OPS: frozenset[str] = frozenset().union(*OPS_BY_TYPE.values())
@@ -195,7 +238,9 @@ def _contract_field(col: Any, source: Source) -> FieldInfo | None:
         ftype = FieldType.BOOL
     elif kind is Kind.DATETIME:
         ftype = FieldType.DATETIME
-    else:  # dates: no shipment or item column has one
+    elif kind is Kind.DATE:
+        ftype = FieldType.DATE
+    else:
         return None
     from data_contracts.fields import Check
 
@@ -225,6 +270,13 @@ def field_catalog() -> Mapping[str, FieldInfo]:
         info = _contract_field(col, Source.SHIPMENT)
         if info is not None:
             catalog[info.name] = info
+    for col in SHIPMENTS.columns:  # a party's age at declaration, from its birth date
+        if col.name.endswith(BIRTH_DATE_SUFFIX) and col.name in catalog:
+            age = col.name.removesuffix(BIRTH_DATE_SUFFIX) + "_age"
+            if age not in catalog:
+                catalog[age] = FieldInfo(
+                    age, FieldType.NUMBER, Source.SHIPMENT, False, col.name, derived="age"
+                )
     for col in ITEMS.columns:
         if col.name in ("shipment_id",):
             continue
@@ -274,6 +326,14 @@ class _Not:
 
 
 @dataclass(frozen=True)
+class _Line:
+    """True when one goods line satisfies `child`, whose leaves are all `item.` fields
+    read as that line's single value (their FieldInfo has multi=False)."""
+
+    child: _Node
+
+
+@dataclass(frozen=True)
 class _Leaf:
     field: FieldInfo
     op: str
@@ -295,7 +355,7 @@ class _LinearRegex:
         return bool(hit)
 
 
-_Node = _All | _Any | _Not | _Leaf
+_Node = _All | _Any | _Not | _Line | _Leaf
 
 
 # --------------------------------------------------------------------------- checking
@@ -379,6 +439,18 @@ def _scalar(info: FieldInfo, value: Any, path: str, errors: list[RuleError]) -> 
                 )
             )
         return parsed
+    if info.type is FieldType.DATE:
+        day = _rule_date(value)
+        if day is None:
+            timed = isinstance(value, str) and len(value) > 10 and _ISO_DATE.match(value)
+            hint = " (a date field takes a date without a time)" if timed else ""
+            errors.append(
+                RuleError(
+                    path,
+                    f"{name} is a date: expected an ISO date YYYY-MM-DD, got {value!r}{hint}",
+                )
+            )
+        return day
     # categorical: a label, turned into its integer code (index + 1)
     if not isinstance(value, str) or value not in info.values:
         errors.append(RuleError(path, f"{value!r} is not a category of {name}"))
@@ -466,6 +538,22 @@ class _Day:
     @property
     def end(self) -> dt.datetime:
         return self.start + dt.timedelta(days=1)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _rule_date(value: Any) -> dt.date | None:
+    """A rule's value for a date field: an ISO date ``YYYY-MM-DD`` (text, or a date
+    object from a Python caller), or None."""
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _rule_datetime(value: Any) -> dt.datetime | _Day | None:
@@ -608,7 +696,7 @@ class _Budget:
                 RuleError(
                     "condition",
                     f"the rule has more than {MAX_CONDITIONS} conditions (leaves and "
-                    f"all/any/not, counted with YAML aliases expanded); the limit is "
+                    f"all/any/not/line, counted with YAML aliases expanded); the limit is "
                     f"{MAX_CONDITIONS} per rule: split it into several rules",
                 )
             )
@@ -628,8 +716,16 @@ class _Budget:
 
 
 def _compile_node(
-    node: Any, path: str, errors: list[RuleError], depth: int = 0, budget: _Budget | None = None
+    node: Any,
+    path: str,
+    errors: list[RuleError],
+    depth: int = 0,
+    budget: _Budget | None = None,
+    *,
+    in_line: bool = False,
 ) -> _Node | None:
+    """The compiled condition, or None with the problems added to `errors`. `in_line`:
+    inside a `line` combinator (only `item.` fields, each one line's value)."""
     if budget is None:
         budget = _Budget()
     if not budget.spend(errors, conditions=1, path=path):
@@ -641,7 +737,7 @@ def _compile_node(
         errors.append(RuleError(path, f"a condition must be a mapping, got {_type_name(node)}"))
         return None
     keys = set(node)
-    combinators = keys & {"all", "any", "not"}
+    combinators = keys & {"all", "any", "not", "line"}
     if combinators:
         if len(keys) != 1:
             extra = sorted(str(k) for k in keys - {next(iter(combinators))})
@@ -656,8 +752,10 @@ def _compile_node(
         key = next(iter(combinators))
         sub = node[key]
         if key == "not":
-            child = _compile_node(sub, f"{path}.not", errors, depth + 1, budget)
+            child = _compile_node(sub, f"{path}.not", errors, depth + 1, budget, in_line=in_line)
             return _Not(child) if child is not None else None
+        if key == "line":
+            return _compile_line(sub, f"{path}.line", errors, depth, budget, in_line=in_line)
         if not isinstance(sub, list):
             errors.append(
                 RuleError(
@@ -672,16 +770,55 @@ def _compile_node(
         for i, c in enumerate(sub):
             if budget.exceeded:
                 return None
-            children.append(_compile_node(c, f"{path}.{key}[{i}]", errors, depth + 1, budget))
+            children.append(
+                _compile_node(c, f"{path}.{key}[{i}]", errors, depth + 1, budget, in_line=in_line)
+            )
         if any(c is None for c in children):
             return None
         kids = tuple(c for c in children if c is not None)
         return _All(kids) if key == "all" else _Any(kids)
-    return _compile_leaf(node, path, errors, budget)
+    return _compile_leaf(node, path, errors, budget, in_line=in_line)
+
+
+def _compile_line(
+    sub: Any,
+    path: str,
+    errors: list[RuleError],
+    depth: int,
+    budget: _Budget,
+    *,
+    in_line: bool,
+) -> _Line | None:
+    """`line: <condition>`: one goods line satisfies the whole condition."""
+    if in_line:
+        errors.append(
+            RuleError(
+                path,
+                "'line' cannot be nested inside 'line': its conditions already refer to "
+                "one goods line",
+            )
+        )
+        return None
+    if not isinstance(sub, Mapping):
+        errors.append(
+            RuleError(
+                path,
+                "'line' takes one condition (a mapping such as {all: [...]}) on the "
+                f"fields of a goods line, got {_type_name(sub)}",
+            )
+        )
+        return None
+    child = _compile_node(sub, path, errors, depth + 1, budget, in_line=True)
+    return _Line(child) if child is not None else None
 
 
 def _compile_leaf(
-    node: Mapping[str, Any], path: str, errors: list[RuleError], budget: _Budget | None = None
+    node: Mapping[str, Any],
+    path: str,
+    errors: list[RuleError],
+    budget: _Budget | None = None,
+    *,
+    in_line: bool = False,
 ) -> _Leaf | None:
     unknown = sorted(str(k) for k in set(node) - {"field", "op", "value"})
     if unknown:
@@ -689,7 +826,7 @@ def _compile_leaf(
             RuleError(
                 f"{path}.{unknown[0]}",
                 f"unknown key '{unknown[0]}'; a condition is "
-                "{field, op, value} or one of all / any / not",
+                "{field, op, value} or one of all / any / not / line",
             )
         )
         return None
@@ -704,13 +841,23 @@ def _compile_leaf(
     info = field_catalog().get(field_name)
     if info is None:
         item_name = ITEM_PREFIX + field_name
-        hint = (
-            f"; did you mean '{item_name}' (true when any goods line matches)?"
-            if item_name in field_catalog()
-            else ""
-        )
+        meaning = "" if in_line else " (true when any goods line matches)"
+        hint = f"; did you mean '{item_name}'{meaning}?" if item_name in field_catalog() else ""
         errors.append(RuleError(f"{path}.field", f"unknown field '{field_name}'{hint}"))
         return None
+    if in_line:
+        if info.source is not Source.ITEM:
+            kind = "a feature" if info.source is Source.FEATURE else "a shipment field"
+            errors.append(
+                RuleError(
+                    f"{path}.field",
+                    f"inside 'line' only goods-line fields (item.…) may be used; "
+                    f"'{field_name}' is {kind}: put it beside the 'line' condition "
+                    "(for example in an 'all' that holds both)",
+                )
+            )
+            return None
+        info = replace(info, multi=False)  # one line's value
     if not isinstance(op, str) or op not in ALL_OPS:
         errors.append(
             RuleError(
@@ -1046,6 +1193,12 @@ def _clean(value: Any, info: FieldInfo) -> Any:
         if isinstance(value, dt.datetime):
             return _utc(value)
         return _parse_datetime(value)
+    if info.type is FieldType.DATE:
+        if isinstance(value, dt.datetime):
+            return _utc(value).date()
+        if isinstance(value, dt.date):
+            return value
+        return _rule_date(value)
     if info.type is FieldType.NUMBER and isinstance(value, bool):
         return int(value)
     return value
@@ -1104,14 +1257,52 @@ def _eval(
         return any(_eval(c, shipment, items, features) for c in node.children)
     if isinstance(node, _Not):
         return not _eval(node.child, shipment, items, features)
+    if isinstance(node, _Line):
+        return any(_eval_line(node.child, line) for line in items)
     info = node.field
-    if info.source is Source.ITEM:
-        raw: Any = [it.get(info.key) for it in items]
+    if info.derived == "age":
+        raw: Any = _age(shipment.get(info.key), shipment.get("declared_at"))
+    elif info.source is Source.ITEM:
+        raw = [it.get(info.key) for it in items]
     elif info.source is Source.SHIPMENT:
         raw = shipment.get(info.key)
     else:
         raw = features.get(info.key)
     return _eval_leaf(node, raw)
+
+
+def _eval_line(node: _Node, line: Mapping[str, Any]) -> bool:
+    """A condition inside `line` on one goods line (its leaves are single-valued)."""
+    if isinstance(node, _All):
+        return all(_eval_line(c, line) for c in node.children)
+    if isinstance(node, _Any):
+        return any(_eval_line(c, line) for c in node.children)
+    if isinstance(node, _Not):
+        return not _eval_line(node.child, line)
+    if isinstance(node, _Line):  # refused when a rule is checked
+        raise AssertionError("'line' inside 'line'")
+    return _eval_leaf(node, line.get(node.field.key))
+
+
+def _as_date(value: Any) -> dt.date | None:
+    """A birth date or a declaration time as a calendar date (a date-time in UTC)."""
+    if isinstance(value, dt.datetime):
+        return _utc(value).date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        parsed = _parse_datetime(value)
+        return parsed.date() if parsed is not None else None
+    return None
+
+
+def _age(birth: Any, declared: Any) -> int | None:
+    """Age in whole years on the declaration's day (UTC); a birthday on 29 February
+    is reached on 1 March in other years. None when either date is missing."""
+    born, on = _as_date(birth), _as_date(declared)
+    if born is None or on is None:
+        return None
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 
 def evaluate(
@@ -1195,33 +1386,74 @@ def _positive_expr(leaf: _Leaf, x: pl.Expr) -> pl.Expr:
     raise AssertionError(f"unhandled operator {op}")
 
 
-def _element_expr(x: pl.Expr, dtype: object) -> tuple[pl.Expr, pl.Expr]:
-    """(value, is-present) for one column or list element, NaN counted as missing."""
+def _element_expr(
+    x: pl.Expr, dtype: object, ftype: FieldType | None = None
+) -> tuple[pl.Expr, pl.Expr]:
+    """(value, is-present) for one column or list element, NaN counted as missing; a
+    date field held as a date-time is read as its day in UTC (as `_clean` does)."""
     if dtype in (pl.Float32, pl.Float64):
         x = x.fill_nan(None)
+    if ftype is FieldType.DATE and isinstance(dtype, pl.Datetime):
+        x = _utc_day(x, dtype)
     return x, x.is_not_null()
 
 
-def _leaf_expr(leaf: _Leaf, schema: pl.Schema) -> pl.Expr:
+def _utc_day(x: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
+    """The calendar day in UTC of a date-time expression (a naive one read as UTC)."""
+    if dtype.time_zone not in (None, "UTC"):
+        x = x.dt.convert_time_zone("UTC")
+    return x.dt.date()
+
+
+def _age_expr(schema: pl.Schema, birth: str) -> pl.Expr:
+    """`_age` as an expression: whole years from the `birth` date column to the day of
+    `declared_at` (UTC; a naive time read as UTC), null when either is missing."""
+    on, _ = _element_expr(pl.col("declared_at"), schema["declared_at"], FieldType.DATE)
+    born, _ = _element_expr(pl.col(birth), schema[birth], FieldType.DATE)
+
+    def month_day(d: pl.Expr) -> pl.Expr:
+        return d.dt.month().cast(pl.Int32) * 100 + d.dt.day().cast(pl.Int32)
+
+    before_birthday = (month_day(on) < month_day(born)).cast(pl.Int32)
+    return on.dt.year().cast(pl.Int32) - born.dt.year().cast(pl.Int32) - before_birthday
+
+
+def _leaf_expr(leaf: _Leaf, schema: pl.Schema, *, in_line: bool = False) -> pl.Expr:
+    """A leaf over a `rule_frame`; `in_line`: inside `line`'s `list.eval` over the
+    goods-line structs, each `item.` field one line's value."""
     info = leaf.field
-    if info.name not in schema:
-        raise KeyError(f"the frame has no column '{info.name}' needed by a rule")
-    dtype = schema[info.name]
+    for name in info.reads:
+        if name not in schema:
+            raise KeyError(f"the frame has no column '{name}' needed by a rule")
     positive_op = {"ne": "eq", "not_in": "in"}.get(leaf.op)
     test = _Leaf(info, positive_op, leaf.value, leaf.regex) if positive_op else leaf
+    if info.derived == "age":
+        age = _age_expr(schema, info.key)
+        return _single_expr(leaf.op, test, age, age.is_not_null())
+    dtype = schema[info.name]
+    if in_line:
+        inner = dtype.inner if isinstance(dtype, pl.List) else dtype
+        x, present = _element_expr(pl.element().struct.field(info.name), inner, info.type)
+        return _single_expr(leaf.op, test, x, present)
     if info.multi:
         inner = dtype.inner if isinstance(dtype, pl.List) else dtype
-        x, present = _element_expr(pl.element(), inner)
+        x, present = _element_expr(pl.element(), inner, info.type)
         if leaf.op == "is_null":
             return ~pl.col(info.name).list.eval(present).list.any().fill_null(False)
         hit = pl.when(present).then(_positive_expr(test, x)).otherwise(False).fill_null(False)
         any_hit = pl.col(info.name).list.eval(hit).list.any().fill_null(False)
         return ~any_hit if positive_op else any_hit
-    x, present = _element_expr(pl.col(info.name), dtype)
-    if leaf.op == "is_null":
+    x, present = _element_expr(pl.col(info.name), dtype, info.type)
+    return _single_expr(leaf.op, test, x, present)
+
+
+def _single_expr(op: str, test: _Leaf, x: pl.Expr, present: pl.Expr) -> pl.Expr:
+    """A leaf on a single value `x` (`test`: the leaf, `ne`/`not_in` as `eq`/`in`):
+    a missing value makes every operator false except `is_null`."""
+    if op == "is_null":
         return ~present
     result = _positive_expr(test, x).fill_null(False)
-    if positive_op:
+    if op in ("ne", "not_in"):
         result = ~result
     return pl.when(present).then(result).otherwise(False)
 
@@ -1236,7 +1468,24 @@ def _expr(node: _Node, schema: pl.Schema) -> pl.Expr:
         return pl.all_horizontal(*parts) if isinstance(node, _All) else pl.any_horizontal(*parts)
     if isinstance(node, _Not):
         return ~_expr(node.child, schema)
+    if isinstance(node, _Line):
+        each = _line_expr(node.child, schema)
+        return pl.col(LINES_COLUMN).list.eval(each).list.any().fill_null(False)
     return _leaf_expr(node, schema)
+
+
+def _line_expr(node: _Node, schema: pl.Schema) -> pl.Expr:
+    """A condition inside `line`, on one element of the goods-line structs."""
+    if isinstance(node, _All | _Any):
+        parts = [_line_expr(c, schema) for c in node.children]
+        if len(parts) == 1:
+            return parts[0]
+        return pl.all_horizontal(*parts) if isinstance(node, _All) else pl.any_horizontal(*parts)
+    if isinstance(node, _Not):
+        return ~_line_expr(node.child, schema)
+    if isinstance(node, _Line):  # refused when a rule is checked
+        raise AssertionError("'line' inside 'line'")
+    return _leaf_expr(node, schema, in_line=True)
 
 
 def condition_expr(rule: Rule, schema: pl.Schema) -> pl.Expr:
@@ -1249,9 +1498,21 @@ def _fields_of(node: _Node) -> tuple[str, ...]:
     """The names of the fields a condition reads (sorted, once per condition)."""
     if isinstance(node, _All | _Any):
         return tuple(sorted({f for c in node.children for f in _fields_of(c)}))
-    if isinstance(node, _Not):
+    if isinstance(node, _Not | _Line):
         return _fields_of(node.child)
-    return (node.field.name,)
+    return node.field.reads
+
+
+@cache
+def _line_fields(node: _Node) -> tuple[str, ...]:
+    """The goods-line fields read inside `line` combinators (sorted, once per condition)."""
+    if isinstance(node, _All | _Any):
+        return tuple(sorted({f for c in node.children for f in _line_fields(c)}))
+    if isinstance(node, _Not):
+        return _line_fields(node.child)
+    if isinstance(node, _Line):
+        return _fields_of(node.child)
+    return ()
 
 
 @lru_cache(maxsize=4096)
@@ -1267,6 +1528,27 @@ def _condition_expr_cached(rule: Rule, schema: pl.Schema) -> pl.Expr:
     if missing is not None:
         raise KeyError(f"the frame has no column '{missing}' needed by a rule")
     return _cached_expr(rule._compiled, tuple((n, schema[n]) for n in names))
+
+
+def _with_lines(frame: pl.DataFrame, fields: Sequence[str]) -> pl.DataFrame:
+    """`frame` with `LINES_COLUMN`: each shipment's goods lines as a list of structs of
+    the `fields` (the `item.` list columns, zipped line by line), which the `line`
+    combinator reads with one `list.eval`; null for a shipment without lines."""
+    for name in fields:
+        if not isinstance(frame.schema[name], pl.List):
+            raise TypeError(
+                f"the frame's column '{name}' must be a list (one element per goods line)"
+            )
+    row = "__row"
+    numbered = frame.select(*fields).with_row_index(row)
+    lines = (
+        numbered.filter(pl.col(fields[0]).list.len() > 0)
+        .explode(*fields)
+        .group_by(row)
+        .agg(pl.struct(*fields).alias(LINES_COLUMN))
+    )
+    joined = numbered.select(row).join(lines, on=row, how="left", maintain_order="left")
+    return frame.with_columns(joined.get_column(LINES_COLUMN))
 
 
 def _in_force_expr(rule: Rule, at: dt.datetime | None) -> pl.Expr:
@@ -1304,11 +1586,15 @@ def evaluate_frame(
     if not rules:
         return pl.DataFrame(schema=HITS_SCHEMA)
     schema = frame.schema
+    conditions = [_condition_expr_cached(rule, schema) for rule in rules]  # checks columns
+    line_fields = sorted({f for rule in rules for f in _line_fields(rule._compiled)})
+    if line_fields:
+        frame = _with_lines(frame, line_fields)
     flags = frame.select(
         pl.col("shipment_id").cast(pl.String),
         *[
-            (_condition_expr_cached(rule, schema) & _in_force_expr(rule, at)).alias(f"__r{i}")
-            for i, rule in enumerate(rules)
+            (condition & _in_force_expr(rule, at)).alias(f"__r{i}")
+            for i, (rule, condition) in enumerate(zip(rules, conditions, strict=True))
         ],
     )
     meta = pl.DataFrame(

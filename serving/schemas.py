@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    computed_field,
     create_model,
     field_validator,
     model_validator,
@@ -20,6 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
+from serving.policy import TOP_BAND
 
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
 MAX_BATCH = 1000
@@ -147,18 +149,38 @@ class WatchlistMatchOut(BaseModel):
     traveller_record_id: str | None = Field(
         None, description="The linked traveller record (API/PNR) that matched; null: the party"
     )
+    entity_type: str | None = Field(
+        None, description="The listed entry's type: `individual` or `entity`"
+    )
+    score: int | None = Field(None, description="This hit's similarity, 0 to 100")
+    words: int | None = Field(
+        None, description="The name words a name match rests on (company forms dropped)"
+    )
+    weak: bool = Field(
+        False,
+        description="A weak match, counted as a near miss (never enough alone for a "
+        "yellow or red lane): it rests on one word, or a company's name matches a listed "
+        "individual's",
+    )
+    weak_reason: Literal["one_word", "company_individual"] | None = Field(
+        None, description="Why the match is weak"
+    )
 
 
 class WatchlistOut(BaseModel):
     best_score: float = Field(
-        description="Best name match of the parties and linked travellers, 0 to 100 (% similar)"
+        description="Similarity of the hit that acted (`match`), 0 to 100 (% similar): of "
+        "the parties and linked travellers, the best name match that counts (not weak), "
+        "else the best one"
     )
     exact: bool = Field(
         description="A party's or linked traveller's name equals a listed name (after "
         "normalising), or its id or document number is listed"
     )
     match: WatchlistMatchOut | None = Field(
-        None, description="The hit that acted (exact first, then the best score)"
+        None,
+        description="The hit that acted (exact first, then the best that counts, not weak, "
+        "then the best score)",
     )
 
 
@@ -289,6 +311,15 @@ class ReferralOut(BaseModel):
         "a forced shipment of an earlier day taken into this (today's) queue",
     )
 
+    @computed_field(  # type: ignore[prop-decorator]
+        description="A must-inspect rule or an exact watchlist hit forces the shipment in "
+        "(its current priority is 2 or more): never displaced, and listed first in the "
+        "queue's working order (forced entries first, then by rank)"
+    )
+    @property
+    def forced(self) -> bool:
+        return self.priority >= TOP_BAND
+
 
 class LeftOutOut(BaseModel):
     """A red or yellow shipment of the day without a live entry in the queue."""
@@ -397,6 +428,39 @@ class RuleOut(BaseModel):
 class RuleImportOut(BaseModel):
     created: list[RuleOut]
     unchanged: list[str]
+
+
+class RulesApplyIn(_Strict):
+    """Which rules to apply to the shipments awaiting a decision, and of which queue
+    days (UTC). Everything is optional: every active rule, today's shipments."""
+
+    rule_ids: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]] | None = Field(
+        default=None,
+        max_length=1000,
+        description="The rules to apply (their newest versions); left out: every active rule",
+    )
+    day_from: Annotated[dt.date | None, Field(strict=False)] = Field(
+        default=None, description="First queue day (UTC): at most 30 days ago; default day_to"
+    )
+    day_to: Annotated[dt.date | None, Field(strict=False)] = Field(
+        default=None, description="Last queue day (UTC), today at the latest; default today"
+    )
+
+
+class RulesApplyOut(BaseModel):
+    examined: int = Field(description="Scored shipments of the days awaiting a decision")
+    changed: int = Field(description="Of those, given a new score: their rule hits changed")
+    newly_forced: int = Field(
+        description="Of those, now forced into the queue (must-inspect) and not before"
+    )
+    skipped: int = Field(
+        description="Decided or scored again while the rules were applied: left as they are"
+    )
+    rules: list[str] = Field(description='The rule versions applied, as "id@vN"')
+    day_from: dt.date
+    day_to: dt.date
+    applied_at: dt.datetime
+    changed_shipments: list[str]
 
 
 class RulePerformanceOut(BaseModel):

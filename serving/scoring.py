@@ -155,6 +155,8 @@ class Scored:
     # The watchlist hit that acted (`watchlist_match`), None when none scored
     # at least features.watchlist.SCORE_FLOOR.
     watchlist_match: dict[str, Any] | None = field(default=None)
+    # The hit is weak (features.screening.weak_match): a near miss for the priority.
+    watchlist_weak: bool = field(default=False)
 
 
 def score_shipments(
@@ -186,12 +188,15 @@ def score_shipments(
     # The hits that act (priority, lane, must-inspect, queue): the lists as they are
     # now, not the features' point-in-time rule (see features.watchlist.operational).
     # A party's listed id or identity document, and a linked traveller's listed
-    # name or document, act like an exact party hit (`__wl_exact`).
+    # name or document, act like an exact party hit (`__wl_exact`). The score is
+    # that of the hit that acts (exact, then one that counts, then the best), and a
+    # weak hit counts as a near miss (serving.policy).
     now = operational(ships, history)
     hits = {str(row["shipment_id"]): row for row in now.iter_rows(named=True)}
     found = [hits.get(str(c["shipment_id"]), {}) for c in context]
-    wl_score = np.array([h.get("__wl_score") or 0 for h in found], dtype=float) / 100.0
+    wl_score = np.array([h.get("__wl_hit_score") or 0 for h in found], dtype=float) / 100.0
     wl_exact = np.array([bool(h.get("__wl_exact")) for h in found], dtype=bool)
+    wl_weak = np.array([h.get("__wl_weak") is not None for h in found], dtype=bool)
     out: list[Scored] = []
     for i, ctx in enumerate(context):
         sid = str(ctx["shipment_id"])
@@ -202,6 +207,7 @@ def score_shipments(
             severities,
             watchlist_score=float(min(wl_score[i], 1.0)),
             watchlist_exact=bool(wl_exact[i]),
+            watchlist_weak=bool(wl_weak[i]),
         )
         forced = is_forced(severities, bool(wl_exact[i]))
         out.append(
@@ -217,6 +223,7 @@ def score_shipments(
                 watchlist_score=float(wl_score[i] * 100),
                 watchlist_exact=bool(wl_exact[i]),
                 watchlist_match=watchlist_match(found[i]),
+                watchlist_weak=bool(wl_weak[i]),
                 model_version=model.version,
                 feature_set_version=fs_version,
                 features={
@@ -311,13 +318,18 @@ def check_extras(model: ModelHandle, given: Mapping[str, Any]) -> list[tuple[str
 
 def watchlist_match(row: dict[str, Any]) -> dict[str, Any] | None:
     """The hit that acted, from a row of `features.watchlist.operational`: the
-    listed entry (`entry_id`, `name`: the listed spelling matched), the `party`
-    (role), `by` ("name" or "document": a listed document number, exact),
-    `exact`, and `traveller_record_id` when a linked traveller record matched
-    (None: the party itself). None when nothing matched."""
+    listed entry (`entry_id`, `name`: the listed spelling matched, `entity_type`:
+    "individual" or "entity"), the `party` (role), `by` ("name" or "document": a
+    listed document number, exact), `exact`, `traveller_record_id` when a linked
+    traveller record matched (None: the party itself), `score` (0-100), `words`
+    (the name words a name match rests on), `weak` and `weak_reason` (a weak
+    match, "one_word" or "company_individual", counts as a near miss:
+    `features.screening.weak_match`). None when nothing matched."""
     if not row or row.get("__wl_entry") is None:
         return None
     by = row.get("__wl_by") or "name"
+    weak = row.get("__wl_weak")
+    score = row.get("__wl_hit_score")
     return {
         "entry_id": row["__wl_entry"],
         "name": row.get("__wl_name"),
@@ -325,6 +337,11 @@ def watchlist_match(row: dict[str, Any]) -> dict[str, Any] | None:
         "by": by,
         "exact": bool(row.get("__wl_exact")),  # (the best hit is exact when any is)
         "traveller_record_id": row.get("__wl_traveller"),
+        "entity_type": row.get("__wl_entity_type"),
+        "score": None if score is None else int(score),
+        "words": row.get("__wl_words"),
+        "weak": weak is not None,
+        "weak_reason": weak,
     }
 
 

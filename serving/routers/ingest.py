@@ -44,6 +44,10 @@ from serving.services import (
 router = APIRouter(prefix="/api/v1", tags=["ingest"], responses=PROTECTED)
 
 IngestUser = Annotated[Principal, Depends(require_roles(Role.officer, Role.analyst, Role.admin))]
+# Traveller records (API/PNR) come from the feed (a service key) or an admin, never from
+# an officer: they are bound to no office and feed the traveller features of every
+# office's shipments (a record an officer made up would steer other offices' scores).
+TravellerIngestUser = Annotated[Principal, Depends(require_roles(Role.analyst, Role.admin))]
 UNMASKING_ROLES = frozenset({Role.officer, Role.analyst, Role.admin})
 ShipmentIn = shipment_in_model()
 TravellerIn = traveller_in_model()
@@ -67,6 +71,15 @@ def require_json(request: Request, _user: IngestUser) -> None:
     """415 unless the body is declared as JSON: after the caller's role is checked,
     before the body is read as a model (so that a wrong header is not reported as a
     malformed record)."""
+    _refuse_not_json(request)
+
+
+def require_traveller_json(request: Request, _user: TravellerIngestUser) -> None:
+    """As `require_json`, for the traveller routes (their own roles)."""
+    _refuse_not_json(request)
+
+
+def _refuse_not_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")
@@ -78,6 +91,7 @@ def require_json(request: Request, _user: IngestUser) -> None:
 
 
 JSON_BODY = [Depends(require_json)]
+TRAVELLER_JSON_BODY = [Depends(require_traveller_json)]
 
 
 def _loc(field: str) -> list[str | int]:
@@ -205,13 +219,14 @@ def post_shipments_batch(
         409: CONFLICT[409],
         **NOT_JSON,
     },
-    dependencies=JSON_BODY,
-    summary="Ingest one traveller record (API/PNR); the answer is masked",
+    dependencies=TRAVELLER_JSON_BODY,
+    summary="Ingest one traveller record (API/PNR; the feed's key or an admin, not an "
+    "officer); the answer is masked",
 )
 def post_traveller(
     body: TravellerIn,  # type: ignore[valid-type]
     session: SessionDep,
-    user: IngestUser,
+    user: TravellerIngestUser,
     response: Response,
     services: ServicesDep,
 ) -> dict[str, Any]:
@@ -246,11 +261,12 @@ def _json(data: dict[str, Any]) -> dict[str, Any]:
     "/travellers/batch",
     response_model=TravellerBatchOut,
     responses=NOT_JSON,
-    dependencies=JSON_BODY,
-    summary="Ingest many traveller records; bad rows are reported, good ones stored",
+    dependencies=TRAVELLER_JSON_BODY,
+    summary="Ingest many traveller records (the feed's key or an admin, not an officer); "
+    "bad rows are reported, good ones stored",
 )
 def post_travellers_batch(
-    body: BatchIn, session: SessionDep, user: IngestUser, services: ServicesDep
+    body: BatchIn, session: SessionDep, user: TravellerIngestUser, services: ServicesDep
 ) -> dict[str, Any]:
     errors: list[RowError] = []
     good: list[tuple[dict[str, Any], str]] = []

@@ -1,11 +1,15 @@
 """Model versions and promotions: data scientists compare the challenger with the
 champion and promote; every promotion names who decided it and is audited."""
 
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
 
 from models.assess import MissingInputError
+from models.card import NoCardError, version_card
+from models.card import UnknownVersionError as NoVersionError
 from models.promotion import (
     PromotionError,
     ReasonRequiredError,
@@ -21,9 +25,9 @@ from serving.schemas import ModelsOut, PromoteIn, PromotionOut, PromotionResultO
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"], responses=PROTECTED)
 
-ModelReader = Annotated[
-    Principal, Depends(require_roles(Role.data_scientist, Role.auditor, Role.admin))
-]
+# who may read model versions, promotions and model cards (the /web/models page too)
+MODEL_READERS = (Role.data_scientist, Role.auditor, Role.admin)
+ModelReader = Annotated[Principal, Depends(require_roles(*MODEL_READERS))]
 Version = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,8}$", description="Version number")]
 ERRORS: Responses = {
     404: {"model": ErrorOut, "description": "No such model version"},
@@ -102,3 +106,82 @@ def post_promote(
         "challenger": key_metrics(promo.challenger),
         "champion": key_metrics(promo.champion) if promo.champion else None,
     }
+
+
+class CardFeatureOut(BaseModel):
+    name: str
+    family: str
+    description: str
+
+
+class CardLeftOutOut(BaseModel):
+    name: str
+    reason: str
+
+
+class ModelCardOut(BaseModel):
+    """A version's model card as `caravan train` wrote it (reports/evaluation/vN/
+    model_card.json, also logged with the MLflow run). Feature names and
+    descriptions may come from an administration's own export: text, never markup."""
+
+    model: str
+    version: str
+    purpose: str | None = None
+    target: str | None = None
+    algorithm: str | None = None
+    data_windows: dict[str, list[str]] = Field(
+        description="train, valid, test: first and last declaration time"
+    )
+    rows: dict[str, int] = Field(description="Inspected shipments per window")
+    feature_set_version: str | None = None
+    features: list[CardFeatureOut] = Field(description="The model's inputs")
+    features_left_out: list[CardLeftOutOut] = Field(
+        default_factory=list, description="Registered features not used, with why"
+    )
+    excluded_attributes: list[str] = Field(description="Attributes the model never uses")
+    known_limits: list[str]
+    data_hash: str | None = None
+    code_version: str | None = None
+    early_stopping: dict[str, Any] | None = Field(
+        default=None, description="The validation metric that chose the number of trees, and why"
+    )
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="The evaluation on the test window at training"
+    )
+    outcomes_not_trained_on: dict[str, Any] | None = None
+    readers: list[str] = Field(
+        description="The roles that may read models and their cards (API and /web/models)"
+    )
+
+
+CARD_ERRORS: Responses = {
+    404: {"model": ErrorOut, "description": "No such model version, or it has no model card"},
+}
+
+
+@router.get(
+    "/{version}/card",
+    response_model=ModelCardOut,
+    responses=CARD_ERRORS,
+    summary="A version's model card: data windows, inputs, features left out, attributes "
+    "never used, known limits, data hash, code version, metrics",
+)
+def get_card(version: Version, request: Request, _user: ModelReader) -> dict[str, Any]:
+    try:
+        card = version_card(request.app.state.layout, version)
+    except (NoVersionError, NoCardError) as exc:
+        raise HTTPException(404, str(exc)) from None
+    return {**_json_safe(card), "readers": sorted(r.value for r in MODEL_READERS)}
+
+
+def _json_safe(value: Any) -> Any:
+    """A stored card as JSON can carry it: NaN and infinities (Python's json writes
+    them) become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value

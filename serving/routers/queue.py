@@ -41,7 +41,13 @@ def get_overdue(
     "and the red/yellow shipments of the day that did not fit",
     description="`day` is a UTC day: the queue holds the office's shipments declared from "
     "00:00 to 24:00 UTC that day (in Bishkek, UTC+6, shipments declared 00:00-06:00 local "
-    "time fall on the previous UTC day).",
+    "time fall on the previous UTC day).\n\n"
+    "`entries` come in rank order. A rank is given once, when the entry is placed, and "
+    "is never renumbered (it is audited): a forced shipment (must-inspect rule or exact "
+    "watchlist hit) that arrives after the queue was built gets the next rank, below "
+    "entries placed earlier. Each entry's `forced` flag says whether it is forced in; the "
+    "working order an officer should follow (the web queue's default) is forced entries "
+    "first, then the rest, each by `rank`.",
 )
 def get_day_queue(
     office: Office,

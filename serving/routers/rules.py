@@ -14,17 +14,26 @@ from serving.deps import AnalystUser, SessionDep, require_roles
 from serving.orm import Rule as RuleRow
 from serving.orm import RuleVersion
 from serving.routers import PROTECTED, ErrorOut, Responses
-from serving.routers._common import INVALID_UPLOAD, http_error
+from serving.routers._common import INVALID_UPLOAD, ServicesDep, http_error
 from serving.rules_engine import (
     RuleValidationError,
     dump_rules_yaml,
     parse_rule,
     read_rules_yaml,
 )
-from serving.schemas import RuleCreateIn, RuleImportOut, RuleIn, RuleOut
+from serving.schemas import (
+    RuleCreateIn,
+    RuleImportOut,
+    RuleIn,
+    RuleOut,
+    RulesApplyIn,
+    RulesApplyOut,
+)
+from serving.scoring import ModelNotReadyError
 from serving.services import (
     NO_RULE_FIGURES,
     ServiceError,
+    apply_rules_to_pending,
     import_rules,
     latest_versions,
     rule_performance_rows,
@@ -248,6 +257,51 @@ async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) 
     except ServiceError as exc:
         session.rollback()
         raise http_error(exc) from None
+
+
+@router.post(
+    "/apply",
+    response_model=RulesApplyOut,
+    responses={503: {"model": ErrorOut, "description": "No scoring model loaded"}},
+    summary="Apply the current rules to the shipments still awaiting a decision",
+    description=(
+        "Evaluates the newest version of the rules named (`rule_ids`; left out: every "
+        "active rule) on the stored shipments of the queue days `day_from`..`day_to` "
+        "(UTC; default today; at most 30 days back, today at the latest) that await a "
+        "decision: no outcome, and no referral inspected, waived or closed after a "
+        "decision. A shipment whose rule hits change gets a new score (audited as "
+        "`rule_apply`): priority, lane and must-inspect follow the hits; its queue "
+        "entries awaiting a decision follow the score as after a watchlist rescreen (a "
+        "forced one is never displaced); a forced shipment not queued enters the queue "
+        "at its next view. A hit already made by a rule's current version is kept; a "
+        "hit of an older version gives way to the current version's verdict. Decided "
+        "shipments are never touched. The application is audited (`rule_apply`: the "
+        "rule versions, the days, the time applied, the counts). Applying again "
+        "changes nothing."
+    ),
+)
+def apply_rules(
+    session: SessionDep,
+    user: AnalystUser,
+    services: ServicesDep,
+    body: RulesApplyIn | None = None,
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    given = body or RulesApplyIn()
+    try:
+        done = apply_rules_to_pending(
+            session,
+            services,
+            user.username,
+            rule_ids=given.rule_ids,
+            day_from=given.day_from,
+            day_to=given.day_to,
+        )
+    except (ServiceError, ModelNotReadyError) as exc:
+        session.rollback()
+        raise http_error(exc) from None
+    return asdict(done)
 
 
 def _version_out(session: SessionDep, rule_id: str, version: int) -> dict[str, Any]:

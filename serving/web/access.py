@@ -3,8 +3,11 @@
 The pages use the API's login (`serving.auth.authenticate_password`: the same
 password check and lockout) and its signed token, kept in an HttpOnly,
 SameSite=Strict cookie. Every form that changes something carries a CSRF token
-derived from the session (HMAC of the token's id with the app's signing key),
-checked on POST together with the Origin header.
+bound to the user's sessions (HMAC, with the app's signing key, of the user's id and
+the moment his sessions were last ended), checked on POST together with the Origin
+header: the sliding renewal of the session (`pages.renew_if_old`) in another tab
+leaves the forms already open valid, while a sign-out, a password reset or disabling
+the account (which end the user's sessions) and another user's session refuse them.
 
 `PAGE_ROLES` is the one table of which roles may use each page or action; the
 routes name their entry (`page_user("queue")`) and a test walks the matrix.
@@ -12,22 +15,30 @@ routes name their entry (`page_user("queue")`) and a test walks the matrix.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import Request
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.auth import AuthError, Principal, Role, decode_access_token, principal_from_token
+from serving.auth import AuthError, Principal, Role, principal_from_token
+from serving.orm import User
 from serving.web.i18n import LANG_COOKIE, Translator, pick_lang
 
 SESSION_COOKIE = "caravan_session"
 LOGIN_CSRF_COOKIE = "caravan_login_csrf"
 CSRF_FIELD = "csrf_token"
 PREFIX = "/web"
+# a referral's form action, and the page a refused one is shown again at
+REFERRAL_PATH = re.compile(rf"^{PREFIX}/referrals/([0-9]{{1,18}})(?:/.*)?$")
 
 R = Role
 PAGE_ROLES: dict[str, frozenset[Role]] = {
@@ -50,10 +61,13 @@ NAV_PAGES = ("queue", "rules", "models", "audit")
 class LoginRequiredError(Exception):
     """No valid session: the browser is sent to the login page."""
 
-    def __init__(self, next_path: str, reason: str = "login.required") -> None:
+    def __init__(
+        self, next_path: str, reason: str = "login.required", *, from_form: bool = False
+    ) -> None:
         super().__init__(reason)
         self.next_path = next_path
         self.reason = reason
+        self.from_form = from_form  # a POST: back to the form's page (`form_return_path`)
 
 
 class PageForbiddenError(Exception):
@@ -87,8 +101,27 @@ class WebUser:
         return self.principal.role in PAGE_ROLES[page]
 
 
-def csrf_for(secret: bytes, jti: str) -> str:
-    return hmac.new(secret, f"csrf|{jti}".encode(), hashlib.sha256).hexdigest()
+def csrf_for(
+    secret: bytes, user_id: int, username: str, sessions_valid_after: dt.datetime | None
+) -> str:
+    """The CSRF value of a user's sessions: the same for every token of the user (a
+    renewal keeps it) until his sessions are ended (`User.sessions_valid_after`)."""
+    ended = "-"
+    if sessions_valid_after is not None:
+        at = sessions_valid_after
+        if at.tzinfo is not None:  # the database may give it back naive (UTC) or aware
+            at = at.astimezone(dt.UTC).replace(tzinfo=None)
+        ended = at.isoformat(timespec="microseconds")
+    message = f"csrf|{user_id}|{username}|{ended}"
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()
+
+
+def user_csrf(session: Session, secret: bytes, username: str) -> str:
+    """The CSRF value of the signed-in user `username` (as stored now)."""
+    row = session.execute(
+        select(User.id, User.sessions_valid_after).where(User.username == username)
+    ).one()
+    return csrf_for(secret, row.id, username, row.sessions_valid_after)
 
 
 def new_login_csrf() -> str:
@@ -119,25 +152,64 @@ def current_path(request: Request) -> str:
     return path
 
 
+def form_return_path(request: Request, page_exists: Callable[[str], bool]) -> str:
+    """Where a form sent without a valid session (or refused by the CSRF check) comes
+    back to after signing in: the page the form was on (the Referer, when it is a page
+    of this site; a shipment page at its decision section for a referral's form), else
+    the referral's page for a referral's form, else the start page. A page that only
+    answers POSTs (a refused form shown again at its action) is not returned to:
+    `page_exists` says which paths a GET opens."""
+    posted = REFERRAL_PATH.match(request.url.path)
+    fallback = f"{PREFIX}/referrals/{posted.group(1)}" if posted else f"{PREFIX}/"
+    referer = request.headers.get("referer")
+    if not referer:
+        return fallback
+    parts = urlsplit(referer)
+    if f"{parts.scheme}://{parts.netloc}" != f"{request.url.scheme}://{request.url.netloc}":
+        return fallback
+    path = parts.path
+    shown = REFERRAL_PATH.match(path)
+    if shown:  # a refused decision form shown again at its action
+        return f"{PREFIX}/referrals/{shown.group(1)}"
+    if not page_exists(path):
+        return fallback
+    # not the one-off notes of the last action ("claimed", "done=outcome")
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in ("done", "claimed")]
+    target = path + (f"?{urlencode(query)}" if query else "")
+    if posted and path.startswith(f"{PREFIX}/shipments/"):
+        target += "#decision"
+    return safe_next(target, fallback)
+
+
 def session_user(request: Request, session: Session, secret: bytes) -> WebUser:
-    """The signed-in user from the session cookie, or LoginRequiredError."""
+    """The signed-in user from the session cookie, or LoginRequiredError. A form (not a
+    GET) without a valid session says so ("login.form_expired") and comes back to its
+    page after signing in (`form_return_path`, in the pages' handler)."""
     token = request.cookies.get(SESSION_COOKIE)
-    nxt = current_path(request) if request.method == "GET" else f"{PREFIX}/"
-    if not token:
-        raise LoginRequiredError(nxt)
-    try:
-        claims = decode_access_token(secret, token)
-        principal = principal_from_token(session, secret, token)
-    except AuthError as exc:
-        raise LoginRequiredError(
-            nxt, "login.expired" if "expired" in str(exc) else "login.required"
-        ) from None
-    return WebUser(principal, csrf_for(secret, claims.jti), lang_of(request))
+    if request.method not in ("GET", "HEAD"):
+        if not token:
+            raise LoginRequiredError(f"{PREFIX}/", "login.form_expired", from_form=True)
+        try:
+            principal = principal_from_token(session, secret, token)
+        except AuthError:
+            raise LoginRequiredError(f"{PREFIX}/", "login.form_expired", from_form=True) from None
+    else:
+        nxt = current_path(request)
+        if not token:
+            raise LoginRequiredError(nxt)
+        try:
+            principal = principal_from_token(session, secret, token)
+        except AuthError as exc:
+            reason = "login.expired" if "expired" in str(exc) else "login.required"
+            raise LoginRequiredError(nxt, reason) from None
+    csrf = user_csrf(session, secret, principal.username)
+    return WebUser(principal, csrf, lang_of(request))
 
 
 def require_page(user: WebUser, page: str) -> None:
     if user.role not in PAGE_ROLES[page]:
-        raise PageForbiddenError("error.forbidden_role", role=str(user.role))
+        # the role's name in the reader's language ("инспектор по целевому отбору")
+        raise PageForbiddenError("error.forbidden_role", role=Translator(user.lang).role(user.role))
 
 
 def check_office(user: WebUser, office_code: str) -> None:

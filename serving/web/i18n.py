@@ -51,6 +51,30 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "login.required": ("Please sign in.", "Пожалуйста, войдите в систему."),
     "login.signed_out": ("You have signed out.", "Вы вышли из системы."),
     "login.missing": ("Enter your user name and password.", "Введите имя пользователя и пароль."),
+    # a form sent after the session ended (or refused by the CSRF check): nothing is
+    # saved; serving/web/static/caravan-forms.js fills in again what was typed
+    "login.form_expired": (
+        "Your session ended before the form was sent, so nothing was saved. "
+        "Sign in again to go back to the page.",
+        "Сеанс завершился до отправки формы, поэтому ничего не сохранено. "
+        "Войдите снова, чтобы вернуться на страницу.",
+    ),
+    "error.csrf_back": (
+        "Back to the page of the form",
+        "Вернуться на страницу формы",
+    ),
+    "form.kept": (
+        "What you typed in the form is kept in this browser tab: it will be filled in "
+        "again on the page, for you to check and send.",
+        "Введённое вами в форму сохранено в этой вкладке браузера: оно будет снова "
+        "подставлено в форму на странице, чтобы вы проверили и отправили его.",
+    ),
+    "form.restored": (
+        "This form has been filled in again with what you typed earlier: it has NOT been "
+        "saved yet. Check it and send it again.",
+        "Форма снова заполнена тем, что вы ввели ранее: это ЕЩЁ НЕ сохранено. "
+        "Проверьте и отправьте форму ещё раз.",
+    ),
     # errors
     "error.title": ("Not allowed", "Доступ запрещён"),
     "error.forbidden_role": (
@@ -247,6 +271,20 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "near miss: below the alert threshold of {threshold}%, not counted in the priority",
         "близкое совпадение: ниже порога тревоги {threshold}%, в приоритете не учитывается",
     ),
+    "ship.watchlist_weak.one_word": (
+        "weak match: it rests on one word only, so it counts as a near miss, not in the priority",
+        "слабое совпадение: совпадает только одно слово, поэтому оно считается близким "
+        "совпадением и в приоритете не учитывается",
+    ),
+    "ship.watchlist_weak.company_individual": (
+        "weak match: a company's name against a listed individual's name, so it counts as "
+        "a near miss, not in the priority",
+        "слабое совпадение: наименование организации похоже на имя физического лица из "
+        "списка, поэтому оно считается близким совпадением и в приоритете не учитывается",
+    ),
+    "ship.watchlist_matched": ("Listed name matched", "Совпавшее имя из списка"),
+    "ship.watchlist_type.individual": ("individual", "физическое лицо"),
+    "ship.watchlist_type.entity": ("entity", "организация"),
     "ship.watchlist_entry": ("Listed entry", "Запись списка"),
     "ship.watchlist_list": ("List", "Список"),
     "ship.watchlist_match": ("Match", "Совпадение"),
@@ -436,6 +474,45 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "models.plots": ("Evaluation report", "Отчёт об оценке"),
     "models.no_report": ("No evaluation report for this version.", "Нет отчёта об оценке."),
+    # the model card of a version (UAT2 DS F18)
+    "models.card": ("Model card", "Карточка модели"),
+    "models.card_link": ("Model card of version {v}", "Карточка модели версии {v}"),
+    "models.card_title": ("Model card: version {v}", "Карточка модели: версия {v}"),
+    "models.card_back": ("Back to models", "К моделям"),
+    "models.no_card": (
+        "Version {v} has no model card: it was registered before cards were written. "
+        "Retrain to get one.",
+        "У версии {v} нет карточки модели: она зарегистрирована до того, как карточки "
+        "стали записываться. Обучите модель заново.",
+    ),
+    "models.card_algorithm": ("Algorithm", "Алгоритм"),
+    "models.card_target": ("Target", "Цель"),
+    "models.card_feature_set": ("Feature set", "Набор признаков"),
+    "models.card_data_hash": ("Data hash", "Хэш данных"),
+    "models.card_code_version": ("Code version", "Версия кода"),
+    "models.card_early_stopping": (
+        "Number of trees chosen on",
+        "Число деревьев выбрано по",
+    ),
+    "models.card_windows": ("Data windows", "Периоды данных"),
+    "models.card_window": ("Window", "Период"),
+    "models.card_from": ("From", "С"),
+    "models.card_to": ("To", "По"),
+    "models.card_rows": ("Inspected shipments", "Досмотрено отправок"),
+    "models.card_metrics": ("Metrics on the test window", "Показатели на тестовом периоде"),
+    "models.card_excluded": ("Attributes never used", "Признаки, которые никогда не используются"),
+    "models.card_limits": ("Known limits", "Известные ограничения"),
+    "models.card_inputs": ("Model inputs", "Входы модели"),
+    "models.card_left_out": ("Registered features left out", "Неиспользованные признаки"),
+    "models.card_name": ("Name", "Имя"),
+    "models.card_family": ("Family", "Семейство"),
+    "models.card_description": ("Description", "Описание"),
+    "models.card_reason": ("Why", "Почему"),
+    "models.card_readers": (
+        "Roles that may read models and their cards: {roles}",
+        "Роли, которым доступны модели и их карточки: {roles}",
+    ),
+    "models.card_json": ("This card as JSON (API)", "Эта карточка в JSON (API)"),
     "models.promoted_by": ("Promoted by {who}: {why}", "Продвинул(а) {who}: {why}"),
     "models.all_versions": ("All versions", "Все версии"),
     "models.aliases": ("Aliases", "Метки"),
@@ -665,6 +742,26 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "displaced (referral {id})",
         "вытеснена (направление {id})",
     ),
+    # the queue's order (forced entries first by default)
+    "queue.sort.forced_rank": (
+        "must-inspect first, then rank",
+        "сначала обязательные, затем место в очереди",
+    ),
+    "queue.order_default": (
+        "Order: must-inspect entries (a must-inspect rule or an exact watchlist hit) "
+        "first, then the rest by their place in the queue (#).",
+        "Порядок: сначала обязательные к досмотру (правило «обязательный досмотр» или "
+        "точное совпадение со списком наблюдения), затем остальные по месту в очереди (№).",
+    ),
+    "queue.order_priority": (
+        "Order: highest priority first.",
+        "Порядок: сначала с наибольшим приоритетом.",
+    ),
+    "queue.order_age": (
+        "Order: longest waiting first.",
+        "Порядок: сначала ожидающие дольше всех.",
+    ),
+    "queue.forced": ("must inspect", "обязательный досмотр"),
     # rule activation (rules page)
     "rules.inactive": ("inactive: never evaluated", "не действует: не применяется"),
     "rules.status_action": ("Activation", "Включение"),
@@ -688,6 +785,43 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "rules.activated_ok": (
         "Rule {id} activated again (its newest version).",
         "Правило {id} снова включено (последняя версия).",
+    ),
+    # applying the current rules to the shipments awaiting a decision (UAT2 A17)
+    "rules.apply_help": (
+        "A rule saved or changed acts on the shipments declared after it. To make the "
+        "current rules reach today's shipments already declared and still awaiting a "
+        "decision, apply them:",
+        "Сохранённое или изменённое правило действует на декларации, поданные после "
+        "этого. Чтобы текущие правила применились и к уже поданным сегодня декларациям, "
+        "ещё ожидающим решения, примените их:",
+    ),
+    "rules.apply_open": ("Apply to waiting shipments…", "Применить к ожидающим отправкам…"),
+    "rules.apply_title": (
+        "Apply the rules to the shipments awaiting a decision",
+        "Применение правил к отправкам, ожидающим решения",
+    ),
+    "rules.apply_confirm": (
+        "Apply the newest version of every active rule (rules: {rules}) to the shipments "
+        "declared on {day} (UTC) that still await a decision (shipments: {n})?",
+        "Применить последние версии всех действующих правил (правил: {rules}) к "
+        "отправкам, задекларированным {day} (UTC) и ещё ожидающим решения (отправок: {n})?",
+    ),
+    "rules.apply_effect": (
+        "A shipment whose rule hits change gets a new score: its priority and lane follow, "
+        "and a must-inspect hit puts it in the queue. Shipments already inspected or "
+        "waived are not touched. The application is recorded in the audit log.",
+        "Отправка, у которой меняются сработавшие правила, получает новую оценку: меняются "
+        "её приоритет и коридор, а правило «обязательный досмотр» ставит её в очередь. "
+        "Уже досмотренные отправки и отправки с отказом от досмотра не затрагиваются. "
+        "Применение записывается в журнал аудита.",
+    ),
+    "rules.apply_do": ("Apply the rules now", "Применить правила"),
+    "rules.apply_cancel": ("Cancel", "Отмена"),
+    "rules.applied_ok": (
+        "Rules applied. Shipments awaiting a decision examined: {n}; changed: {changed}; "
+        "now to be inspected (must-inspect): {forced}.",
+        "Правила применены. Проверено отправок, ожидающих решения: {n}; изменено: "
+        "{changed}; теперь обязательны к досмотру: {forced}.",
     ),
     # rule performance per version (rules page, rule page)
     "rules.perf_note": (

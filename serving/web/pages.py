@@ -13,7 +13,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.routing import Match
 
 from serving import orm as m
 from serving.auth import (
@@ -36,7 +37,12 @@ from serving.auth import (
     decode_access_token,
     sign_out,
 )
-from serving.policy import InspectionOutcome, has_visible_text, queue_day_problem
+from serving.policy import (
+    InspectionOutcome,
+    has_visible_text,
+    queue_day_problem,
+    weak_watchlist_match,
+)
 from serving.rules_engine import RuleValidationError
 from serving.services import (
     ServiceError,
@@ -77,7 +83,7 @@ from serving.web.access import (
     check_csrf,
     check_office,
     check_origin,
-    csrf_for,
+    form_return_path,
     lang_of,
     new_login_csrf,
     require_page,
@@ -148,7 +154,9 @@ class PageUser:
 
 def renew_if_old(request: Request, user: WebUser) -> WebUser:
     """A sliding session: past half its lifetime the token is replaced (the cookie is
-    set by the middleware), and the page's forms carry the new token's CSRF value."""
+    set by the middleware). The CSRF value is the user's, not the token's
+    (`access.csrf_for`), so the forms of pages already open, in this tab or another,
+    stay valid after the renewal."""
     main = _main(request)
     token = request.cookies.get(SESSION_COOKIE, "")
     claims = decode_access_token(main.state.secret_key, token)
@@ -158,8 +166,7 @@ def renew_if_old(request: Request, user: WebUser) -> WebUser:
         return user
     fresh = create_access_token(main.state.secret_key, user.username, user.role, ttl)
     request.state.renewed_token = fresh
-    jti = decode_access_token(main.state.secret_key, fresh).jti
-    return replace(user, csrf=csrf_for(main.state.secret_key, jti))
+    return user
 
 
 def page_user(page: str) -> Any:
@@ -189,7 +196,7 @@ def render(
         "fmt_dt": views.fmt_dt,
         "fmt_age": lambda seconds: views.fmt_age(seconds, lang),
         "traveller_value": views.traveller_value,
-        "fmt_quantity": lambda q: views.fmt_quantity(q, lang),
+        "fmt_quantity": lambda q, **how: views.fmt_quantity(q, lang, **how),
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
@@ -242,7 +249,7 @@ def _login_page(
 def login_form(request: Request) -> HTMLResponse:
     t = Translator(lang_of(request))
     reason = request.query_params.get("reason")
-    known = ("login.required", "login.expired", "login.signed_out")
+    known = ("login.required", "login.expired", "login.signed_out", "login.form_expired")
     return _login_page(request, t(reason) if reason in known else None)
 
 
@@ -417,6 +424,19 @@ def _referral_for(session: Session, user: WebUser, referral_id: int) -> m.Referr
     return ref
 
 
+@router.get("/referrals/{referral_id}")
+def referral_page(
+    referral_id: int,
+    request: Request,
+    session: SessionDep,
+    user: Annotated[WebUser, page_user("shipment")],
+) -> Response:
+    """A referral's decision section on its shipment's page: where signing in again
+    leads after a referral's form was sent without a valid session."""
+    ref = _referral_for(session, user, referral_id)
+    return redirect(f"{PREFIX}/shipments/{ref.shipment_id}#decision")
+
+
 @router.post("/referrals/{referral_id}/claim")
 async def claim_referral(
     referral_id: int,
@@ -552,6 +572,7 @@ def _shipment_context(
         float(extra.get("watchlist_score") or 0.0),
         bool(extra.get("watchlist_exact", False)),
         t,
+        watchlist_weak=weak_watchlist_match(extra.get("watchlist_match")),
     )
     return {
         "sid": shipment_id,
@@ -999,6 +1020,66 @@ def _render_rules(
     )
 
 
+@router.get("/rules/apply")
+def rules_apply_form(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules_edit")]
+) -> Response:
+    """Confirm applying the current rules to today's shipments awaiting a decision
+    (registered before /rules/{rule_id})."""
+    from serving.services import active_rules, pending_count
+
+    today = dt.datetime.now(dt.UTC).date()
+    apply = {
+        "rules": len(active_rules(session, _services(request))),
+        "day": today.isoformat(),
+        "pending": pending_count(session, today),
+    }
+    return render(
+        request,
+        "rules.html",
+        user,
+        {
+            "rules": _rules_list(session),
+            "may_edit": True,
+            "errors": views.FormErrors(),
+            "form": {},
+            "apply": apply,
+        },
+    )
+
+
+@router.post("/rules/apply")
+async def rules_apply(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules_edit")]
+) -> Response:
+    """Apply the current rules to today's shipments awaiting a decision, as
+    POST /api/v1/rules/apply does; back to the rules page with the counts."""
+    from serving.scoring import ModelNotReadyError
+    from serving.services import apply_rules_to_pending
+
+    await _form(request, user)
+    services = _services(request)
+
+    def work() -> Response:
+        t = Translator(user.lang)
+        try:
+            done = apply_rules_to_pending(session, services, user.username)
+        except (ServiceError, ModelNotReadyError) as exc:
+            session.rollback()
+            errors = views.FormErrors()
+            if isinstance(exc, ServiceError):
+                errors.general.append(exc.message)
+                return _render_rules(request, session, user, errors=errors, status_code=exc.status)
+            errors.general.append(str(exc))
+            return _render_rules(request, session, user, errors=errors, status_code=503)
+        message = t(
+            "rules.applied_ok", n=done.examined, changed=done.changed, forced=done.newly_forced
+        )
+        return _render_rules(request, session, user, message=message)
+
+    return await run_in_threadpool(work)
+
+
 @router.post("/rules/{rule_id}/deactivate")
 async def deactivate_rule(
     rule_id: str,
@@ -1292,6 +1373,33 @@ def model_report_file(
     )
 
 
+MODEL_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
+
+
+@router.get("/models/{version}/card")
+def model_card_page(
+    version: str, request: Request, user: Annotated[WebUser, page_user("models")]
+) -> Response:
+    """A version's model card, rendered (UAT2 DS F18); its JSON: /api/v1/models/N/card.
+    Every value is escaped: feature names and descriptions may come from an export."""
+    from models.card import NoCardError, UnknownVersionError, version_card
+
+    if not MODEL_VERSION.match(version):
+        raise PageForbiddenError("error.not_found")
+    try:
+        card = version_card(_main(request).state.layout, version)
+    except UnknownVersionError:
+        raise PageForbiddenError("error.not_found") from None
+    except NoCardError:
+        context = {"card": None, "version": version}
+        return render(request, "model_card.html", user, context, status_code=404)
+    t = Translator(user.lang)
+    readers = [t.role(r) for r in sorted(r.value for r in PAGE_ROLES["models"])]
+    return render(
+        request, "model_card.html", user, {"card": card, "version": version, "readers": readers}
+    )
+
+
 @router.post("/models/promote")
 async def promote_model(
     request: Request, session: SessionDep, user: Annotated[WebUser, page_user("models_promote")]
@@ -1544,9 +1652,10 @@ def create_web_app(main: FastAPI) -> FastAPI:
     @web.exception_handler(LoginRequiredError)
     async def _login_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LoginRequiredError)
-        from urllib.parse import urlencode
-
-        query = urlencode({"next": safe_next(exc.next_path), "reason": exc.reason})
+        # a form sent after the session ended: back to its page after signing in (where
+        # caravan-forms.js fills in again what was typed, kept in the browser tab)
+        nxt = form_return_path(request, _page_exists) if exc.from_form else exc.next_path
+        query = urlencode({"next": safe_next(nxt), "reason": exc.reason})
         response = redirect(f"{PREFIX}/login?{query}")
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
@@ -1562,11 +1671,21 @@ def create_web_app(main: FastAPI) -> FastAPI:
     @web.exception_handler(CsrfError)
     async def _csrf(request: Request, exc: Exception) -> Response:
         t = Translator(lang_of(request))
-        return _error_page(request, _user_or_none(request), t("error.csrf"), 403)
+        back = form_return_path(request, _page_exists)  # what was typed is kept there
+        links = [] if back == f"{PREFIX}/" else [(back, t("error.csrf_back"))]
+        return _error_page(request, _user_or_none(request), t("error.csrf"), 403, links=links)
 
     web.include_router(router)
     web.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return web
+
+
+def _page_exists(path: str) -> bool:
+    """Whether a GET of `path` (under /web) is one of the pages (not a POST-only action)."""
+    if not path.startswith(f"{PREFIX}/"):
+        return False
+    scope = {"type": "http", "method": "GET", "path": path.removeprefix(PREFIX)}
+    return any(route.matches(scope)[0] is Match.FULL for route in router.routes)
 
 
 def _user_or_none(request: Request) -> WebUser | None:

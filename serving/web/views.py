@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
-from features.registry import refresh_reason_texts, render_reason
+from features.registry import _localised, refresh_reason_texts, render_reason
 from serving import orm as m
 from serving.history import HistoryStore, frame_of
-from serving.policy import WATCHLIST_ALERT, has_visible_text
+from serving.policy import TOP_BAND, WATCHLIST_ALERT, has_visible_text, weak_watchlist_match
 from serving.services import (
     PERSONAL_FIELDS,
     Services,
@@ -131,7 +131,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
     )
     parts.append(
         f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12">'
-        f"p={_sigmoid(w.base):.3f}</text>"
+        f"p={fmt_quantity(_sigmoid(w.base), t.lang, places=3)}</text>"
     )
     running = w.base
     for s in w.steps:
@@ -146,7 +146,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
         )
         parts.append(
             f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12">'
-            f"{s.contribution:+.3f}</text>"
+            f"{fmt_quantity(s.contribution, t.lang, places=3, signed=True)}</text>"
         )
         running = end
     y += row_h
@@ -157,7 +157,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
     )
     parts.append(
         f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12" '
-        f'font-weight="bold">p={_sigmoid(w.final):.3f}</text>'
+        f'font-weight="bold">p={fmt_quantity(_sigmoid(w.final), t.lang, places=3)}</text>'
     )
     axis_y = y + row_h + 6
     parts.append(
@@ -166,7 +166,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
     for v in (lo + pad, (lo + hi) / 2, hi - pad):
         parts.append(
             f'<text x="{xpos(v):.1f}" y="{axis_y + 16}" font-size="11" text-anchor="middle">'
-            f"{v:.2f}</text>"
+            f"{fmt_quantity(v, t.lang, places=2)}</text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every text above is escaped
@@ -212,13 +212,19 @@ class WatchlistHit:
     by: str = "name"
     # the linked traveller record (API/PNR) that matched; None: the party itself
     traveller: str | None = None
+    # why the match is weak ("one_word", "company_individual"; None: it is not) and
+    # the name words it rests on (features.screening.weak_match)
+    weak: str | None = None
+    words: int | None = None
+    # the listed spelling matched (an alias, the primary or original-script name)
+    matched: str | None = None
 
     alert: float = WATCHLIST_ALERT * 100  # (percent)
 
     @property
     def near(self) -> bool:
-        """Below the alert threshold: shown, but not counted in the priority."""
-        return not self.exact and self.score < self.alert
+        """Below the alert threshold, or weak: shown, but not counted in the priority."""
+        return not self.exact and (self.score < self.alert or self.weak is not None)
 
 
 def watchlist_hit(
@@ -258,6 +264,9 @@ def watchlist_hit(
         entry,
         str(match.get("by") or "name"),
         match.get("traveller_record_id"),
+        match.get("weak_reason") if match.get("weak") else None,
+        match.get("words"),
+        match.get("name"),
     )
 
 
@@ -409,9 +418,12 @@ def driver_texts(
     watchlist_score: float,
     watchlist_exact: bool,
     t: Translator,
+    *,
+    watchlist_weak: bool = False,
 ) -> list[str]:
     """What raised the priority besides the model: each rule hit (name and severity,
-    the most severe first) and the watchlist match, in the officer's language."""
+    the most severe first) and the watchlist match (not a near miss or a weak
+    match), in the officer's language."""
     ordered = sorted(hits, key=lambda h: -SEVERITY_ORDER.get(h[1] or "", 0))
     out = [
         t("reason.rule", name=name, severity=t.severity(sev))
@@ -421,7 +433,7 @@ def driver_texts(
     ]
     if watchlist_exact:
         out.append(t("reason.watchlist_exact"))
-    elif watchlist_score >= WATCHLIST_ALERT * 100:  # (a near miss does not drive it)
+    elif watchlist_score >= WATCHLIST_ALERT * 100 and not watchlist_weak:  # (nor a near miss)
         out.append(t("reason.watchlist", score=f"{watchlist_score:.0f}"))
     return out
 
@@ -452,6 +464,19 @@ class QueueRow:
     consignee: str
     origin: str
     mode: str
+
+    @property
+    def forced(self) -> bool:
+        """A must-inspect rule or an exact watchlist hit put it in (its current
+        priority is in the forced band): listed first in the default order."""
+        return forced_entry(self.ref)
+
+
+def forced_entry(o: Mapping[str, Any]) -> bool:
+    """The entry's shipment is forced in (a must-inspect rule or an exact watchlist
+    hit, by its current priority: `policy.TOP_BAND` and above), as the API's
+    `forced` flag says."""
+    return float(o["priority"]) >= TOP_BAND
 
 
 def queue_rows(
@@ -503,6 +528,7 @@ def queue_rows(
                 float(extra.get("watchlist_score") or 0.0),
                 bool(extra.get("watchlist_exact", False)),
                 t,
+                watchlist_weak=weak_watchlist_match(extra.get("watchlist_match")),
             )
         payload = ship.payload if ship is not None else {}
         rows.append(
@@ -521,6 +547,11 @@ def queue_rows(
 def filter_sort(
     rows: list[QueueRow], lane: str, status: str, exploration: bool, sort: str
 ) -> list[QueueRow]:
+    """The rows the filters keep, in the chosen order: "priority" (highest first),
+    "age" (longest waiting first), else the default: forced entries (must-inspect
+    rule, exact watchlist hit) first, then by rank (a forced arrival placed after the
+    queue was built has the next rank, but must not wait below the green entries;
+    the stored ranks are never renumbered)."""
     out = [
         r
         for r in rows
@@ -533,7 +564,7 @@ def filter_sort(
     elif sort == "age":
         out.sort(key=lambda r: (-r.ref["age_seconds"], r.ref["rank"]))
     else:
-        out.sort(key=lambda r: r.ref["rank"])
+        out.sort(key=lambda r: (not r.forced, r.ref["rank"]))
     return out
 
 
@@ -767,13 +798,27 @@ def fmt_age(seconds: float, lang: str = "en") -> str:
     return t("age.minutes", n=int(seconds // 60))
 
 
-def fmt_quantity(value: float, lang: str = "en") -> str:
-    """A quantity without ambiguity: groups of three digits split by a no-break space,
-    the decimal mark of the language ("10 000", "2.5" / "2,5")."""
-    whole = float(value).is_integer()
-    text = f"{value:,.0f}" if whole else f"{value:,.6f}".rstrip("0").rstrip(".")
-    text = text.replace(",", "\u00a0")
-    return text.replace(".", ",") if lang == "ru" else text
+def fmt_quantity(
+    value: float | None, lang: str = "en", places: int | None = None, signed: bool = False
+) -> str:
+    """A figure without ambiguity: groups of three digits split by a no-break space,
+    the decimal mark of the language ("10 000", "2.5" / "2,5"), as the reason texts
+    write numbers (`features.registry._localised`). Without `places` a whole number
+    has no decimals ("41", not "41.0") and others at most six; with `places` exactly
+    that many ("0.0098", "140 951 048,05"). `signed`: "+" before a positive value.
+    None (no value): an empty text."""
+    if value is None:
+        return ""
+    number = float(value)
+    if places is not None:
+        text = f"{number:,.{places}f}"
+    elif number.is_integer():
+        text = f"{number:,.0f}"
+    else:
+        text = f"{number:,.6f}".rstrip("0").rstrip(".")
+    if signed and number >= 0 and not text.startswith("-"):
+        text = "+" + text
+    return _localised(text.replace(",", "\u00a0"), lang)
 
 
 def traveller_value(name: str, value: Any) -> str:

@@ -49,7 +49,7 @@ def test_healthz_and_readyz(api: Api) -> None:
     assert body["status"] == "not_ready" and body["model_loaded"] is False
     assert body["database"] is True
     assert body["migrations_at_head"] is True
-    assert body["migration"] == body["migration_head"] == "0003"
+    assert body["migration"] == body["migration_head"] == "0004"
     api.app.state.model = object()
     ready = api.client.get("/readyz")
     assert ready.status_code == 200
@@ -297,6 +297,9 @@ def test_role_matrix(api: Api) -> None:
     """Every endpoint declares its roles; each role gets 403 exactly where not allowed."""
     matrix = endpoint_roles(api.app)
     assert ("GET", USERS) in matrix and ("GET", "/healthz") in matrix
+    # traveller records (API/PNR) come from the feed's key or an admin, not an officer
+    for path in ("/api/v1/travellers", "/api/v1/travellers/batch"):
+        assert matrix[("POST", path)] == {Role.analyst, Role.admin}, path
     tokens = {role: api.headers(role) for role in Role}
     for (method, path), allowed in matrix.items():
         if allowed is None:

@@ -203,9 +203,10 @@ def test_lockout_grows_per_user(db_session: Session) -> None:
         with pytest.raises(AuthError):
             attempt("wrong-password-123", now)
         db_session.commit()
-        user = db_session.scalars(select(User).where(User.username == "ana")).one()
-        if user.locked_until is not None and user.locked_until > now:
-            locks.append((user.locked_until - now).total_seconds())
+        pair = db_session.get(LoginThrottle, "pair:ana|10.0.0.1")  # locked from that address
+        assert pair is not None
+        if pair.locked_until is not None and pair.locked_until > now:
+            locks.append((pair.locked_until - now).total_seconds())
     assert locks == [2, 4, 8]
     # While locked even the right password is refused, with the time to wait.
     with pytest.raises(LockedOutError) as info:
@@ -214,13 +215,15 @@ def test_lockout_grows_per_user(db_session: Session) -> None:
     user = attempt(PASSWORD, now + dt.timedelta(seconds=8.01))
     db_session.commit()
     assert user.failed_logins == 0 and user.locked_until is None
+    pair = db_session.get(LoginThrottle, "pair:ana|10.0.0.1")
+    assert pair is not None and pair.failures == 0 and pair.locked_until is None
 
 
 def test_lockout_per_ip_and_unknown_users(db_session: Session) -> None:
     policy = LockoutPolicy(threshold=2, ip_threshold=4, base_seconds=5, max_seconds=60)
     create_user(db_session, username="ana", password=PASSWORD, role=Role.analyst)
     db_session.commit()
-    # Unknown usernames lock like real ones (no account enumeration).
+    # Unknown usernames lock like real ones (no account enumeration), per address.
     for _ in range(2):
         with pytest.raises(AuthError):
             authenticate_password(
@@ -228,7 +231,10 @@ def test_lockout_per_ip_and_unknown_users(db_session: Session) -> None:
             )
         db_session.commit()
     with pytest.raises(LockedOutError):
+        authenticate_password(db_session, "ghost", "x" * 12, client_ip="10.0.0.9", policy=policy)
+    with pytest.raises(AuthError):  # another address is not locked out by these
         authenticate_password(db_session, "ghost", "x" * 12, client_ip="10.0.0.7", policy=policy)
+    db_session.commit()
     # One address trying many names is locked out for every name.
     for name in ("u1", "u2", "u3", "u4"):
         with pytest.raises(AuthError):
@@ -251,7 +257,7 @@ def test_stale_throttle_rows_are_pruned(db_session: Session) -> None:
                 db_session, name, "x" * 12, client_ip=f"10.1.0.{name[-1]}", policy=policy, now=T0
             )
     db_session.commit()
-    assert len(db_session.scalars(select(LoginThrottle)).all()) == 4
+    assert len(db_session.scalars(select(LoginThrottle)).all()) == 6  # name, address, pair
     later = T0 + dt.timedelta(days=2)
     with pytest.raises(AuthError):
         authenticate_password(
@@ -259,8 +265,8 @@ def test_stale_throttle_rows_are_pruned(db_session: Session) -> None:
         )
     db_session.commit()
     keys = set(db_session.scalars(select(LoginThrottle.key)))
-    g3 = "user:#" + hashlib.sha256(b"g3").hexdigest()[:32]  # (no user: not kept as typed)
-    assert keys == {g3, "ip:10.1.0.3"}
+    g3 = "#" + hashlib.sha256(b"g3").hexdigest()[:32]  # (no user: not kept as typed)
+    assert keys == {f"user:{g3}", f"pair:{g3}|10.1.0.3", "ip:10.1.0.3"}
 
 
 def test_a_name_that_is_no_user_is_neither_logged_nor_stored(
@@ -276,9 +282,10 @@ def test_a_name_that_is_no_user_is_neither_logged_nor_stored(
     db_session.commit()
     assert typed not in caplog.text and "<unknown, 23 characters>" in caplog.text
     assert not any(typed in k for k in db_session.scalars(select(LoginThrottle.key)))
-    for _ in range(2):  # the digest still throttles guesses at that name (3rd failure)
+    for _ in range(2):  # the digest still throttles guesses at that name (3rd failure from
+        # that address)
         with pytest.raises(AuthError):
-            authenticate_password(db_session, typed, "y" * 12, client_ip=None, policy=policy)
+            authenticate_password(db_session, typed, "y" * 12, client_ip="10.2.0.1", policy=policy)
         db_session.commit()
     with pytest.raises(LockedOutError):
-        authenticate_password(db_session, typed, "y" * 12, client_ip=None, policy=policy)
+        authenticate_password(db_session, typed, "y" * 12, client_ip="10.2.0.1", policy=policy)

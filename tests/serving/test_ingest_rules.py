@@ -135,7 +135,7 @@ def test_traveller_rules_over_http(world_api: Api, world: Path) -> None:
     departure = dt.datetime.fromisoformat(records[1]["departure_at"])
     records[1]["booked_at"] = (departure + dt.timedelta(days=1)).isoformat()
     records[2]["route_countries"] = [*records[2]["route_countries"], "KZ"]
-    headers = api.headers(Role.officer)
+    headers = api.headers(Role.analyst)  # the feed's role (officers may not post travellers)
 
     r = api.client.post(f"{API}/travellers/batch", json={"records": records}, headers=headers)
     assert r.status_code == 200, r.text

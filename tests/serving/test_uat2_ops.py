@@ -357,7 +357,7 @@ def test_caravan_serve_logs_its_start_and_a_second_one_exits(tmp_path: Path) -> 
     data = tmp_path / "data"
     env = {**os.environ, "CARAVAN_LOG_LEVEL": "INFO", "CARAVAN_MODEL_REFRESH_SECONDS": "60"}
     env.pop("CARAVAN_DATABASE_URL", None)
-    command = [*CARAVAN, "serve", "--data", str(data)]
+    command = [*CARAVAN, "serve", "--init", "--data", str(data)]  # a new deployment
     log = tmp_path / "first.log"
     with log.open("w") as sink:
         first = subprocess.Popen(

@@ -125,6 +125,11 @@ def test_a_listed_document_acts_like_an_exact_hit(world_api: Api, samples: Sampl
             "by": "document",
             "exact": True,
             "traveller_record_id": None,
+            "entity_type": "individual",
+            "score": 100,
+            "words": None,
+            "weak": False,
+            "weak_reason": None,
         }
     plain = _detail(api, "DOC-3")
     assert plain["watchlist"]["exact"] is False and plain["must_inspect"] is False
@@ -142,6 +147,7 @@ def test_a_listed_document_acts_like_an_exact_hit(world_api: Api, samples: Sampl
         "by": "document",
         "exact": True,
         "traveller_record_id": None,
+        "weak_reason": None,
     }
     assert PASSPORT not in str(scored[-1]["payload"])
     # the page says which entry matched, by document

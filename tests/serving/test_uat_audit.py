@@ -197,11 +197,13 @@ def test_verify_on_a_directory_without_a_database_creates_nothing(tmp_path: Path
 def test_cli_verify_prints_the_head_and_checks_expect(tmp_path: Path) -> None:
     data = tmp_path / "data"
     caravan(
-        "users", "create", "aud", "--role", "auditor", "--password", "Long-Secret-2026x", data=data
-    )
+        "users", "create", "aud", "--role", "auditor", "--password", "Long-Secret-2026x",
+        "--by", "root-admin", data=data,
+    )  # fmt: skip
     caravan(
-        "users", "create", "ana", "--role", "analyst", "--password", "Long-Secret-2026x", data=data
-    )
+        "users", "create", "ana", "--role", "analyst", "--password", "Long-Secret-2026x",
+        "--by", "root-admin", data=data,
+    )  # fmt: skip
     out = caravan("audit", "verify", data=data).stdout
     assert "audit log intact: 2 entries" in out
     head = next(line.split()[1] for line in out.splitlines() if line.startswith("head: "))
@@ -327,8 +329,9 @@ def test_purge_audits_database_and_file_counts(tmp_path: Path) -> None:
     frame.write_parquet(path)
     path.chmod(0o644)
     caravan(
-        "users", "create", "dpo", "--role", "auditor", "--password", "Long-Secret-2026x", data=data
-    )
+        "users", "create", "dpo", "--role", "auditor", "--password", "Long-Secret-2026x",
+        "--by", "root-admin", data=data,
+    )  # fmt: skip
     engine = make_engine(f"sqlite:///{data / 'caravan.db'}")
     try:
         with engine.begin() as conn:

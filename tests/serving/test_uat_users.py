@@ -342,7 +342,7 @@ def test_migration_0003_adds_the_sign_out_column(db_url: str) -> None:
                     "'2026-03-01 08:00:00')"
                 )
             )
-        upgrade(engine)
+        upgrade(engine, "0003")
         assert current_revision(engine) == "0003"
         with engine.connect() as conn:
             row = conn.execute(text("SELECT username, sessions_valid_after FROM users")).one()
@@ -353,7 +353,7 @@ def test_migration_0003_adds_the_sign_out_column(db_url: str) -> None:
             command.downgrade(config, "0002")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT username FROM users")).scalar() == "u1"
-        upgrade(engine)
+        upgrade(engine, "0003")
         assert current_revision(engine) == "0003"
     finally:
         engine.dispose()
@@ -369,20 +369,24 @@ def test_cli_administers_users_audited(tmp_path: Path) -> None:
         "--password", "Officer-Secret-2026", "--by", "root-admin", data=data,
     )  # fmt: skip
     caravan(
-        "users", "create", "boss", "--role", "admin", "--password", "Top-Secret-2026x", data=data
-    )
+        "users", "create", "boss", "--role", "admin", "--password", "Top-Secret-2026x",
+        "--by", "root-admin", data=data,
+    )  # fmt: skip
     done = caravan("users", "disable", "alice", "--by", "root-admin", data=data)
     assert "active True -> False" in done.stdout
     listing = caravan("users", "list", data=data).stdout
     assert re.search(r"alice\s+officer\s+KZ-ALA\s+DISABLED", listing), listing
-    caravan("users", "enable", "alice", data=data)
-    moved = caravan("users", "update", "alice", "--office", "KZ-OTHER", data=data)
+    caravan("users", "enable", "alice", "--by", "root-admin", data=data)
+    moved = caravan("users", "update", "alice", "--office", "KZ-OTHER", "--by", "ra", data=data)
     assert "office_code KZ-ALA -> KZ-OTHER" in moved.stdout
-    caravan("users", "reset-password", "alice", "--password", "Another-Secret-2026", data=data)
-    caravan("users", "unlock", "alice", data=data)
-    refused = caravan("users", "disable", "boss", data=data, check=False)
+    caravan(
+        "users", "reset-password", "alice", "--password", "Another-Secret-2026",
+        "--by", "root-admin", data=data,
+    )  # fmt: skip
+    caravan("users", "unlock", "alice", "--by", "root-admin", data=data)
+    refused = caravan("users", "disable", "boss", "--by", "root-admin", data=data, check=False)
     assert refused.returncode == 1 and "no active admin" in refused.stderr
-    unknown = caravan("users", "disable", "nobody", data=data, check=False)
+    unknown = caravan("users", "disable", "nobody", "--by", "root-admin", data=data, check=False)
     assert unknown.returncode == 1 and "no user" in unknown.stderr
 
     engine = make_engine(f"sqlite:///{data / 'caravan.db'}")
@@ -395,7 +399,7 @@ def test_cli_administers_users_audited(tmp_path: Path) -> None:
         engine.dispose()
     assert [tuple(r) for r in rows[:3]] == [
         ("user_create", "root-admin", "alice"),
-        ("user_create", os.environ.get("USER", "cli"), "boss"),
+        ("user_create", "root-admin", "boss"),
         ("user_change", "root-admin", "alice"),
     ]
     assert [r[0] for r in rows[3:]] == ["user_change", "user_change", "user_password_reset"]
@@ -407,7 +411,7 @@ def test_cli_refuses_an_unknown_office(tmp_path: Path) -> None:
     env = {"CARAVAN_OFFICE_CAPACITIES": '{"KZ-KHORGOS": 10}'}
     r = caravan(
         "users", "create", "bob", "--role", "officer", "--office", "KZ-KORGOS",
-        "--password", "Bob-Secret-2026x", data=data, check=False, env=env,
+        "--password", "Bob-Secret-2026x", "--by", "root-admin", data=data, check=False, env=env,
     )  # fmt: skip
     assert r.returncode == 1 and "unknown office 'KZ-KORGOS'" in r.stderr
 

@@ -39,9 +39,9 @@ def test_swagger_ui_and_redoc_render_from_local_assets_under_their_csp(
             hosts = {urlsplit(u).netloc for u in requested if u.startswith("http")}
             assert hosts == {urlsplit(base).netloc}, hosts
             assert all(u.startswith(("http", f"blob:{base}")) for u in requested), requested
-            # nothing of the server's own was refused; what the policy stopped is
-            # ReDoc's "API docs by Redocly" logo, which its bundle fetches from its CDN
+            # nothing was refused by the policy: not even ReDoc's "API docs by Redocly"
+            # logo, which the bundle as shipped fetches from Redocly's CDN
             blocked = [p for p in problems if "Content Security Policy" in p]
-            assert all("https://cdn.redoc.ly/" in p for p in blocked), blocked
+            assert not blocked, blocked
         finally:
             context.close()

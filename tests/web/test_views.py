@@ -121,8 +121,10 @@ def _row(rank: int, lane: str, status: str, method: str, priority: float, age: f
 @pytest.mark.parametrize(
     ("lane", "status", "exploration", "sort", "ranks"),
     [
-        ("all", "all", False, "rank", [1, 2, 3, 4]),
-        ("red", "all", False, "rank", [1, 3]),
+        # default: the forced entry (priority 2.0: must-inspect or exact watchlist hit)
+        # first, then the rest by rank (sup S15)
+        ("all", "all", False, "rank", [3, 1, 2, 4]),
+        ("red", "all", False, "rank", [3, 1]),
         ("all", "open", False, "rank", [1, 2, 4]),
         ("all", "all", True, "rank", [4]),
         ("all", "all", False, "priority", [3, 1, 2, 4]),
