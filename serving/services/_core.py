@@ -18,12 +18,8 @@ from data_contracts.schemas import TRAVELLERS
 from data_contracts.settings import DataLayout
 from serving import audit_chain
 from serving.history import HistoryStore
-from serving.rules_engine import (
-    Rule,
-)
-from serving.scoring import (
-    ModelHolder,
-)
+from serving.rules_engine import Rule
+from serving.scoring import ModelHolder
 
 PERSONAL_FIELDS = tuple(c.name for c in TRAVELLERS.columns if c.personal)
 MASK = "***"
