@@ -291,8 +291,8 @@ def prepare(
         .replace_strict(CHAPTER_RISK, default=0.0, return_dtype=pl.Float64)
         .alias("__risk"),
         pl.col("hs_code").str.slice(0, 4).is_in(sorted(HIDING_HEADINGS)).alias("__hiding"),
-        pl.col("description").str.count_matches(_ARMS).alias("__arms_terms"),
-        pl.col("description").str.count_matches(_PARTS).alias("__part_terms"),
+    ).join(
+        _term_frame(lines), on="description", how="left", maintain_order="left", nulls_equal=True
     )
     per_ship = lines.group_by("shipment_id").agg(
         pl.col("__risk").max().alias("__chapter_risk"),
@@ -313,6 +313,15 @@ def prepare(
     )
     return ships.select("shipment_id").join(
         per_ship, on="shipment_id", how="left", maintain_order="left"
+    )
+
+
+def _term_frame(lines: pl.DataFrame) -> pl.DataFrame:
+    """The lexicon counts of each distinct description of `lines` (declarations
+    repeat their descriptions: a regex pass over each distinct text, not each line)."""
+    return lines.select(pl.col("description").unique()).with_columns(
+        pl.col("description").str.count_matches(_ARMS).alias("__arms_terms"),
+        pl.col("description").str.count_matches(_PARTS).alias("__part_terms"),
     )
 
 

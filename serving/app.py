@@ -34,6 +34,7 @@ from serving.db import database_url, is_at_head, make_engine, session_factory, u
 from serving.routers import (
     audit,
     auth,
+    backtest,
     decisions,
     health,
     ingest,
@@ -393,7 +394,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(users.router)
-    for module in (ingest, shipments, queue, decisions, rules, watchlists, audit, models):
+    for module in (ingest, shipments, queue, decisions, rules, backtest, watchlists, audit, models):
         app.include_router(module.router)
     mount_web(app)  # the pages at /web (a mounted sub-app: not part of the API schema)
     mount_docs(app)

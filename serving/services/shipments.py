@@ -1,0 +1,587 @@
+"""Shipments: intake (validate, score, store, audit), the stored record, explanations and
+replays."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import polars as pl
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from data_contracts.schemas import ITEMS, SHIPMENTS
+from serving import orm as m
+from serving.history import frame_of
+from serving.schemas import shipment_in_model
+from serving.scoring import (
+    ModelHandle,
+    ModelHolder,
+    ModelInputError,
+    Scored,
+    check_extras,
+    explain_vector,
+    score_shipments,
+)
+from serving.services._core import RowError, ServiceError, Services, content_hash, jsonable, now
+from serving.services.audit_log import _score_differences, _score_facts, audit, feature_vector_hash
+from serving.services.rules import active_rules
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- shipments
+
+
+@dataclass(frozen=True)
+class Prepared:
+    record: dict[str, Any]  # the shipment (contract columns)
+    items: list[dict[str, Any]]  # goods lines (contract columns), by line_no
+    content_hash: str
+    submitted: tuple[int, ...] = ()  # line_no of the goods lines in the order received
+
+    def submitted_items(self) -> list[dict[str, Any]]:
+        by_no = {line["line_no"]: line for line in self.items}
+        return [by_no[n] for n in self.submitted] if self.submitted else list(self.items)
+
+
+def prepare_shipment(raw: Any, *, stored: bool = False) -> Prepared:
+    """Validate one shipment payload against the contracts (raises ValidationError).
+    stored: the payload of a shipment stored earlier, re-typed: only types are checked,
+    not the plausibility checks (dates, maxima, visible text) added since."""
+    data = _validate_json(shipment_in_model(), raw, stored=stored).model_dump()
+    lines = data.pop("items")
+    if not data.get("extras"):  # (none given: the content and its hash as before extras)
+        data.pop("extras", None)
+    sid = data["shipment_id"]
+    items = [{**line, "shipment_id": sid} for line in sorted(lines, key=lambda x: x["line_no"])]
+    submitted = tuple(int(line["line_no"]) for line in lines)
+    return Prepared(data, items, content_hash({"shipment": data, "items": items}), submitted)
+
+
+def rule_errors(prepared: Sequence[Prepared]) -> dict[int, list[RowError]]:
+    """The contracts' row rules (as `caravan validate` applies them) on shipments that
+    passed the pydantic checks: position in `prepared` -> its errors (field, reason)."""
+    from serving.intake import rule_breaches
+
+    found: dict[int, list[RowError]] = {}
+    breaches = rule_breaches([p.record for p in prepared], [p.submitted_items() for p in prepared])
+    for b in breaches:
+        found.setdefault(b.shipment, []).append(RowError(b.shipment, b.field, b.reason))
+    return found
+
+
+def traveller_rule_errors(records: Sequence[dict[str, Any]]) -> dict[int, list[RowError]]:
+    """The contracts' row rules on traveller records: position -> its errors."""
+    from serving.intake import traveller_breaches
+
+    found: dict[int, list[RowError]] = {}
+    for b in traveller_breaches(records):
+        found.setdefault(b.shipment, []).append(RowError(b.shipment, b.field, b.reason))
+    return found
+
+
+def _validate_json(model: type[BaseModel], raw: Any, *, stored: bool = False) -> BaseModel:
+    """Validate already-parsed JSON data in JSON mode (ISO datetimes as text)."""
+    from data_contracts.fields import STORED
+
+    return model.model_validate_json(json.dumps(raw), context={STORED: True} if stored else None)
+
+
+def _stored_payload(p: Prepared) -> dict[str, Any]:
+    return jsonable(p.record)
+
+
+@dataclass(frozen=True)
+class StoredShipment:
+    shipment: m.Shipment
+    score: m.Score
+    hits: list[tuple[str, int, str | None]]
+
+
+def load_shipment(session: Session, shipment_id: str) -> StoredShipment | None:
+    ship = session.get(m.Shipment, shipment_id)
+    if ship is None:
+        return None
+    score = session.scalars(
+        select(m.Score)
+        .where(m.Score.shipment_id == shipment_id)
+        .order_by(m.Score.scored_at.desc(), m.Score.id.desc())
+        .limit(1)
+    ).first()
+    if score is None:
+        return None
+    rows = session.execute(
+        select(m.RuleHit.rule_id, m.RuleHit.rule_version, m.RuleVersion.severity)
+        .outerjoin(
+            m.RuleVersion,
+            (m.RuleVersion.rule_id == m.RuleHit.rule_id)
+            & (m.RuleVersion.version == m.RuleHit.rule_version),
+        )
+        .where(m.RuleHit.score_id == score.id)
+        .order_by(m.RuleHit.rule_id)
+    )
+    return StoredShipment(ship, score, [(r, int(v), s) for r, v, s in rows])
+
+
+def shipment_out(s: StoredShipment) -> dict[str, Any]:
+    extra = s.score.explanation or {}
+    return {
+        "shipment_id": s.shipment.shipment_id,
+        "office_code": s.shipment.office_code,
+        "declared_at": s.shipment.declared_at,
+        "content_hash": s.shipment.content_hash,
+        "score_id": s.score.id,
+        "probability": s.score.probability,
+        "priority": s.score.priority,
+        "lane": s.score.lane,
+        "must_inspect": bool(extra.get("must_inspect", False)),
+        "rule_hits": [{"rule_id": r, "rule_version": v, "severity": sev} for r, v, sev in s.hits],
+        "watchlist": {
+            "best_score": float(extra.get("watchlist_score", 0.0)),
+            "exact": bool(extra.get("watchlist_exact", False)),
+            "match": extra.get("watchlist_match"),
+        },
+        "model_version": s.score.model_version,
+        "feature_set_version": s.score.feature_set_version,
+        "scored_at": s.score.scored_at,
+    }
+
+
+def _frames(prepared: Sequence[Prepared]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    ships = frame_of([p.record for p in prepared], SHIPMENTS.polars_schema)
+    items = frame_of([i for p in prepared for i in p.items], ITEMS.polars_schema)
+    return ships, items
+
+
+def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score") -> m.Score:
+    score = _score_row(s)
+    session.add(score)
+    session.flush()
+    _record_score(session, s, score, actor, kind)
+    return score
+
+
+def _score_row(s: Scored) -> m.Score:
+    extra = {
+        "reasons": s.explanation,
+        "context": jsonable(s.context),
+        "must_inspect": s.must_inspect,
+        "watchlist_score": s.watchlist_score,
+        "watchlist_exact": s.watchlist_exact,
+        "watchlist_match": s.watchlist_match,
+    }
+    return m.Score(
+        shipment_id=s.shipment_id,
+        probability=s.probability,
+        priority=s.priority,
+        lane=s.lane,
+        model_version=s.model_version,
+        feature_set_version=s.feature_set_version,
+        feature_vector=jsonable(s.features),
+        explanation=jsonable(extra),
+        scored_at=now(),
+    )
+
+
+def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind: str) -> None:
+    """The rule hits and the audit entry of a score written (flushed: it has its id)."""
+    for hit in s.rule_hits:
+        session.add(
+            m.RuleHit(
+                shipment_id=s.shipment_id,
+                score_id=score.id,
+                rule_id=hit.rule_id,
+                rule_version=hit.rule_version,
+            )
+        )
+    audit(
+        session,
+        kind,
+        actor,
+        {
+            "shipment_id": s.shipment_id,
+            "score_id": score.id,
+            "probability": s.probability,
+            "priority": s.priority,
+            "lane": s.lane,
+            "model_version": s.model_version,
+            "feature_set_version": s.feature_set_version,
+            "rule_hits": [f"{h.rule_id}@v{h.rule_version}" for h in s.rule_hits],
+            "watchlist_exact": s.watchlist_exact,
+            # the listed entry that produced the exact or best match (None: none)
+            "watchlist_match": _audited_match(s.watchlist_match),
+            "feature_vector_sha256": feature_vector_hash(score.feature_vector),
+        },
+        entity="shipment",
+        entity_id=s.shipment_id,
+    )
+
+
+def _audited_match(match: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The watchlist match of a score as its audit entry records it: the entry id,
+    the party role, by name or document, the similarity and the linked traveller
+    record (no personal data of the party)."""
+    if not match:
+        return None
+    keys = ("entry_id", "party", "by", "exact", "traveller_record_id", "weak_reason")
+    return {k: match.get(k) for k in keys}
+
+
+class Conflict(NamedTuple):
+    """A record ingest refuses although it is valid: its id (or a goods line's id) is
+    taken. `position`: the record's position in the records given; `earlier`: the
+    position of the earlier record of the same request it repeats, if that is why."""
+
+    position: int
+    record_id: str
+    reason: str
+    field: str = "shipment_id"
+    earlier: int | None = None
+    status: int = 409  # 422: the record does not fit the served model (its `extras`)
+
+
+def _history_match(raw: dict[str, Any], digest: str, prepare: Any) -> bool:
+    """Whether a record of the loaded history has the content `digest` (as the API
+    would hash it when submitted)."""
+    try:
+        return bool(prepare(jsonable(raw)) == digest)
+    except (ValidationError, ValueError):
+        return False
+
+
+def _in_history(record_id: str, same: bool, what: str) -> str:
+    if same:
+        return (
+            f"{what} {record_id!r} is already in the loaded history (validated/) with the "
+            "same content; it is known, so it is not stored or scored again"
+        )
+    return f"{what} {record_id!r} is already in the loaded history (validated/) with other content"
+
+
+def ingest_shipments(
+    session: Session,
+    services: Services,
+    prepared: Sequence[Prepared],
+    actor: str,
+    *,
+    retry: bool = True,
+) -> tuple[list[StoredShipment], list[StoredShipment], list[Conflict]]:
+    """Score and store shipments. Returns (stored, unchanged, conflicts).
+
+    Idempotent: the same content again is `unchanged` (also a repeat within the
+    request, answered with the first's result); other content under an id that is
+    stored, in the loaded history or earlier in the request is a conflict, and so is
+    a goods line whose item_id belongs to another shipment. A shipment of the loaded
+    history (validated/) is never replaced: the same content again is a conflict
+    saying it is known (it has no stored score to return). When another request
+    stores one of the ids at the same time, the ingest is tried once more, which then
+    answers those as stored ones."""
+    unchanged: list[StoredShipment] = []
+    conflicts: list[Conflict] = []
+    fresh: list[Prepared] = []
+    first: dict[str, tuple[int, str]] = {}  # id -> (position, content hash) of its first row
+    repeats: list[tuple[int, str]] = []  # same content as an earlier row of the request
+    ids = list({str(p.record["shipment_id"]) for p in prepared})
+    known = {  # one query for the stored ones, not one per shipment
+        row.shipment_id: row
+        for start in range(0, len(ids), 1000)
+        for row in session.scalars(
+            select(m.Shipment).where(m.Shipment.shipment_id.in_(ids[start : start + 1000]))
+        )
+    }
+    held = services.history.held_shipments(i for i in ids if i not in known)
+    owners = services.history.item_owners(
+        str(line["item_id"]) for p in prepared for line in p.items
+    )
+    claimed: dict[str, str] = {}  # item_id -> shipment, of the fresh rows of this request
+    for i, p in enumerate(prepared):
+        sid = str(p.record["shipment_id"])
+        if sid in first:
+            j, digest = first[sid]
+            if digest != p.content_hash:
+                reason = f"{sid!r} repeats an earlier record of this request with other content"
+                conflicts.append(Conflict(i, sid, reason, earlier=j))
+            else:
+                repeats.append((i, sid))
+            continue
+        first[sid] = (i, p.content_hash)
+        old = known.get(sid)
+        if old is not None:
+            if old.content_hash == p.content_hash:
+                same = load_shipment(session, sid)
+                if same is not None:
+                    unchanged.append(same)
+            else:
+                conflicts.append(Conflict(i, sid, f"shipment {sid!r} is stored with other content"))
+            continue
+        if sid in held:
+            same_content = _history_match(
+                held[sid],
+                p.content_hash,
+                lambda raw: prepare_shipment(raw, stored=True).content_hash,
+            )
+            conflicts.append(Conflict(i, sid, _in_history(sid, same_content, "shipment")))
+            continue
+        if p.record.get("extras"):
+            problems = check_extras(services.holder.handle, p.record["extras"])
+            if problems:
+                field, reason = problems[0]
+                conflicts.append(Conflict(i, sid, reason, field=field, status=422))
+                continue
+        taken = _taken_item(p, owners, claimed)
+        if taken is not None:
+            conflicts.append(taken._replace(position=i))
+            continue
+        claimed.update((str(line["item_id"]), sid) for line in p.items)
+        fresh.append(p)
+    stored: list[StoredShipment] = []
+    if fresh:
+        try:
+            stored = _store_shipments(session, services, fresh, actor)
+        except IntegrityError:
+            session.rollback()
+            if not retry:
+                raise ServiceError(
+                    409, "a shipment with this id was stored concurrently; retry"
+                ) from None
+            # Another request stored some of these ids meanwhile: answer as it stands now.
+            return ingest_shipments(session, services, prepared, actor, retry=False)
+    by_id = {s.shipment.shipment_id: s for s in [*stored, *unchanged]}
+    refused = {c.record_id: c for c in conflicts if c.earlier is None}
+    for i, sid in repeats:
+        if sid in by_id:
+            unchanged.append(by_id[sid])
+        elif sid in refused:
+            conflicts.append(refused[sid]._replace(position=i, earlier=first[sid][0]))
+    conflicts.sort(key=lambda c: c.position)
+    return stored, unchanged, conflicts
+
+
+def _taken_item(p: Prepared, owners: dict[str, str], claimed: dict[str, str]) -> Conflict | None:
+    """A conflict when a goods line's item_id belongs to another shipment (of the
+    history, or an earlier one of the request)."""
+    sid = str(p.record["shipment_id"])
+    for k, line in enumerate(p.submitted_items()):
+        item_id = str(line["item_id"])
+        owner = owners.get(item_id) or claimed.get(item_id)
+        if owner is not None and owner != sid:
+            return Conflict(
+                0,
+                sid,
+                f"item_id {item_id!r} is a goods line of shipment {owner!r}",
+                field=f"items.{k}.item_id",
+            )
+    return None
+
+
+def _store_shipments(
+    session: Session, services: Services, fresh: Sequence[Prepared], actor: str
+) -> list[StoredShipment]:
+    """Score the new shipments and write them with their lines, scores and audit
+    entries in one transaction; the history learns them after the commit.
+    Raises IntegrityError (rolled back by the caller) when an id was taken meanwhile."""
+    handle = services.holder.handle
+    try:
+        ships, items = _frames(fresh)
+    except (pl.exceptions.PolarsError, OverflowError) as exc:
+        # The contract's bounds are meant to make this impossible; never store half.
+        raise ServiceError(422, f"the records cannot be stored: {exc}") from None
+    rules = active_rules(session, services)
+    try:
+        with services.history.scoring() as state:
+            scored = score_shipments(ships, items, state, handle, rules, extras=_extras_of(fresh))
+    except ModelInputError as exc:
+        raise ServiceError(503, str(exc)) from None
+    by_id = {p.record["shipment_id"]: p for p in fresh}
+    received = now()
+    rows: dict[str, m.Shipment] = {}
+    for s in scored:
+        p = by_id[s.shipment_id]
+        declared = p.record["declared_at"]
+        rows[s.shipment_id] = m.Shipment(
+            shipment_id=s.shipment_id,
+            office_code=str(p.record["office_code"]),
+            # in UTC, as the database gives it back
+            declared_at=declared.astimezone(dt.UTC) if declared.tzinfo else declared,
+            payload=_stored_payload(p),
+            content_hash=p.content_hash,
+            received_at=received,
+        )
+        session.add(rows[s.shipment_id])
+    session.flush()  # no ORM relationships: shipments before their lines and scores
+    # Lines and scores (both refer to the shipment only) in one flush, which gives the
+    # scores their ids; then their rule hits and audit entries.
+    for s in scored:
+        p = by_id[s.shipment_id]
+        for line in p.items:
+            session.add(
+                m.Item(shipment_id=s.shipment_id, line_no=line["line_no"], payload=jsonable(line))
+            )
+    scores = {s.shipment_id: _score_row(s) for s in scored}
+    session.add_all(list(scores.values()))
+    session.flush()
+    for s in scored:
+        _record_score(session, s, scores[s.shipment_id], actor, "score")
+    session.commit()
+    services.history.add_shipments(ships, items)
+    # What `load_shipment` would read back, from the rows just written.
+    return [
+        StoredShipment(
+            rows[s.shipment_id],
+            scores[s.shipment_id],
+            sorted(
+                ((h.rule_id, h.rule_version, h.severity) for h in s.rule_hits), key=lambda h: h[0]
+            ),
+        )
+        for s in scored
+    ]
+
+
+def _extras_of(prepared: Sequence[Prepared]) -> dict[str, dict[str, Any]]:
+    """Shipment id -> the export columns (`extras`) its declaration brought."""
+    return {
+        str(p.record["shipment_id"]): dict(p.record["extras"])
+        for p in prepared
+        if p.record.get("extras")
+    }
+
+
+def visible_shipment(session: Session, shipment_id: str) -> StoredShipment:
+    stored = load_shipment(session, shipment_id)
+    if stored is None:
+        raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+    return stored
+
+
+def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
+    """The reasons (texts rendered with today's wording from the stored values), and
+    every feature's contribution with the base value and the raw score (log-odds), so
+    that base value + contributions = raw score = logit(probability) can be checked."""
+    from features.registry import refresh_reason_texts
+    from models.explain import contributions
+
+    extra = stored.score.explanation or {}
+    context = dict(extra.get("context") or {})
+    stored_reasons = extra.get("reasons")
+    on_demand = stored_reasons is None
+    reasons: list[dict[str, Any]] = list(stored_reasons or [])
+    vector = stored.score.feature_vector
+    model: ModelHandle | None
+    try:
+        model = services.holder.version(stored.score.model_version)
+    except Exception:
+        if on_demand:  # nothing to explain with
+            raise
+        log.warning("model version %s cannot be loaded", stored.score.model_version)
+        model = None
+    # The contributions once: the reasons computed on demand and the whole list below.
+    contrib = None if model is None else contributions(model.booster, model.matrix([vector]))
+    if on_demand:
+        assert model is not None
+        reasons = jsonable(
+            explain_vector(model, vector, context, stored.shipment.shipment_id, contrib=contrib)
+        )
+    out = shipment_out(stored)
+    return {
+        "shipment_id": out["shipment_id"],
+        "score_id": out["score_id"],
+        "model_version": out["model_version"],
+        "feature_set_version": out["feature_set_version"],
+        "computed_on_demand": on_demand,
+        "reasons": refresh_reason_texts(reasons, context),
+        "rule_hits": out["rule_hits"],
+        "watchlist": out["watchlist"],
+        **_all_contributions(model, contrib, vector),
+    }
+
+
+def _all_contributions(
+    model: ModelHandle | None, contrib: Any, vector: dict[str, float | None]
+) -> dict[str, Any]:
+    """Base value, raw score and the contribution of every feature (largest first) for
+    the stored vector; nulls when its model version cannot be loaded."""
+    if model is None or contrib is None:
+        return {"base_value": None, "raw_score": None, "contributions": None}
+    row = contrib[0]
+    names = list(model.names)
+    order = sorted(range(len(names)), key=lambda i: (-abs(float(row[i])), i))
+    return {
+        "base_value": float(row[-1]),
+        "raw_score": float(row.sum()),
+        "contributions": [
+            {"feature": names[i], "value": vector.get(names[i]), "log_odds": float(row[i])}
+            for i in order
+        ],
+    }
+
+
+def replay(
+    session: Session, holder: ModelHolder, shipment_id: str, score_id: int | None = None
+) -> dict[str, Any]:
+    """Recompute a stored score (the shipment's latest, or `score_id`) from its stored
+    vector and model version, and compare the stored row with its audited entry
+    (probability, lane, model, feature-vector hash): `matches` only when both agree;
+    `differences` says what differs from the audited entry."""
+    if score_id is None:
+        stored = load_shipment(session, shipment_id)
+        if stored is None:
+            raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+        score = stored.score
+    else:
+        found = session.get(m.Score, score_id)
+        if found is None or found.shipment_id != shipment_id:
+            raise ServiceError(404, f"no score {score_id} of shipment {shipment_id!r}")
+        score = found
+    model: ModelHandle = holder.version(score.model_version)
+    recomputed = float(model.predict_vectors([score.feature_vector])[0])
+    same = math.isclose(score.probability, recomputed, rel_tol=1e-9, abs_tol=1e-12)
+    entry = _score_entry(session, shipment_id, score.id)
+    if entry is None:
+        differences = ["the score has no audit entry"]
+    else:
+        differences = _score_differences(_score_facts(score), entry.payload)
+    return {
+        "shipment_id": shipment_id,
+        "score_id": score.id,
+        "model_version": score.model_version,
+        "stored": score.probability,
+        "recomputed": recomputed,
+        "recomputed_matches": same,
+        "audit_seq": entry.seq if entry is not None else None,
+        "differences": differences,
+        "matches": same and not differences,
+    }
+
+
+def replay_all(session: Session, holder: ModelHolder, shipment_id: str) -> list[dict[str, Any]]:
+    """`replay` of every stored score of the shipment, oldest first."""
+    ids = list(
+        session.scalars(
+            select(m.Score.id).where(m.Score.shipment_id == shipment_id).order_by(m.Score.id)
+        )
+    )
+    if not ids:
+        raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+    return [replay(session, holder, shipment_id, i) for i in ids]
+
+
+def _score_entry(session: Session, shipment_id: str, score_id: int) -> m.AuditLog | None:
+    """The audit entry that recorded score `score_id` (None when there is none)."""
+    rows = session.scalars(
+        select(m.AuditLog)
+        .where(
+            m.AuditLog.entity == "shipment",
+            m.AuditLog.entity_id == shipment_id,
+            m.AuditLog.kind.in_(("score", "rescreen", "rule_apply")),
+        )
+        .order_by(m.AuditLog.seq)
+    )
+    return next((r for r in rows if r.payload.get("score_id") == score_id), None)
