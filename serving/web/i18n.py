@@ -419,8 +419,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Не читается как YAML или JSON: {msg}",
     ),
     "rules.condition_mapping": (
-        "The condition must be a mapping (all / any / not / field).",
-        "Условие должно быть словарём (all / any / not / field).",
+        "The condition must be a mapping (all / any / not / line / field).",
+        "Условие должно быть словарём (all / any / not / line / field).",
     ),
     "rules.at": ("at {path}", "в {path}"),
     "rules.id_help": (
@@ -848,6 +848,55 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "finding rate {rate} (arms {arms_rate})",
         "доля находок {rate} (оружие {arms_rate})",
     ),
+    # testing a rule on the history (rule page)
+    "rules.test_title": ("Test on the history", "Проверка на истории"),
+    "rules.test_help": (
+        "Counts which past shipments the rule as written here would have hit, each "
+        "with the features known when it was declared, and what their inspections "
+        "found. Nothing is saved.",
+        "Показывает, на каких прошлых отправках сработало бы правило в этом виде (по "
+        "признакам, известным на момент каждой декларации), и что нашли при их досмотре. "
+        "Ничего не сохраняется.",
+    ),
+    "rules.test_since": ("From (UTC day)", "С (день UTC)"),
+    "rules.test_until": ("To (UTC day)", "По (день UTC)"),
+    "rules.test_every_day": (
+        "Apply on every day (set the effective dates aside)",
+        "Применять во все дни (без учёта сроков действия)",
+    ),
+    "rules.test_do": ("Test on the history", "Проверить на истории"),
+    "rules.test_result": ("Result on the history", "Результат на истории"),
+    "rules.test_window": (
+        "Shipments declared {first} – {last}: {n} examined.",
+        "Отправки, заявленные {first} – {last}: проверено {n}.",
+    ),
+    "rules.test_without": (
+        "{n} shipments received since features were last computed are not included.",
+        "Не учтено отправок, поступивших после последнего расчёта признаков: {n}.",
+    ),
+    "rules.test_hits": (
+        "Hits: {hits} ({share} of shipments, {per_day} per day)",
+        "Срабатываний: {hits} ({share} отправок, {per_day} в день)",
+    ),
+    "rules.test_lift": (
+        "Arms finding rate against all inspections of the window: {lift}×",
+        "Доля находок оружия относительно всех досмотров периода: {lift}×",
+    ),
+    "rules.test_random": (
+        "Inspected at random (the unbiased estimate): {n}, arms found in {arms} ({rate}); "
+        "all random inspections of the window: {base_n}, arms in {base_arms} ({base_rate}).",
+        "Досмотрено по случайному выбору (несмещённая оценка): {n}, оружие в {arms} "
+        "({rate}); все случайные досмотры периода: {base_n}, оружие в {base_arms} "
+        "({base_rate}).",
+    ),
+    "rules.test_bias": (
+        "Rates over inspected shipments carry the bias of how they were chosen for "
+        "inspection; the random draws do not.",
+        "Доли по досмотренным отправкам смещены тем, как их выбирали для досмотра; "
+        "случайный выбор такого смещения не имеет.",
+    ),
+    "rules.test_month": ("Month", "Месяц"),
+    "rules.test_recent": ("Newest hits", "Последние срабатывания"),
     # audit head (audit page)
     "audit.head": (
         "Head of the log: entry {seq}, hash {hash}. Write down the value below: given "

@@ -43,7 +43,7 @@ from serving.policy import (
     queue_day_problem,
     weak_watchlist_match,
 )
-from serving.rules_engine import RuleValidationError
+from serving.rules_engine import RuleValidationError, parse_rule
 from serving.services import (
     ServiceError,
     Services,
@@ -1181,6 +1181,7 @@ def _render_rule(
     versions: list[m.RuleVersion],
     errors: views.FormErrors | None = None,
     status_code: int = 200,
+    backtest: dict[str, Any] | None = None,
 ) -> HTMLResponse:
     return render(
         request,
@@ -1197,6 +1198,7 @@ def _render_rule(
             "errors": errors or views.FormErrors(),
             "severities": ("info", "low", "medium", "high", "must_inspect"),
             "may_edit": user.may("rules_edit"),
+            "backtest": backtest,
         },
         status_code,
     )
@@ -1260,6 +1262,75 @@ def _save_rule(
     elif t("rules.invalid") not in errors.general:
         errors.general.insert(0, t("rules.invalid"))
     return _render_rule(request, user, rule_id, form, versions, errors, 422)
+
+
+@router.post("/rules/test")
+async def test_rule(
+    request: Request, session: SessionDep, user: Annotated[WebUser, page_user("rules")]
+) -> Response:
+    """Test a rule on the loaded history (`serving.services.backtest`): the rule form as
+    typed, a draft that is not saved (analysts), or a saved rule's newest version
+    (readers who cannot edit); the rule page again with the figures. Registered
+    before /rules/{rule_id}."""
+    form = await _form(request, user)
+    return await run_in_threadpool(_test_rule, request, session, user, form)
+
+
+def _test_day(form: dict[str, str], key: str, errors: views.FormErrors) -> dt.date | None:
+    text = (form.get(key) or "").strip()
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        errors.add(key, f"{text!r}: YYYY-MM-DD")
+        return None
+
+
+def _test_rule(request: Request, session: Session, user: WebUser, form: dict[str, str]) -> Response:
+    from serving.services.backtest import backtest
+
+    t = Translator(user.lang)
+    rule_id = (form.get("rule_id") or "").strip() or None
+    if rule_id is not None and not RULE_ID.match(rule_id):
+        raise PageForbiddenError("error.not_found")
+    versions: list[m.RuleVersion] = []
+    saved: dict[str, str] = {}
+    if rule_id is not None:
+        saved, versions = _rule_form(session, rule_id)
+    data: dict[str, Any] | None
+    if user.may("rules_edit"):
+        data, errors = views.rule_data(form, t)
+        shown = {**form, **({"id": rule_id} if rule_id else {})}
+    elif rule_id is not None:
+        data, errors = json.loads(versions[-1].definition), views.FormErrors()
+        shown = {**saved, **{k: form.get(k) or "" for k in ("test_since", "test_until")}}
+        shown["test_every_day"] = form.get("test_every_day") or ""
+    else:
+        raise PageForbiddenError("error.not_found")
+    since, until = _test_day(form, "test_since", errors), _test_day(form, "test_until", errors)
+    result = None
+    if data is not None and not errors:
+        try:
+            rule = parse_rule(
+                {**data, "id": rule_id or "draft", "version": 1, "author": user.username}
+            )
+            result = backtest(
+                _services(request),
+                rule,
+                since=since,
+                until=until,
+                effective_dates=form.get("test_every_day") != "on",
+            )
+        except RuleValidationError as exc:
+            errors = views.rule_errors([(e.path, e.message) for e in exc.errors], t)
+        except ServiceError as exc:
+            if exc.field:
+                errors.add(exc.field, exc.message)
+            else:
+                errors.general.append(exc.message)
+    status = 200 if result is not None else (409 if errors.general else 422)
+    return _render_rule(request, user, rule_id, shown, versions, errors, status, backtest=result)
 
 
 @router.post("/rules/new")
