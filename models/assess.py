@@ -10,6 +10,7 @@ pipeline's business; this module only reads.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -129,6 +130,61 @@ def assess(
     )
 
 
+class ExtrasCodingError(ValueError):
+    """features/ cannot be given a model version's own codes of a categorical extra."""
+
+
+def version_extras(layout: DataLayout, mv: ModelVersion) -> dict[str, Any]:
+    """The extras (and code tables) model version `mv` was trained with, as recorded
+    with it (tag, or the run's artifact for long tables): see features.inputs."""
+    from features.inputs import model_extras
+
+    reg = registry(layout)
+    return model_extras(mv.tags, lambda path: reg.artifact_json(mv.run_id, path))
+
+
+def with_model_codes(layout: DataLayout, features: pl.DataFrame, mv: ModelVersion) -> pl.DataFrame:
+    """features/'s categorical extras re-coded with the code tables of the model
+    version `mv` that reads them (`version_extras`), not with the tables
+    features/ was built with (features/feature_set.json): the same value gets the
+    code the model was trained with, 0 (missing) stays 0, and a value the model's
+    table does not hold gets UNSEEN_CODE, as serving codes it. Batch scoring and
+    evaluation therefore read a version's inputs as it was trained and as the API
+    serves it, even when features/ was rebuilt with other tables (code tables lost
+    with raw/extras/codes.json, a data directory from before they were kept).
+    Raises ExtrasCodingError when features/ does not record its own tables."""
+    from serving.scoring import UNSEEN_CODE
+
+    version = mv.version
+    tables = version_extras(layout, mv).get("categorical") or {}
+    wanted = [n for n in tables if n in features.columns]
+    if not wanted:
+        return features
+    path = layout.features / "feature_set.json"
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    built = meta.get("extras", {}).get("categorical", {})
+    columns = []
+    for name in wanted:
+        coded_with = built.get(name)
+        if coded_with is None:
+            raise ExtrasCodingError(
+                f"model version {version} reads {name} with its own code table, but "
+                "features/feature_set.json does not record the codes features/ has for "
+                "it: run `caravan features` again"
+            )
+        own = [str(v) for v in tables[name]]
+        if [str(v) for v in coded_with] == own:
+            continue
+        code = {v: i + 1 for i, v in enumerate(own)}
+        recode = {0: 0, **{i + 1: code.get(str(v), UNSEEN_CODE) for i, v in enumerate(coded_with)}}
+        columns.append(
+            pl.col(name)
+            .fill_null(0)
+            .replace_strict(recode, default=UNSEEN_CODE, return_dtype=pl.Int32)
+        )
+    return features.with_columns(columns) if columns else features
+
+
 def assess_version(
     layout: DataLayout,
     ref: str,
@@ -138,10 +194,12 @@ def assess_version(
     features: pl.DataFrame | None = None,
 ) -> tuple[Assessment, ModelVersion]:
     """Evaluate version `ref` (number or alias) on its own test window, or on the
-    test window of version `window_of` (to compare two versions on the same data)."""
+    test window of version `window_of` (to compare two versions on the same data),
+    reading `features` (default features/) with the version's own code tables of
+    categorical extras (`with_model_codes`)."""
     reg = registry(layout)
     booster, mv = reg.load(ref)
     tags = reg.version(window_of).tags if window_of else mv.tags
-    features = read_features(layout) if features is None else features
+    features = with_model_codes(layout, read_features(layout) if features is None else features, mv)
     test = evaluation_window(layout, tags, features)
     return assess(booster, mv.version, test, features, read_truth(layout), baseline), mv

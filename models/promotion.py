@@ -35,6 +35,7 @@ from models.assess import (
     read_features,
     read_truth,
     registry,
+    with_model_codes,
 )
 from models.evaluate import PRIMARY, Evaluation
 from models.registry import CHAMPION, MODEL_NAME
@@ -350,7 +351,9 @@ def _assess(
 ) -> Assessment:
     """Evaluate `version` on the given inspected shipments."""
     booster, mv = registry(layout).load(version)
-    return assess(booster, mv.version, window, features, read_truth(layout), baseline)
+    # both frames with the version's own code tables of categorical extras
+    own, test = with_model_codes(layout, features, mv), with_model_codes(layout, window, mv)
+    return assess(booster, mv.version, test, own, read_truth(layout), baseline)
 
 
 def apply_promotion(layout: DataLayout, promo: Promotion) -> None:

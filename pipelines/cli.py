@@ -520,9 +520,9 @@ def score(
 ) -> None:
     """Score validated shipments in batch into a new run under scores/runs/ (explaining
     the riskiest); earlier runs are kept, scores/scores.parquet is the latest run's."""
+    from models.assess import ExtrasCodingError
     from pipelines.features import MissingInputError
     from pipelines.modelling import (
-        ExtrasCodingError,
         NothingToScoreError,
         UnknownModelError,
         run_score,

@@ -16,7 +16,7 @@ import polars as pl
 
 from data_contracts.settings import DataLayout
 from features.build import CONTEXT
-from features.inputs import EXTRAS_ARTIFACT, model_extras, model_extras_tag
+from features.inputs import EXTRAS_ARTIFACT, model_extras_tag
 from features.registry import feature_set_version
 from models.assess import (
     Assessment,
@@ -27,6 +27,7 @@ from models.assess import (
     read_outcomes,
     read_truth,
     registry,
+    with_model_codes,
 )
 from models.card import card_markdown, model_card
 from models.dataset import (
@@ -360,14 +361,8 @@ def run_evaluate(
     test window of version `window_of` (to compare two versions side by side)."""
     say = say or (lambda _m: None)
     say(f"evaluating version {ref}")
-    # read features/ with the version's own code tables of categorical extras
-    own = registry(layout).version(ref)
-    features = with_model_codes(
-        layout, read_features(layout), version_extras(layout, own), own.version
-    )
-    a, mv = assess_version(
-        layout, ref, window_of=window_of, baseline=rules_baseline(layout), features=features
-    )
+    # (assess_version reads features/ with the version's own code tables of extras)
+    a, mv = assess_version(layout, ref, window_of=window_of, baseline=rules_baseline(layout))
     folder = (
         layout.reports
         / "evaluation"
@@ -393,58 +388,6 @@ def run_promote(
 
 class UnknownModelError(LookupError):
     """No registered model version with that number or alias."""
-
-
-class ExtrasCodingError(ValueError):
-    """features/ cannot be given a model version's own codes of a categorical extra."""
-
-
-def version_extras(layout: DataLayout, mv: Any) -> dict[str, Any]:
-    """The extras (and code tables) model version `mv` was trained with, as recorded
-    with it (tag, or the run's artifact for long tables): see features.inputs."""
-    reg = registry(layout)
-    return model_extras(mv.tags, lambda path: reg.artifact_json(mv.run_id, path))
-
-
-def with_model_codes(
-    layout: DataLayout, features: pl.DataFrame, extras: dict[str, Any], version: str
-) -> pl.DataFrame:
-    """features/'s categorical extras re-coded with the code tables of the model
-    version that reads them (`extras`, see `version_extras`), not with the tables
-    features/ was built with (features/feature_set.json): the same value gets the
-    code the model was trained with, 0 (missing) stays 0, and a value the model's
-    table does not hold gets UNSEEN_CODE, as serving codes it. Batch scoring and
-    evaluation therefore read a version's inputs as it was trained and as the API
-    serves it, even when features/ was rebuilt with other tables (code tables lost
-    with raw/extras/codes.json, a data directory from before they were kept).
-    Raises ExtrasCodingError when features/ does not record its own tables."""
-    from serving.scoring import UNSEEN_CODE
-
-    tables = extras.get("categorical") or {}
-    wanted = [n for n in tables if n in features.columns]
-    if not wanted:
-        return features
-    built = _feature_set(layout).get("extras", {}).get("categorical", {})
-    columns = []
-    for name in wanted:
-        coded_with = built.get(name)
-        if coded_with is None:
-            raise ExtrasCodingError(
-                f"model version {version} reads {name} with its own code table, but "
-                "features/feature_set.json does not record the codes features/ has for "
-                "it: run `caravan features` again"
-            )
-        own = [str(v) for v in tables[name]]
-        if [str(v) for v in coded_with] == own:
-            continue
-        code = {v: i + 1 for i, v in enumerate(own)}
-        recode = {0: 0, **{i + 1: code.get(str(v), UNSEEN_CODE) for i, v in enumerate(coded_with)}}
-        columns.append(
-            pl.col(name)
-            .fill_null(0)
-            .replace_strict(recode, default=UNSEEN_CODE, return_dtype=pl.Int32)
-        )
-    return features.with_columns(columns) if columns else features
 
 
 def _load_model(layout: DataLayout, ref: str) -> tuple[Any, Any]:
@@ -552,9 +495,7 @@ def run_score(
     say = say or (lambda _m: None)
     booster, mv = _load_model(layout, ref)
     # the version's own code tables of categorical extras, not features/'s
-    features = with_model_codes(
-        layout, read_features(layout), version_extras(layout, mv), mv.version
-    )
+    features = with_model_codes(layout, read_features(layout), mv)
     if since is not None:
         features = features.filter(pl.col("declared_at") >= since)
     if features.height == 0:

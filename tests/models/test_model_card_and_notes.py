@@ -189,6 +189,14 @@ def test_score_and_evaluate_use_the_versions_own_code_tables(regimes: Path, tmp_
     again = run_evaluate(layout, "1")[0].to_json()
     for key in ("n_inspected", "n_positive", "pr_auc", "brier", "at_capacity"):
         assert again[key] == evaluated[key], key
+    # a promotion's side-by-side assessment reads each version with its own codes too
+    from models.assess import evaluation_window
+    from models.promotion import _assess
+
+    window = evaluation_window(layout, mv.tags, feats)
+    compared = _assess(layout, "1", window, feats, None).evaluation.to_json()
+    for key in ("n_inspected", "n_positive", "pr_auc", "brier"):
+        assert compared[key] == evaluated[key], key
 
 
 def test_features_that_do_not_record_their_codes_are_refused_by_score(
