@@ -1493,6 +1493,13 @@ def condition_expr(rule: Rule, schema: pl.Schema) -> pl.Expr:
     return _expr(rule._compiled, schema)
 
 
+def rule_fields(rule: Rule) -> tuple[str, ...]:
+    """The columns a rule reads: shipment columns, `item.<column>` goods-line fields
+    and feature names (a derived field such as an age reads its birth date and
+    `declared_at`), sorted."""
+    return _fields_of(rule._compiled)
+
+
 @cache
 def _fields_of(node: _Node) -> tuple[str, ...]:
     """The names of the fields a condition reads (sorted, once per condition)."""

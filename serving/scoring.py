@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ import polars as pl
 from features.build import CONTEXT, build_features
 from features.context import History, Params
 from features.inputs import model_extras, normal_extras
-from features.registry import feature_set_version
+from features.registry import Family, feature_set_version, specs
 from features.state import FeatureState
 from features.watchlist import operational
 from models.dataset import matrix
@@ -33,7 +33,7 @@ from models.explain import explain_frame
 from models.registry import CHAMPION, Registry
 from models.train import predict
 from serving.policy import LaneThresholds, is_forced, lane, priority
-from serving.rules_engine import Rule, RuleHit, shipment_hits
+from serving.rules_engine import Rule, RuleHit, rule_fields, shipment_hits
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,6 @@ def score_shipments(
     # Polars query of one expression per feature); many: the vectorised conversion
     x = model.matrix(vectors) if feats.height <= SMALL_MATRIX else matrix(feats, names)
     prob = predict(model.booster, x)
-    by_ship = shipment_hits(rules, ships, items, feats)
     fs_version = feature_set_version(model.extras)
     context = feats.select("shipment_id", "declared_at", *CONTEXT).to_dicts()
     # The hits that act (priority, lane, must-inspect, queue): the lists as they are
@@ -192,6 +191,8 @@ def score_shipments(
     # that of the hit that acts (exact, then one that counts, then the best), and a
     # weak hit counts as a near miss (serving.policy).
     now = operational(ships, history)
+    # Rules act too: their watchlist fields read the lists as they are now.
+    by_ship = shipment_hits(rules, ships, items, watchlist_now(feats, now, rules))
     hits = {str(row["shipment_id"]): row for row in now.iter_rows(named=True)}
     found = [hits.get(str(c["shipment_id"]), {}) for c in context]
     wl_score = np.array([h.get("__wl_hit_score") or 0 for h in found], dtype=float) / 100.0
@@ -241,6 +242,28 @@ def score_shipments(
         for i, row in zip(wanted, rows, strict=True):
             out[i] = _with_explanation(out[i], row["reasons"])
     return out
+
+
+def watchlist_now(feats: pl.DataFrame, now: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
+    """`feats` with the watchlist family's features as screened now (`now`: the rows of
+    `features.watchlist.operational`), for the rules to read: a rule that acts on a
+    watchlist match ("watchlist_best_score >= 85 and chapter 93: must inspect") sees a
+    party listed today, as the lane does, and not only the model's point-in-time
+    values (which leave out entries listed after the declaration). Unchanged when
+    no rule reads one of them."""
+    names = [s.name for s in specs() if s.family is Family.WATCHLIST and s.name in feats.columns]
+    read = {f for r in rules for f in rule_fields(r)}
+    if not read.intersection(names):
+        return feats
+    current = now.select(
+        "shipment_id",
+        *(
+            spec.fn().cast(feats.schema[spec.name]).alias(spec.name)
+            for spec in specs()
+            if spec.name in names
+        ),
+    )
+    return feats.drop(names).join(current, on="shipment_id", how="left", maintain_order="left")
 
 
 UNSEEN_CODE = -1  # a categorical extra's value the model's code table does not hold

@@ -28,25 +28,10 @@ import polars as pl
 
 from data_contracts.schemas import ARMS_CATEGORIES
 from features.registry import specs
-from serving.rules_engine import ITEM_PREFIX, Rule, evaluate_frame, rule_frame
+from serving.rules_engine import ITEM_PREFIX, Rule, evaluate_frame, rule_fields, rule_frame
 from serving.services._core import ServiceError, Services
 
 RECENT_HITS = 20  # shipment ids listed (newest first)
-
-
-def condition_fields(condition: Any) -> set[str]:
-    """Every field a condition names (its leaves' `field`), at any depth."""
-    found: set[str] = set()
-    stack = [condition]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("field"), str):
-                found.add(node["field"])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 def _day_bounds(
@@ -132,7 +117,7 @@ def backtest(
             "no batch features to test a rule on: run `caravan features` on the data directory",
         )
     history = services.history.snapshot()
-    fields = condition_fields(rule.condition)
+    fields = set(rule_fields(rule))
     item_fields = sorted(f.removeprefix(ITEM_PREFIX) for f in fields if f.startswith(ITEM_PREFIX))
     ship_columns = set(history.shipments.columns)
     registered = {s.name for s in specs()}
