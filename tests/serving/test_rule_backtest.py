@@ -158,3 +158,21 @@ def test_bad_requests_are_refused_with_their_reason(world_api: Api, world: Path)
     )
     r = post(URL, json={"rule": _draft(CH93)}, headers=analyst)
     assert r.status_code == 409 and "caravan features" in r.json()["detail"]
+
+
+def test_date_and_age_rules_read_the_shipments_birth_dates(world_api: Api, world: Path) -> None:
+    ships = pl.read_parquet(world / "validated" / "shipments.parquet")
+    born = ships.filter(pl.col("consignee_birth_date").is_not_null())
+    young = born.filter(pl.col("consignee_birth_date") >= dt.date(1990, 1, 1))
+    assert 0 < young.height < born.height
+    analyst = world_api.headers(Role.analyst)
+    since_1990 = {"field": "consignee_birth_date", "op": "ge", "value": "1990-01-01"}
+    r = world_api.client.post(URL, json={"rule": _draft(since_1990)}, headers=analyst)
+    assert r.status_code == 200, r.text
+    _check(r.json(), _expected(world, young["shipment_id"]))
+    # an age is derived from the birth date and the declaration: every consignee
+    # with a birth date is younger than 200, and one without never matches
+    any_age = {"field": "consignee_age", "op": "lt", "value": 200}
+    r = world_api.client.post(URL, json={"rule": _draft(any_age)}, headers=analyst)
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"] == born.height
