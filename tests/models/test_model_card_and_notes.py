@@ -26,6 +26,7 @@ import pytest
 
 from data_contracts.settings import DataLayout
 from tests.conftest import ROOT, caravan
+from tests.serving.test_uat2_extras import _later_export
 
 EXAMPLE = ROOT / "examples" / "byo"
 
@@ -41,23 +42,6 @@ def _export(tmp: Path) -> Path:
     )
     path = tmp / "declarations.csv"
     rows.write_csv(path, separator=";")
-    return path
-
-
-def _later_export(tmp: Path, regime: str, n: int = 30) -> Path:
-    """The last `n` declarations again under new ids, declared in January 2026, with
-    the customs regime `regime`."""
-    rows = pl.read_csv(EXAMPLE / "declarations.csv", separator=";", infer_schema=False)
-    keep = rows["DECL_ID"].unique(maintain_order=True).tail(n)
-    later = rows.filter(pl.col("DECL_ID").is_in(keep.implode())).with_columns(
-        ("N" + pl.col("DECL_ID").str.slice(1)).alias("DECL_ID"),
-        ("N" + pl.col("DECL_NO")).alias("DECL_NO"),
-        pl.col("DECL_DATE").str.replace(r"\.\d{2}\.\d{4}", ".01.2026"),
-        pl.col("INSPECTION_DATE").str.replace(r"\.\d{2}\.\d{4}", ".01.2026"),
-        pl.lit(regime).alias("REGIME"),
-    )
-    path = tmp / "later.csv"
-    later.write_csv(path, separator=";")
     return path
 
 

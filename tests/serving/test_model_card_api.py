@@ -12,7 +12,6 @@ so; the copy logged with the MLflow run serves when reports/ lost it."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -20,9 +19,9 @@ from fastapi.testclient import TestClient
 from data_contracts.settings import DataLayout
 from serving.auth import Role
 from tests.serving.conftest import Api, password_for, username_for
+from tests.serving.test_uat_users import _web_login
 
 API = "/api/v1"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SCRIPT = '<script>alert("card")</script>'
 
 
@@ -48,18 +47,7 @@ def _run_card(api: Api, version: str = "1") -> Path:
 
 def _web(api: Api, role: Role) -> TestClient:
     client = TestClient(api.app, follow_redirects=False)
-    form = client.get("/web/login")
-    token = CSRF.search(form.text)
-    assert token is not None
-    r = client.post(
-        "/web/login",
-        data={
-            "csrf_token": token.group(1),
-            "username": username_for(role),
-            "password": password_for(role),
-        },
-    )
-    assert r.status_code == 303, r.text
+    _web_login(client, username_for(role), password_for(role))
     return client
 
 
