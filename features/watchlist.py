@@ -705,8 +705,11 @@ def _traveller_hits(
     # given, then they are linked a few at a time through the index's lookups
     # (`SMALL_MAX_PARTIES`: the links one call over all of them gives, without
     # comparing with every record).
-    flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
-    parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
+    # (At most SMALL_MAX_PARTIES mentions, the API's one shipment: one call, which
+    # computes the flags over all of them itself, the same flags at half the cost.)
+    if parties.height > SMALL_MAX_PARTIES:
+        flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
+        parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
     links = pl.concat(
         [
             link_travellers(parties.slice(start, SMALL_MAX_PARTIES), records)
