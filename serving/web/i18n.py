@@ -861,7 +861,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "rules.test_since": ("From (UTC day)", "С (день UTC)"),
     "rules.test_until": ("To (UTC day)", "По (день UTC)"),
     "rules.test_every_day": (
-        "Apply on every day (set the effective dates aside)",
+        "Apply on every day (ignoring the effective dates)",
         "Применять во все дни (без учёта сроков действия)",
     ),
     "rules.test_do": ("Test on the history", "Проверить на истории"),
