@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from serving.auth import Principal, Role
 from serving.deps import SessionDep, require_roles
@@ -127,13 +127,11 @@ async def test_rule(
     if body.rule is not None:
         data = {**body.rule.model_dump(mode="json"), "id": DRAFT_ID, "version": 1}
     else:
-        newest = session.scalar(
-            select(func.max(RuleVersion.version)).where(RuleVersion.rule_id == body.rule_id)
-        )
         row = session.scalar(
-            select(RuleVersion).where(
-                RuleVersion.rule_id == body.rule_id, RuleVersion.version == newest
-            )
+            select(RuleVersion)
+            .where(RuleVersion.rule_id == body.rule_id)
+            .order_by(RuleVersion.version.desc())
+            .limit(1)
         )
         if row is None:
             raise HTTPException(404, f"no rule {body.rule_id!r}")
