@@ -276,7 +276,10 @@ class ReferralOutcomeOut(BaseModel):
 class ReferralOut(BaseModel):
     id: int
     office_code: str
-    queue_date: dt.date
+    queue_date: dt.date = Field(
+        description="The queue day: the office's local calendar day (its time zone, "
+        "CARAVAN_OFFICE_TIMEZONES, else CARAVAN_QUEUE_TIMEZONE, UTC by default)"
+    )
     shipment_id: str
     rank: int
     priority: float
@@ -307,8 +310,9 @@ class ReferralOut(BaseModel):
     )
     declared_on: dt.date | None = Field(
         default=None,
-        description="UTC day of the shipment's declaration: earlier than queue_date for "
-        "a forced shipment of an earlier day taken into this (today's) queue",
+        description="Day of the shipment's declaration in the office's time zone (as "
+        "queue_date): earlier than queue_date for a forced shipment of an earlier day "
+        "taken into this (today's) queue",
     )
 
     @computed_field(  # type: ignore[prop-decorator]
@@ -432,7 +436,8 @@ class RuleImportOut(BaseModel):
 
 class RulesApplyIn(_Strict):
     """Which rules to apply to the shipments awaiting a decision, and of which queue
-    days (UTC). Everything is optional: every active rule, today's shipments."""
+    days (each office's local calendar days, as its queue). Everything is optional:
+    every active rule, today's shipments."""
 
     rule_ids: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,63}$")]] | None = Field(
         default=None,
@@ -440,10 +445,14 @@ class RulesApplyIn(_Strict):
         description="The rules to apply (their newest versions); left out: every active rule",
     )
     day_from: Annotated[dt.date | None, Field(strict=False)] = Field(
-        default=None, description="First queue day (UTC): at most 30 days ago; default day_to"
+        default=None,
+        description="First queue day (each office's local day): at most 30 days ago; "
+        "default day_to",
     )
     day_to: Annotated[dt.date | None, Field(strict=False)] = Field(
-        default=None, description="Last queue day (UTC), today at the latest; default today"
+        default=None,
+        description="Last queue day (each office's local day), today at the latest; "
+        "default each office's today",
     )
 
 

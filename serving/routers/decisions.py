@@ -56,13 +56,15 @@ def _own(session: Session, referral_id: ReferralId, user: Principal) -> None:
     responses=ERRORS,
     summary="Take an open referral",
 )
-def post_claim(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+def post_claim(
+    referral_id: ReferralId, session: SessionDep, user: OfficerUser, services: ServicesDep
+) -> dict[str, Any]:
     try:
         _own(session, referral_id, user)
         ref = claim(session, referral_id, user.username, user.office_code)
     except ServiceError as exc:
         raise http_error(exc) from None
-    return referrals_out(session, [ref])[0]
+    return referrals_out(session, [ref], services)[0]
 
 
 @router.post(
@@ -71,7 +73,9 @@ def post_claim(referral_id: ReferralId, session: SessionDep, user: OfficerUser) 
     responses=ERRORS,
     summary="Hand a claimed referral back (the claimer; an admin for anyone's claim)",
 )
-def post_release(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+def post_release(
+    referral_id: ReferralId, session: SessionDep, user: OfficerUser, services: ServicesDep
+) -> dict[str, Any]:
     try:
         _own(session, referral_id, user)
         ref = release(
@@ -83,7 +87,7 @@ def post_release(referral_id: ReferralId, session: SessionDep, user: OfficerUser
         )
     except ServiceError as exc:
         raise http_error(exc) from None
-    return referrals_out(session, [ref])[0]
+    return referrals_out(session, [ref], services)[0]
 
 
 @router.post(
@@ -184,7 +188,11 @@ def post_correct_outcome(
     summary="Waive the inspection; refused without a reason (visible text)",
 )
 def post_waive(
-    referral_id: ReferralId, body: WaiverIn, session: SessionDep, user: OfficerUser
+    referral_id: ReferralId,
+    body: WaiverIn,
+    session: SessionDep,
+    user: OfficerUser,
+    services: ServicesDep,
 ) -> dict[str, Any]:
     try:
         _own(session, referral_id, user)
@@ -192,7 +200,7 @@ def post_waive(
         ref = waive(session, referral_id, user.username, user.office_code, body.reason or "")
     except ServiceError as exc:
         raise http_error(exc) from None
-    return referrals_out(session, [ref])[0]
+    return referrals_out(session, [ref], services)[0]
 
 
 @router.post(
@@ -201,10 +209,12 @@ def post_waive(
     responses=ERRORS,
     summary="Close an inspected or waived referral (an officer of its office, or an admin)",
 )
-def post_close(referral_id: ReferralId, session: SessionDep, user: OfficerUser) -> dict[str, Any]:
+def post_close(
+    referral_id: ReferralId, session: SessionDep, user: OfficerUser, services: ServicesDep
+) -> dict[str, Any]:
     try:
         _own(session, referral_id, user)
         ref = close(session, referral_id, user.username, user.office_code)
     except ServiceError as exc:
         raise http_error(exc) from None
-    return referrals_out(session, [ref])[0]
+    return referrals_out(session, [ref], services)[0]

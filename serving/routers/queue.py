@@ -31,7 +31,7 @@ def get_overdue(
     office: Office, session: SessionDep, user: QueueUser, services: ServicesDep
 ) -> list[dict[str, Any]]:
     ensure_office(user, office)
-    return referrals_out(session, overdue_referrals(session, services, office))
+    return referrals_out(session, overdue_referrals(session, services, office), services)
 
 
 @router.get(
@@ -39,9 +39,13 @@ def get_overdue(
     response_model=QueueOut,
     summary="The office's queue for the day (built on first request): ranked referrals, "
     "and the red/yellow shipments of the day that did not fit",
-    description="`day` is a UTC day: the queue holds the office's shipments declared from "
-    "00:00 to 24:00 UTC that day (in Bishkek, UTC+6, shipments declared 00:00-06:00 local "
-    "time fall on the previous UTC day).\n\n"
+    description="`day` is the office's local calendar day: the queue holds the office's "
+    "shipments declared from local midnight to the next, in the office's time zone "
+    "(`CARAVAN_OFFICE_TIMEZONES`, else `CARAVAN_QUEUE_TIMEZONE`, UTC by default; on a "
+    "daylight-saving change the day lasts 23 or 25 hours). With KG-BISHKEK on "
+    "Asia/Bishkek, a shipment declared at 2026-11-25T19:30Z (01:30 local) is in the "
+    "queue of 2026-11-26. Today's queue (the office's today) also takes in the forced "
+    "shipments of earlier days that no queue holds (`declared_on` shows their day).\n\n"
     "`entries` come in rank order. A rank is given once, when the entry is placed, and "
     "is never renumbered (it is audited): a forced shipment (must-inspect rule or exact "
     "watchlist hit) that arrives after the queue was built gets the next rank, below "
@@ -57,7 +61,7 @@ def get_day_queue(
     services: ServicesDep,
 ) -> dict[str, Any]:
     ensure_office(user, office)
-    problem = queue_day_problem(day, dt.datetime.now(dt.UTC).date())
+    problem = queue_day_problem(day, services.queue.today(office))
     if problem is not None:
         raise HTTPException(
             422, detail=[{"type": "value_error", "loc": ["path", "day"], "msg": problem}]
@@ -70,6 +74,6 @@ def get_day_queue(
         "capacity": services.capacity(office),
         "exploration_share": services.queue.exploration_share,
         "built_now": built,
-        "entries": referrals_out(session, refs),
-        "left_out": left_out(session, office, day),
+        "entries": referrals_out(session, refs, services),
+        "left_out": left_out(session, office, day, services),
     }

@@ -10,8 +10,9 @@ import math
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from data_contracts.schemas import TRAVELLERS
@@ -40,6 +41,65 @@ class QueueSettings(BaseSettings):
     exploration_share: float = Field(0.05, ge=0.0, le=1.0)
     overdue_hours: float = Field(24.0, gt=0.0)
     model_refresh_seconds: float = Field(5.0, gt=0.0)
+    # A queue day is a calendar day in the office's time zone (IANA name): its own in
+    # CARAVAN_OFFICE_TIMEZONES='{"KG-BISHKEK": "Asia/Bishkek"}' (JSON), else this one.
+    queue_timezone: str = "UTC"
+    office_timezones: dict[Annotated[str, Field(min_length=1)], str] = {}
+
+    @field_validator("queue_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        _zone_named(name, "CARAVAN_QUEUE_TIMEZONE")
+        return name
+
+    @field_validator("office_timezones")
+    @classmethod
+    def _known_zones(cls, zones: dict[str, str]) -> dict[str, str]:
+        for office, name in zones.items():
+            _zone_named(name, f"CARAVAN_OFFICE_TIMEZONES (office {office})")
+        return zones
+
+    def zone(self, office: str) -> ZoneInfo:
+        """The time zone of the office's queue days."""
+        return ZoneInfo(self.office_timezones.get(office, self.queue_timezone))
+
+    def zone_label(self, office: str, day: dt.date) -> tuple[str, str]:
+        """(the zone's name, its UTC offset at the start of `day`: "+06:00")."""
+        zone = self.zone(office)
+        offset = self.day_window(office, day)[0].astimezone(zone).utcoffset() or dt.timedelta()
+        minutes = int(abs(offset).total_seconds()) // 60
+        sign = "-" if offset < dt.timedelta() else "+"
+        return zone.key, f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+    def today(self, office: str, at: dt.datetime | None = None) -> dt.date:
+        """The office's queue day at `at` (default now)."""
+        return (at or now()).astimezone(self.zone(office)).date()
+
+    def day_of(self, office: str, at: dt.datetime) -> dt.date:
+        """The office's queue day of the instant `at` (naive: UTC)."""
+        aware = at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)
+        return aware.astimezone(self.zone(office)).date()
+
+    def day_window(self, office: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        """The office's queue day as UTC instants [local midnight, next local
+        midnight): 24 hours, or 23 or 25 on a daylight-saving change (a midnight
+        the clocks skip starts the day when they resume)."""
+        zone = self.zone(office)
+        start, end = (
+            dt.datetime.combine(d, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+            for d in (day, day + dt.timedelta(days=1))
+        )
+        return start, end
+
+
+def _zone_named(name: str, variable: str) -> None:
+    """Raises ValueError naming `variable` when `name` is no known IANA time zone."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{variable}: unknown time zone {name!r} (an IANA name such as Asia/Bishkek)"
+        ) from None
 
 
 # --------------------------------------------------------------------------- errors

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 from sqlalchemy.orm import Session
 
 from serving import orm as m
@@ -22,10 +22,10 @@ from serving.scoring import (
     Scored,
     score_shipments,
 )
-from serving.services._core import ServiceError, Services, now
+from serving.services._core import QueueSettings, ServiceError, Services, now
 from serving.services.audit_log import audit
-from serving.services.queues import _latest_scores, _refresh_referral
-from serving.services.rules import _midnight, active_rules
+from serving.services.queues import _UTC_DAYS, _latest_scores, _refresh_referral
+from serving.services.rules import active_rules
 from serving.services.shipments import (
     StoredShipment,
     _extras_of,
@@ -35,7 +35,7 @@ from serving.services.shipments import (
 )
 from serving.services.watchlists import _with_hits_of
 
-MAX_APPLY_DAYS = 31  # queue days an application reaches: today and the 30 before (UTC)
+MAX_APPLY_DAYS = 31  # queue days an application reaches: today and the 30 before
 MAX_APPLY_LISTED = 1000  # changed shipments named in the application's audit entry
 _APPLY_CHUNK = 1000
 
@@ -66,8 +66,8 @@ def _apply_days(
     if last > today:
         raise ServiceError(
             422,
-            f"day_to {last} is after today ({today}, UTC): rules are applied to the "
-            f"shipments of queue days up to today",
+            f"day_to {last} is after today ({today}, the latest office day): rules are "
+            f"applied to the shipments of queue days up to today",
             "day_to",
         )
     if first > last:
@@ -76,7 +76,7 @@ def _apply_days(
         raise ServiceError(
             422,
             f"day_from {first} is more than {MAX_APPLY_DAYS - 1} days ago: rules are applied "
-            f"to the shipments of the queue days from {earliest} to today ({today}, UTC)",
+            f"to the shipments of the queue days from {earliest} to today ({today})",
             "day_from",
         )
     return first, last
@@ -194,17 +194,46 @@ def _score_stored(session: Session, services: Services, ids: Sequence[str]) -> d
     return out
 
 
-def _pending_scores(session: Session, first: dt.date, last: dt.date) -> dict[str, m.Score]:
-    """The latest score of each stored shipment declared on the days `first`..`last`
-    (UTC) that awaits a decision (`_decided_shipments`)."""
-    start = _midnight(first, None)
-    assert start is not None
-    end = start + dt.timedelta(days=(last - first).days + 1)
+def _office_days(
+    days: QueueSettings, day_from: dt.date | None, day_to: dt.date | None, at: dt.datetime
+) -> tuple[Any, dt.date, dt.date]:
+    """SQL: the shipment was declared on the queue days `day_from`..`day_to` of its
+    office, each office's local calendar days (its time zone; `day_to` left out: the
+    office's today, `day_from` left out: `day_to`); with the first and last day over
+    all offices. Offices with their own zone one by one, the others in the default
+    zone together."""
+    own = sorted(days.office_timezones)
+    groups: list[tuple[str, Any]] = [(o, m.Shipment.office_code == o) for o in own]
+    groups.append(("", m.Shipment.office_code.not_in(own) if own else None))
+    clauses, firsts, lasts = [], [], []
+    for office, which in groups:
+        last = day_to or days.today(office, at)
+        first = day_from or last
+        if first > last:  # (`day_from` after this office's today: none of its days)
+            continue
+        start = days.day_window(office, first)[0]
+        end = days.day_window(office, last)[1]
+        window = (m.Shipment.declared_at >= start) & (m.Shipment.declared_at < end)
+        clauses.append(window if which is None else which & window)
+        firsts.append(first)
+        lasts.append(last)
+    if not clauses:
+        first = day_from or days.today("", at)
+        return false(), first, max(first, day_to or first)
+    return or_(*clauses), min(firsts), max(lasts)
+
+
+def _latest_office_today(days: QueueSettings, at: dt.datetime) -> dt.date:
+    """The latest of the offices' todays (queue days reach up to it)."""
+    return max(days.today(o, at) for o in ["", *days.office_timezones])
+
+
+def _pending_scores(session: Session, declared: Any) -> dict[str, m.Score]:
+    """The latest score of each stored shipment `declared` on the days of the
+    application (`_office_days`) that awaits a decision (`_decided_shipments`)."""
     ids = list(
         session.scalars(
-            select(m.Shipment.shipment_id)
-            .where(m.Shipment.declared_at >= start, m.Shipment.declared_at < end)
-            .order_by(m.Shipment.shipment_id)
+            select(m.Shipment.shipment_id).where(declared).order_by(m.Shipment.shipment_id)
         )
     )
     decided = _decided_shipments(session, ids)
@@ -215,11 +244,15 @@ def _pending_scores(session: Session, first: dt.date, last: dt.date) -> dict[str
     return latest
 
 
-def pending_count(session: Session, day: dt.date | None = None) -> int:
-    """How many scored shipments of `day` (UTC; default today) await a decision: what
-    `apply_rules_to_pending` of that day examines."""
-    when = day or now().date()
-    return len(_pending_scores(session, when, when))
+def pending_count(
+    session: Session, day: dt.date | None = None, services: Services | None = None
+) -> int:
+    """How many scored shipments of `day` (default: each office's today) await a
+    decision: what `apply_rules_to_pending` of that day examines. Each office's local
+    day (UTC days without `services`)."""
+    days = services.queue if services is not None else _UTC_DAYS
+    declared, _first, _last = _office_days(days, day, day, now())
+    return len(_pending_scores(session, declared))
 
 
 def apply_rules_to_pending(
@@ -232,10 +265,11 @@ def apply_rules_to_pending(
     day_to: dt.date | None = None,
 ) -> RulesApplied:
     """Apply the current rules to the shipments still awaiting a decision: those
-    declared on the queue days `day_from`..`day_to` (UTC; today by default, at most
-    MAX_APPLY_DAYS back) with a score, no outcome and no decided referral (queued and
-    open or claimed, displaced, or not queued). A profile saved on this morning's
-    intelligence thus reaches this morning's declarations.
+    declared on the queue days `day_from`..`day_to` (each office's local calendar days,
+    as its queue; by default the office's today; at most MAX_APPLY_DAYS back) with a
+    score, no outcome and no decided referral (queued and open or claimed, displaced,
+    or not queued). A profile saved on this morning's intelligence thus reaches this
+    morning's declarations, the night's included (local midnight on).
 
     Each is evaluated against the newest version of the rules applied (`rule_ids`, or
     every active rule) as a rescreen scores it. Its rule hits become: the stored hits of
@@ -254,9 +288,10 @@ def apply_rules_to_pending(
     changed. Commits. Raises ServiceError (422 naming the field; 503 without a model
     for the stored inputs)."""
     applied_at = now()
-    first, last = _apply_days(day_from, day_to, applied_at.date())
+    _apply_days(day_from, day_to, _latest_office_today(services.queue, applied_at))
+    declared, first, last = _office_days(services.queue, day_from, day_to, applied_at)
     rules, active = _rules_to_apply(session, services, rule_ids)
-    latest = _pending_scores(session, first, last)
+    latest = _pending_scores(session, declared)
     pending = sorted(latest)
     evaluated = _score_stored(session, services, pending) if pending else {}
 

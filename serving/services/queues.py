@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from serving import orm as m
 from serving import policy
 from serving.db import write_lock
-from serving.services._core import Services, now
+from serving.services._core import QueueSettings, Services, now
 from serving.services.audit_log import audit
 
 # --------------------------------------------------------------------------- queues
@@ -137,15 +137,18 @@ def lanes_of(session: Session, refs: Iterable[m.Referral]) -> dict[int, str]:
     return {int(i): str(lane) for i, lane in rows}
 
 
-def referrals_out(session: Session, refs: Sequence[m.Referral]) -> list[dict[str, Any]]:
-    """Referrals as the API shows them, with the shipment's declaration day
-    (`declared_on`: earlier than `queue_date` for a forced shipment of an earlier day
-    carried into this queue). A displaced entry is never shown over capacity (entries
-    displaced before that was fixed still carry the flag in the database)."""
+def referrals_out(
+    session: Session, refs: Sequence[m.Referral], services: Services | None = None
+) -> list[dict[str, Any]]:
+    """Referrals as the API shows them, with the shipment's declaration day in the
+    office's time zone (`declared_on`: earlier than `queue_date` for a forced shipment
+    of an earlier day carried into this queue; the UTC day without `services`). A
+    displaced entry is never shown over capacity (entries displaced before that was
+    fixed still carry the flag in the database)."""
     lanes = lanes_of(session, refs)
     outcomes = _outcomes_of(session, refs)
     closings = _closings_of(session, refs)
-    days = _declared_days(session, refs)
+    days = _declared_days(session, refs, _days(services))
     at = now()
     outs = []
     for r in refs:
@@ -157,26 +160,40 @@ def referrals_out(session: Session, refs: Sequence[m.Referral]) -> list[dict[str
             closing=closings.get(r.id),
         )
         out["over_capacity"] = bool(r.over_capacity) and not displaced(r)
-        out["declared_on"] = days.get(r.shipment_id)
+        out["declared_on"] = days.get((r.office_code, r.shipment_id))
         outs.append(out)
     return outs
 
 
-def _declared_days(session: Session, refs: Iterable[m.Referral]) -> dict[str, dt.date]:
-    """The UTC day of each referred shipment's declaration."""
-    ids = {r.shipment_id for r in refs}
-    if not ids:
+def _declared_days(
+    session: Session, refs: Iterable[m.Referral], days: QueueSettings
+) -> dict[tuple[str, str], dt.date]:
+    """(office, shipment) -> the day of the referred shipment's declaration in the
+    time zone of the referral's office."""
+    offices: dict[str, set[str]] = {}
+    for r in refs:
+        offices.setdefault(r.shipment_id, set()).add(r.office_code)
+    if not offices:
         return {}
     rows = session.execute(
         select(m.Shipment.shipment_id, m.Shipment.declared_at).where(
-            m.Shipment.shipment_id.in_(ids)
+            m.Shipment.shipment_id.in_(offices)
         )
     )
-    return {str(sid): _utc_day(at) for sid, at in rows}
+    return {
+        (office, str(sid)): days.day_of(office, at)
+        for sid, at in rows
+        for office in offices[str(sid)]
+    }
 
 
-def _utc_day(at: dt.datetime) -> dt.date:
-    return (at if at.tzinfo is None else at.astimezone(dt.UTC)).date()
+# Queue days without the app's settings (a caller with no `Services`): UTC days.
+_UTC_DAYS = QueueSettings.model_construct(queue_timezone="UTC", office_timezones={})
+
+
+def _days(services: Services | None) -> QueueSettings:
+    """The settings that define the offices' queue days."""
+    return _UTC_DAYS if services is None else services.queue
 
 
 def _not_displaced() -> Any:
@@ -211,18 +228,22 @@ def _queue_rows(session: Session, office: str, day: dt.date) -> list[m.Referral]
 
 
 def _day_scores(
-    session: Session, office: str, day: dt.date, since: dt.datetime | None = None
+    session: Session,
+    days: QueueSettings,
+    office: str,
+    day: dt.date,
+    since: dt.datetime | None = None,
 ) -> list[m.Score]:
-    """The latest score of each shipment of the office declared that day (scored
-    after `since`, when given)."""
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    """The latest score of each shipment of the office declared that day, from local
+    midnight to the next in the office's time zone (scored after `since`, when given)."""
+    start, end = days.day_window(office, day)
     latest = (
         select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
         .join(m.Shipment, m.Shipment.shipment_id == m.Score.shipment_id)
         .where(
             m.Shipment.office_code == office,
             m.Shipment.declared_at >= start,
-            m.Shipment.declared_at < start + dt.timedelta(days=1),
+            m.Shipment.declared_at < end,
         )
         .group_by(m.Score.shipment_id)
         .subquery()
@@ -233,13 +254,16 @@ def _day_scores(
     return list(session.scalars(query.order_by(m.Score.id)))
 
 
-def _stray_forced(session: Session, office: str, day: dt.date) -> list[tuple[m.Score, dt.date]]:
-    """Forced shipments of the office declared before `day` (latest score a
-    must-inspect rule or an exact watchlist hit) that no queue holds: no referral
-    anywhere but displaced ones, none in `day`'s queue. With their declaration day.
-    A late submission, a declaration past midnight UTC or a rescreen can make such a
-    shipment after its own day's queue was last looked at; today's queue takes it in."""
-    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+def _stray_forced(
+    session: Session, days: QueueSettings, office: str, day: dt.date
+) -> list[tuple[m.Score, dt.date]]:
+    """Forced shipments of the office declared before `day` (the office's local day;
+    latest score a must-inspect rule or an exact watchlist hit) that no queue holds:
+    no referral anywhere but displaced ones, none in `day`'s queue. With their
+    declaration day (local). A late submission, a declaration just before local
+    midnight or a rescreen can make such a shipment after its own day's queue was
+    last looked at; today's queue takes it in."""
+    start = days.day_window(office, day)[0]
     latest = (
         select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
         .join(m.Shipment, m.Shipment.shipment_id == m.Score.shipment_id)
@@ -258,7 +282,7 @@ def _stray_forced(session: Session, office: str, day: dt.date) -> list[tuple[m.S
         .where(m.Score.priority >= policy.TOP_BAND, ~held.exists())
         .order_by(m.Score.id)
     )
-    return [(s, _utc_day(at)) for s, at in rows]
+    return [(s, days.day_of(office, at)) for s, at in rows]
 
 
 def _held_elsewhere(session: Session, office: str, day: dt.date, ids: Iterable[str]) -> set[str]:
@@ -506,7 +530,8 @@ def get_queue(
     arrivals, or a rescreen that made a hit exact) within the capacity left, red and
     yellow arrivals displacing lower-priority ranked entries when it is full.
     Entries whose shipment was scored again (a rescreen) are first brought to the
-    latest score (`_refresh_referral`). Today's queue (UTC) also takes in the forced
+    latest score (`_refresh_referral`). Today's queue (the office's local day, as every
+    queue day) also takes in the forced
     shipments of earlier days that no queue holds (`_stray_forced`), as forced
     entries of today (over capacity if full).
     Placement is the engine's act: it is audited as `QUEUE_ACTOR`, never as `reader`
@@ -515,11 +540,11 @@ def get_queue(
     call."""
     del reader
     rows = _queue_rows(session, office, day)
-    if not any(_queue_work(session, office, day, rows)):
+    if not any(_queue_work(session, services, office, day, rows)):
         return rows, False
     write_lock(session, "queue")
     rows = _queue_rows(session, office, day)
-    stale, fresh, strays = _queue_work(session, office, day, rows)
+    stale, fresh, strays = _queue_work(session, services, office, day, rows)
     changed = [ref for ref, score in stale if _refresh_referral(session, services, ref, score)]
     scores = fresh + [s for s, _d in strays]
     carried = {s.shipment_id: d for s, d in strays}
@@ -532,7 +557,7 @@ def get_queue(
 
 
 def _queue_work(
-    session: Session, office: str, day: dt.date, rows: Sequence[m.Referral]
+    session: Session, services: Services, office: str, day: dt.date, rows: Sequence[m.Referral]
 ) -> tuple[list[tuple[m.Referral, m.Score]], list[m.Score], list[tuple[m.Score, dt.date]]]:
     """What a view of the queue has to do: entries to bring to their shipment's
     latest score, the day's shipments scored since the last placement that no queue
@@ -545,27 +570,32 @@ def _queue_work(
     stale = [
         (r, latest[r.shipment_id])
         for r in rows
-        if r.shipment_id in latest and _needs_refresh(r, latest[r.shipment_id])
+        if r.shipment_id in latest and _needs_refresh(services, r, latest[r.shipment_id])
     ]
-    fresh = [s for s in _day_scores(session, office, day, since) if s.shipment_id not in referred]
+    fresh = _day_scores(session, services.queue, office, day, since)
+    fresh = [s for s in fresh if s.shipment_id not in referred]
     held = _held_elsewhere(session, office, day, [s.shipment_id for s in fresh])
     fresh = [s for s in fresh if s.shipment_id not in held]
-    strays = _stray_forced(session, office, day) if day == now().date() else []
+    today = services.queue.today(office)
+    strays = _stray_forced(session, services.queue, office, day) if day == today else []
     return stale, fresh, strays
 
 
 _AWAITING = tuple(str(st) for st in policy.AWAITING_DECISION)
 
 
-def _needs_refresh(ref: m.Referral, score: m.Score) -> bool:
+def _needs_refresh(services: Services, ref: m.Referral, score: m.Score) -> bool:
     """The entry awaits a decision and its shipment was scored again since its
     placement, or it was displaced and its shipment is now forced (from today's
-    queue on: an earlier day's displaced shipment goes to today's queue instead)."""
+    queue on, the office's local day: an earlier day's displaced shipment goes to
+    today's queue instead)."""
     if score.id == ref.score_id:
         return False
     if ref.status in _AWAITING:
         return True
-    return displaced(ref) and score.priority >= policy.TOP_BAND and ref.queue_date >= now().date()
+    if not displaced(ref) or score.priority < policy.TOP_BAND:
+        return False
+    return ref.queue_date >= services.queue.today(ref.office_code)
 
 
 def _refresh_referral(
@@ -586,7 +616,7 @@ def _refresh_referral(
     forced is reinstated (open again, over capacity when the capacity is full).
     Audited ("queue_rescore", in the shipment's trail). False when nothing changed
     (the entry is decided, or a displaced one stays closed)."""
-    if not _needs_refresh(ref, score):
+    if not _needs_refresh(services, ref, score):
         return False
     reinstate = displaced(ref)
     if reinstate and session.scalar(
@@ -666,11 +696,13 @@ def requeue_rescored(session: Session, services: Services, shipment_id: str, act
         )
 
 
-def left_out(session: Session, office: str, day: dt.date) -> list[dict[str, Any]]:
-    """Red and yellow shipments of the office's day without a live entry in its queue:
-    never placed for want of capacity, or displaced by a later arrival. Best first.
-    A shipment another queue holds (a forced one taken into a later day's) is not
-    left out."""
+def left_out(
+    session: Session, office: str, day: dt.date, services: Services | None = None
+) -> list[dict[str, Any]]:
+    """Red and yellow shipments of the office's day (its local day; UTC without
+    `services`) without a live entry in its queue: never placed for want of capacity,
+    or displaced by a later arrival. Best first. A shipment another queue holds (a
+    forced one taken into a later day's) is not left out."""
     rows = _queue_rows(session, office, day)
     live = {r.shipment_id for r in rows if not displaced(r)}
     pushed = {r.shipment_id: r.id for r in rows if displaced(r)}
@@ -683,7 +715,7 @@ def left_out(session: Session, office: str, day: dt.date) -> list[dict[str, Any]
             "lane": s.lane,
             "displaced_referral_id": pushed.get(s.shipment_id),
         }
-        for s in _day_scores(session, office, day)
+        for s in _day_scores(session, _days(services), office, day)
         if s.lane in ("red", "yellow") and s.shipment_id not in live
     ]
     held = _held_elsewhere(session, office, day, [str(o["shipment_id"]) for o in out])
@@ -695,11 +727,13 @@ def overdue_referrals(session: Session, services: Services, office: str) -> list
     """Referrals of the office still awaiting a decision (open or claimed) past the
     overdue limit, oldest first; an inspected, waived or closed one is never overdue.
     A forced entry (a must-inspect rule or an exact watchlist hit, by its current
-    priority) of a queue whose day is over (UTC) is overdue at once, however recently
+    priority) of a queue whose day is over (the office's local day) is overdue at once,
+    however recently
     it was placed: a must-inspect shipment of a past day still waiting is late (it
     may have been placed only when somebody opened that day's queue again)."""
     at = now()
     limit = at - dt.timedelta(hours=services.queue.overdue_hours)
+    today = services.queue.today(office, at)
     return list(
         session.scalars(
             select(m.Referral)
@@ -707,7 +741,7 @@ def overdue_referrals(session: Session, services: Services, office: str) -> list
                 m.Referral.office_code == office,
                 m.Referral.status.in_(_AWAITING),
                 (m.Referral.created_at < limit)
-                | ((m.Referral.priority >= policy.TOP_BAND) & (m.Referral.queue_date < at.date())),
+                | ((m.Referral.priority >= policy.TOP_BAND) & (m.Referral.queue_date < today)),
             )
             .order_by(m.Referral.created_at, m.Referral.id)
         )

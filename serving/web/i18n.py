@@ -154,8 +154,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "+ {over} must-inspect over capacity.",
         "+ обязательных сверх лимита: {over}.",
     ),
-    # a queue's day runs from 00:00 to 24:00 UTC (declared_at), not the post's local day
+    # a queue's day is the office's calendar day in its time zone (UTC by default)
     "queue.utc_day": ("UTC day: 00:00-24:00 UTC", "сутки по UTC: 00:00-24:00 UTC"),
+    "queue.zone_day": ("day in {zone} (UTC{offset})", "сутки по времени {zone} (UTC{offset})"),
     "queue.no_reasons": ("no model reason above the threshold", "нет значимых причин модели"),
     "queue.claimed_ok": ("Referral {id} claimed.", "Направление {id} взято в работу."),
     "queue.choose_office": ("Choose an office to see its queue.", "Выберите пост."),

@@ -357,7 +357,7 @@ def _queue_context(
     if office and not OFFICE.match(office):
         errors.add("office", t("error.field"))
         office = ""
-    today = dt.datetime.now(dt.UTC).date()
+    today = services.queue.today(office or "")  # the office's local day (default zone's)
     try:
         day = dt.date.fromisoformat(q["day"]) if q.get("day") else today
     except ValueError:
@@ -370,9 +370,13 @@ def _queue_context(
     status = str(q.get("status")) if q.get("status") in m.REFERRAL_STATUSES else "all"
     sort = str(q.get("sort")) if q.get("sort") in ("rank", "priority", "age") else "rank"
     exploration = q.get("exploration") == "1"
+    zone, offset = services.queue.zone_label(office or "", day)
     context: dict[str, Any] = {
         "office": office,
         "day": day.isoformat(),
+        "day_zone": t("queue.utc_day")
+        if zone == "UTC"
+        else t("queue.zone_day", zone=zone, offset=offset),
         "lane": lane,
         "status": status,
         "sort": sort,
@@ -393,14 +397,14 @@ def _queue_context(
     if not office:
         return context
     refs, _built = get_queue(session, services, office, day, user.username)
-    outs = referrals_out(session, refs)
+    outs = referrals_out(session, refs, services)
     overdue = overdue_referrals(session, services, office)
     overdue_ids = {r.id for r in overdue}
     rows = views.queue_rows(session, services, refs, outs, overdue_ids, user.lang)
     context["rows"] = views.filter_sort(rows, lane, status, exploration, sort)
     context["all_count"] = len(rows)
-    context["overdue"] = referrals_out(session, overdue)
-    context["left_out"] = left_out(session, office, day)
+    context["overdue"] = referrals_out(session, overdue, services)
+    context["left_out"] = left_out(session, office, day, services)
     context["capacity"] = views.capacity_used(outs, services.capacity(office))
     context["share"] = f"{services.queue.exploration_share:.0%}"
     return context
