@@ -23,7 +23,14 @@ Fields
     * derived ages: ``consignor_age``, ``consignee_age``, ``declarant_age``, the
       party's age in whole years on the day of ``declared_at`` (UTC) from its
       ``<role>_birth_date`` (a birthday on 29 February is reached on 1 March in other
-      years); null when either date is missing.
+      years); null when either date is missing;
+    * a derived goods-line field, ``item.value_usd_per_kg``: the line's ``value`` in
+      US dollars (the shipment's ``invoice_currency`` at the rates the features use,
+      `features.context.Params.usd_per_unit`) per kg of its ``net_mass_kg``; null when
+      the currency has no rate or a value or mass is missing (or the mass is not above
+      zero). With ``line`` it ties a unit value to one line (``line: {all: [{field:
+      item.hs_code, op: starts_with, value: "93"}, {field: item.value_usd_per_kg, op:
+      lt, value: 40}]}``: a chapter-93 line declared below 40 USD/kg).
 
 Multi-valued fields (``item.*`` and list columns such as ``transit_countries``)
 are true when *any* element satisfies the leaf; ``ne`` and ``not_in`` are the
@@ -125,6 +132,7 @@ SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "must_inspect")
 ITEM_PREFIX = "item."
 LINES_COLUMN = "__lines"  # the batch frame's goods lines as structs (not a field name)
 BIRTH_DATE_SUFFIX = "_birth_date"
+USD_PER_KG = "value_usd_per_kg"  # the derived goods-line field item.value_usd_per_kg
 MAX_PATTERN_LENGTH = 200
 MAX_REPEATS = 3
 MATCH_TEXT_LIMIT = 512
@@ -197,14 +205,22 @@ class FieldInfo:
     values: tuple[str, ...] = ()  # allowed values (enum) or category labels (categorical)
     flag: bool = False  # a 0/1 feature: true/false accepted as 1/0
     code: str | None = None  # "country", "currency" or "hs_code": values checked as such
-    # a derived field ("age"): computed from the shipment columns `key` (the birth
-    # date) and `declared_at`, which are the columns it reads
+    # a derived field: "age", computed from the shipment columns `key` (the birth
+    # date) and `declared_at`, which are the columns it reads; "usd_per_kg", the goods
+    # line's value in USD per kg (`_usd_per_kg`), a list column `rule_frame` adds
     derived: str | None = None
 
     @property
     def reads(self) -> tuple[str, ...]:
         """The fields (frame columns) the field is read from."""
-        return (self.key, "declared_at") if self.derived else (self.name,)
+        return (self.key, "declared_at") if self.derived == "age" else (self.name,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The fields of the inputs (shipments, goods lines, features) it comes from."""
+        if self.derived == "usd_per_kg":
+            return (ITEM_PREFIX + "net_mass_kg", ITEM_PREFIX + "value", "invoice_currency")
+        return self.reads
 
 
 OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
@@ -283,6 +299,10 @@ def field_catalog() -> Mapping[str, FieldInfo]:
         info = _contract_field(col, Source.ITEM)
         if info is not None:
             catalog[info.name] = info
+    name = ITEM_PREFIX + USD_PER_KG  # a line's value in USD per kg (`_usd_per_kg`)
+    catalog[name] = FieldInfo(
+        name, FieldType.NUMBER, Source.ITEM, True, USD_PER_KG, derived="usd_per_kg"
+    )
     for spec in specs():
         if spec.name in catalog:
             continue  # the shipment column wins (e.g. `mode`)
@@ -1258,12 +1278,12 @@ def _eval(
     if isinstance(node, _Not):
         return not _eval(node.child, shipment, items, features)
     if isinstance(node, _Line):
-        return any(_eval_line(node.child, line) for line in items)
+        return any(_eval_line(node.child, line, shipment) for line in items)
     info = node.field
     if info.derived == "age":
         raw: Any = _age(shipment.get(info.key), shipment.get("declared_at"))
     elif info.source is Source.ITEM:
-        raw = [it.get(info.key) for it in items]
+        raw = [_line_value(info, it, shipment) for it in items]
     elif info.source is Source.SHIPMENT:
         raw = shipment.get(info.key)
     else:
@@ -1271,17 +1291,43 @@ def _eval(
     return _eval_leaf(node, raw)
 
 
-def _eval_line(node: _Node, line: Mapping[str, Any]) -> bool:
+def _eval_line(node: _Node, line: Mapping[str, Any], shipment: Mapping[str, Any]) -> bool:
     """A condition inside `line` on one goods line (its leaves are single-valued)."""
     if isinstance(node, _All):
-        return all(_eval_line(c, line) for c in node.children)
+        return all(_eval_line(c, line, shipment) for c in node.children)
     if isinstance(node, _Any):
-        return any(_eval_line(c, line) for c in node.children)
+        return any(_eval_line(c, line, shipment) for c in node.children)
     if isinstance(node, _Not):
-        return not _eval_line(node.child, line)
+        return not _eval_line(node.child, line, shipment)
     if isinstance(node, _Line):  # refused when a rule is checked
         raise AssertionError("'line' inside 'line'")
-    return _eval_leaf(node, line.get(node.field.key))
+    return _eval_leaf(node, _line_value(node.field, line, shipment))
+
+
+@cache
+def _usd_rates() -> Mapping[str, float]:
+    """USD per unit of each currency: the table the goods features convert with."""
+    from features.context import Params
+
+    return dict(Params().usd_per_unit)
+
+
+def _usd_per_kg(value: Any, mass: Any, currency: Any) -> float | None:
+    """A goods line's value in USD per kg of net mass: null when a value, the mass or
+    the currency's rate is missing, or the mass is not above zero (as `_with_usd_per_kg`)."""
+    rate = _usd_rates().get(currency) if isinstance(currency, str) else None
+    if value is None or mass is None or rate is None or not mass > 0:
+        return None
+    return float(value) * rate / float(mass)
+
+
+def _line_value(info: FieldInfo, line: Mapping[str, Any], shipment: Mapping[str, Any]) -> Any:
+    """A goods-line field's value on one line (a derived one computed)."""
+    if info.derived == "usd_per_kg" and USD_PER_KG not in line:
+        return _usd_per_kg(
+            line.get("value"), line.get("net_mass_kg"), shipment.get("invoice_currency")
+        )
+    return line.get(info.key)
 
 
 def _as_date(value: Any) -> dt.date | None:
@@ -1349,6 +1395,8 @@ def rule_frame(
     """The frame `evaluate_frame` reads: one row per shipment, its goods-line fields as
     list columns named ``item.<column>`` and its features (a feature column whose name
     is a shipment column is dropped: the shipment column wins)."""
+    if {"value", "net_mass_kg"} <= set(items.columns) and "invoice_currency" in shipments.columns:
+        items = _with_usd_per_kg(shipments, items)
     item_cols = [c for c in items.columns if c != "shipment_id"]
     lines = (
         items.sort("shipment_id", *(["line_no"] if "line_no" in items.columns else []))
@@ -1360,6 +1408,29 @@ def rule_frame(
         keep = [c for c in features.columns if c == "shipment_id" or c not in out.columns]
         out = out.join(features.select(keep), on="shipment_id", how="left", maintain_order="left")
     return out
+
+
+def _with_usd_per_kg(shipments: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """`items` with the derived column `USD_PER_KG` (as `_usd_per_kg`, line by line)."""
+    rate = "__usd_rate"
+    rates = shipments.select(
+        "shipment_id",
+        pl.col("invoice_currency")
+        .cast(pl.String)
+        .replace_strict(_usd_rates(), default=None, return_dtype=pl.Float64)
+        .alias(rate),
+    ).unique("shipment_id", keep="first", maintain_order=True)
+    mass = pl.col("net_mass_kg").cast(pl.Float64)
+    return (
+        items.join(rates, on="shipment_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(mass > 0)
+            .then(pl.col("value").cast(pl.Float64) * pl.col(rate) / mass)
+            .otherwise(None)
+            .alias(USD_PER_KG)
+        )
+        .drop(rate)
+    )
 
 
 def _lit(value: Any) -> pl.Expr:
@@ -1496,8 +1567,19 @@ def condition_expr(rule: Rule, schema: pl.Schema) -> pl.Expr:
 def rule_fields(rule: Rule) -> tuple[str, ...]:
     """The columns a rule reads: shipment columns, `item.<column>` goods-line fields
     and feature names (a derived field such as an age reads its birth date and
-    `declared_at`), sorted."""
-    return _fields_of(rule._compiled)
+    `declared_at`; `item.value_usd_per_kg` a line's value and net mass and the
+    shipment's invoice currency), sorted."""
+    return _inputs_of(rule._compiled)
+
+
+@cache
+def _inputs_of(node: _Node) -> tuple[str, ...]:
+    """The input fields a condition reads (sorted, once per condition)."""
+    if isinstance(node, _All | _Any):
+        return tuple(sorted({f for c in node.children for f in _inputs_of(c)}))
+    if isinstance(node, _Not | _Line):
+        return _inputs_of(node.child)
+    return node.field.inputs
 
 
 @cache
@@ -1663,6 +1745,13 @@ def shipment_hits(
     needed = {catalog[f] for r in rules for f in _fields_of(r._compiled)}
     wanted = sorted(i.key for i in needed if i.source is Source.FEATURE)
     for info in needed:  # a missing column is an error, as in the frame path
+        if info.derived == "usd_per_kg":
+            if not (
+                {"value", "net_mass_kg"} <= set(items.columns)
+                and "invoice_currency" in shipments.columns
+            ):
+                raise KeyError(f"the frame has no column '{info.name}' needed by a rule")
+            continue
         columns = {
             Source.SHIPMENT: shipments.columns,
             Source.ITEM: items.columns,

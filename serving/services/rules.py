@@ -77,11 +77,38 @@ def _midnight(day: dt.date | None, default: dt.datetime | None) -> dt.datetime |
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
+# Words of the rules' own addresses: /web/rules/new, /web/rules/apply, /web/rules/test,
+# /api/v1/rules/apply, /backtest, /export, /import, /performance. A rule of such an id
+# could not be opened at /web/rules/{id} (the fixed page comes first), so no new rule
+# takes one; a rule stored under one before keeps its id and works as before (hits,
+# list, export, import, changes and (de)activation over the API), except for its web
+# page. tests/serving/test_rule_ids_reserved.py checks that every fixed word is here.
+RESERVED_RULE_IDS = frozenset(
+    {"new", "apply", "test", "backtest", "export", "import", "performance"}
+)
+
+
+def reserved_id_error(rule_id: str, path: str = "id") -> RuleError | None:
+    """The error of a new rule's id that is a reserved word, else None."""
+    if rule_id not in RESERVED_RULE_IDS:
+        return None
+    return RuleError(
+        path,
+        f"'{rule_id}' is reserved: the rules' pages and API use it for an action "
+        f"(/web/rules/{rule_id} would not open the rule); reserved ids are "
+        f"{', '.join(sorted(RESERVED_RULE_IDS))}: choose another id",
+    )
+
+
 def save_rule(session: Session, data: dict[str, Any], author: str, *, create: bool) -> Rule:
     """Check and store a new rule (create) or a new version of one; audited.
-    Raises RuleValidationError (422) or ServiceError (404/409)."""
+    Raises RuleValidationError (422; a new rule's id may not be reserved,
+    `RESERVED_RULE_IDS`) or ServiceError (404/409)."""
     rule_id = str(data["id"])
     existing = session.get(m.Rule, rule_id)
+    reserved = reserved_id_error(rule_id) if existing is None else None
+    if reserved is not None:
+        raise RuleValidationError([reserved])
     if create and existing is not None:
         raise ServiceError(409, f"rule {rule_id!r} exists: PUT a new version", "id")
     if not create and existing is None:
@@ -192,7 +219,8 @@ def import_rules(
     `keep_newer` (a seed file loaded at start-up) such conflicting rules are left as
     stored and counted unchanged instead of refused.
     Returns the stored rules, each with its own version, and the unchanged ids.
-    Raises RuleValidationError (409) listing every conflict with the rule's path."""
+    Raises RuleValidationError (409) listing every conflict with the rule's path, or
+    (422) listing the new rules whose id is reserved (`RESERVED_RULE_IDS`)."""
     entries = [
         r if isinstance(r, RuleEntry) else RuleEntry(r, r.version, None, f"rules[{i}]")
         for i, r in enumerate(rules)
@@ -210,6 +238,15 @@ def import_rules(
             select(m.Rule.rule_id, m.Rule.active).where(m.Rule.rule_id.in_(ids))
         )
     }
+    reserved = [
+        err
+        for e in entries
+        if e.rule.id not in status
+        for err in [reserved_id_error(e.rule.id, f"{e.path}.id")]
+        if err is not None
+    ]
+    if reserved:  # a new rule of a reserved id: 422, before anything is stored
+        raise RuleValidationError(reserved)
     conflicts: list[RuleError] = []
     plan: list[RuleEntry] = []
     unchanged: list[str] = []

@@ -25,11 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import jwt
 from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.auth import AuthError, Principal, Role, principal_from_token
+from serving.auth import (
+    JWT_ALGORITHM,
+    JWT_ISSUER,
+    AuthError,
+    Principal,
+    Role,
+    principal_from_token,
+)
 from serving.orm import User
 from serving.web.i18n import LANG_COOKIE, Translator, pick_lang
 
@@ -39,6 +47,12 @@ CSRF_FIELD = "csrf_token"
 PREFIX = "/web"
 # a referral's form action, and the page a refused one is shown again at
 REFERRAL_PATH = re.compile(rf"^{PREFIX}/referrals/([0-9]{{1,18}})(?:/.*)?$")
+# The session cookie outlives its token by this much, so that a page opened after the
+# session ended (run out, or ended by a sign-out elsewhere, a password reset or
+# disabling) can say so and when: the token it still holds is refused all the same.
+SESSION_COOKIE_GRACE_SECONDS = 12 * 3600
+# when a session ended, in the sign-in page's address (`ended=`): UTC, to the minute
+ENDED_FORMAT = "%Y-%m-%dT%H:%MZ"
 
 R = Role
 PAGE_ROLES: dict[str, frozenset[Role]] = {
@@ -62,12 +76,18 @@ class LoginRequiredError(Exception):
     """No valid session: the browser is sent to the login page."""
 
     def __init__(
-        self, next_path: str, reason: str = "login.required", *, from_form: bool = False
+        self,
+        next_path: str,
+        reason: str = "login.required",
+        *,
+        from_form: bool = False,
+        ended_at: dt.datetime | None = None,
     ) -> None:
         super().__init__(reason)
         self.next_path = next_path
         self.reason = reason
         self.from_form = from_form  # a POST: back to the form's page (`form_return_path`)
+        self.ended_at = ended_at  # when this browser's session ended (`session_ended_at`)
 
 
 class PageForbiddenError(Exception):
@@ -199,11 +219,65 @@ def session_user(request: Request, session: Session, secret: bytes) -> WebUser:
             raise LoginRequiredError(nxt)
         try:
             principal = principal_from_token(session, secret, token)
-        except AuthError as exc:
-            reason = "login.expired" if "expired" in str(exc) else "login.required"
-            raise LoginRequiredError(nxt, reason) from None
+        except AuthError:
+            ended = session_ended_at(session, secret, token)
+            if ended is None:  # not a session of ours: the plain sign-in page
+                raise LoginRequiredError(nxt) from None
+            raise LoginRequiredError(nxt, "login.session_ended", ended_at=ended) from None
     csrf = user_csrf(session, secret, principal.username)
     return WebUser(principal, csrf, lang_of(request))
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """A stored time as aware UTC (the database may give it back naive, in UTC)."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+def session_ended_at(session: Session, secret: bytes, token: str) -> dt.datetime | None:
+    """When the session of `token` ended, if it is a session this server issued (its
+    signature checks) to a user who still exists, and it has ended: its expiry, or the
+    moment the user's sessions were ended (a sign-out elsewhere, a password reset,
+    disabling) when that came first. None for anything else (no token of ours, a
+    session still running): only the browser holding the token learns when it ended."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[JWT_ALGORITHM],
+            issuer=JWT_ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss", "jti"], "verify_exp": False},
+        )
+        username = str(claims["sub"])
+        issued = dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC)
+        expires = dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC)
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, OverflowError):
+        return None
+    row = session.execute(
+        select(User.active, User.sessions_valid_after).where(User.username == username)
+    ).one_or_none()
+    if row is None:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    ended = expires
+    if row.sessions_valid_after is not None and issued < _utc(row.sessions_valid_after):
+        ended = min(ended, _utc(row.sessions_valid_after))
+    elif not row.active:  # disabled without its sessions ended (older accounts): now
+        ended = min(ended, now)
+    return ended if ended <= now else None
+
+
+def ended_param(at: dt.datetime) -> str:
+    return _utc(at).strftime(ENDED_FORMAT)
+
+
+def parse_ended(value: str | None) -> dt.datetime | None:
+    """The `ended=` of the sign-in page's address, or None when it is not one."""
+    if not value or len(value) > 20:
+        return None
+    try:
+        return dt.datetime.strptime(value, ENDED_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
 
 
 def require_page(user: WebUser, page: str) -> None:

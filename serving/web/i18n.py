@@ -49,6 +49,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Сеанс завершён: войдите снова.",
     ),
     "login.required": ("Please sign in.", "Пожалуйста, войдите в систему."),
+    # a page opened after this browser's session ended (run out, or ended elsewhere)
+    "login.session_ended": (
+        "Your session ended at {at}; sign in again to go on.",
+        "Ваш сеанс завершился в {at}; войдите снова, чтобы продолжить.",
+    ),
     "login.signed_out": ("You have signed out.", "Вы вышли из системы."),
     "login.missing": ("Enter your user name and password.", "Введите имя пользователя и пароль."),
     # a form sent after the session ended (or refused by the CSRF check): nothing is
@@ -427,6 +432,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "rules.id_help": (
         "Lower-case letters, digits, - and _ (2 to 64).",
         "Строчные латинские буквы, цифры, - и _ (от 2 до 64).",
+    ),
+    # a new rule's id that is a word of the rules' own addresses (/web/rules/new ...)
+    "rules.id_reserved": (
+        "'{id}' is reserved for the rules' pages ({reserved}): choose another id.",
+        "«{id}» зарезервировано для страниц правил ({reserved}): выберите другой идентификатор.",
     ),
     # models
     "models.title": ("Models", "Модели"),

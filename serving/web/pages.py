@@ -68,6 +68,7 @@ from serving.services import (
     view_traveller,
     waive,
 )
+from serving.services.rules import RESERVED_RULE_IDS
 from serving.web import views
 from serving.web.access import (
     CSRF_FIELD,
@@ -76,6 +77,7 @@ from serving.web.access import (
     PAGE_ROLES,
     PREFIX,
     SESSION_COOKIE,
+    SESSION_COOKIE_GRACE_SECONDS,
     CsrfError,
     LoginRequiredError,
     PageForbiddenError,
@@ -83,9 +85,11 @@ from serving.web.access import (
     check_csrf,
     check_office,
     check_origin,
+    ended_param,
     form_return_path,
     lang_of,
     new_login_csrf,
+    parse_ended,
     require_page,
     safe_next,
     session_user,
@@ -250,6 +254,13 @@ def login_form(request: Request) -> HTMLResponse:
     t = Translator(lang_of(request))
     reason = request.query_params.get("reason")
     known = ("login.required", "login.expired", "login.signed_out", "login.form_expired")
+    if reason == "login.session_ended":  # a page opened after this browser's session ended
+        ended = parse_ended(request.query_params.get("ended"))
+        if ended is None:
+            return _login_page(request, t("login.expired"))
+        today = ended.date() == dt.datetime.now(dt.UTC).date()
+        at = ended.strftime("%H:%M UTC" if today else "%Y-%m-%d %H:%M UTC")
+        return _login_page(request, t("login.session_ended", at=at))
     return _login_page(request, t(reason) if reason in known else None)
 
 
@@ -301,7 +312,8 @@ def _session_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(_main(request).state.serving.token_ttl_seconds),
+        # longer than the token: a page opened after it ran out says the session ended
+        max_age=int(_main(request).state.serving.token_ttl_seconds) + SESSION_COOKIE_GRACE_SECONDS,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -1245,6 +1257,9 @@ def _save_rule(
     new_id = (form.get("id") or "").strip()
     if rule_id is None and not RULE_ID.match(new_id):
         errors.add("id", t("rules.id_help"))
+    elif rule_id is None and new_id in RESERVED_RULE_IDS:  # /web/rules/new would not open it
+        reserved = ", ".join(sorted(RESERVED_RULE_IDS))
+        errors.add("id", t("rules.id_reserved", id=new_id, reserved=reserved))
     if data is not None and not errors:
         data["id"] = new_id
         try:
@@ -1730,7 +1745,10 @@ def create_web_app(main: FastAPI) -> FastAPI:
         # a form sent after the session ended: back to its page after signing in (where
         # caravan-forms.js fills in again what was typed, kept in the browser tab)
         nxt = form_return_path(request, _page_exists) if exc.from_form else exc.next_path
-        query = urlencode({"next": safe_next(nxt), "reason": exc.reason})
+        params = {"next": safe_next(nxt), "reason": exc.reason}
+        if exc.ended_at is not None:
+            params["ended"] = ended_param(exc.ended_at)
+        query = urlencode(params)
         response = redirect(f"{PREFIX}/login?{query}")
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response
