@@ -267,7 +267,9 @@ async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) 
     description=(
         "Evaluates the newest version of the rules named (`rule_ids`; left out: every "
         "active rule) on the stored shipments of the queue days `day_from`..`day_to` "
-        "(UTC; default today; at most 30 days back, today at the latest) that await a "
+        "(each office's local calendar days, as its queue, UTC unless "
+        "`CARAVAN_OFFICE_TIMEZONES`/`CARAVAN_QUEUE_TIMEZONE` say otherwise; default "
+        "each office's today; at most 30 days back) that await a "
         "decision: no outcome, and no referral inspected, waived or closed after a "
         "decision. A shipment whose rule hits change gets a new score (audited as "
         "`rule_apply`): priority, lane and must-inspect follow the hits; its queue "

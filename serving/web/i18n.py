@@ -817,6 +817,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Применить последние версии всех действующих правил (правил: {rules}) к "
         "отправкам, задекларированным {day} (UTC) и ещё ожидающим решения (отправок: {n})?",
     ),
+    "rules.apply_confirm_local": (
+        "Apply the newest version of every active rule (rules: {rules}) to the shipments "
+        "declared today, each office's local day, that still await a decision "
+        "(shipments: {n})?",
+        "Применить последние версии всех действующих правил (правил: {rules}) к "
+        "отправкам, задекларированным сегодня (по местному времени каждого поста) и ещё "
+        "ожидающим решения (отправок: {n})?",
+    ),
     "rules.apply_effect": (
         "A shipment whose rule hits change gets a new score: its priority and lane follow, "
         "and a must-inspect hit puts it in the queue. Shipments already inspected or "

@@ -1044,11 +1044,15 @@ def rules_apply_form(
     (registered before /rules/{rule_id})."""
     from serving.services import active_rules, pending_count
 
+    services = _services(request)
+    queue = services.queue
+    local = bool(queue.office_timezones) or queue.queue_timezone != "UTC"
     today = dt.datetime.now(dt.UTC).date()
     apply = {
-        "rules": len(active_rules(session, _services(request))),
-        "day": today.isoformat(),
-        "pending": pending_count(session, today),
+        "rules": len(active_rules(session, services)),
+        # with office time zones each office's own today, as the button applies it
+        "day": None if local else today.isoformat(),
+        "pending": pending_count(session, None, services),
     }
     return render(
         request,

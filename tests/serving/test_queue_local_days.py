@@ -229,3 +229,27 @@ def test_applying_rules_reaches_each_offices_local_today(world_api: Api, samples
     )
     assert r.status_code == 200, r.text
     assert r.json()["changed_shipments"] == ([] if in_local_today else ["AP-X"]), r.json()
+
+
+def test_the_rules_page_counts_what_applying_reaches_in_each_offices_today(
+    world_api: Api, samples: Any
+) -> None:
+    """The confirmation on the rules page counts the shipments the button reaches:
+    each office's local today, not the UTC day."""
+    from tests.serving.test_rules_apply import _web_login
+
+    api = world_api
+    zone = _shifted_zone()
+    _capacity(api, 5, office_timezones={OFFICE: zone})
+    settings: QueueSettings = api.app.state.services.queue
+    local_start = settings.day_window(OFFICE, settings.today(OFFICE))[0]
+    utc_start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+    in_local_today = local_start < utc_start
+    at = min(local_start, utc_start) + dt.timedelta(minutes=30)
+    _batch(api, [_declared(samples, 0, "AP-PAGE", OFFICE, at)])
+    _web_login(api, Role.analyst)
+    page = api.client.get("/web/rules/apply")
+    assert page.status_code == 200, page.text
+    assert "each office&#39;s local day" in page.text or "each office's local day" in page.text
+    assert "(UTC)" not in page.text
+    assert f"(shipments: {1 if in_local_today else 0})" in page.text, page.text
