@@ -312,6 +312,28 @@ class Outcome(Base):
     recorded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class OutcomeSeizure(Base):
+    """One line of what an outcome seized (one kind of goods), in the order recorded
+    (`line_no` 1, 2 ...); the outcome's category / quantity / unit are its most
+    serious line's (`policy.principal_line`). Migration 0005."""
+
+    __tablename__ = "outcome_seizures"
+    __table_args__ = (
+        CheckConstraint(_in("category", FINDING_CATEGORIES), name="category"),
+        CheckConstraint("line_no >= 1", name="line_no"),
+        CheckConstraint(
+            "(quantity IS NULL AND unit IS NULL) OR (quantity IS NOT NULL AND unit IS NOT NULL)",
+            name="quantity_unit",
+        ),
+    )
+
+    outcome_id: Mapped[str] = mapped_column(ForeignKey("outcomes.outcome_id"), primary_key=True)
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(String(32))
+    quantity: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str | None] = mapped_column(String(8))
+
+
 class PersonalDataView(Base):
     """Who saw which personal data (traveller records), when and for what purpose."""
 

@@ -425,6 +425,215 @@ class Officer:
     office_code: str
 
 
+# --------------------------------------------------------------------------- seizures
+
+SEIZURE_ORDER: tuple[str, ...] = (
+    "explosives",
+    "firearms",
+    "parts",
+    "ammunition",
+    "dual_use",
+    "other_contraband",
+    "documentary",
+)
+"""The finding categories (`FINDING_CATEGORIES`, the same seven) from the most serious
+down, which picks an outcome's principal seizure line: its category, quantity and
+unit are the outcome's own `category` / `quantity` / `unit` (what the labels, the
+rules' finding rates and the label files under raw/outcomes/ read). Explosives
+first (mass-casualty goods, the gravest arms finding), then complete firearms,
+then their essential parts (a weapon in pieces), then ammunition (rounds without
+the weapon are less grave than the weapon), then dual-use goods (lawful goods that
+need a licence), other contraband, and last a documentary finding (the papers were
+wrong, no goods seized). So "2 rifles with 1 500 rounds" is an outcome of category
+firearms, 2 PCE, with the rounds as its second line; the arms labels (firearms,
+parts, ammunition, explosives) and "any finding" mean what they did with one line."""
+
+COUNTED_UNITS: frozenset[str] = frozenset({"PCE", "NAR", "PR", "SET", "CT"})
+"""Of `QUANTITY_UNITS` (UN/ECE Recommendation 20), the units that count things, so a
+quantity in one of them is a whole number: PCE piece, NAR number of articles, PR
+pair, SET set, CT carton. KGM kilogram, LTR litre, MTR metre, MTK square metre and
+TNE tonne measure, and take fractions."""
+
+MAX_SEIZURE_LINES = 10
+
+
+@dataclass(frozen=True)
+class SeizureLine:
+    """One kind of goods seized: its finding category, and how much (quantity and
+    unit, both or neither)."""
+
+    category: str | None
+    quantity: float | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class SeizureProblem:
+    """A seizure line the rules refuse: `index` is the line's (None: the lines as a
+    whole), `field` the line's field (category, quantity, unit) or "seizures",
+    `code` what is wrong (the page's message is `err.<code>`), `message` in English,
+    `params` its figures (`index`: the other line's)."""
+
+    index: int | None
+    field: str
+    code: str
+    message: str
+    params: Mapping[str, int | str] = dataclasses.field(default_factory=dict)
+
+    def name(self, single: bool = False) -> str:
+        """The field it names: `seizures[1].quantity`, or `seizures` for the lines
+        as a whole; `single`: the outcome was given as the single category /
+        quantity / unit fields (one line), so it names that field."""
+        if single:
+            return "category" if self.index is None else self.field
+        return "seizures" if self.index is None else f"seizures[{self.index}].{self.field}"
+
+    def text(self, single: bool = False) -> str:
+        return f"{self.name(single)}: {self.message}"
+
+
+def seizure_problems(finding: bool, lines: Sequence[SeizureLine]) -> list[SeizureProblem]:
+    """Every problem of an outcome's seizure lines (empty: they are right). A finding
+    has one or more lines (at most `MAX_SEIZURE_LINES`), each with a known category;
+    no finding, no lines. A quantity needs a unit and a unit a quantity; a quantity
+    is a finite non-negative number, whole in a counted unit (`COUNTED_UNITS`); no
+    two lines have the same category and unit (one line holds all of it)."""
+    out: list[SeizureProblem] = []
+    if not finding:
+        for i, line in enumerate(lines):
+            if line.category is not None:
+                out.append(
+                    SeizureProblem(
+                        i,
+                        "category",
+                        "category_without_finding",
+                        "a finding category was given but finding is false",
+                    )
+                )
+            if line.quantity is not None:
+                out.append(
+                    SeizureProblem(
+                        i,
+                        "quantity",
+                        "quantity_without_finding",
+                        "a quantity seized needs a finding",
+                    )
+                )
+            elif line.unit is not None and line.category is None:
+                out.append(
+                    SeizureProblem(
+                        i, "unit", "unit_without_finding", "a unit was given but finding is false"
+                    )
+                )
+        return out
+    if not lines:
+        return [
+            SeizureProblem(
+                None,
+                "seizures",
+                "category_required",
+                "a finding needs a finding category (one seizure line or more)",
+            )
+        ]
+    if len(lines) > MAX_SEIZURE_LINES:
+        out.append(
+            SeizureProblem(
+                None,
+                "seizures",
+                "seizures_too_many",
+                f"at most {MAX_SEIZURE_LINES} seizure lines, got {len(lines)}",
+                {"n": MAX_SEIZURE_LINES},
+            )
+        )
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, line in enumerate(lines):
+        cat, qty, unit = line.category, line.quantity, line.unit
+        if cat is None:
+            out.append(
+                SeizureProblem(
+                    i, "category", "category_required", "a seizure line needs a finding category"
+                )
+            )
+        elif cat not in FINDING_CATEGORIES:
+            out.append(
+                SeizureProblem(
+                    i,
+                    "category",
+                    "category_unknown",
+                    f"unknown finding category {cat!r}; expected one of "
+                    f"{', '.join(FINDING_CATEGORIES)}",
+                )
+            )
+        elif (cat, unit) in seen:
+            j = seen[(cat, unit)]
+            out.append(
+                SeizureProblem(
+                    i,
+                    "category",
+                    "seizure_duplicate",
+                    f"the same category and unit as seizures[{j}]: give its whole quantity "
+                    "in one line",
+                    {"index": j},
+                )
+            )
+        else:
+            seen[(cat, unit)] = i
+        if unit is not None and unit not in QUANTITY_UNITS:
+            out.append(
+                SeizureProblem(
+                    i,
+                    "unit",
+                    "unit_unknown",
+                    f"unknown unit {unit!r}; expected one of {', '.join(QUANTITY_UNITS)}",
+                )
+            )
+        if qty is None:
+            if unit is not None:
+                out.append(
+                    SeizureProblem(i, "quantity", "quantity_required", "a unit needs a quantity")
+                )
+            continue
+        if not math.isfinite(qty) or qty < 0:
+            out.append(
+                SeizureProblem(
+                    i,
+                    "quantity",
+                    "quantity_number",
+                    "quantity seized must be a non-negative number",
+                )
+            )
+        elif unit in COUNTED_UNITS and not float(qty).is_integer():
+            out.append(
+                SeizureProblem(
+                    i,
+                    "quantity",
+                    "quantity_whole",
+                    f"{unit} counts things: the quantity must be a whole number, not {qty:g}",
+                    {"unit": unit},
+                )
+            )
+        if unit is None:
+            out.append(
+                SeizureProblem(
+                    i,
+                    "unit",
+                    "unit_required",
+                    f"a quantity seized needs a unit, one of {', '.join(QUANTITY_UNITS)}",
+                )
+            )
+    return out
+
+
+def principal_line(lines: Sequence[SeizureLine]) -> SeizureLine | None:
+    """The most serious of the lines (`SEIZURE_ORDER`; of two of one category, the
+    first given); None without lines."""
+    rank = {c: i for i, c in enumerate(SEIZURE_ORDER)}
+    ordered = sorted(
+        enumerate(lines), key=lambda il: (rank.get(il[1].category or "", len(rank)), il[0])
+    )
+    return ordered[0][1] if ordered else None
+
+
 @dataclass(frozen=True)
 class InspectionOutcome:
     finding: bool
@@ -432,11 +641,33 @@ class InspectionOutcome:
     quantity_seized: float | None = None
     seized_unit: str | None = None
     notes: str = ""
+    seizures: tuple[SeizureLine, ...] = ()
+
+    def __post_init__(self) -> None:
+        """The seizure lines and the principal fields agree: given lines set the
+        principal category / quantity / unit (`principal_line`); given only those
+        (one line, as before several could be recorded), they are the one line."""
+        if self.seizures:
+            top = principal_line(self.seizures)
+            assert top is not None
+            object.__setattr__(self, "finding_category", top.category)
+            object.__setattr__(self, "quantity_seized", top.quantity)
+            object.__setattr__(self, "seized_unit", top.unit)
+        elif (self.finding_category, self.quantity_seized, self.seized_unit) != (None,) * 3:
+            line = SeizureLine(self.finding_category, self.quantity_seized, self.seized_unit)
+            object.__setattr__(self, "seizures", (line,))
 
     @classmethod
     def of(cls, given: OutcomeFields) -> InspectionOutcome:
-        """From an outcome as the API and the page take it (finding, category,
-        quantity, unit, notes)."""
+        """From an outcome as the API and the page take it (finding, its seizure
+        lines or the single category, quantity and unit, notes)."""
+        lines = getattr(given, "seizures", None)
+        if lines is not None:
+            return cls(
+                finding=given.finding,
+                notes=given.notes or "",
+                seizures=tuple(SeizureLine(s.category, s.quantity, s.unit) for s in lines),
+            )
         return cls(
             finding=given.finding,
             finding_category=given.category,
@@ -565,25 +796,9 @@ def _claimer(ref: Referral, officer: Officer, action: str) -> None:
 
 
 def _check_outcome(outcome: InspectionOutcome) -> None:
-    cat = outcome.finding_category
-    if outcome.finding and cat is None:
-        raise TransitionError("a finding needs a finding category")
-    if not outcome.finding and cat is not None:
-        raise TransitionError("a finding category was given but finding is false")
-    if cat is not None and cat not in FINDING_CATEGORIES:
-        raise TransitionError(
-            f"unknown finding category {cat!r}; expected one of {', '.join(FINDING_CATEGORIES)}"
-        )
-    qty = outcome.quantity_seized
-    if qty is not None:
-        if not outcome.finding:
-            raise TransitionError("a quantity seized needs a finding")
-        if not math.isfinite(qty) or qty < 0:
-            raise TransitionError("quantity seized must be a non-negative number")
-        if outcome.seized_unit not in QUANTITY_UNITS:
-            raise TransitionError(
-                f"a quantity seized needs a unit, one of {', '.join(QUANTITY_UNITS)}"
-            )
+    problems = seizure_problems(outcome.finding, outcome.seizures)
+    if problems:
+        raise TransitionError(problems[0].text())
 
 
 def record_outcome(

@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
-from serving.policy import TOP_BAND
+from serving.policy import MAX_SEIZURE_LINES, TOP_BAND, SeizureLine, seizure_problems
 
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
 MAX_BATCH = 1000
@@ -260,6 +260,12 @@ class TravellerBatchOut(BaseModel):
     errors: list[RowErrorOut]
 
 
+class SeizureLineOut(BaseModel):
+    category: str
+    quantity: float | None
+    unit: str | None
+
+
 class ReferralOutcomeOut(BaseModel):
     """What the inspection found, as recorded."""
 
@@ -268,6 +274,11 @@ class ReferralOutcomeOut(BaseModel):
     category: str | None
     quantity: float | None
     unit: str | None
+    seizures: list[SeizureLineOut] = Field(
+        default_factory=list,
+        description="What was seized, one line per kind of goods, in the order recorded; "
+        "`category` / `quantity` / `unit` above are the most serious line's",
+    )
     notes: str | None
     recorded_by: str
     recorded_at: dt.datetime
@@ -352,12 +363,85 @@ class QueueOut(BaseModel):
     )
 
 
+class SeizureLineIn(_Strict):
+    """One kind of goods seized: category, and quantity with unit (both or neither)."""
+
+    category: Literal[FINDING_CATEGORIES] | None = None  # type: ignore[valid-type]
+    quantity: float | None = Field(default=None, allow_inf_nan=False)
+    unit: Literal[QUANTITY_UNITS] | None = None  # type: ignore[valid-type]
+
+
+SINGLE_SEIZURE_FIELDS = ("category", "quantity", "unit")
+
+
 class OutcomeIn(_Strict):
     finding: bool
+    seizures: list[SeizureLineIn] | None = Field(
+        default=None,
+        max_length=MAX_SEIZURE_LINES,
+        description="What was seized, one line per kind of goods (e.g. the weapons, and "
+        "their rounds): a finding has one line or more, each with its category; a "
+        "quantity with its unit (whole in PCE, NAR, PR, SET, CT); no two lines of the "
+        "same category and unit. The outcome's `category` / `quantity` / `unit` are "
+        "then the most serious line's (explosives, firearms, parts, ammunition, "
+        "dual_use, other_contraband, documentary). Instead of `category` / "
+        "`quantity` / `unit` (one line), never with them.",
+    )
     category: Literal[FINDING_CATEGORIES] | None = None  # type: ignore[valid-type]
     quantity: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     unit: Literal[QUANTITY_UNITS] | None = None  # type: ignore[valid-type]
     notes: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+
+    @model_validator(mode="after")
+    def _seizure_lines(self) -> OutcomeIn:
+        """The seizure lines follow the rules (`policy.seizure_problems`); each
+        problem names its field (`seizures[1].quantity`, or `quantity` of the single
+        fields)."""
+        single = [name for name in SINGLE_SEIZURE_FIELDS if getattr(self, name) is not None]
+        if self.seizures is not None and single:
+            both = ", ".join(single)
+            raise ValidationError.from_exception_data(
+                "OutcomeIn",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "value_error",
+                            "seizures: give the seizure lines either as `seizures` or as the "
+                            "single `category`/`quantity`/`unit` (one line), not both "
+                            "(also given: {both})",
+                            {"both": both},
+                        ),
+                        loc=("seizures",),
+                        input=self.seizures,
+                    )
+                ],
+            )
+        if self.seizures is None:
+            cat, qty, unit = self.category, self.quantity, self.unit
+            lines = [] if (cat, qty, unit) == (None, None, None) else [(cat, qty, unit)]
+        else:
+            lines = [(s.category, s.quantity, s.unit) for s in self.seizures]
+        problems = seizure_problems(self.finding, [SeizureLine(*line) for line in lines])
+        if problems:
+            errors: list[InitErrorDetails] = []
+            for p in problems:
+                if self.seizures is None:
+                    loc: tuple[str | int, ...] = (p.name(single=True),)
+                elif p.index is None:
+                    loc = ("seizures",)
+                else:
+                    loc = ("seizures", p.index, p.field)
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "value_error", "{text}", {"text": p.text(single=self.seizures is None)}
+                        ),
+                        loc=loc,
+                        input=None,
+                    )
+                )
+            raise ValidationError.from_exception_data("OutcomeIn", errors)
+        return self
 
 
 class WaiverIn(_Strict):

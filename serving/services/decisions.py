@@ -21,6 +21,7 @@ from serving.schemas import shipment_in_model
 from serving.services._core import ServiceError, Services, now
 from serving.services.audit_log import audit
 from serving.services.queues import NOT_A_PERSON
+from serving.services.seizures import seizure_values, seizures_of, write_seizures
 from serving.services.shipments import _validate_json
 
 # --------------------------------------------------------------------------- decisions
@@ -120,7 +121,13 @@ def record_outcome(
     office: str | None,
     outcome: policy.InspectionOutcome,
 ) -> tuple[m.Referral, m.Outcome, Path | None]:
+    """The claiming officer records what the inspection found: the outcome (its
+    category / quantity / unit the most serious seizure line's), its seizure lines
+    and its audit entry (with the lines) in one transaction; the label file."""
     _decider(session, username)
+    problem = _outcome_problem(outcome)
+    if problem is not None:
+        raise problem
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
@@ -145,6 +152,7 @@ def record_outcome(
     )
     session.add(row)
     session.flush()
+    write_seizures(session, row.outcome_id, outcome.seizures)
     audit(
         session,
         "outcome",
@@ -157,6 +165,7 @@ def record_outcome(
             "category": outcome.finding_category,
             "quantity": outcome.quantity_seized,
             "unit": outcome.seized_unit,
+            "seizures": seizure_values(outcome.seizures),
             "selection_method": ref.selection_method,
             "selection_probability": ref.selection_probability,
         },
@@ -173,19 +182,20 @@ def record_outcome(
 OUTCOME_FIELDS = ("finding", "category", "quantity", "unit", "notes")
 
 
-def _outcome_values(row: m.Outcome) -> dict[str, Any]:
-    """What an officer records of an outcome (what a correction may change)."""
-    return {name: getattr(row, name) for name in OUTCOME_FIELDS}
+def _outcome_values(session: Session, row: m.Outcome) -> dict[str, Any]:
+    """What an officer records of an outcome (what a correction may change): its
+    fields and its seizure lines."""
+    values = {name: getattr(row, name) for name in OUTCOME_FIELDS}
+    values["seizures"] = seizures_of(session, [row.outcome_id])[row.outcome_id]
+    return values
 
 
 def _outcome_problem(outcome: policy.InspectionOutcome) -> ServiceError | None:
-    """A corrected outcome the rules refuse, as a 422 naming its field."""
-    try:
-        policy.check_outcome(outcome)
-    except policy.TransitionError as exc:
-        text = str(exc)
-        field = "unit" if "unit" in text else "quantity" if "quantity" in text else "category"
-        return ServiceError(422, text, field)
+    """An outcome the rules refuse (`policy.seizure_problems`), as a 422 naming its
+    field (`seizures[1].quantity`)."""
+    problems = policy.seizure_problems(outcome.finding, outcome.seizures)
+    if problems:
+        return ServiceError(422, problems[0].text(), problems[0].name())
     return None
 
 
@@ -222,10 +232,11 @@ def correct_outcome(
     recorded it, or an administrator (`override`).
 
     An outcome is corrected in place (the same outcome id: finding, category,
-    quantity, unit, notes); a waiver recorded by mistake, when the goods were
-    inspected after all, becomes this outcome (a new one, inspected now). The
-    correction is audited as an `outcome` entry with `action: "correct"`, who, why,
-    and the values before and after (the original entry stays in the chain); the
+    quantity, unit, notes; its seizure lines are replaced); a waiver recorded by
+    mistake, when the goods were inspected after all, becomes this outcome (a new
+    one, inspected now). The correction is audited as an `outcome` entry with
+    `action: "correct"`, who, why, and the values before and after (the seizure
+    lines too; the original entry stays in the chain); the
     label file under raw/outcomes/ is rewritten, so that the next `caravan
     validate` / `train` read the corrected label once. The feature history is
     brought up to date (see `_history_after_correction`)."""
@@ -251,8 +262,9 @@ def correct_outcome(
         "quantity": outcome.quantity_seized,
         "unit": outcome.seized_unit,
         "notes": outcome.notes or None,
+        "seizures": seizure_values(outcome.seizures),
     }
-    if row is not None and _outcome_values(row) == after:
+    if row is not None and _outcome_values(session, row) == after:
         raise ServiceError(
             409,
             f"nothing to correct: outcome {row.outcome_id} of referral {ref.id} already "
@@ -282,17 +294,18 @@ def correct_outcome(
             inspected_at=at,
             recorded_by=ref.decided_by or username,
             recorded_at=at,
-            **after,
+            **{name: after[name] for name in OUTCOME_FIELDS},
         )
         session.add(row)
         if ref.status == "waived":
             ref.status = "inspected"
         ref.waiver_reason = None
     else:
-        before = {"decision": "outcome", **_outcome_values(row)}
-        for name, value in after.items():
-            setattr(row, name, value)
+        before = {"decision": "outcome", **_outcome_values(session, row)}
+        for name in OUTCOME_FIELDS:
+            setattr(row, name, after[name])
     session.flush()
+    write_seizures(session, row.outcome_id, outcome.seizures)
     audit(
         session,
         "outcome",
@@ -306,6 +319,7 @@ def correct_outcome(
             "category": row.category,
             "quantity": row.quantity,
             "unit": row.unit,
+            "seizures": after["seizures"],
             "selection_method": ref.selection_method,
             "selection_probability": ref.selection_probability,
             "reason": reason.strip(),

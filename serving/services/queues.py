@@ -16,6 +16,7 @@ from serving import policy
 from serving.db import write_lock
 from serving.services._core import QueueSettings, Services, now
 from serving.services.audit_log import audit
+from serving.services.seizures import seizures_of
 
 # --------------------------------------------------------------------------- queues
 
@@ -77,11 +78,14 @@ def _outcomes_of(session: Session, refs: Sequence[m.Referral]) -> dict[int, dict
     ids = [r.id for r in refs if r.status in ("inspected", "closed")]
     if not ids:
         return {}
-    rows = session.scalars(
-        select(m.Outcome)
-        .where(m.Outcome.referral_id.in_(ids))
-        .order_by(m.Outcome.recorded_at, m.Outcome.outcome_id)
+    rows = list(
+        session.scalars(
+            select(m.Outcome)
+            .where(m.Outcome.referral_id.in_(ids))
+            .order_by(m.Outcome.recorded_at, m.Outcome.outcome_id)
+        )
     )
+    lines = seizures_of(session, [o.outcome_id for o in rows])
     return {
         int(o.referral_id): {
             "outcome_id": o.outcome_id,
@@ -89,6 +93,7 @@ def _outcomes_of(session: Session, refs: Sequence[m.Referral]) -> dict[int, dict
             "category": o.category,
             "quantity": o.quantity,
             "unit": o.unit,
+            "seizures": lines[o.outcome_id],
             "notes": o.notes,
             "recorded_by": o.recorded_by,
             "recorded_at": o.recorded_at,

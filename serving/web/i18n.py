@@ -373,6 +373,45 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Количество изъятого указывают только при находке.",
     ),
     "err.unit_required": ("A quantity needs a unit.", "Для количества нужна единица."),
+    "err.quantity_required": ("A unit needs a quantity.", "Для единицы нужно количество."),
+    "err.unit_without_finding": (
+        "A unit is given only when something was found.",
+        "Единицу указывают только при находке.",
+    ),
+    "err.quantity_whole": (
+        "{unit} counts things: enter a whole number.",
+        "{unit} — счётная единица: введите целое число.",
+    ),
+    "err.seizure_duplicate": (
+        "The same category and unit as line {line}: give the whole quantity in one line.",
+        "Та же категория и единица, что в строке {line}: укажите всё количество одной строкой.",
+    ),
+    "err.seizures_too_many": (
+        "At most {n} seizure lines.",
+        "Не более {n} строк изъятого.",
+    ),
+    "err.category_unknown": ("Choose a category from the list.", "Выберите категорию из списка."),
+    "err.unit_unknown": ("Choose a unit from the list.", "Выберите единицу из списка."),
+    "ship.seizures": ("Seized", "Изъято"),
+    "ship.seizures_note": (
+        "One line per kind of goods (for example the weapons, and their rounds); empty "
+        "lines are left out. Pieces, articles, pairs, sets and cartons are whole numbers.",
+        "По строке на каждый вид изъятого (например, оружие и патроны к нему); пустые "
+        "строки не учитываются. Штуки, изделия, пары, комплекты и коробки — целые числа.",
+    ),
+    "ship.seizure_category_n": ("Category, line {n}", "Категория, строка {n}"),
+    "ship.seizure_quantity_n": ("Quantity, line {n}", "Количество, строка {n}"),
+    "ship.seizure_unit_n": ("Unit, line {n}", "Единица, строка {n}"),
+    "unit.PCE": ("pieces", "шт."),
+    "unit.NAR": ("number of articles", "изделий, шт."),
+    "unit.PR": ("pairs", "пар"),
+    "unit.SET": ("sets", "компл."),
+    "unit.CT": ("cartons", "коробок"),
+    "unit.KGM": ("kilograms", "кг"),
+    "unit.TNE": ("tonnes", "т"),
+    "unit.LTR": ("litres", "л"),
+    "unit.MTR": ("metres", "м"),
+    "unit.MTK": ("square metres", "м²"),
     "err.too_long": ("Too long (at most {n} characters).", "Слишком длинно (не более {n} знаков)."),
     "err.reason_required": (
         "A waiver needs a reason.",

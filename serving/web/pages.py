@@ -69,6 +69,7 @@ from serving.services import (
     waive,
 )
 from serving.services.rules import RESERVED_RULE_IDS
+from serving.services.seizures import seizures_of
 from serving.web import views
 from serving.web.access import (
     CSRF_FIELD,
@@ -94,7 +95,7 @@ from serving.web.access import (
     safe_next,
     session_user,
 )
-from serving.web.i18n import LANG_COOKIE, LANGS, Translator
+from serving.web.i18n import CATALOGUE, LANG_COOKIE, LANGS, Translator
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -609,6 +610,12 @@ def _shipment_context(
         "must_inspect": bool(extra.get("must_inspect", False)),
         "categories": views.FINDING_CATEGORIES,
         "units": views.QUANTITY_UNITS,
+        "unit_text": lambda u: _unit_text(t, u),
+        "seizures": []
+        if outcome is None
+        else seizures_of(session, [outcome.outcome_id])[outcome.outcome_id],
+        "seizure_rows": views.SEIZURE_ROWS,
+        "seizure_field": views.seizure_field,
         "outcome_errors": outcome_errors or views.FormErrors(),
         "waiver_errors": waiver_errors or views.FormErrors(),
         "unmask_errors": unmask_errors or {},
@@ -747,14 +754,35 @@ def _correction_state(
     if outcome is not None:
         state["correction_form"] = {
             "finding": "yes" if outcome.finding else "no",
-            "category": outcome.category or "",
-            "quantity": ""
-            if outcome.quantity is None
-            else views.fmt_quantity(outcome.quantity, user.lang),
-            "unit": outcome.unit or "",
             "notes": outcome.notes or "",
         }
+        lines = seizures_of(session, [outcome.outcome_id])[outcome.outcome_id]
+        for row, line in enumerate(lines):
+            state["correction_form"] |= {
+                views.seizure_field("category", row): line["category"],
+                views.seizure_field("quantity", row): ""
+                if line["quantity"] is None
+                else views.fmt_quantity(line["quantity"], user.lang),
+                views.seizure_field("unit", row): line["unit"] or "",
+            }
     return state
+
+
+def _unit_text(t: Translator, unit: str | None) -> str:
+    """A unit with its meaning in the page's language: "pieces (PCE)", "шт. (PCE)"."""
+    if not unit:
+        return ""
+    key = f"unit.{unit}"
+    return f"{t(key)} ({unit})" if key in CATALOGUE else unit
+
+
+def _seizure_text(line: dict[str, Any], t: Translator, lang: str) -> str:
+    """A seizure line in words: "firearms, 2 pieces (PCE)"."""
+    text = t.category(line.get("category"))
+    if line.get("quantity") is not None:
+        amount = views.fmt_quantity(line["quantity"], lang)
+        text += f", {amount} {_unit_text(t, line.get('unit'))}".rstrip()
+    return text
 
 
 def _decision_text(values: dict[str, Any], t: Translator, lang: str) -> str:
@@ -762,11 +790,10 @@ def _decision_text(values: dict[str, Any], t: Translator, lang: str) -> str:
     if values.get("decision") == "waiver":
         return t("ship.corrected_waiver", reason=values.get("waiver_reason") or "")
     parts = [t("ship.finding_yes") if values.get("finding") else t("ship.finding_no")]
-    if values.get("category"):
-        parts.append(t.category(values["category"]))
-    if values.get("quantity") is not None:
-        unit = values.get("unit") or ""
-        parts.append(f"{views.fmt_quantity(values['quantity'], lang)} {unit}".strip())
+    # (entries from before the seizure lines hold the one category / quantity / unit)
+    lines = values.get("seizures") or ([values] if values.get("category") else [])
+    if lines:
+        parts.append(" + ".join(_seizure_text(s, t, lang) for s in lines))
     text = ", ".join(parts)
     return f"{text} («{values['notes']}»)" if values.get("notes") else text
 

@@ -23,7 +23,16 @@ from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLER
 from features.registry import _localised, refresh_reason_texts, render_reason
 from serving import orm as m
 from serving.history import HistoryStore, frame_of
-from serving.policy import TOP_BAND, WATCHLIST_ALERT, has_visible_text, weak_watchlist_match
+from serving.policy import (
+    MAX_SEIZURE_LINES,
+    TOP_BAND,
+    WATCHLIST_ALERT,
+    SeizureLine,
+    has_visible_text,
+    principal_line,
+    seizure_problems,
+    weak_watchlist_match,
+)
 from serving.services import (
     PERSONAL_FIELDS,
     Services,
@@ -616,35 +625,56 @@ class OutcomeForm:
     quantity: float | None
     unit: str | None
     notes: str
+    seizures: tuple[SeizureLine, ...] = ()
+
+
+SEIZURE_ROWS = 3  # the rows of category / quantity / unit an outcome form has (at least)
+
+
+def seizure_field(name: str, row: int) -> str:
+    """A seizure row's field in the outcome and correction forms: `category`,
+    `quantity`, `unit` for the first row (the names of the single-line form),
+    `category-1` ... for the next."""
+    return name if row == 0 else f"{name}-{row}"
 
 
 def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm | None, FormErrors]:
-    """The outcome form's values, or each problem beside its field."""
+    """The outcome form's values, or each problem beside its field: the seizure rows
+    (empty ones left out) follow `policy.seizure_problems`, each problem shown
+    beside its row's field."""
     errors = FormErrors()
     finding_raw = form.get("finding", "")
     finding = finding_raw == "yes"
     if finding_raw not in ("yes", "no"):
         errors.add("finding", t("err.finding_required"))
-    category = form.get("category") or None
-    if category is not None and category not in FINDING_CATEGORIES:
-        errors.add("category", t("error.field"))
-    if finding_raw == "yes" and category is None:
-        errors.add("category", t("err.category_required"))
-    if finding_raw == "no" and category is not None:
-        errors.add("category", t("err.category_without_finding"))
-    quantity: float | None = None
-    qty_raw = (form.get("quantity") or "").strip()
-    if qty_raw:
-        quantity, problem = parse_quantity(qty_raw)
-        if problem is not None:
-            errors.add("quantity", t(problem, value=qty_raw))
-        elif finding_raw == "no":
-            errors.add("quantity", t("err.quantity_without_finding"))
-    unit = form.get("unit") or None
-    if unit is not None and unit not in QUANTITY_UNITS:
-        errors.add("unit", t("error.field"))
-    if quantity is not None and unit is None:
-        errors.add("unit", t("err.unit_required"))
+    rows: list[tuple[int, SeizureLine]] = []  # (row of the form, its line)
+    for row in range(MAX_SEIZURE_LINES):  # (a correction shows every recorded line)
+        cat_name, qty_name, unit_name = (
+            seizure_field(n, row) for n in ("category", "quantity", "unit")
+        )
+        category = form.get(cat_name) or None
+        if category is not None and category not in FINDING_CATEGORIES:
+            errors.add(cat_name, t("error.field"))
+            category = None
+        quantity: float | None = None
+        qty_raw = (form.get(qty_name) or "").strip()
+        if qty_raw:
+            quantity, problem = parse_quantity(qty_raw)
+            if problem is not None:
+                errors.add(qty_name, t(problem, value=qty_raw))
+        unit = form.get(unit_name) or None
+        if unit is not None and unit not in QUANTITY_UNITS:
+            errors.add(unit_name, t("error.field"))
+            unit = None
+        if form.get(cat_name) or qty_raw or form.get(unit_name):
+            rows.append((row, SeizureLine(category, quantity, unit)))
+    if finding_raw in ("yes", "no"):
+        for p in seizure_problems(finding, [line for _, line in rows]):
+            name = seizure_field(p.field, rows[p.index][0]) if p.index is not None else "category"
+            params = dict(p.params)
+            if "index" in params:  # another line: by its row on the form (1, 2 ...)
+                params["line"] = rows[int(params.pop("index"))][0] + 1
+            errors.add(name, t(f"err.{p.code}", value="", **params))
     notes = form.get("notes") or ""
     if len(notes) > MAX_NOTES:
         errors.add("notes", t("err.too_long", n=MAX_NOTES))
@@ -652,8 +682,15 @@ def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm |
         errors.add("notes", t("err.control_chars"))
     if errors:
         return None, errors
+    lines = tuple(line for _, line in rows)
+    top = principal_line(lines)
     return OutcomeForm(
-        finding, category, quantity, unit if quantity is not None else None, notes
+        finding,
+        top.category if top else None,
+        top.quantity if top else None,
+        top.unit if top else None,
+        notes,
+        lines,
     ), errors
 
 

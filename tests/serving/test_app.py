@@ -49,7 +49,7 @@ def test_healthz_and_readyz(api: Api) -> None:
     assert body["status"] == "not_ready" and body["model_loaded"] is False
     assert body["database"] is True
     assert body["migrations_at_head"] is True
-    assert body["migration"] == body["migration_head"] == "0004"
+    assert body["migration"] == body["migration_head"] == "0005"
     api.app.state.model = object()
     ready = api.client.get("/readyz")
     assert ready.status_code == 200

@@ -42,7 +42,7 @@ RULE = {
     "severity": "must_inspect",
     "condition": {"field": "consignee_arms_findings", "op": "ge", "value": 1},
 }
-FIREARMS = {"finding": True, "category": "firearms", "quantity": 2.5, "unit": "PCE", "notes": "x"}
+FIREARMS = {"finding": True, "category": "firearms", "quantity": 2, "unit": "PCE", "notes": "x"}
 
 
 def _ship(samples: Samples, i: int, sid: str, day: dt.date, office: str = OFFICE) -> Any:
@@ -181,9 +181,10 @@ def test_a_wrong_firearms_finding_is_corrected_and_stops_branding_the_trader(
             "decision": "outcome",
             "finding": True,
             "category": "firearms",
-            "quantity": 2.5,
+            "quantity": 2,
             "unit": "PCE",
             "notes": "x",
+            "seizures": [{"category": "firearms", "quantity": 2, "unit": "PCE"}],
         }
         assert p["after"] == {
             "decision": "outcome",
@@ -192,6 +193,7 @@ def test_a_wrong_firearms_finding_is_corrected_and_stops_branding_the_trader(
             "quantity": None,
             "unit": None,
             "notes": None,
+            "seizures": [],
         }
         assert p["finding"] is False and p["category"] is None
         verify = api.client.get(f"{API}/audit/verify", headers=api.headers(Role.auditor))

@@ -95,7 +95,7 @@ def test_officer_reads_claims_and_records_a_finding(new_page: Any, site: Site) -
     # back on the shipment, which shows what was recorded (UAT F10)
     page.wait_for_url(re.compile(rf"/web/shipments/{re.escape(sid)}\?done=outcome"))
     assert page.locator("[role=status]").inner_text() == "Result recorded."
-    assert page.locator("#recorded-quantity").inner_text() == "2 PCE"
+    assert page.locator("#recorded-seizures li").inner_text() == "firearms: 2 pieces (PCE)"
     assert page.locator("#recorded-notes").inner_text() == "two pistols under the spare wheel"
     page.goto(QUEUE)
     row = page.locator(f"#queue-table tr[data-referral='{referral_id}']")

@@ -205,6 +205,9 @@ def test_an_outcome_sent_after_the_session_ran_out_is_filled_in_again(
     page.locator("#category").select_option("firearms")
     page.locator("#quantity").fill("3")
     page.locator("#unit").select_option("PCE")
+    page.locator("#category-1").select_option("ammunition")  # a second seizure line
+    page.locator("#quantity-1").fill("40")
+    page.locator("#unit-1").select_option("PCE")
     page.locator("#notes").fill(notes)
     time.sleep(5)  # the inspection
     short_sessions(900)
@@ -227,6 +230,9 @@ def test_an_outcome_sent_after_the_session_ran_out_is_filled_in_again(
     assert page.locator("#category").input_value() == "firearms"
     assert page.locator("#quantity").input_value() == "3"
     assert page.locator("#unit").input_value() == "PCE"
+    assert page.locator("#category-1").input_value() == "ammunition"
+    assert page.locator("#quantity-1").input_value() == "40"
+    assert page.locator("#unit-1").input_value() == "PCE"
     assert page.locator("#notes").input_value() == notes
     shot(page, "shipment-outcome-restored-en")
     time.sleep(0.5)
@@ -244,6 +250,16 @@ def test_an_outcome_sent_after_the_session_ran_out_is_filled_in_again(
         "PCE",
         notes,
     )
+    with site.app.state.session_factory() as session:
+        lines = session.scalars(
+            select(m.OutcomeSeizure)
+            .where(m.OutcomeSeizure.outcome_id == outcome.outcome_id)
+            .order_by(m.OutcomeSeizure.line_no)
+        )
+        assert [(s.category, s.quantity, s.unit) for s in lines] == [
+            ("firearms", 3.0, "PCE"),
+            ("ammunition", 40.0, "PCE"),
+        ]
     assert _kept_forms(page) == []  # saved: no longer kept
     page.reload()
     assert page.locator("#outcome-form-restored").count() == 0

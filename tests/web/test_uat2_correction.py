@@ -115,7 +115,7 @@ def test_the_recorder_corrects_a_wrong_finding_on_the_page(site: Site, corr: Any
     assert re.search(r'id="recorded-finding">\s*nothing was found', page.text)
     assert 'id="corrections"' in page.text
     assert (
-        f"{RECORDER}: something was found, firearms, 2 PCE → nothing was found. "
+        f"{RECORDER}: something was found, firearms, 2 pieces (PCE) → nothing was found. "
         "Reason: wrong referral & wrong button"
     ) in text.replace("Firearms", "firearms")
 

@@ -175,8 +175,9 @@ def test_an_ambiguous_quantity_is_refused_and_the_saved_result_is_shown(
     assert page.locator("[role=status]").inner_text() == "Result recorded."
     assert page.locator("#referral-status").get_attribute("data-status") == "inspected"
     assert page.locator("#recorded-finding").inner_text() == "something was found"
-    assert page.locator("#recorded-category").inner_text() == "ammunition"
-    assert page.locator("#recorded-quantity").inner_text() == "10\u00a0000 PCE"
+    assert page.locator("#recorded-seizures li").inner_text() == (
+        "ammunition: 10\u00a0000 pieces (PCE)"
+    )
     assert page.locator("#recorded-notes").inner_text() == "rounds in the spare wheel"
     shot(page, "uat-outcome-recorded")
     with site.app.state.session_factory() as session:
@@ -204,7 +205,7 @@ def test_a_decimal_comma_is_read_as_decimal(site: Site, officer: httpx.Client) -
         outcome = session.scalars(select(m.Outcome).where(m.Outcome.referral_id == ref.id)).one()
     assert outcome.quantity == 2.5
     shown = officer.get(f"/web/shipments/{ref.shipment_id}")
-    assert re.search(r'id="recorded-quantity">2\.5 KGM<', shown.text)
+    assert re.search(r'class="seizure-quantity">2\.5 kilograms \(KGM\)<', shown.text)
 
 
 # --------------------------------------------------------------------------- F5
