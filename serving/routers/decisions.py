@@ -18,6 +18,7 @@ from serving.schemas import OutcomeCorrectionIn, OutcomeIn, OutcomeOut, Referral
 from serving.services import (
     NOT_A_PERSON,
     ServiceError,
+    Services,
     claim,
     close,
     correct_outcome,
@@ -111,17 +112,22 @@ def post_outcome(
         )
     except ServiceError as exc:
         raise http_error(exc) from None
-    return _outcome_out(session, ref, row, path)
+    return _outcome_out(session, services, ref, row, path)
 
 
 def _outcome_out(
-    session: Session, ref: Referral, row: Outcome, path: pathlib.Path | None
+    session: Session,
+    services: Services,
+    ref: Referral,
+    row: Outcome,
+    path: pathlib.Path | None,
 ) -> dict[str, Any]:
-    """What recording or correcting an outcome answers: the outcome, its referral,
-    and the label file written for training."""
+    """What recording or correcting an outcome answers: the outcome, its referral
+    (its declaration day in the office's time zone), and the label file written for
+    training."""
     return {
         "outcome_id": row.outcome_id,
-        "referral": referrals_out(session, [ref])[0],
+        "referral": referrals_out(session, [ref], services)[0],
         "label_file": None if path is None else path.name,
     }
 
@@ -178,7 +184,7 @@ def post_correct_outcome(
         )
     except ServiceError as exc:
         raise http_error(exc) from None
-    return _outcome_out(session, ref, row, path)
+    return _outcome_out(session, services, ref, row, path)
 
 
 @router.post(

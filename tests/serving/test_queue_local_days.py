@@ -253,3 +253,19 @@ def test_the_rules_page_counts_what_applying_reaches_in_each_offices_today(
     assert "each office&#39;s local day" in page.text or "each office's local day" in page.text
     assert "(UTC)" not in page.text
     assert f"(shipments: {1 if in_local_today else 0})" in page.text, page.text
+
+
+def test_an_outcome_answer_shows_the_local_declaration_day(world_api: Api, samples: Any) -> None:
+    api = world_api
+    _capacity(api, 5, office_timezones={OFFICE: "Asia/Bishkek"})
+    # 01:30 on 26 November in Bishkek
+    _batch(api, [_declared(samples, 0, "LD-OUT", OFFICE, _utc("2026-11-25T19:30"))])
+    officer = api.headers(Role.officer)
+    (entry,) = _queue(api, OFFICE, dt.date(2026, 11, 26), Role.officer)["entries"]
+    claimed = api.client.post(f"{API}/referrals/{entry['id']}/claim", headers=officer)
+    assert claimed.status_code == 200, claimed.text
+    recorded = api.client.post(
+        f"{API}/referrals/{entry['id']}/outcome", json={"finding": False}, headers=officer
+    )
+    assert recorded.status_code == 200, recorded.text
+    assert recorded.json()["referral"]["declared_on"] == "2026-11-26"
