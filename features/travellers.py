@@ -53,7 +53,15 @@ from rapidfuzz import fuzz, process
 
 from features.context import PARTY_ROLES, History, Params
 from features.names import COMPANY_FORMS, names_agree, normalise_name, normalise_names, to_latin
-from features.network import CONTACTS, address_key, email_key, keys_of, phone_key
+from features.network import (
+    CONTACTS,
+    _email_ascii,
+    _phone_ascii,
+    address_key,
+    email_key,
+    keys_of,
+    phone_key,
+)
 from features.network import mentions as network_mentions
 from features.registry import Family, Wording, feature
 from features.timeline import FirstSeen, distinct_query, pair_seen_query
@@ -250,6 +258,78 @@ def _party_keys(parties: pl.DataFrame) -> pl.DataFrame:
             for on, flag in zip(CONTACTS, SHARED_FLAGS, strict=True)
         ],
     )
+
+
+# Parties at most this many get their comparison keys in Python (`_party_keys_few`):
+# `_party_keys`' values without the fixed cost of its frame operations (some
+# milliseconds for the API's one shipment, three parties).
+SMALL_KEYS = 96
+_PARTY_COLUMNS = ("party_key", "name", "phone", "email", "address", *IDENTITY)
+_PARTY_DTYPES: dict[str, pl.DataType] = {
+    **{c: pl.String() for c in ("name", "phone", "email", "address", "document_number")},
+    "birth_date": pl.Date(),
+}
+_NOT_DOCUMENT = re.compile(r"[^0-9A-Z]")
+
+
+def _document_ascii(number: str) -> str | None:
+    """`document_key` of an ASCII string."""
+    key = _NOT_DOCUMENT.sub("", number.upper())
+    return key if len(key) >= 5 else None
+
+
+def _party_rows(parties: pl.DataFrame) -> tuple[list[tuple[Any, ...]], tuple[str, ...]]:
+    """The columns `_party_keys` reads of `parties`, row by row (party_key, name,
+    phone, email, address, birth_date, document_number, then the `SHARED_FLAGS`
+    given), as it casts them; and the names of the flags given."""
+    flags = tuple(c for c in SHARED_FLAGS if c in parties.columns)
+    columns = []
+    for c in (*_PARTY_COLUMNS, *flags):
+        if c not in parties.columns:
+            columns.append([None] * parties.height)
+            continue
+        values = parties.get_column(c)
+        dtype = _PARTY_DTYPES.get(c)
+        if dtype is not None and values.dtype != dtype:
+            values = values.cast(dtype)
+        columns.append(values.to_list())
+    return list(zip(*columns, strict=True)), flags
+
+
+def _party_keys_few(rows: list[tuple[Any, ...]], flags: tuple[str, ...] = ()) -> list[_Party]:
+    """`_party_keys` of a few parties, in Python: `rows` as `_party_rows` gives them
+    (raw values; name, phone, e-mail, address and document as strings, the birth
+    date as a date; then the `flags` given, of `SHARED_FLAGS`). The same rows (one
+    per distinct mention with a party key), in no particular order, as the frame's
+    are in none. Keys of ASCII strings are computed in Python, others through the
+    expressions (`features.network.keys_of`)."""
+    distinct = [row for row in dict.fromkeys(rows) if row[0] is not None]
+    names_raw = [row[1] for row in distinct]
+    company = [raw is not None and is_company_name(raw) for raw in names_raw]
+    names = [None if raw is None else normalise_name(raw, sort_tokens=True) for raw in names_raw]
+    phones = keys_of([row[2] for row in distinct], phone_key, _phone_ascii)
+    emails = keys_of([row[3] for row in distinct], email_key, _email_ascii)
+    addresses = [None if row[4] is None else (normalise_name(row[4]) or None) for row in distinct]
+    docs = keys_of([row[6] for row in distinct], document_key, _document_ascii)
+    given = {flag: [row[7 + i] for row in distinct] for i, flag in enumerate(flags)}
+    shared = []
+    for flag, keys in zip(SHARED_FLAGS, (phones, emails, addresses), strict=True):
+        if flag in given:
+            shared.append(given[flag])
+            continue
+        # Whether more than one name (a missing one counts, as Polars' `n_unique`
+        # counts it) declares the value (a missing value too: one group, as `over`).
+        seen: dict[Any, set[str | None]] = {}
+        for key, name in zip(keys, names, strict=True):
+            seen.setdefault(key, set()).add(name)
+        shared.append([len(seen[key]) > 1 for key in keys])
+    columns = (company, names, phones, emails, addresses, docs, *shared)
+    return [
+        _Party(row[0], is_company, name, phone, email, address, row[5], doc, *flag_values)
+        for row, (is_company, name, phone, email, address, doc, *flag_values) in zip(
+            distinct, zip(*columns, strict=True), strict=True
+        )
+    ]
 
 
 class _Party(NamedTuple):
@@ -608,18 +688,18 @@ def link_travellers(
     over `parties` itself). `travellers`: TRAVELLERS contract frame.
     Returns traveller_record_id, party_key, link_kind (`LINK_KINDS`),
     confidence (0-1), one row per linked pair (the strongest evidence).
-    At most `SMALL_MAX_PARTIES` mentions are linked in Python (`_link_few`)."""
+    At most `SMALL_MAX_PARTIES` mentions are linked in Python (`_link_few`), and
+    at most `SMALL_KEYS` get their comparison keys in Python (`_party_keys_few`)."""
     index = travellers if isinstance(travellers, TravellerIndex) else TravellerIndex(travellers)
     if parties.height == 0 or index.travellers.height == 0:
         return pl.DataFrame(schema=LINK_SCHEMA)
+    if parties.height <= min(SMALL_KEYS, SMALL_MAX_PARTIES):
+        links = _link_few(_party_keys_few(*_party_rows(parties)), index)
+        return _link_frame(links)
     p = _party_keys(parties)
     if parties.height <= SMALL_MAX_PARTIES:
         links = _link_few([_Party(*row) for row in p.iter_rows()], index)
-        return pl.DataFrame(
-            [(link.rec, link.party_key, link.kind, link.confidence) for link in links],
-            schema=LINK_SCHEMA,
-            orient="row",
-        )
+        return _link_frame(links)
     t = index.candidates(p)
     if t.height == 0:
         return pl.DataFrame(schema=LINK_SCHEMA)
@@ -722,6 +802,15 @@ def link_travellers(
         _when(kind).alias("link_kind"),
         _when(confidence).cast(pl.Float64).alias("confidence"),
     ).sort("traveller_record_id", "party_key")
+
+
+def _link_frame(links: list[_Link]) -> pl.DataFrame:
+    """`link_travellers`' frame of the links `_link_few` found."""
+    return pl.DataFrame(
+        [(link.rec, link.party_key, link.kind, link.confidence) for link in links],
+        schema=LINK_SCHEMA,
+        orient="row",
+    )
 
 
 # Rows of a frame read one by one, when at most this many (cheaper than a gather).

@@ -673,53 +673,35 @@ def _traveller_hits(
     (`features.travellers.link_travellers`, confidence at least
     `FEATURE_MIN_CONFIDENCE`): each record's best name match (Latin "surname given
     names" and native script) and its document number among the listed ones."""
-    from features.travellers import (
-        FEATURE_MIN_CONFIDENCE,
-        SHARED_FLAGS,
-        SMALL_MAX_PARTIES,
-        _party_keys,
-        link_travellers,
-    )
+    from features import travellers
 
     names, types = _entry_names(watchlist), _entry_types(watchlist)
     out: list[list[Hit]] = [[] for _ in range(ships.height)]
     if records is None or records.travellers.height == 0:
         return out
-    parties = pl.concat(
-        [
-            ships.select(
-                pl.concat_str([pl.int_range(pl.len()).cast(pl.String), pl.lit(f"|{role}")]).alias(
-                    "party_key"
-                ),
-                *[
-                    _party_column(ships, f"{role}_{c}", pl.String()).alias(c)
-                    for c in ("name", "phone", "email", "address", "document_number")
-                ],
-                _party_column(ships, f"{role}_birth_date", pl.Date()).alias("birth_date"),
+    if ships.height * len(PARTY_ROLES) <= min(travellers.SMALL_KEYS, travellers.SMALL_MAX_PARTIES):
+        # A few shipments (the API's one): their parties keyed and linked in Python
+        # (`_party_keys_few`, `_link_few`): the links `_links_frame` gives, the shared
+        # contact flags computed over these parties, without its frames' fixed cost.
+        few = [
+            link
+            for link in travellers._link_few(
+                travellers._party_keys_few(_party_rows(ships)), records
             )
-            for role in PARTY_ROLES
+            if link.confidence >= travellers.FEATURE_MIN_CONFIDENCE
         ]
-    )
-    # Whether parties of other names declare the same phone, e-mail or address (a
-    # shared number links a little less surely) is computed over all the parties
-    # given, then they are linked a few at a time through the index's lookups
-    # (`SMALL_MAX_PARTIES`: the links one call over all of them gives, without
-    # comparing with every record).
-    # (At most SMALL_MAX_PARTIES mentions, the API's one shipment: one call, which
-    # computes the flags over all of them itself, the same flags at half the cost.)
-    if parties.height > SMALL_MAX_PARTIES:
-        flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
-        parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
-    links = pl.concat(
-        [
-            link_travellers(parties.slice(start, SMALL_MAX_PARTIES), records)
-            for start in range(0, parties.height, SMALL_MAX_PARTIES)
-        ]
-    ).filter(pl.col("confidence") >= FEATURE_MIN_CONFIDENCE)
-    if links.height == 0:
-        return out
-    wanted = links.get_column("traveller_record_id").unique().to_list()
-    linked = records.travellers.filter(pl.col("traveller_record_id").is_in(wanted)).select(
+        if not few:
+            return out
+        pairs = [(link.rec, link.party_key) for link in few]
+        linked_rows = records.travellers[sorted({link.row for link in few})]
+    else:
+        links = _links_frame(ships, records)
+        if links.height == 0:
+            return out
+        pairs = list(links.select("traveller_record_id", "party_key").iter_rows())
+        wanted = links.get_column("traveller_record_id").unique().to_list()
+        linked_rows = records.travellers.filter(pl.col("traveller_record_id").is_in(wanted))
+    linked = linked_rows.select(
         "traveller_record_id",
         pl.concat_str([pl.col("surname"), pl.col("given_names").fill_null("")], separator=" ")
         .str.strip_chars()
@@ -760,13 +742,84 @@ def _traveller_hits(
                 (True, 100, "document", e, names.get(e, e), None, None)
                 for e, _ in index.document(document)
             )
-    for rec, key in links.select("traveller_record_id", "party_key").iter_rows():
+    for rec, key in pairs:
         row, role = key.split("|", 1)
         for exact, score, by, entry, shown, n_words, why in per_record.get(rec, []):
             out[int(row)].append(
                 Hit(exact, score, role, rec, by, entry, shown, n_words, why, types.get(entry))
             )
     return out
+
+
+def _party_rows(ships: pl.DataFrame) -> list[tuple[Any, ...]]:
+    """The shipments' parties as `_links_frame` frames them, row by row, for
+    `features.travellers._party_keys_few`: party_key ("<row>|<role>"), name, phone,
+    email, address, birth_date, document_number."""
+    columns: dict[str, list[Any]] = {}
+    for role in PARTY_ROLES:
+        for c in ("name", "phone", "email", "address", "document_number", "birth_date"):
+            column = f"{role}_{c}"
+            if column not in ships.columns:
+                columns[column] = [None] * ships.height
+                continue
+            values = ships.get_column(column)
+            dtype = pl.Date() if c == "birth_date" else pl.String()
+            columns[column] = (values if values.dtype == dtype else values.cast(dtype)).to_list()
+    return [
+        (
+            f"{i}|{role}",
+            *(columns[f"{role}_{c}"][i] for c in ("name", "phone", "email", "address")),
+            columns[f"{role}_birth_date"][i],
+            columns[f"{role}_document_number"][i],
+        )
+        for role in PARTY_ROLES
+        for i in range(ships.height)
+    ]
+
+
+def _links_frame(ships: pl.DataFrame, records: Any) -> pl.DataFrame:
+    """The links (`features.travellers.link_travellers`, confidence at least
+    `FEATURE_MIN_CONFIDENCE`) of the shipments' parties, keyed "<row>|<role>",
+    through frames (`_traveller_hits` of many shipments)."""
+    from features.travellers import (
+        FEATURE_MIN_CONFIDENCE,
+        SHARED_FLAGS,
+        SMALL_MAX_PARTIES,
+        _party_keys,
+        link_travellers,
+    )
+
+    parties = pl.concat(
+        [
+            ships.select(
+                pl.concat_str([pl.int_range(pl.len()).cast(pl.String), pl.lit(f"|{role}")]).alias(
+                    "party_key"
+                ),
+                *[
+                    _party_column(ships, f"{role}_{c}", pl.String()).alias(c)
+                    for c in ("name", "phone", "email", "address", "document_number")
+                ],
+                _party_column(ships, f"{role}_birth_date", pl.Date()).alias("birth_date"),
+            )
+            for role in PARTY_ROLES
+        ]
+    )
+    # Whether parties of other names declare the same phone, e-mail or address (a
+    # shared number links a little less surely) is computed over all the parties
+    # given, then they are linked a few at a time through the index's lookups
+    # (`SMALL_MAX_PARTIES`: the links one call over all of them gives, without
+    # comparing with every record).
+    # (At most SMALL_MAX_PARTIES mentions, the API's one shipment: one call, which
+    # computes the flags over all of them itself, the same flags at half the cost.)
+    if parties.height > SMALL_MAX_PARTIES:
+        flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
+        parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
+    return pl.concat(
+        [
+            link_travellers(parties.slice(start, SMALL_MAX_PARTIES), records)
+            for start in range(0, parties.height, SMALL_MAX_PARTIES)
+        ]
+    ).filter(pl.col("confidence") >= FEATURE_MIN_CONFIDENCE)
 
 
 @feature(

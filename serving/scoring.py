@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,13 +178,21 @@ def score_shipments(
     them (see `with_extras`); missing ones are scored as missing."""
     feats = with_extras(build_features(ships, items, history, params), model, extras or {})
     names = list(model.names)
-    vectors = feats.select(names).to_dicts()
+    shown = ("shipment_id", "declared_at", *CONTEXT)
+    if set(names).union(shown).issubset(feats.columns):
+        # (the rows once, then their columns: selecting sixty-odd columns by name
+        # costs more than converting every column of a few rows)
+        rows = feats.to_dicts()
+        vectors = [{n: row[n] for n in names} for row in rows]
+        context = [{n: row[n] for n in shown} for row in rows]
+    else:  # (raises, naming the missing column)
+        vectors = feats.select(names).to_dicts()
+        context = feats.select(*shown).to_dicts()
     # a few rows: the matrix from the vectors (the same numbers, without planning a
     # Polars query of one expression per feature); many: the vectorised conversion
     x = model.matrix(vectors) if feats.height <= SMALL_MATRIX else matrix(feats, names)
     prob = predict(model.booster, x)
-    fs_version = feature_set_version(model.extras)
-    context = feats.select("shipment_id", "declared_at", *CONTEXT).to_dicts()
+    fs_version = _feature_set_version(model)
     # The hits that act (priority, lane, must-inspect, queue): the lists as they are
     # now, not the features' point-in-time rule (see features.watchlist.operational).
     # A party's listed id or identity document, and a linked traveller's listed
@@ -244,6 +253,24 @@ def score_shipments(
     return out
 
 
+# (model handle, the registered specs, its feature-set version) of the handles scored
+# with lately: the version hashes every spec, a tenth of a millisecond a request.
+_FS_VERSIONS: list[tuple[ModelHandle, tuple[Any, ...], str]] = []
+
+
+def _feature_set_version(model: ModelHandle) -> str:
+    """`feature_set_version(model.extras)`, computed once per model handle (a
+    promotion brings a new one) and set of registered features."""
+    registered = tuple(specs())
+    for handle, seen, version in _FS_VERSIONS:
+        same = len(seen) == len(registered) and all(map(operator.is_, seen, registered))
+        if handle is model and same:
+            return version
+    version = feature_set_version(model.extras)
+    _FS_VERSIONS[:] = [(model, registered, version), *_FS_VERSIONS[:3]]
+    return version
+
+
 def watchlist_now(feats: pl.DataFrame, now: pl.DataFrame, rules: Sequence[Rule]) -> pl.DataFrame:
     """`feats` with the watchlist family's features as screened now (`now`: the rows of
     `features.watchlist.operational`), for the rules to read: a rule that acts on a
@@ -251,8 +278,11 @@ def watchlist_now(feats: pl.DataFrame, now: pl.DataFrame, rules: Sequence[Rule])
     party listed today, as the lane does, and not only the model's point-in-time
     values (which leave out entries listed after the declaration). Unchanged when
     no rule reads one of them."""
-    names = [s.name for s in specs() if s.family is Family.WATCHLIST and s.name in feats.columns]
     read = {f for r in rules for f in rule_fields(r)}
+    if not read:
+        return feats
+    columns = set(feats.columns)
+    names = [s.name for s in specs() if s.family is Family.WATCHLIST and s.name in columns]
     if not read.intersection(names):
         return feats
     current = now.select(

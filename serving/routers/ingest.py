@@ -67,14 +67,16 @@ NOT_JSON: Responses = {
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # as data_contracts.fields.ID_PATTERN
 
 
-def require_json(request: Request, _user: IngestUser) -> None:
+# (async: they only read a header, so the event loop runs them, without the
+# worker-thread round trip FastAPI gives a plain function)
+async def require_json(request: Request, _user: IngestUser) -> None:
     """415 unless the body is declared as JSON: after the caller's role is checked,
     before the body is read as a model (so that a wrong header is not reported as a
     malformed record)."""
     _refuse_not_json(request)
 
 
-def require_traveller_json(request: Request, _user: TravellerIngestUser) -> None:
+async def require_traveller_json(request: Request, _user: TravellerIngestUser) -> None:
     """As `require_json`, for the traveller routes (their own roles)."""
     _refuse_not_json(request)
 

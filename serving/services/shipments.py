@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from data_contracts.schemas import ITEMS, SHIPMENTS
 from serving import orm as m
-from serving.history import frame_of
+from serving.history import contract_schema, frame_of
 from serving.schemas import shipment_in_model
 from serving.scoring import (
     ModelHandle,
@@ -156,8 +156,8 @@ def shipment_out(s: StoredShipment) -> dict[str, Any]:
 
 
 def _frames(prepared: Sequence[Prepared]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    ships = frame_of([p.record for p in prepared], SHIPMENTS.polars_schema)
-    items = frame_of([i for p in prepared for i in p.items], ITEMS.polars_schema)
+    ships = frame_of([p.record for p in prepared], contract_schema(SHIPMENTS))
+    items = frame_of([i for p in prepared for i in p.items], contract_schema(ITEMS))
     return ships, items
 
 
