@@ -345,15 +345,22 @@ def ingest_shipments(
     stored: list[StoredShipment] = []
     if fresh:
         try:
-            stored = _store_shipments(session, services, fresh, actor)
+            for run in in_sequence(fresh):
+                stored += _store_shipments(session, services, run, actor)
         except IntegrityError:
             session.rollback()
             if not retry:
                 raise ServiceError(
                     409, "a shipment with this id was stored concurrently; retry"
                 ) from None
-            # Another request stored some of these ids meanwhile: answer as it stands now.
-            return ingest_shipments(session, services, prepared, actor, retry=False)
+            # Another request stored some of these ids meanwhile: answer as it stands now
+            # (the runs this call stored are its own, not found unchanged).
+            done = {s.shipment.shipment_id for s in stored}
+            now_stored, now_unchanged, now_conflicts = ingest_shipments(
+                session, services, prepared, actor, retry=False
+            )
+            ours = [u for u in now_unchanged if u.shipment.shipment_id not in done]
+            return [*stored, *now_stored], ours, now_conflicts
     by_id = {s.shipment.shipment_id: s for s in [*stored, *unchanged]}
     refused = {c.record_id: c for c in conflicts if c.earlier is None}
     for i, sid in repeats:
@@ -363,6 +370,64 @@ def ingest_shipments(
             conflicts.append(refused[sid]._replace(position=i, earlier=first[sid][0]))
     conflicts.sort(key=lambda c: c.position)
     return stored, unchanged, conflicts
+
+
+def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
+    """The new shipments of a request in declaration order, cut into runs: a run
+    ends before a shipment that shares a party, phone, e-mail, address or road
+    vehicle (a node of `features.network`) with a shipment of the run, or that is
+    declared in another calendar month (the goods references are monthly). Each run
+    is scored once the runs before it are in the history, so a shipment's features
+    count the earlier shipments of its own request as they would count them sent one
+    by one, and as `caravan features` counts them: a trader's five shipments of one
+    batch are not each its first. Shipments that share nothing are scored together
+    (one call: the batch's speed). Left out: two shipments that share no node but
+    whose parties the history already joins in one component read that component's
+    size without each other's new edges (the component size only)."""
+    if len(fresh) < 2:
+        return [list(fresh)]
+    order = sorted(range(len(fresh)), key=lambda i: _utc(fresh[i].record["declared_at"]))
+    nodes = _network_nodes(fresh)
+    runs: list[list[Prepared]] = []
+    seen: set[str] = set()
+    month: tuple[int, int] | None = None
+    for i in order:
+        at = _utc(fresh[i].record["declared_at"])
+        if not runs or (at.year, at.month) != month or not seen.isdisjoint(nodes[i]):
+            runs.append([])
+            seen = set()
+            month = (at.year, at.month)
+        runs[-1].append(fresh[i])
+        seen |= nodes[i]
+    return runs
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC) if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _network_nodes(fresh: Sequence[Prepared]) -> list[set[str]]:
+    """Per shipment, the nodes it touches in `features.network`'s graph (its
+    parties by key, their phones, e-mails and addresses, a road vehicle), which the
+    trader and network features of other shipments read."""
+    from features.context import party_keys
+    from features.network import PREFIX, mentions, vehicle_key
+
+    ships = party_keys(frame_of([p.record for p in fresh], contract_schema(SHIPMENTS)))
+    nodes: list[set[str]] = [set() for _ in fresh]
+    for row in mentions(ships).iter_rows(named=True):
+        found = nodes[int(row["__row"])]
+        found.add(str(row["party"]))
+        found.update(PREFIX[c] + row[c] for c in PREFIX if row[c])
+    vehicles = ships.select(
+        pl.when(pl.col("mode").cast(pl.String) == "road")
+        .then(vehicle_key(pl.col("conveyance_ref")))
+        .alias("v")
+    )["v"]
+    for i, v in enumerate(vehicles):
+        if v:
+            nodes[i].add("r|" + v)
+    return nodes
 
 
 def _taken_item(p: Prepared, owners: dict[str, str], claimed: dict[str, str]) -> Conflict | None:
