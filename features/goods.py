@@ -243,13 +243,19 @@ def _reference_z(
     z = np.full(len(values), np.nan)
     scored = np.zeros(len(values), dtype=bool)
     for key in KEYS:
+        asked, pair = _distinct_pairs(queries, key)
         stats = as_of_query(
-            queries, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
+            asked, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
         )
-        n = stats.get_column("r_n_ref").to_numpy().astype(np.float64)
+
+        def column(name: str, pair: np.ndarray | None = pair, stats: pl.DataFrame = stats) -> Any:
+            values = stats.get_column(name).to_numpy()
+            return values if pair is None else values[pair]
+
+        n = column("r_n_ref").astype(np.float64)
         with np.errstate(all="ignore"):
-            mean = stats.get_column(f"r_{value}_ref").to_numpy() / n
-            var = np.clip(stats.get_column("r___sq_ref").to_numpy() / n - mean**2, 0.04, None)
+            mean = column(f"r_{value}_ref") / n
+            var = np.clip(column("r___sq_ref") / n - mean**2, 0.04, None)
             zk = np.clip((values - mean) / np.sqrt(var), -10, 10)
         take = known & ~scored & (n >= MIN_REFERENCE)
         z[take] = zk[take]
@@ -257,6 +263,28 @@ def _reference_z(
         if not (known & ~scored).any():  # (the other key would add nothing)
             break
     return z, scored
+
+
+# Lines share their (key, month): past this many lines, each distinct pair is
+# asked once and its answer read back by position (the same answers).
+DISTINCT_MIN_LINES = 64
+
+
+def _distinct_pairs(queries: pl.DataFrame, key: str) -> tuple[pl.DataFrame, np.ndarray | None]:
+    """The distinct (key, `__month`) pairs of the lines in `queries` and, per line,
+    the row of its pair (None: few lines, asked as they are)."""
+    pairs = queries.select(key, "__month")
+    if pairs.height <= DISTINCT_MIN_LINES:
+        return pairs, None
+    distinct = pairs.unique(maintain_order=True)
+    rows = pairs.join(
+        distinct.with_row_index("__pair"),
+        on=[key, "__month"],
+        how="left",
+        maintain_order="left",
+        nulls_equal=True,
+    )
+    return distinct, rows.get_column("__pair").to_numpy()
 
 
 def prepare(

@@ -472,9 +472,14 @@ class Hops:
                     queue.append(other)
 
 
-def _hops_to_arms(hops: Hops, nodes: list[str | None], months: list[dt.datetime]) -> np.ndarray:
+def _hops_to_arms(
+    hops: Hops, nodes: list[str | None], months: list[dt.datetime] | pl.Series
+) -> np.ndarray:
     """Hops from each query node to a flagged party, on the snapshot of its
-    month (`MAX_HOPS + 1`: none that near)."""
+    month (`MAX_HOPS + 1`: none that near). `months`: each query's month, as a
+    list or as a (non-null) series."""
+    if isinstance(months, pl.Series):
+        return _hops_by_month(hops, nodes, months)
     out = np.full(len(nodes), MAX_HOPS + 1, dtype=np.int64)
     month: dt.datetime | None = None
     layers: dict[str, int] = {}
@@ -485,6 +490,28 @@ def _hops_to_arms(hops: Hops, nodes: list[str | None], months: list[dt.datetime]
         node = nodes[k]
         if node is not None and node in layers:
             out[k] = layers[node]
+    return out
+
+
+def _hops_by_month(hops: Hops, nodes: list[str | None], months: pl.Series) -> np.ndarray:
+    """`_hops_to_arms` for many queries: the same snapshots read in the same
+    order (months ascending), the queries grouped by month with numpy (a stable
+    sort of the months' integers) instead of a sort of Python datetimes."""
+    out = np.full(len(nodes), MAX_HOPS + 1, dtype=np.int64)
+    if not len(nodes):
+        return out
+    codes = months.cast(pl.Int64).to_numpy()
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]).tolist()
+    for start, stop in zip(starts, [*starts[1:], len(order)], strict=True):
+        layers = hops.at(months[int(order[start])])
+        for k in order[start:stop].tolist():
+            node = nodes[k]
+            if node is not None:
+                hop = layers.get(node)
+                if hop is not None:
+                    out[k] = hop
     return out
 
 
@@ -830,7 +857,11 @@ def prepare(
     # The consignor's then the consignee's mentions, each in the order of `ships`.
     queries = ship_mentions.slice(0, len(ROLES) * n)
     nodes = queries.get_column("party").to_list()
-    months = _months(queries.get_column("t"))
+    times_q = queries.get_column("t")
+    # (many queries: the months as a series, read as integers; few: in Python)
+    months: list[dt.datetime] | pl.Series = (
+        times_q.dt.truncate("1mo") if times_q.len() > 2 * SMALL_MAX_SHIPMENTS else _months(times_q)
+    )
     latest = tables.latest
     online = n > 0 and latest is not None and bool((ships["declared_at"] >= latest).all())
     if online:
@@ -840,7 +871,8 @@ def prepare(
             [0 if v is None else comp.size_at(v, t) for v, t in zip(nodes, times, strict=True)],
             dtype=np.int64,
         )
-        hops = _hops_to_arms(tables.hops(min(months)), nodes, months)
+        first = months.min() if isinstance(months, pl.Series) else min(months)
+        hops = _hops_to_arms(tables.hops(cast(dt.datetime, first)), nodes, months)
     else:
         sizes = _component_sizes(tables.edges.filter(IDENTITY), queries)
         hops = _hops_to_arms(Hops(tables.edges, tables.flagged), nodes, months)

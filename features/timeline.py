@@ -514,10 +514,11 @@ def _as_of_join(
     cum = table.frame(queries[q_key])
     # One as-of join for every instant asked: q_time, then q_time - w per window.
     ats = [pl.col(q_time), *[pl.col(q_time) - width for width in windows.values()]]
+    n = queries.height
+    # Each row's position in the answer (instant i, query j: i * n + j).
     parts = [
         queries.select(
-            pl.lit(i, dtype=pl.UInt32).alias("__w"),
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias(QUERY_ROW),
+            pl.int_range(i * n, (i + 1) * n, dtype=pl.UInt64).alias(QUERY_ROW),
             pl.col(q_key).alias(key),
             at.alias(time),
         )
@@ -526,13 +527,12 @@ def _as_of_join(
     left = parts[0] if len(parts) == 1 else pl.concat(parts)
     if left.height > 1:  # (one row is sorted)
         left = left.sort(time)
+    cols = ["__cum_n", "__first", *[f"__cum_{c}" for c in sums]]
     joined = left.join_asof(
         cum, on=time, by=key, strategy="backward", allow_exact_matches=False, check_sortedness=False
-    )
+    ).select(QUERY_ROW, *cols)  # (back in query order below: no keys or times to move)
     if joined.height > 1:
-        joined = joined.sort("__w", QUERY_ROW)
-    n = queries.height
-    cols = ["__cum_n", "__first", *[f"__cum_{c}" for c in sums]]
+        joined = joined.sort(QUERY_ROW)
     wide = pl.DataFrame(
         [
             joined.get_column(c).slice(i * n, n).alias(f"{c}@{i}")
@@ -790,17 +790,11 @@ def _pair_join(
     """`pair_seen_query` by a join of the queries on the pairs' first times."""
     key, value, time = seen.key, seen.value, seen.time
     firsts = seen.firsts.rows(queries[q_keys[0]])
-    joined = (
-        queries.select(
-            pl.col(q_keys[0]).alias(key),
-            pl.col(q_keys[1]).alias(value),
-            pl.col(q_time).alias("__t"),
-        )
-        .with_row_index(QUERY_ROW)
-        .join(firsts, on=[key, value], how="left")
-    )
-    if joined.height > 1:
-        joined = joined.sort(QUERY_ROW)
+    joined = queries.select(
+        pl.col(q_keys[0]).alias(key),
+        pl.col(q_keys[1]).alias(value),
+        pl.col(q_time).alias("__t"),
+    ).join(firsts, on=[key, value], how="left", maintain_order="left")
     return (joined[time].is_not_null() & (joined[time] < joined["__t"])).fill_null(False)
 
 
