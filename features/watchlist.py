@@ -681,13 +681,11 @@ def _traveller_hits(
         return out
     if ships.height * len(PARTY_ROLES) <= min(travellers.SMALL_KEYS, travellers.SMALL_MAX_PARTIES):
         # A few shipments (the API's one): their parties keyed and linked in Python
-        # (`_party_keys_few`, `_link_few`): the links `_links_frame` gives, the shared
-        # contact flags computed over these parties, without its frames' fixed cost.
+        # (`_party_keys_few`, `_link_few`): the links `_links_frame` gives, without
+        # its frames' fixed cost.
         few = [
             link
-            for link in travellers._link_few(
-                travellers._party_keys_few(_party_rows(ships)), records
-            )
+            for link in travellers._link_few(_keys_per_shipment(ships), records)
             if link.confidence >= travellers.FEATURE_MIN_CONFIDENCE
         ]
         if not few:
@@ -777,6 +775,20 @@ def _party_rows(ships: pl.DataFrame) -> list[tuple[Any, ...]]:
     ]
 
 
+def _keys_per_shipment(ships: pl.DataFrame) -> list[Any]:
+    """The parties' comparison keys (`features.travellers._party_keys_few`, party
+    key "<row>|<role>") with their shared-contact flags computed over each
+    shipment's own parties, as for one shipment alone: a shipment's linked
+    travellers, and so its hits and lane, do not depend on the shipments screened
+    with it (a batch, a rescreen, or the API's one)."""
+    from features.travellers import _party_keys_few
+
+    by_ship: dict[str, list[tuple[Any, ...]]] = {}
+    for row in _party_rows(ships):
+        by_ship.setdefault(str(row[0]).split("|", 1)[0], []).append(row)
+    return [party for rows in by_ship.values() for party in _party_keys_few(rows)]
+
+
 def _links_frame(ships: pl.DataFrame, records: Any) -> pl.DataFrame:
     """The links (`features.travellers.link_travellers`, confidence at least
     `FEATURE_MIN_CONFIDENCE`) of the shipments' parties, keyed "<row>|<role>",
@@ -785,7 +797,6 @@ def _links_frame(ships: pl.DataFrame, records: Any) -> pl.DataFrame:
         FEATURE_MIN_CONFIDENCE,
         SHARED_FLAGS,
         SMALL_MAX_PARTIES,
-        _party_keys,
         link_travellers,
     )
 
@@ -805,15 +816,19 @@ def _links_frame(ships: pl.DataFrame, records: Any) -> pl.DataFrame:
         ]
     )
     # Whether parties of other names declare the same phone, e-mail or address (a
-    # shared number links a little less surely) is computed over all the parties
-    # given, then they are linked a few at a time through the index's lookups
-    # (`SMALL_MAX_PARTIES`: the links one call over all of them gives, without
-    # comparing with every record).
-    # (At most SMALL_MAX_PARTIES mentions, the API's one shipment: one call, which
-    # computes the flags over all of them itself, the same flags at half the cost.)
-    if parties.height > SMALL_MAX_PARTIES:
-        flags = _party_keys(parties).select("party_key", *SHARED_FLAGS)
-        parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
+    # shared number links a little less surely) is computed per shipment
+    # (`_keys_per_shipment`), then the parties are linked a few at a time through
+    # the index's lookups (`SMALL_MAX_PARTIES`: the links one call over all of them
+    # gives, without comparing with every record).
+    keyed = _keys_per_shipment(ships)
+    flags = pl.DataFrame(
+        {
+            "party_key": [p.party_key for p in keyed],
+            **{f: [getattr(p, f) for p in keyed] for f in SHARED_FLAGS},
+        },
+        schema={"party_key": pl.String, **{f: pl.Boolean for f in SHARED_FLAGS}},
+    )
+    parties = parties.join(flags, on="party_key", how="left", maintain_order="left")
     return pl.concat(
         [
             link_travellers(parties.slice(start, SMALL_MAX_PARTIES), records)

@@ -19,6 +19,7 @@ from polars.testing import assert_frame_equal
 from data_contracts.schemas import SHIPMENTS, TRAVELLERS, WATCHLIST
 from data_contracts.settings import DataLayout
 from features import travellers, watchlist
+from features.context import PARTY_ROLES as ROLES
 from features.context import History, party_keys
 from features.state import FeatureState
 from features.travellers import FEATURE_MIN_CONFIDENCE, link_travellers, shipment_parties
@@ -277,3 +278,38 @@ def test_hand_made_shipments_screen_as_the_frame(monkeypatch: pytest.MonkeyPatch
     for start in range(0, ships.height, 20):
         _same_operational(ships.slice(start, 20), history, monkeypatch)
     assert travellers_hit > 5
+
+
+def test_a_shipments_hits_do_not_depend_on_the_shipments_screened_with_it(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Screened alone, in a small batch (the Python path) or a large one (the
+    frames), a shipment gets the same linked-traveller hits: its parties' shared
+    contact flags are its own, not those of the shipments beside it (another
+    trader at the consignee's address in the same batch lowered its traveller
+    links below the cut)."""
+    rng = random.Random(5)
+    listed = _listed_travellers(history, rng)
+    world = History(history.shipments, history.items, history.outcomes, history.travellers, listed)
+    ships = history.shipments
+    screened = watchlist.operational(ships, world)
+    hit = [i for i, t in enumerate(screened["__wl_traveller"].to_list()) if t is not None]
+    assert len(hit) > 10
+    # Beside each hit shipment, another trader declaring its parties' phones,
+    # e-mails and addresses under other names.
+    alone = pl.concat([watchlist.operational(ships[i : i + 1], world) for i in hit])
+    twins = ships[hit].with_columns(
+        pl.col("shipment_id") + "-NEIGHBOUR",
+        *[pl.lit(f"Neighbour {role} Trading LLC").alias(f"{role}_name") for role in ROLES],
+        *[pl.lit(None, dtype=pl.String).alias(f"{role}_id") for role in ROLES],
+    )
+    n = len(hit)
+    for size in (2, 10, 2 * n):  # small batches and one over the Python path's size
+        batch = pl.concat([ships[hit], twins]).sort("shipment_id")
+        got = pl.concat(
+            [
+                watchlist.operational(batch.slice(start, size), world)
+                for start in range(0, batch.height, size)
+            ]
+        ).filter(pl.col("shipment_id").is_in(ships[hit]["shipment_id"].implode()))
+        assert_frame_equal(got.sort("shipment_id"), alone.sort("shipment_id"))
