@@ -286,25 +286,27 @@ def create_access_token(
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM)
 
 
-def decode_access_token(secret: bytes, token: str) -> TokenClaims:
+def decode_access_token(secret: bytes, token: str, *, verify_exp: bool = True) -> TokenClaims:
+    """The claims of a token this server signed (AuthError otherwise). `verify_exp`
+    False reads an expired one too (to say when a session ended)."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[JWT_ALGORITHM],
             issuer=JWT_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss", "jti"]},
+            options={"require": ["exp", "iat", "sub", "iss", "jti"], "verify_exp": verify_exp},
         )
         return TokenClaims(
             username=str(claims["sub"]),
             role=Role(claims["role"]),
             jti=str(claims["jti"]),
-            issued_at=dt.datetime.fromtimestamp(claims["iat"], dt.UTC),
-            expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+            issued_at=dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC),
+            expires_at=dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC),
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired") from exc
-    except (jwt.InvalidTokenError, KeyError, ValueError) as exc:
+    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, OverflowError) as exc:
         raise AuthError("invalid token") from exc
 
 

@@ -25,17 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import jwt
 from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.auth import (
-    JWT_ALGORITHM,
-    JWT_ISSUER,
     AuthError,
     Principal,
     Role,
+    decode_access_token,
     principal_from_token,
 )
 from serving.orm import User
@@ -240,18 +238,10 @@ def session_ended_at(session: Session, secret: bytes, token: str) -> dt.datetime
     disabling) when that came first. None for anything else (no token of ours, a
     session still running): only the browser holding the token learns when it ended."""
     try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[JWT_ALGORITHM],
-            issuer=JWT_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss", "jti"], "verify_exp": False},
-        )
-        username = str(claims["sub"])
-        issued = dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC)
-        expires = dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC)
-    except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, OverflowError):
+        claims = decode_access_token(secret, token, verify_exp=False)
+    except AuthError:
         return None
+    username, issued, expires = claims.username, claims.issued_at, claims.expires_at
     row = session.execute(
         select(User.active, User.sessions_valid_after).where(User.username == username)
     ).one_or_none()
