@@ -25,6 +25,7 @@ from features.state import FeatureState
 from features.travellers import FEATURE_MIN_CONFIDENCE, link_travellers, shipment_parties
 from pipelines.features import load_history
 from tests.factories import shipment, traveller
+from tests.features.test_travellers_small import _random_parties as random_parties
 
 UTC = dt.UTC
 
@@ -74,23 +75,16 @@ def _same_keys(parties: pl.DataFrame) -> list[travellers._Party]:
 
 
 def _random_parties(rng: random.Random, n: int, keys: int) -> pl.DataFrame:
-    pick = rng.choice
-    return pl.DataFrame(
-        {
-            "party_key": [pick([*[f"p{k}" for k in range(keys)], None]) for _ in range(n)],
-            "name": [pick(NAMES) for _ in range(n)],
-            "phone": [pick(PHONES) for _ in range(n)],
-            "email": [pick(EMAILS) for _ in range(n)],
-            "address": [pick(ADDRESSES) for _ in range(n)],
-            "birth_date": [pick(BIRTHS) for _ in range(n)],
-            "document_number": [pick(DOCUMENTS) for _ in range(n)],
-        },
-        schema={
-            **{c: pl.String for c in ("party_key", "name", "phone", "email", "address")},
-            "birth_date": pl.Date,
-            "document_number": pl.String,
-        },
-    )
+    """`n` mentions of at most `keys` parties, from this file's odd values."""
+    pools = {
+        "name": NAMES,
+        "phone": PHONES,
+        "email": EMAILS,
+        "address": ADDRESSES,
+        "birth_date": BIRTHS,
+        "document_number": DOCUMENTS,
+    }
+    return random_parties(rng, n, keys, pools)
 
 
 def test_odd_parties_get_the_frame_keys() -> None:

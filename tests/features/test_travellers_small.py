@@ -191,18 +191,24 @@ def _records() -> pl.DataFrame:
     return pl.DataFrame(RECORDS, schema=TRAVELLERS.polars_schema)
 
 
-def _random_parties(rng: random.Random, n: int, keys: int) -> pl.DataFrame:
-    """`n` mentions of at most `keys` parties (a party may have several mentions)."""
+def _random_parties(
+    rng: random.Random, n: int, keys: int, pools: dict[str, list[Any]] | None = None
+) -> pl.DataFrame:
+    """`n` mentions of at most `keys` parties (a party may have several mentions),
+    each field drawn from its pool (`pools`: column -> values; default this file's)."""
     pick = rng.choice
+    pools = pools or {
+        "name": NAMES,
+        "phone": PHONES,
+        "email": EMAILS,
+        "address": ADDRESSES,
+        "birth_date": BIRTHS,
+        "document_number": DOCUMENTS,
+    }
     return pl.DataFrame(
         {
             "party_key": [pick([*[f"p{k}" for k in range(keys)], None]) for _ in range(n)],
-            "name": [pick(NAMES) for _ in range(n)],
-            "phone": [pick(PHONES) for _ in range(n)],
-            "email": [pick(EMAILS) for _ in range(n)],
-            "address": [pick(ADDRESSES) for _ in range(n)],
-            "birth_date": [pick(BIRTHS) for _ in range(n)],
-            "document_number": [pick(DOCUMENTS) for _ in range(n)],
+            **{c: [pick(pool) for _ in range(n)] for c, pool in pools.items()},
         },
         schema={
             **{c: pl.String for c in ("party_key", "name", "phone", "email", "address")},

@@ -204,17 +204,20 @@ def test_the_server_does_not_start_with_an_unknown_zone(
     assert variable in str(caught.value) and repr(zone) in str(caught.value)
 
 
+def _between_the_days(settings: QueueSettings) -> tuple[dt.datetime, bool]:
+    """A past instant in the office's today but not in the UTC day, or the other way
+    round (whichever exists now), and whether it is in the office's today."""
+    local_start = settings.day_window(OFFICE, settings.today(OFFICE))[0]
+    utc_start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
+    return min(local_start, utc_start) + dt.timedelta(minutes=30), local_start < utc_start
+
+
 def test_applying_rules_reaches_each_offices_local_today(world_api: Api, samples: Any) -> None:
     api = world_api
     zone = _shifted_zone()
     _capacity(api, 5, office_timezones={OFFICE: zone})
     settings: QueueSettings = api.app.state.services.queue
-    local_start = settings.day_window(OFFICE, settings.today(OFFICE))[0]
-    utc_start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
-    # a past instant in the office's today but not in the UTC day, or the other way
-    # round (whichever exists now)
-    in_local_today = local_start < utc_start
-    at = min(local_start, utc_start) + dt.timedelta(minutes=30)
+    at, in_local_today = _between_the_days(settings)
     _batch(api, [_declared(samples, 0, "AP-X", OFFICE, at, MARK)])
     _rule(api, "local-must", "must_inspect", MARK)  # saved after the declaration
     r = api.client.post(f"{API}/rules/apply", json={}, headers=api.headers(Role.analyst))
@@ -241,11 +244,7 @@ def test_the_rules_page_counts_what_applying_reaches_in_each_offices_today(
     api = world_api
     zone = _shifted_zone()
     _capacity(api, 5, office_timezones={OFFICE: zone})
-    settings: QueueSettings = api.app.state.services.queue
-    local_start = settings.day_window(OFFICE, settings.today(OFFICE))[0]
-    utc_start = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), tzinfo=dt.UTC)
-    in_local_today = local_start < utc_start
-    at = min(local_start, utc_start) + dt.timedelta(minutes=30)
+    at, in_local_today = _between_the_days(api.app.state.services.queue)
     _batch(api, [_declared(samples, 0, "AP-PAGE", OFFICE, at)])
     _web_login(api, Role.analyst)
     page = api.client.get("/web/rules/apply")
