@@ -375,8 +375,9 @@ def ingest_shipments(
 def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
     """The new shipments of a request in declaration order, cut into runs: a run
     ends before a shipment that shares a party, phone, e-mail, address or road
-    vehicle (a node of `features.network`) with a shipment of the run, or that is
-    declared in another calendar month (the goods references are monthly). Each run
+    vehicle (a node of `features.network`) with a shipment of the run declared
+    before it (not at the same instant), or that is declared in another calendar
+    month (the goods references are monthly). Each run
     is scored once the runs before it are in the history, so a shipment's features
     count the earlier shipments of its own request as they would count them sent one
     by one, and as `caravan features` counts them: a trader's five shipments of one
@@ -389,16 +390,19 @@ def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
     order = sorted(range(len(fresh)), key=lambda i: _utc(fresh[i].record["declared_at"]))
     nodes = _network_nodes(fresh)
     runs: list[list[Prepared]] = []
-    seen: set[str] = set()
+    seen: dict[str, dt.datetime] = {}  # node -> when a shipment of the run touched it
     month: tuple[int, int] | None = None
     for i in order:
         at = _utc(fresh[i].record["declared_at"])
-        if not runs or (at.year, at.month) != month or not seen.isdisjoint(nodes[i]):
+        # (features read what came strictly before: one instant's shipments never
+        # count each other, and may share a run)
+        earlier = any(seen.get(node, at) < at for node in nodes[i])
+        if not runs or (at.year, at.month) != month or earlier:
             runs.append([])
-            seen = set()
+            seen = {}
             month = (at.year, at.month)
         runs[-1].append(fresh[i])
-        seen |= nodes[i]
+        seen.update((node, seen.get(node, at)) for node in nodes[i])
     return runs
 
 
