@@ -142,13 +142,35 @@ FAMILY_MODULES = (
 )
 
 
+# The modules' order in `specs` (and so in `feature_set_version` and the model's
+# columns): the order in which the command line has always registered them (goods
+# imports the network module), which every feature-set version recorded so far hashes.
+SPEC_ORDER = (
+    "features.shipment",
+    "features.goods",
+    "features.network",
+    "features.trader",
+    "features.watchlist",
+    "features.travellers",
+)
+
+
 def specs(family: Family | None = None) -> list[FeatureSpec]:
+    """The registered features in a fixed order: by family module (`SPEC_ORDER`),
+    then as each module registers them. Not the order of registration across
+    modules, which follows whichever entry point imported a module first (the
+    server and the command line did it differently, and so recorded two versions
+    of one feature set)."""
     _load_families()
-    return [
-        s
-        for s in REGISTRY.values()
-        if s.module in FAMILY_MODULES and (family is None or s.family is family)
-    ]
+    rank = {module: i for i, module in enumerate(SPEC_ORDER)}
+    return sorted(
+        (
+            s
+            for s in REGISTRY.values()
+            if s.module in FAMILY_MODULES and (family is None or s.family is family)
+        ),
+        key=lambda s: rank[s.module],
+    )
 
 
 def feature_names() -> list[str]:

@@ -183,6 +183,32 @@ def test_every_feature_has_texts_in_both_languages_and_a_family() -> None:
     assert feature_set_version().startswith("fs2-")
 
 
+def test_the_feature_set_is_the_same_whichever_module_is_imported_first() -> None:
+    """The server imports the feature modules in another order than the command
+    line (the server recorded another feature-set version than the model card of
+    the model it served, for the same features)."""
+    import subprocess
+    import sys
+
+    from features.registry import FAMILY_MODULES, SPEC_ORDER
+
+    assert sorted(SPEC_ORDER) == sorted(FAMILY_MODULES)
+    script = (
+        "import importlib, sys\n"
+        "importlib.import_module(sys.argv[1])\n"
+        "from features.registry import feature_set_version, specs\n"
+        "print(feature_set_version(), ','.join(s.name for s in specs()))"
+    )
+    seen = {
+        first: subprocess.run(
+            [sys.executable, "-c", script, first], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for first in ("serving.app", "pipelines.cli", "features.network", "features.travellers")
+    }
+    here = f"{feature_set_version()} {','.join(s.name for s in specs())}"
+    assert set(seen.values()) == {here}, seen
+
+
 @pytest.mark.parametrize(
     ("lang", "expected"),
     [
