@@ -273,9 +273,9 @@ DISTINCT_MIN_LINES = 64
 def _distinct_pairs(queries: pl.DataFrame, key: str) -> tuple[pl.DataFrame, np.ndarray | None]:
     """The distinct (key, `__month`) pairs of the lines in `queries` and, per line,
     the row of its pair (None: few lines, asked as they are)."""
+    if queries.height <= DISTINCT_MIN_LINES:
+        return queries, None  # (the frame as given: its lookups are cached on it)
     pairs = queries.select(key, "__month")
-    if pairs.height <= DISTINCT_MIN_LINES:
-        return pairs, None
     distinct = pairs.unique(maintain_order=True)
     rows = pairs.join(
         distinct.with_row_index("__pair"),
