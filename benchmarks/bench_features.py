@@ -6,9 +6,8 @@ and the online call for one new shipment against the whole history.
 
 Prints, from one run on this machine:
 * batch features for all shipments (Polars, `features.build.build_features`);
-* on a sample: the whole Polars pipeline (every feature); the old pandas subset
-  (13 features: consignee history, goods value z-scores, route and totals) for
-  the earlier figure; then family by family, the same features written in pandas
+* on a sample: the whole Polars pipeline (every feature); then family by
+  family, the same features written in pandas
   as a good pandas user would (vectorised groupby, merge_asof, str methods over
   distinct values, the same transliteration and tariff-text functions and the
   same n-gram hashing and IDF; no loops over rows) beside the Polars step of that
@@ -71,7 +70,6 @@ from features.registry import REGISTRY, Kind, specs
 from features.state import FeatureState
 from pipelines.synthetic import WorldConfig, generate_world
 
-ARMS = ["firearms", "parts", "ammunition", "explosives"]
 T = TypeVar("T")
 WINDOWS = {"7d": "7D", "30d": "30D", "90d": "90D", "365d": "365D"}
 
@@ -106,137 +104,6 @@ def history_of(n: int, seed: int) -> History:
         ok["travellers"].accepted,
         watchlist(),
     )
-
-
-def pandas_features(h: History, params: Params) -> pd.DataFrame:
-    """A subset of the features, the pandas way."""
-    s = h.shipments.select(
-        "shipment_id",
-        "declared_at",
-        "expected_arrival_at",
-        "consignee_id",
-        "consignee_name",
-        "invoice_amount",
-        "invoice_currency",
-        pl.col("transit_countries").list.len().alias("transit_count"),
-    ).to_pandas()
-    it = h.items.select(
-        "shipment_id", "hs_code", "value", "net_mass_kg", "origin_country"
-    ).to_pandas()
-    oc = h.outcomes.select(
-        "shipment_id", "inspected_at", "finding", pl.col("finding_category").cast(pl.String)
-    ).to_pandas()
-    fx = s["invoice_currency"].map(params.usd_per_unit)
-    ident = s["consignee_id"].str.replace(r"[\s./-]", "", regex=True)
-    names = s["consignee_name"].drop_duplicates()
-    keys = dict(zip(names, names.map(lambda v: normalise_name(v, sort_tokens=True)), strict=True))
-    s["consignee_key"] = ("id:" + ident).where(
-        ident.str.len() > 0, "name:" + s["consignee_name"].map(keys)
-    )
-    out = pd.DataFrame({"shipment_id": s["shipment_id"]})
-    out["transit_count"] = s["transit_count"].fillna(0).astype(float)
-    out["lead_time_hours"] = (s["expected_arrival_at"] - s["declared_at"]).dt.total_seconds() / 3600
-    out["log_value_usd"] = np.log10(s["invoice_amount"] * fx)
-    out["item_count"] = s["shipment_id"].map(it.groupby("shipment_id").size()).fillna(0)
-
-    # Consignee history: counts strictly before each declaration, in trailing windows.
-    ev = s[["consignee_key", "declared_at", "shipment_id"]].sort_values("declared_at")
-    per_time = ev.groupby(["consignee_key", "declared_at"]).size().rename("n").reset_index()
-    per_time = per_time.sort_values(["consignee_key", "declared_at"])
-    per_time["cum"] = per_time.groupby("consignee_key")["n"].cumsum()
-    per_time["first"] = per_time.groupby("consignee_key")["declared_at"].transform("min")
-    q = s[["shipment_id", "consignee_key", "declared_at"]].sort_values("declared_at")
-
-    def cum_before(at: pd.Series) -> pd.DataFrame:
-        left = q.assign(t=at.loc[q.index]).sort_values("t")
-        right = per_time.rename(columns={"declared_at": "t"}).sort_values("t")
-        m = pd.merge_asof(
-            left,
-            right[["consignee_key", "t", "cum", "first"]],
-            on="t",
-            by="consignee_key",
-            allow_exact_matches=False,
-        )
-        return m.set_index("shipment_id")
-
-    now = cum_before(s["declared_at"])
-    out = out.set_index("shipment_id")
-    out["consignee_is_new"] = now["cum"].isna().astype(int)
-    out["consignee_days_since_first"] = (
-        s.set_index("shipment_id")["declared_at"] - now["first"]
-    ).dt.total_seconds() / 86400
-    for label, width in WINDOWS.items():
-        before = cum_before(s["declared_at"] - pd.Timedelta(width))
-        out[f"consignee_shipments_{label}"] = (
-            now["cum"].fillna(0) - before["cum"].fillna(0)
-        ).astype(float)
-
-    # Inspections and arms findings known (inspected_at) before the declaration.
-    oc = oc.merge(s[["shipment_id", "consignee_key"]], on="shipment_id")
-    oc["arms"] = (oc["finding"] & oc["finding_category"].isin(ARMS)).astype(int)
-    g = (
-        oc.groupby(["consignee_key", "inspected_at"])
-        .agg(n=("arms", "size"), a=("arms", "sum"))
-        .reset_index()
-    )
-    g = g.sort_values(["consignee_key", "inspected_at"])
-    g["n"] = g.groupby("consignee_key")["n"].cumsum()
-    g["a"] = g.groupby("consignee_key")["a"].cumsum()
-    m = pd.merge_asof(
-        q.rename(columns={"declared_at": "t"}),
-        g.rename(columns={"inspected_at": "t"}).sort_values("t"),
-        on="t",
-        by="consignee_key",
-        allow_exact_matches=False,
-    ).set_index("shipment_id")
-    out["consignee_inspections"] = m["n"].fillna(0).astype(float)
-    out["consignee_arms_findings"] = m["a"].fillna(0).astype(float)
-
-    # Unit value z against the same HS6 x origin (else HS6) over the 12 months before.
-    lines = it.merge(s[["shipment_id", "declared_at"]].assign(fx=fx), on="shipment_id")
-    lines["luv"] = np.log(lines["value"] * lines["fx"] / lines["net_mass_kg"])
-    lines["luv2"] = lines["luv"] ** 2
-    lines["month"] = lines["declared_at"].dt.tz_convert(None).dt.to_period("M").dt.to_timestamp()
-    lines["hs6"] = lines["hs_code"].str[:6]
-    lines["hs6_origin"] = lines["hs6"] + "|" + lines["origin_country"]
-    z = pd.Series(np.nan, index=lines.index)
-    window = pd.Timedelta(days=params.reference_window_days)
-    for key in ("hs6_origin", "hs6"):
-        monthly = (
-            lines.groupby([key, "month"])
-            .agg(n=("luv", "count"), s1=("luv", "sum"), s2=("luv2", "sum"))
-            .groupby(level=0)
-            .cumsum()
-            .reset_index()
-            .sort_values("month")
-        )
-        queries = lines[[key, "month"]].reset_index().sort_values("month")
-
-        def monthly_before(
-            at: pd.Series,
-            key: str = key,
-            monthly: pd.DataFrame = monthly,
-            queries: pd.DataFrame = queries,
-        ) -> pd.DataFrame:
-            q = queries.assign(t=at).sort_values("t")
-            m = pd.merge_asof(
-                q, monthly.rename(columns={"month": "t"}), on="t", by=key, allow_exact_matches=False
-            )
-            return m.set_index("index")[["n", "s1", "s2"]].fillna(0).sort_index()
-
-        now, start = monthly_before(queries["month"]), monthly_before(queries["month"] - window)
-        ref = now - start
-        mean = ref["s1"] / ref["n"]
-        var = (ref["s2"] / ref["n"] - mean**2).clip(lower=0.04)
-        zk = ((lines["luv"] - mean) / np.sqrt(var)).clip(-10, 10).where(ref["n"] >= 5)
-        z = z.fillna(zk)
-    lines["z"] = z
-    out["min_unit_value_z"] = lines.groupby("shipment_id")["z"].min()
-    return out
-
-
-# ---------------------------------------------------------------------------
-# The same features in pandas, family by family.
 
 
 @dataclass(frozen=True)
@@ -610,13 +477,6 @@ def compare(sample: History, params: Params) -> None:
     print(
         f"{n:,}-shipment sample: Polars, all {len(model_columns())} features: {t_pl:.2f} s "
         f"({n / t_pl:,.0f}/s)"
-    )
-    # The old figure: 13 features (consignee history, value z, route and totals).
-    pdf_old, t_old = _timed(lambda: pandas_features(sample, params))
-    print(
-        f"  old pandas subset, {pdf_old.shape[1]} features (consignee history, value z, route, "
-        f"totals; inputs converted inside): {t_old:.2f} s; per-row ratio against all Polars "
-        f"features {t_old / t_pl:.1f}x"
     )
     d, t_in = _timed(lambda: pandas_inputs(sample))
     print(f"  pandas inputs (Polars frames converted, not counted below): {t_in:.2f} s")
