@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -315,6 +316,18 @@ def _referral_sql(rid: int, method: str) -> str:
     )
 
 
+def insert_old_shipment(conn: Any) -> None:
+    """Shipment S1 (office KZ-ALA) as an older revision's rows: for migration tests."""
+    conn.execute(
+        text(
+            "INSERT INTO shipments (shipment_id, office_code, declared_at, payload, "
+            "content_hash, received_at) VALUES ('S1', 'KZ-ALA', '2026-03-01 08:00:00', "
+            "'{}', :h, '2026-03-01 08:00:00')"
+        ),
+        {"h": "0" * 64},
+    )
+
+
 def test_migration_0002_keeps_rows_and_constraints(db_url: str) -> None:
     """0002 on a database with data: rows and references survive the table rebuilds,
     'watchlist' becomes a valid selection method, the other checks stay, and the
@@ -323,14 +336,7 @@ def test_migration_0002_keeps_rows_and_constraints(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO shipments (shipment_id, office_code, declared_at, payload, "
-                    "content_hash, received_at) VALUES ('S1', 'KZ-ALA', '2026-03-01 08:00:00', "
-                    "'{}', :h, '2026-03-01 08:00:00')"
-                ),
-                {"h": "0" * 64},
-            )
+            insert_old_shipment(conn)
             conn.execute(text(_referral_sql(1, "model")))
             conn.execute(
                 text(

@@ -21,6 +21,7 @@ from serving import policy
 from serving.auth import Role
 from serving.db import alembic_config, current_revision, make_engine, upgrade
 from tests.serving.conftest import DAY, OFFICE, Api, payload
+from tests.serving.test_db import insert_old_shipment
 
 API = "/api/v1"
 ROUNDS = {"category": "ammunition", "quantity": 150, "unit": "PCE"}
@@ -306,14 +307,7 @@ def test_migration_0005_gives_each_old_outcome_its_line(db_url: str) -> None:
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO shipments (shipment_id, office_code, declared_at, payload, "
-                    "content_hash, received_at) VALUES ('S1', 'KZ-ALA', '2026-03-01 08:00:00', "
-                    "'{}', :h, '2026-03-01 08:00:00')"
-                ),
-                {"h": "0" * 64},
-            )
+            insert_old_shipment(conn)
             for rid in (1, 2, 3, 4):
                 conn.execute(
                     text(
