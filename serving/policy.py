@@ -714,6 +714,8 @@ class Referral:
     closed_by: str | None = None
     closed_at: dt.datetime | None = None
     history: tuple[Transition, ...] = field(default=())
+    # the shipment's declaration time, when known: no inspection can come before it
+    declared_at: dt.datetime | None = None
 
     @property
     def last_change(self) -> dt.datetime:
@@ -801,6 +803,17 @@ def _check_outcome(outcome: InspectionOutcome) -> None:
         raise TransitionError(problems[0].text())
 
 
+def _after_declaration(ref: Referral, at: dt.datetime, action: str) -> None:
+    """An inspection cannot come before the shipment's declaration (the outcomes
+    contract refuses such a label: it would never reach training)."""
+    if ref.declared_at is not None and at < ref.declared_at:
+        raise TransitionError(
+            f"cannot {action} referral {ref.shipment_id} at {at.isoformat()}: the shipment "
+            f"is declared at {ref.declared_at.isoformat()}, later than the inspection "
+            "(check the declaration's time and the server's clock)"
+        )
+
+
 def record_outcome(
     ref: Referral, officer: Officer, at: dt.datetime, outcome: InspectionOutcome
 ) -> Referral:
@@ -808,6 +821,7 @@ def record_outcome(
     _require(ref, "record an outcome for", Status.CLAIMED)
     _claimer(ref, officer, "record an outcome for")
     _check_outcome(outcome)
+    _after_declaration(ref, at, "record an outcome for")
     return _step(
         ref,
         Status.INSPECTED,
@@ -861,6 +875,8 @@ def correct_outcome(
     if not isinstance(reason, str) or not has_visible_text(reason):
         raise TransitionError(f"correcting referral {ref.shipment_id} needs a reason")
     _check_outcome(outcome)
+    if ref.waiver_reason is not None:  # (the waiver becomes an inspection made now)
+        _after_declaration(ref, at, "correct the waiver of")
     to = Status.CLOSED if ref.status == Status.CLOSED else Status.INSPECTED
     return _step(
         ref, to, officer.officer_id, at, reason.strip(), outcome=outcome, waiver_reason=None

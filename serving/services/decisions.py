@@ -27,9 +27,16 @@ from serving.services.shipments import _validate_json
 # --------------------------------------------------------------------------- decisions
 
 
-def _domain(ref: m.Referral) -> policy.Referral:
+def _domain(ref: m.Referral, session: Session | None = None) -> policy.Referral:
+    """The referral's policy view (with its shipment's declaration time when a
+    `session` is given: outcomes are checked against it)."""
     last = max(t for t in (ref.created_at, ref.claimed_at, ref.decided_at) if t is not None)
     status = policy.Status(ref.status)
+    declared = None
+    if session is not None:
+        declared = session.scalar(
+            select(m.Shipment.declared_at).where(m.Shipment.shipment_id == ref.shipment_id)
+        )
     return policy.Referral(
         shipment_id=ref.shipment_id,
         office_code=ref.office_code,
@@ -41,6 +48,7 @@ def _domain(ref: m.Referral) -> policy.Referral:
         decided_by=ref.decided_by,
         decided_at=ref.decided_at,
         history=(policy.Transition(None, status, "db", last),),
+        declared_at=declared,
     )
 
 
@@ -131,7 +139,7 @@ def record_outcome(
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
-        policy.record_outcome(_domain(ref), _officer(username, office, ref), at, outcome)
+        policy.record_outcome(_domain(ref, session), _officer(username, office, ref), at, outcome)
     except policy.TransitionError as exc:
         raise ServiceError(409, str(exc)) from None
     ref.status, ref.decided_by, ref.decided_at = "inspected", username, at
@@ -273,7 +281,12 @@ def correct_outcome(
     at = now()
     try:
         policy.correct_outcome(
-            _domain(ref), _officer(username, office, ref), at, outcome, reason, override=override
+            _domain(ref, session),
+            _officer(username, office, ref),
+            at,
+            outcome,
+            reason,
+            override=override,
         )
     except policy.TransitionError as exc:
         raise ServiceError(409, str(exc)) from None

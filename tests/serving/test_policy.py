@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from collections import Counter
@@ -20,6 +21,7 @@ from serving.policy import (
     build_queue,
     claim,
     close,
+    correct_outcome,
     exploration_slots,
     lane,
     open_referral,
@@ -308,6 +310,20 @@ class TestReferral:
         ref = claim(open_referral(entry(), T0), ALICE, at(1))
         with pytest.raises(TransitionError, match=message):
             record_outcome(ref, ALICE, at(2), outcome)
+
+    def test_no_inspection_before_the_declaration(self) -> None:
+        """An outcome (or a waiver corrected into one) made before the shipment's
+        declaration time is refused, naming both times: the outcomes contract would
+        reject the label, so it would never reach training."""
+        declared = dataclasses.replace(open_referral(entry(), T0), declared_at=at(30))
+        ref = claim(declared, ALICE, at(1))
+        with pytest.raises(TransitionError, match=r"declared at .*later than the inspection"):
+            record_outcome(ref, ALICE, at(29), FOUND)
+        assert record_outcome(ref, ALICE, at(30), FOUND).status is Status.INSPECTED
+        waived = waive(ref, ALICE, at(2), "seals intact")
+        with pytest.raises(TransitionError, match="cannot correct the waiver of"):
+            correct_outcome(waived, ALICE, at(20), FOUND, "inspected after all")
+        assert correct_outcome(waived, ALICE, at(31), FOUND, "inspected after all").outcome
 
     def test_no_finding_outcome(self) -> None:
         ref = claim(open_referral(entry(), T0), ALICE, at(1))

@@ -100,9 +100,10 @@ def test_a_wrong_firearms_finding_is_corrected_and_stops_branding_the_trader(
 
     data = tmp_path / "data"
     shutil.copytree(world, data)
-    # (declared after the history's latest shipment; the next ones after the inspection)
-    today = dt.datetime.now(dt.UTC).date()
-    later = today + dt.timedelta(days=1)
+    # (declared after the history's latest shipment and before the inspection, which is
+    # made now: yesterday at 08:01 UTC; the next ones after the inspection)
+    today = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    later = today + dt.timedelta(days=2)
     with _serve(db_url, data, users=True) as api:
         analyst = api.headers(Role.analyst)
         assert api.client.post(f"{API}/rules", json=RULE, headers=analyst).status_code == 201
@@ -324,6 +325,29 @@ def test_who_may_correct_what_and_a_waiver_turned_into_an_outcome(
     assert _post(api, c, "outcome/correct", admin, **no_finding).status_code == 409
     verify = api.client.get(f"{API}/audit/verify", headers=api.headers(Role.auditor))
     assert verify.json()["ok"] is True, verify.json()
+
+
+def test_no_outcome_before_the_declaration(world_api: Api, samples: Samples) -> None:
+    """A shipment declared later than now (a wrong clock at the declarant or the
+    server) cannot get an outcome yet: 409 naming the declaration time, and nothing is
+    stored. Before, the outcome was stored and `caravan validate` rejected its label,
+    so the finding never reached training."""
+    api = world_api
+    officer = api.headers(Role.officer)
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    _ingest(api, _ship(samples, 20, "EARLY-A", tomorrow))
+    rid = _referral(api, "EARLY-A", tomorrow)
+    assert _post(api, rid, "claim", officer).status_code == 200
+    r = _post(api, rid, "outcome", officer, **FIREARMS)
+    assert r.status_code == 409, r.text
+    assert f"declared at {tomorrow.isoformat()}T08:20:00+00:00" in r.json()["detail"]
+    with api.app.state.session_factory() as session:
+        assert session.scalars(select(m.Outcome).where(m.Outcome.referral_id == rid)).all() == []
+        assert session.get(m.Referral, rid).status == "claimed"  # type: ignore[union-attr]
+    # a waiver needs no inspection; turning it into an outcome is refused the same way
+    assert _post(api, rid, "waive", officer, reason="seal intact").status_code == 200
+    r = _post(api, rid, "outcome/correct", officer, finding=False, reason="inspected")
+    assert r.status_code == 409 and "cannot correct the waiver" in r.json()["detail"], r.text
 
 
 def test_the_correction_transition() -> None:
