@@ -803,11 +803,15 @@ def _check_outcome(outcome: InspectionOutcome) -> None:
         raise TransitionError(problems[0].text())
 
 
+class BeforeDeclarationError(TransitionError):
+    """An inspection at an instant before the shipment's declaration."""
+
+
 def _after_declaration(ref: Referral, at: dt.datetime, action: str) -> None:
     """An inspection cannot come before the shipment's declaration (the outcomes
     contract refuses such a label: it would never reach training)."""
     if ref.declared_at is not None and at < ref.declared_at:
-        raise TransitionError(
+        raise BeforeDeclarationError(
             f"cannot {action} referral {ref.shipment_id} at {at.isoformat()}: the shipment "
             f"is declared at {ref.declared_at.isoformat()}, later than the inspection "
             "(check the declaration's time and the server's clock)"

@@ -52,6 +52,13 @@ def _domain(ref: m.Referral, session: Session | None = None) -> policy.Referral:
     )
 
 
+def _refused(exc: policy.TransitionError) -> ServiceError:
+    """A refused transition as a 409; one made before the shipment's declaration
+    names `declared_at` (the page says it in the officer's language)."""
+    before = isinstance(exc, policy.BeforeDeclarationError)
+    return ServiceError(409, str(exc), "declared_at" if before else None)
+
+
 def _locked_referral(session: Session, referral_id: int) -> m.Referral:
     write_lock(session, "queue")
     ref = session.get(m.Referral, referral_id, populate_existing=True)
@@ -141,7 +148,7 @@ def record_outcome(
     try:
         policy.record_outcome(_domain(ref, session), _officer(username, office, ref), at, outcome)
     except policy.TransitionError as exc:
-        raise ServiceError(409, str(exc)) from None
+        raise _refused(exc) from None
     ref.status, ref.decided_by, ref.decided_at = "inspected", username, at
     row = m.Outcome(
         outcome_id=f"api-{ref.id}-{uuid.uuid4().hex[:12]}",
@@ -289,7 +296,7 @@ def correct_outcome(
             override=override,
         )
     except policy.TransitionError as exc:
-        raise ServiceError(409, str(exc)) from None
+        raise _refused(exc) from None
     before: dict[str, Any]
     if row is None:  # a waiver becomes an outcome
         before = {

@@ -689,6 +689,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Направление {id} по отправке {shipment} имеет статус «{status}»: "
         "это действие сейчас невозможно.",
     ),
+    "conflict.before_declaration": (
+        "Shipment {shipment} is declared at {declared}, later than now: an inspection "
+        "cannot come before its declaration. Record the outcome once that time has "
+        "passed, or have the declaration's time checked.",
+        "Отправка {shipment} задекларирована в {declared}, позже текущего времени: "
+        "досмотр не может предшествовать декларации. Запишите результат после этого "
+        "времени или проверьте время декларации.",
+    ),
     "conflict.back_shipment": ("Back to shipment {shipment}", "К отправке {shipment}"),
     "conflict.back_queue": ("Back to the queue", "К очереди"),
     # the recorded result

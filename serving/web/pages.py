@@ -854,6 +854,15 @@ def _post_correct_outcome(
 
 def _service_message(session: Session, t: Translator, referral_id: int, exc: ServiceError) -> str:
     """A service's refusal as the page shows it: a conflict in the officer's language."""
+    if exc.status == 409 and exc.field == "declared_at":
+        ref = session.get(m.Referral, referral_id)
+        ship = session.get(m.Shipment, ref.shipment_id) if ref is not None else None
+        if ship is not None:
+            return t(
+                "conflict.before_declaration",
+                shipment=ship.shipment_id,
+                declared=views.fmt_dt(ship.declared_at),
+            )
     if exc.status == 409:
         return _conflict_text(session, t, referral_id, exc)[0]
     return exc.message
