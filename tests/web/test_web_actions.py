@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from data_contracts.schemas import ITEMS, SHIPMENTS
 from serving import orm as m
 from serving.auth import Role, create_user
+from serving.history import contract_schema, frame_of
 from serving.policy import TOP_BAND
-from serving.services import left_out
+from serving.scoring import Scored, score_shipments
+from serving.services import active_rules, left_out, prepare_shipment
 from tests.serving.conftest import password_for
 from tests.web.conftest import DAY, Site, login, login_as, shipment_payloads, shot
 from tests.web.test_uat_web import _referral
@@ -62,6 +65,18 @@ def _ingest(site: Site, records: list[dict[str, Any]]) -> None:
         r = client.post("/api/v1/shipments/batch", json={"records": records})
         assert r.status_code == 200, r.text
         assert len(r.json()["stored"]) == len(records), r.json()["errors"]
+
+
+def _arriving_now(site: Site, records: list[dict[str, Any]]) -> list[Scored]:
+    """How each record would score arriving now, alone (nothing is stored)."""
+    services = site.app.state.services
+    prepared = [prepare_shipment(r) for r in records]
+    ships = frame_of([p.record for p in prepared], contract_schema(SHIPMENTS))
+    items = frame_of([i for p in prepared for i in p.items], contract_schema(ITEMS))
+    with site.app.state.session_factory() as session:
+        rules = active_rules(session, services)
+    with services.history.scoring() as state:
+        return score_shipments(ships, items, state, services.holder.handle, rules)
 
 
 def _api_queue(site: Site, day: dt.date) -> dict[str, Any]:
@@ -222,20 +237,20 @@ def test_the_queue_page_lists_the_shipments_that_did_not_fit(
 def test_a_displaced_referral_names_the_entry_that_replaced_it(
     new_page: Any, site: Site, act: ActOffice
 ) -> None:
-    # DAY1's red/yellow shipments by priority: the weakest arrives first on DAY2 and
-    # takes the one place, the strongest arrives later and displaces it
-    placed = act.queue1["entries"][0]
-    ranked = [*act.queue1["left_out"]]
-    if placed["lane"] in ("red", "yellow"):
-        ranked.append(placed)
-    # forced ones (must-inspect, exact watchlist: priority >= 2) enter over capacity
-    ranked = sorted((s for s in ranked if s["priority"] < TOP_BAND), key=lambda s: s["priority"])
-    index = {r["shipment_id"]: i for i, r in enumerate(act.day1)}
-    # the weak one well inside yellow, so that it is yellow or red on DAY2 as well
-    ranked = [s for s in ranked if s["priority"] >= 0.3]
-    weak, strong = index[ranked[0]["shipment_id"]], index[ranked[-1]["shipment_id"]]
-    assert ranked[-1]["priority"] > ranked[0]["priority"] + 0.1, ranked
+    # DAY2's red/yellow shipments by the priority each would get arriving now (DAY1's
+    # copies are their history, so a shipment scores otherwise than on DAY1): the
+    # weakest arrives first and takes the one place, the strongest arrives later and
+    # displaces it. Forced ones (must-inspect, exact watchlist: priority >= 2) would
+    # enter over capacity.
     records = shipment_payloads(site.data, N, "ACT2-", ACT_OFFICE, DAY2)
+    ranked = sorted(
+        (s for s in _arriving_now(site, records) if 0.25 <= s.priority < TOP_BAND),
+        key=lambda s: s.priority,
+    )
+    assert len(ranked) >= 2, "the world gave too few yellow or red shipments on DAY2"
+    index = {r["shipment_id"]: i for i, r in enumerate(records)}
+    weak, strong = index[ranked[0].shipment_id], index[ranked[-1].shipment_id]
+    assert ranked[-1].priority > ranked[0].priority + 0.1, ranked
     _ingest(site, [records[weak]])
     first = _api_queue(site, DAY2)["entries"]
     assert [e["shipment_id"] for e in first] == [records[weak]["shipment_id"]]
