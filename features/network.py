@@ -667,10 +667,14 @@ class Tables:
         outcomes: pl.DataFrame,
         all_ships: pl.DataFrame,
         ship_mentions: pl.DataFrame | None = None,
+        *,
+        advance: bool = True,
     ) -> None:
         """Add shipments declared no earlier than those held (with `<role>_key`)
         and outcomes (`all_ships`: every shipment now held, for their keys).
-        `ship_mentions`: `mentions(ships)` when the caller has it."""
+        `ship_mentions`: `mentions(ships)` when the caller has it. `advance`
+        False: the union-find stays where it was, its new edges still to come
+        (`append_swept`)."""
         if ships.height:
             self.source = self.mentions = None  # (the batch frames no longer match)
             if ship_mentions is None:
@@ -682,10 +686,36 @@ class Tables:
             self._append_edges(_first_edges(ships, ship_mentions, physical))
             latest: dt.datetime = times.max()  # type: ignore[assignment]
             self.latest = latest if self.latest is None else max(self.latest, latest)
-            if self._components is not None:
+            if advance and self._components is not None:
                 self._components.advance(_epoch(self.latest))
         if outcomes.height:
             self._append_flagged(_flagged(outcomes, all_ships))
+
+    def append_swept(self, ships: pl.DataFrame, ship_mentions: pl.DataFrame) -> np.ndarray | None:
+        """`append` of shipments (no outcomes) declared at or after the latest one
+        held, in one call, answering on the way the component size of each of the
+        first `len(ROLES) * ships.height` rows of `ship_mentions` (the consignor's
+        then the consignee's, as `prepare` queries them) from the identity edges
+        strictly before its time: each shipment reads the edges of the shipments
+        of this call declared before it, as when they are appended one at a time
+        (and as the batch's sweep reads them). None (appended all the same) when
+        the union-find had to be dropped (an edge it held pushed beyond a cap):
+        the caller then replays (`prepare` without the sizes)."""
+        comp = self.components()  # (every identity edge before the latest held)
+        self.append(ships, ships.clear(), ships, ship_mentions, advance=False)
+        if self._components is not comp:
+            return None
+        n = ships.height
+        queries = ship_mentions.slice(0, len(ROLES) * n)
+        times = _epoch_us(queries.get_column("t"))
+        order = sorted(range(len(times)), key=times.__getitem__)  # (stable: ties by row)
+        nodes = queries.get_column("party").to_list()
+        swept = comp.sweep([nodes[k] for k in order], [times[k] for k in order])
+        sizes = np.zeros(len(times), dtype=np.int64)
+        sizes[order] = swept
+        if self.latest is not None:
+            comp.advance(_epoch(self.latest))
+        return sizes
 
     @property
     def ends(self) -> KeyedRows:
@@ -835,6 +865,8 @@ def prepare(
     tables: Tables | History,
     params: Params,
     ship_mentions: pl.DataFrame | None = None,
+    *,
+    component_sizes: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Intermediate columns, one row per shipment in the order given:
     `__net_component` (largest of the consignee's and consignor's component, in
@@ -845,7 +877,9 @@ def prepare(
     Shipments declared at or after the latest one `tables` holds read the
     union-find and the BFS kept at the end of the history; earlier ones replay
     the history's edges in time order (exact, as slow as a batch).
-    `ship_mentions`: `mentions(ships)` when the caller has it."""
+    `ship_mentions`: `mentions(ships)` when the caller has it. `component_sizes`:
+    the sizes `Tables.append_swept` answered for these shipments (just appended:
+    the kept BFS reads their months, as for shipments declared after the rest)."""
     del params
     if isinstance(tables, History):
         tables = Tables(tables.shipments, tables.outcomes)
@@ -864,7 +898,11 @@ def prepare(
     )
     latest = tables.latest
     online = n > 0 and latest is not None and bool((ships["declared_at"] >= latest).all())
-    if online:
+    if component_sizes is not None and n > 0:
+        sizes = component_sizes
+        first = months.min() if isinstance(months, pl.Series) else min(months)
+        hops = _hops_to_arms(tables.hops(cast(dt.datetime, first)), nodes, months)
+    elif online:
         comp = tables.components()
         times = _epoch_us(queries.get_column("t"))
         sizes = np.array(

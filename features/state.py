@@ -322,6 +322,53 @@ class FeatureState:
             return prepared
         return None
 
+    def append_sequence(self, ships: pl.DataFrame, items: pl.DataFrame) -> list[pl.DataFrame]:
+        """Append new shipments (with their goods lines) and return their family
+        frames (`family_frames`' six, one row per shipment in the order given),
+        each shipment's as if they had been appended and queried one at a time in
+        declaration order: every family reads what was declared strictly before
+        it, the earlier shipments of `ships` included (a service's batch, scored
+        in one pass; `caravan features` counts them so). The as-of tables are cut
+        at each shipment's declared_at; the network's union-find is swept through
+        the new edges (`network.Tables.append_swept`). Refused (`StateError`,
+        nothing changed) when one is declared before `as_of`; the rows join the
+        state whatever the caller does next (a caller that does not keep them
+        must drop the state)."""
+        self.check_online(ships)
+        params = self.params
+        keyed = party_keys(ships)
+        mentions = network.mentions(keyed)
+        # The reference first: a line is compared only with earlier months, which
+        # `ships` may hold too (those of an earlier month count for a later one).
+        self.reference.append(ships, items, params)
+        new_goods = goods.prepare(ships, items, self.reference, params)
+        if self._no_inspections is None:
+            self._no_inspections = trader.outcome_events(
+                self._history.outcomes.clear(), keyed.clear()
+            )
+        self.trader.append(
+            trader.shipment_events(keyed, goods.undervalued_flags(new_goods)),
+            items,
+            self._no_inspections,
+        )
+        sizes = self.network.append_swept(keyed, mentions)
+        self.travellers.append(keyed, None, params, mentions)
+        h = self._history
+        self._tail.append(
+            _Appended(ships, items, h.outcomes.clear(), h.travellers.clear(), keyed, new_goods)
+        )
+        if len(self._tail) >= MAX_TAIL:
+            self._settle()
+        self._prepared = None
+        return [
+            shipment.prepare(ships, items, params),
+            new_goods,
+            trader.prepare(keyed, self.trader),
+            watchlist.prepare(keyed, self._history.watchlist, params, self.watch_index),
+            travellers.prepare(keyed, self.travellers, params, mentions),
+            network.prepare(keyed, self.network, params, mentions, component_sizes=sizes),
+        ]
+
     def append(
         self,
         ships: pl.DataFrame | None = None,

@@ -394,7 +394,36 @@ class HistoryStore:
             rows = self._held_rows("travellers", h.travellers, "traveller_record_id", wanted)
         return {str(r["traveller_record_id"]): r for r in rows.to_dicts()}
 
-    def add_shipments(self, ships: pl.DataFrame, items: pl.DataFrame) -> None:
+    def add_shipments(
+        self, ships: pl.DataFrame, items: pl.DataFrame, *, held_by: FeatureState | None = None
+    ) -> None:
+        """Add stored shipments to the history (and, through the queue, to the
+        state). `held_by`: the state that already took them (they were appended
+        while scored, `FeatureState.append_sequence`): not queued for it again
+        when it is still the current state (else queued for the one that replaced
+        it, like any other rows)."""
+        if held_by is not None:
+            with self._state_lock:  # (the state is not replaced meanwhile)
+                self._add_shipments(ships, items, queue=self._state is not held_by)
+            return
+        self._add_shipments(ships, items)
+
+    def drop_state(self, state: FeatureState | None) -> None:
+        """Forget `state` if it is still the current one: it took rows that were
+        not stored after all (`add_shipments` never came). The next scoring builds
+        the state anew from the history, which does not hold them. (None: none
+        took any.)"""
+        if state is None:
+            return
+        with self._state_lock:
+            if self._state is state:
+                self._state = None
+                log.warning(
+                    "feature state dropped (it held shipments whose storing failed); "
+                    "the next scoring rebuilds it"
+                )
+
+    def _add_shipments(self, ships: pl.DataFrame, items: pl.DataFrame, queue: bool = True) -> None:
         ships = _conform(ships, contract_schema(SHIPMENTS))
         items = _conform(items, contract_schema(ITEMS))
         with self._lock:
@@ -416,7 +445,10 @@ class HistoryStore:
                 h.travellers,
                 h.watchlist,
             )
-            self._record(ships=ships, items=items)
+            if queue:
+                self._record(ships=ships, items=items)
+            elif self._rebuild_rows is not None:  # (a rebuild from an older history runs)
+                self._rebuild_rows.append({"ships": ships, "items": items})
 
     def add_travellers(self, travellers: pl.DataFrame) -> None:
         with self._lock:

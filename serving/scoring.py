@@ -171,12 +171,16 @@ def score_shipments(
     thresholds: LaneThresholds | None = None,
     explain: bool | None = None,
     extras: Mapping[str, Mapping[str, Any]] | None = None,
+    features: pl.DataFrame | None = None,
 ) -> list[Scored]:
     """Score validated shipments against the history (explain: None = red and
     yellow lanes only, True = all, False = none). `extras`: per shipment id, the
     export columns a declaration brought (name -> value) for a model trained with
-    them (see `with_extras`); missing ones are scored as missing."""
-    feats = with_extras(build_features(ships, items, history, params), model, extras or {})
+    them (see `with_extras`); missing ones are scored as missing. `features`:
+    their features when already built (`sequence_features`)."""
+    if features is None:
+        features = build_features(ships, items, history, params)
+    feats = with_extras(features, model, extras or {})
     names = list(model.names)
     shown = ("shipment_id", "declared_at", *CONTEXT)
     if set(names).union(shown).issubset(feats.columns):
@@ -251,6 +255,25 @@ def score_shipments(
         for i, row in zip(wanted, rows, strict=True):
             out[i] = _with_explanation(out[i], row["reasons"])
     return out
+
+
+def sequence_features(
+    state: FeatureState, ships: pl.DataFrame, items: pl.DataFrame
+) -> pl.DataFrame:
+    """`build_features` of new shipments declared in time order, appended to the
+    state on the way (`FeatureState.append_sequence`): each one's features count
+    the shipments of `ships` declared before it, as if they were sent one by one.
+    Raises `features.state.StateError` (nothing appended) when one is declared
+    before the state's `as_of`."""
+    from features.build import ID, _feature_exprs
+
+    columns = [
+        column
+        for part in state.append_sequence(ships, items)
+        for column in part.iter_columns()
+        if column.name != "shipment_id"
+    ]
+    return ships.hstack(columns).select(*ID, *CONTEXT, *_feature_exprs(specs()))
 
 
 # (model handle, the registered specs, its feature-set version) of the handles scored

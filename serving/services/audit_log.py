@@ -48,12 +48,15 @@ def audit(
     *,
     entity: str | None = None,
     entity_id: str | None = None,
+    flush: bool = True,
 ) -> m.AuditLog:
     """Append an entry to the chain in the session's transaction (commit with the change).
 
     The first entry of a transaction takes the write lock and reads the chain's head;
     the lock is held until the transaction ends, so the next entries of the same
-    transaction follow the entry written last without reading the head again."""
+    transaction follow the entry written last without reading the head again.
+    `flush` False: the row is written with the session's next flush (a caller
+    adding many entries writes them in one)."""
     transaction = (session.get_transaction(), session.get_nested_transaction())
     last = session.info.get(_AUDIT_HEAD)
     if transaction[0] is not None and last is not None and _same(last[0], transaction):
@@ -78,7 +81,8 @@ def audit(
         hash=entry.hash,
     )
     session.add(row)
-    session.flush()
+    if flush:
+        session.flush()
     session.info[_AUDIT_HEAD] = (
         (session.get_transaction(), session.get_nested_transaction()),
         entry,

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from data_contracts.schemas import ITEMS, SHIPMENTS
+from features.state import FeatureState
 from serving import orm as m
 from serving.history import contract_schema, frame_of
 from serving.schemas import shipment_in_model
@@ -29,6 +30,7 @@ from serving.scoring import (
     check_extras,
     explain_vector,
     score_shipments,
+    sequence_features,
 )
 from serving.services._core import RowError, ServiceError, Services, content_hash, jsonable, now
 from serving.services.audit_log import _score_differences, _score_facts, audit, feature_vector_hash
@@ -191,8 +193,11 @@ def _score_row(s: Scored) -> m.Score:
     )
 
 
-def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind: str) -> None:
-    """The rule hits and the audit entry of a score written (flushed: it has its id)."""
+def _record_score(
+    session: Session, s: Scored, score: m.Score, actor: str, kind: str, *, flush: bool = True
+) -> None:
+    """The rule hits and the audit entry of a score written (flushed: it has its id).
+    `flush` False: written with the session's next flush."""
     for hit in s.rule_hits:
         session.add(
             m.RuleHit(
@@ -222,6 +227,7 @@ def _record_score(session: Session, s: Scored, score: m.Score, actor: str, kind:
         },
         entity="shipment",
         entity_id=s.shipment_id,
+        flush=flush,
     )
 
 
@@ -345,8 +351,12 @@ def ingest_shipments(
     stored: list[StoredShipment] = []
     if fresh:
         try:
-            for run in in_sequence(fresh):
-                stored += _store_shipments(session, services, run, actor)
+            together = _store_sequence(session, services, fresh, actor)
+            if together is not None:
+                stored = together
+            else:  # (some declared before the state's latest: run by run, as before)
+                for run in in_sequence(fresh):
+                    stored += _store_shipments(session, services, run, actor)
         except IntegrityError:
             session.rollback()
             if not retry:
@@ -373,7 +383,9 @@ def ingest_shipments(
 
 
 def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
-    """The new shipments of a request in declaration order, cut into runs: a run
+    """The new shipments of a request in declaration order, cut into runs (the path
+    of a batch holding a late arrival; any other is scored in one pass,
+    `_store_sequence`): a run
     ends before a shipment that shares a party, phone, e-mail, address or road
     vehicle (a node of `features.network`) with a shipment of the run declared
     before it (not at the same instant), or that is declared in another calendar
@@ -469,6 +481,60 @@ def _store_shipments(
             scored = score_shipments(ships, items, state, handle, rules, extras=_extras_of(fresh))
     except ModelInputError as exc:
         raise ServiceError(503, str(exc)) from None
+    out = _write_scored(session, fresh, scored, actor)
+    services.history.add_shipments(ships, items)
+    return out
+
+
+def _store_sequence(
+    session: Session, services: Services, fresh: Sequence[Prepared], actor: str
+) -> list[StoredShipment] | None:
+    """Score and store the new shipments of a request in one pass and one
+    transaction: their features come from the state with the shipments appended
+    in declaration order (`serving.scoring.sequence_features`: each counts the
+    shipments of the request declared before it, as one by one), then the model,
+    explanations, rules and watchlists once for all of them; the history learns
+    them after the commit. None (nothing done) when one is declared before the
+    newest shipment the state holds (a late arrival: `in_sequence` runs are
+    scored as before). Should the storing fail, the state, which took the
+    shipments, is dropped (rebuilt from the history on next use).
+    Raises IntegrityError (rolled back by the caller) when an id was taken meanwhile."""
+    if len(fresh) < 2:
+        return None  # (one shipment: the online path)
+    handle = services.holder.handle
+    ordered = sorted(fresh, key=lambda p: _utc(p.record["declared_at"]))  # (stable)
+    try:
+        ships, items = _frames(ordered)
+    except (pl.exceptions.PolarsError, OverflowError) as exc:
+        raise ServiceError(422, f"the records cannot be stored: {exc}") from None
+    rules = active_rules(session, services)
+    taken: FeatureState | None = None  # (the state, once it took the shipments)
+    try:
+        with services.history.scoring() as state:
+            as_of = state.as_of
+            if as_of is not None and bool((ships["declared_at"] < as_of).any()):
+                return None
+            taken = state  # (the same test as `append_sequence`'s: it appends)
+            feats = sequence_features(state, ships, items)
+            scored = score_shipments(
+                ships, items, state, handle, rules, extras=_extras_of(ordered), features=feats
+            )
+        out = _write_scored(session, ordered, scored, actor)
+    except ModelInputError as exc:
+        services.history.drop_state(taken)
+        raise ServiceError(503, str(exc)) from None
+    except BaseException:
+        services.history.drop_state(taken)
+        raise
+    services.history.add_shipments(ships, items, held_by=taken)
+    return out
+
+
+def _write_scored(
+    session: Session, fresh: Sequence[Prepared], scored: Sequence[Scored], actor: str
+) -> list[StoredShipment]:
+    """Write scored shipments with their lines, scores, rule hits and audit
+    entries, and commit (as `_store_shipments` does)."""
     by_id = {p.record["shipment_id"]: p for p in fresh}
     received = now()
     rows: dict[str, m.Shipment] = {}
@@ -484,23 +550,24 @@ def _store_shipments(
             content_hash=p.content_hash,
             received_at=received,
         )
-        session.add(rows[s.shipment_id])
+    session.add_all(list(rows.values()))
     session.flush()  # no ORM relationships: shipments before their lines and scores
     # Lines and scores (both refer to the shipment only) in one flush, which gives the
     # scores their ids; then their rule hits and audit entries.
     for s in scored:
         p = by_id[s.shipment_id]
-        for line in p.items:
-            session.add(
+        session.add_all(
+            [
                 m.Item(shipment_id=s.shipment_id, line_no=line["line_no"], payload=jsonable(line))
-            )
+                for line in p.items
+            ]
+        )
     scores = {s.shipment_id: _score_row(s) for s in scored}
     session.add_all(list(scores.values()))
     session.flush()
-    for s in scored:
-        _record_score(session, s, scores[s.shipment_id], actor, "score")
+    for s in scored:  # (their rows written together, by the commit's flush)
+        _record_score(session, s, scores[s.shipment_id], actor, "score", flush=False)
     session.commit()
-    services.history.add_shipments(ships, items)
     # What `load_shipment` would read back, from the rows just written.
     return [
         StoredShipment(
