@@ -6,6 +6,7 @@ Nothing happens at import time.
 """
 
 import base64
+import gc
 import hashlib
 import logging
 import re
@@ -366,6 +367,9 @@ def create_app(
             stop_event = getattr(app.state, "refresh_stop", None)
             if stop_event is not None:
                 stop_event.set()
+            freezer = getattr(app.state, "heap_freezer", None)
+            if freezer is not None:
+                freezer.release()
             engine.dispose()
 
     app = FastAPI(
@@ -401,6 +405,65 @@ def create_app(
     return app
 
 
+class HeapFreezer:
+    """Keeps the long-lived serving state out of the garbage collector's full passes.
+
+    The feature state holds hundreds of thousands of Python lists and dicts (about
+    280,000 objects on a bench world of 100,000 shipments, 700,000 with the rest of the
+    process), none in a reference cycle: a full (generation 2) collection walked them
+    all, 0.3 to 0.7 s with every request stopped, now and then. `check` collects what
+    is not frozen yet (the first time, all: once, at start-up), then moves every object
+    alive to the permanent generation (`gc.freeze`), which the collector never walks;
+    it runs once the state is built at start-up and again after each background
+    rebuild or model swap (from the model refresh loop, every few seconds), whose new
+    objects would otherwise fill generation 2 again.
+
+    What is never collected then: reference cycles among frozen objects that become
+    unreachable later (such as the cyclic garbage of a request in flight at the moment
+    of a freeze). Refcounting still frees every frozen object that is not in a cycle
+    (a replaced feature state is freed that way: it holds no cycle; replaced models
+    stay loaded anyway, `ModelHolder` keeps them for replays). `release` (at shutdown)
+    gives the frozen objects back to the collector."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.freezes = 0
+        self._seen: tuple[int, int, int] | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _marks(app: FastAPI) -> tuple[int, int, int] | None:
+        services = getattr(app.state, "services", None)
+        if services is None or not services.history.state_ready:
+            return None
+        history = services.history
+        holder = services.holder
+        model = id(holder.handle) if holder.ready else 0
+        return (history.inline_builds, history.rebuilds, model)
+
+    def check(self, app: FastAPI) -> bool:
+        """Freeze when the state was built or replaced, or the model swapped, since
+        the last freeze; True when it froze."""
+        if not self.enabled:
+            return False
+        with self._lock:
+            marks = self._marks(app)
+            if marks is None or marks == self._seen:
+                return False
+            gc.collect()  # (walks only what is not frozen yet)
+            gc.freeze()
+            self._seen = marks
+            self.freezes += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            if self.freezes:
+                gc.unfreeze()
+                self.freezes = 0
+                self._seen = None
+
+
 def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     """Load the champion and the history; refresh the champion every few seconds in a
     background thread, so that a promotion reaches the running server."""
@@ -414,6 +477,8 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     queue_settings = QueueSettings()
     stop = threading.Event()
     app.state.refresh_stop = stop
+    freezer = HeapFreezer(app.state.serving.gc_freeze)
+    app.state.heap_freezer = freezer
     if layout.mlflow_db.exists():
         follow_recorded_champion(app.state.session_factory, layout)  # a lost alias move
         holder.refresh()
@@ -438,6 +503,7 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
                 follow_recorded_champion(app.state.session_factory, layout)
                 if layout.mlflow_db.exists() and holder.refresh():
                     app.state.model = holder
+                freezer.check(app)  # a rebuilt state or a new model: freeze it
             except Exception:  # never let the loop die
                 log.exception("model refresh failed")
 
@@ -446,6 +512,7 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
     def build_state() -> None:
         try:
             app.state.services.history.warm_up()
+            freezer.check(app)
         except Exception:  # the first scoring will try again (and report)
             log.exception("building the feature state failed")
 

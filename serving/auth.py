@@ -58,6 +58,7 @@ import logging
 import os
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -151,6 +152,9 @@ class ServingSettings(BaseSettings):
     user_lockout_threshold: int = 10
     user_lockout_max_seconds: float = 60.0
     auto_migrate: bool = True
+    # Move the serving state out of the garbage collector's full passes once built
+    # (serving.app.HeapFreezer): no pause of half a second now and then.
+    gc_freeze: bool = True
 
     def lockout_policy(self) -> LockoutPolicy:
         return LockoutPolicy(
@@ -289,6 +293,34 @@ def create_access_token(
 def decode_access_token(secret: bytes, token: str, *, verify_exp: bool = True) -> TokenClaims:
     """The claims of a token this server signed (AuthError otherwise). `verify_exp`
     False reads an expired one too (to say when a session ended)."""
+    return _decoded(secret, token, verify_exp)[0]
+
+
+# Tokens whose signature and claims were verified: (secret, token) -> (claims, the
+# integer `exp` PyJWT compares with the time). A token checked again is not verified
+# again: only its expiry can change its answer (PyJWT's test, repeated in
+# `verified_token`); the user row is still read on every request.
+_VERIFIED: dict[tuple[bytes, str], tuple[TokenClaims, int]] = {}
+_VERIFIED_MAX = 4096
+
+
+def verified_token(secret: bytes, token: str) -> TokenClaims:
+    """As `decode_access_token` (expiry verified), without checking the signature of a
+    token seen before again."""
+    key = (secret, token)
+    known = _VERIFIED.get(key)
+    if known is None:
+        known = _decoded(secret, token, True)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = known
+    elif known[1] <= time.time():  # (PyJWT: expired when int(exp) <= now)
+        _VERIFIED.pop(key, None)
+        raise AuthError("token expired")
+    return known[0]
+
+
+def _decoded(secret: bytes, token: str, verify_exp: bool) -> tuple[TokenClaims, int]:
     try:
         claims = jwt.decode(
             token,
@@ -303,7 +335,7 @@ def decode_access_token(secret: bytes, token: str, *, verify_exp: bool = True) -
             jti=str(claims["jti"]),
             issued_at=dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC),
             expires_at=dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC),
-        )
+        ), int(claims["exp"])
     except jwt.ExpiredSignatureError as exc:
         raise AuthError("token expired") from exc
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError, OverflowError) as exc:
@@ -866,7 +898,7 @@ class Principal:
 
 
 def principal_from_token(session: Session, secret: bytes, token: str) -> Principal:
-    claims = decode_access_token(secret, token)
+    claims = verified_token(secret, token)
     user = session.scalar(select(User).where(User.username == claims.username))
     if user is None or not user.active:
         raise AuthError("unknown or inactive user")

@@ -17,13 +17,13 @@ import os
 import stat
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, update
+from sqlalchemy import Engine, Table, create_engine, event, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -172,11 +172,12 @@ def write_lock(session: Session, name: str = "audit_log") -> None:
     the database write lock (waiting up to the busy timeout), so a writer that reads the
     audit log's head after this call appends to the true head.
     """
-    result = session.execute(
-        update(Lock)
-        .where(Lock.name == name)
-        .values(name=Lock.name)
-        .execution_options(synchronize_session=False)
-    )
+    # (a Core UPDATE of the table: the same SQL as an ORM one, without its ORM
+    # machinery, 0.1 ms of every audit entry; the session's pending rows are flushed
+    # first, as the ORM statement's autoflush did)
+    if session.autoflush:
+        session.flush()
+    table = cast(Table, Lock.__table__)
+    result = session.execute(update(table).where(table.c.name == name).values(name=table.c.name))
     if getattr(result, "rowcount", 1) != 1:
         raise KeyError(f"no lock named {name!r}")

@@ -77,7 +77,9 @@ class RoleChecker:
         if not self.roles:
             raise ValueError("require_roles needs at least one role (use PUBLIC for none)")
 
-    def __call__(self, principal: CurrentPrincipal) -> Principal:
+    # (async: it only compares the role, so the event loop runs it, without the
+    # worker-thread round trip FastAPI gives a plain function)
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
         if principal.role not in self.roles:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"role {principal.role} may not call this endpoint"
@@ -93,7 +95,7 @@ class PublicAccess:
 
     roles = None
 
-    def __call__(self) -> None:
+    async def __call__(self) -> None:
         return None
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ from serving.scoring import ModelNotReadyError
 from serving.services import ServiceError, Services
 
 
-def services_of(request: Request) -> Services:
+async def services_of(request: Request) -> Services:  # (no I/O: no worker thread)
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise HTTPException(503, "the service is starting")

@@ -3,6 +3,7 @@ the chain, and the checks of stored scores against their entries."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
 from collections.abc import Sequence
@@ -63,8 +64,7 @@ def audit(
         prev: audit_chain.AuditEntry | None = last[1]
     else:
         write_lock(session, "audit_log")
-        head = session.scalars(select(m.AuditLog).order_by(m.AuditLog.seq.desc()).limit(1)).first()
-        prev = None if head is None else _entry(head)
+        prev = _head(session)
     body = jsonable({**payload, "entity": entity, "entity_id": entity_id})
     record = audit_chain.AuditRecord(uuid.uuid4().hex, now(), kind, actor, body)
     entry = audit_chain.append(prev, record)
@@ -88,6 +88,23 @@ def audit(
         entry,
     )
     return row
+
+
+def _head(session: Session) -> audit_chain.AuditEntry | None:
+    """The chain's last entry, as far as the next one needs it: its seq and hash (read
+    as two columns: loading the whole row, payload and all, cost more than the rest of
+    an entry). The other fields are left empty: `audit_chain.append` reads only these."""
+    head = session.execute(_HEAD).first()
+    if head is None:
+        return None
+    seq, digest = head
+    return audit_chain.AuditEntry(int(seq), "", _NO_TIME, "", "", {}, "", str(digest))
+
+
+_NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
+# (a Core query of the table: no ORM machinery; `write_lock` flushed the session)
+_LOG = m.AuditLog.__table__
+_HEAD = select(_LOG.c.seq, _LOG.c.hash).order_by(_LOG.c.seq.desc()).limit(1)
 
 
 def _same(a: tuple[object, object], b: tuple[object, object]) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from serving import orm as m
@@ -34,12 +34,8 @@ def _rule_of(version: m.RuleVersion) -> Rule:
 def active_rules(session: Session, services: Services) -> list[Rule]:
     """The newest version of every active rule (cached until the rules change: every
     new version and every (de)activation writes an audit entry on the entity "rule")."""
-    versions = select(func.count(m.RuleVersion.id)).scalar_subquery()
-    active = (
-        select(func.count()).select_from(m.Rule).where(m.Rule.active.is_(True)).scalar_subquery()
-    )
-    changed = select(func.max(m.AuditLog.seq)).where(m.AuditLog.entity == "rule").scalar_subquery()
-    marker, n_active, last = session.execute(select(versions, active, changed)).one()
+    row = session.execute(_RULES_MARK).one()
+    marker, n_active, last = row[0], row[1], row[2]
     key = hash((int(marker or 0), int(n_active or 0), int(last or 0)))
     cached = services._rules_cache
     if cached is not None and cached[0] == key:
@@ -47,6 +43,21 @@ def active_rules(session: Session, services: Services) -> list[Rule]:
     rules = [_rule_of(v) for v, _r in latest_versions(session, active_only=True)]
     services._rules_cache = (key, rules)
     return rules
+
+
+def _rules_mark() -> Select[Any]:
+    """The rules' marker: versions, active rules and the last audit entry of a rule
+    change, in one query built once, as a Core query of the tables (without the ORM's
+    statement machinery: a third of its cost on every ingest)."""
+    versions, rules, log = m.RuleVersion.__table__, m.Rule.__table__, m.AuditLog.__table__
+    return select(
+        select(func.count(versions.c.id)).scalar_subquery(),
+        select(func.count()).select_from(rules).where(rules.c.active.is_(True)).scalar_subquery(),
+        select(func.max(log.c.seq)).where(log.c.entity == "rule").scalar_subquery(),
+    )
+
+
+_RULES_MARK = _rules_mark()
 
 
 def latest_versions(
