@@ -14,7 +14,7 @@ import polars as pl
 from features.context import Params
 from features.hs_text import NomenclatureText, nomenclature_text, plain
 from features.registry import Family, Wording, feature
-from features.timeline import AsOfTable, as_of_query
+from features.timeline import AsOfTable, as_of_columns, as_of_query
 
 F = Family.GOODS
 
@@ -71,17 +71,24 @@ def _line_frame(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.
     fx = pl.col("invoice_currency").replace_strict(
         params.usd_per_unit, default=None, return_dtype=pl.Float64
     )
-    return items.join(
-        ships.select("shipment_id", "declared_at", fx.alias("__fx")),
-        on="shipment_id",
-        how="inner",
-        maintain_order="left",
-    ).with_columns(
-        pl.col("hs_code").str.slice(0, 6).alias("hs6"),
-        (pl.col("hs_code").str.slice(0, 6) + "|" + pl.col("origin_country")).alias("hs6_origin"),
-        (pl.col("value") * pl.col("__fx") / pl.col("net_mass_kg")).log().alias("__luv"),
-        (pl.col("net_mass_kg") / pl.col("quantity")).log().alias("__lmpu"),
-        _month(pl.col("declared_at")).alias("__month"),
+    # (only the columns read: the join gathers every column of the lines)
+    return (
+        items.select(*LINE_COLUMNS, "net_mass_kg", "quantity")
+        .join(
+            ships.select("shipment_id", "declared_at", fx.alias("__fx")),
+            on="shipment_id",
+            how="inner",
+            maintain_order="left",
+        )
+        .with_columns(
+            pl.col("hs_code").str.slice(0, 6).alias("hs6"),
+            (pl.col("hs_code").str.slice(0, 6) + "|" + pl.col("origin_country")).alias(
+                "hs6_origin"
+            ),
+            (pl.col("value") * pl.col("__fx") / pl.col("net_mass_kg")).log().alias("__luv"),
+            (pl.col("net_mass_kg") / pl.col("quantity")).log().alias("__lmpu"),
+            _month(pl.col("declared_at")).alias("__month"),
+        )
     )
 
 
@@ -184,18 +191,25 @@ class Reference:
     of squares of the log unit value and of the log mass per unit of the lines
     recorded so far (the `_cumulative` tables `_reference_z` reads); and the
     fitted nomenclature text model the descriptions are compared with (static:
-    it does not depend on the history)."""
+    it does not depend on the history).
+
+    A build (or an append of many shipments) keeps the line frame
+    (`_line_frame`) it computed, for the `prepare` of the same frames that
+    usually follows (the history's, in a batch): taken once (`lines_of`), then
+    dropped."""
 
     def __init__(
         self, tables: dict[tuple[str, str], AsOfTable], text: NomenclatureText | None = None
     ):
         self.tables = tables
         self.text = text if text is not None else nomenclature_text()
+        # (ships, items, params, their `_line_frame`, the frames' shapes): see `lines_of`
+        self._lines: tuple[pl.DataFrame, pl.DataFrame, Params, pl.DataFrame, tuple] | None = None
 
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> Reference:
         ref = _line_frame(ships, items, params)
-        return cls(
+        built = cls(
             {
                 (value, key): AsOfTable.build(
                     _reference_lines(ref, value), key, "__month", [value, "__sq"]
@@ -205,10 +219,36 @@ class Reference:
             },
             nomenclature_for(params),
         )
+        built._keep(ships, items, params, ref)
+        return built
+
+    def _keep(
+        self, ships: pl.DataFrame, items: pl.DataFrame, params: Params, lines: pl.DataFrame
+    ) -> None:
+        self._lines = (ships, items, params, lines, _shape(ships, items))
+
+    def lines_of(self, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.DataFrame:
+        """`_line_frame(ships, items, params)`: the one the last build or append
+        computed when it was of these very frames (the same objects, of the same
+        heights and columns since: none grown in place) and parameters, else
+        computed now. The one kept is dropped either way (a batch asks once; it
+        holds every line)."""
+        kept, self._lines = self._lines, None
+        if kept is not None:
+            held_ships, held_items, held_params, lines, shape = kept
+            if (
+                held_ships is ships
+                and held_items is items
+                and held_params == params
+                and shape == _shape(ships, items)
+            ):
+                return lines
+        return _line_frame(ships, items, params)
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> None:
         """Add the lines of shipments declared no earlier than those already held."""
         if _small(ships, items):
+            self._lines = None
             lines = _few_lines(ships, items, params)
             time = ships.schema["declared_at"]
             for value in VALUES:
@@ -216,9 +256,16 @@ class Reference:
                 for key in KEYS:
                     self.tables[(value, key)].append(events)
             return
+        self._lines = None
         ref = _line_frame(ships, items, params)
         for (value, _), table in self.tables.items():
             table.append(_reference_lines(ref, value))
+        self._keep(ships, items, params, ref)
+
+
+def _shape(ships: pl.DataFrame, items: pl.DataFrame) -> tuple:
+    """The heights and columns of the frames a line frame was computed from."""
+    return (ships.height, items.height, tuple(ships.columns), tuple(items.columns))
 
 
 VALUES = ("__luv", "__lmpu")
@@ -232,27 +279,35 @@ def _reference_z(
     ref: Reference,
     value: str,
     params: Params,
+    pairs: dict[str, tuple[pl.DataFrame, np.ndarray | None]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """z-score of each line's `value` (`known`: not null) against the same HS6 x
     origin (else HS6) over the reference window before the line's month: only data
-    known before it. `queries`: the lines' KEYS and __month. Returns the scores
-    and whether the line has one (a value and MIN_REFERENCE earlier lines; a
-    score may still be NaN, from NaN data). One formula for any number of lines,
-    in numpy (its IEEE operations give what the Polars expressions gave)."""
+    known before it. `queries`: the lines' KEYS and __month; `pairs`: a memo of
+    their `_distinct_pairs` per key, shared by the calls for each value. Returns
+    the scores and whether the line has one (a value and MIN_REFERENCE earlier
+    lines; a score may still be NaN, from NaN data). One formula for any number
+    of lines, in numpy (its IEEE operations give what the Polars expressions gave)."""
     window = {"ref": dt.timedelta(days=params.reference_window_days)}
     z = np.full(len(values), np.nan)
     scored = np.zeros(len(values), dtype=bool)
+    pairs = {} if pairs is None else pairs
     for key in KEYS:
-        asked, pair = _distinct_pairs(queries, key)
-        stats = as_of_query(
-            asked, key, "__month", ref.tables[(value, key)], windows=window, prefix="r"
-        )
+        if key not in pairs:
+            pairs[key] = _distinct_pairs(queries, key)
+        asked, pair = pairs[key]
+        table = ref.tables[(value, key)]
+        if pair is None:  # (few lines: the light answer, without a frame)
+            light = as_of_columns(asked, key, "__month", table, windows=window, prefix="r")
+            stats: dict[str, Any] = light.values
+        else:
+            stats = as_of_query(asked, key, "__month", table, windows=window, prefix="r").to_dict()
 
-        def column(name: str, pair: np.ndarray | None = pair, stats: pl.DataFrame = stats) -> Any:
-            values = stats.get_column(name).to_numpy()
+        def column(name: str, pair: np.ndarray | None = pair, stats: dict = stats) -> Any:
+            values = np.asarray(stats[name], dtype=np.float64)
             return values if pair is None else values[pair]
 
-        n = column("r_n_ref").astype(np.float64)
+        n = column("r_n_ref")
         with np.errstate(all="ignore"):
             mean = column(f"r_{value}_ref") / n
             var = np.clip(column("r___sq_ref") / n - mean**2, 0.04, None)
@@ -275,16 +330,19 @@ def _distinct_pairs(queries: pl.DataFrame, key: str) -> tuple[pl.DataFrame, np.n
     the row of its pair (None: few lines, asked as they are)."""
     if queries.height <= DISTINCT_MIN_LINES:
         return queries, None  # (the frame as given: its lookups are cached on it)
-    pairs = queries.select(key, "__month")
-    distinct = pairs.unique(maintain_order=True)
-    rows = pairs.join(
-        distinct.with_row_index("__pair"),
-        on=[key, "__month"],
-        how="left",
-        maintain_order="left",
-        nulls_equal=True,
+    # The pairs in order of first occurrence (nulls one group, as a join with
+    # nulls equal matches them), with the lines of each: one grouping, no join.
+    grouped = (
+        queries.select(key, "__month")
+        .with_row_index("__line")
+        .group_by(key, "__month", maintain_order=True)
+        .agg("__line")
     )
-    return distinct, rows.get_column("__pair").to_numpy()
+    lines = grouped.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__pair"), "__line")
+    lines = lines.explode("__line")
+    pair = np.empty(queries.height, dtype=np.int64)
+    pair[lines.get_column("__line").to_numpy()] = lines.get_column("__pair").to_numpy()
+    return grouped.drop("__line"), pair
 
 
 def prepare(
@@ -294,7 +352,7 @@ def prepare(
     the lines recorded so far (`Reference.build` over the history)."""
     if _small(ships, items):
         return _prepare_few(ships, items, reference, params)
-    lines = _line_frame(ships, items, params)
+    lines = reference.lines_of(ships, items, params)
     ref = reference
     text = ref.text.score(lines["description"], lines["hs_code"])
     lines = pl.concat([lines, text], how="horizontal").with_columns(
@@ -306,11 +364,11 @@ def prepare(
     )
     queries = lines.select(*KEYS, "__month")
     z = {}
+    pairs: dict[str, tuple[pl.DataFrame, np.ndarray | None]] = {}
     for value, name in (("__luv", "__uv_z"), ("__lmpu", "__mpu_z")):
         column = lines.get_column(value)
-        scores, scored = _reference_z(
-            queries, column.to_numpy(), column.is_not_null().to_numpy(), ref, value, params
-        )
+        known = column.is_not_null().to_numpy()
+        scores, scored = _reference_z(queries, column.to_numpy(), known, ref, value, params, pairs)
         z[name] = pl.Series(name, scores).scatter(np.flatnonzero(~scored), None)
     lines = lines.with_columns(
         *z.values(),
@@ -322,22 +380,27 @@ def prepare(
     ).join(
         _term_frame(lines), on="description", how="left", maintain_order="left", nulls_equal=True
     )
-    per_ship = lines.group_by("shipment_id").agg(
-        pl.col("__risk").max().alias("__chapter_risk"),
-        (pl.col("hs_code").str.slice(0, 2) == "93").sum().alias("__ch93"),
-        pl.col("__hiding").mean().alias("__hiding_share"),
-        pl.col("__arms_terms").sum(),
-        pl.col("__part_terms").sum(),
-        pl.col("__uv_z").min().alias("__min_uv_z"),
-        pl.col("__mpu_z").abs().max().alias("__max_mpu_z"),
-        pl.col("hs_code").str.slice(0, 2).n_unique().alias("__chapters"),
-        pl.col("hs_code")
-        .sort_by(pl.col("__risk"), pl.col("value"), descending=True)
-        .first()
-        .str.slice(0, 4)
-        .alias("hs4_main"),
-        (pl.col("value").max() / pl.col("value").sum()).alias("__top_line_share"),
-        *_text_aggregates(),
+    # (groups in order of first line: the same groups and values, and faster)
+    per_ship = (
+        lines.group_by("shipment_id", maintain_order=True)
+        .agg(
+            pl.col("__risk").max().alias("__chapter_risk"),
+            (pl.col("hs_code").str.slice(0, 2) == "93").sum().alias("__ch93"),
+            pl.col("__hiding").mean().alias("__hiding_share"),
+            pl.col("__arms_terms").sum(),
+            pl.col("__part_terms").sum(),
+            pl.col("__uv_z").min().alias("__min_uv_z"),
+            pl.col("__mpu_z").abs().max().alias("__max_mpu_z"),
+            pl.col("hs_code").str.slice(0, 2).n_unique().alias("__chapters"),
+            pl.col("hs_code")
+            .sort_by(pl.col("__risk"), pl.col("value"), descending=True)
+            .first()
+            .str.slice(0, 4)
+            .alias("hs4_main"),
+            (pl.col("value").max() / pl.col("value").sum()).alias("__top_line_share"),
+            *_text_aggregates(),
+        )
+        .unnest(*TEXT_PICKS)
     )
     return ships.select("shipment_id").join(
         per_ship, on="shipment_id", how="left", maintain_order="left"
@@ -537,6 +600,10 @@ def _group_sum(values: list[float | None]) -> float:
 CONTEXT_CHARS = 60  # a description quoted in a reason text is cut to this length
 
 
+# The structs `_text_aggregates` picks the quoted lines' columns in (unnested).
+TEXT_PICKS = ("__hs_text_pick", "__arms_fit_pick")
+
+
 def _text_aggregates() -> list[pl.Expr]:
     """Per shipment: the lowest description-to-code similarity over the lines
     whose code has tariff text, and the line that has it (none:
@@ -544,7 +611,9 @@ def _text_aggregates() -> list[pl.Expr]:
     declared outside chapter 93 and compared reads more like an arms heading
     than like its declared code, the line and that heading (ties: first line;
     no such line, because every line is declared in chapter 93 or none has
-    tariff text: NO_ARMS_MARGIN, the bottom of the range, and no line)."""
+    tariff text: NO_ARMS_MARGIN, the bottom of the range, and no line). Each
+    line's columns are picked together, in a struct (`TEXT_PICKS`: one sort per
+    shipment for both)."""
     worst = [pl.col("__hs_sim").fill_null(2.0), pl.col("line_no")]
     armsy = [pl.col("__arms_gap").fill_null(-2.0), -pl.col("line_no")]
     has_sim = pl.col("__hs_sim").is_not_null().any()
@@ -552,23 +621,26 @@ def _text_aggregates() -> list[pl.Expr]:
     return [
         pl.col("__hs_sim").min().fill_null(NO_TEXT_SIMILARITY).alias("__hs_text_sim"),
         pl.when(has_sim)
-        .then(pl.col("description").sort_by(worst).first().str.slice(0, CONTEXT_CHARS))
-        .alias("hs_text_line"),
-        pl.when(has_sim)
-        .then(pl.col("hs_code").sort_by(worst).first().str.slice(0, 6))
-        .alias("hs_text_code"),
+        .then(
+            pl.struct(
+                pl.col("description").str.slice(0, CONTEXT_CHARS).alias("hs_text_line"),
+                pl.col("hs_code").str.slice(0, 6).alias("hs_text_code"),
+            )
+            .sort_by(worst)
+            .first()
+        )
+        .alias(TEXT_PICKS[0]),
         pl.col("__arms_gap").max().fill_null(NO_ARMS_MARGIN).alias("__arms_margin"),
         pl.when(has_gap)
         .then(
-            pl.col("description")
+            pl.struct(
+                pl.col("description").str.slice(0, CONTEXT_CHARS).alias("arms_fit_line"),
+                pl.col("__arms_heading").alias("arms_fit_heading"),
+            )
             .sort_by(armsy, descending=True)
             .first()
-            .str.slice(0, CONTEXT_CHARS)
         )
-        .alias("arms_fit_line"),
-        pl.when(has_gap)
-        .then(pl.col("__arms_heading").sort_by(armsy, descending=True).first())
-        .alias("arms_fit_heading"),
+        .alias(TEXT_PICKS[1]),
     ]
 
 

@@ -9,11 +9,13 @@ import functools
 import re
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from features.network import keys_of
 from features.registry import Family, Kind, Wording, feature
 from features.timeline import (
+    LOOKUP_MAX_QUERIES,
     AsOfTable,
     Columns,
     FirstSeen,
@@ -63,9 +65,13 @@ def outcome_events(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
 
 
 def line_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
-    return items.join(
-        ships.select("shipment_id", "declared_at", "consignee_key"), on="shipment_id"
-    ).with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
+    """Each goods line's chapter, with its shipment's consignee and time (the
+    lines' other columns are not read: the join would gather them)."""
+    return (
+        items.select("shipment_id", "hs_code")
+        .join(ships.select("shipment_id", "declared_at", "consignee_key"), on="shipment_id")
+        .with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
+    )
 
 
 def _chapter_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
@@ -98,8 +104,18 @@ def _normalise(contact: pl.Expr) -> pl.Expr:
     return contact.str.to_lowercase().str.replace_all(r"[^\w]", "")
 
 
-def _normalised(contact: str) -> pl.Expr:
-    return _normalise(pl.col(f"consignee_{contact}"))
+def _normalised_column(frame: pl.DataFrame, contact: str) -> pl.Series:
+    """`_normalise` of the consignees' `contact` in `frame`, named `__{contact}`:
+    each distinct contact normalised once and mapped back (contacts repeat: a
+    regex pass over each distinct string, not each shipment)."""
+    column = frame.get_column(f"consignee_{contact}")
+    if column.dtype != pl.String:  # (the expression, as it reads other types)
+        return frame.select(_normalise(pl.col(column.name)).alias(f"__{contact}")).to_series()
+    distinct = column.drop_nulls().unique()
+    normal = distinct.to_frame().select(_normalise(pl.col(column.name))).to_series()
+    return column.replace_strict(distinct, normal, default=None, return_dtype=pl.String).alias(
+        f"__{contact}"
+    )
 
 
 _NON_WORD = re.compile(r"[^\w]")
@@ -149,7 +165,13 @@ def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
     (for a few shipments, normalised in Python)."""
     column = frame.get_column(f"consignee_{contact}")
     if frame.height > SMALL_MAX_SHIPMENTS or column.dtype != pl.String:
-        return frame.select("consignee_key", "declared_at", _normalised(contact).alias("__contact"))
+        return pl.DataFrame(
+            [
+                frame.get_column("consignee_key"),
+                frame.get_column("declared_at"),
+                _normalised_column(frame, contact).alias("__contact"),
+            ]
+        )
     return pl.DataFrame(
         [
             frame.get_column("consignee_key"),
@@ -207,6 +229,131 @@ class Tables:
             self.contacts[c].append(_contact(ships, c))
 
 
+# Physical steps of the time units the sorted as-of answers (`_as_of_sorted`).
+_UNIT_STEP = {
+    "us": dt.timedelta(microseconds=1),
+    "ms": dt.timedelta(milliseconds=1),
+}
+
+
+def as_of(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    *,
+    windows: dict[str, dt.timedelta] | None = None,
+    prefix: str,
+) -> pl.DataFrame:
+    """`features.timeline.as_of_query`: many queries by `_as_of_sorted`, when it
+    applies; the others as `as_of_query` answers them."""
+    windows = windows or {}
+    if windows and queries.height > LOOKUP_MAX_QUERIES:  # (one instant: the join is as fast)
+        found = _as_of_sorted(queries, q_key, q_time, table, windows, prefix)
+        if found is not None:
+            return found
+    return as_of_query(queries, q_key, q_time, table, windows=windows, prefix=prefix)
+
+
+def _as_of_sorted(
+    queries: pl.DataFrame,
+    q_key: str,
+    q_time: str,
+    table: AsOfTable,
+    windows: dict[str, dt.timedelta],
+    prefix: str,
+) -> pl.DataFrame | None:
+    """`as_of_query`'s answer (the same columns, types and values), by binary
+    searches in numpy instead of as-of joins: the table's rows are sorted by key
+    then time, so with each key numbered in that order and each time replaced by
+    its rank (how many of the table's times precede it), `key number * (rows +
+    1) + rank` is sorted too; a query's row (the last of its key strictly before
+    its instant) is the one before the first at or after `key number * (rows +
+    1) + how many of the table's times precede the instant`, if that row is of
+    its key. None (the joins answer) when the table holds appended rows (not in
+    that order), nulls in its times or sums, or other types than the queries'."""
+    rows, key, time = table.rows, table.key, table.time
+    cols = ["__cum_n", "__first", *table.cums]
+    schema = rows.schema()
+    at, keys = queries.get_column(q_time), queries.get_column(q_key)
+    dtype = schema[time]
+    step = _UNIT_STEP.get(getattr(dtype, "time_unit", None) or "")
+    if (
+        rows.extra is not None
+        or rows.frame.height == 0
+        or step is None
+        or at.dtype != dtype
+        or keys.dtype != schema[key]
+        or any(w % step for w in windows.values())
+        or rows.has_nulls([time, *cols])
+    ):
+        return None
+    frame = rows.frame
+    runs = frame.get_column(key).rle()
+    lengths = runs.struct.field("len").to_numpy()
+    numbers = pl.DataFrame(
+        [runs.struct.field("value").alias(key), pl.Series("__k", np.arange(len(lengths)))]
+    )
+    k = (
+        keys.alias(key)
+        .to_frame()
+        .join(numbers, on=key, how="left", maintain_order="left")
+        .get_column("__k")
+    )
+    asked = (k.is_not_null() & at.is_not_null()).to_numpy()
+    k_q = k.fill_null(0).to_numpy()
+    t_q = at.cast(pl.Int64).fill_null(0).to_numpy()
+    held = rows.array(time)
+    # Each row's time rank: how many of the table's times precede it.
+    by_time = np.argsort(held, kind="stable")
+    times = held[by_time]
+    rank = np.empty(len(held), dtype=np.int64)
+    rank[by_time] = np.searchsorted(times, times, side="left")
+    span = len(held) + 1
+    k_held = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    order = k_held * span + rank  # (sorted: the rows are by key, then time)
+    # Searches of sorted values are the fast ones: the queries in time order for
+    # the ranks of their instants, in key order for the rows.
+    in_time = None if bool(np.all(t_q[1:] >= t_q[:-1])) else np.argsort(t_q, kind="stable")
+    needles = []
+    for width in [dt.timedelta(0), *windows.values()]:
+        instant = t_q - width // step
+        if in_time is None:
+            before = np.searchsorted(times, instant, side="left")
+        else:
+            before = np.empty(len(instant), dtype=np.int64)
+            before[in_time] = np.searchsorted(times, instant[in_time], side="left")
+        needles.append(k_q * span + before)
+    in_key = pl.Series(needles[0]).arg_sort().to_numpy()  # (ties: any order will do)
+    got: dict[str, list[np.ndarray]] = {c: [] for c in cols}
+    found0 = asked
+    for i, needle in enumerate(needles):
+        p = np.empty(len(needle), dtype=np.int64)
+        p[in_key] = np.searchsorted(order, needle[in_key], side="left") - 1
+        found = asked & (p >= 0)
+        p = np.maximum(p, 0)
+        found &= k_held[p] == k_q
+        if i == 0:
+            found0 = found
+        for c in cols:
+            values = rows.array(c)
+            got[c].append(np.where(found, values[p], 0).astype(values.dtype))
+    names = {"__cum_n": "n", **{f"__cum_{c}": c for c in table.sums}}
+    out = [
+        pl.Series(f"{prefix}_n", got["__cum_n"][0], dtype=schema["__cum_n"]),
+        pl.Series(f"{prefix}_first", got["__first"][0])
+        .scatter(np.flatnonzero(~found0), None)
+        .cast(schema["__first"]),
+        *[pl.Series(f"{prefix}_{names[c]}", got[c][0], dtype=schema[c]) for c in cols[2:]],
+    ]
+    for i, label in enumerate(windows, start=1):
+        out += [
+            pl.Series(f"{prefix}_{name}_{label}", got[c][0] - got[c][i], dtype=schema[c])
+            for c, name in names.items()
+        ]
+    return pl.DataFrame(out)
+
+
 def _kept(role: str) -> dict[str, str]:
     """The columns of a role's answers that `prepare` keeps, by their names there
     (the as-of answers of `seen`, prefix role, and of `inspections`, prefix
@@ -231,9 +378,7 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
     cols: list[pl.Series] = [ships["shipment_id"]]
     for role in ROLES:
         key = f"{role}_key"
-        seen = as_of_query(
-            ships, key, "declared_at", tables.seen[role], windows=WINDOWS, prefix=role
-        )
+        seen = as_of(ships, key, "declared_at", tables.seen[role], windows=WINDOWS, prefix=role)
         insp = as_of_query(
             ships, key, "declared_at", tables.inspections[role], prefix=f"{role}_insp"
         )
@@ -241,8 +386,12 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         cols += [answers[name].alias(kept) for name, kept in _kept(role).items()]
     chapters = distinct_query(ships, "consignee_key", "declared_at", tables.chapters, prefix="c")
     cols.append(chapters["c_distinct"].alias("__consignee_chapters"))
-    q = ships.select(
-        "consignee_key", "declared_at", *[_normalised(c).alias(f"__{c}") for c in CONTACT_FIELDS]
+    q = pl.DataFrame(
+        [
+            ships.get_column("consignee_key"),
+            ships.get_column("declared_at"),
+            *[_normalised_column(ships, c) for c in CONTACT_FIELDS],
+        ]
     )
     for contact in CONTACT_FIELDS:
         seen_contact = tables.contacts[contact]
