@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,60 @@ def caravan(
     return result
 
 
+def caravan_in_process(
+    *args: str, data: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the same `caravan` command through the real app object in this process
+    (typer's CliRunner: same arguments, exit code, stdout and stderr as `caravan`),
+    without the seconds each new interpreter spends importing. Tests keep at least
+    one real `caravan` subprocess per command family."""
+    import traceback
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    argv = [*args, *(["--data", str(data)] if data is not None else [])]
+    result = CliRunner().invoke(app, argv, env={"COLUMNS": "200", **(env or {})})
+    stderr = result.stderr
+    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))  # as Python prints it
+    done = subprocess.CompletedProcess(["caravan", *argv], result.exit_code, result.stdout, stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"caravan {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]
+) -> Path:
+    """A data directory `build(root)` makes, built once per test run and shared by the
+    pytest-xdist workers (the first builds it under a lock, the others wait for it);
+    each worker gets its own copy, as when it built it itself."""
+    import fcntl
+    import shutil
+
+    own = tmp_path_factory.mktemp(name) / "data"
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        build(own)
+        return own
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (shared / "done").exists():
+                shutil.rmtree(shared, ignore_errors=True)  # (a build that failed part-way)
+                build(shared / "data")
+                (shared / "done").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    shutil.copytree(shared / "data", own)
+    return own
+
+
 def trained_world(
     root: Path, world: Any, trainings: tuple[Any, ...] = (None,), promote: str | None = "1"
 ) -> list[str]:
@@ -64,7 +119,9 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
     from pipelines.synthetic import WorldConfig
     from pipelines.validate import run_validate
 
-    layout = DataLayout(tmp_path_factory.mktemp("world"))
-    run_generate(layout, WorldConfig(**SMALL_WORLD))  # type: ignore[arg-type]
-    run_validate(layout, gx=False)
-    return layout
+    def build(root: Path) -> None:
+        layout = DataLayout(root)
+        run_generate(layout, WorldConfig(**SMALL_WORLD))  # type: ignore[arg-type]
+        run_validate(layout, gx=False)
+
+    return DataLayout(built_once(tmp_path_factory, "small-world", build))

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from data_contracts.settings import DataLayout
-from tests.conftest import ROOT, caravan
+from tests.conftest import ROOT, caravan, caravan_in_process
 
 EXAMPLE = ROOT / "examples" / "byo"
 
@@ -25,8 +25,9 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
         str(EXAMPLE / "mapping.yaml"),
         data=layout.root,
     )
-    caravan("validate", "--no-gx", data=layout.root)
-    caravan("features", data=layout.root)
+    # (the same commands in process; other tests run them as `caravan` subprocesses)
+    caravan_in_process("validate", "--no-gx", data=layout.root)
+    caravan_in_process("features", data=layout.root)
     return layout
 
 

@@ -14,7 +14,7 @@ import polars as pl
 import yaml
 
 from data_contracts.settings import DataLayout
-from tests.conftest import ROOT, caravan
+from tests.conftest import ROOT, caravan, caravan_in_process
 
 EXAMPLE = ROOT / "examples" / "byo"
 HEADER = (
@@ -113,8 +113,10 @@ def _export(
 
 
 def _run(layout: DataLayout, files: list[Path], mapping: Path) -> None:
-    caravan("import", *map(str, files), "--mapping", str(mapping), data=layout.root)
-    caravan("validate", "--no-gx", data=layout.root)
+    """`caravan import` then `caravan validate`, in process (the same commands; tests
+    below also run both as real `caravan` subprocesses)."""
+    caravan_in_process("import", *map(str, files), "--mapping", str(mapping), data=layout.root)
+    caravan_in_process("validate", "--no-gx", data=layout.root)
 
 
 def _q(layout: DataLayout, table: str) -> pl.DataFrame:
@@ -300,7 +302,7 @@ def test_files_with_the_same_name_all_land_in_raw_once(tmp_path: Path) -> None:
     # one after the other, and the first file once more: still every row once
     apart = DataLayout(tmp_path / "apart")
     caravan("import", str(jan), "--mapping", str(mapping), data=apart.root)
-    caravan("import", str(feb), "--mapping", str(mapping), data=apart.root)
+    caravan_in_process("import", str(feb), "--mapping", str(mapping), data=apart.root)
     again = caravan("import", str(jan), "--mapping", str(mapping), data=apart.root)
     assert "replaces that import" in again.stdout
     caravan("validate", "--no-gx", data=apart.root)

@@ -27,7 +27,7 @@ from serving.app import create_app
 from serving.auth import Role, ServingSettings, create_user
 from serving.db import make_engine, session_factory, upgrade
 from serving.services import jsonable
-from tests.conftest import trained_world
+from tests.conftest import built_once, trained_world
 from tests.serving.postgres import PostgresServer, postgres_server  # noqa: F401
 
 BACKENDS = ("sqlite", "postgresql")
@@ -195,9 +195,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated world with a trained and promoted model (built once)."""
     from pipelines.synthetic import WorldConfig
 
-    root = tmp_path_factory.mktemp("world") / "data"
-    trained_world(root, WorldConfig(n_shipments=20000, seed=5))
-    return root
+    config = WorldConfig(n_shipments=20000, seed=5)
+    return built_once(tmp_path_factory, "world", lambda root: trained_world(root, config))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from data_contracts.schemas import TRAVELLERS
 from serving import orm as m
 from serving.retention import RetentionError, cutoff_for, purge_travellers
 from serving.services import verify_audit
-from tests.conftest import caravan
+from tests.conftest import caravan, caravan_in_process
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 
@@ -63,11 +63,11 @@ def test_cli_purges_database_and_validated_layer(tmp_path: Path) -> None:
     ).cast({"departure_at": TRAVELLERS.polars_schema["departure_at"]})
     (tmp_path / "validated").mkdir()
     frame.write_parquet(tmp_path / "validated" / "travellers.parquet")
-    refused = caravan("travellers", "purge", "--days", "30", data=tmp_path, check=False)
+    refused = caravan_in_process("travellers", "purge", "--days", "30", data=tmp_path, check=False)
     assert refused.returncode == 2 and "--days" in refused.stderr
     done = caravan("travellers", "purge", "--days", "300", "--by", "dpo", data=tmp_path)
     assert "1 in" in done.stdout
     kept = pl.read_parquet(tmp_path / "validated" / "travellers.parquet")
     assert kept["traveller_record_id"].to_list() == ["A", "B"]
-    audit = caravan("audit", "verify", data=tmp_path)
+    audit = caravan_in_process("audit", "verify", data=tmp_path)  # (in process: same command)
     assert "intact" in audit.stdout

@@ -30,7 +30,7 @@ from serving import orm as m
 from serving.auth import Role
 from serving.db import make_engine
 from serving.services import audit, feature_vector_hash, replay, replay_all, verify_audit
-from tests.conftest import caravan
+from tests.conftest import caravan, caravan_in_process
 from tests.serving.conftest import Api, Samples, payload
 from tests.serving.test_api_e2e import tamper_engine
 
@@ -196,11 +196,12 @@ def test_verify_on_a_directory_without_a_database_creates_nothing(tmp_path: Path
 
 def test_cli_verify_prints_the_head_and_checks_expect(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    caravan(
+    run = caravan_in_process  # the same command in process; two stay real subprocesses
+    run(
         "users", "create", "aud", "--role", "auditor", "--password", "Long-Secret-2026x",
         "--by", "root-admin", data=data,
     )  # fmt: skip
-    caravan(
+    run(
         "users", "create", "ana", "--role", "analyst", "--password", "Long-Secret-2026x",
         "--by", "root-admin", data=data,
     )  # fmt: skip
@@ -208,17 +209,17 @@ def test_cli_verify_prints_the_head_and_checks_expect(tmp_path: Path) -> None:
     assert "audit log intact: 2 entries" in out
     head = next(line.split()[1] for line in out.splitlines() if line.startswith("head: "))
     assert head.startswith("2:") and len(head) == 66
-    assert "unchanged" in caravan("audit", "verify", "--expect", head, data=data).stdout
+    assert "unchanged" in run("audit", "verify", "--expect", head, data=data).stdout
     _tamper(
         make_engine(f"sqlite:///{data / 'caravan.db'}"), ["DELETE FROM audit_log WHERE seq = 2"]
     )
-    plain = caravan("audit", "verify", data=data)
+    plain = run("audit", "verify", data=data)
     assert plain.returncode == 0  # the rows alone cannot show it
-    r = caravan("audit", "verify", "--expect", head, data=data, check=False)
+    r = run("audit", "verify", "--expect", head, data=data, check=False)
     assert r.returncode == 1 and "BROKEN" in r.stdout and "deleted" in r.stdout
     r = caravan("audit", "verify", "--expect", "2:abc", data=data, check=False)
     assert r.returncode == 2 and "--expect" in r.stderr
-    r = caravan("audit", "verify", "--expect", f"0:{'a' * 64}", data=data, check=False)
+    r = run("audit", "verify", "--expect", f"0:{'a' * 64}", data=data, check=False)
     assert r.returncode == 2 and "--expect" in r.stderr
 
 
@@ -305,9 +306,9 @@ def test_replay_compares_with_the_audit_entry_and_replays_any_score(
     assert r.returncode == 1 and len(lines) == 2, r.stdout + r.stderr
     assert f"score {first} " in lines[0] and "MISMATCH" in lines[0] and "(audited " in lines[0]
     assert f"score {latest} " in lines[1] and lines[1].endswith("MATCH")
-    r = caravan("audit", "replay", "RP-0", "--score-id", str(latest), data=data, env=env)
+    r = caravan_in_process("audit", "replay", "RP-0", "--score-id", str(latest), data=data, env=env)
     assert r.returncode == 0 and f"score {latest} " in r.stdout
-    r = caravan(
+    r = caravan_in_process(
         "audit", "replay", "RP-0", "--score-id", str(other), data=data, check=False, env=env
     )
     assert r.returncode == 1 and f"no score {other} of shipment 'RP-0'" in r.stderr
@@ -328,7 +329,7 @@ def test_purge_audits_database_and_file_counts(tmp_path: Path) -> None:
     path = data / "validated" / "travellers.parquet"
     frame.write_parquet(path)
     path.chmod(0o644)
-    caravan(
+    caravan_in_process(  # (the same command in process; the purge below runs as `caravan`)
         "users", "create", "dpo", "--role", "auditor", "--password", "Long-Secret-2026x",
         "--by", "root-admin", data=data,
     )  # fmt: skip
@@ -359,7 +360,7 @@ def test_purge_audits_database_and_file_counts(tmp_path: Path) -> None:
     assert pl.read_parquet(path).height == 2
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "caravan.db").stat().st_mode) == 0o600
-    assert "intact" in caravan("audit", "verify", data=data).stdout
+    assert "intact" in caravan_in_process("audit", "verify", data=data).stdout
 
 
 def test_traveller_files_are_written_private(tmp_path: Path) -> None:

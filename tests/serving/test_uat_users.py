@@ -32,7 +32,7 @@ from serving import orm as m
 from serving.auth import Role, create_access_token, sign_out
 from serving.db import alembic_config, current_revision, make_engine, upgrade
 from serving.services import verify_audit
-from tests.conftest import caravan
+from tests.conftest import caravan, caravan_in_process
 from tests.serving.conftest import OFFICE, SECRET_KEY, Api, password_for, username_for
 
 API = "/api/v1"
@@ -364,29 +364,30 @@ def test_migration_0003_adds_the_sign_out_column(db_url: str) -> None:
 
 def test_cli_administers_users_audited(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    run = caravan_in_process  # the same command in process; two stay real subprocesses
     caravan(
         "users", "create", "alice", "--role", "officer", "--office", "KZ-ALA",
         "--password", "Officer-Secret-2026", "--by", "root-admin", data=data,
     )  # fmt: skip
-    caravan(
+    run(
         "users", "create", "boss", "--role", "admin", "--password", "Top-Secret-2026x",
         "--by", "root-admin", data=data,
     )  # fmt: skip
-    done = caravan("users", "disable", "alice", "--by", "root-admin", data=data)
+    done = run("users", "disable", "alice", "--by", "root-admin", data=data)
     assert "active True -> False" in done.stdout
-    listing = caravan("users", "list", data=data).stdout
+    listing = run("users", "list", data=data).stdout
     assert re.search(r"alice\s+officer\s+KZ-ALA\s+DISABLED", listing), listing
-    caravan("users", "enable", "alice", "--by", "root-admin", data=data)
-    moved = caravan("users", "update", "alice", "--office", "KZ-OTHER", "--by", "ra", data=data)
+    run("users", "enable", "alice", "--by", "root-admin", data=data)
+    moved = run("users", "update", "alice", "--office", "KZ-OTHER", "--by", "ra", data=data)
     assert "office_code KZ-ALA -> KZ-OTHER" in moved.stdout
-    caravan(
+    run(
         "users", "reset-password", "alice", "--password", "Another-Secret-2026",
         "--by", "root-admin", data=data,
     )  # fmt: skip
-    caravan("users", "unlock", "alice", "--by", "root-admin", data=data)
+    run("users", "unlock", "alice", "--by", "root-admin", data=data)
     refused = caravan("users", "disable", "boss", "--by", "root-admin", data=data, check=False)
     assert refused.returncode == 1 and "no active admin" in refused.stderr
-    unknown = caravan("users", "disable", "nobody", "--by", "root-admin", data=data, check=False)
+    unknown = run("users", "disable", "nobody", "--by", "root-admin", data=data, check=False)
     assert unknown.returncode == 1 and "no user" in unknown.stderr
 
     engine = make_engine(f"sqlite:///{data / 'caravan.db'}")
@@ -403,7 +404,7 @@ def test_cli_administers_users_audited(tmp_path: Path) -> None:
         ("user_change", "root-admin", "alice"),
     ]
     assert [r[0] for r in rows[3:]] == ["user_change", "user_change", "user_password_reset"]
-    assert "intact" in caravan("audit", "verify", data=data).stdout
+    assert "intact" in run("audit", "verify", data=data).stdout
 
 
 def test_cli_refuses_an_unknown_office(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from serving.auth import Role, create_user
 from serving.services import jsonable
-from tests.conftest import trained_world
+from tests.conftest import built_once, trained_world
 from tests.serving.conftest import (  # noqa: F401 - cheap_argon2 is an autouse fixture
     OFFICE,
     add_users,
@@ -94,7 +94,6 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated world with a trained and promoted model (built once)."""
     from pipelines.synthetic import TYPOLOGIES, WorldConfig
 
-    root = tmp_path_factory.mktemp("webworld") / "data"
     # More trafficking and random inspections than the default world, so that a small
     # world still teaches the model something (and its reasons are worth reading).
     config = WorldConfig(
@@ -103,8 +102,7 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         typology_rates=dict.fromkeys(TYPOLOGIES, 0.01),
         random_inspection_share=0.05,
     )
-    trained_world(root, config)
-    return root
+    return built_once(tmp_path_factory, "webworld", lambda root: trained_world(root, config))
 
 
 def shipment_payloads(
