@@ -177,6 +177,29 @@ class Site:
             base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
 
+    def office_queue(
+        self, office: str, officer: str, password: str, prefix: str, day: dt.date, n: int
+    ) -> dict[str, int]:
+        """An officer of an office of their own and `n` shipments declared there on
+        `day`, through the API: the day's queue as the officer reads it, shipment id
+        -> referral id."""
+        with self.app.state.session_factory() as session:
+            create_user(
+                session, username=officer, password=password, role=Role.officer, office_code=office
+            )
+            session.commit()
+        records = shipment_payloads(self.data, n, prefix, office, day)
+        with self.api(Role.analyst) as client:
+            r = client.post("/api/v1/shipments/batch", json={"records": records})
+            assert r.status_code == 200 and len(r.json()["stored"]) == n, r.text
+        token = self.api_token(officer, password)
+        with httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
+            queue = client.get(f"/api/v1/queues/{office}/{day.isoformat()}")
+            assert queue.status_code == 200, queue.text
+        return {e["shipment_id"]: e["id"] for e in queue.json()["entries"]}
+
 
 @pytest.fixture(scope="session")
 def site(web_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:

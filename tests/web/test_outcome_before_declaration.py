@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from serving import orm as m
-from serving.auth import Role, create_user
+from serving.auth import Role
 from serving.web.i18n import Translator
 from tests.serving.conftest import password_for
 from tests.web.conftest import Site, login, shipment_payloads, shot
@@ -27,22 +26,8 @@ def test_an_outcome_before_the_declaration_is_refused_in_the_officers_language(
     new_page: Any, site: Site
 ) -> None:
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    with site.app.state.session_factory() as session:
-        create_user(
-            session, username=OFFICER, password=PASSWORD, role=Role.officer, office_code=OFFICE
-        )
-        session.commit()
-    records = shipment_payloads(site.data, 2, "EARLY-", OFFICE, tomorrow)
-    with site.api(Role.analyst) as client:
-        r = client.post("/api/v1/shipments/batch", json={"records": records})
-        assert r.status_code == 200 and len(r.json()["stored"]) == 2, r.text
-    token = site.api_token(OFFICER, PASSWORD)
-    with httpx.Client(
-        base_url=site.base, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as officer:
-        queue = officer.get(f"/api/v1/queues/{OFFICE}/{tomorrow.isoformat()}")
-        assert queue.status_code == 200, queue.text
-    referrals = {e["shipment_id"]: e["id"] for e in queue.json()["entries"]}
+    referrals = site.office_queue(OFFICE, OFFICER, PASSWORD, "EARLY-", tomorrow, 2)
+    records = shipment_payloads(site.data, 2, "EARLY-", OFFICE, tomorrow)  # (as ingested)
     assert set(referrals) == {"EARLY-000", "EARLY-001"}, referrals
 
     for (sid, declared), (locale, lang) in zip(

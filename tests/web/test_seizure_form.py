@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
 from serving import orm as m
-from serving.auth import Role, create_user
+from serving.auth import Role
 from serving.web.i18n import Translator
 from serving.web.views import check_outcome
 from tests.serving.conftest import password_for
-from tests.web.conftest import DAY, Site, login, shipment_payloads, shot
+from tests.web.conftest import DAY, Site, login, shot
 
 OFFICE = "KZ-SEIZE"
 OFFICER = "officer-seize"
@@ -32,22 +31,7 @@ EN = Translator("en")
 @pytest.fixture(scope="module")
 def seize(site: Site) -> dict[str, int]:
     """An officer of his own office and its day's queue: shipment id -> referral id."""
-    with site.app.state.session_factory() as session:
-        create_user(
-            session, username=OFFICER, password=PASSWORD, role=Role.officer, office_code=OFFICE
-        )
-        session.commit()
-    records = shipment_payloads(site.data, 2, "SEIZE-", OFFICE, SEIZE_DAY)
-    with site.api(Role.analyst) as client:
-        r = client.post("/api/v1/shipments/batch", json={"records": records})
-        assert r.status_code == 200 and len(r.json()["stored"]) == 2, r.text
-    token = site.api_token(OFFICER, PASSWORD)
-    with httpx.Client(
-        base_url=site.base, headers={"Authorization": f"Bearer {token}"}, timeout=60
-    ) as officer:
-        queue = officer.get(f"/api/v1/queues/{OFFICE}/{SEIZE_DAY.isoformat()}")
-        assert queue.status_code == 200, queue.text
-    return {e["shipment_id"]: e["id"] for e in queue.json()["entries"]}
+    return site.office_queue(OFFICE, OFFICER, PASSWORD, "SEIZE-", SEIZE_DAY, 2)
 
 
 def _lines(site: Site, referral_id: int) -> tuple[m.Outcome, list[tuple[Any, ...]]]:
