@@ -8,14 +8,17 @@ No `from __future__ import annotations` here: FastAPI resolves the signatures
 of callable instances (RoleChecker) without module globals.
 """
 
-from collections.abc import Iterable, Iterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Annotated, ParamSpec, TypeVar
 
+import anyio.to_thread
+from anyio import CancelScope, CapacityLimiter
 from fastapi import Depends, FastAPI, HTTPException, Request, Security, status
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from serving.auth import (
     API_KEY_PREFIX,
@@ -51,22 +54,110 @@ def get_principal(
     api_key: Annotated[str | None, Security(api_key_scheme)],
 ) -> Principal:
     """The caller, from `X-API-Key` or `Authorization: Bearer <token or API key>`."""
+    principal = _principal(session, request.app.state.secret_key, _credential(token, api_key))
+    request.state.principal = principal
+    return principal
+
+
+def _credential(token: str | None, api_key: str | None) -> str:
     credential = api_key or token
     if not credential:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not authenticated", headers=BEARER)
+    return credential
+
+
+def _principal(session: Session, secret: bytes, credential: str) -> Principal:
+    """The caller a credential names, read in `session` (401 if it names none)."""
     try:
         if credential.startswith(API_KEY_PREFIX):
             principal = principal_from_api_key(session, credential)
             session.commit()  # last_used_at
         else:
-            principal = principal_from_token(session, request.app.state.secret_key, credential)
+            principal = principal_from_token(session, secret, credential)
     except AuthError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers=BEARER) from exc
-    request.state.principal = principal
     return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class InSession:
+    """The request's session and its caller, for an `async def` endpoint that does all
+    its database and CPU work in ONE worker-thread call (`run`).
+
+    A plain (sync) endpoint costs five worker-thread round trips: `get_session`'s
+    enter and exit, `get_principal`, the endpoint and the validation of its answer
+    (FastAPI runs each of them in the thread pool). Here the session is opened and the
+    caller read in one (`session_and_principal`, a dependency: the caller is known,
+    and refused with 401/403, before the body is read as a model, as elsewhere), then
+    `run` does the endpoint's work and closes the session in a second; the event loop
+    never waits on the database. Same session, same transaction, same caller and the
+    same errors as `SessionDep` with `get_principal`."""
+
+    def __init__(self, session: Session, principal: Principal) -> None:
+        self.session = session
+        self.principal = principal
+        self.closed = False
+
+    async def run(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """`work(*args, **kwargs)` in a worker thread, then the session closed there."""
+        return await run_in_threadpool(self._run_and_close, work, *args, **kwargs)
+
+    def _run_and_close(self, work: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return work(*args, **kwargs)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.session.close()
+
+
+def _open_in_session(factory: sessionmaker[Session], secret: bytes, credential: str) -> InSession:
+    session = factory()
+    try:
+        return InSession(session, _principal(session, secret, credential))
+    except BaseException:
+        session.close()
+        raise
+
+
+async def session_and_principal(
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Security(api_key_scheme)],
+) -> AsyncIterator[InSession]:
+    """As `get_session` and `get_principal` together, in one worker-thread call."""
+    credential = _credential(token, api_key)
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    bound = await run_in_threadpool(
+        _open_in_session, factory, request.app.state.secret_key, credential
+    )
+    request.state.principal = bound.principal
+    try:
+        yield bound
+    finally:
+        if not bound.closed:  # (refused before `run`: 403, 415, 422, ...)
+            # shielded and with a limiter of its own, as FastAPI closes a sync
+            # dependency: a cancelled request still gives its connection back
+            with CancelScope(shield=True):
+                await anyio.to_thread.run_sync(bound.close, limiter=CapacityLimiter(1))
+
+
+InSessionDep = Annotated[InSession, Depends(session_and_principal)]
+
+
+async def principal_in_session(bound: InSessionDep) -> Principal:
+    return bound.principal
+
+
+PrincipalInSession = Annotated[Principal, Depends(principal_in_session)]
 
 
 class RoleChecker:
@@ -80,6 +171,9 @@ class RoleChecker:
     # (async: it only compares the role, so the event loop runs it, without the
     # worker-thread round trip FastAPI gives a plain function)
     async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        return self.check(principal)
+
+    def check(self, principal: Principal) -> Principal:
         if principal.role not in self.roles:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, f"role {principal.role} may not call this endpoint"
@@ -88,6 +182,13 @@ class RoleChecker:
 
     def __repr__(self) -> str:
         return f"require_roles({', '.join(sorted(self.roles))})"
+
+
+class InSessionRoleChecker(RoleChecker):
+    """As `RoleChecker`, the caller read with the request's `InSession`."""
+
+    async def __call__(self, principal: PrincipalInSession) -> Principal:
+        return self.check(principal)
 
 
 class PublicAccess:
@@ -104,6 +205,11 @@ class PublicAccess:
 
 def require_roles(*roles: Role) -> RoleChecker:
     return RoleChecker(roles)
+
+
+def require_roles_in_session(*roles: Role) -> InSessionRoleChecker:
+    """`require_roles` for an endpoint that takes `InSessionDep` (not `SessionDep`)."""
+    return InSessionRoleChecker(roles)
 
 
 PUBLIC = PublicAccess()

@@ -7,7 +7,15 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import ValidationError
 
 from serving.auth import Principal, Role
-from serving.deps import CurrentUser, SessionDep, ensure_office, require_roles
+from serving.deps import (
+    CurrentUser,
+    InSession,
+    InSessionDep,
+    SessionDep,
+    ensure_office,
+    require_roles,
+    require_roles_in_session,
+)
 from serving.policy import has_visible_text
 from serving.routers import PROTECTED, ErrorOut, Responses
 from serving.routers._common import ServicesDep, http_error
@@ -48,6 +56,14 @@ IngestUser = Annotated[Principal, Depends(require_roles(Role.officer, Role.analy
 # an officer: they are bound to no office and feed the traveller features of every
 # office's shipments (a record an officer made up would steer other offices' scores).
 TravellerIngestUser = Annotated[Principal, Depends(require_roles(Role.analyst, Role.admin))]
+# The same roles for the single-record routes, which take `InSessionDep` (their database
+# and CPU work in one worker-thread call, not five: `serving.deps.InSession`).
+SingleIngestUser = Annotated[
+    Principal, Depends(require_roles_in_session(Role.officer, Role.analyst, Role.admin))
+]
+SingleTravellerUser = Annotated[
+    Principal, Depends(require_roles_in_session(Role.analyst, Role.admin))
+]
 UNMASKING_ROLES = frozenset({Role.officer, Role.analyst, Role.admin})
 ShipmentIn = shipment_in_model()
 TravellerIn = traveller_in_model()
@@ -81,6 +97,16 @@ async def require_traveller_json(request: Request, _user: TravellerIngestUser) -
     _refuse_not_json(request)
 
 
+async def require_json_single(request: Request, _user: SingleIngestUser) -> None:
+    """As `require_json`, for `POST /shipments` (its caller read with `InSession`)."""
+    _refuse_not_json(request)
+
+
+async def require_traveller_json_single(request: Request, _user: SingleTravellerUser) -> None:
+    """As `require_traveller_json`, for `POST /travellers`."""
+    _refuse_not_json(request)
+
+
 def _refuse_not_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json" and not (
@@ -94,6 +120,8 @@ def _refuse_not_json(request: Request) -> None:
 
 JSON_BODY = [Depends(require_json)]
 TRAVELLER_JSON_BODY = [Depends(require_traveller_json)]
+SINGLE_JSON_BODY = [Depends(require_json_single)]
+SINGLE_TRAVELLER_JSON_BODY = [Depends(require_traveller_json_single)]
 
 
 def _loc(field: str) -> list[str | int]:
@@ -136,22 +164,33 @@ def _conflict_errors(conflicts: list[Conflict], index: list[int]) -> list[RowErr
         **CONFLICT,
         **NOT_JSON,
     },
-    dependencies=JSON_BODY,
+    dependencies=SINGLE_JSON_BODY,
     summary="Ingest one shipment with its goods lines: validate, score, store",
 )
-def post_shipment(
+async def post_shipment(
     body: ShipmentIn,  # type: ignore[valid-type]
-    session: SessionDep,
-    user: IngestUser,
+    bound: InSessionDep,
+    user: SingleIngestUser,
     response: Response,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    prepared = prepare_shipment(body.model_dump(mode="json"))  # type: ignore[attr-defined]
+    out, fresh = await bound.run(_ingest_one_shipment, bound, body, user, services)
+    if not fresh:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+def _ingest_one_shipment(
+    bound: InSession, body: Any, user: Principal, services: Services
+) -> tuple[dict[str, Any], bool]:
+    """(The worker-thread part of `post_shipment`.) The answer, and whether it was stored
+    now (201) rather than found stored with the same content (200)."""
+    prepared = prepare_shipment(body.model_dump(mode="json"))
     ensure_office(user, str(prepared.record["office_code"]))
     _refuse_broken(rule_errors([prepared]).get(0))
     try:
         stored, unchanged, conflicts = ingest_shipments(
-            session, services, [prepared], user.username
+            bound.session, services, [prepared], user.username
         )
     except (ServiceError, ModelNotReadyError) as exc:
         raise http_error(exc) from None
@@ -160,9 +199,8 @@ def post_shipment(
             _refuse_broken([RowError(0, conflicts[0].field, conflicts[0].reason)])
         raise HTTPException(409, conflicts[0].reason)
     if unchanged:
-        response.status_code = status.HTTP_200_OK
-        return shipment_out(unchanged[0])
-    return shipment_out(stored[0])
+        return shipment_out(unchanged[0]), False
+    return shipment_out(stored[0]), True
 
 
 @router.post(
@@ -221,36 +259,46 @@ def post_shipments_batch(
         409: CONFLICT[409],
         **NOT_JSON,
     },
-    dependencies=TRAVELLER_JSON_BODY,
+    dependencies=SINGLE_TRAVELLER_JSON_BODY,
     summary="Ingest one traveller record (API/PNR; the feed's key or an admin, not an "
     "officer); the answer is masked",
 )
-def post_traveller(
+async def post_traveller(
     body: TravellerIn,  # type: ignore[valid-type]
-    session: SessionDep,
-    user: TravellerIngestUser,
+    bound: InSessionDep,
+    user: SingleTravellerUser,
     response: Response,
     services: ServicesDep,
 ) -> dict[str, Any]:
-    data, digest = prepare_traveller(body.model_dump(mode="json"))  # type: ignore[attr-defined]
+    out, fresh = await bound.run(_ingest_one_traveller, bound, body, user, services)
+    if not fresh:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+def _ingest_one_traveller(
+    bound: InSession, body: Any, user: Principal, services: Services
+) -> tuple[dict[str, Any], bool]:
+    """(The worker-thread part of `post_traveller`.) The masked answer, and whether the
+    record was stored now (201) rather than found stored (200)."""
+    data, digest = prepare_traveller(body.model_dump(mode="json"))
     _refuse_broken(traveller_rule_errors([data]).get(0))
     try:
         _stored, unchanged, conflicts = ingest_travellers(
-            session, services, [(data, digest)], user.username
+            bound.session, services, [(data, digest)], user.username
         )
     except ServiceError as exc:
         raise http_error(exc) from None
     if conflicts:
         raise HTTPException(409, conflicts[0].reason)
-    if unchanged:
-        response.status_code = status.HTTP_200_OK
     rid = str(data["traveller_record_id"])
-    return {
+    out = {
         "traveller_record_id": rid,
         "content_hash": digest,
         "masked": True,
         "record": masked(_json(data)),
     }
+    return out, not unchanged
 
 
 def _json(data: dict[str, Any]) -> dict[str, Any]:
