@@ -72,10 +72,69 @@ def _normalise(value: Any, path: str = "$") -> Any:
     raise ValueError(f"{path}: cannot record a value of type {type(value).__name__}")
 
 
+class NotPlainError(Exception):
+    """A value `plain` leaves to `_normalise` (which converts it, or says why not)."""
+
+
+def plain(value: Any, *, nonfinite_as_none: bool = False) -> Any:
+    """`_normalise(value)` for the common types, each compared exactly (no
+    subclasses): dicts with string keys (returned with their keys sorted, as the
+    canonical form orders them), lists, tuples, str, int, bool, None, finite floats,
+    timezone-aware datetimes and dates. Raises NotPlainError at anything else, or at a
+    NaN or infinity (`nonfinite_as_none`: those become None instead). The same
+    values as `_normalise`, without building an error path for every value."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        if nonfinite_as_none:
+            return None
+        raise NotPlainError
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key in sorted(value):  # (keys of mixed types raise TypeError: not plain)
+            if type(key) is not str:
+                raise NotPlainError
+            item = value[key]
+            of = type(item)
+            if (
+                of is str
+                or of is int
+                or of is bool
+                or item is None
+                or (of is float and math.isfinite(item))
+            ):
+                out[key] = item
+            else:
+                out[key] = plain(item, nonfinite_as_none=nonfinite_as_none)
+        return out
+    if kind is list or kind is tuple:
+        return [plain(v, nonfinite_as_none=nonfinite_as_none) for v in value]
+    if kind is dt.datetime:
+        if value.tzinfo is None:
+            raise NotPlainError
+        return value.astimezone(dt.UTC).isoformat()
+    if kind is dt.date:
+        return value.isoformat()
+    raise NotPlainError
+
+
 def canonical_json(value: Any) -> str:
     """The one text form of a value that the hash is computed over."""
+    try:
+        data = plain(value)
+    except (NotPlainError, TypeError):  # (`_normalise` converts it or says why not)
+        data = _normalise(value)
+    return canonical_plain_json(data)
+
+
+def canonical_plain_json(data: Any) -> str:
+    """`canonical_json` of data that `plain` returned (or JSON parsed: str keys,
+    finite floats): the same text, without converting the data again."""
     return json.dumps(
-        _normalise(value),
+        data,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

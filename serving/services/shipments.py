@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import polars as pl
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,16 @@ from serving.scoring import (
     sequence_features,
 )
 from serving.services._core import RowError, ServiceError, Services, content_hash, jsonable, now
-from serving.services.audit_log import _score_differences, _score_facts, audit, feature_vector_hash
+from serving.services.audit_log import (
+    AuditItem,
+    _score_differences,
+    _score_facts,
+    audit,
+    audit_many,
+    feature_vector_hash,
+    plain_json,
+    plain_vector_hash,
+)
 from serving.services.rules import active_rules
 
 log = logging.getLogger(__name__)
@@ -95,10 +104,6 @@ def _validate_json(model: type[BaseModel], raw: Any, *, stored: bool = False) ->
     from data_contracts.fields import STORED
 
     return model.model_validate_json(json.dumps(raw), context={STORED: True} if stored else None)
-
-
-def _stored_payload(p: Prepared) -> dict[str, Any]:
-    return jsonable(p.record)
 
 
 @dataclass(frozen=True)
@@ -172,25 +177,31 @@ def _store_score(session: Session, s: Scored, actor: str, *, kind: str = "score"
 
 
 def _score_row(s: Scored) -> m.Score:
+    return m.Score(**_score_values(s))
+
+
+def _score_values(s: Scored) -> dict[str, Any]:
+    """The columns of a score row (but its id)."""
     extra = {
         "reasons": s.explanation,
-        "context": jsonable(s.context),
+        "context": s.context,
         "must_inspect": s.must_inspect,
         "watchlist_score": s.watchlist_score,
         "watchlist_exact": s.watchlist_exact,
         "watchlist_match": s.watchlist_match,
     }
-    return m.Score(
-        shipment_id=s.shipment_id,
-        probability=s.probability,
-        priority=s.priority,
-        lane=s.lane,
-        model_version=s.model_version,
-        feature_set_version=s.feature_set_version,
-        feature_vector=jsonable(s.features),
-        explanation=jsonable(extra),
-        scored_at=now(),
-    )
+    return {
+        "shipment_id": s.shipment_id,
+        "probability": s.probability,
+        "priority": s.priority,
+        "lane": s.lane,
+        "model_version": s.model_version,
+        "feature_set_version": s.feature_set_version,
+        "feature_vector": plain_json(s.features),
+        # (`jsonable` of the whole: the context's values as `jsonable` gives them)
+        "explanation": plain_json(extra),
+        "scored_at": now(),
+    }
 
 
 def _record_score(
@@ -211,24 +222,30 @@ def _record_score(
         session,
         kind,
         actor,
-        {
-            "shipment_id": s.shipment_id,
-            "score_id": score.id,
-            "probability": s.probability,
-            "priority": s.priority,
-            "lane": s.lane,
-            "model_version": s.model_version,
-            "feature_set_version": s.feature_set_version,
-            "rule_hits": [f"{h.rule_id}@v{h.rule_version}" for h in s.rule_hits],
-            "watchlist_exact": s.watchlist_exact,
-            # the listed entry that produced the exact or best match (None: none)
-            "watchlist_match": _audited_match(s.watchlist_match),
-            "feature_vector_sha256": feature_vector_hash(score.feature_vector),
-        },
+        _score_entry_payload(s, score.id, feature_vector_hash(score.feature_vector)),
         entity="shipment",
         entity_id=s.shipment_id,
         flush=flush,
     )
+
+
+def _score_entry_payload(s: Scored, score_id: int, vector_hash: str) -> dict[str, Any]:
+    """What the audit entry of a score written records (`vector_hash`: the
+    `feature_vector_hash` of the stored vector)."""
+    return {
+        "shipment_id": s.shipment_id,
+        "score_id": score_id,
+        "probability": s.probability,
+        "priority": s.priority,
+        "lane": s.lane,
+        "model_version": s.model_version,
+        "feature_set_version": s.feature_set_version,
+        "rule_hits": [f"{h.rule_id}@v{h.rule_version}" for h in s.rule_hits],
+        "watchlist_exact": s.watchlist_exact,
+        # the listed entry that produced the exact or best match (None: none)
+        "watchlist_match": _audited_match(s.watchlist_match),
+        "feature_vector_sha256": vector_hash,
+    }
 
 
 def _audited_match(match: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -354,9 +371,17 @@ def ingest_shipments(
             together = _store_sequence(session, services, fresh, actor)
             if together is not None:
                 stored = together
-            else:  # (some declared before the state's latest: run by run, as before)
-                for run in in_sequence(fresh):
+            else:  # (some declared before the state's latest: those run by run, as
+                # before, then the others in one pass: see `_late_first`)
+                late, on_time = _late_first(services, fresh)
+                for run in in_sequence(late) if late else []:
                     stored += _store_shipments(session, services, run, actor)
+                rest = _store_sequence(session, services, on_time, actor) if late else None
+                if rest is not None:
+                    stored += rest
+                else:
+                    for run in in_sequence(on_time) if on_time else []:
+                        stored += _store_shipments(session, services, run, actor)
         except IntegrityError:
             session.rollback()
             if not retry:
@@ -384,7 +409,7 @@ def ingest_shipments(
 
 def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
     """The new shipments of a request in declaration order, cut into runs (the path
-    of a batch holding a late arrival; any other is scored in one pass,
+    of a batch's late arrivals, `_late_first`; the others are scored in one pass,
     `_store_sequence`): a run
     ends before a shipment that shares a party, phone, e-mail, address or road
     vehicle (a node of `features.network`) with a shipment of the run declared
@@ -416,6 +441,24 @@ def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
         runs[-1].append(fresh[i])
         seen.update((node, seen.get(node, at)) for node in nodes[i])
     return runs
+
+
+def _late_first(
+    services: Services, fresh: Sequence[Prepared]
+) -> tuple[list[Prepared], list[Prepared]]:
+    """The new shipments declared before the newest one the feature state holds
+    (late arrivals), and the others, each in request order. The late ones are all
+    declared before the others, so `in_sequence` of the whole would score them
+    first, in the same runs; the state does not take them (a background rebuild
+    does), so the others are scored without them either way, and can then be
+    scored in one pass (`_store_sequence`), as a batch without late ones is."""
+    with services.history.scoring() as state:
+        as_of = state.as_of
+    if as_of is None:
+        return [], list(fresh)
+    newest = _utc(as_of)
+    late = [p for p in fresh if _utc(p.record["declared_at"]) < newest]
+    return late, [p for p in fresh if _utc(p.record["declared_at"]) >= newest]
 
 
 def _utc(at: dt.datetime) -> dt.datetime:
@@ -533,51 +576,92 @@ def _store_sequence(
 def _write_scored(
     session: Session, fresh: Sequence[Prepared], scored: Sequence[Scored], actor: str
 ) -> list[StoredShipment]:
-    """Write scored shipments with their lines, scores, rule hits and audit
-    entries, and commit (as `_store_shipments` does)."""
+    """Write scored shipments with their lines, scores, rule hits and audit entries,
+    and commit (as `_store_shipments` does), in one transaction: the shipments as
+    ORM objects (flushed: returned), then one ORM bulk INSERT per table for the
+    lines, the scores (RETURNING their ids), the rule hits and the audit entries
+    (chained in one loop: `audit_many`). The rows are those the ORM objects of
+    `_score_row` and `_record_score` would write."""
     by_id = {p.record["shipment_id"]: p for p in fresh}
     received = now()
-    rows: dict[str, m.Shipment] = {}
+    ships: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    scores: list[dict[str, Any]] = []
     for s in scored:
         p = by_id[s.shipment_id]
         declared = p.record["declared_at"]
-        rows[s.shipment_id] = m.Shipment(
-            shipment_id=s.shipment_id,
-            office_code=str(p.record["office_code"]),
-            # in UTC, as the database gives it back
-            declared_at=declared.astimezone(dt.UTC) if declared.tzinfo else declared,
-            payload=_stored_payload(p),
-            content_hash=p.content_hash,
-            received_at=received,
+        ships.append(
+            {
+                "shipment_id": s.shipment_id,
+                "office_code": str(p.record["office_code"]),
+                # in UTC, as the database gives it back
+                "declared_at": declared.astimezone(dt.UTC) if declared.tzinfo else declared,
+                "payload": plain_json(p.record),
+                "content_hash": p.content_hash,
+                "received_at": received,
+            }
         )
-    session.add_all(list(rows.values()))
-    session.flush()  # no ORM relationships: shipments before their lines and scores
-    # Lines and scores (both refer to the shipment only) in one flush, which gives the
-    # scores their ids; then their rule hits and audit entries.
-    for s in scored:
-        p = by_id[s.shipment_id]
-        session.add_all(
-            [
-                m.Item(shipment_id=s.shipment_id, line_no=line["line_no"], payload=jsonable(line))
-                for line in p.items
-            ]
-        )
-    scores = {s.shipment_id: _score_row(s) for s in scored}
-    session.add_all(list(scores.values()))
+        lines += [
+            {"shipment_id": s.shipment_id, "line_no": line["line_no"], "payload": plain_json(line)}
+            for line in p.items
+        ]
+        scores.append(_score_values(s))
+    if not ships:
+        return []
+    # (no ORM relationships: shipments before their lines and scores, scores before
+    # their rule hits). The shipments as ORM objects, flushed: they are returned, and
+    # the first write of a request stays a flush (a taken id raises there).
+    rows = [m.Shipment(**ship) for ship in ships]
+    session.add_all(rows)
     session.flush()
-    for s in scored:  # (their rows written together, by the commit's flush)
-        _record_score(session, s, scores[s.shipment_id], actor, "score", flush=False)
+    if lines:
+        session.execute(insert(m.Item), lines)
+    # (the ids by shipment: RETURNING in parameter order would make SQLite insert the
+    # rows one statement each)
+    ids: dict[str, int] = {
+        str(sid): int(i)
+        for sid, i in session.execute(
+            insert(m.Score).returning(m.Score.shipment_id, m.Score.id), scores
+        )
+    }
+    hits = [
+        {
+            "shipment_id": s.shipment_id,
+            "score_id": ids[s.shipment_id],
+            "rule_id": hit.rule_id,
+            "rule_version": hit.rule_version,
+        }
+        for s in scored
+        for hit in s.rule_hits
+    ]
+    if hits:
+        session.execute(insert(m.RuleHit), hits)
+    audit_many(
+        session,
+        [
+            AuditItem(
+                "score",
+                actor,
+                _score_entry_payload(
+                    s, ids[s.shipment_id], plain_vector_hash(row["feature_vector"])
+                ),
+                "shipment",
+                s.shipment_id,
+            )
+            for s, row in zip(scored, scores, strict=True)
+        ],
+    )
     session.commit()
     # What `load_shipment` would read back, from the rows just written.
     return [
         StoredShipment(
-            rows[s.shipment_id],
-            scores[s.shipment_id],
+            ship,
+            m.Score(id=ids[s.shipment_id], **row),
             sorted(
                 ((h.rule_id, h.rule_version, h.severity) for h in s.rule_hits), key=lambda h: h[0]
             ),
         )
-        for s in scored
+        for s, ship, row in zip(scored, rows, scores, strict=True)
     ]
 
 
