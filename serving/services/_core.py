@@ -152,8 +152,13 @@ def now() -> dt.datetime:
 
 
 def jsonable(value: Any) -> Any:
-    """Plain JSON data (datetimes as UTC ISO text), as the audit chain hashes it."""
-    return json.loads(audit_chain.canonical_json(_finite(value)))
+    """Plain JSON data (datetimes as UTC ISO text, non-finite floats as None), as the
+    audit chain hashes it: the common types in one walk (`audit_chain.plain`), any
+    other through the canonical text (which converts it or says why not)."""
+    try:
+        return audit_chain.plain(value, nonfinite_as_none=True)
+    except (audit_chain.NotPlainError, TypeError):
+        return json.loads(audit_chain.canonical_json(_finite(value)))
 
 
 def _finite(value: Any) -> Any:

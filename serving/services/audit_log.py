@@ -116,7 +116,7 @@ def audit_many(session: Session, items: Sequence[AuditItem]) -> list[audit_chain
     rows: list[dict[str, Any]] = []
     entries: list[audit_chain.AuditEntry] = []
     for item in items:
-        body = plain_json({**item.payload, "entity": item.entity, "entity_id": item.entity_id})
+        body = jsonable({**item.payload, "entity": item.entity, "entity_id": item.entity_id})
         record = audit_chain.AuditRecord(uuid.uuid4().hex, now(), item.kind, item.actor, body)
         prev = audit_chain.append(prev, record)
         entries.append(prev)
@@ -140,15 +140,6 @@ def audit_many(session: Session, items: Sequence[AuditItem]) -> list[audit_chain
         prev,
     )
     return entries
-
-
-def plain_json(value: Any) -> Any:
-    """`jsonable(value)` (the same data), without a round trip through JSON text for
-    the common types (`audit_chain.plain`)."""
-    try:
-        return audit_chain.plain(value, nonfinite_as_none=True)
-    except (audit_chain.NotPlainError, TypeError):
-        return jsonable(value)
 
 
 def _head(session: Session) -> audit_chain.AuditEntry | None:
@@ -218,7 +209,7 @@ def feature_vector_hash(vector: Any) -> str:
 
 
 def plain_vector_hash(vector: dict[str, Any]) -> str:
-    """`feature_vector_hash` of a vector as stored (`plain_json` gave it): the same
+    """`feature_vector_hash` of a vector as stored (`jsonable` gave it): the same
     digest, without converting the vector again."""
     return hashlib.sha256(audit_chain.canonical_plain_json(vector).encode()).hexdigest()
 

@@ -40,7 +40,6 @@ from serving.services.audit_log import (
     audit,
     audit_many,
     feature_vector_hash,
-    plain_json,
     plain_vector_hash,
 )
 from serving.services.rules import active_rules
@@ -197,9 +196,9 @@ def _score_values(s: Scored) -> dict[str, Any]:
         "lane": s.lane,
         "model_version": s.model_version,
         "feature_set_version": s.feature_set_version,
-        "feature_vector": plain_json(s.features),
+        "feature_vector": jsonable(s.features),
         # (`jsonable` of the whole: the context's values as `jsonable` gives them)
-        "explanation": plain_json(extra),
+        "explanation": jsonable(extra),
         "scored_at": now(),
     }
 
@@ -596,13 +595,13 @@ def _write_scored(
                 "office_code": str(p.record["office_code"]),
                 # in UTC, as the database gives it back
                 "declared_at": declared.astimezone(dt.UTC) if declared.tzinfo else declared,
-                "payload": plain_json(p.record),
+                "payload": jsonable(p.record),
                 "content_hash": p.content_hash,
                 "received_at": received,
             }
         )
         lines += [
-            {"shipment_id": s.shipment_id, "line_no": line["line_no"], "payload": plain_json(line)}
+            {"shipment_id": s.shipment_id, "line_no": line["line_no"], "payload": jsonable(line)}
             for line in p.items
         ]
         scores.append(_score_values(s))
