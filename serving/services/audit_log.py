@@ -59,13 +59,7 @@ def audit(
     transaction follow the entry written last without reading the head again.
     `flush` False: the row is written with the session's next flush (a caller
     adding many entries writes them in one)."""
-    transaction = (session.get_transaction(), session.get_nested_transaction())
-    last = session.info.get(_AUDIT_HEAD)
-    if transaction[0] is not None and last is not None and _same(last[0], transaction):
-        prev: audit_chain.AuditEntry | None = last[1]
-    else:
-        write_lock(session, "audit_log")
-        prev = _head(session)
+    prev = _transaction_head(session)
     body = jsonable({**payload, "entity": entity, "entity_id": entity_id})
     record = audit_chain.AuditRecord(uuid.uuid4().hex, now(), kind, actor, body)
     entry = audit_chain.append(prev, record)
@@ -84,10 +78,7 @@ def audit(
     session.add(row)
     if flush:
         session.flush()
-    session.info[_AUDIT_HEAD] = (
-        (session.get_transaction(), session.get_nested_transaction()),
-        entry,
-    )
+    _remember_head(session, entry)
     return row
 
 
@@ -106,13 +97,7 @@ def audit_many(session: Session, items: Sequence[AuditItem]) -> list[audit_chain
     transaction, as `audit` writes them): the same entries, chained in one loop."""
     if not items:
         return []
-    transaction = (session.get_transaction(), session.get_nested_transaction())
-    last = session.info.get(_AUDIT_HEAD)
-    if transaction[0] is not None and last is not None and _same(last[0], transaction):
-        prev: audit_chain.AuditEntry | None = last[1]
-    else:
-        write_lock(session, "audit_log")
-        prev = _head(session)
+    prev = _transaction_head(session)
     rows: list[dict[str, Any]] = []
     entries: list[audit_chain.AuditEntry] = []
     for item in items:
@@ -135,11 +120,27 @@ def audit_many(session: Session, items: Sequence[AuditItem]) -> list[audit_chain
             }
         )
     session.execute(insert(m.AuditLog), rows)
+    _remember_head(session, prev)
+    return entries
+
+
+def _transaction_head(session: Session) -> audit_chain.AuditEntry | None:
+    """The entry the next one follows: the one this transaction wrote last, or, for
+    the transaction's first entry, the chain's head read under the write lock (held
+    until the transaction ends)."""
+    transaction = (session.get_transaction(), session.get_nested_transaction())
+    last = session.info.get(_AUDIT_HEAD)
+    if transaction[0] is not None and last is not None and _same(last[0], transaction):
+        return last[1]
+    write_lock(session, "audit_log")
+    return _head(session)
+
+
+def _remember_head(session: Session, entry: audit_chain.AuditEntry | None) -> None:
     session.info[_AUDIT_HEAD] = (
         (session.get_transaction(), session.get_nested_transaction()),
-        prev,
+        entry,
     )
-    return entries
 
 
 def _head(session: Session) -> audit_chain.AuditEntry | None:
