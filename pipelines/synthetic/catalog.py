@@ -411,6 +411,17 @@ USD_RATE: dict[str, float] = {
 }
 
 HIGH_RISK_COUNTRIES: tuple[str, ...] = ("AF", "PK", "IR", "SY", "IQ")
+# What a trafficking network that keeps the historical high-risk countries out of
+# its declared route (see typologies: route displacement) declares instead:
+# transhipment and re-export hubs that lawful trade uses every day (Dubai,
+# Istanbul, Baku and the trans-Caspian ferries, the neighbouring Central Asian
+# markets), never the destination country itself.
+DISPLACEMENT_HUBS: tuple[str, ...] = ("AE", "TR", "AZ", "KZ", "UZ", "TM")
+DISPLACEMENT_HUB_WEIGHTS: tuple[float, ...] = (0.35, 0.3, 0.1, 0.1, 0.1, 0.05)
+# A usual surface corridor through a listed country, rerouted: Iran by the
+# trans-Caspian crossing (Azerbaijan), Afghanistan by Uzbekistan, Pakistan by the
+# Gulf, Iraq and Syria by Turkey.
+DISPLACED_TRANSIT: dict[str, str] = {"IR": "AZ", "AF": "UZ", "PK": "AE", "IQ": "TR", "SY": "TR"}
 
 # ---------------------------------------------------------------- offices
 

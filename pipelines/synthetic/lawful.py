@@ -391,6 +391,7 @@ def shipment_frame(
     odd_transit: np.ndarray | None = None,
     typology: str | None = None,
     network: np.ndarray | None = None,
+    displaced: bool = False,
 ) -> pl.DataFrame:
     n = len(consignee)
     return pl.DataFrame(
@@ -410,6 +411,8 @@ def shipment_frame(
             ),
             "typology": ser(np.full(n, typology), dtype=pl.String),
             "network": ser(network if network is not None else np.full(n, None), dtype=pl.String),
+            # the network keeps the listed high-risk countries out of its route
+            "displaced": np.full(n, displaced, dtype=bool),
         }
     )
 

@@ -2,7 +2,9 @@
 
 Rules (probability of selection when the rule hits):
 - R-CH93-MUST (1.0): a line declared in chapter 93 (arms and ammunition);
-- R-HIGH-RISK-ROUTE (0.3): origin, dispatch or transit in AF, PK, IR, SY, IQ;
+- R-HIGH-RISK-ROUTE (0.3): origin, dispatch or transit in AF, PK, IR, SY, IQ
+  (a long-standing, widely known profile: a share of the trafficking networks
+  keeps these countries out of their declared routes, see `typologies`);
 - R-LOW-VALUE-KG (0.3): a line of chapters 84, 85, 87, 90, 93 or 95 valued under
   30 % of the code's usual USD per kg;
 - R-AFG-BORDER (0.15): declared at an office on the Afghan border;

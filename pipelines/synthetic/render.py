@@ -116,14 +116,24 @@ def render_shipments(
     office = plan["office"].to_numpy()
     ts = plan["ts"].to_numpy()
     arrival = ts + arrival_offset(rng, mode)
-    # Transit: usual corridor for surface modes, plus odd detours.
-    frame = plan.select("dispatch", "destination", "mode", "odd_transit").with_row_index("_r")
+    # Transit: usual corridor for surface modes, plus odd detours; a network that
+    # keeps the listed high-risk countries out of its route takes the corridor
+    # around them (catalog.DISPLACED_TRANSIT).
+    frame = plan.select(
+        "dispatch", "destination", "mode", "odd_transit", "displaced"
+    ).with_row_index("_r")
     frame = frame.join(_transit_table(), on=["dispatch", "destination"], how="left")
     frame = frame.sort("_r")
     surface = pl.col("mode").is_in(["road", "rail", "sea"])
+    base = pl.col("base_transit").fill_null(pl.lit([], dtype=pl.List(pl.String)))
+    rerouted = base.list.eval(pl.element().replace(cat.DISPLACED_TRANSIT)).list.unique(
+        maintain_order=True
+    )
     transit = frame.select(
-        pl.when(surface)
-        .then(pl.col("base_transit").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+        pl.when(surface & pl.col("displaced"))
+        .then(rerouted)
+        .when(surface)
+        .then(base)
         .otherwise(pl.lit([], dtype=pl.List(pl.String)))
         .list.concat(
             pl.when(pl.col("odd_transit").is_not_null())

@@ -10,6 +10,21 @@ values, and new network companies declare themselves as often as lawful ones.
 A seizure burns a network's front: its later shipments come under a new
 consignee and consignor (see `world._burn`).
 
+Route displacement: the historical rule R-HIGH-RISK-ROUTE (origin, dispatch or
+transit in AF, PK, IR, SY or IQ draws an inspection three times in ten; see
+`policy`) is old and known to every forwarder in the region, and traffickers
+adapt to a known profile. A share of the networks (`WorldConfig.
+displacement_share`, a trait drawn once per network) keeps the listed countries
+out of its declared origin, dispatch and transit: a listed partner country is
+replaced by a transhipment or re-export hub (AE, TR, AZ, or a neighbouring
+Central Asian market: `catalog.DISPLACEMENT_HUBS`), a usual corridor through a
+listed country takes the way around it (Iran by the trans-Caspian crossing:
+`catalog.DISPLACED_TRANSIT`), an odd detour goes through a hub that is just as
+far off the corridor, and an abused lawful front is one whose usual trade does
+not touch the listed countries. Every other signal of the typology stays; the
+hubs are common in lawful trade, and lawful trade keeps using the listed routes.
+The countries named below are those of the networks that do not adapt.
+
 - parts_misdeclared: firearm parts declared under neighbouring codes (machine-tool
   parts 8466, gearing 8483, valves 8481, hand tools 8205/8207, auto parts 8708,
   fitness equipment 9506, fittings 7307/7412) with specific-sounding descriptions,
@@ -47,7 +62,9 @@ consignee and consignor (see `world._burn`).
   3-30 days before each shipment, often one way and paying cash.
   Signals: linked traveller, recent trip to a high-risk port before the shipment.
 - illogical_route: goods that should come direct (CN, KR, TR, DE -> CA) routed
-  through AF, PK, IQ, SY, IR or AE, half dispatched from a third country.
+  through AF, PK, IQ, SY, IR or AE, half dispatched from a third country (a
+  displaced network: through and from AE, TR, AZ or a Central Asian neighbour off
+  the corridor).
   Signals: transit country not on the corridor, dispatch != origin (60 % of
   networks use an established importer's name).
 - dual_use_optics: thermal/night-vision sights declared as binoculars, monoculars,
@@ -179,10 +196,33 @@ class Ctx:
     trips: list[CourierTrip] = field(default_factory=list)
     n_ships: int = 0
     n_networks: int = 0
+    # route displacement (see the module docstring): the share of networks that
+    # keep the listed countries out of their declared routes, the network now
+    # being planted, and the stream its trait and hubs are drawn from (its own,
+    # so that the other draws of every network do not depend on the share)
+    displacement_share: float = 0.0
+    trait_rng: np.random.Generator = field(
+        default_factory=lambda: np.random.Generator(np.random.PCG64(0))
+    )
+    displaced: bool = False
 
     def network_id(self) -> str:
         self.n_networks += 1
         return f"NW{self.n_networks:05d}"
+
+    def hub(self, exclude: tuple[str, ...] = ()) -> str:
+        """A transhipment or re-export hub (`catalog.DISPLACEMENT_HUBS`) not in `exclude`."""
+        hubs = [h for h in cat.DISPLACEMENT_HUBS if h not in exclude] or list(cat.DISPLACEMENT_HUBS)
+        w = np.array([cat.DISPLACEMENT_HUB_WEIGHTS[cat.DISPLACEMENT_HUBS.index(h)] for h in hubs])
+        return str(hubs[int(self.trait_rng.choice(len(hubs), p=w / w.sum()))])
+
+    def displace(self, values: np.ndarray, *exclude: np.ndarray) -> np.ndarray:
+        """`values` with every listed (high-risk) country replaced by a hub that is
+        none of the countries `exclude[j][i]` of the same shipment."""
+        out = values.copy()
+        for i in np.flatnonzero(np.isin(values.astype(str), cat.HIGH_RISK_COUNTRIES)):
+            out[i] = self.hub(tuple(str(e[i]) for e in exclude))
+        return out
 
     def days_in(self, n: int, span: tuple[int, int]) -> np.ndarray:
         """n sorted days of a campaign lasting a random number of days within `span`.
@@ -266,6 +306,14 @@ class Ctx:
             dtype=object,
         )
         origin = np.full(n, partner, dtype=object) if origin is None else origin
+        dispatch = origin if dispatch is None else dispatch
+        destination = np.full(n, country, dtype=object) if destination is None else destination
+        if self.displaced:
+            same = dispatch == origin
+            origin = self.displace(origin, destination)
+            dispatch = np.where(same, origin, self.displace(dispatch, destination, origin))
+            if odd is not None:
+                odd = self._odd_hubs(odd, origin, dispatch, destination, mode)
         ts = self.start_us + days.astype(np.int64) * US_PER_DAY + office_hours(rng, n)
         if declarant is None:
             # parcels are mostly declared by the few express/post brokers, as in lawful trade
@@ -287,12 +335,13 @@ class Ctx:
             mode=mode,
             ts=ts,
             origin=origin,
-            dispatch=origin if dispatch is None else dispatch,
-            destination=np.full(n, country, dtype=object) if destination is None else destination,
+            dispatch=dispatch,
+            destination=destination,
             currency=currency_for(rng, origin),
             odd_transit=odd,
             typology=typology,
             network=np.full(n, network, dtype=object),
+            displaced=self.displaced,
         )
         self.ships.append(frame)
         ru_p = 0.75 if partner in RU_SPEAKING else 0.3 if partner == "CN" else 0.1
@@ -329,6 +378,33 @@ class Ctx:
                 )
             )
         self.n_ships += n
+
+    def _odd_hubs(
+        self,
+        odd: np.ndarray,
+        origin: np.ndarray,
+        dispatch: np.ndarray,
+        destination: np.ndarray,
+        mode: np.ndarray,
+    ) -> np.ndarray:
+        """Odd transit through a hub instead of a listed country: still off the usual
+        corridor (not the origin, the dispatch, the destination nor a corridor country)."""
+        out = odd.copy()
+        for i in np.flatnonzero(np.isin(odd.astype(str), cat.HIGH_RISK_COUNTRIES)):
+            corridor: tuple[str, ...] = ()
+            if mode[i] in ("road", "rail", "sea"):
+                base = cat.SURFACE_TRANSIT.get((str(dispatch[i]), str(destination[i])), ())
+                corridor = tuple(cat.DISPLACED_TRANSIT.get(c, c) for c in base)
+            out[i] = self.hub((str(origin[i]), str(dispatch[i]), str(destination[i]), *corridor))
+        return out
+
+    def partner(self, options: tuple[str, ...], p: tuple[float, ...] | None, home: str) -> str:
+        """The network's partner country, picked from `options` as before; a network
+        that avoids the listed countries goes through a hub instead of a listed one."""
+        partner = _pick(self.rng, options, p)
+        if self.displaced and partner in cat.HIGH_RISK_COUNTRIES:
+            partner = self.hub((home,))
+        return partner
 
     def cover(
         self, sectors: tuple[str, ...], k: int, scale: float
@@ -372,6 +448,10 @@ def _parties(
     established lawful trader and its usual supplier."""
     cnee = ctx.book.add(np.array([country]), kind)
     cnor = ctx.book.add(np.array([partner]), "company")
+    if ctx.displaced:  # a front whose usual trade does not touch the listed countries
+        partners = tuple(
+            p for p in (partners or tuple(cat.PARTNERS)) if p not in cat.HIGH_RISK_COUNTRIES
+        )
     known = ctx.established(individual, partners) if ctx.rng.random() < p_known else None
     if known is not None:
         cnee, cnor = np.array([known.party]), np.array([known.consignor])
@@ -381,7 +461,7 @@ def _parties(
 def parts_misdeclared(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
-    partner = _pick(rng, ("TR", "CN", "PK", "AE", "RU"), (3, 3, 1.5, 1.5, 1))
+    partner = ctx.partner(("TR", "CN", "PK", "AE", "RU"), (3, 3, 1.5, 1.5, 1), country)
     cnee, cnor, known = _parties(ctx, country, partner, 0.7)
     if known is not None:
         country, partner = known.country, known.partner
@@ -425,7 +505,7 @@ def parts_misdeclared(ctx: Ctx, n: int, net: str) -> None:
 def ammo_mixed(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
-    partner = _pick(rng, ("CN", "TR", "IR", "AF", "RU", "AE"), (3, 2, 1.5, 1, 1, 1))
+    partner = ctx.partner(("CN", "TR", "IR", "AF", "RU", "AE"), (3, 2, 1.5, 1, 1, 1), country)
     cnee, cnor, known = _parties(ctx, country, partner, 0.7)
     if known is not None:
         country, partner = known.country, known.partner
@@ -469,7 +549,7 @@ def ammo_mixed(ctx: Ctx, n: int, net: str) -> None:
 def front_company(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
-    partner = _pick(rng, ("TR", "AE", "CN", "IR", "RU"))
+    partner = ctx.partner(("TR", "AE", "CN", "IR", "RU"), None, country)
     k = min(n, int(rng.integers(3, 7)))
     cnees = ctx.book.add(np.full(k, country), "company")
     share = rng.random()
@@ -555,7 +635,7 @@ def licensed_diversion(ctx: Ctx, n: int, net: str) -> None:
 def postal_split(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
-    partner = _pick(rng, ("CN", "TR", "AE", "PK", "RU"), (3, 2, 1.5, 1, 1))
+    partner = ctx.partner(("CN", "TR", "AE", "PK", "RU"), (3, 2, 1.5, 1, 1), country)
     kind = "company" if rng.random() < 0.6 else "individual"
     cnor = ctx.book.add(np.array([partner]), kind)
     cnees = ctx.book.add(np.full(n, country), "individual", entrepreneur=False, email_share=0.8)
@@ -595,7 +675,7 @@ def postal_split(ctx: Ctx, n: int, net: str) -> None:
 def courier_traveller(ctx: Ctx, n: int, net: str) -> None:
     rng = ctx.rng
     country = _home(rng)
-    partner = _pick(rng, ("AF", "PK", "IR", "TR", "AE"), (2, 1, 1.5, 1.5, 1))
+    partner = ctx.partner(("AF", "PK", "IR", "TR", "AE"), (2, 1, 1.5, 1.5, 1), country)
     individual = rng.random() < 0.6
     cnee_a, cnor, known = _parties(
         ctx,
@@ -777,6 +857,8 @@ def plant(ctx: Ctx, counts: dict[str, int]) -> Plan | None:
             size = min(remaining, int(ctx.rng.integers(lo, hi + 1)))
             if remaining - size < lo and remaining - size > 0 and remaining <= hi:
                 size = remaining
+            # a trait of the network, drawn once (on its own stream) like the others
+            ctx.displaced = bool(ctx.trait_rng.random() < ctx.displacement_share)
             GENERATORS[typ](ctx, size, ctx.network_id())
             remaining -= size
     if not ctx.ships:

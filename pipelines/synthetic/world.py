@@ -48,6 +48,16 @@ class WorldConfig:
     shipments_per_consignee: float = 60.0  # established traders
     occasional_share: float = 0.25  # lawful trader shipments by occasional importers
     occasional_shipments: float = 4.0  # mean declarations per occasional importer
+    # Share of trafficking networks that keep the historical high-risk countries
+    # (catalog.HIGH_RISK_COUNTRIES, the list of rule R-HIGH-RISK-ROUTE) out of
+    # their declared origin, dispatch and transit, going through hubs that lawful
+    # trade uses instead (route displacement; see typologies). An assumption of the
+    # world, not a measured figure: the profile is old and known to every
+    # forwarder in the region and rerouting through Dubai, Istanbul or Baku is
+    # cheap, so many networks adapt; but networks whose goods or couriers
+    # physically come from there and opportunistic ones that do not know the
+    # profile do not. With nothing to weigh one side against the other: half.
+    displacement_share: float = 0.5
 
     def rates(self) -> dict[str, float]:
         """Rate per typology, defaults filled in."""
@@ -67,6 +77,8 @@ class WorldConfig:
             raise ValueError("random_inspection_share must be in (0, 1)")
         if not 0 <= self.occasional_share < 1 or self.occasional_shipments < 1:
             raise ValueError("occasional_share must be in [0, 1), occasional_shipments >= 1")
+        if not 0 <= self.displacement_share <= 1:
+            raise ValueError("displacement_share must be in [0, 1]")
 
 
 @dataclass
@@ -78,7 +90,9 @@ class World:
     shipment order, `travellers` by departure_at, `outcomes` by inspected_at.
 
     Truth (never in raw):
-    - `truth`: shipment_id, is_trafficking, typology, network_id (one row per id);
+    - `truth`: shipment_id, is_trafficking, typology, network_id, route_displaced
+      (the network keeps the listed high-risk countries out of its declared
+      route; null for lawful shipments) (one row per id);
     - `parties`: shipment_id, role (consignor/consignee/declarant), party_key of
       the real party behind the declared name;
     - `traveller_links`: traveller_record_id, party_key, link_kind (same_person,
@@ -148,7 +162,18 @@ def generate_world(config: WorldConfig, progress: Progress | None = None) -> Wor
         ecommerce_plan(rng, book, brokers, n_ec, start_us, day_w),
     ]
     report("trafficking networks", 0.3)
-    ctx = Ctx(rng, book, traders, brokers, start_us, config.days, day_w)
+    ctx = Ctx(
+        rng,
+        book,
+        traders,
+        brokers,
+        start_us,
+        config.days,
+        day_w,
+        displacement_share=config.displacement_share,
+        # the networks' displacement trait on a stream of its own (see Ctx)
+        trait_rng=np.random.Generator(np.random.PCG64([config.seed, 1])),
+    )
     planted = plant(ctx, counts)
     if planted is not None:
         plans.append(planted)
@@ -176,6 +201,9 @@ def generate_world(config: WorldConfig, progress: Progress | None = None) -> Wor
         pl.col("typology").is_not_null().alias("is_trafficking"),
         "typology",
         pl.col("network").alias("network_id"),
+        pl.when(pl.col("typology").is_not_null())
+        .then(pl.col("displaced"))
+        .alias("route_displaced"),
     )
     report("travellers", 0.6)
     travellers, links = generate_travellers(

@@ -36,8 +36,10 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.synthetic import WorldConfig
 
     root = tmp_path_factory.mktemp("promotion") / "data"
+    # a seed whose test window lets the stump be clearly worse (seed 5's window has
+    # 9 trafficking shipments, and the stump caught as many as the model there)
     versions = trained_world(
-        root, WorldConfig(n_shipments=20000, seed=5), (GOOD, STUMP), promote=None
+        root, WorldConfig(n_shipments=20000, seed=6), (GOOD, STUMP), promote=None
     )
     assert versions == ["1", "2"]
     return root

@@ -209,7 +209,16 @@ def test_signals_of_typologies_and_their_lawful_counterparts(world: World) -> No
         .fill_null(False)
         .alias("conflict"),
     )
-    assert has_odd.filter(pl.col("typology") == "illogical_route")["odd"].all()
+    routed = has_odd.filter(pl.col("typology") == "illogical_route")
+    assert routed.filter(~pl.col("route_displaced"))["odd"].all()
+    # (networks that keep the listed countries out of their routes detour through a
+    # hub instead: still off the usual corridor)
+    for d, dest, transit in routed.select(
+        "dispatch_country", "destination_country", "transit_countries"
+    ).iter_rows():
+        usual = set(cat.SURFACE_TRANSIT.get((d, dest), ()))
+        usual |= {cat.DISPLACED_TRANSIT.get(c, c) for c in usual}
+        assert set(transit) - usual - {d, dest}, (d, dest, transit)
     lawful_odd = has_odd.filter(~pl.col("is_trafficking"))["conflict"].mean()
     assert isinstance(lawful_odd, float) and 0.001 < lawful_odd < 0.05
     # front_company: consignees of one network share a phone or an address (until a
