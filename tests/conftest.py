@@ -16,6 +16,7 @@ from data_contracts.settings import DataLayout
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 SMALL_WORLD = {"n_shipments": 10_000, "seed": 11}
+WEB_WORLD_SHIPMENTS = 4000
 
 
 def caravan(
@@ -125,3 +126,21 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
         run_validate(layout, gx=False)
 
     return DataLayout(built_once(tmp_path_factory, "small-world", build))
+
+
+@pytest.fixture(scope="session")
+def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated world with a trained and promoted model (built once): the
+    web pages' world, and the serving tests' world where a model must be clearly
+    better than one that learnt nothing."""
+    from pipelines.synthetic import TYPOLOGIES, WorldConfig
+
+    # More trafficking and random inspections than the default world, so that a small
+    # world still teaches the model something (and its reasons are worth reading).
+    config = WorldConfig(
+        n_shipments=WEB_WORLD_SHIPMENTS,
+        seed=5,
+        typology_rates=dict.fromkeys(TYPOLOGIES, 0.01),
+        random_inspection_share=0.05,
+    )
+    return built_once(tmp_path_factory, "webworld", lambda root: trained_world(root, config))

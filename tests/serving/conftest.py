@@ -200,7 +200,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def samples(world: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+def samples(world: Path) -> Samples:
+    return samples_of(world)
+
+
+def samples_of(world: Path) -> Samples:
+    """The world's last 60 validated shipments and their goods lines (by shipment)."""
     ships = pl.read_parquet(world / "validated" / "shipments.parquet").tail(60)
     items = pl.read_parquet(world / "validated" / "items.parquet")
     items = items.join(ships.select("shipment_id"), on="shipment_id", how="semi")

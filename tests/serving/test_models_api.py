@@ -9,28 +9,50 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 import pytest
 from sqlalchemy import select
 
 from data_contracts.settings import DataLayout
 from serving.auth import Role
 from serving.orm import AuditLog, ModelPromotion
-from tests.serving.conftest import Api, Samples, api_on, payload
+from tests.serving.conftest import Api, Samples, api_on, payload, samples_of
 
 API = "/api/v1"
 
 
 @pytest.fixture(scope="session")
-def world_two(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The trained world (champion 1) plus version 2, a one-split stump (challenger)."""
-    from models.train import TrainConfig
+def world_two(web_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained world (champion 1) plus version 2 (challenger), trained on the same
+    inspections with their findings shuffled among them: it learns nothing of what a
+    finding looks like, so it is worse than the champion by construction. The world
+    is one whose trafficking is frequent enough for the champion to learn it (on the
+    default small world's few trafficking shipments the champion catches about as
+    many as a draw would, and nothing can be shown worse than that)."""
     from pipelines.modelling import run_train
 
     root = tmp_path_factory.mktemp("world-two") / "data"
-    shutil.copytree(world, root)
-    run = run_train(DataLayout(root), config=TrainConfig(max_rounds=1, num_leaves=2, max_depth=1))
+    shutil.copytree(web_world, root)
+    path = DataLayout(root).validated / "outcomes.parquet"
+    real = path.read_bytes()
+    outcomes = pl.read_parquet(path)
+    order = np.random.default_rng(0).permutation(outcomes.height)
+    shuffled = outcomes.with_columns(
+        outcomes[c].gather(order) for c in ("finding", "finding_category")
+    )
+    shuffled.write_parquet(path)
+    try:
+        run = run_train(DataLayout(root))
+    finally:
+        path.write_bytes(real)  # the world's own outcomes again, for the app
     assert run.version == "2"
     return root
+
+
+@pytest.fixture(scope="session")
+def world_two_samples(world_two: Path) -> Samples:
+    return samples_of(world_two)
 
 
 @pytest.fixture
@@ -57,13 +79,16 @@ def test_versions_listed_with_aliases_and_metrics(models_api: Api) -> None:
     assert one["test_from"] and one["test_to"]
     assert 0 <= one["metrics"]["true_recall_at_5pct"] <= 1
     assert "pr_auc" in one["metrics"]
-    # the stump is worse at training already: what the page shows the person deciding
+    # the shuffled-findings model is worse at training already: what the page shows the
+    # person deciding
     two = body["versions"][0]
     assert two["metrics"]["true_recall_at_5pct"] < one["metrics"]["true_recall_at_5pct"]
 
 
-def test_promotion_rules_record_audit_and_hot_swap(models_api: Api, samples: Samples) -> None:
-    api = models_api
+def test_promotion_rules_record_audit_and_hot_swap(
+    models_api: Api, world_two_samples: Samples
+) -> None:
+    api, samples = models_api, world_two_samples
     officer = api.headers(Role.officer)
     before = api.client.post(f"{API}/shipments", json=payload(samples, 1, "PM-1"), headers=officer)
     assert before.status_code == 201 and before.json()["model_version"] == "1"

@@ -22,7 +22,6 @@ from fastapi import FastAPI
 
 from serving.auth import Role, create_user
 from serving.services import jsonable
-from tests.conftest import built_once, trained_world
 from tests.serving.conftest import (  # noqa: F401 - cheap_argon2 is an autouse fixture
     OFFICE,
     add_users,
@@ -46,7 +45,6 @@ CHROMIUM_ARGS = [
 DAY = dt.date(2025, 3, 3)
 OTHER_OFFICE = "KZ-OTHER"
 SHIPMENTS_IN_QUEUE = 24
-WORLD_SHIPMENTS = 4000
 TRAVELLER_ID = "TR-WEB-1"
 WATCHED = SHIPMENTS_IN_QUEUE - 1  # the consignee of this shipment is on a watchlist
 RULE = {
@@ -87,22 +85,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # --------------------------------------------------------------------------- the world
-
-
-@pytest.fixture(scope="session")
-def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small generated world with a trained and promoted model (built once)."""
-    from pipelines.synthetic import TYPOLOGIES, WorldConfig
-
-    # More trafficking and random inspections than the default world, so that a small
-    # world still teaches the model something (and its reasons are worth reading).
-    config = WorldConfig(
-        n_shipments=WORLD_SHIPMENTS,
-        seed=5,
-        typology_rates=dict.fromkeys(TYPOLOGIES, 0.01),
-        random_inspection_share=0.05,
-    )
-    return built_once(tmp_path_factory, "webworld", lambda root: trained_world(root, config))
 
 
 def shipment_payloads(

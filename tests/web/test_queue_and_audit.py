@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 
 from serving import orm as m
 from serving.auth import Role
+from serving.policy import AWAITING_DECISION, TOP_BAND
 from tests.serving.conftest import OFFICE, add_users, build_app, password_for, uvicorn_server
 from tests.web.conftest import DAY, Site, shipment_payloads, web_login
 
@@ -50,8 +51,13 @@ def test_queue_marks_overdue_exploration_and_filters(site: Site, officer: httpx.
             )
         }
         lanes = {s.id: s.lane for s in session.scalars(select(m.Score))}
-        # one referral left open for two days is overdue
-        old = next(r for r in refs.values() if r.status == "open")
+        # DAY is over: its forced entries (must-inspect rule, exact watchlist hit) still
+        # awaiting a decision are overdue at once, however recently they were placed
+        forced = {
+            i for i, r in refs.items() if r.priority >= TOP_BAND and r.status in AWAITING_DECISION
+        }
+        # one other referral left open for two days is overdue too
+        old = next(r for r in refs.values() if r.status == "open" and r.id not in forced)
         old.created_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
         session.commit()
         old_id = old.id
@@ -59,9 +65,10 @@ def test_queue_marks_overdue_exploration_and_filters(site: Site, officer: httpx.
     for classes, _sid, _status, rid in entries:
         assert f"lane-row-{lanes[refs[rid].score_id]}" in classes
         assert ("exploration" in classes) == (refs[rid].selection_method == "random")
+    assert {rid for classes, *_x, rid in entries if "overdue" in classes.split()} == forced
     page = officer.get("/web/queue", params={"day": DAY.isoformat()})
     marked = {rid for classes, *_x, rid in rows(page.text) if "overdue" in classes.split()}
-    assert marked == {old_id}
+    assert marked == forced | {old_id}
     assert 'class="overdue"' in page.text.split("overdue-list")[1]
 
     red = officer.get("/web/queue", params={"day": DAY.isoformat(), "lane": "red"})
