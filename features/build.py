@@ -18,6 +18,7 @@ from __future__ import annotations
 import polars as pl
 
 from features.context import History, Params
+from features.names import shared_normalisation
 from features.registry import FeatureSpec, Kind, feature_set_version, specs
 from features.state import FeatureState
 
@@ -45,14 +46,15 @@ def build_features(
         state = history
         if params is not None and params != state.params:
             raise ValueError("params differ from those the feature state was built with")
-    else:
-        state = FeatureState.build(history, params)
-    # Every family frame has one row per shipment, in the order of `ships`.
+    # (a batch normalises the parties' names and addresses of the same shipments
+    # for several families: each once)
+    with shared_normalisation():
+        if not isinstance(history, FeatureState):
+            state = FeatureState.build(history, params)
+        # Every family frame has one row per shipment, in the order of `ships`.
+        parts = state.family_frames(ships, items)
     columns = [
-        column
-        for part in state.family_frames(ships, items)
-        for column in part.iter_columns()
-        if column.name != "shipment_id"
+        column for part in parts for column in part.iter_columns() if column.name != "shipment_id"
     ]
     frame = ships.hstack(columns)
     return frame.select(*ID, *CONTEXT, *_feature_exprs(specs()))

@@ -31,8 +31,10 @@ once.
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import polars as pl
@@ -184,11 +186,55 @@ def spelled_name(text: str) -> str:
 
 def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Series:
     """`normalise_name` over a String Series (nulls stay null), each distinct
-    value computed once; the result keeps the Series' name and order."""
+    value computed once; the result keeps the Series' name and order. Within
+    `shared_normalisation`, a Series equal to one normalised before (value for
+    value) takes that result."""
     strings = series.cast(pl.String)
+    memo: list[tuple[pl.Series, bool, pl.Series]] | None = getattr(_SHARED, "memo", None)
+    if strings.len() < SHARED_MIN_ROWS:
+        memo = None
+    if memo is not None:
+        for before, tokens_sorted, keys_of in memo:
+            if (
+                tokens_sorted == sort_tokens
+                and before.len() == strings.len()
+                and before.equals(strings, null_equal=True)
+            ):
+                return keys_of.alias(series.name)
     distinct = strings.drop_nulls().unique().to_list()
     keys = [normalise_name(v, sort_tokens=sort_tokens) for v in distinct]
-    return strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
+    out = strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
+    if memo is not None:
+        if len(memo) >= SHARED_MAX:
+            memo.pop(0)
+        memo.append((strings, sort_tokens, out))
+    return out
+
+
+# `shared_normalisation`: the Series normalised within it (those of at least
+# SHARED_MIN_ROWS values, the last SHARED_MAX of them) and their keys, per thread. A batch
+# normalises the same columns several times: the parties' names for their keys
+# (`features.context.party_keys`) and again for traveller linkage, the addresses
+# for the network's contact keys and again for traveller linkage.
+SHARED_MIN_ROWS = 1024
+SHARED_MAX = 8
+_SHARED = threading.local()
+
+
+@contextmanager
+def shared_normalisation() -> Iterator[None]:
+    """Within it, `normalise_names` of a Series equal to one it normalised before
+    in it returns the same keys without computing them again (the same values:
+    the keys are a function of the values). Nested uses share the outermost's
+    memo; it is dropped on leaving the outermost. Per thread."""
+    if getattr(_SHARED, "memo", None) is not None:
+        yield
+        return
+    _SHARED.memo = []
+    try:
+        yield
+    finally:
+        _SHARED.memo = None
 
 
 # Two tokens of at least this many letters are the same word when their

@@ -59,6 +59,7 @@ import polars as pl
 
 from features import goods, network, shipment, trader, travellers, watchlist
 from features.context import PARTY_ROLES, History, Params, appended, party_keys
+from features.names import shared_normalisation
 from features.screening import WatchlistIndex
 from features.timeline import FirstSeen, KeyedRows
 
@@ -180,26 +181,30 @@ class FeatureState:
     def build(cls, history: History, params: Params | None = None) -> FeatureState:
         params = params or Params()
         ships = history.shipments
-        keyed = party_keys(ships)
-        reference = goods.Reference.build(ships, history.items, params)
-        goods_frame = goods.prepare(ships, history.items, reference, params)
-        events = trader.shipment_events(keyed, goods.undervalued_flags(goods_frame))
-        trader_tables = trader.Tables.build(
-            events, history.items, trader.outcome_events(history.outcomes, keyed)
-        )
-        wl = history.watchlist
-        index = watchlist.watchlist_index(wl) if wl is not None and wl.height > 0 else None
-        return cls(
-            params,
-            history,
-            keyed,
-            reference,
-            goods_frame,
-            trader_tables,
-            travellers.Tables(keyed, history.travellers, params),
-            network.Tables(keyed, history.outcomes),
-            index,
-        )
+        # (the parties' names and addresses are normalised for several tables: once)
+        with shared_normalisation():
+            keyed = party_keys(ships)
+            reference = goods.Reference.build(ships, history.items, params)
+            goods_frame = goods.prepare(ships, history.items, reference, params)
+            events = trader.shipment_events(keyed, goods.undervalued_flags(goods_frame))
+            trader_tables = trader.Tables.build(
+                events, history.items, trader.outcome_events(history.outcomes, keyed)
+            )
+            wl = history.watchlist
+            index = watchlist.watchlist_index(wl) if wl is not None and wl.height > 0 else None
+            # (the parties' contact keys: the network's, for the travellers too)
+            network_tables = network.Tables(keyed, history.outcomes)
+            return cls(
+                params,
+                history,
+                keyed,
+                reference,
+                goods_frame,
+                trader_tables,
+                travellers.Tables(keyed, history.travellers, params, network_tables.mentions),
+                network_tables,
+                index,
+            )
 
     def warm(self) -> FeatureState:
         """Build now what online queries and appends would otherwise build on
@@ -250,8 +255,12 @@ class FeatureState:
             self.goods_frame if batch else goods.prepare(ships, items, self.reference, params)
         )
         # The parties' contact keys, computed once for the two families reading them
-        # (a batch over the history reuses the network's).
-        mentions = None if batch else network.mentions(ships_k)
+        # (a batch over the history reuses the network's tables', when it holds them).
+        if batch:
+            net = self.network
+            mentions = net.mentions if net.source is ships_k else None
+        else:
+            mentions = network.mentions(ships_k)
         if not batch:
             self._prepared = _Prepared(ships, items, ships_k, goods_frame, mentions)
         # What the network family reads (late shipments: see `_network_query`).

@@ -952,17 +952,30 @@ def _history_mentions(
 ) -> pl.DataFrame:
     """The shipments' party mentions, role by role, as comparison keys (`_keyed`);
     `ship_mentions`: `features.network.mentions(shipments)`, whose contact keys
-    are these (then only the names are computed, in Python: a few shipments
-    are appended at a time)."""
+    are these (then only the names are computed: in Python for a few shipments,
+    as appended; for more, as `features.context.party_keys` normalises them, by
+    `normalise_names`, which a batch's `shared_normalisation` answers at once)."""
     if ship_mentions is not None:
-        names = [
-            None if name is None else normalise_name(name, sort_tokens=True)
-            for name in _role_names(shipments)
-        ]
+        if shipments.height * len(PARTY_ROLES) <= SMALL_MAX_PARTIES:
+            names = pl.Series(
+                "__name",
+                [
+                    None if name is None else normalise_name(name, sort_tokens=True)
+                    for name in _role_names(shipments)
+                ],
+                dtype=pl.String,
+            )
+        else:  # (a batch: each distinct name once, the names `party_keys` normalised)
+            names = normalise_names(
+                pl.concat(
+                    [shipments.get_column(f"{role}_name").cast(pl.String) for role in PARTY_ROLES]
+                ),
+                sort_tokens=True,
+            ).alias("__name")
         return pl.DataFrame(
             [
                 ship_mentions.get_column("t").alias("at"),
-                pl.Series("__name", names, dtype=pl.String),
+                names,
                 *[ship_mentions.get_column(c) for c in CONTACTS],
             ]
         )
@@ -1007,8 +1020,16 @@ class Tables:
     the names seen with it and since when; the traveller records' keys and
     indexes; their trips."""
 
-    def __init__(self, shipments: pl.DataFrame, travellers: pl.DataFrame, params: Params):
-        h = _history_mentions(shipments)
+    def __init__(
+        self,
+        shipments: pl.DataFrame,
+        travellers: pl.DataFrame,
+        params: Params,
+        ship_mentions: pl.DataFrame | None = None,
+    ):
+        """`ship_mentions`: `features.network.mentions(shipments)` when the caller
+        has it (the network's tables of the same shipments hold it)."""
+        h = _history_mentions(shipments, ship_mentions)
         self.shared = {c: FirstSeen.build(h, c, "__name", "at") for c in CONTACTS}
         self.set_travellers(travellers, params)
 
@@ -1118,7 +1139,11 @@ def prepare(
             for role in PARTY_ROLES
         ]
     )
-    mentions = mentions.with_columns(_shared_before(_keyed(mentions), tables))
+    # (the contact keys of `ship_mentions` when given: the same, computed once)
+    keyed_mentions = (
+        _keyed(mentions) if ship_mentions is None else _history_mentions(ships, ship_mentions)
+    )
+    mentions = mentions.with_columns(_shared_before(keyed_mentions, tables))
     attrs = ["name", "phone", "email", "address", *SHARED_FLAGS]
     tuples = (
         mentions.select(attrs)
