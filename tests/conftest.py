@@ -113,6 +113,30 @@ def trained_world(
     return versions
 
 
+def train_on_shuffled_findings(root: Path) -> str:
+    """Train one more version on `root`'s world with the inspections' findings
+    shuffled among them (a fixed draw): it learns nothing of what a finding looks
+    like, so on a world whose trafficking a model can learn it is worse than a model
+    trained on the real findings, by construction. The world's own outcomes are put
+    back afterwards. Returns the version registered."""
+    import numpy as np
+    import polars as pl
+
+    from pipelines.modelling import run_train
+
+    path = DataLayout(root).validated / "outcomes.parquet"
+    real = path.read_bytes()
+    outcomes = pl.read_parquet(path)
+    order = np.random.default_rng(0).permutation(outcomes.height)
+    outcomes.with_columns(
+        outcomes[c].gather(order) for c in ("finding", "finding_category")
+    ).write_parquet(path)
+    try:
+        return run_train(DataLayout(root)).version
+    finally:
+        path.write_bytes(real)
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
     """A generated and validated small world (in-process, for speed)."""

@@ -23,25 +23,26 @@ from models.promotion import (
     promote,
 )
 from models.registry import CHAMPION, Registry
-from models.train import TrainConfig
-from tests.conftest import caravan, trained_world
-
-GOOD = TrainConfig(max_rounds=150)
-STUMP = TrainConfig(max_rounds=1, num_leaves=2, max_depth=1)  # one split: a poor model
+from pipelines.modelling import run_train
+from tests.conftest import caravan, train_on_shuffled_findings
 
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A generated world with version 1 (a real model) and version 2 (a stump)."""
-    from pipelines.synthetic import WorldConfig
-
+def two_versions(web_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The web tests' world (generated, validated, its features built: a world whose
+    trafficking a model learns) with a registry of its own and nobody promoted:
+    version 1 trained on the inspections' real findings, version 2 on the same
+    inspections with their findings shuffled, worse by construction."""
     root = tmp_path_factory.mktemp("promotion") / "data"
-    # a seed whose test window lets the stump be clearly worse (seed 5's window has
-    # 9 trafficking shipments, and the stump caught as many as the model there)
-    versions = trained_world(
-        root, WorldConfig(n_shipments=20000, seed=6), (GOOD, STUMP), promote=None
-    )
-    assert versions == ["1", "2"]
+    shutil.copytree(web_world, root)
+    fresh = DataLayout(root)
+    for path in (fresh.mlflow_db, fresh.database):
+        path.unlink(missing_ok=True)
+    for folder in (fresh.mlflow_artifacts, fresh.reports, fresh.scores):
+        shutil.rmtree(folder, ignore_errors=True)
+    fresh.make_dirs()
+    assert run_train(fresh).version == "1"
+    assert train_on_shuffled_findings(root) == "2"
     return root
 
 

@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
 import pytest
 from sqlalchemy import select
 
-from data_contracts.settings import DataLayout
 from serving.auth import Role
 from serving.orm import AuditLog, ModelPromotion
+from tests.conftest import train_on_shuffled_findings
 from tests.serving.conftest import Api, Samples, api_on, payload, samples_of
 
 API = "/api/v1"
@@ -30,23 +28,9 @@ def world_two(web_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     is one whose trafficking is frequent enough for the champion to learn it (on the
     default small world's few trafficking shipments the champion catches about as
     many as a draw would, and nothing can be shown worse than that)."""
-    from pipelines.modelling import run_train
-
     root = tmp_path_factory.mktemp("world-two") / "data"
     shutil.copytree(web_world, root)
-    path = DataLayout(root).validated / "outcomes.parquet"
-    real = path.read_bytes()
-    outcomes = pl.read_parquet(path)
-    order = np.random.default_rng(0).permutation(outcomes.height)
-    shuffled = outcomes.with_columns(
-        outcomes[c].gather(order) for c in ("finding", "finding_category")
-    )
-    shuffled.write_parquet(path)
-    try:
-        run = run_train(DataLayout(root))
-    finally:
-        path.write_bytes(real)  # the world's own outcomes again, for the app
-    assert run.version == "2"
+    assert train_on_shuffled_findings(root) == "2"
     return root
 
 
