@@ -501,16 +501,7 @@ class Hops:
         while i < len(self.e_t) and self.e_t[i] < month:
             i += 1
         new_a, new_b = self.e_a[start:i], self.e_b[start:i]
-        adj = self.adj
-        for u, v in zip(new_a, new_b, strict=True):
-            ends = adj.get(u)
-            if ends is None:
-                ends = adj[u] = {}
-            ends[v] = None
-            ends = adj.get(v)
-            if ends is None:
-                ends = adj[v] = {}
-            ends[u] = None
+        self._link(new_a, new_b)
         self.i = i
         layers = self.layers
         touched: list[str] = []
@@ -518,7 +509,7 @@ class Hops:
             node = self.f_node[self.j]
             if node not in self.sources:
                 self.sources.add(node)
-                adj.setdefault(node, {})
+                self._add_node(node)
                 layers[node] = 0
                 touched.append(node)
             self.j += 1
@@ -527,6 +518,22 @@ class Hops:
             self._relax(touched)
         self.month = month
         return layers
+
+    def _link(self, us: list[str], vs: list[str]) -> None:
+        """Add the edges (us[k], vs[k]) to the adjacency, in order."""
+        adj = self.adj
+        for u, v in zip(us, vs, strict=True):
+            ends = adj.get(u)
+            if ends is None:
+                ends = adj[u] = {}
+            ends[v] = None
+            ends = adj.get(v)
+            if ends is None:
+                ends = adj[v] = {}
+            ends[u] = None
+
+    def _add_node(self, node: str) -> None:
+        self.adj.setdefault(node, {})
 
     def _relax(self, queue: list[str]) -> None:
         """Lower the distances of the neighbours of `queue`'s nodes, and onwards."""

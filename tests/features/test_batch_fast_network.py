@@ -99,39 +99,19 @@ def test_swept_sizes_of_queries_between_and_at_edge_times() -> None:
 
 
 class _GraphHops(network.Hops):
-    """`Hops` as it was: the graph in a networkx `Graph`."""
+    """`Hops` as it was: the graph in a networkx `Graph` (its adjacency read by
+    the same search)."""
 
     def __init__(self, edges: pl.DataFrame, flagged: pl.DataFrame):
         super().__init__(edges, flagged)
         self.graph = Graph()
+        self.adj = self.graph.adj  # type: ignore[assignment]
 
-    def at(self, month: dt.datetime) -> dict[str, int]:
-        if self.month is not None and month < self.month:
-            raise ValueError("monthly snapshots are read in time order")
-        if month == self.month:
-            return self.layers
-        start, i = self.i, self.i
-        while i < len(self.e_t) and self.e_t[i] < month:
-            i += 1
-        new_a, new_b = self.e_a[start:i], self.e_b[start:i]
-        self.graph.add_edges_from(zip(new_a, new_b, strict=True))
-        self.i = i
-        layers = self.layers
-        touched: list[str] = []
-        while self.j < len(self.f_t) and self.f_t[self.j] < month:
-            node = self.f_node[self.j]
-            if node not in self.sources:
-                self.sources.add(node)
-                self.graph.add_node(node)
-                layers[node] = 0
-                touched.append(node)
-            self.j += 1
-        if layers:
-            touched += [v for v in (*new_a, *new_b) if v in layers]
-            self.adj = self.graph.adj  # type: ignore[assignment]
-            self._relax(touched)
-        self.month = month
-        return layers
+    def _link(self, us: list[str], vs: list[str]) -> None:
+        self.graph.add_edges_from(zip(us, vs, strict=True))
+
+    def _add_node(self, node: str) -> None:
+        self.graph.add_node(node)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
