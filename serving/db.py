@@ -23,7 +23,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, create_engine, event, update
+from sqlalchemy import Engine, Table, bindparam, create_engine, event, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -177,7 +177,13 @@ def write_lock(session: Session, name: str = "audit_log") -> None:
     # first, as the ORM statement's autoflush did)
     if session.autoflush:
         session.flush()
-    table = cast(Table, Lock.__table__)
-    result = session.execute(update(table).where(table.c.name == name).values(name=table.c.name))
+    result = session.execute(_TAKE_LOCK, {"lock_name": name})
     if getattr(result, "rowcount", 1) != 1:
         raise KeyError(f"no lock named {name!r}")
+
+
+# (the statement of `write_lock`, built once: the lock's name is its parameter)
+_LOCKS = cast(Table, Lock.__table__)
+_TAKE_LOCK = (
+    update(_LOCKS).where(_LOCKS.c.name == bindparam("lock_name")).values(name=_LOCKS.c.name)
+)

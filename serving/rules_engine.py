@@ -1757,29 +1757,28 @@ def shipment_hits(
     catalog = field_catalog()
     needed = {catalog[f] for r in rules for f in _fields_of(r._compiled)}
     wanted = sorted(i.key for i in needed if i.source is Source.FEATURE)
+    # (each frame's columns read once: a frame builds the list anew on every read)
+    ship_columns, item_columns = set(shipments.columns), set(items.columns)
+    columns_of = {
+        Source.SHIPMENT: ship_columns,
+        Source.ITEM: item_columns,
+        Source.FEATURE: ship_columns.union(features.columns if features is not None else ()),
+    }
     for info in needed:  # a missing column is an error, as in the frame path
         if info.derived == "usd_per_kg":
             if not (
-                {"value", "net_mass_kg"} <= set(items.columns)
-                and "invoice_currency" in shipments.columns
+                {"value", "net_mass_kg"} <= item_columns and "invoice_currency" in ship_columns
             ):
                 raise KeyError(f"the frame has no column '{info.name}' needed by a rule")
             continue
-        columns = {
-            Source.SHIPMENT: shipments.columns,
-            Source.ITEM: items.columns,
-            Source.FEATURE: [
-                *shipments.columns,
-                *(features.columns if features is not None else []),
-            ],
-        }[info.source]
-        if info.key not in columns:
+        if info.key not in columns_of[info.source]:
             raise KeyError(f"the frame has no column '{info.name}' needed by a rule")
     ship_rows = shipments.to_dicts()
     lines = _line_map(items) if any(i.source is Source.ITEM for i in needed) else {}
     feats: dict[Any, dict[str, Any]] = {}
     if features is not None and wanted:
-        present = [c for c in wanted if c in features.columns]
+        held = set(features.columns)
+        present = [c for c in wanted if c in held]
         for row in features.select("shipment_id", *present).to_dicts():
             feats.setdefault(row["shipment_id"], row)  # one feature row per shipment
     out = {}

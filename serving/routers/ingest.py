@@ -41,6 +41,7 @@ from serving.services import (
     masked,
     prepare_shipment,
     prepare_traveller,
+    prepare_validated_shipment,
     row_errors,
     rule_errors,
     self_ingested_link,
@@ -185,7 +186,7 @@ def _ingest_one_shipment(
 ) -> tuple[dict[str, Any], bool]:
     """(The worker-thread part of `post_shipment`.) The answer, and whether it was stored
     now (201) rather than found stored with the same content (200)."""
-    prepared = prepare_shipment(body.model_dump(mode="json"))
+    prepared = prepare_validated_shipment(body)  # (FastAPI validated it: not again)
     ensure_office(user, str(prepared.record["office_code"]))
     _refuse_broken(rule_errors([prepared]).get(0))
     try:

@@ -9,9 +9,9 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from serving import audit_chain
@@ -119,7 +119,7 @@ def audit_many(session: Session, items: Sequence[AuditItem]) -> list[audit_chain
                 "hash": prev.hash,
             }
         )
-    session.execute(insert(m.AuditLog), rows)
+    session.execute(_INSERT_LOG, rows)
     _remember_head(session, prev)
     return entries
 
@@ -155,9 +155,10 @@ def _head(session: Session) -> audit_chain.AuditEntry | None:
 
 
 _NO_TIME = dt.datetime.min.replace(tzinfo=dt.UTC)
-# (a Core query of the table: no ORM machinery; `write_lock` flushed the session)
-_LOG = m.AuditLog.__table__
+# (Core statements of the table: no ORM machinery; `write_lock` flushed the session)
+_LOG = cast(Table, m.AuditLog.__table__)
 _HEAD = select(_LOG.c.seq, _LOG.c.hash).order_by(_LOG.c.seq.desc()).limit(1)
+_INSERT_LOG = insert(_LOG)  # (the rows `audit` would add as ORM objects)
 
 
 def _same(a: tuple[object, object], b: tuple[object, object]) -> bool:

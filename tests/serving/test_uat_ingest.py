@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 from sqlalchemy import event, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from data_contracts.schemas import MAX_BAGGAGE_PIECES, MAX_LINE_NO, MAX_PACKAGES
 from serving.auth import Role, ServingSettings
@@ -271,12 +271,26 @@ def test_a_traveller_id_of_the_loaded_history_is_refused(world_api: Api, world: 
 
 def _race(session: Session, competitor: Callable[[], None]) -> None:
     """Run `competitor` (another request storing the same id, in its own session)
-    just before `session` first writes: the moment two requests race."""
+    just before `session` first writes: the moment two requests race. (The first
+    write is an ORM flush, or an INSERT statement run through the session: the
+    shipments are written with Core INSERTs.)"""
+    raced = False
+
+    def race() -> None:
+        nonlocal raced
+        if not raced:
+            raced = True
+            competitor()
 
     def before_flush(*_args: Any) -> None:
-        competitor()
+        race()
 
-    event.listen(session, "before_flush", before_flush, once=True)
+    def before_insert(state: ORMExecuteState) -> None:
+        if state.is_insert:
+            race()
+
+    event.listen(session, "before_flush", before_flush)
+    event.listen(session, "do_orm_execute", before_insert)
 
 
 @pytest.mark.parametrize("same_content", [True, False])
