@@ -262,15 +262,24 @@ def pandas_goods(d: PandasInputs, params: Params) -> pd.DataFrame:
             "net_mass_kg",
             "origin_country",
         ]
-    ].merge(s[["shipment_id", "declared_at"]].assign(fx=_fx(s, params)), on="shipment_id")
+    ].merge(
+        # (the month of each shipment, not of each of its lines, as the Polars step)
+        s[["shipment_id", "declared_at"]].assign(
+            fx=_fx(s, params),
+            month=s["declared_at"]
+            .dt.tz_convert(None)
+            .dt.to_period("M")
+            .dt.to_timestamp()
+            .dt.tz_localize("UTC"),
+        ),
+        on="shipment_id",
+    )
     lines["hs6"] = lines["hs_code"].str[:6]
     lines["hs6_origin"] = lines["hs6"] + "|" + lines["origin_country"]
     lines["chapter"] = lines["hs_code"].str[:2]
     with np.errstate(all="ignore"):
         lines["luv"] = np.log(lines["value"] * lines["fx"] / lines["net_mass_kg"])
         lines["lmpu"] = np.log(lines["net_mass_kg"] / lines["quantity"])
-    lines["month"] = lines["declared_at"].dt.tz_convert(None).dt.to_period("M").dt.to_timestamp()
-    lines["month"] = lines["month"].dt.tz_localize("UTC")
     lines["uv_z"] = _reference_z(lines, "luv", params)
     lines["mpu_z"] = _reference_z(lines, "lmpu", params).abs()
     lines["risk"] = lines["chapter"].map(CHAPTER_RISK).fillna(0.0)
@@ -310,15 +319,15 @@ def pandas_goods(d: PandasInputs, params: Params) -> pd.DataFrame:
 
 def _party_keys(s: pd.DataFrame) -> pd.DataFrame:
     """`<role>_key` of each role: the identification number when given, else the
-    normalised name (each distinct name normalised once)."""
-    names = pd.unique(pd.concat([s[f"{r}_name"] for r in PARTY_ROLES]).dropna())
+    normalised name (each distinct name normalised once, only the names of the
+    parties without an identification number: the others are not read)."""
+    idents = {r: s[f"{r}_id"].str.replace(ID_STRIP, "", regex=True) for r in PARTY_ROLES}
+    by_id = {r: idents[r].str.len() > 0 for r in PARTY_ROLES}
+    names = pd.unique(pd.concat([s[f"{r}_name"][~by_id[r]] for r in PARTY_ROLES]).dropna())
     normal = pd.Series([normalise_name(v, sort_tokens=True) for v in names], index=names)
     keys = pd.DataFrame(index=s.index)
     for r in PARTY_ROLES:
-        ident = s[f"{r}_id"].str.replace(ID_STRIP, "", regex=True)
-        keys[f"{r}_key"] = ("id:" + ident).where(
-            ident.str.len() > 0, "name:" + s[f"{r}_name"].map(normal)
-        )
+        keys[f"{r}_key"] = ("id:" + idents[r]).where(by_id[r], "name:" + s[f"{r}_name"].map(normal))
     return keys
 
 

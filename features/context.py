@@ -160,17 +160,36 @@ def party_keys(frame: pl.DataFrame) -> pl.DataFrame:
             for role in PARTY_ROLES
         )
     n = frame.height
-    # The names of the three roles normalised at once (each distinct name once).
+    # Per role: the identification number stripped, and whether it gives the key.
+    idents = frame.select(
+        pl.col(f"{role}_id").cast(pl.String).str.replace_all(_ID_STRIP, "").alias(role)
+        for role in PARTY_ROLES
+    )
+    by_id = idents.select(
+        (pl.col(role).is_not_null() & (pl.col(role).str.len_chars() > 0)).alias(role)
+        for role in PARTY_ROLES
+    )
+    # The names of the three roles normalised at once (each distinct name once),
+    # only where no identification number gives the key: the other names are not
+    # read (most declared parties carry one).
     names = normalise_names(
-        pl.concat([frame.get_column(f"{role}_name").cast(pl.String) for role in PARTY_ROLES]),
+        pl.concat(
+            [
+                frame.select(
+                    pl.when(by_id.get_column(role))
+                    .then(None)
+                    .otherwise(pl.col(f"{role}_name").cast(pl.String))
+                ).to_series()
+                for role in PARTY_ROLES
+            ]
+        ),
         sort_tokens=True,
     )
     keys = []
     for i, role in enumerate(PARTY_ROLES):
-        ident = pl.col(f"{role}_id").cast(pl.String).str.replace_all(_ID_STRIP, "")
         keys.append(
-            pl.when(ident.is_not_null() & (ident.str.len_chars() > 0))
-            .then(pl.lit("id:") + ident)
+            pl.when(pl.lit(by_id.get_column(role)))
+            .then(pl.lit("id:") + pl.lit(idents.get_column(role)))
             .otherwise(pl.lit("name:") + pl.lit(names.slice(i * n, n)))
             .alias(f"{role}_key")
         )

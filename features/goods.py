@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features import hs_text
 from features.context import Params
 from features.hs_text import NomenclatureText, nomenclature_text, plain
 from features.registry import Family, Wording, feature
@@ -71,29 +72,35 @@ def _line_frame(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.
     fx = pl.col("invoice_currency").replace_strict(
         params.usd_per_unit, default=None, return_dtype=pl.Float64
     )
-    # (only the columns read: the join gathers every column of the lines)
-    return (
-        items.select(*LINE_COLUMNS, "net_mass_kg", "quantity")
-        .join(
-            ships.select("shipment_id", "declared_at", fx.alias("__fx")),
-            on="shipment_id",
-            how="inner",
-            maintain_order="left",
-        )
-        .with_columns(
-            pl.col("hs_code").str.slice(0, 6).alias("hs6"),
-            (pl.col("hs_code").str.slice(0, 6) + "|" + pl.col("origin_country")).alias(
-                "hs6_origin"
-            ),
-            (pl.col("value") * pl.col("__fx") / pl.col("net_mass_kg")).log().alias("__luv"),
-            (pl.col("net_mass_kg") / pl.col("quantity")).log().alias("__lmpu"),
+    # (only the columns read: the join gathers every column of the lines; the
+    # month of each shipment, not of each of its lines)
+    joined = items.select(*LINE_COLUMNS, "net_mass_kg", "quantity").join(
+        ships.select(
+            "shipment_id",
+            "declared_at",
+            fx.alias("__fx"),
             _month(pl.col("declared_at")).alias("__month"),
-        )
+        ),
+        on="shipment_id",
+        how="inner",
+        maintain_order="left",
     )
+    return joined.with_columns(
+        pl.col("hs_code").str.slice(0, 6).alias("hs6"),
+        (pl.col("hs_code").str.slice(0, 6) + "|" + pl.col("origin_country")).alias("hs6_origin"),
+        (pl.col("value") * pl.col("__fx") / pl.col("net_mass_kg")).log().alias("__luv"),
+        (pl.col("net_mass_kg") / pl.col("quantity")).log().alias("__lmpu"),
+    ).select(pl.exclude("__month"), "__month")  # (the columns in their order before)
 
 
 def _reference_lines(lines: pl.DataFrame, value: str) -> pl.DataFrame:
-    return lines.drop_nulls(value).with_columns((pl.col(value) ** 2).alias("__sq"))
+    """The lines with a `value`: their KEYS, month, value and its square (the
+    columns the reference tables read; not the other columns of the lines)."""
+    return (
+        lines.select(*KEYS, "__month", value)
+        .drop_nulls(value)
+        .with_columns((pl.col(value) ** 2).alias("__sq"))
+    )
 
 
 def _small(ships: pl.DataFrame, items: pl.DataFrame) -> bool:
@@ -209,11 +216,10 @@ class Reference:
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> Reference:
         ref = _line_frame(ships, items, params)
+        events = {value: _reference_lines(ref, value) for value in VALUES}  # (once per value)
         built = cls(
             {
-                (value, key): AsOfTable.build(
-                    _reference_lines(ref, value), key, "__month", [value, "__sq"]
-                )
+                (value, key): AsOfTable.build(events[value], key, "__month", [value, "__sq"])
                 for value in VALUES
                 for key in KEYS
             },
@@ -258,8 +264,9 @@ class Reference:
             return
         self._lines = None
         ref = _line_frame(ships, items, params)
+        by_value = {value: _reference_lines(ref, value) for value in VALUES}  # (once per value)
         for (value, _), table in self.tables.items():
-            table.append(_reference_lines(ref, value))
+            table.append(by_value[value])
         self._keep(ships, items, params, ref)
 
 
@@ -330,17 +337,35 @@ def _distinct_pairs(queries: pl.DataFrame, key: str) -> tuple[pl.DataFrame, np.n
     the row of its pair (None: few lines, asked as they are)."""
     if queries.height <= DISTINCT_MIN_LINES:
         return queries, None  # (the frame as given: its lookups are cached on it)
-    # The pairs in order of first occurrence (nulls one group, as a join with
-    # nulls equal matches them), with the lines of each: one grouping, no join.
-    grouped = (
-        queries.select(key, "__month")
-        .with_row_index("__line")
-        .group_by(key, "__month", maintain_order=True)
-        .agg("__line")
-    )
+    return _distinct_rows(queries.select(key, "__month"))
+
+
+def _key_pairs(queries: pl.DataFrame) -> dict[str, tuple[pl.DataFrame, np.ndarray | None]]:
+    """`_distinct_pairs` of the lines in `queries` for every key of KEYS (the memo
+    `_reference_z` takes), from one grouping of the lines: their distinct (KEYS,
+    `__month`) rows, then the distinct pairs of each key among those few rows
+    (the same pairs, in another order: each is asked alone). Few lines: none
+    (`_reference_z` asks them as they are)."""
+    if queries.height <= DISTINCT_MIN_LINES:
+        return {}
+    rows, row = _distinct_rows(queries.select(*KEYS, "__month"))
+    out: dict[str, tuple[pl.DataFrame, np.ndarray | None]] = {}
+    for key in KEYS:
+        asked, pair = _distinct_rows(rows.select(key, "__month"))
+        out[key] = (asked, pair[row])
+    return out
+
+
+def _distinct_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """The distinct rows of `frame` in order of first occurrence (nulls one group,
+    as a join with nulls equal matches them; `unique(maintain_order=True)`'s
+    rows) and, per row of `frame`, the row of its distinct row: one grouping, no
+    join."""
+    columns = frame.columns
+    grouped = frame.with_row_index("__line").group_by(columns, maintain_order=True).agg("__line")
     lines = grouped.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__pair"), "__line")
     lines = lines.explode("__line")
-    pair = np.empty(queries.height, dtype=np.int64)
+    pair = np.empty(frame.height, dtype=np.int64)
     pair[lines.get_column("__line").to_numpy()] = lines.get_column("__pair").to_numpy()
     return grouped.drop("__line"), pair
 
@@ -354,8 +379,7 @@ def prepare(
         return _prepare_few(ships, items, reference, params)
     lines = reference.lines_of(ships, items, params)
     ref = reference
-    text = ref.text.score(lines["description"], lines["hs_code"])
-    lines = pl.concat([lines, text], how="horizontal").with_columns(
+    lines = pl.concat([lines, _pair_columns(lines, ref.text)], how="horizontal").with_columns(
         pl.col("hs_text_sim").alias("__hs_sim"),
         pl.when(pl.col("hs_code").str.slice(0, 2) != ARMS_CHAPTER)
         .then(pl.col("arms_text_sim") - pl.col("hs_text_sim"))
@@ -364,7 +388,7 @@ def prepare(
     )
     queries = lines.select(*KEYS, "__month")
     z = {}
-    pairs: dict[str, tuple[pl.DataFrame, np.ndarray | None]] = {}
+    pairs = _key_pairs(queries)
     for value, name in (("__luv", "__uv_z"), ("__lmpu", "__mpu_z")):
         column = lines.get_column(value)
         known = column.is_not_null().to_numpy()
@@ -377,8 +401,6 @@ def prepare(
         .replace_strict(CHAPTER_RISK, default=0.0, return_dtype=pl.Float64)
         .alias("__risk"),
         pl.col("hs_code").str.slice(0, 4).is_in(sorted(HIDING_HEADINGS)).alias("__hiding"),
-    ).join(
-        _term_frame(lines), on="description", how="left", maintain_order="left", nulls_equal=True
     )
     # (groups in order of first line: the same groups and values, and faster)
     per_ship = (
@@ -402,9 +424,50 @@ def prepare(
         )
         .unnest(*TEXT_PICKS)
     )
-    return ships.select("shipment_id").join(
-        per_ship, on="shipment_id", how="left", maintain_order="left"
-    )
+    ids = ships.get_column("shipment_id")
+    if per_ship.height == ids.len() and per_ship.get_column("shipment_id").equals(ids):
+        return per_ship  # (every shipment has lines, in the order given: the join's rows)
+    return ids.to_frame().join(per_ship, on="shipment_id", how="left", maintain_order="left")
+
+
+def _pair_columns(lines: pl.DataFrame, text: NomenclatureText) -> pl.DataFrame:
+    """Per line (many), what depends on its description and code alone: the
+    tariff-text scores (`NomenclatureText.score`: hs_text_sim, arms_text_sim,
+    arms_text_heading) and the lexicon counts (`_term_frame`: __arms_terms,
+    __part_terms). Computed once per distinct (description, code) pair and read
+    back by position (lines repeat their pairs: no join of the lines). Few lines
+    (at most `hs_text.MEMO_ROWS`): `score` of the lines as they are (its memo)."""
+    if lines.height <= hs_text.MEMO_ROWS:
+        return pl.concat(
+            [
+                text.score(lines["description"], lines["hs_code"]),
+                lines.select("description")
+                .join(
+                    _term_frame(lines),
+                    on="description",
+                    how="left",
+                    maintain_order="left",
+                    nulls_equal=True,
+                )
+                .drop("description"),
+            ],
+            how="horizontal",
+        )
+    pairs, pair = _distinct_rows(lines.select("description", "hs_code"))
+    per_pair = pl.concat(
+        [
+            text.score_many(pairs["description"], pairs["hs_code"]),
+            pairs.select("description").join(
+                _term_frame(pairs),
+                on="description",
+                how="left",
+                maintain_order="left",
+                nulls_equal=True,
+            ),
+        ],
+        how="horizontal",
+    ).drop("description")
+    return per_pair[pair]
 
 
 def _term_frame(lines: pl.DataFrame) -> pl.DataFrame:

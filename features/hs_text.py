@@ -304,6 +304,11 @@ class NomenclatureText:
         )
         return pl.DataFrame(rows, schema=SCORE_SCHEMA, orient="row")
 
+    def score_many(self, descriptions: pl.Series, codes: pl.Series) -> pl.DataFrame:
+        """`score` as it scores more than `MEMO_ROWS` lines (sparse products, no
+        memo), for any number (a caller that passes distinct pairs of many lines)."""
+        return self._score(descriptions, codes)
+
     def score_rows(self, descriptions: list[str | None], codes: list[str | None]) -> list[Scores]:
         """`score` of a few lines, as tuples: the pairs seen before from the memo,
         the new ones scored by `_score_few`."""

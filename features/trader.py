@@ -104,18 +104,36 @@ def _normalise(contact: pl.Expr) -> pl.Expr:
     return contact.str.to_lowercase().str.replace_all(r"[^\w]", "")
 
 
-def _normalised_column(frame: pl.DataFrame, contact: str) -> pl.Series:
+# A contact field's distinct strings and their `_normalise` forms, in the same order.
+Forms = tuple[pl.Series, pl.Series]
+
+
+def _normalised_column(
+    frame: pl.DataFrame, contact: str, forms: dict[str, Forms] | None = None
+) -> pl.Series:
     """`_normalise` of the consignees' `contact` in `frame`, named `__{contact}`:
     each distinct contact normalised once and mapped back (contacts repeat: a
-    regex pass over each distinct string, not each shipment)."""
+    regex pass over each distinct string, not each shipment). `forms`: the forms
+    of contacts normalised before (`Tables.forms`), per field: when they hold
+    every contact of the column, they are mapped back without a regex pass (the
+    same strings: the form is a function of the string); else the distinct
+    contacts are normalised, and `forms` takes them when it holds none for the
+    field."""
     column = frame.get_column(f"consignee_{contact}")
+    name = f"__{contact}"
     if column.dtype != pl.String:  # (the expression, as it reads other types)
-        return frame.select(_normalise(pl.col(column.name)).alias(f"__{contact}")).to_series()
+        return frame.select(_normalise(pl.col(column.name)).alias(name)).to_series()
+    known = None if forms is None else forms.get(contact)
+    if known is not None:
+        got = column.replace_strict(*known, default=None, return_dtype=pl.String)
+        # (a string's form is never null: a null form is a contact not held)
+        if got.null_count() == column.null_count():
+            return got.alias(name)
     distinct = column.drop_nulls().unique()
     normal = distinct.to_frame().select(_normalise(pl.col(column.name))).to_series()
-    return column.replace_strict(distinct, normal, default=None, return_dtype=pl.String).alias(
-        f"__{contact}"
-    )
+    if forms is not None and known is None:
+        forms[contact] = (distinct, normal)
+    return column.replace_strict(distinct, normal, default=None, return_dtype=pl.String).alias(name)
 
 
 _NON_WORD = re.compile(r"[^\w]")
@@ -160,16 +178,18 @@ def _normalised_values(contacts: pl.Series) -> list[str | None]:
     return keys_of(contacts.to_list(), _normalise, _normalise_python, _normalises_alike)
 
 
-def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
+def _contact(
+    frame: pl.DataFrame, contact: str, forms: dict[str, Forms] | None = None
+) -> pl.DataFrame:
     """consignee_key, declared_at and the consignee's normalised contact `__contact`
-    (for a few shipments, normalised in Python)."""
+    (for a few shipments, normalised in Python; `forms`: see `_normalised_column`)."""
     column = frame.get_column(f"consignee_{contact}")
     if frame.height > SMALL_MAX_SHIPMENTS or column.dtype != pl.String:
         return pl.DataFrame(
             [
                 frame.get_column("consignee_key"),
                 frame.get_column("declared_at"),
-                _normalised_column(frame, contact).alias("__contact"),
+                _normalised_column(frame, contact, forms).alias("__contact"),
             ]
         )
     return pl.DataFrame(
@@ -190,15 +210,20 @@ class Tables:
         inspections: dict[str, AsOfTable],
         chapters: FirstSeen,
         contacts: dict[str, FirstSeen],
+        forms: dict[str, Forms] | None = None,
     ):
         self.seen = seen
         self.inspections = inspections
         self.chapters = chapters
         self.contacts = contacts
+        # The contacts' forms the build computed (`_normalised_column`): a batch's
+        # `prepare` asks for the same contacts again.
+        self.forms: dict[str, Forms] = {} if forms is None else forms
 
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> Tables:
         """`ships`: `shipment_events` of the history; `outcomes`: `outcome_events`."""
+        forms: dict[str, Forms] = {}
         return cls(
             {r: AsOfTable.build(ships, f"{r}_key", "declared_at", ["undervalued"]) for r in ROLES},
             {
@@ -209,9 +234,12 @@ class Tables:
             },
             FirstSeen.build(line_events(items, ships), "consignee_key", "__chapter", "declared_at"),
             {
-                c: FirstSeen.build(_contact(ships, c), "__contact", "consignee_key", "declared_at")
+                c: FirstSeen.build(
+                    _contact(ships, c, forms), "__contact", "consignee_key", "declared_at"
+                )
                 for c in CONTACT_FIELDS
             },
+            forms,
         )
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> None:
@@ -266,7 +294,7 @@ def _as_of_sorted(
     """`as_of_query`'s answer (the same columns, types and values), by binary
     searches in numpy instead of as-of joins: the table's rows are sorted by key
     then time, so with each key numbered in that order and each time replaced by
-    its rank (how many of the table's times precede it), `key number * (rows +
+    its rank (its position among the table's times sorted), `key number * (rows +
     1) + rank` is sorted too; a query's row (the last of its key strictly before
     its instant) is the one before the first at or after `key number * (rows +
     1) + how many of the table's times precede the instant`, if that row is of
@@ -304,11 +332,14 @@ def _as_of_sorted(
     k_q = k.fill_null(0).to_numpy()
     t_q = at.cast(pl.Int64).fill_null(0).to_numpy()
     held = rows.array(time)
-    # Each row's time rank: how many of the table's times precede it.
+    # Each row's time rank: its position among the table's times sorted. (Equal
+    # times take distinct ranks: a row's rank is below the count of times
+    # preceding an instant exactly when the row's time precedes the instant,
+    # which is all the searches below ask; one key's rows hold distinct times.)
     by_time = np.argsort(held, kind="stable")
     times = held[by_time]
     rank = np.empty(len(held), dtype=np.int64)
-    rank[by_time] = np.searchsorted(times, times, side="left")
+    rank[by_time] = np.arange(len(held), dtype=np.int64)
     span = len(held) + 1
     k_held = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     order = k_held * span + rank  # (sorted: the rows are by key, then time)
@@ -335,9 +366,10 @@ def _as_of_sorted(
         found &= k_held[p] == k_q
         if i == 0:
             found0 = found
-        for c in cols:
+        # (the windows read the counts and sums only: the first sighting is `now`'s)
+        for c in cols if i == 0 else [c for c in cols if c != "__first"]:
             values = rows.array(c)
-            got[c].append(np.where(found, values[p], 0).astype(values.dtype))
+            got[c].append(np.where(found, values[p], 0).astype(values.dtype, copy=False))
     names = {"__cum_n": "n", **{f"__cum_{c}": c for c in table.sums}}
     out = [
         pl.Series(f"{prefix}_n", got["__cum_n"][0], dtype=schema["__cum_n"]),
@@ -390,7 +422,7 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         [
             ships.get_column("consignee_key"),
             ships.get_column("declared_at"),
-            *[_normalised_column(ships, c) for c in CONTACT_FIELDS],
+            *[_normalised_column(ships, c, tables.forms) for c in CONTACT_FIELDS],
         ]
     )
     for contact in CONTACT_FIELDS:
