@@ -65,7 +65,7 @@ from features.goods import (
     nomenclature_for,
 )
 from features.hs_text import LEVELS, NomenclatureText, _row_dots, _tfidf, hashed_counts
-from features.names import normalise_name
+from features.names import normalise_name, shared_normalisation
 from features.registry import REGISTRY, Kind, specs
 from features.state import FeatureState
 from pipelines.synthetic import WorldConfig, generate_world
@@ -523,12 +523,13 @@ def compare(sample: History, params: Params) -> None:
     goods_frame, t_goods = _timed(polars_goods_features)
 
     def polars_trader() -> pl.DataFrame:
-        tables = trader.Tables.build(
-            trader.shipment_events(keyed, goods.undervalued_flags(goods_frame)),
-            sample.items,
-            trader.outcome_events(sample.outcomes, keyed),
-        )
-        return with_features(trader.prepare(keyed, tables), "trader_history")
+        with shared_normalisation():  # (as `build_features`: contacts normalised once)
+            tables = trader.Tables.build(
+                trader.shipment_events(keyed, goods.undervalued_flags(goods_frame)),
+                sample.items,
+                trader.outcome_events(sample.outcomes, keyed),
+            )
+            return with_features(trader.prepare(keyed, tables), "trader_history")
 
     _, t_trader = _timed(polars_trader)
     t_trader += t_keys

@@ -438,36 +438,16 @@ def _pair_columns(lines: pl.DataFrame, text: NomenclatureText) -> pl.DataFrame:
     back by position (lines repeat their pairs: no join of the lines). Few lines
     (at most `hs_text.MEMO_ROWS`): `score` of the lines as they are (its memo)."""
     if lines.height <= hs_text.MEMO_ROWS:
-        return pl.concat(
-            [
-                text.score(lines["description"], lines["hs_code"]),
-                lines.select("description")
-                .join(
-                    _term_frame(lines),
-                    on="description",
-                    how="left",
-                    maintain_order="left",
-                    nulls_equal=True,
-                )
-                .drop("description"),
-            ],
-            how="horizontal",
-        )
-    pairs, pair = _distinct_rows(lines.select("description", "hs_code"))
-    per_pair = pl.concat(
-        [
-            text.score_many(pairs["description"], pairs["hs_code"]),
-            pairs.select("description").join(
-                _term_frame(pairs),
-                on="description",
-                how="left",
-                maintain_order="left",
-                nulls_equal=True,
-            ),
-        ],
-        how="horizontal",
-    ).drop("description")
-    return per_pair[pair]
+        asked, pair = lines, None
+        scores = text.score(lines["description"], lines["hs_code"])
+    else:
+        asked, pair = _distinct_rows(lines.select("description", "hs_code"))
+        scores = text.score_many(asked["description"], asked["hs_code"])
+    terms = asked.select("description").join(
+        _term_frame(asked), on="description", how="left", maintain_order="left", nulls_equal=True
+    )
+    out = pl.concat([scores, terms.drop("description")], how="horizontal")
+    return out if pair is None else out[pair]
 
 
 def _term_frame(lines: pl.DataFrame) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -189,25 +189,35 @@ def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Serie
     value computed once; the result keeps the Series' name and order. Within
     `shared_normalisation`, a Series equal to one normalised before (value for
     value) takes that result."""
-    strings = series.cast(pl.String)
-    memo: list[tuple[pl.Series, bool, pl.Series]] | None = getattr(_SHARED, "memo", None)
-    if strings.len() < SHARED_MIN_ROWS:
-        memo = None
-    if memo is not None:
-        for before, tokens_sorted, keys_of in memo:
-            if (
-                tokens_sorted == sort_tokens
-                and before.len() == strings.len()
-                and before.equals(strings, null_equal=True)
-            ):
-                return keys_of.alias(series.name)
-    distinct = strings.drop_nulls().unique().to_list()
-    keys = [normalise_name(v, sort_tokens=sort_tokens) for v in distinct]
-    out = strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
-    if memo is not None:
-        if len(memo) >= SHARED_MAX:
-            memo.pop(0)
-        memo.append((strings, sort_tokens, out))
+
+    def compute(strings: pl.Series) -> pl.Series:
+        distinct = strings.drop_nulls().unique().to_list()
+        keys = [normalise_name(v, sort_tokens=sort_tokens) for v in distinct]
+        return strings.replace_strict(distinct, keys, default=None, return_dtype=pl.String)
+
+    return shared_result(("names", sort_tokens), series.cast(pl.String), compute).alias(series.name)
+
+
+def shared_result(
+    what: Hashable, strings: pl.Series, compute: Callable[[pl.Series], pl.Series]
+) -> pl.Series:
+    """`compute(strings)`, a function of the values alone that `what` names. Within
+    `shared_normalisation`, a Series of at least SHARED_MIN_ROWS values equal (value
+    for value) to one computed before for the same `what` takes that result."""
+    memo: list[tuple[Hashable, pl.Series, pl.Series]] | None = getattr(_SHARED, "memo", None)
+    if memo is None or strings.len() < SHARED_MIN_ROWS:
+        return compute(strings)
+    for before_what, before, out in memo:
+        if (
+            before_what == what
+            and before.len() == strings.len()
+            and before.equals(strings, null_equal=True)
+        ):
+            return out
+    out = compute(strings)
+    if len(memo) >= SHARED_MAX:
+        memo.pop(0)
+    memo.append((what, strings, out))
     return out
 
 
@@ -215,7 +225,8 @@ def normalise_names(series: pl.Series, *, sort_tokens: bool = False) -> pl.Serie
 # SHARED_MIN_ROWS values, the last SHARED_MAX of them) and their keys, per thread. A batch
 # normalises the same columns several times: the parties' names for their keys
 # (`features.context.party_keys`) and again for traveller linkage, the addresses
-# for the network's contact keys and again for traveller linkage.
+# for the network's contact keys and again for traveller linkage, the consignees'
+# phones and addresses for the trader tables and again for the trader features.
 SHARED_MIN_ROWS = 1024
 SHARED_MAX = 8
 _SHARED = threading.local()

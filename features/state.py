@@ -223,7 +223,6 @@ class FeatureState:
         self.travellers.records.index()
         self.network.ends.index()
         self.network.source = self.network.mentions = None  # (batch-only: memory)
-        self.trader.forms.clear()  # (batch-only too: the history's contacts' forms)
         self.network.components()
         as_of = self.as_of
         if as_of is not None:

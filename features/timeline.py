@@ -224,47 +224,11 @@ def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> p
     """Per (key, time): cumulative event count and sums up to and including that
     time, sorted by key then time."""
     grouped = _grouped(events, key, time, sums)
-    columns = [key, time, "__cum_n", "__first", *[f"__cum_{c}" for c in sums]]
-    exprs = [
+    return grouped.with_columns(
         pl.col("__n").cum_sum().over(key).alias("__cum_n"),
         *[pl.col(c).cum_sum().over(key).alias(f"__cum_{c}") for c in sums],
         pl.col(time).min().over(key).alias("__first"),
-    ]
-    if grouped.height and _runs_apply(grouped, time, ["__n", *sums]):
-        # (the same values, by the key's runs: the rows are sorted by key)
-        schema = grouped.clear().with_columns(exprs).select(columns).schema
-        return _cumulative_runs(grouped, key, time, sums, schema)
-    return grouped.with_columns(exprs).select(columns)
-
-
-def _runs_apply(grouped: pl.DataFrame, time: str, counted: list[str]) -> bool:
-    """Whether `_cumulative_runs` gives `_cumulative`'s values: integer counts and
-    sums (exact in any order; of types int64 holds) and no null time (the first
-    row of a key's run, sorted by time, is then its earliest)."""
-    return not grouped.get_column(time).has_nulls() and all(
-        grouped.get_column(c).dtype.is_integer() and grouped.get_column(c).dtype != pl.UInt64
-        for c in counted
-    )
-
-
-def _cumulative_runs(
-    grouped: pl.DataFrame, key: str, time: str, sums: list[str], schema: pl.Schema
-) -> pl.DataFrame:
-    """`_cumulative` of `_grouped` rows (sorted by key, then time) in numpy: per
-    run of a key, the running totals (a cumulative sum over all rows less its
-    value before the run) and the time of the run's first row."""
-    keys, times = grouped.get_column(key), grouped.get_column(time)
-    starts = np.flatnonzero(keys.ne_missing(keys.shift(1)).fill_null(True).to_numpy())
-    lengths = np.diff(np.append(starts, grouped.height))
-    out = [keys, times]
-    for c, name in [("__n", "__cum_n"), *[(c, f"__cum_{c}") for c in sums]]:
-        values = grouped.get_column(c).to_numpy().astype(np.int64)
-        running = np.cumsum(values)
-        base = np.repeat(running[starts] - values[starts], lengths)
-        out.append(pl.Series(name, running - base).cast(schema[name]))
-    first = times.gather(np.repeat(starts, lengths)).alias("__first").cast(schema["__first"])
-    out.insert(3, first)
-    return pl.DataFrame(out).select(schema.names())
+    ).select(key, time, "__cum_n", "__first", *[f"__cum_{c}" for c in sums])
 
 
 class AsOfTable:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.names import shared_result
 from features.network import keys_of
 from features.registry import Family, Kind, Wording, feature
 from features.timeline import (
@@ -104,36 +105,23 @@ def _normalise(contact: pl.Expr) -> pl.Expr:
     return contact.str.to_lowercase().str.replace_all(r"[^\w]", "")
 
 
-# A contact field's distinct strings and their `_normalise` forms, in the same order.
-Forms = tuple[pl.Series, pl.Series]
-
-
-def _normalised_column(
-    frame: pl.DataFrame, contact: str, forms: dict[str, Forms] | None = None
-) -> pl.Series:
+def _normalised_column(frame: pl.DataFrame, contact: str) -> pl.Series:
     """`_normalise` of the consignees' `contact` in `frame`, named `__{contact}`:
     each distinct contact normalised once and mapped back (contacts repeat: a
-    regex pass over each distinct string, not each shipment). `forms`: the forms
-    of contacts normalised before (`Tables.forms`), per field: when they hold
-    every contact of the column, they are mapped back without a regex pass (the
-    same strings: the form is a function of the string); else the distinct
-    contacts are normalised, and `forms` takes them when it holds none for the
-    field."""
+    regex pass over each distinct string, not each shipment). Within
+    `shared_normalisation`, a column normalised before (the tables' build, then a
+    batch's `prepare` of the same shipments) is not normalised again."""
     column = frame.get_column(f"consignee_{contact}")
     name = f"__{contact}"
     if column.dtype != pl.String:  # (the expression, as it reads other types)
         return frame.select(_normalise(pl.col(column.name)).alias(name)).to_series()
-    known = None if forms is None else forms.get(contact)
-    if known is not None:
-        got = column.replace_strict(*known, default=None, return_dtype=pl.String)
-        # (a string's form is never null: a null form is a contact not held)
-        if got.null_count() == column.null_count():
-            return got.alias(name)
-    distinct = column.drop_nulls().unique()
-    normal = distinct.to_frame().select(_normalise(pl.col(column.name))).to_series()
-    if forms is not None and known is None:
-        forms[contact] = (distinct, normal)
-    return column.replace_strict(distinct, normal, default=None, return_dtype=pl.String).alias(name)
+
+    def compute(strings: pl.Series) -> pl.Series:
+        distinct = strings.drop_nulls().unique()
+        normal = distinct.to_frame().select(_normalise(pl.col(strings.name))).to_series()
+        return strings.replace_strict(distinct, normal, default=None, return_dtype=pl.String)
+
+    return shared_result("contact", column, compute).alias(name)
 
 
 _NON_WORD = re.compile(r"[^\w]")
@@ -178,18 +166,16 @@ def _normalised_values(contacts: pl.Series) -> list[str | None]:
     return keys_of(contacts.to_list(), _normalise, _normalise_python, _normalises_alike)
 
 
-def _contact(
-    frame: pl.DataFrame, contact: str, forms: dict[str, Forms] | None = None
-) -> pl.DataFrame:
+def _contact(frame: pl.DataFrame, contact: str) -> pl.DataFrame:
     """consignee_key, declared_at and the consignee's normalised contact `__contact`
-    (for a few shipments, normalised in Python; `forms`: see `_normalised_column`)."""
+    (for a few shipments, normalised in Python)."""
     column = frame.get_column(f"consignee_{contact}")
     if frame.height > SMALL_MAX_SHIPMENTS or column.dtype != pl.String:
         return pl.DataFrame(
             [
                 frame.get_column("consignee_key"),
                 frame.get_column("declared_at"),
-                _normalised_column(frame, contact, forms).alias("__contact"),
+                _normalised_column(frame, contact).alias("__contact"),
             ]
         )
     return pl.DataFrame(
@@ -210,20 +196,15 @@ class Tables:
         inspections: dict[str, AsOfTable],
         chapters: FirstSeen,
         contacts: dict[str, FirstSeen],
-        forms: dict[str, Forms] | None = None,
     ):
         self.seen = seen
         self.inspections = inspections
         self.chapters = chapters
         self.contacts = contacts
-        # The contacts' forms the build computed (`_normalised_column`): a batch's
-        # `prepare` asks for the same contacts again.
-        self.forms: dict[str, Forms] = {} if forms is None else forms
 
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> Tables:
         """`ships`: `shipment_events` of the history; `outcomes`: `outcome_events`."""
-        forms: dict[str, Forms] = {}
         return cls(
             {r: AsOfTable.build(ships, f"{r}_key", "declared_at", ["undervalued"]) for r in ROLES},
             {
@@ -234,12 +215,9 @@ class Tables:
             },
             FirstSeen.build(line_events(items, ships), "consignee_key", "__chapter", "declared_at"),
             {
-                c: FirstSeen.build(
-                    _contact(ships, c, forms), "__contact", "consignee_key", "declared_at"
-                )
+                c: FirstSeen.build(_contact(ships, c), "__contact", "consignee_key", "declared_at")
                 for c in CONTACT_FIELDS
             },
-            forms,
         )
 
     def append(self, ships: pl.DataFrame, items: pl.DataFrame, outcomes: pl.DataFrame) -> None:
@@ -422,7 +400,7 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
         [
             ships.get_column("consignee_key"),
             ships.get_column("declared_at"),
-            *[_normalised_column(ships, c, tables.forms) for c in CONTACT_FIELDS],
+            *[_normalised_column(ships, c) for c in CONTACT_FIELDS],
         ]
     )
     for contact in CONTACT_FIELDS:

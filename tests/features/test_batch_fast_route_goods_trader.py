@@ -3,15 +3,13 @@ values of the plain computation they replace:
 
 * `party_keys` normalises only the names of the parties without an
   identification number (the only names a key reads);
-* `timeline._cumulative` takes the running totals of integer counts and sums by
-  the key's runs in numpy instead of window expressions;
 * the goods step computes its tariff-text scores and lexicon counts once per
   distinct (description, code) pair (`goods._pair_columns`), the distinct
   (key, month) pairs of both reference keys from one grouping
   (`goods._key_pairs`), each line's month from its shipment's, and returns its
   grouping without the final join when the groups are the shipments in order;
-* the trader step maps the consignees' contacts through the forms its tables'
-  build normalised (`trader.Tables.forms`).
+* within `shared_normalisation`, the trader step takes the consignees' contacts
+  its tables' build normalised instead of normalising them again.
 
 Each is compared with the plain computation (written out here as it was), on the
 synthetic world and on random frames (keys, times and values missing, repeated,
@@ -19,7 +17,6 @@ tied)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 
 import polars as pl
@@ -27,14 +24,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts.settings import DataLayout
-from features import context, goods, hs_text, timeline, trader
+from features import context, goods, hs_text, names, trader
 from features.context import PARTY_ROLES, History, Params, party_keys
-from features.names import normalise_names
+from features.names import normalise_names, shared_normalisation
 from pipelines.features import load_history
 
 PARAMS = Params()
-TIME = pl.Datetime("us", "UTC")
-START = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -102,77 +97,6 @@ def test_party_keys_normalise_only_the_names_they_read(
             None if (k or "").startswith("id:") else v for v, k in zip(names, keys, strict=True)
         ]
     assert series.drop_nulls().len() < series.len()  # (some names were not asked)
-
-
-# --- cumulative tables -----------------------------------------------------------
-
-
-def _plain_cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
-    """`timeline._cumulative` as written before (window expressions)."""
-    grouped = timeline._grouped(events, key, time, sums)
-    return grouped.with_columns(
-        pl.col("__n").cum_sum().over(key).alias("__cum_n"),
-        *[pl.col(c).cum_sum().over(key).alias(f"__cum_{c}") for c in sums],
-        pl.col(time).min().over(key).alias("__first"),
-    ).select(key, time, "__cum_n", "__first", *[f"__cum_{c}" for c in sums])
-
-
-def _events(rng: random.Random, n: int, null_times: bool) -> pl.DataFrame:
-    keys = [None, *(f"k{i}" for i in range(rng.choice([1, 4, 60])))]
-    grid = rng.choice([2, 30, 5000])
-    return pl.DataFrame(
-        {
-            "k": [rng.choice(keys) for _ in range(n)],
-            "t": [
-                None
-                if null_times and rng.random() < 0.1
-                else START + dt.timedelta(minutes=rng.randrange(grid))
-                for _ in range(n)
-            ],
-            "a": [rng.randrange(-5, 6) for _ in range(n)],
-            "b": [rng.choice([None, 0, 1, 2**40]) for _ in range(n)],
-            "c": [rng.random() < 0.3 for _ in range(n)],
-            "x": [rng.choice([None, float("nan"), -0.0, 0.1, 1e300]) for _ in range(n)],
-            "u": [rng.choice([0, 1, 2**63]) for _ in range(n)],
-        },
-        schema={
-            "k": pl.String,
-            "t": TIME,
-            "a": pl.Int32,
-            "b": pl.Int64,
-            "c": pl.Boolean,
-            "x": pl.Float64,
-            "u": pl.UInt64,
-        },
-    )
-
-
-@pytest.mark.parametrize("seed", range(30))
-def test_cumulative_by_runs_equals_the_window_expressions(seed: int) -> None:
-    rng = random.Random(seed)
-    events = _events(rng, rng.choice([1, 2, 50, 3000]), null_times=seed % 3 == 0)
-    for sums in ([], ["a"], ["a", "b", "c"], ["a", "x"], ["u"]):
-        want = _plain_cumulative(events, "k", "t", sums)
-        got = timeline._cumulative(events, "k", "t", sums)
-        assert_frame_equal(got, want, check_exact=True)
-        grouped = timeline._grouped(events, "k", "t", sums)
-        runs = grouped.height > 0 and timeline._runs_apply(grouped, "t", ["__n", *sums])
-        # (the runs answer integer totals without null times; the rest, the expressions)
-        plain = "x" in sums or "u" in sums or grouped["t"].has_nulls()
-        assert runs == (grouped.height > 0 and not plain)
-
-
-def test_cumulative_by_runs_answers_the_history_tables(world: History) -> None:
-    keyed = party_keys(world.shipments).with_columns(pl.lit(1).alias("undervalued"))
-    for role in PARTY_ROLES:
-        key = f"{role}_key"
-        grouped = timeline._grouped(keyed, key, "declared_at", ["undervalued"])
-        assert timeline._runs_apply(grouped, "declared_at", ["__n", "undervalued"])
-        assert_frame_equal(
-            timeline._cumulative(keyed, key, "declared_at", ["undervalued"]),
-            _plain_cumulative(keyed, key, "declared_at", ["undervalued"]),
-            check_exact=True,
-        )
 
 
 # --- goods -----------------------------------------------------------------------
@@ -280,30 +204,27 @@ def _tables(world: History) -> tuple[pl.DataFrame, trader.Tables]:
     return keyed, tables
 
 
-def test_contact_forms_of_the_build_give_the_normalised_contacts(world: History) -> None:
-    keyed, tables = _tables(world)
-    assert set(tables.forms) == set(trader.CONTACT_FIELDS)
-    forms = dict(tables.forms)
-    got = trader.prepare(keyed, tables)
-    tables.forms.clear()  # (none held: each contact normalised, as before)
-    assert_frame_equal(got, trader.prepare(keyed, tables), check_exact=True)
-    tables.forms.update(forms)
-    for contact in trader.CONTACT_FIELDS:
-        column = keyed.get_column(f"consignee_{contact}")
-        plain = keyed.select(trader._normalise(pl.col(column.name)).alias(f"__{contact}"))
-        assert_frame_equal(
-            trader._normalised_column(keyed, contact, tables.forms).to_frame(),
-            plain,
-            check_exact=True,
-        )
-        # Contacts the build never saw (the forms do not hold them): normalised now,
-        # and the forms held are kept.
-        unseen = keyed.with_columns(
-            column.scatter([0, 5], ["+7 (701) NEW", "Улица Новая, д. 1"]).alias(column.name)
-        )
-        assert_frame_equal(
-            trader._normalised_column(unseen, contact, tables.forms).to_frame(),
-            unseen.select(trader._normalise(pl.col(column.name)).alias(f"__{contact}")),
-            check_exact=True,
-        )
-        assert tables.forms[contact] is forms[contact]
+def test_contacts_normalised_by_the_build_are_shared_with_prepare(world: History) -> None:
+    keyed = party_keys(world.shipments)
+    plain = trader.prepare(keyed, _tables(world)[1])  # (no memo: each normalised)
+
+    def contacts_held() -> int:
+        return sum(what == "contact" for what, _, _ in names._SHARED.memo)
+
+    with shared_normalisation():
+        keyed, tables = _tables(world)
+        assert contacts_held() == len(trader.CONTACT_FIELDS)
+        assert_frame_equal(trader.prepare(keyed, tables), plain, check_exact=True)
+        assert contacts_held() == len(trader.CONTACT_FIELDS)  # (the build's taken)
+        for k, contact in enumerate(trader.CONTACT_FIELDS):
+            column = keyed.get_column(f"consignee_{contact}")
+            # Contacts the build never saw: normalised now (a new entry).
+            unseen = keyed.with_columns(
+                column.scatter([0, 5], ["+7 (701) NEW", "Улица Новая, д. 1"]).alias(column.name)
+            )
+            assert_frame_equal(
+                trader._normalised_column(unseen, contact).to_frame(),
+                unseen.select(trader._normalise(pl.col(column.name)).alias(f"__{contact}")),
+                check_exact=True,
+            )
+            assert contacts_held() == len(trader.CONTACT_FIELDS) + k + 1
