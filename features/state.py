@@ -80,16 +80,41 @@ class _Prepared:
 MAX_TAIL = 64
 
 
-@dataclass(frozen=True)
-class _Appended:
-    """The rows of one `append`, waiting to be joined to the state's frames."""
+class _Tail:
+    """The rows appended since the state's frames were last joined with them: per
+    frame (`FRAMES`), one frame that each append's rows are stacked onto in place,
+    as chunks (about 10 us a frame), so that joining them (`joined`) is one
+    rechunk of the rows waiting, not a concatenation of one frame per append
+    (some 6 ms for 64 appends, paid by every 64th request)."""
 
-    ships: pl.DataFrame
-    items: pl.DataFrame
-    outcomes: pl.DataFrame
-    travellers: pl.DataFrame
-    keyed: pl.DataFrame
-    goods: pl.DataFrame
+    FRAMES = ("ships", "items", "outcomes", "travellers", "keyed", "goods")
+
+    def __init__(self) -> None:
+        self.appends = 0
+        self._frames: dict[str, pl.DataFrame] = {}
+
+    def __len__(self) -> int:
+        return self.appends
+
+    def add(self, **rows: pl.DataFrame) -> None:
+        """Queue one append's rows (each with the schema of the state's frame it
+        joins: `FeatureState._check_schemas`; empty frames add nothing)."""
+        assert set(rows) == set(self.FRAMES), sorted(rows)
+        for name, frame in rows.items():
+            if not frame.height:
+                continue
+            held = self._frames.get(name)
+            if held is None:
+                # (a shallow copy: stacking onto it leaves the caller's frame as it is)
+                self._frames[name] = frame.clone()
+            else:
+                held.vstack(frame, in_place=True)
+        self.appends += 1
+
+    def joined(self, name: str, old: pl.DataFrame) -> pl.DataFrame:
+        """`old` followed by the rows of `name` waiting (in one chunk)."""
+        new = self._frames.get(name)
+        return old if new is None else appended(old, new.rechunk())
 
 
 class StateError(ValueError):
@@ -118,7 +143,7 @@ class FeatureState:
         self._goods_frame = goods_frame  # goods.prepare of the history shipments
         # Rows appended since the frames above were last joined with them (`_settle`):
         # appends only queue them; reading `history`, `keyed` or `goods_frame` joins.
-        self._tail: list[_Appended] = []
+        self._tail = _Tail()
         self._no_inspections: pl.DataFrame | None = None
         self.trader = trader_tables
         self.travellers = traveller_tables
@@ -157,25 +182,21 @@ class FeatureState:
         return self._goods_frame
 
     def _settle(self) -> None:
-        """Join the queued appended rows to the frames (one concatenation each)."""
+        """Join the queued appended rows to the frames (one rechunk and one
+        concatenation each)."""
         if not self._tail:
             return
-        tail, self._tail = self._tail, []
-
-        def joined(old: pl.DataFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
-            parts = [p for p in parts if p.height]
-            return appended(old, pl.concat(parts)) if parts else old
-
+        tail, self._tail = self._tail, _Tail()
         h = self._history
         self._history = History(
-            joined(h.shipments, [t.ships for t in tail]),
-            joined(h.items, [t.items for t in tail]),
-            joined(h.outcomes, [t.outcomes for t in tail]),
-            joined(h.travellers, [t.travellers for t in tail]),
+            tail.joined("ships", h.shipments),
+            tail.joined("items", h.items),
+            tail.joined("outcomes", h.outcomes),
+            tail.joined("travellers", h.travellers),
             h.watchlist,
         )
-        self._keyed = joined(self._keyed, [t.keyed for t in tail])
-        self._goods_frame = joined(self._goods_frame, [t.goods for t in tail])
+        self._keyed = tail.joined("keyed", self._keyed)
+        self._goods_frame = tail.joined("goods", self._goods_frame)
 
     @classmethod
     def build(cls, history: History, params: Params | None = None) -> FeatureState:
@@ -321,6 +342,19 @@ class FeatureState:
                 f"({as_of.isoformat()}); earlier ones: use build_features (a replay)"
             )
 
+    def _check_schemas(self, **rows: pl.DataFrame) -> None:
+        """Appended rows must have the columns and types of the frames they join
+        (`StateError` before anything changes; empty frames add nothing)."""
+        h = self._history
+        held = {"ships": h.shipments, "items": h.items}
+        held |= {"outcomes": h.outcomes, "travellers": h.travellers}
+        for name, frame in rows.items():
+            if frame.height and frame.schema != held[name].schema:
+                raise StateError(
+                    f"appended {name} do not have the columns and types of those held: "
+                    f"{dict(frame.schema)} against {dict(held[name].schema)}"
+                )
+
     def _reuse(self, ships: pl.DataFrame, items: pl.DataFrame) -> _Prepared | None:
         """What the last online query prepared, when it was for exactly these
         shipments and lines (consumed: used once)."""
@@ -344,6 +378,7 @@ class FeatureState:
         state whatever the caller does next (a caller that does not keep them
         must drop the state)."""
         self.check_online(ships)
+        self._check_schemas(ships=ships, items=items)
         params = self.params
         keyed = party_keys(ships)
         mentions = network.mentions(keyed)
@@ -363,8 +398,13 @@ class FeatureState:
         sizes = self.network.append_swept(keyed, mentions)
         self.travellers.append(keyed, None, params, mentions)
         h = self._history
-        self._tail.append(
-            _Appended(ships, items, h.outcomes.clear(), h.travellers.clear(), keyed, new_goods)
+        self._tail.add(
+            ships=ships,
+            items=items,
+            outcomes=h.outcomes.clear(),
+            travellers=h.travellers.clear(),
+            keyed=keyed,
+            goods=new_goods,
         )
         if len(self._tail) >= MAX_TAIL:
             self._settle()
@@ -399,6 +439,7 @@ class FeatureState:
         as_of = self.as_of
         if as_of is not None and ships.height and bool((ships["declared_at"] < as_of).any()):
             raise StateError(f"appended shipments must be declared at or after {as_of.isoformat()}")
+        self._check_schemas(ships=ships, items=items, outcomes=outcomes, travellers=traveller_rows)
         prepared = self._reuse(ships, items)
         keyed = party_keys(ships) if prepared is None else prepared.keyed
         # The shipments of the outcomes (a scan of every shipment held: only when
@@ -439,6 +480,13 @@ class FeatureState:
             mentions = network.mentions(keyed) if prepared is None else prepared.mentions
         self.network.append(keyed, outcomes, touched, mentions)
         self.travellers.append(keyed, traveller_rows, params, mentions)
-        self._tail.append(_Appended(ships, items, outcomes, traveller_rows, keyed, new_goods))
+        self._tail.add(
+            ships=ships,
+            items=items,
+            outcomes=outcomes,
+            travellers=traveller_rows,
+            keyed=keyed,
+            goods=new_goods,
+        )
         if len(self._tail) >= MAX_TAIL:  # (a service may never read them: bound the queue)
             self._settle()

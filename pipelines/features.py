@@ -28,7 +28,7 @@ class MissingInputError(Exception):
 def _read(path: Path, table: str, made_by: str) -> pl.DataFrame:
     if not path.exists():
         raise MissingInputError(f"{path} is missing: run `{made_by}` first")
-    frame = pl.read_parquet(path)
+    frame = pl.read_parquet(path).rechunk()  # (one chunk: appends to it stay cheap)
     schema = CONTRACTS[table].polars_schema
     return frame.select([pl.col(n).cast(t) for n, t in schema.items()])
 

@@ -279,3 +279,71 @@ def test_appended_rows_wait_at_most_max_tail_appends(
     assert held.height == history.known_before(cut).shipments.height + 5
     assert held["shipment_id"].n_unique() == held.height
     assert state.keyed.height == state.goods_frame.height == held.height
+
+
+def test_rows_appended_one_by_one_join_the_frames_in_order_once(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends one shipment at a time (by both appends), past
+    several joins of the queue: the frames then equal those of a state built on
+    the combined history, row for row, and the appended frames are left as the
+    callers gave them (the queue stacks copies)."""
+    from features import state as state_module
+
+    monkeypatch.setattr(state_module, "MAX_TAIL", 3)
+    cut = _cut(history, 0.7)
+    state = FeatureState.build(history.known_before(cut))
+    later = _between(history, cut, cut + dt.timedelta(days=365 * 10))
+    ships = later.shipments.head(10)
+    given: list[pl.DataFrame] = []
+    for i in range(ships.height):
+        one = ships.slice(i, 1)
+        items = _items_of(history, one)
+        given += [one, items, one.clone(), items.clone()]
+        if i % 2:
+            state.append_sequence(one, items)
+        else:
+            state.append(one, items)
+    for caller, copy in zip(given[0::4], given[2::4], strict=True):
+        assert_frame_equal(caller, copy)
+        assert caller.n_chunks() == 1
+    for caller, copy in zip(given[1::4], given[3::4], strict=True):
+        assert_frame_equal(caller, copy)
+    assert len(state._tail) == 10 % 3  # (this one waits for the next read)
+    combined = history.known_before(cut)
+    combined = History(
+        pl.concat([combined.shipments, ships]),
+        pl.concat([combined.items, _items_of(history, ships)]),
+        combined.outcomes,
+        combined.travellers,
+        combined.watchlist,
+    )
+    rebuilt = FeatureState.build(combined)
+    for mine, theirs in (
+        (state.history.shipments, rebuilt.history.shipments),
+        (state.history.items, rebuilt.history.items),
+        (state.keyed, rebuilt.keyed),
+        (state.goods_frame, rebuilt.goods_frame),
+    ):
+        assert_frame_equal(mine, theirs)
+
+
+def test_appended_rows_of_other_columns_are_refused_before_any_change(
+    history: History,
+) -> None:
+    cut = _cut(history, 0.7)
+    state = FeatureState.build(history.known_before(cut))
+    before = [t.rows() for t in state.tables()]
+    one = _between(history, cut, cut + dt.timedelta(days=3650)).shipments.head(1)
+    items = _items_of(history, one)
+    for ships, lines, field in (
+        (one.with_columns(pl.col("gross_mass_kg").cast(pl.Float32)), items, "ships"),
+        (one, items.drop("origin_country"), "items"),
+    ):
+        for append in (state.append, state.append_sequence):
+            with pytest.raises(StateError, match=f"appended {field} do not have the columns"):
+                append(ships, lines)
+    assert len(state._tail) == 0
+    for old, now in zip(before, (t.rows() for t in state.tables()), strict=True):
+        assert_frame_equal(old, now)
+    assert state.history.shipments.height == history.known_before(cut).shipments.height
