@@ -57,6 +57,17 @@ def _items_of(history: History, ships: pl.DataFrame) -> pl.DataFrame:
     return history.items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
 
 
+def _with_shipments(past: History, history: History, ships: pl.DataFrame) -> History:
+    """``past`` with ``ships`` and their goods lines (taken from ``history``) added."""
+    return History(
+        pl.concat([past.shipments, ships]),
+        pl.concat([past.items, _items_of(history, ships)]),
+        past.outcomes,
+        past.travellers,
+        past.watchlist,
+    )
+
+
 def test_state_queries_equal_the_batch(history: History, state: FeatureState) -> None:
     batch = build_features(history.shipments, history.items, state)
     _same(batch, build_features(history.shipments, history.items, history))
@@ -83,13 +94,7 @@ def test_new_shipments_online_equal_a_batch_over_history_and_them(history: Histo
         items = _items_of(history, one)
         online.append(online_features(one, items, state))
         state.append(one, items)  # ingested: the next one sees it
-    combined = History(
-        pl.concat([past.shipments, new]),
-        pl.concat([past.items, _items_of(history, new)]),
-        past.outcomes,
-        past.travellers,
-        past.watchlist,
-    )
+    combined = _with_shipments(past, history, new)
     batch = build_features(combined.shipments, combined.items, combined)
     want = new.select("shipment_id").join(batch, on="shipment_id", how="left")
     _same(pl.concat(online), want)
@@ -310,14 +315,7 @@ def test_rows_appended_one_by_one_join_the_frames_in_order_once(
     for caller, copy in zip(given[1::4], given[3::4], strict=True):
         assert_frame_equal(caller, copy)
     assert len(state._tail) == 10 % 3  # (this one waits for the next read)
-    combined = history.known_before(cut)
-    combined = History(
-        pl.concat([combined.shipments, ships]),
-        pl.concat([combined.items, _items_of(history, ships)]),
-        combined.outcomes,
-        combined.travellers,
-        combined.watchlist,
-    )
+    combined = _with_shipments(history.known_before(cut), history, ships)
     rebuilt = FeatureState.build(combined)
     for mine, theirs in (
         (state.history.shipments, rebuilt.history.shipments),
