@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS
@@ -119,6 +120,33 @@ class History:
             self.travellers.filter(pl.col("departure_at") < t),
             self.watchlist,
         )
+
+
+def lines_with_shipments(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
+    """`items.join(ships, on="shipment_id", how="inner", maintain_order="left")`:
+    goods lines with the columns of their shipment (`ships`: the columns wanted,
+    shipment_id among them). When every line matches exactly one shipment (the
+    usual case), the lines are kept as they are and their shipments' columns
+    gathered beside them, each line's shipment found by a join of the ids alone
+    (the join of the frames gathers every column of both sides: twice the time);
+    else (a line without its shipment, a shipment id given twice, a column name
+    on both sides) the join of the frames."""
+    if set(items.columns) & set(ships.columns) == {"shipment_id"}:
+        ids = (
+            items.select("shipment_id")
+            .with_row_index("__line")
+            .join(
+                ships.select("shipment_id").with_row_index("__ship"),
+                on="shipment_id",
+                how="inner",
+                maintain_order="left",
+            )
+        )
+        line = ids.get_column("__line").to_numpy()
+        if len(line) == items.height and bool((line == np.arange(items.height)).all()):
+            shipped = ships.drop("shipment_id")[ids.get_column("__ship")]
+            return items.hstack(shipped.get_columns())
+    return items.join(ships, on="shipment_id", how="inner", maintain_order="left")
 
 
 # A frame of at most this many rows gets its party keys in Python (the same keys,

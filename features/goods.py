@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from features import hs_text
-from features.context import Params
+from features.context import Params, lines_with_shipments
 from features.hs_text import NomenclatureText, nomenclature_text, plain
 from features.registry import Family, Wording, feature
 from features.timeline import AsOfTable, as_of_columns, as_of_query
@@ -74,16 +74,14 @@ def _line_frame(ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> pl.
     )
     # (only the columns read: the join gathers every column of the lines; the
     # month of each shipment, not of each of its lines)
-    joined = items.select(*LINE_COLUMNS, "net_mass_kg", "quantity").join(
+    joined = lines_with_shipments(
+        items.select(*LINE_COLUMNS, "net_mass_kg", "quantity"),
         ships.select(
             "shipment_id",
             "declared_at",
             fx.alias("__fx"),
             _month(pl.col("declared_at")).alias("__month"),
         ),
-        on="shipment_id",
-        how="inner",
-        maintain_order="left",
     )
     return joined.with_columns(
         pl.col("hs_code").str.slice(0, 6).alias("hs6"),
@@ -216,15 +214,7 @@ class Reference:
     @classmethod
     def build(cls, ships: pl.DataFrame, items: pl.DataFrame, params: Params) -> Reference:
         ref = _line_frame(ships, items, params)
-        events = {value: _reference_lines(ref, value) for value in VALUES}  # (once per value)
-        built = cls(
-            {
-                (value, key): AsOfTable.build(events[value], key, "__month", [value, "__sq"])
-                for value in VALUES
-                for key in KEYS
-            },
-            nomenclature_for(params),
-        )
+        built = cls(_reference_tables(ref), nomenclature_for(params))
         built._keep(ships, items, params, ref)
         return built
 
@@ -270,6 +260,28 @@ class Reference:
         self._keep(ships, items, params, ref)
 
 
+def _reference_tables(lines: pl.DataFrame) -> dict[tuple[str, str], AsOfTable]:
+    """The `Reference` tables of some lines (`_line_frame`): per value and key,
+    `AsOfTable.build` of the lines with that value (`_reference_lines`). When
+    every line has both values (the usual case), both values' tables of a key
+    are built from one grouping of the lines (`AsOfTable.build_each`: the same
+    lines, so the same tables)."""
+    if any(lines.get_column(value).has_nulls() for value in VALUES):
+        events = {value: _reference_lines(lines, value) for value in VALUES}  # (once per value)
+        return {
+            (value, key): AsOfTable.build(events[value], key, "__month", [value, "__sq"])
+            for value in VALUES
+            for key in KEYS
+        }
+    squares = {value: f"__sq{value}" for value in VALUES}
+    both = lines.select(
+        *KEYS, "__month", *VALUES, *[(pl.col(v) ** 2).alias(sq) for v, sq in squares.items()]
+    )
+    sums = [{value: value, "__sq": squares[value]} for value in VALUES]
+    built = {key: AsOfTable.build_each(both, key, "__month", sums) for key in KEYS}
+    return {(value, key): built[key][i] for i, value in enumerate(VALUES) for key in KEYS}
+
+
 def _shape(ships: pl.DataFrame, items: pl.DataFrame) -> tuple:
     """The heights and columns of the frames a line frame was computed from."""
     return (ships.height, items.height, tuple(ships.columns), tuple(items.columns))
@@ -310,16 +322,20 @@ def _reference_z(
         else:
             stats = as_of_query(asked, key, "__month", table, windows=window, prefix="r").to_dict()
 
-        def column(name: str, pair: np.ndarray | None = pair, stats: dict = stats) -> Any:
-            values = np.asarray(stats[name], dtype=np.float64)
-            return values if pair is None else values[pair]
-
-        n = column("r_n_ref")
+        # Each asked pair's mean and deviation, then read back per line by position
+        # (the same operations on the same numbers, once per pair, not per line).
+        n = np.asarray(stats["r_n_ref"], dtype=np.float64)
         with np.errstate(all="ignore"):
-            mean = column(f"r_{value}_ref") / n
-            var = np.clip(column("r___sq_ref") / n - mean**2, 0.04, None)
-            zk = np.clip((values - mean) / np.sqrt(var), -10, 10)
-        take = known & ~scored & (n >= MIN_REFERENCE)
+            mean = np.asarray(stats[f"r_{value}_ref"], dtype=np.float64) / n
+            var = np.clip(
+                np.asarray(stats["r___sq_ref"], dtype=np.float64) / n - mean**2, 0.04, None
+            )
+            deviation = np.sqrt(var)
+            enough = n >= MIN_REFERENCE
+            if pair is not None:
+                mean, deviation, enough = mean[pair], deviation[pair], enough[pair]
+            zk = np.clip((values - mean) / deviation, -10, 10)
+        take = known & ~scored & enough
         z[take] = zk[take]
         scored |= take
         if not (known & ~scored).any():  # (the other key would add nothing)
@@ -361,13 +377,17 @@ def _distinct_rows(frame: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
     as a join with nulls equal matches them; `unique(maintain_order=True)`'s
     rows) and, per row of `frame`, the row of its distinct row: one grouping, no
     join."""
-    columns = frame.columns
-    grouped = frame.with_row_index("__line").group_by(columns, maintain_order=True).agg("__line")
-    lines = grouped.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__pair"), "__line")
-    lines = lines.explode("__line")
-    pair = np.empty(frame.height, dtype=np.int64)
-    pair[lines.get_column("__line").to_numpy()] = lines.get_column("__pair").to_numpy()
-    return grouped.drop("__line"), pair
+    # Each row's first equal row (one grouping, no lists of rows): the rows that
+    # are their own first are the distinct rows, numbered in order.
+    first = (
+        frame.with_row_index("__line")
+        .select(pl.col("__line").first().over(frame.columns))
+        .to_series()
+        .to_numpy()
+    )
+    own = first == np.arange(frame.height)
+    number = np.cumsum(own, dtype=np.int64) - 1
+    return frame.filter(pl.Series(own)), number[first]
 
 
 def prepare(
@@ -379,9 +399,13 @@ def prepare(
         return _prepare_few(ships, items, reference, params)
     lines = reference.lines_of(ships, items, params)
     ref = reference
+    # (each line's chapter sliced once, for the columns and aggregates below)
     lines = pl.concat([lines, _pair_columns(lines, ref.text)], how="horizontal").with_columns(
+        pl.col("hs_code").str.slice(0, 2).alias("__chapter")
+    )
+    lines = lines.with_columns(
         pl.col("hs_text_sim").alias("__hs_sim"),
-        pl.when(pl.col("hs_code").str.slice(0, 2) != ARMS_CHAPTER)
+        pl.when(pl.col("__chapter") != ARMS_CHAPTER)
         .then(pl.col("arms_text_sim") - pl.col("hs_text_sim"))
         .alias("__arms_gap"),
         pl.col("arms_text_heading").alias("__arms_heading"),
@@ -396,8 +420,7 @@ def prepare(
         z[name] = pl.Series(name, scores).scatter(np.flatnonzero(~scored), None)
     lines = lines.with_columns(
         *z.values(),
-        pl.col("hs_code")
-        .str.slice(0, 2)
+        pl.col("__chapter")
         .replace_strict(CHAPTER_RISK, default=0.0, return_dtype=pl.Float64)
         .alias("__risk"),
         pl.col("hs_code").str.slice(0, 4).is_in(sorted(HIDING_HEADINGS)).alias("__hiding"),
@@ -407,13 +430,13 @@ def prepare(
         lines.group_by("shipment_id", maintain_order=True)
         .agg(
             pl.col("__risk").max().alias("__chapter_risk"),
-            (pl.col("hs_code").str.slice(0, 2) == "93").sum().alias("__ch93"),
+            (pl.col("__chapter") == "93").sum().alias("__ch93"),
             pl.col("__hiding").mean().alias("__hiding_share"),
             pl.col("__arms_terms").sum(),
             pl.col("__part_terms").sum(),
             pl.col("__uv_z").min().alias("__min_uv_z"),
             pl.col("__mpu_z").abs().max().alias("__max_mpu_z"),
-            pl.col("hs_code").str.slice(0, 2).n_unique().alias("__chapters"),
+            pl.col("__chapter").n_unique().alias("__chapters"),
             pl.col("hs_code")
             .sort_by(pl.col("__risk"), pl.col("value"), descending=True)
             .first()

@@ -223,12 +223,55 @@ def _grouped(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.D
 def _cumulative(events: pl.DataFrame, key: str, time: str, sums: list[str]) -> pl.DataFrame:
     """Per (key, time): cumulative event count and sums up to and including that
     time, sorted by key then time."""
+    counted = _sorted_cumulative(events, key, time, sums)
+    if counted is not None:
+        return counted
     grouped = _grouped(events, key, time, sums)
     return grouped.with_columns(
         pl.col("__n").cum_sum().over(key).alias("__cum_n"),
         *[pl.col(c).cum_sum().over(key).alias(f"__cum_{c}") for c in sums],
         pl.col(time).min().over(key).alias("__first"),
     ).select(key, time, "__cum_n", "__first", *[f"__cum_{c}" for c in sums])
+
+
+def _sorted_cumulative(
+    events: pl.DataFrame, key: str, time: str, sums: list[str]
+) -> pl.DataFrame | None:
+    """`_cumulative` of events whose sums are all integers (Int64) without nulls,
+    and whose times are without nulls, from one sort of the events by key then
+    time instead of a grouping and a sort of the groups: each (key, time) is a
+    run of equal rows, its count the events up to its run's end since its key's
+    first row, its sums the running totals of the events there less those
+    before the key's first row (exact: integers, wrapping alike), its first time
+    its key's first row's. None otherwise (floats: a group's sum is Polars' own)."""
+    values = [events.get_column(c) for c in sums]
+    times = events.get_column(time)
+    if (
+        not times.dtype.is_temporal()
+        or times.has_nulls()
+        or any(v.dtype != pl.Int64 or v.has_nulls() for v in values)
+    ):
+        return None
+    ordered = events.select(key, time, *sums).filter(pl.col(key).is_not_null()).sort(key, time)
+    keys, times = ordered.get_column(key), ordered.get_column(time)
+    new_key = keys.ne_missing(keys.shift(1)).to_numpy()
+    new_group = new_key | times.ne_missing(times.shift(1)).to_numpy()
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], len(new_group))[: len(starts)] - 1  # each group's last row
+    key_first = np.flatnonzero(new_key)[np.cumsum(new_key) - 1]  # per row
+    first_of_group = key_first[ends]
+    counts = (ends + 1 - first_of_group).astype(np.uint32)
+    columns = [
+        keys.gather(starts),
+        times.gather(starts),
+        pl.Series("__cum_n", counts, dtype=pl.UInt32),
+        times.gather(first_of_group).alias("__first"),
+    ]
+    for c in sums:
+        running = np.cumsum(ordered.get_column(c).to_numpy(), dtype=np.int64)
+        before = np.concatenate([np.zeros(1, dtype=np.int64), running])[first_of_group]
+        columns.append(pl.Series(f"__cum_{c}", running[ends] - before, dtype=pl.Int64))
+    return pl.DataFrame(columns)
 
 
 class AsOfTable:
@@ -248,6 +291,31 @@ class AsOfTable:
         sums = sums or []
         cum = _cumulative(events.select(key, time, *sums), key, time, sums)
         return cls(KeyedRows(cum, key, [key, time], [key, time]), key, time, sums)
+
+    @classmethod
+    def build_each(
+        cls, events: pl.DataFrame, key: str, time: str, sums: Sequence[Mapping[str, str]]
+    ) -> list[AsOfTable]:
+        """`build` of several tables over the same events, each summing its own
+        columns (`sums`: per table, its sum's name -> the events' column), from one
+        grouping of the events: per (key, time) the same groups, counts and first
+        times for every table, and each column's sums and running totals are its
+        own (computed column by column), so each table is the one `build` gives of
+        the events with its columns under its names."""
+        columns = list(dict.fromkeys(c for table in sums for c in table.values()))
+        cum = _cumulative(events.select(key, time, *columns), key, time, columns)
+        built = []
+        for table in sums:
+            frame = cum.select(
+                key,
+                time,
+                "__cum_n",
+                "__first",
+                *[pl.col(f"__cum_{c}").alias(f"__cum_{name}") for name, c in table.items()],
+            )
+            rows = KeyedRows(frame, key, [key, time], [key, time])
+            built.append(cls(rows, key, time, list(table)))
+        return built
 
     def frame(self, keys: pl.Series | None = None) -> pl.DataFrame:
         return self.rows.rows(keys)
@@ -654,8 +722,14 @@ def as_of_counts(
 
 
 def first_occurrences(events: pl.DataFrame, keys: list[str], time: str) -> pl.DataFrame:
-    """The earliest time each distinct combination of keys occurs (nulls dropped)."""
-    return events.drop_nulls(keys).group_by(keys).agg(pl.col(time).min()).sort(time, *keys)
+    """The earliest time each distinct combination of keys occurs (nulls dropped),
+    sorted by time then keys."""
+    return _firsts(events, keys, time).sort(time, *keys)
+
+
+def _firsts(events: pl.DataFrame, keys: list[str], time: str) -> pl.DataFrame:
+    """`first_occurrences` in no particular order."""
+    return events.drop_nulls(keys).group_by(keys).agg(pl.col(time).min())
 
 
 class FirstSeen:
@@ -677,7 +751,8 @@ class FirstSeen:
 
     @classmethod
     def build(cls, events: pl.DataFrame, key: str, value: str, time: str) -> FirstSeen:
-        firsts = first_occurrences(events.select(key, value, time), [key, value], time)
+        # (in no particular order: both tables sort them, each pair is one row)
+        firsts = _firsts(events.select(key, value, time), [key, value], time)
         rows = KeyedRows(firsts.sort(key, value), key, [key, value], [key, value])
         return cls(rows, AsOfTable.build(firsts, key, time), value)
 

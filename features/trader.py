@@ -7,11 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from features.context import lines_with_shipments
 from features.names import shared_result
 from features.network import keys_of
 from features.registry import Family, Kind, Wording, feature
@@ -44,8 +46,26 @@ SMALL_MAX_SHIPMENTS = 32
 
 def shipment_events(ships: pl.DataFrame, undervalued: pl.DataFrame) -> pl.DataFrame:
     """Shipments (with `<role>_key`) and their 0/1 undervaluation flag."""
+    if _aligned(ships, undervalued):  # (the join's rows: the flags placed beside)
+        flags = undervalued.get_column("undervalued")
+        return ships.hstack([flags.fill_null(False).cast(pl.Int64)])
     return ships.join(undervalued, on="shipment_id", how="left").with_columns(
         pl.col("undervalued").fill_null(False).cast(pl.Int64)
+    )
+
+
+def _aligned(ships: pl.DataFrame, undervalued: pl.DataFrame) -> bool:
+    """Whether `undervalued` (shipment_id, undervalued) holds the shipments' ids, of
+    the same type, in the same order, none missing and none repeated (as
+    `goods.prepare` gives them for the same shipments): then the left join on the
+    id matches each shipment with the flag of its own row, and only it (a null id
+    matches nothing, a repeated one every row of its id)."""
+    ids = ships.get_column("shipment_id")
+    return (
+        undervalued.columns == ["shipment_id", "undervalued"]
+        and "undervalued" not in ships.columns
+        and ids.equals(undervalued.get_column("shipment_id"), check_dtypes=True, null_equal=False)
+        and (ids.len() <= 1 or ids.n_unique() == ids.len())
     )
 
 
@@ -68,11 +88,10 @@ def outcome_events(outcomes: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
 def line_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
     """Each goods line's chapter, with its shipment's consignee and time (the
     lines' other columns are not read: the join would gather them)."""
-    return (
-        items.select("shipment_id", "hs_code")
-        .join(ships.select("shipment_id", "declared_at", "consignee_key"), on="shipment_id")
-        .with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
-    )
+    return lines_with_shipments(
+        items.select("shipment_id", "hs_code"),
+        ships.select("shipment_id", "declared_at", "consignee_key"),
+    ).with_columns(pl.col("hs_code").str.slice(0, 2).alias("__chapter"))
 
 
 def _chapter_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
@@ -101,8 +120,10 @@ def _chapter_events(items: pl.DataFrame, ships: pl.DataFrame) -> pl.DataFrame:
 
 
 def _normalise(contact: pl.Expr) -> pl.Expr:
-    """The comparison form of a contact: lower case, word characters only."""
-    return contact.str.to_lowercase().str.replace_all(r"[^\w]", "")
+    """The comparison form of a contact: lower case, word characters only (each
+    run of other characters removed at once: what removing them one by one
+    leaves, with fewer replacements)."""
+    return contact.str.to_lowercase().str.replace_all(r"[^\w]+", "")
 
 
 def _normalised_column(frame: pl.DataFrame, contact: str) -> pl.Series:
@@ -250,15 +271,22 @@ def as_of(
     *,
     windows: dict[str, dt.timedelta] | None = None,
     prefix: str,
+    windowed: Collection[str] | None = None,
 ) -> pl.DataFrame:
     """`features.timeline.as_of_query`: many queries by `_as_of_sorted`, when it
-    applies; the others as `as_of_query` answers them."""
+    applies; the others as `as_of_query` answers them. `windowed`: the totals
+    ("n", or a sum's name) whose columns per window are wanted (None: all); the
+    others' are left out (not computed, by `_as_of_sorted`)."""
     windows = windows or {}
     if windows and queries.height > LOOKUP_MAX_QUERIES:  # (one instant: the join is as fast)
-        found = _as_of_sorted(queries, q_key, q_time, table, windows, prefix)
+        found = _as_of_sorted(queries, q_key, q_time, table, windows, prefix, windowed)
         if found is not None:
             return found
-    return as_of_query(queries, q_key, q_time, table, windows=windows, prefix=prefix)
+    answer = as_of_query(queries, q_key, q_time, table, windows=windows, prefix=prefix)
+    if windowed is None:
+        return answer
+    unwanted = [name for name in ("n", *table.sums) if name not in windowed]
+    return answer.drop(f"{prefix}_{name}_{label}" for name in unwanted for label in windows)
 
 
 def _as_of_sorted(
@@ -268,8 +296,10 @@ def _as_of_sorted(
     table: AsOfTable,
     windows: dict[str, dt.timedelta],
     prefix: str,
+    windowed: Collection[str] | None = None,
 ) -> pl.DataFrame | None:
-    """`as_of_query`'s answer (the same columns, types and values), by binary
+    """`as_of_query`'s answer (the same columns, types and values; per window,
+    only the totals `windowed` names, when given: see `as_of`), by binary
     searches in numpy instead of as-of joins: the table's rows are sorted by key
     then time, so with each key numbered in that order and each time replaced by
     its rank (its position among the table's times sorted), `key number * (rows +
@@ -311,10 +341,11 @@ def _as_of_sorted(
     t_q = at.cast(pl.Int64).fill_null(0).to_numpy()
     held = rows.array(time)
     # Each row's time rank: its position among the table's times sorted. (Equal
-    # times take distinct ranks: a row's rank is below the count of times
-    # preceding an instant exactly when the row's time precedes the instant,
-    # which is all the searches below ask; one key's rows hold distinct times.)
-    by_time = np.argsort(held, kind="stable")
+    # times take distinct ranks, in any order: a row's rank is below the count of
+    # times preceding an instant exactly when the row's time precedes the
+    # instant, which is all the searches below ask; one key's rows hold distinct
+    # times. So numpy's default sort, not a stable one: several times faster.)
+    by_time = np.argsort(held)
     times = held[by_time]
     rank = np.empty(len(held), dtype=np.int64)
     rank[by_time] = np.arange(len(held), dtype=np.int64)
@@ -323,7 +354,7 @@ def _as_of_sorted(
     order = k_held * span + rank  # (sorted: the rows are by key, then time)
     # Searches of sorted values are the fast ones: the queries in time order for
     # the ranks of their instants, in key order for the rows.
-    in_time = None if bool(np.all(t_q[1:] >= t_q[:-1])) else np.argsort(t_q, kind="stable")
+    in_time = None if bool(np.all(t_q[1:] >= t_q[:-1])) else np.argsort(t_q)
     needles = []
     for width in [dt.timedelta(0), *windows.values()]:
         instant = t_q - width // step
@@ -333,33 +364,52 @@ def _as_of_sorted(
             before = np.empty(len(instant), dtype=np.int64)
             before[in_time] = np.searchsorted(times, instant[in_time], side="left")
         needles.append(k_q * span + before)
-    in_key = pl.Series(needles[0]).arg_sort().to_numpy()  # (ties: any order will do)
+    # The rows are searched and read in key order (the needles sorted: the
+    # searches and the reads of the table's columns go forward), and the answers
+    # put back in query order once, column by column.
+    in_key = np.argsort(needles[0])  # (ties: any order will do)
+    k_s, asked_s = k_q[in_key], asked[in_key]
+    names = {"__cum_n": "n", **{f"__cum_{c}": c for c in table.sums}}
+    # (the windows read the counts and sums only, those wanted: the first sighting
+    # is `now`'s)
+    in_windows = [c for c in names if windowed is None or names[c] in windowed]
     got: dict[str, list[np.ndarray]] = {c: [] for c in cols}
-    found0 = asked
+    found0 = asked_s
     for i, needle in enumerate(needles):
-        p = np.empty(len(needle), dtype=np.int64)
-        p[in_key] = np.searchsorted(order, needle[in_key], side="left") - 1
-        found = asked & (p >= 0)
+        p = np.searchsorted(order, needle[in_key], side="left") - 1
+        found = asked_s & (p >= 0)
         p = np.maximum(p, 0)
-        found &= k_held[p] == k_q
+        found &= k_held[p] == k_s
         if i == 0:
             found0 = found
-        # (the windows read the counts and sums only: the first sighting is `now`'s)
-        for c in cols if i == 0 else [c for c in cols if c != "__first"]:
+        for c in cols if i == 0 else in_windows:
             values = rows.array(c)
             got[c].append(np.where(found, values[p], 0).astype(values.dtype, copy=False))
-    names = {"__cum_n": "n", **{f"__cum_{c}": c for c in table.sums}}
+
+    def in_query_order(values: np.ndarray) -> np.ndarray:
+        placed = np.empty_like(values)
+        placed[in_key] = values
+        return placed
+
     out = [
-        pl.Series(f"{prefix}_n", got["__cum_n"][0], dtype=schema["__cum_n"]),
-        pl.Series(f"{prefix}_first", got["__first"][0])
-        .scatter(np.flatnonzero(~found0), None)
+        pl.Series(f"{prefix}_n", in_query_order(got["__cum_n"][0]), dtype=schema["__cum_n"]),
+        pl.Series(f"{prefix}_first", in_query_order(got["__first"][0]))
+        .scatter(in_key[~found0], None)
         .cast(schema["__first"]),
-        *[pl.Series(f"{prefix}_{names[c]}", got[c][0], dtype=schema[c]) for c in cols[2:]],
+        *[
+            pl.Series(f"{prefix}_{names[c]}", in_query_order(got[c][0]), dtype=schema[c])
+            for c in cols[2:]
+        ],
     ]
     for i, label in enumerate(windows, start=1):
         out += [
-            pl.Series(f"{prefix}_{name}_{label}", got[c][0] - got[c][i], dtype=schema[c])
+            pl.Series(
+                f"{prefix}_{name}_{label}",
+                in_query_order(got[c][0] - got[c][i]),
+                dtype=schema[c],
+            )
             for c, name in names.items()
+            if c in in_windows
         ]
     return pl.DataFrame(out)
 
@@ -388,7 +438,15 @@ def prepare(ships: pl.DataFrame, tables: Tables) -> pl.DataFrame:
     cols: list[pl.Series] = [ships["shipment_id"]]
     for role in ROLES:
         key = f"{role}_key"
-        seen = as_of(ships, key, "declared_at", tables.seen[role], windows=WINDOWS, prefix=role)
+        seen = as_of(
+            ships,
+            key,
+            "declared_at",
+            tables.seen[role],
+            windows=WINDOWS,
+            prefix=role,
+            windowed=("n",),  # (`_kept`: the counts per window, not the sums)
+        )
         insp = as_of_query(
             ships, key, "declared_at", tables.inspections[role], prefix=f"{role}_insp"
         )

@@ -80,6 +80,42 @@ def test_sorted_as_of_equals_the_as_of_join(seed: int) -> None:
     )
 
 
+WINDOWED: list[tuple[str, ...] | None] = [None, (), ("n",), ("x",), ("y", "n"), ("n", "x", "y")]
+
+
+@pytest.mark.parametrize("windowed", WINDOWED)
+@pytest.mark.parametrize("seed", range(12))
+def test_only_the_windows_asked_are_computed(seed: int, windowed: tuple[str, ...] | None) -> None:
+    """`windowed`: the sorted answer and `as_of` leave out the window columns of
+    the totals not named, and give the others as the join does."""
+    rng = random.Random(seed)
+    keys = [None, *(f"party-{i}" for i in range(rng.choice([1, 3, 30])))]
+    table = _table(rng, keys)
+    queries = _queries(rng, keys)
+    windows = {"w1": dt.timedelta(minutes=7), "w2": dt.timedelta(minutes=60 * 24)}
+    want = as_of_query(queries, "key", "at", table, windows=windows, prefix="p")
+    if windowed is not None:
+        want = want.drop(
+            f"p_{name}_{label}"
+            for name in ("n", "x", "y")
+            if name not in windowed
+            for label in windows
+        )
+    got = trader._as_of_sorted(queries, "key", "at", table, windows, "p", windowed)
+    assert got is not None
+    assert_frame_equal(got, want, check_exact=True)
+    answer = trader.as_of(
+        queries, "key", "at", table, windows=windows, prefix="p", windowed=windowed
+    )
+    assert_frame_equal(answer, want, check_exact=True)
+    # (the join answers a table with appended rows: its columns left out alike)
+    table.append(table.frame().tail(1).select("k", "t").with_columns(x=pl.lit(0), y=pl.lit(0.0)))
+    answer = trader.as_of(
+        queries, "key", "at", table, windows=windows, prefix="p", windowed=windowed
+    )
+    assert answer.columns == want.columns
+
+
 def test_tables_with_appended_rows_are_answered_by_the_join() -> None:
     rng = random.Random(7)
     keys = ["a", "b", "c"]
@@ -109,3 +145,14 @@ def test_contacts_normalised_per_distinct_value_equal_the_expression(contact: st
     assert_frame_equal(trader._normalised_column(frame, contact).to_frame(), want, check_exact=True)
     nulls = pl.DataFrame({f"consignee_{contact}": [None] * 40}, schema=frame.schema)
     assert trader._normalised_column(nulls, contact).null_count() == 40
+
+
+def test_contact_form_removes_what_removing_each_other_character_removes() -> None:
+    """`_normalise` drops runs of non-word characters at once: the form that
+    dropping them one by one (`[^\\w]`) gives, on strange and random strings."""
+    rng = random.Random(11)
+    alphabet = [c for s in STRANGE if s for c in s] + list(" .,-()+/\t\n_")
+    strings = [*STRANGE, *("".join(rng.choices(alphabet, k=rng.randrange(30))) for _ in range(500))]
+    frame = pl.DataFrame({"c": strings}, schema={"c": pl.String})
+    want = frame.select(pl.col("c").str.to_lowercase().str.replace_all(r"[^\w]", ""))
+    assert_frame_equal(frame.select(trader._normalise(pl.col("c"))), want, check_exact=True)
