@@ -5,8 +5,8 @@ Every change of operational state is written with its audit entry in the same
 transaction (`audit`): the writer takes `db.write_lock`, reads the chain's head,
 appends, and the caller commits both together.
 
-The package's modules, in the order they build on each other: `_core`, `audit_log`,
-`rules`, `shipments`, `travellers`, `queues`, `decisions`, `watchlists`,
+The package's modules, in the order they build on each other: `combining`, `_core`,
+`audit_log`, `rules`, `shipments`, `travellers`, `queues`, `decisions`, `watchlists`,
 `apply_rules`.
 """
 

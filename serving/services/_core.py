@@ -9,7 +9,7 @@ import json
 import math
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -21,6 +21,10 @@ from serving import audit_chain
 from serving.history import HistoryStore
 from serving.rules_engine import Rule
 from serving.scoring import ModelHolder
+from serving.services.combining import Combiner
+
+if TYPE_CHECKING:
+    from serving.services.shipments import Single, StoredShipment
 
 PERSONAL_FIELDS = tuple(c.name for c in TRAVELLERS.columns if c.personal)
 MASK = "***"
@@ -142,6 +146,9 @@ class Services:
     queue: QueueSettings = field(default_factory=QueueSettings)
     _rules_cache: tuple[int, list[Rule]] | None = None
     _export_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Concurrent single-shipment ingests, scored and stored together
+    # (`serving.services.shipments.ingest_shipments`).
+    shipment_combiner: Combiner[Single, list[StoredShipment]] = field(default_factory=Combiner)
 
     def capacity(self, office: str) -> int:
         return int(self.queue.office_capacities.get(office, self.queue.queue_capacity))

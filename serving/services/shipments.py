@@ -311,6 +311,7 @@ def ingest_shipments(
     actor: str,
     *,
     retry: bool = True,
+    combine: bool = True,
 ) -> tuple[list[StoredShipment], list[StoredShipment], list[Conflict]]:
     """Score and store shipments. Returns (stored, unchanged, conflicts).
 
@@ -321,7 +322,20 @@ def ingest_shipments(
     history (validated/) is never replaced: the same content again is a conflict
     saying it is known (it has no stored score to return). When another request
     stores one of the ids at the same time, the ingest is tried once more, which then
-    answers those as stored ones."""
+    answers those as stored ones.
+
+    One new shipment (a request of one record, after the checks above, which stay
+    the request's own) is handed to `Services.shipment_combiner` (`combine`, on the
+    first try): shipments of single-shipment requests that arrive together are
+    scored in one pass and written in one transaction by one of those requests,
+    the group's leader, in its own session (`_store_group`), as a batch's are; each
+    request gets its own shipment's result, and each audit entry names its own
+    request's actor. A request alone in its group stores its shipment as before
+    (`_store_fresh`, in its own session). A request whose shipment its group did not
+    store (another of the group has the same id or a goods line of the same
+    item_id, the group has a late arrival, or its storing failed) is ingested again
+    alone, checks included, in its own session, without combining, once its group
+    is done (so it sees what the group stored)."""
     unchanged: list[StoredShipment] = []
     conflicts: list[Conflict] = []
     fresh: list[Prepared] = []
@@ -379,22 +393,19 @@ def ingest_shipments(
         claimed.update((str(line["item_id"]), sid) for line in p.items)
         fresh.append(p)
     stored: list[StoredShipment] = []
+    alone = False  # (its combined group did not store the one shipment: see below)
     if fresh:
         try:
-            together = _store_sequence(session, services, fresh, actor)
-            if together is not None:
-                stored = together
-            else:  # (some declared before the state's latest: those run by run, as
-                # before, then the others in one pass: see `_late_first`)
-                late, on_time = _late_first(services, fresh)
-                for run in in_sequence(late) if late else []:
-                    stored += _store_shipments(session, services, run, actor)
-                rest = _store_sequence(session, services, on_time, actor) if late else None
-                if rest is not None:
-                    stored += rest
-                else:
-                    for run in in_sequence(on_time) if on_time else []:
-                        stored += _store_shipments(session, services, run, actor)
+            if combine and retry and len(prepared) == 1 and len(fresh) == 1:
+                combined = services.shipment_combiner.submit(
+                    Single(fresh[0], actor),
+                    lambda group: _store_group(session, services, group),
+                    lambda: _store_fresh(session, services, fresh, actor, stored),
+                )
+                alone = combined is None
+                stored = combined or []
+            else:
+                _store_fresh(session, services, fresh, actor, stored)
         except IntegrityError:
             session.rollback()
             if not retry:
@@ -409,6 +420,8 @@ def ingest_shipments(
             )
             ours = [u for u in now_unchanged if u.shipment.shipment_id not in done]
             return [*stored, *now_stored], ours, now_conflicts
+    if alone:  # (the path of one shipment, as without combining, checks included)
+        return ingest_shipments(session, services, prepared, actor, combine=False)
     by_id = {s.shipment.shipment_id: s for s in [*stored, *unchanged]}
     refused = {c.record_id: c for c in conflicts if c.earlier is None}
     for i, sid in repeats:
@@ -418,6 +431,100 @@ def ingest_shipments(
             conflicts.append(refused[sid]._replace(position=i, earlier=first[sid][0]))
     conflicts.sort(key=lambda c: c.position)
     return stored, unchanged, conflicts
+
+
+class Single(NamedTuple):
+    """A new shipment of a single-shipment request, and who sent it (an item of
+    `Services.shipment_combiner`)."""
+
+    prepared: Prepared
+    actor: str
+
+
+def _store_fresh(
+    session: Session,
+    services: Services,
+    fresh: Sequence[Prepared],
+    actor: str,
+    stored: list[StoredShipment],
+) -> list[StoredShipment]:
+    """Score and store the new shipments of a request (checked by `ingest_shipments`),
+    appending what is stored to `stored` (so that the caller knows what was stored
+    should a later run raise), and return `stored`. In one pass when they can be
+    (`_store_sequence`); else late arrivals run by run, then the others."""
+    together = _store_sequence(session, services, fresh, actor)
+    if together is not None:
+        stored += together
+        return stored
+    # (some declared before the state's latest: those run by run, as before, then
+    # the others in one pass: see `_late_first`)
+    late, on_time = _late_first(services, fresh)
+    for run in in_sequence(late) if late else []:
+        stored += _store_shipments(session, services, run, actor)
+    rest = _store_sequence(session, services, on_time, actor) if late else None
+    if rest is not None:
+        stored += rest
+    else:
+        for run in in_sequence(on_time) if on_time else []:
+            stored += _store_shipments(session, services, run, actor)
+    return stored
+
+
+def _store_group(
+    session: Session, services: Services, group: Sequence[Single]
+) -> list[list[StoredShipment] | None]:
+    """Store the shipments of concurrent single-shipment requests together (the
+    `group` of `Services.shipment_combiner`, processed by its leader in the leader's
+    session): one pass and one transaction (`_store_sequence`), each audit entry
+    naming its own request's actor. Returns, per request, its stored shipment, or
+    None for those left to their own path (`ingest_shipments` ingests them again
+    alone): a shipment whose id or a goods line's item_id an earlier one of the
+    group has, one whose id or item_id was stored meanwhile (by another request:
+    its checks ran before it waited), and all of them when fewer than two are left
+    or `_store_sequence` declines the group (a late arrival).
+    Exceptions reach the combiner (every request then takes its own path), after
+    the leader's session is rolled back."""
+    out: list[list[StoredShipment] | None] = [None] * len(group)
+    try:
+        ids: set[str] = set()
+        item_ids: set[str] = set()
+        chosen: list[int] = []
+        for k, one in enumerate(group):
+            sid = str(one.prepared.record["shipment_id"])
+            lines = {str(line["item_id"]) for line in one.prepared.items}
+            if sid in ids or not item_ids.isdisjoint(lines):
+                continue
+            ids.add(sid)
+            item_ids |= lines
+            chosen.append(k)
+        # (the checks of `ingest_shipments` ran before the request waited: what was
+        # stored meanwhile, an id or a goods line's item_id, leaves it to its own path)
+        taken = {str(sid) for sid, _ in session.execute(_STORED_HASHES, {"ids": sorted(ids)})}
+        owners = services.history.item_owners(item_ids)
+        chosen = [
+            k
+            for k in chosen
+            if str(group[k].prepared.record["shipment_id"]) not in taken
+            and _taken_item(group[k].prepared, owners, {}) is None
+        ]
+        if len(chosen) < 2:
+            return out
+        together = _store_sequence(
+            session,
+            services,
+            [group[k].prepared for k in chosen],
+            [group[k].actor for k in chosen],
+        )
+    except BaseException:
+        session.rollback()
+        raise
+    if together is None:
+        return out
+    by_id = {s.shipment.shipment_id: s for s in together}
+    for k in chosen:
+        found = by_id.get(str(group[k].prepared.record["shipment_id"]))
+        out[k] = None if found is None else [found]
+    return out
 
 
 def in_sequence(fresh: Sequence[Prepared]) -> list[list[Prepared]]:
@@ -543,7 +650,7 @@ def _store_shipments(
 
 
 def _store_sequence(
-    session: Session, services: Services, fresh: Sequence[Prepared], actor: str
+    session: Session, services: Services, fresh: Sequence[Prepared], actor: str | Sequence[str]
 ) -> list[StoredShipment] | None:
     """Score and store the new shipments of a request in one pass and one
     transaction: their features come from the state with the shipments appended
@@ -553,12 +660,15 @@ def _store_sequence(
     them after the commit. None (nothing done) when one is declared before the
     newest shipment the state holds (a late arrival: `in_sequence` runs are
     scored as before). Should the storing fail, the state, which took the
-    shipments, is dropped (rebuilt from the history on next use).
+    shipments, is dropped (rebuilt from the history on next use). `actor`: who
+    sent them, or one per shipment (of `fresh`: its audit entry names it).
     Raises IntegrityError (rolled back by the caller) when an id was taken meanwhile."""
     if len(fresh) < 2:
         return None  # (one shipment: the online path)
     handle = services.holder.handle
-    ordered = sorted(fresh, key=lambda p: _utc(p.record["declared_at"]))  # (stable)
+    order = sorted(range(len(fresh)), key=lambda i: _utc(fresh[i].record["declared_at"]))
+    ordered = [fresh[i] for i in order]  # (stable)
+    actors = actor if isinstance(actor, str) else [actor[i] for i in order]
     try:
         ships, items = _frames(ordered)
     except (pl.exceptions.PolarsError, OverflowError) as exc:
@@ -575,7 +685,7 @@ def _store_sequence(
             scored = score_shipments(
                 ships, items, state, handle, rules, extras=_extras_of(ordered), features=feats
             )
-        out = _write_scored(session, ordered, scored, actor)
+        out = _write_scored(session, ordered, scored, actors)
     except ModelInputError as exc:
         services.history.drop_state(taken)
         raise ServiceError(503, str(exc)) from None
@@ -587,7 +697,10 @@ def _store_sequence(
 
 
 def _write_scored(
-    session: Session, fresh: Sequence[Prepared], scored: Sequence[Scored], actor: str
+    session: Session,
+    fresh: Sequence[Prepared],
+    scored: Sequence[Scored],
+    actor: str | Sequence[str],
 ) -> list[StoredShipment]:
     """Write scored shipments with their lines, scores, rule hits and audit entries,
     and commit (as `_store_shipments` does), in one transaction: one Core INSERT per
@@ -596,8 +709,16 @@ def _write_scored(
     scores (RETURNING their ids), the rule hits and the audit entries (chained in one
     loop: `audit_many`). The rows are those the ORM objects of `_score_row` and
     `_record_score` would write; the shipments are returned as (transient) ORM
-    objects of the rows written."""
+    objects of the rows written, holding every value `shipment_out` reads (they
+    are in no session: nothing is loaded later, from any thread). `actor`: the
+    audit entries' actor, or one per shipment of `fresh`."""
     by_id = {p.record["shipment_id"]: p for p in fresh}
+    one = actor if isinstance(actor, str) else None
+    actor_of = (
+        {}
+        if one is not None
+        else {p.record["shipment_id"]: a for p, a in zip(fresh, actor, strict=True)}
+    )
     received = now()
     ships: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
@@ -651,7 +772,7 @@ def _write_scored(
         [
             AuditItem(
                 "score",
-                actor,
+                one if one is not None else actor_of[s.shipment_id],
                 _score_entry_payload(
                     s, ids[s.shipment_id], plain_vector_hash(row["feature_vector"])
                 ),
