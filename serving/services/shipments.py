@@ -333,7 +333,7 @@ def ingest_shipments(
     request's actor. A request alone in its group stores its shipment as before
     (`_store_fresh`, in its own session). A request whose shipment its group did not
     store (another of the group has the same id or a goods line of the same
-    item_id, the group has a late arrival, or its storing failed) is ingested again
+    item_id, it is a late arrival, or its group's storing failed) is ingested again
     alone, checks included, in its own session, without combining, once its group
     is done (so it sees what the group stored)."""
     unchanged: list[StoredShipment] = []
@@ -480,8 +480,10 @@ def _store_group(
     None for those left to their own path (`ingest_shipments` ingests them again
     alone): a shipment whose id or a goods line's item_id an earlier one of the
     group has, one whose id or item_id was stored meanwhile (by another request:
-    its checks ran before it waited), and all of them when fewer than two are left
-    or `_store_sequence` declines the group (a late arrival).
+    its checks ran before it waited), a late arrival (declared before the newest
+    shipment the feature state holds: `_late_first`), and all of them when fewer
+    than two are left or `_store_sequence` declines the group (the state took a
+    newer shipment meanwhile, from a request stored by its own path).
     Exceptions reach the combiner (every request then takes its own path), after
     the leader's session is rolled back."""
     out: list[list[StoredShipment] | None] = [None] * len(group)
@@ -507,6 +509,10 @@ def _store_group(
             if str(group[k].prepared.record["shipment_id"]) not in taken
             and _taken_item(group[k].prepared, owners, {}) is None
         ]
+        # (late arrivals, declared before the newest shipment the feature state
+        # holds, are scored one by one, by their own path: the others still together)
+        late = {id(p) for p in _late_first(services, [group[k].prepared for k in chosen])[0]}
+        chosen = [k for k in chosen if id(group[k].prepared) not in late]
         if len(chosen) < 2:
             return out
         together = _store_sequence(

@@ -404,3 +404,48 @@ def test_the_combiner_hands_each_its_own_result_and_the_lead_on() -> None:
     assert combiner.combined == sum(r is not None and r.startswith("g") for r in results)
     assert combiner.groups == len(sizes) and combiner.largest <= 4
     assert not combiner._leading and not combiner._queue
+
+
+@pytest.mark.usefixtures("slow_alone")
+def test_late_arrivals_leave_their_group_and_the_others_are_stored_together(
+    world: Path, samples: Samples, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipment declared before the newest one the feature state holds (a late
+    arrival: normal when offices send out of order) is stored by its own path; the
+    others of its group are still stored together, and every request gets 201."""
+    answered: list[tuple[list[bool], list[bool]]] = []  # per group: late?, answered?
+    real = shipments_module._store_group
+
+    def spy(session: Any, services: Any, group: Any) -> Any:
+        out = real(session, services, group)
+        late = [one.prepared.record["declared_at"] < AT + dt.timedelta(hours=1) for one in group]
+        answered.append((late, [r is not None for r in out]))
+        return out
+
+    monkeypatch.setattr(shipments_module, "_store_group", spy)
+    records = _records(samples, "L", 9)
+    first, rest = records[0], records[1:]
+    for k, record in enumerate(rest):  # (every other one declared before `first`)
+        hours = 0 if k % 2 else 2
+        record["declared_at"] = (AT + dt.timedelta(hours=hours)).isoformat()
+    first["declared_at"] = (AT + dt.timedelta(hours=1)).isoformat()
+    posts = _posts(rest)
+    with _served(world, tmp_path / "late") as (app, base):
+        headers = {"Authorization": f"Bearer {_token(base, Role.analyst)}"}
+        assert httpx.post(f"{base}{API}/shipments", json=first, headers=headers).status_code == 201
+        answers = _post_concurrently(base, posts)
+        rows = _stored_rows(app, [r["shipment_id"] for r in records])
+        with app.state.session_factory() as session:
+            _n, result, broken = verify_audit(session)
+    assert result.ok, (result, broken)
+    assert [a.status_code for a in answers] == [201] * len(rest), [a.text for a in answers]
+    for (role, record), answer in zip(posts, answers, strict=True):
+        row = rows[record["shipment_id"]]
+        assert row["shipments"] == 1 and len(row["scores"]) == 1, record["shipment_id"]
+        assert row["actors"] == [username_for(role)]
+        assert answer.json()["score_id"] == row["scores"][0]["id"]
+    mixed = [(late, got) for late, got in answered if any(late) and sum(not x for x in late) >= 2]
+    assert mixed, answered  # (a group held a late arrival and two others)
+    for late, got in answered:
+        on_time = sum(not x for x in late)
+        assert got == [not x and on_time >= 2 for x in late], (late, got)
