@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -25,6 +25,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -178,6 +180,60 @@ def make_metrics() -> Metrics:
             "caravan_model_loaded", "1 when a scoring model is loaded", registry=registry
         ),
     )
+
+
+class ServicesCollector(Collector):
+    """Figures of the running services, read at each scrape (nothing is counted
+    twice: the services keep their own counts): the feature state's background
+    rebuilds (a stream of late arrivals keeps one going: see
+    `serving.history.HistoryStore`) and the single-shipment ingests stored together
+    (`Services.shipment_combiner`). Nothing before the services are built."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        services = getattr(self.app.state, "services", None)
+        if services is None:
+            return
+        history = services.history
+        yield GaugeMetricFamily(
+            "caravan_feature_state_current",
+            "1 when the feature state holds every row recorded (0: rows that arrived "
+            "out of order wait for a background rebuild, or the state is not built)",
+            value=float(history.state_current),
+        )
+        yield GaugeMetricFamily(
+            "caravan_feature_state_rebuilding",
+            "1 while a background rebuild of the feature state runs or waits to run",
+            value=float(history.rebuilding),
+        )
+        yield CounterMetricFamily(
+            "caravan_feature_state_rebuilds",
+            "Background rebuilds of the feature state completed",
+            value=history.rebuilds,
+        )
+        yield GaugeMetricFamily(
+            "caravan_feature_state_last_rebuild_seconds",
+            "How long the last background rebuild of the feature state took",
+            value=history.last_rebuild_seconds,
+        )
+        combiner = services.shipment_combiner
+        yield CounterMetricFamily(
+            "caravan_ingest_groups",
+            "Groups of concurrent single-shipment ingests scored and stored together",
+            value=combiner.groups,
+        )
+        yield CounterMetricFamily(
+            "caravan_ingest_combined_requests",
+            "Single-shipment ingests answered from a group stored together",
+            value=combiner.combined,
+        )
+        yield GaugeMetricFamily(
+            "caravan_ingest_largest_group",
+            "The largest group of concurrent single-shipment ingests so far",
+            value=combiner.largest,
+        )
 
 
 class MetricsMiddleware:
@@ -385,6 +441,7 @@ def create_app(
     app.state.serving = serving
     app.state.model = None
     metrics = make_metrics()
+    metrics.registry.register(ServicesCollector(app))
     app.state.metrics = metrics
 
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -191,6 +191,7 @@ class HistoryStore:
         # Builds a scoring did itself (the first state only) and background rebuilds done.
         self.inline_builds = 0
         self.rebuilds = 0
+        self.last_rebuild_seconds = 0.0  # (how long the last background rebuild took)
 
     def _keys(self, table: str, frame: pl.DataFrame, column: str) -> set[Any]:
         held = self._held.get((table, column))
@@ -286,6 +287,7 @@ class HistoryStore:
             self._state = state
         self.rebuilds += 1
         took = time.monotonic() - started
+        self.last_rebuild_seconds = took
         # (a stream of late rows keeps at most half a core busy rebuilding)
         self._next_rebuild = time.monotonic() + max(self.rebuild_gap_seconds, took)
         log.info(

@@ -19,6 +19,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -253,3 +254,13 @@ def api_on(db_url: str, world: Path, tmp_path: Path) -> Iterator[Api]:
 def world_api(db_url: str, tmp_path: Path, world: Path) -> Iterator[Api]:
     with api_on(db_url, world, tmp_path) as api:
         yield api
+
+
+def scraped(text: str) -> dict[str, float]:
+    """The unlabelled samples of a /metrics page, by name."""
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }

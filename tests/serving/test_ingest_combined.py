@@ -37,6 +37,7 @@ from tests.serving.conftest import (
     build_app,
     password_for,
     payload,
+    scraped,
     username_for,
     uvicorn_server,
 )
@@ -241,8 +242,12 @@ def test_concurrent_single_ingests_are_stored_together_as_one_at_a_time(
         answers = _post_concurrently(base, posts)
         combiner = app.state.services.shipment_combiner
         _check_answers(app, posts, answers, reference)
+        metrics = scraped(httpx.get(f"{base}/metrics").text)
     # (requests were combined: the test cannot pass on the path of one alone)
     assert combiner.combined >= 2 and combiner.largest >= 2, vars(combiner)
+    assert metrics["caravan_ingest_groups_total"] == combiner.groups
+    assert metrics["caravan_ingest_combined_requests_total"] == combiner.combined
+    assert metrics["caravan_ingest_largest_group"] == combiner.largest
     assert combiner.largest <= THREADS
 
 

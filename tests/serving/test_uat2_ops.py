@@ -38,7 +38,7 @@ from serving.auth import Role
 from serving.history import HistoryStore, frame_of
 from serving.server_lock import DeploymentInUseError, deployment_lock
 from tests.conftest import ROOT
-from tests.serving.conftest import Api, Samples, payload
+from tests.serving.conftest import Api, Samples, payload, scraped
 
 CARAVAN = (sys.executable, "-m", "pipelines")
 
@@ -107,6 +107,9 @@ def test_a_late_shipment_is_scored_at_once_and_reaches_the_history_in_the_backgr
         assert ready["feature_state_ready"] is True, ready
 
     a, b = "Zhetisu Late Arrival Ops Test LLP", "Kapshagay Other Party Ops Test LLP"
+    before = scraped(api.client.get("/metrics").text)
+    assert before["caravan_feature_state_current"] == 1.0
+    assert before["caravan_feature_state_rebuilds_total"] == 0.0
     post("LATE-ORD-1", base, b)
     post("LATE-ORD-2", base + dt.timedelta(minutes=1), a)
     post("LATE-LATE-1", base - dt.timedelta(minutes=30), a)  # declared before as_of
@@ -132,6 +135,12 @@ def test_a_late_shipment_is_scored_at_once_and_reaches_the_history_in_the_backgr
     assert builds, "the late shipment never reached the state"
     assert set(builds) == {"caravan-feature-state-rebuild"}, builds
     assert store.inline_builds == 1 and store.rebuilds >= 1
+    # Operators see the rebuilds on /metrics (a stream of late arrivals keeps one going).
+    after = scraped(api.client.get("/metrics").text)
+    assert after["caravan_feature_state_rebuilds_total"] == store.rebuilds
+    assert after["caravan_feature_state_current"] == 1.0
+    assert after["caravan_feature_state_rebuilding"] == 0.0
+    assert after["caravan_feature_state_last_rebuild_seconds"] > 0.0
 
 
 def _window(full: History, start: float, end: float) -> History:
