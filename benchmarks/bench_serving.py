@@ -520,16 +520,13 @@ def run_caravan(
         f"{'':<34} {'conns':>5} {'requests':>8} {'rate':>10} {'':<8}{'p50 ms':>9} {'p99 ms':>9}"
     )
 
-    def bodies(pool: list[dict[str, Any]], n: int) -> list[bytes]:
+    def bodies(
+        pool: list[dict[str, Any]], n: int, step: dt.timedelta = dt.timedelta(0)
+    ) -> list[bytes]:
+        """`n` copies of `pool`'s shipments, declared an hour after the last ones,
+        each `step` after the one before (none: at one instant)."""
         nonlocal at
         at = at + dt.timedelta(hours=1)
-        return [json.dumps(templates.copy(pool[i % len(pool)], at)).encode() for i in range(n)]
-
-    def bodies_in_order(pool: list[dict[str, Any]], n: int) -> list[bytes]:
-        """(a'): each declared `--single-spread-ms` after the previous one."""
-        nonlocal at
-        at = at + dt.timedelta(hours=1)
-        step = dt.timedelta(milliseconds=args.single_spread_ms)
         out = [
             json.dumps(templates.copy(pool[i % len(pool)], at + i * step)).encode()
             for i in range(n)
@@ -558,7 +555,7 @@ def run_caravan(
         summary[f"o{most}"] = load(
             port,
             f"{API}/shipments",
-            bodies_in_order(green, args.requests),
+            bodies(green, args.requests, dt.timedelta(milliseconds=args.single_spread_ms)),
             auth,
             most,
             args.seconds,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 from argon2 import PasswordHasher
@@ -239,15 +240,43 @@ def payload(
     return dict(jsonable(ship))
 
 
-@contextmanager
-def api_on(db_url: str, world: Path, tmp_path: Path) -> Iterator[Api]:
-    """The app on a copy of `world` and the database `db_url`, with users of every role."""
+def app_on(db_url: str | None, world: Path, tmp_path: Path) -> FastAPI:
+    """The app on a copy of `world` (`tmp_path`/data) and the database `db_url` (None:
+    the copy's own SQLite file)."""
     data = tmp_path / "data"
     shutil.copytree(world, data)
-    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
+    url = db_url or f"sqlite:///{data / 'caravan.db'}"
+    return build_app(url, data, max_body_bytes=2 * 1024 * 1024)
+
+
+@contextmanager
+def api_on(db_url: str | None, world: Path, tmp_path: Path) -> Iterator[Api]:
+    """The app of `app_on`, with users of every role."""
+    app = app_on(db_url, world, tmp_path)
     with TestClient(app) as client:
         add_users(app)
         yield Api(app, client)
+
+
+@contextmanager
+def served_on(db_url: str | None, world: Path, tmp_path: Path) -> Iterator[tuple[FastAPI, str]]:
+    """The app of `app_on` served by uvicorn on loopback, with users of every role:
+    the app and its base URL."""
+    app = app_on(db_url, world, tmp_path)
+    with uvicorn_server(app) as base:
+        add_users(app)
+        yield app, base
+
+
+def bearer(client: httpx.Client, role: Role) -> dict[str, str]:
+    """The Authorization header of `role`'s user, signed in over HTTP (`client`: an
+    httpx client with the server's base URL)."""
+    r = client.post(
+        "/api/v1/auth/login",
+        data={"username": username_for(role), "password": password_for(role)},
+    )
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
 
 
 @pytest.fixture

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -31,15 +27,13 @@ from serving.orm import AuditLog, Item, Score, Shipment
 from serving.services import shipments as shipments_module
 from serving.services import verify_audit
 from tests.serving.conftest import (
-    Api,
     Samples,
-    add_users,
-    build_app,
-    password_for,
+    api_on,
+    bearer,
     payload,
     scraped,
+    served_on,
     username_for,
-    uvicorn_server,
 )
 
 API = "/api/v1"
@@ -65,36 +59,13 @@ def _records(samples: Samples, tag: str, n: int = N) -> list[dict[str, Any]]:
     return out
 
 
-def _app(world: Path, root: Path) -> FastAPI:
-    data = root / "data"
-    shutil.copytree(world, data)
-    return build_app(f"sqlite:///{data / 'caravan.db'}", data, max_body_bytes=2 * 1024 * 1024)
-
-
-@contextmanager
-def _served(world: Path, root: Path) -> Iterator[tuple[FastAPI, str]]:
-    """A copy of `world` served by uvicorn on loopback (SQLite file), with users."""
-    app = _app(world, root)
-    with uvicorn_server(app) as base:
-        add_users(app)
-        yield app, base
-
-
-def _token(base: str, role: Role) -> str:
-    r = httpx.post(
-        f"{base}{API}/auth/login",
-        data={"username": username_for(role), "password": password_for(role)},
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["access_token"])
-
-
 def _post_concurrently(
     base: str, posts: list[tuple[Role, dict[str, Any]]], threads: int = THREADS
 ) -> list[httpx.Response]:
     """Each (sender, record) as `POST /shipments`, from `threads` threads at once
     (one keep-alive connection each); the answers in the order of `posts`."""
-    tokens = {role: _token(base, role) for role in {role for role, _r in posts}}
+    with httpx.Client(base_url=base) as client:
+        headers_of = {role: bearer(client, role) for role in {role for role, _r in posts}}
     local = threading.local()
     clients: list[httpx.Client] = []
     lock = threading.Lock()
@@ -107,8 +78,7 @@ def _post_concurrently(
                 clients.append(local.client)
             start.wait(timeout=30)
         role, record = post
-        headers = {"Authorization": f"Bearer {tokens[role]}"}
-        return local.client.post(f"{API}/shipments", json=record, headers=headers)
+        return local.client.post(f"{API}/shipments", json=record, headers=headers_of[role])
 
     try:
         with ThreadPoolExecutor(threads) as pool:
@@ -169,15 +139,13 @@ def _stored_rows(app: FastAPI, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def _one_at_a_time(world: Path, root: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The stored rows of `records` sent one at a time to a fresh copy of `world`."""
-    app = _app(world, root)
-    with TestClient(app) as client:
-        add_users(app)
-        headers = Api(app, client).headers(Role.analyst)
+    with api_on(None, world, root) as api:
+        headers = api.headers(Role.analyst)
         for record in records:
-            one = client.post(f"{API}/shipments", json=record, headers=headers)
+            one = api.client.post(f"{API}/shipments", json=record, headers=headers)
             assert one.status_code == 201, one.text
-        assert app.state.services.shipment_combiner.combined == 0
-        return _stored_rows(app, [r["shipment_id"] for r in records])
+        assert api.app.state.services.shipment_combiner.combined == 0
+        return _stored_rows(api.app, [r["shipment_id"] for r in records])
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -238,7 +206,7 @@ def test_concurrent_single_ingests_are_stored_together_as_one_at_a_time(
     records = _records(samples, "A")
     reference = _one_at_a_time(world, tmp_path / "one", records)
     posts = _posts(records)
-    with _served(world, tmp_path / "together") as (app, base):
+    with served_on(None, world, tmp_path / "together") as (app, base):
         answers = _post_concurrently(base, posts)
         combiner = app.state.services.shipment_combiner
         _check_answers(app, posts, answers, reference)
@@ -285,7 +253,7 @@ def test_a_failing_group_leaves_each_request_to_its_own_path(
 
     monkeypatch.setattr(shipments_module, "_write_scored", failing)
     posts = _posts(records)
-    with _served(world, tmp_path / "together") as (app, base):
+    with served_on(None, world, tmp_path / "together") as (app, base):
         answers = _post_concurrently(base, posts)
         combiner = app.state.services.shipment_combiner
         _check_answers(app, posts, answers, reference)
@@ -318,7 +286,7 @@ def test_concurrent_requests_of_one_id_are_stored_once(
         (Role.analyst, twin),
         (Role.officer, records[2]),
     ]
-    with _served(world, tmp_path / "together") as (app, base):
+    with served_on(None, world, tmp_path / "together") as (app, base):
         answers = _post_concurrently(base, posts, threads=4)
         rows = _stored_rows(app, [r["shipment_id"] for r in [*records, twin]])
     codes = [a.status_code for a in answers]
@@ -355,15 +323,14 @@ def test_a_group_of_one_takes_the_path_of_one(
 
     monkeypatch.setattr(shipments_module, "_store_group", spy)
     records = _records(samples, "S", 3)
-    app = _app(world, tmp_path)
-    with TestClient(app) as client:
-        add_users(app)
-        headers = Api(app, client).headers(Role.officer)
+    with api_on(None, world, tmp_path) as api:
+        headers = api.headers(Role.officer)
         for record in records:
-            assert client.post(f"{API}/shipments", json=record, headers=headers).status_code == 201
-        combiner = app.state.services.shipment_combiner
+            answer = api.client.post(f"{API}/shipments", json=record, headers=headers)
+            assert answer.status_code == 201
+        combiner = api.app.state.services.shipment_combiner
         assert (combiner.groups, combiner.combined, groups) == (0, 0, [])
-        rows = _stored_rows(app, [r["shipment_id"] for r in records])
+        rows = _stored_rows(api.app, [r["shipment_id"] for r in records])
     assert all(row["actors"] == [username_for(Role.officer)] for row in rows.values())
 
 
@@ -435,9 +402,10 @@ def test_late_arrivals_leave_their_group_and_the_others_are_stored_together(
         record["declared_at"] = (AT + dt.timedelta(hours=hours)).isoformat()
     first["declared_at"] = (AT + dt.timedelta(hours=1)).isoformat()
     posts = _posts(rest)
-    with _served(world, tmp_path / "late") as (app, base):
-        headers = {"Authorization": f"Bearer {_token(base, Role.analyst)}"}
-        assert httpx.post(f"{base}{API}/shipments", json=first, headers=headers).status_code == 201
+    with served_on(None, world, tmp_path / "late") as (app, base):
+        with httpx.Client(base_url=base) as client:
+            sent = client.post(f"{API}/shipments", json=first, headers=bearer(client, Role.analyst))
+        assert sent.status_code == 201, sent.text
         answers = _post_concurrently(base, posts)
         rows = _stored_rows(app, [r["shipment_id"] for r in records])
         with app.state.session_factory() as session:

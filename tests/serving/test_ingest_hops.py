@@ -17,7 +17,6 @@ PostgreSQL:
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,12 +36,10 @@ from serving.services.audit_log import audit_report
 from tests.serving.conftest import (
     Api,
     Samples,
-    add_users,
-    build_app,
-    password_for,
+    bearer,
     payload,
+    served_on,
     username_for,
-    uvicorn_server,
 )
 
 API = "/api/v1"
@@ -237,19 +234,8 @@ def test_an_api_key_ingests_in_its_own_name(world_api: Api, samples: Samples) ->
 
 @pytest.fixture
 def served(db_url: str, tmp_path: Path, world: Path) -> Iterator[tuple[Any, str]]:
-    data = tmp_path / "data"
-    shutil.copytree(world, data)
-    app = build_app(db_url, data, max_body_bytes=2 * 1024 * 1024)
-    with uvicorn_server(app) as base:
-        add_users(app)
-        yield app, base
-
-
-def _token(client: httpx.Client, role: Role) -> dict[str, str]:
-    r = client.post(
-        f"{API}/auth/login", data={"username": username_for(role), "password": password_for(role)}
-    )
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+    with served_on(db_url, world, tmp_path) as app_and_base:
+        yield app_and_base
 
 
 def test_concurrent_single_ingests_over_http_are_stored_once(
@@ -257,7 +243,7 @@ def test_concurrent_single_ingests_over_http_are_stored_once(
 ) -> None:
     app, base = served
     with httpx.Client(base_url=base, timeout=120) as client:
-        headers = _token(client, Role.analyst)
+        headers = bearer(client, Role.analyst)
         # 16 shipments, each sent twice (same content), and 4 ids sent with two contents
         jobs: list[tuple[str, dict[str, Any]]] = []
         for i in range(16):
@@ -322,8 +308,8 @@ def test_a_request_waiting_on_the_database_leaves_the_event_loop_free(
     app, base = served
     url = app.state.engine.url.render_as_string(hide_password=False)
     with httpx.Client(base_url=base, timeout=120) as client:
-        headers = _token(client, Role.analyst)
-        auditor = _token(client, Role.auditor)
+        headers = bearer(client, Role.analyst)
+        auditor = bearer(client, Role.auditor)
         release, other = _hold_write_lock(url)
         with ThreadPoolExecutor(1) as pool:
             try:
