@@ -476,8 +476,16 @@ class WatchlistIndex:
     def prime(self, names: Sequence[str | None], *, limit: int, threshold: int) -> None:
         """Screen `names` now (`screen`, any number) and keep their matches for
         `screen_few` (the feature state primes the history's party names: most
-        shipments come from traders seen before)."""
-        queries = list(dict.fromkeys(_as_list(list(names))))
+        shipments come from traders seen before). Names screened before are not
+        screened again (a feature state rebuilt over the same watchlist primes the
+        same names: ~1 s per 20,000 names against the UN list)."""
+        queries = [
+            q
+            for q in dict.fromkeys(_as_list(list(names)))
+            if (q, limit, threshold) not in self.memo
+        ]
+        if not queries:
+            return
         if len(self.memo) + len(queries) > MEMO_SIZE:
             self.memo.clear()
         found: list[list[Match]] = [[] for _ in queries]

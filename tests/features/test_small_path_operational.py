@@ -187,6 +187,7 @@ def _same_operational(
     few = watchlist.operational(ships, source)
     with monkeypatch.context() as m:
         m.setattr(travellers, "SMALL_KEYS", -1)  # no input is small: the frames
+        m.setattr(watchlist, "SMALL", 0)
         frame = watchlist.operational(ships, source)
     assert_frame_equal(few, frame)
     return few

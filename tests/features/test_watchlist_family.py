@@ -119,15 +119,21 @@ def test_no_watchlist_gives_zeros(ships: pl.DataFrame) -> None:
     assert not out["__wl_exact"].any()
 
 
-def test_each_distinct_name_is_screened_once(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["frames", "row by row"])
+def test_each_distinct_name_is_screened_once(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     seen: list[int] = []
-    original = WatchlistIndex.screen
+    # (the frame path screens with `screen`, the row-by-row one with `_screen_few`)
+    method = "screen" if path == "frames" else "_screen_few"
+    original = getattr(WatchlistIndex, method)
 
-    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> pl.DataFrame:
+    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> Any:
         seen.append(len(names))
         return original(self, names, **kwargs)
 
-    monkeypatch.setattr(WatchlistIndex, "screen", counting)
+    monkeypatch.setattr(WatchlistIndex, method, counting)
+    monkeypatch.setattr(watchlist, "_INDEX_CACHE", [])  # (a new index: no name screened yet)
+    if path == "frames":
+        monkeypatch.setattr(watchlist, "SMALL", 0)
     rows = [
         shipment(shipment_id=f"D{i}", consignee_name=["Alpha", "Beta", "Абдуллаев Акмал"][i % 3])
         for i in range(300)
@@ -137,6 +143,36 @@ def test_each_distinct_name_is_screened_once(monkeypatch: pytest.MonkeyPatch) ->
     # Three consignee names, one consignor, one declarant.
     assert seen == [5]
     assert out.filter(pl.col("__wl_exact")).height == 100
+
+
+def test_priming_again_screens_only_names_not_screened_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebuilt feature state primes the history's names again on the same index:
+    those already screened are answered from the memo, only new ones are screened,
+    and every name keeps the matches screening it alone gives."""
+    index = WatchlistIndex.build(WATCH)
+    seen: list[list[str]] = []
+    original = WatchlistIndex.screen
+
+    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> pl.DataFrame:
+        seen.append(list(names))
+        return original(self, names, **kwargs)
+
+    monkeypatch.setattr(WatchlistIndex, "screen", counting)
+    first = ["Абдуллаев Акмал", "Tianshan Machinery LLC", "Nobody Known"]
+    watchlist.prime(index, first)
+    watchlist.prime(index, [*first, "Abdulaev Akmal", "Karimov B."])
+    watchlist.prime(index, first[::-1])
+    assert seen == [first, ["Abdulaev Akmal", "Karimov B."]]
+    alone = WatchlistIndex.build(WATCH)
+    for name in [*first, "Abdulaev Akmal", "Karimov B."]:
+        key = (name, watchlist.MAX_ENTRIES_PER_NAME, watchlist.SCORE_FLOOR)
+        want = alone.screen_few(
+            [name], limit=watchlist.MAX_ENTRIES_PER_NAME, threshold=watchlist.SCORE_FLOOR
+        )
+        assert index.memo[key] == want[0]
+    assert index.memo[(first[0], watchlist.MAX_ENTRIES_PER_NAME, watchlist.SCORE_FLOOR)]
 
 
 def test_point_in_time_and_batch_equals_online(ships: pl.DataFrame) -> None:
