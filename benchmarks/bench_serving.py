@@ -1,7 +1,10 @@
 """Load benchmark of the serving API on loopback, beside bare LightGBM endpoints.
 
 Builds a small trained world in a temporary directory (generate -> validate ->
-watchlist -> features -> train -> promote; or copies one given with --world),
+watchlist -> features -> train -> promote; or copies one given with --world; with
+--champion-size, e.g. 500x63, it then trains and promotes a champion of that many
+trees of up to that many leaves, the size the issue gives for the bare
+`pred_contrib` reference, larger than a synthetic world's early-stopped one),
 starts the Caravan API in a uvicorn subprocess (one worker) and, with the same
 uvicorn settings, a bare FastAPI app that only runs the same LightGBM model on one
 row (`/predict`: `predict`; `/contrib`: `predict(pred_contrib=True)`). Then, at 1
@@ -230,15 +233,50 @@ def prepare_database(data: Path) -> None:
         engine.dispose()
 
 
-def export_model(data: Path, path: Path) -> tuple[list[str], int]:
-    """The champion's booster as a LightGBM text file; its feature names and trees."""
+def train_champion(data: Path, trees: int, leaves: int, say: Callable[[str], None]) -> None:
+    """Train and promote a champion of a set size (`trees` trees of at most `leaves`
+    leaves, no early stopping) on the world's features and outcomes, with the
+    project's training: the issue sizes the bare `pred_contrib` reference on a
+    500-tree, 63-leaf model, larger than the early-stopped champion of a synthetic
+    world."""
+    from data_contracts.settings import DataLayout
+    from models.train import TrainConfig
+    from pipelines.modelling import run_promote, run_train
+
+    layout = DataLayout(data)
+    say(f"training a champion of {trees} trees of up to {leaves} leaves (no early stopping)")
+    # (a world's few thousand inspected shipments, few of them with a finding, grow
+    # trees of `leaves` leaves only when a leaf may hold two of them, whatever their
+    # weight, unregularised: the model is sized, not tuned)
+    config = TrainConfig(
+        max_rounds=trees,
+        num_leaves=leaves,
+        max_depth=-1,
+        min_data_in_leaf=2,
+        min_sum_hessian_in_leaf=1e-9,
+        lambda_l2=0.0,
+        early_stopping_rounds=None,
+    )
+    run = run_train(layout, config=config)
+    reason = f"benchmark: a model of {trees} trees of up to {leaves} leaves"
+    run_promote(layout, run.version, who="bench", reason=reason, force=True)
+
+
+def export_model(data: Path, path: Path) -> tuple[list[str], str]:
+    """The champion's booster as a LightGBM text file; its feature names and size
+    (trees, their largest and mean number of leaves)."""
     from data_contracts.settings import DataLayout
     from models.registry import Registry
 
     layout = DataLayout(data)
     booster, _mv = Registry(layout.mlflow_db, layout.mlflow_artifacts).load("champion")
     booster.save_model(str(path))
-    return list(booster.feature_name()), int(booster.num_trees())
+    leaves = [int(t["num_leaves"]) for t in booster.dump_model()["tree_info"]]
+    size = (
+        f"{booster.num_trees()} trees of up to {max(leaves, default=0)} leaves "
+        f"(mean {sum(leaves) / max(len(leaves), 1):.1f})"
+    )
+    return list(booster.feature_name()), size
 
 
 @dataclass
@@ -400,6 +438,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--world", type=Path, help="reuse a trained world (copied)")
     parser.add_argument(
+        "--champion-size",
+        metavar="TREESxLEAVES",
+        help="train and promote a champion of this size first, e.g. 500x63 (the size "
+        "the issue gives for the bare pred_contrib reference); default: the world's",
+    )
+    parser.add_argument(
         "--omp-threads",
         type=int,
         help="OMP_NUM_THREADS of both servers (LightGBM's threads; default: all cores)",
@@ -422,7 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             build_world(data, args.shipments, say)
         prepare_database(data)
-        names, trees = export_model(data, Path(tmp) / "model.txt")
+        if args.champion_size:
+            size_trees, _, size_leaves = args.champion_size.lower().partition("x")
+            train_champion(data, int(size_trees), int(size_leaves), say)
+        names, size = export_model(data, Path(tmp) / "model.txt")
         templates = Templates.load(data, 5000)
         threads = {"OMP_NUM_THREADS": str(args.omp_threads)} if args.omp_threads else {}
         args.server_env = threads
@@ -432,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
             **threads,
         }
         print(
-            f"world: {args.world or f'{args.shipments:,} shipments'}; model: {trees} trees, "
+            f"world: {args.world or f'{args.shipments:,} shipments'}; model: {size}, "
             f"{len(names)} features; uvicorn {UVICORN}; {os.cpu_count()} CPUs; "
             f"OMP_NUM_THREADS {args.omp_threads or 'unset'}"
         )

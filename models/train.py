@@ -3,6 +3,7 @@ weighted by inverse selection propensity."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,12 +31,16 @@ class TrainConfig:
     # or more (0.835/0.891/0.842 against 0.793/0.882/0.842) and explained 3x faster.
     max_depth: int = 6
     min_data_in_leaf: int = 30
+    min_sum_hessian_in_leaf: float = 1e-3  # (LightGBM's default)
     feature_fraction: float = 0.8
     bagging_fraction: float = 0.8
     bagging_freq: int = 1
     lambda_l2: float = 1.0
     max_rounds: int = 500
-    early_stopping_rounds: int = 50
+    # Rounds without improvement on the validation window before training stops;
+    # None: no early stopping, the model keeps all `max_rounds` trees (a model of a
+    # set size, e.g. for measuring the cost of explanations at that size).
+    early_stopping_rounds: int | None = 50
     num_threads: int = 2
 
     def params(self) -> dict[str, Any]:
@@ -46,6 +51,7 @@ class TrainConfig:
             "num_leaves": self.num_leaves,
             "max_depth": self.max_depth,
             "min_data_in_leaf": self.min_data_in_leaf,
+            "min_sum_hessian_in_leaf": self.min_sum_hessian_in_leaf,
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": self.bagging_freq,
@@ -183,16 +189,23 @@ def fit(
     params = config.params()
     if stopping.metric != RANKING_METRIC:
         params["metric"] = [stopping.metric]
+    callbacks: list[Callable[..., Any]] = []
+    if config.early_stopping_rounds is not None:
+        callbacks.append(
+            lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)
+        )
+    else:
+        note = f"early stopping off: the model keeps all {config.max_rounds} trees"
+        stopping = Stopping(stopping.metric, f"{stopping.note}; {note}" if stopping.note else note)
     booster = lgb.train(
         {**params, "monotone_constraints": [monotone.get(n, 0) for n in names]},
         train,
         num_boost_round=config.max_rounds,
         valid_sets=[valid],
         valid_names=["valid"],
-        callbacks=[
-            lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)
-        ],
+        callbacks=callbacks,
     )
+    # (without early stopping `best_iteration` is 0: every tree is kept)
     best = int(booster.best_iteration or booster.current_iteration())
     # Keep only the trees up to the best iteration: the stored model is what scores.
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))

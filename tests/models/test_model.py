@@ -56,6 +56,17 @@ def test_same_data_and_seed_give_the_same_model(split: Split, trained: Trained) 
     assert other.booster.model_to_string() != trained.booster.model_to_string()
 
 
+def test_without_early_stopping_the_model_keeps_every_round(split: Split, trained: Trained) -> None:
+    """A model of a set size (`early_stopping_rounds=None`): every round's tree is
+    kept, and the stopping note says so; with early stopping, the same world stops
+    well before 300 rounds."""
+    fixed = fit(split, TrainConfig(max_rounds=120, num_leaves=63, early_stopping_rounds=None))
+    assert fixed.booster.num_trees() == fixed.best_iteration == 120
+    assert fixed.stopping.note is not None
+    assert "early stopping off: the model keeps all 120 trees" in fixed.stopping.note
+    assert trained.booster.num_trees() == trained.best_iteration < 120
+
+
 def test_split_is_by_time_without_overlap(split: Split) -> None:
     assert split.train["declared_at"].max() < split.valid["declared_at"].min()  # type: ignore[operator]
     assert split.valid["declared_at"].max() < split.test["declared_at"].min()  # type: ignore[operator]
