@@ -97,11 +97,15 @@ def _append(
 def _built(history: History, *, private_index: bool = False) -> FeatureState:
     """The service's feature state of `history` (the network features of late
     shipments read as of their arrival). `private_index`: screen with an index of
-    its own (a background build must not prime the index the serving state reads)."""
+    its own (a background build must not prime the index the serving state reads),
+    starting from a copy of the names that index has screened (the same index, so
+    the same matches): priming then screens only names new since (a copy is taken
+    at once, whatever another thread does meanwhile)."""
     state = FeatureState.build(history)
     state.read_late_as_of_arrival = True
     if private_index and state.watch_index is not None:
-        state.watch_index = dataclasses.replace(state.watch_index, memo={})
+        screened = state.watch_index.memo.copy()
+        state.watch_index = dataclasses.replace(state.watch_index, memo=screened)
     return state.warm()
 
 

@@ -4,6 +4,7 @@ appends; it must give the features a batch over the same history gives."""
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from data_contracts.settings import DataLayout
@@ -88,3 +89,55 @@ def test_rows_recorded_between_scorings_reach_the_next_one_exactly_once(
                 rel_tol=1e-9,
                 abs_tol=1e-9,
             )
+
+
+def test_a_background_rebuild_screens_only_names_new_since_on_its_own_index(
+    small_world: DataLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild in the background (`_built(..., private_index=True)`) starts from a
+    copy of the names the serving state's index has screened: it screens only
+    names new since, and what it screens stays out of the serving index."""
+    from pathlib import Path
+
+    from data_contracts.loaders.national import load_national_csv
+    from features.screening import WatchlistIndex
+    from serving.history import _built
+
+    root = Path(__file__).resolve().parents[2]
+    entries = load_national_csv(
+        root / "data_contracts" / "reference" / "national_watchlist_example.csv", "KZ-demo"
+    )
+    full = load_history(small_world)
+    history = History(full.shipments, full.items, full.outcomes, full.travellers, entries)
+    serving = _built(history)
+    assert serving.watch_index is not None
+    held = dict(serving.watch_index.memo)
+    assert len(held) > 100  # (the history's party names, primed)
+
+    screened: list[list[str]] = []
+    original = WatchlistIndex.screen
+
+    def counting(self: WatchlistIndex, names: object, **kwargs: object) -> pl.DataFrame:
+        screened.append(list(names))  # type: ignore[call-overload]
+        return original(self, names, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WatchlistIndex, "screen", counting)
+    rebuilt = _built(history, private_index=True)
+    assert screened == []
+    assert rebuilt.watch_index is not None
+    assert rebuilt.watch_index.memo == held
+    assert rebuilt.watch_index.memo is not serving.watch_index.memo
+
+    newcomer = "Zhetysu Novel Freight LLP"
+    ship = full.shipments.head(1).with_columns(
+        pl.lit("S-NEW-1").alias("shipment_id"), pl.lit(newcomer).alias("consignee_name")
+    )
+    grown = History(
+        pl.concat([full.shipments, ship]), full.items, full.outcomes, full.travellers, entries
+    )
+    again = _built(grown, private_index=True)
+    assert screened == [[newcomer]]
+    assert again.watch_index is not None
+    assert any(key[0] == newcomer for key in again.watch_index.memo)
+    assert not any(key[0] == newcomer for key in serving.watch_index.memo)
+    assert dict(serving.watch_index.memo) == held
