@@ -4,7 +4,8 @@ Builds a small trained world in a temporary directory (generate -> validate ->
 watchlist -> features -> train -> promote; or copies one given with --world; with
 --champion-size, e.g. 500x63, it then trains and promotes a champion of that many
 trees of up to that many leaves, the size the issue gives for the bare
-`pred_contrib` reference, larger than a synthetic world's early-stopped one),
+`pred_contrib` reference, larger than a synthetic world's early-stopped one; with
+--un-list XML, the UN list joins the world's watchlist, as in a deployment),
 starts the Caravan API in a uvicorn subprocess (one worker) and, with the same
 uvicorn settings, a bare FastAPI app that only runs the same LightGBM model on one
 row (`/predict`: `predict`; `/contrib`: `predict(pred_contrib=True)`). Then, at 1
@@ -438,6 +439,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--world", type=Path, help="reuse a trained world (copied)")
     parser.add_argument(
+        "--un-list",
+        type=Path,
+        metavar="XML",
+        help="add the UN SC Consolidated List (e.g. ../shared/reference/"
+        "un_sc_consolidated_2018-10-29.xml) to the world's watchlist before the server "
+        "starts (`caravan watchlist import --un`): every party is then screened against it",
+    )
+    parser.add_argument(
         "--champion-size",
         metavar="TREESxLEAVES",
         help="train and promote a champion of this size first, e.g. 500x63 (the size "
@@ -466,6 +475,22 @@ def main(argv: list[str] | None = None) -> None:
         else:
             build_world(data, args.shipments, say)
         prepare_database(data)
+        if args.un_list:
+            say(f"adding the UN list {args.un_list} to the watchlist")
+            caravan = Path(sys.executable).with_name("caravan")
+            subprocess.run(
+                [
+                    str(caravan),
+                    "watchlist",
+                    "import",
+                    "--data",
+                    str(data),
+                    "--un",
+                    str(args.un_list),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         if args.champion_size:
             size_trees, _, size_leaves = args.champion_size.lower().partition("x")
             train_champion(data, int(size_trees), int(size_leaves), say)
@@ -479,7 +504,8 @@ def main(argv: list[str] | None = None) -> None:
             **threads,
         }
         print(
-            f"world: {args.world or f'{args.shipments:,} shipments'}; model: {size}, "
+            f"world: {args.world or f'{args.shipments:,} shipments'}"
+            f"{f' with the UN list {args.un_list.name}' if args.un_list else ''}; model: {size}, "
             f"{len(names)} features; uvicorn {UVICORN}; {os.cpu_count()} CPUs; "
             f"OMP_NUM_THREADS {args.omp_threads or 'unset'}"
         )
