@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -523,17 +522,13 @@ class RowsBy:
     def __contains__(self, value: object) -> bool:
         return value in self._position
 
-    def get(self, value: Any, default: Sequence[int] = ()) -> Sequence[int]:
-        """The rows holding `value` (ascending), or `default` when none does."""
-        rows = self.rows(value)
-        return rows if rows else default
-
     def rows(self, value: Any) -> list[int]:
         """The rows holding `value` (ascending; none: empty)."""
         at = self._position.get(value)
         if at is None:
             return []
-        return list(self._rows[self._starts[at] : self._starts[at + 1]].tolist())
+        rows: list[int] = self._rows[self._starts[at] : self._starts[at + 1]].tolist()
+        return rows
 
 
 class TravellerIndex:
@@ -574,7 +569,7 @@ class TravellerIndex:
             lookup = index[col]
             for value in values["name" if col == "native" else col]:
                 if value is not None:
-                    rows.update(lookup.get(value, ()))
+                    rows.update(lookup.rows(value))
         return sorted(rows)
 
     def candidates(self, p: pl.DataFrame) -> pl.DataFrame:
@@ -890,8 +885,8 @@ def _link_few(parties: list[_Party], index: TravellerIndex) -> list[_Link]:
         found: list[tuple[int, str]] = []
         for on, kind in EXACT_EVIDENCE:
             shared = f"{kind}_shared" if getattr(p, f"{on}_shared") else kind
-            found += [(r, shared) for r in lookup[on].get(getattr(p, on), ())]
-        for r in lookup["block"].get(block, ()):
+            found += [(r, shared) for r in lookup[on].rows(getattr(p, on))]
+        for r in lookup["block"].rows(block):
             other = records[r].address
             if (
                 p.address is not None
@@ -900,12 +895,12 @@ def _link_few(parties: list[_Party], index: TravellerIndex) -> list[_Link]:
                 and fuzz.ratio(p.address, other) >= ADDRESS_MIN_SCORE
             ):
                 found.append((r, "address_fuzzy"))
-        for r in lookup["doc"].get(p.doc, ()):
+        for r in lookup["doc"].rows(p.doc):
             t = records[r]
             if _document_agrees(p.name, p.dob, t.name, t.native, t.dob):
                 found.append((r, "document"))
         if p.name:
-            for r in lookup["dob"].get(p.dob, ()):
+            for r in lookup["dob"].rows(p.dob):
                 t = records[r]
                 if _birth_agrees(p.name, t.name, t.native):
                     found.append((r, "birth_name"))
@@ -923,7 +918,7 @@ def _link_few(parties: list[_Party], index: TravellerIndex) -> list[_Link]:
     for p in parties:
         if p.name and p.name in index.unique_names:
             for col in ("name", "native"):
-                for r in lookup[col].get(p.name, ()):
+                for r in lookup[col].rows(p.name):
                     if (r, p.party_key) not in evidence:
                         only = dict.fromkeys(EVIDENCE_FLAGS, False)
                         flags[r, p.party_key] = {**only, "name": True, "initial": False}

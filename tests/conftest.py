@@ -168,3 +168,19 @@ def web_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
         random_inspection_share=0.05,
     )
     return built_once(tmp_path_factory, "webworld", lambda root: trained_world(root, config))
+
+
+def count_screenings(monkeypatch: pytest.MonkeyPatch, method: str = "screen") -> list[list[str]]:
+    """The names each later call of `WatchlistIndex.<method>` screens, in call order
+    (`screen`: the frame path and priming; `_screen_few`: the row-by-row path)."""
+    from features.screening import WatchlistIndex
+
+    calls: list[list[str]] = []
+    original = getattr(WatchlistIndex, method)
+
+    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> Any:
+        calls.append(list(names))
+        return original(self, names, **kwargs)
+
+    monkeypatch.setattr(WatchlistIndex, method, counting)
+    return calls

@@ -13,6 +13,7 @@ from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS, TRAVELLERS, WATCH
 from features import watchlist
 from features.context import History, Params, party_keys
 from features.screening import WatchlistIndex
+from tests.conftest import count_screenings
 from tests.factories import shipment
 
 UTC = dt.UTC
@@ -121,16 +122,8 @@ def test_no_watchlist_gives_zeros(ships: pl.DataFrame) -> None:
 
 @pytest.mark.parametrize("path", ["frames", "row by row"])
 def test_each_distinct_name_is_screened_once(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    seen: list[int] = []
     # (the frame path screens with `screen`, the row-by-row one with `_screen_few`)
-    method = "screen" if path == "frames" else "_screen_few"
-    original = getattr(WatchlistIndex, method)
-
-    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> Any:
-        seen.append(len(names))
-        return original(self, names, **kwargs)
-
-    monkeypatch.setattr(WatchlistIndex, method, counting)
+    seen = count_screenings(monkeypatch, "screen" if path == "frames" else "_screen_few")
     monkeypatch.setattr(watchlist, "_INDEX_CACHE", [])  # (a new index: no name screened yet)
     if path == "frames":
         monkeypatch.setattr(watchlist, "SMALL", 0)
@@ -141,7 +134,7 @@ def test_each_distinct_name_is_screened_once(monkeypatch: pytest.MonkeyPatch, pa
     ships = _ships(rows)
     out = watchlist.prepare(ships, _history(ships), Params())
     # Three consignee names, one consignor, one declarant.
-    assert seen == [5]
+    assert [len(names) for names in seen] == [5]
     assert out.filter(pl.col("__wl_exact")).height == 100
 
 
@@ -152,14 +145,7 @@ def test_priming_again_screens_only_names_not_screened_before(
     those already screened are answered from the memo, only new ones are screened,
     and every name keeps the matches screening it alone gives."""
     index = WatchlistIndex.build(WATCH)
-    seen: list[list[str]] = []
-    original = WatchlistIndex.screen
-
-    def counting(self: WatchlistIndex, names: Any, **kwargs: Any) -> pl.DataFrame:
-        seen.append(list(names))
-        return original(self, names, **kwargs)
-
-    monkeypatch.setattr(WatchlistIndex, "screen", counting)
+    seen = count_screenings(monkeypatch)
     first = ["Абдуллаев Акмал", "Tianshan Machinery LLC", "Nobody Known"]
     watchlist.prime(index, first)
     watchlist.prime(index, [*first, "Abdulaev Akmal", "Karimov B."])

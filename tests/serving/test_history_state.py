@@ -13,6 +13,7 @@ from features.context import History
 from features.state import FeatureState
 from pipelines.features import load_history
 from serving.history import HistoryStore
+from tests.conftest import ROOT, count_screenings
 
 
 def test_appended_state_scores_like_a_fresh_history(small_world: DataLayout) -> None:
@@ -97,15 +98,11 @@ def test_a_background_rebuild_screens_only_names_new_since_on_its_own_index(
     """A rebuild in the background (`_built(..., private_index=True)`) starts from a
     copy of the names the serving state's index has screened: it screens only
     names new since, and what it screens stays out of the serving index."""
-    from pathlib import Path
-
     from data_contracts.loaders.national import load_national_csv
-    from features.screening import WatchlistIndex
     from serving.history import _built
 
-    root = Path(__file__).resolve().parents[2]
     entries = load_national_csv(
-        root / "data_contracts" / "reference" / "national_watchlist_example.csv", "KZ-demo"
+        ROOT / "data_contracts" / "reference" / "national_watchlist_example.csv", "KZ-demo"
     )
     full = load_history(small_world)
     history = History(full.shipments, full.items, full.outcomes, full.travellers, entries)
@@ -114,14 +111,7 @@ def test_a_background_rebuild_screens_only_names_new_since_on_its_own_index(
     held = dict(serving.watch_index.memo)
     assert len(held) > 100  # (the history's party names, primed)
 
-    screened: list[list[str]] = []
-    original = WatchlistIndex.screen
-
-    def counting(self: WatchlistIndex, names: object, **kwargs: object) -> pl.DataFrame:
-        screened.append(list(names))  # type: ignore[call-overload]
-        return original(self, names, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(WatchlistIndex, "screen", counting)
+    screened = count_screenings(monkeypatch)
     rebuilt = _built(history, private_index=True)
     assert screened == []
     assert rebuilt.watch_index is not None
