@@ -30,7 +30,7 @@ from features.registry import Family, feature_set_version, specs
 from features.state import FeatureState
 from features.watchlist import operational
 from models.dataset import matrix
-from models.explain import explain_frame
+from models.explain import TreeParts, contributions, explain_frame, rank_reasons
 from models.registry import CHAMPION, Registry
 from models.train import predict
 from serving.policy import LaneThresholds, is_forced, lane, priority
@@ -61,6 +61,13 @@ class ModelHandle:
     # The export's own columns it was trained with (see features.inputs.model_extras):
     # {"numeric": [extra_* names], "categorical": {extra_* name: code table}}.
     extras: dict[str, Any] = field(default_factory=lambda: normal_extras(None))
+    # The booster's trees in parts, for contributions computed in parallel
+    # (`models.explain.TreeParts`); None: computed whole.
+    parts: TreeParts | None = field(default=None, compare=False, repr=False)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """The contributions (TreeSHAP, log-odds; base value last) of the rows of `x`."""
+        return contributions(self.booster, x) if self.parts is None else self.parts.contributions(x)
 
     def extra_inputs(self) -> dict[str, str]:
         """The extras a declaration may bring for this model: the column's name as the
@@ -116,6 +123,7 @@ class ModelHolder:
                 tuple(booster.feature_name()),
                 dt.datetime.now(dt.UTC),
                 extras,
+                TreeParts(booster),
             )
             self._cache[mv.version] = handle
         return handle
@@ -251,9 +259,12 @@ def score_shipments(
         i for i, s in enumerate(out) if explain or (explain is None and s.lane in ("red", "yellow"))
     ]
     if wanted:
-        rows = explain_frame(model.booster, feats[wanted], x[wanted], names, list(CONTEXT))
-        for i, row in zip(wanted, rows, strict=True):
-            out[i] = _with_explanation(out[i], row["reasons"])
+        contrib = model.contributions(x[wanted])
+        # (the contexts of the rows at hand: as `explain_frame` would select them)
+        contexts = [{c: context[i][c] for c in CONTEXT} for i in wanted]
+        ranked = rank_reasons(contrib, x[wanted], names, contexts)
+        for i, reasons in zip(wanted, ranked, strict=True):
+            out[i] = _with_explanation(out[i], [r.as_dict() for r in reasons])
     return out
 
 

@@ -839,7 +839,6 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
     every feature's contribution with the base value and the raw score (log-odds), so
     that base value + contributions = raw score = logit(probability) can be checked."""
     from features.registry import refresh_reason_texts
-    from models.explain import contributions
 
     extra = stored.score.explanation or {}
     context = dict(extra.get("context") or {})
@@ -856,7 +855,7 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
         log.warning("model version %s cannot be loaded", stored.score.model_version)
         model = None
     # The contributions once: the reasons computed on demand and the whole list below.
-    contrib = None if model is None else contributions(model.booster, model.matrix([vector]))
+    contrib = None if model is None else model.contributions(model.matrix([vector]))
     if on_demand:
         assert model is not None
         reasons = jsonable(

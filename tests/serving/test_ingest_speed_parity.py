@@ -7,17 +7,25 @@ traveller listed by name, another by document), rule hits, versions."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 
 from features import travellers
+from features.build import CONTEXT, build_features
 from features.state import FeatureState
+from models import explain
+from models.dataset import matrix
+from models.explain import TreeParts, explain_frame
 from serving import scoring
 from serving.auth import Role
+from serving.policy import LaneThresholds
+from serving.rules_engine import load_rules_yaml
 from serving.services import load_shipment
 from serving.services.rules import active_rules
 from tests.factories import traveller
@@ -151,3 +159,61 @@ def test_feature_set_version_follows_the_model_handle() -> None:
         assert scoring._feature_set_version(plain) == scoring.feature_set_version(plain.extras)
         assert scoring._feature_set_version(other) == scoring.feature_set_version(extras)
     assert scoring._feature_set_version(plain) != scoring._feature_set_version(other)
+
+
+def test_explanations_in_parts_equal_the_whole_models(
+    world_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`score_shipments` explains the shipments of the red and yellow lanes (by the
+    model or by a rule) with contributions computed over the model's trees in parts
+    (`models.explain.TreeParts`) and reasons ranked from the contexts it read: the
+    same reasons as `explain_frame` with the whole model, for one shipment and
+    several; green ones are not explained."""
+    services = world_api.app.state.services
+    history = services.history.snapshot()
+    state = FeatureState.build(history)
+    whole = services.holder.handle
+    monkeypatch.setattr(explain, "PARALLEL_MIN_TREES", 2)
+    parted = dataclasses.replace(whole, parts=TreeParts(whole.booster, parts=2))
+    assert parted.parts is not None and len(parted.parts.parts) == 2
+    ships = history.shipments.sort("declared_at").tail(explain.PARALLEL_MAX_ROWS)
+    lines = history.items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
+    feats = build_features(ships, lines, state)
+    names = list(whole.names)
+    x = matrix(feats, names)
+    prob = whole.predict_vectors(feats.select(names).to_dicts())
+    # A yellow threshold between the probabilities: the model alone flags some; a
+    # must-inspect rule sends the least likely shipment to the red lane too.
+    order = np.argsort(prob)
+    thresholds = LaneThresholds(red=0.999, yellow=float(prob[order[len(order) // 2]]))
+    ruled = str(feats["shipment_id"][int(order[0])])
+    rules = load_rules_yaml(
+        "rules:\n  - id: pick-one\n    name: One shipment\n    severity: must_inspect\n"
+        '    effective_from: "2000-01-01"\n'
+        f"    condition: {{field: shipment_id, op: eq, value: {ruled}}}\n"
+    )
+    expected = {
+        str(r["shipment_id"]): r["reasons"]
+        for r in explain_frame(whole.booster, feats, x, names, list(CONTEXT))
+    }
+    calls = 0  # (one computation of contributions per group with a flagged shipment)
+    for group in [ships, *(ships[i : i + 1] for i in range(ships.height))]:
+        mine = lines.join(group.select("shipment_id"), on="shipment_id", how="semi")
+        got = scoring.score_shipments(group, mine, state, parted, rules, thresholds=thresholds)
+        flagged = {s.shipment_id for s in got if s.lane != "green"}
+        calls += bool(flagged)
+        if group.height > 1:
+            assert ruled in flagged and 1 < len(flagged) < group.height
+        for s in got:
+            if s.shipment_id not in flagged:
+                assert s.explanation is None
+                continue
+            assert s.explanation is not None
+            want = expected[s.shipment_id]
+            assert [r["feature"] for r in s.explanation] == [r["feature"] for r in want]
+            assert [r["text_en"] for r in s.explanation] == [r["text_en"] for r in want]
+            for a, b in zip(s.explanation, want, strict=True):
+                assert math.isclose(a["log_odds"], b["log_odds"], abs_tol=1e-9)
+                assert math.isclose(a["probability_effect"], b["probability_effect"], abs_tol=1e-9)
+    assert parted.parts.calls_in_parts == calls > 1
+    assert explain._splitting == 0
