@@ -73,15 +73,18 @@ class TreeParts:
     that pays: the model has at least PARALLEL_MIN_TREES iterations, the call has at
     most PARALLEL_MAX_ROWS rows, there is more than one CPU and no other computation
     is running in parts (under load, the cores are busy with other requests: a call
-    then runs whole). Each part is a Booster
-    of its own (LightGBM keeps a booster's prediction range in the booster: two
-    threads predicting different tree ranges with one booster clash)."""
+    then runs whole). Each part is a Booster of its own (LightGBM keeps a booster's
+    prediction range in the booster: two threads predicting different tree ranges
+    with one booster clash)."""
 
     def __init__(self, booster: lgb.Booster, parts: int | None = None) -> None:
         self.booster = booster
         cpus = os.cpu_count() or 1
         parts = min(cpus, 4) if parts is None else parts
-        iterations = booster.current_iteration()
+        # (the trees `predict` uses by default: up to the best iteration when early
+        # stopping set one on a booster that kept training past it)
+        best = booster.best_iteration
+        iterations = best if best > 0 else booster.current_iteration()
         self.parts: tuple[lgb.Booster, ...] = ()
         self.calls_in_parts = 0  # (for tests and measurements)
         if parts >= 2 and iterations >= PARALLEL_MIN_TREES:

@@ -54,6 +54,21 @@ def test_parts_give_the_whole_models_contributions(booster: lgb.Booster, parts: 
         np.testing.assert_allclose(got.sum(axis=1), booster.predict(x, raw_score=True), atol=1e-10)
 
 
+def test_parts_stop_at_the_best_iteration_as_predict_does() -> None:
+    """A booster that kept training past its best iteration (early stopping with
+    `keep_training_booster`): `predict` uses the trees up to the best one; so do
+    the parts."""
+    kept = _booster(PARALLEL_MIN_TREES + 60)
+    kept.best_iteration = PARALLEL_MIN_TREES + 20
+    split = TreeParts(kept, parts=2)
+    assert sum(p.num_trees() for p in split.parts) == PARALLEL_MIN_TREES + 20
+    x = _rows(3)
+    got = split.contributions(x)
+    assert split.calls_in_parts == 1
+    np.testing.assert_allclose(got, kept.predict(x, pred_contrib=True), rtol=0, atol=1e-10)
+    assert not np.allclose(got, kept.predict(x, pred_contrib=True, num_iteration=-1))
+
+
 def test_a_small_model_is_computed_whole() -> None:
     small = _booster(PARALLEL_MIN_TREES - 1)
     split = TreeParts(small, parts=2)
