@@ -220,14 +220,21 @@ def explain_frame(
     the rows' contributions when already computed."""
     contrib = contributions(booster, x) if contrib is None else contrib
     contexts = frame.select([c for c in context_columns if c in frame.columns]).to_dicts()
-    ranked = rank_reasons(contrib, x, names, contexts, top=top, min_log_odds=min_log_odds)
+    reasons = as_dicts(
+        rank_reasons(contrib, x, names, contexts, top=top, min_log_odds=min_log_odds)
+    )
     ids = frame["shipment_id"].to_list()
     return [
         {
             "shipment_id": ids[i],
             "base_value": float(contrib[i, -1]),
             "raw_score": float(contrib[i].sum()),
-            "reasons": [r.as_dict() for r in ranked[i]],
+            "reasons": reasons[i],
         }
         for i in range(len(ids))
     ]
+
+
+def as_dicts(ranked: list[list[Reason]]) -> list[list[dict[str, Any]]]:
+    """Ranked reasons (`rank_reasons`) as plain dicts, as a score stores them."""
+    return [[r.as_dict() for r in row] for row in ranked]

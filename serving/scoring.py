@@ -30,7 +30,7 @@ from features.registry import Family, feature_set_version, specs
 from features.state import FeatureState
 from features.watchlist import operational
 from models.dataset import matrix
-from models.explain import TreeParts, contributions, explain_frame, rank_reasons
+from models.explain import TreeParts, as_dicts, contributions, rank_reasons
 from models.registry import CHAMPION, Registry
 from models.train import predict
 from serving.policy import LaneThresholds, is_forced, lane, priority
@@ -260,11 +260,10 @@ def score_shipments(
     ]
     if wanted:
         contrib = model.contributions(x[wanted])
-        # (the contexts of the rows at hand: as `explain_frame` would select them)
         contexts = [{c: context[i][c] for c in CONTEXT} for i in wanted]
-        ranked = rank_reasons(contrib, x[wanted], names, contexts)
-        for i, reasons in zip(wanted, ranked, strict=True):
-            out[i] = _with_explanation(out[i], [r.as_dict() for r in reasons])
+        reasons = as_dicts(rank_reasons(contrib, x[wanted], names, contexts))
+        for i, given in zip(wanted, reasons, strict=True):
+            out[i] = _with_explanation(out[i], given)
     return out
 
 
@@ -440,14 +439,12 @@ def explain_vector(
     model: ModelHandle,
     vector: dict[str, float | None],
     context: dict[str, Any],
-    shipment_id: str,
     contrib: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Reasons computed later from a stored feature vector: the same values as at
     scoring time for the same model version (`contrib`: the vector's contributions,
     when already computed)."""
-    names = list(model.names)
     x = model.matrix([vector])
-    frame = pl.DataFrame([{"shipment_id": shipment_id, **{k: context.get(k) for k in CONTEXT}}])
-    rows = explain_frame(model.booster, frame, x, names, list(CONTEXT), contrib=contrib)
-    return list(rows[0]["reasons"])
+    contrib = model.contributions(x) if contrib is None else contrib
+    shown = [{k: context.get(k) for k in CONTEXT}]
+    return as_dicts(rank_reasons(contrib, x, list(model.names), shown))[0]

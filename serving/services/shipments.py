@@ -858,9 +858,7 @@ def explanation(services: Services, stored: StoredShipment) -> dict[str, Any]:
     contrib = None if model is None else model.contributions(model.matrix([vector]))
     if on_demand:
         assert model is not None
-        reasons = jsonable(
-            explain_vector(model, vector, context, stored.shipment.shipment_id, contrib=contrib)
-        )
+        reasons = jsonable(explain_vector(model, vector, context, contrib=contrib))
     out = shipment_out(stored)
     return {
         "shipment_id": out["shipment_id"],
