@@ -41,11 +41,12 @@ def test_parts_give_the_whole_models_contributions(booster: lgb.Booster, parts: 
     split = TreeParts(booster, parts=parts)
     assert len(split.parts) == parts
     assert sum(p.num_trees() for p in split.parts) == booster.num_trees()
-    for n in (1, PARALLEL_MAX_ROWS, PARALLEL_MAX_ROWS + 1, 40):
+    for n in (1, 9, 40, PARALLEL_MAX_ROWS, PARALLEL_MAX_ROWS + 1):
         x = _rows(n, seed=n)
         before = split.calls_in_parts
         got = split.contributions(x)
-        # (a few rows in parts, in threads; more, whole)
+        # (up to the rows `predict` runs on one thread, in parts, in threads; more,
+        # whole, with OpenMP over the rows)
         assert split.calls_in_parts - before == (n <= PARALLEL_MAX_ROWS)
         want = booster.predict(x, pred_contrib=True)
         assert got.shape == want.shape == (n, 7)

@@ -176,7 +176,7 @@ def test_explanations_in_parts_equal_the_whole_models(
     monkeypatch.setattr(explain, "PARALLEL_MIN_TREES", 2)
     parted = dataclasses.replace(whole, parts=TreeParts(whole.booster, parts=2))
     assert parted.parts is not None and len(parted.parts.parts) == 2
-    ships = history.shipments.sort("declared_at").tail(explain.PARALLEL_MAX_ROWS)
+    ships = history.shipments.sort("declared_at").tail(8)
     lines = history.items.join(ships.select("shipment_id"), on="shipment_id", how="semi")
     feats = build_features(ships, lines, state)
     names = list(whole.names)
