@@ -13,6 +13,7 @@ import pytest
 
 from models import explain
 from models.explain import PARALLEL_MAX_ROWS, PARALLEL_MIN_TREES, TreeParts
+from models.train import prediction_threads
 
 
 def _booster(rounds: int) -> lgb.Booster:
@@ -45,9 +46,9 @@ def test_parts_give_the_whole_models_contributions(booster: lgb.Booster, parts: 
         x = _rows(n, seed=n)
         before = split.calls_in_parts
         got = split.contributions(x)
-        # (up to the rows `predict` runs on one thread, in parts, in threads; more,
-        # whole, with OpenMP over the rows)
-        assert split.calls_in_parts - before == (n <= PARALLEL_MAX_ROWS)
+        # (every call `predict` would run on one thread, in parts, in threads, a
+        # batch's red and yellow rows too; more rows, whole, with OpenMP over them)
+        assert split.calls_in_parts - before == (prediction_threads(n) == 1)
         want = booster.predict(x, pred_contrib=True)
         assert got.shape == want.shape == (n, 7)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
