@@ -53,6 +53,14 @@ class Expectation:
     kwargs: dict[str, Any]
 
 
+def _where(column: str, value: Any) -> dict[str, Any]:
+    """A row condition of an expectation (the rows whose `column` equals `value`) in
+    the dict form of Great Expectations' condition objects (string conditions with
+    a `condition_parser` are deprecated since GX Core 1.9 and go in 2.0); GX reads
+    it as a `ComparisonCondition`, and this module need not import GX."""
+    return {"type": "comparison", "column": {"name": column}, "operator": "==", "parameter": value}
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str  # "<kind>:<column>", e.g. "country:origin_country"
@@ -546,16 +554,14 @@ def table_rules(contract: Contract) -> list[Rule]:
                         "ExpectColumnValuesToNotBeNull",
                         {
                             "column": "finding_category",
-                            "row_condition": "finding==True",
-                            "condition_parser": "pandas",
+                            "row_condition": _where("finding", True),
                         },
                     ),
                     Expectation(
                         "ExpectColumnValuesToBeNull",
                         {
                             "column": "finding_category",
-                            "row_condition": "finding==False",
-                            "condition_parser": "pandas",
+                            "row_condition": _where("finding", False),
                         },
                     ),
                 ),
