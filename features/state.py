@@ -76,8 +76,13 @@ class _Prepared:
     mentions: pl.DataFrame | None
 
 
-# Appends queued at most before they are joined to the state's frames.
-MAX_TAIL = 64
+# Appends queued at most before they are joined to the state's frames. Stacking
+# onto the queue costs the same however long it is (some 40 us an append); joining
+# it costs about 1.2 ms for 64 appends, 7 ms for 1,024 (measured here against a
+# 100,000-shipment history; about 3 ms and 10 ms inside the service). At 64, every
+# 64th request paid it: 1.6 % of them, inside the 99th percentile of a single
+# ingest's latency; at 1,024, one request in 1,024, and less in all.
+MAX_TAIL = 1024
 
 
 class _Tail:
@@ -85,7 +90,7 @@ class _Tail:
     frame (`FRAMES`), one frame that each append's rows are stacked onto in place,
     as chunks (about 10 us a frame), so that joining them (`joined`) is one
     rechunk of the rows waiting, not a concatenation of one frame per append
-    (some 6 ms for 64 appends, paid by every 64th request)."""
+    (some 6 ms for 64 appends, paid by every 64th request, then)."""
 
     FRAMES = ("ships", "items", "outcomes", "travellers", "keyed", "goods")
 
