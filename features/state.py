@@ -90,7 +90,7 @@ class _Tail:
     frame (`FRAMES`), one frame that each append's rows are stacked onto in place,
     as chunks (about 10 us a frame), so that joining them (`joined`) is one
     rechunk of the rows waiting, not a concatenation of one frame per append
-    (some 6 ms for 64 appends, paid by every 64th request, then)."""
+    (some 6 ms for 64 appends)."""
 
     FRAMES = ("ships", "items", "outcomes", "travellers", "keyed", "goods")
 

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from features.registry import REGISTRY, render_reason
-from models.train import SMALL_BATCH, prediction_threads
+from models.train import prediction_threads
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,6 @@ def contributions(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
 # while the asking thread goes on with Python work, a part waits for the GIL, up to
 # the 5 ms switch interval: the asking thread computes a part itself meanwhile.)
 PARALLEL_MIN_TREES = 100  # fewer: a thread hand-off costs more than it saves
-# More rows: one call with OpenMP over the rows (`prediction_threads`). Fewer run on
-# one thread whole, so any of them gains from the parts: the red and yellow
-# shipments of a batch of 1,000 (some 60) took 0.85 s on one core with a 500-tree
-# model.
-PARALLEL_MAX_ROWS = SMALL_BATCH - 1
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -74,10 +69,12 @@ def _pool() -> ThreadPoolExecutor:
 
 class TreeParts:
     """A booster's contributions, computed over its trees in parts in parallel when
-    that pays: the model has at least PARALLEL_MIN_TREES iterations, the call has at
-    most PARALLEL_MAX_ROWS rows (more run whole, on all cores over the rows), there
-    is more than one CPU and no other computation is running in parts (under load,
-    the cores are busy with other requests: a call then runs whole). Each part is a
+    that pays: the model has at least PARALLEL_MIN_TREES iterations, the call has
+    rows few enough that `predict` would run on one thread (`prediction_threads`;
+    more run whole, with OpenMP over the rows; a batch's red and yellow shipments,
+    some 60 of 1,000, took 0.85 s on one core with a 500-tree model), there is more
+    than one CPU and no other computation is running in parts (under load, the
+    cores are busy with other requests: a call then runs whole). Each part is a
     Booster of its own (LightGBM keeps a booster's prediction range in the booster:
     two threads predicting different tree ranges with one booster clash)."""
 
@@ -108,7 +105,7 @@ class TreeParts:
         the pool's, each started at once: this thread releases the GIL in LightGBM
         meanwhile), else whole."""
         global _splitting
-        if not self.parts or len(x) > PARALLEL_MAX_ROWS:
+        if not self.parts or prediction_threads(len(x)) != 1:
             return contributions(self.booster, x)
         with _POOL_LOCK:
             split = _splitting == 0

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from models import explain
-from models.explain import PARALLEL_MAX_ROWS, PARALLEL_MIN_TREES, TreeParts
-from models.train import prediction_threads
+from models.explain import PARALLEL_MIN_TREES, TreeParts
+from models.train import SMALL_BATCH, prediction_threads
 
 
 def _booster(rounds: int) -> lgb.Booster:
@@ -42,7 +42,7 @@ def test_parts_give_the_whole_models_contributions(booster: lgb.Booster, parts: 
     split = TreeParts(booster, parts=parts)
     assert len(split.parts) == parts
     assert sum(p.num_trees() for p in split.parts) == booster.num_trees()
-    for n in (1, 9, 40, PARALLEL_MAX_ROWS, PARALLEL_MAX_ROWS + 1):
+    for n in (1, 9, 40, SMALL_BATCH - 1, SMALL_BATCH):
         x = _rows(n, seed=n)
         before = split.calls_in_parts
         got = split.contributions(x)
