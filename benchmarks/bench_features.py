@@ -594,7 +594,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shipments", type=int, default=1_000_000)
     parser.add_argument("--pandas-sample", type=int, default=100_000)
-    parser.add_argument("--online", type=int, default=200, help="single-shipment calls")
+    parser.add_argument("--online", type=int, default=200, help="single-shipment calls (0: none)")
     parser.add_argument("--appends", type=int, default=5, help="single-shipment appends")
     args = parser.parse_args()
     params = Params()
@@ -642,7 +642,11 @@ def main() -> None:
     # New shipments: copies of random history shipments (their goods lines too),
     # declared just after everything the state holds.
     rng = np.random.default_rng(0)
-    picks = rng.choice(h.shipments.height, size=min(args.online, h.shipments.height), replace=False)
+    picks = rng.choice(
+        h.shipments.height,
+        size=min(max(args.online, args.appends), h.shipments.height),
+        replace=False,
+    )
     assert state.as_of is not None
     at = pl.lit(state.as_of + dt.timedelta(minutes=1)).cast(h.shipments.schema["declared_at"])
     new: list[tuple[pl.DataFrame, pl.DataFrame]] = []
@@ -657,17 +661,18 @@ def main() -> None:
             )
         )
     times = []
-    for one, items in new:
+    for one, items in new[: args.online]:
         start = time.perf_counter()
         online_features(one, items, state)
         times.append(time.perf_counter() - start)
-    times_ms = np.array(times) * 1000
-    print(
-        f"online features for one new shipment against {h.shipments.height:,} shipments of "
-        f"history (feature state): p50 {np.percentile(times_ms, 50):.1f} ms, "
-        f"p99 {np.percentile(times_ms, 99):.1f} ms, max {times_ms.max():.1f} ms "
-        f"({len(times)} calls)"
-    )
+    if times:  # (`--online 0`: none asked)
+        times_ms = np.array(times) * 1000
+        print(
+            f"online features for one new shipment against {h.shipments.height:,} shipments of "
+            f"history (feature state): p50 {np.percentile(times_ms, 50):.1f} ms, "
+            f"p99 {np.percentile(times_ms, 99):.1f} ms, max {times_ms.max():.1f} ms "
+            f"({len(times)} calls)"
+        )
     appends = []
     for one, items in new[: args.appends]:
         start = time.perf_counter()
