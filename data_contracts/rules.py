@@ -14,6 +14,7 @@ Rules are ordered: the first one a row breaks is its primary reason.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,16 @@ def _str(expr: pl.Expr, col: Column) -> pl.Expr:
 
 def _quoted(col: Column) -> pl.Expr:
     return _str(pl.col(col.name), col).fill_null("")
+
+
+def _not_finite(c: pl.Expr) -> pl.Expr:
+    """NaN or infinite (a CSV's "inf", a float beyond the largest): no measure."""
+    return ~c.cast(pl.Float64).is_finite()
+
+
+# GX's side of `_not_finite` for a lower bound's expectation: infinity lies beyond the
+# largest float (NaN is outside every range GX checks).
+_FINITE = {"max_value": sys.float_info.max}
 
 
 def _fmt(template: str, *exprs: pl.Expr) -> pl.Expr:
@@ -358,13 +369,13 @@ def _check_rules(t: str, col: Column) -> list[Rule]:
                 Rule(
                     f"positive:{n}",
                     t,
-                    f"{n} is greater than zero",
-                    (c <= 0) | c.cast(pl.Float64).is_nan(),
-                    _fmt(f"{n} is {{}}, it must be greater than zero", c),
+                    f"{n} is greater than zero (and finite)",
+                    (c <= 0) | _not_finite(c),
+                    _fmt(f"{n} is {{}}, it must be a finite number greater than zero", c),
                     (
                         Expectation(
                             "ExpectColumnValuesToBeBetween",
-                            {"column": n, "min_value": 0, "strict_min": True},
+                            {"column": n, "min_value": 0, "strict_min": True, **_FINITE},
                         ),
                     ),
                 )
@@ -374,10 +385,15 @@ def _check_rules(t: str, col: Column) -> list[Rule]:
                 Rule(
                     f"non_negative:{n}",
                     t,
-                    f"{n} is zero or more",
-                    (c < 0) | c.cast(pl.Float64).is_nan(),
-                    _fmt(f"{n} is {{}}, it must not be negative", c),
-                    (Expectation("ExpectColumnValuesToBeBetween", {"column": n, "min_value": 0}),),
+                    f"{n} is zero or more (and finite)",
+                    (c < 0) | _not_finite(c),
+                    _fmt(f"{n} is {{}}, it must be a finite number, not negative", c),
+                    (
+                        Expectation(
+                            "ExpectColumnValuesToBeBetween",
+                            {"column": n, "min_value": 0, **_FINITE},
+                        ),
+                    ),
                 )
             ]
         case Check.PROBABILITY:

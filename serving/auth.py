@@ -392,8 +392,15 @@ def create_api_key(
     role = Role(role)
     if role is Role.officer and not office_code:
         raise InvalidFieldError("office_code", "an officer key needs an office_code")
-    write_lock(session, "audit_log")  # one name check at a time
     now = utcnow()
+    ends = None if expires_at is None else expires_at.replace(tzinfo=expires_at.tzinfo or dt.UTC)
+    if ends is not None and ends <= now:
+        raise InvalidFieldError(
+            "expires_at",
+            f"{ends.isoformat()} has passed: a key that expired at its creation is no "
+            "key (leave expires_at out for a key that does not expire)",
+        )
+    write_lock(session, "audit_log")  # one name check at a time
     clash = session.scalar(select(ApiKey.id).where(ApiKey.name == name, *_active_keys(now)))
     if clash is not None:
         raise AccountConflictError(
@@ -459,6 +466,7 @@ def revoke_api_key(session: Session, key_id: int, actor: str = "system") -> ApiK
             "api_key",
             str(row.id),
         )
+        log.info("API key %s (%s) revoked by %s", row.id, row.prefix, actor)
     return row
 
 

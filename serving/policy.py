@@ -31,7 +31,8 @@ Priority
     Weak matches count as near misses too, whatever their score: a match that
     rests on one word once company forms are dropped ("IP Bilal", `ООО "Адель"`
     against the one-word alias "Bilal" or "Adel" of a listed individual: 100,
-    but a common given name), or a company's name against a listed individual's
+    but a common given name), or on one word and initials ("Ким А.А."), or a
+    company's name against a listed individual's
     (see `features.screening.weak_match`). Shown and explained as weak, never
     enough alone for a yellow or red lane. The hit that acts is the best one
     that counts (`features.watchlist.operational`), so a weak 100 never hides
@@ -496,7 +497,8 @@ def seizure_problems(finding: bool, lines: Sequence[SeizureLine]) -> list[Seizur
     """Every problem of an outcome's seizure lines (empty: they are right). A finding
     has one or more lines (at most `MAX_SEIZURE_LINES`), each with a known category;
     no finding, no lines. A quantity needs a unit and a unit a quantity; a quantity
-    is a finite non-negative number, whole in a counted unit (`COUNTED_UNITS`); no
+    is a finite number above zero (nothing counted: no quantity, not 0), whole in a
+    counted unit (`COUNTED_UNITS`); no
     two lines have the same category and unit (one line holds all of it)."""
     out: list[SeizureProblem] = []
     if not finding:
@@ -600,6 +602,16 @@ def seizure_problems(finding: bool, lines: Sequence[SeizureLine]) -> list[Seizur
                     "quantity",
                     "quantity_number",
                     "quantity seized must be a non-negative number",
+                )
+            )
+        elif qty == 0:
+            out.append(
+                SeizureProblem(
+                    i,
+                    "quantity",
+                    "quantity_zero",
+                    "a quantity seized of 0 says nothing was seized: give the quantity "
+                    "seized (above zero), or leave the quantity and its unit out",
                 )
             )
         elif unit in COUNTED_UNITS and not float(qty).is_integer():
@@ -961,10 +973,15 @@ def overdue(
     return sorted(late, key=lambda r: (r.created_at, r.shipment_id))
 
 
+def queue_day_bounds(today: dt.date) -> tuple[dt.date, dt.date]:
+    """The first and last days a queue can be asked for, `today` being the office's."""
+    return EARLIEST_DATETIME.date(), today + FUTURE_LIMIT
+
+
 def queue_day_problem(day: dt.date, today: dt.date) -> str | None:
     """Why `day` cannot hold a queue, or None: queue days lie where declarations can
-    (from 1990 to one year ahead, as the ingestion's date bounds)."""
-    first, last = EARLIEST_DATETIME.date(), today + FUTURE_LIMIT
+    (from 1990 to one year ahead, as the ingestion's date bounds: `queue_day_bounds`)."""
+    first, last = queue_day_bounds(today)
     if first <= day <= last:
         return None
     return f"no queue on {day.isoformat()}: a queue day lies between {first} and {last}"

@@ -9,6 +9,7 @@ from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,11 +21,27 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from data_contracts.fields import text_problem
 from data_contracts.schemas import CONTRACTS, FINDING_CATEGORIES, QUANTITY_UNITS
 from serving.policy import MAX_SEIZURE_LINES, TOP_BAND, SeizureLine, seizure_problems
 
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL)
 MAX_BATCH = 1000
+
+
+def _contract_text(value: str | None) -> str | None:
+    """Text as the contracts take it (`data_contracts.fields.text_problem`: no
+    bidirectional formatting characters, not only invisible ones): an outcome's
+    notes go into the label file `caravan validate` reads, which would quarantine
+    them (and the label with them)."""
+    problem = None if value is None else text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Free text of a decision (notes, reasons): the contracts' text rule.
+DecisionText = Annotated[str | None, AfterValidator(_contract_text)]
 
 
 class _Strict(BaseModel):
@@ -159,10 +176,10 @@ class WatchlistMatchOut(BaseModel):
     weak: bool = Field(
         False,
         description="A weak match, counted as a near miss (never enough alone for a "
-        "yellow or red lane): it rests on one word, or a company's name matches a listed "
-        "individual's",
+        "yellow or red lane): it rests on one word, or on one word and initials, or a "
+        "company's name matches a listed individual's",
     )
-    weak_reason: Literal["one_word", "company_individual"] | None = Field(
+    weak_reason: Literal["one_word", "initials", "company_individual"] | None = Field(
         None, description="Why the match is weak"
     )
 
@@ -249,7 +266,11 @@ class BatchOut(BaseModel):
 
 class TravellerOut(BaseModel):
     traveller_record_id: str
-    content_hash: str
+    content_hash: str | None = Field(
+        description="SHA-256 of the stored record, given with the unmasked record only (a "
+        "hash of the whole record beside the masked one would let a guess of a hidden "
+        "field be checked)"
+    )
     masked: bool
     record: dict[str, Any]
 
@@ -390,7 +411,7 @@ class OutcomeIn(_Strict):
     category: Literal[FINDING_CATEGORIES] | None = None  # type: ignore[valid-type]
     quantity: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     unit: Literal[QUANTITY_UNITS] | None = None  # type: ignore[valid-type]
-    notes: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+    notes: DecisionText = Field(default=None, max_length=2000, pattern=TEXT)
 
     @model_validator(mode="after")
     def _seizure_lines(self) -> OutcomeIn:
@@ -445,14 +466,14 @@ class OutcomeIn(_Strict):
 
 
 class WaiverIn(_Strict):
-    reason: str | None = Field(default=None, max_length=2000, pattern=TEXT)
+    reason: DecisionText = Field(default=None, max_length=2000, pattern=TEXT)
 
 
 class OutcomeCorrectionIn(OutcomeIn):
     """The outcome as it really was (the fields of an outcome), and why the recorded
     one is corrected."""
 
-    reason: str | None = Field(
+    reason: DecisionText = Field(
         default=None,
         max_length=2000,
         pattern=TEXT,

@@ -409,7 +409,7 @@ def watchlist_match(row: dict[str, Any]) -> dict[str, Any] | None:
     listed document number, exact), `exact`, `traveller_record_id` when a linked
     traveller record matched (None: the party itself), `score` (0-100), `words`
     (the name words a name match rests on), `weak` and `weak_reason` (a weak
-    match, "one_word" or "company_individual", counts as a near miss:
+    match, "one_word", "initials" or "company_individual", counts as a near miss:
     `features.screening.weak_match`). None when nothing matched."""
     if not row or row.get("__wl_entry") is None:
         return None

@@ -359,6 +359,7 @@ def get_traveller(
     session: SessionDep,
     user: CurrentUser,
     services: ServicesDep,
+    response: Response,
     purpose: Annotated[
         str | None,
         Query(
@@ -422,9 +423,13 @@ def get_traveller(
         )
     except ServiceError as exc:
         raise http_error(exc) from None
+    # (personal data: kept by no cache, as the web pages)
+    response.headers["Cache-Control"] = "no-store"
     return {
         "traveller_record_id": row.traveller_record_id,
-        "content_hash": row.content_hash,
+        # The record's hash with the record only: a hash of the unmasked record beside
+        # the masked one let a guess of a hidden field (a date of birth) be checked.
+        "content_hash": None if is_masked else row.content_hash,
         "masked": is_masked,
         "record": masked(row.payload) if is_masked else row.payload,
     }

@@ -294,6 +294,8 @@ def post_api_key(
 def delete_api_key(
     key_id: Annotated[int, Path(ge=1, le=MAX_INT32)], session: SessionDep, admin: AdminUser
 ) -> ApiKey:
+    # (as their creation: a leaked admin key must not switch off the feeds' keys)
+    _signed_in(admin, "API keys are revoked")
     row = revoke_api_key(session, key_id, actor=admin.username)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such API key")

@@ -44,6 +44,12 @@ class QueueSettings(BaseSettings):
     # share of the capacity drawn at random (0 to 1: 0.05 is 5 %)
     exploration_share: float = Field(0.05, ge=0.0, le=1.0)
     overdue_hours: float = Field(24.0, gt=0.0)
+    # Today's queue takes in the forced shipments of earlier days that no queue holds
+    # when declared at most this many days before today (local days); older ones are
+    # left to their own day's queue: goods declared long ago have normally left
+    # customs control, and a rescreen of old shipments (a new list entry) must not
+    # fill today's capacity with them.
+    carry_forced_days: int = Field(7, ge=0)
     model_refresh_seconds: float = Field(5.0, gt=0.0)
     # A queue day is a calendar day in the office's time zone (IANA name): its own in
     # CARAVAN_OFFICE_TIMEZONES='{"KG-BISHKEK": "Asia/Bishkek"}' (JSON), else this one.

@@ -3,6 +3,7 @@ outcomes exported as labels."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import polars as pl
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from data_contracts.fields import text_problem
 from data_contracts.schemas import ITEMS, OUTCOMES, SHIPMENTS
 from serving import orm as m
 from serving import policy
@@ -115,6 +117,9 @@ def waive(
     _decider(session, username)
     if not policy.has_visible_text(reason):
         raise ServiceError(422, "a waiver needs a reason (it has no visible character)", "reason")
+    problem = _text_problem("reason", reason)
+    if problem is not None:
+        raise problem
     ref = _locked_referral(session, referral_id)
     at = now()
     try:
@@ -207,11 +212,22 @@ def _outcome_values(session: Session, row: m.Outcome) -> dict[str, Any]:
 
 def _outcome_problem(outcome: policy.InspectionOutcome) -> ServiceError | None:
     """An outcome the rules refuse (`policy.seizure_problems`), as a 422 naming its
-    field (`seizures[1].quantity`)."""
+    field (`seizures[1].quantity`); or notes that the OUTCOMES contract refuses
+    (`_text_problem`)."""
     problems = policy.seizure_problems(outcome.finding, outcome.seizures)
     if problems:
         return ServiceError(422, problems[0].text(), problems[0].name())
-    return None
+    return _text_problem("notes", outcome.notes)
+
+
+def _text_problem(name: str, value: str | None) -> ServiceError | None:
+    """A 422 naming `name` when `value` holds what the contracts' text rule refuses
+    (`data_contracts.fields.text_problem`: control or bidirectional formatting
+    characters, nothing visible but invisible characters). Notes go into the label
+    file that `caravan validate` reads: notes it would quarantine would lose the
+    outcome from training; a reason is shown and audited as written."""
+    problem = None if value is None else text_problem(value)
+    return None if problem is None else ServiceError(422, f"{name} {problem}", name)
 
 
 def _correction_target(session: Session, ref: m.Referral) -> m.Outcome | None:
@@ -260,7 +276,7 @@ def correct_outcome(
         raise ServiceError(
             422, "a correction needs a reason (it has no visible character)", "reason"
         )
-    problem = _outcome_problem(outcome)
+    problem = _text_problem("reason", reason) or _outcome_problem(outcome)
     if problem is not None:
         raise problem
     ref = _locked_referral(session, referral_id)
@@ -448,8 +464,13 @@ def release(
     return ref
 
 
-def outcome_frame(rows: Sequence[m.Outcome]) -> pl.DataFrame:
-    """Outcomes in the OUTCOMES contract (what `caravan validate` reads)."""
+def outcome_frame(
+    rows: Sequence[m.Outcome], selection_rules: dict[str, str] | None = None
+) -> pl.DataFrame:
+    """Outcomes in the OUTCOMES contract (what `caravan validate` reads);
+    `selection_rules`: the rule that selected each outcome's referral, by outcome id
+    (`selection_rules`; none given: left empty)."""
+    rules = selection_rules or {}
     return frame_of(
         [
             {
@@ -458,7 +479,7 @@ def outcome_frame(rows: Sequence[m.Outcome]) -> pl.DataFrame:
                 "inspected_at": r.inspected_at,
                 "officer_id": r.recorded_by,
                 "selection_method": r.selection_method,
-                "selection_rule": None,
+                "selection_rule": rules.get(r.outcome_id),
                 "selection_probability": r.selection_probability,
                 "finding": r.finding,
                 "finding_category": r.category,
@@ -470,6 +491,44 @@ def outcome_frame(rows: Sequence[m.Outcome]) -> pl.DataFrame:
         ],
         OUTCOMES.polars_schema,
     )
+
+
+def selection_rules(session: Session, rows: Sequence[m.Outcome]) -> dict[str, str]:
+    """By outcome id, the rule that selected the outcome's referral, when its method
+    is "rule": of the rule hits of the score the referral was placed (or last
+    refreshed) with, the must-inspect one (the rule that forces an entry in), else
+    the one of the highest severity; ties by rule id. (The historical labels carry
+    the rule of the rules-and-random policy in `selection_rule`; the service's did
+    not.)"""
+    by_ref = {
+        r.referral_id: r.outcome_id
+        for r in rows
+        if r.selection_method == "rule" and r.referral_id is not None
+    }
+    if not by_ref:
+        return {}
+    hits = session.execute(
+        select(m.Referral.id, m.RuleHit.rule_id, m.RuleVersion.severity)
+        .join(m.RuleHit, m.RuleHit.score_id == m.Referral.score_id)
+        .outerjoin(
+            m.RuleVersion,
+            (m.RuleVersion.rule_id == m.RuleHit.rule_id)
+            & (m.RuleVersion.version == m.RuleHit.rule_version),
+        )
+        .where(m.Referral.id.in_(by_ref))
+    )
+    best: dict[str, tuple[float, str]] = {}
+    for ref_id, rule_id, severity in hits:
+        weight = (
+            math.inf
+            if severity == "must_inspect"
+            else policy.SEVERITY_WEIGHTS.get(str(severity), 1.0)
+        )
+        key = (-weight, str(rule_id))
+        outcome_id = by_ref[ref_id]
+        if outcome_id not in best or key < best[outcome_id]:
+            best[outcome_id] = key
+    return {outcome_id: rule for outcome_id, (_w, rule) in best.items()}
 
 
 def export_labels(session: Session, services: Services, rows: Sequence[m.Outcome]) -> Path | None:
@@ -511,5 +570,5 @@ def export_labels(session: Session, services: Services, rows: Sequence[m.Outcome
                     frame_of(lines, ITEMS.polars_schema), raw / "items" / f"api-{sid}.parquet"
                 )
             last = raw / "outcomes" / f"api-{row.outcome_id}.parquet"
-            write_parquet(outcome_frame([row]), last)
+            write_parquet(outcome_frame([row], selection_rules(session, [row])), last)
     return last

@@ -267,12 +267,19 @@ def _stray_forced(
     no referral anywhere but displaced ones, none in `day`'s queue. With their
     declaration day (local). A late submission, a declaration just before local
     midnight or a rescreen can make such a shipment after its own day's queue was
-    last looked at; today's queue takes it in."""
+    last looked at; today's queue takes it in, when declared at most
+    `carry_forced_days` days before `day` (an older one is placed in its own day's
+    queue when that is viewed, overdue at once)."""
     start = days.day_window(office, day)[0]
+    first = days.day_window(office, day - dt.timedelta(days=days.carry_forced_days))[0]
     latest = (
         select(m.Score.shipment_id, func.max(m.Score.id).label("sid"))
         .join(m.Shipment, m.Shipment.shipment_id == m.Score.shipment_id)
-        .where(m.Shipment.office_code == office, m.Shipment.declared_at < start)
+        .where(
+            m.Shipment.office_code == office,
+            m.Shipment.declared_at >= first,
+            m.Shipment.declared_at < start,
+        )
         .group_by(m.Score.shipment_id)
         .subquery()
     )

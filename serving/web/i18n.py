@@ -129,6 +129,16 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "queue.exploration_only": ("Exploration entries only", "Только случайный отбор"),
     "queue.apply": ("Show", "Показать"),
     "queue.all": ("all", "все"),
+    "queue.declared_on": (
+        "declared on {day}: an earlier day's shipment that must be inspected",
+        "задекларировано {day}: отправка прошлого дня, подлежащая обязательному досмотру",
+    ),
+    "queue.day_format": ("Enter the day as YYYY-MM-DD.", "Укажите день в виде ГГГГ-ММ-ДД."),
+    "queue.day_range": (
+        "No queue on {day}: a queue day lies between {first} and {last}. Today's queue is shown.",
+        "Очереди на {day} нет: день очереди лежит между {first} и {last}. Показана очередь "
+        "на сегодня.",
+    ),
     "queue.capacity": (
         "Capacity used: {used} of {capacity} ({decided} decided, {claimed} claimed, {open} open)",
         "Использовано мест: {used} из {capacity} (решено {decided}, в работе {claimed}, "
@@ -282,6 +292,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "слабое совпадение: совпадает только одно слово, поэтому оно считается близким "
         "совпадением и в приоритете не учитывается",
     ),
+    "ship.watchlist_weak.initials": (
+        "weak match: it rests on one word and initials, so it counts as a near miss, not in "
+        "the priority",
+        "слабое совпадение: совпадают только одно слово и инициалы, поэтому оно считается "
+        "близким совпадением и в приоритете не учитывается",
+    ),
     "ship.watchlist_weak.company_individual": (
         "weak match: a company's name against a listed individual's name, so it counts as "
         "a near miss, not in the priority",
@@ -365,8 +381,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Категорию указывают только при находке.",
     ),
     "err.quantity_number": (
-        "Enter a number of zero or more.",
-        "Введите число, не меньше нуля.",
+        "Enter a number above zero.",
+        "Введите число больше нуля.",
     ),
     "err.quantity_without_finding": (
         "A quantity seized needs a finding.",
@@ -420,6 +436,22 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "err.control_chars": (
         "Control characters are not allowed.",
         "Управляющие символы не допускаются.",
+    ),
+    "err.bidi_chars": (
+        "Characters that change the direction of text (e.g. U+202E) are not allowed: "
+        "they make text show in another order than it is written.",
+        "Символы, меняющие направление текста (например, U+202E), не допускаются: "
+        "текст с ними отображается не в том порядке, в каком записан.",
+    ),
+    "err.invisible_only": (
+        "The text holds only invisible characters (e.g. zero-width spaces).",
+        "Текст состоит только из невидимых символов (например, пробелов нулевой ширины).",
+    ),
+    "err.quantity_zero": (
+        "A quantity of 0 says nothing was seized: give the quantity seized, or leave the "
+        "quantity and its unit empty.",
+        "Количество 0 означает, что ничего не изъято: укажите изъятое количество или "
+        "оставьте количество и единицу пустыми.",
     ),
     # rules
     "rules.title": ("Targeting rules", "Правила отбора"),

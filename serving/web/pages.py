@@ -40,6 +40,7 @@ from serving.auth import (
 from serving.policy import (
     InspectionOutcome,
     has_visible_text,
+    queue_day_bounds,
     queue_day_problem,
     weak_watchlist_match,
 )
@@ -374,10 +375,11 @@ def _queue_context(
     try:
         day = dt.date.fromisoformat(q["day"]) if q.get("day") else today
     except ValueError:
-        errors.add("day", t("error.field"))
+        errors.add("day", t("queue.day_format"))
         day = today
     if queue_day_problem(day, today) is not None:  # (no queue outside the plausible days)
-        errors.add("day", t("error.field"))
+        first, last = queue_day_bounds(today)
+        errors.add("day", t("queue.day_range", day=day.isoformat(), first=first, last=last))
         day = today
     lane = str(q.get("lane")) if q.get("lane") in ("red", "yellow", "green") else "all"
     status = str(q.get("status")) if q.get("status") in m.REFERRAL_STATUSES else "all"

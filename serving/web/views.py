@@ -19,6 +19,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from data_contracts.fields import BLANK_TEXT, CONTROL_CHARS, text_problem
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
 from features.registry import _localised, refresh_reason_texts, render_reason
 from serving import orm as m
@@ -48,6 +49,20 @@ from serving.web.i18n import Translator, reason_text
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_NOTES = 2000
+
+
+def text_error(value: str) -> str | None:
+    """The catalogue key of why the contracts' text rule refuses `value`
+    (`data_contracts.fields.text_problem`: a control or bidirectional formatting
+    character, or nothing visible but invisible characters), or None. Outcome notes
+    go into the label file `caravan validate` reads; a decision's reason is shown
+    and audited as written."""
+    problem = text_problem(value)
+    if problem is None:
+        return None
+    if problem == BLANK_TEXT:
+        return "err.invisible_only"
+    return "err.control_chars" if any(ch in CONTROL_CHARS for ch in value) else "err.bidi_chars"
 
 
 # --------------------------------------------------------------------------- waterfall
@@ -221,7 +236,8 @@ class WatchlistHit:
     by: str = "name"
     # the linked traveller record (API/PNR) that matched; None: the party itself
     traveller: str | None = None
-    # why the match is weak ("one_word", "company_individual"; None: it is not) and
+    # why the match is weak ("one_word", "initials", "company_individual"; None: it is
+    # not) and
     # the name words it rests on (features.screening.weak_match)
     weak: str | None = None
     words: int | None = None
@@ -678,8 +694,8 @@ def check_outcome(form: Mapping[str, str], t: Translator) -> tuple[OutcomeForm |
     notes = form.get("notes") or ""
     if len(notes) > MAX_NOTES:
         errors.add("notes", t("err.too_long", n=MAX_NOTES))
-    elif CONTROL.search(notes):
-        errors.add("notes", t("err.control_chars"))
+    elif (problem := text_error(notes)) is not None:
+        errors.add("notes", t(problem))
     if errors:
         return None, errors
     lines = tuple(line for _, line in rows)
@@ -728,8 +744,8 @@ def check_waiver(form: Mapping[str, str], t: Translator) -> tuple[str | None, Fo
         errors.add("reason", t("err.reason_required"))
     elif len(reason) > MAX_NOTES:
         errors.add("reason", t("err.too_long", n=MAX_NOTES))
-    elif CONTROL.search(reason):
-        errors.add("reason", t("err.control_chars"))
+    elif (problem := text_error(reason)) is not None:
+        errors.add("reason", t(problem))
     return (None if errors else reason), errors
 
 

@@ -102,6 +102,7 @@ BAD_ITEMS = [
     ({"quantity": 0.0}, "positive:quantity"),
     ({"net_mass_kg": -1.0}, "positive:net_mass_kg"),
     ({"value": 0.0}, "positive:value"),
+    ({"value": float("inf")}, "positive:value"),  # (a CSV's "inf")
     ({"quantity_unit": "BOX"}, "enum:quantity_unit"),
     ({"origin_country": "SU"}, "country:origin_country"),
     ({"shipment_id": "S-404"}, "parent_missing:shipment_id"),

@@ -18,6 +18,7 @@ from data_contracts.settings import DataLayout
 from serving.auth import (
     API_KEY_PREFIX,
     AuthError,
+    InvalidFieldError,
     LockedOutError,
     LockoutPolicy,
     Role,
@@ -160,13 +161,26 @@ def test_api_key_stored_hashed(db_session: Session) -> None:
     db_session.commit()
     with pytest.raises(AuthError, match="revoked"):
         authenticate_api_key(db_session, key)
-    _, expired = create_api_key(
+    # a key cannot be created expired (it was, dead from the start: 201)
+    with pytest.raises(InvalidFieldError, match="has passed") as refused:
+        create_api_key(
+            db_session,
+            name="old",
+            role=Role.analyst,
+            created_by="admin1",
+            expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+        )
+    assert refused.value.field == "expires_at"
+    old, expired = create_api_key(
         db_session,
         name="old",
         role=Role.analyst,
         created_by="admin1",
-        expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1),
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
     )
+    assert authenticate_api_key(db_session, expired).id == old.id
+    old.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)  # (an hour later)
+    db_session.commit()
     with pytest.raises(AuthError, match="expired"):
         authenticate_api_key(db_session, expired)
 

@@ -14,16 +14,19 @@ PostgreSQL) with a trained model:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from serving import orm as m
 from serving import policy
 from serving.auth import Role
-from tests.serving.conftest import OFFICE, Api, payload
+from tests.serving.conftest import OFFICE, Api, password_for, payload, username_for
 from tests.serving.test_uat_queue import _batch, _capacity
+from tests.serving.test_uat_users import _web_login
 from tests.serving.test_watchlists_api import _national, _upload
 
 API = "/api/v1"
@@ -161,6 +164,63 @@ def test_forced_entry_placed_late_in_a_past_days_queue_is_overdue_at_once(
     # and today's queue does not take it a second time
     assert "S7-PAST-F" not in {e["shipment_id"] for e in _queue(api, _today())["entries"]}
     assert _referrals_of(api, "S7-PAST-F") == 1
+
+
+def test_only_recent_forced_shipments_of_earlier_days_enter_todays_queue(
+    world_api: Api, samples: Any
+) -> None:
+    """Found in review: today's queue took forced shipments of any age (a rescreen
+    against a new list entry made year-old declarations must-inspect, and they took
+    today's capacity). Only those declared at most `carry_forced_days` (7) days
+    before today are carried in; an older one waits for its own day's queue."""
+    api = world_api
+    today = _today()
+    _settings(api, 2)
+    _rule(api, "uat2-must", "must_inspect", MARK)
+    _batch(
+        api,
+        [
+            _with_consignee(
+                payload(samples, 1, "S7-RECENT", day=today - dt.timedelta(days=7)), MARK
+            ),
+            _with_consignee(payload(samples, 2, "S7-OLD", day=today - dt.timedelta(days=8)), MARK),
+        ],
+    )
+    entries = {e["shipment_id"]: e for e in _queue(api, today)["entries"]}
+    assert "S7-RECENT" in entries and "S7-OLD" not in entries
+    assert entries["S7-RECENT"]["declared_on"] == (today - dt.timedelta(days=7)).isoformat()
+    # its own day's queue places it, overdue at once
+    own = {e["shipment_id"]: e for e in _queue(api, today - dt.timedelta(days=8))["entries"]}
+    assert own["S7-OLD"]["selection_method"] == "rule"
+    assert "S7-OLD" in {o["shipment_id"] for o in _overdue(api)}
+    assert _referrals_of(api, "S7-OLD") == 1
+
+    # the queue page shows the carried entry's own day, and a meter of the capacity
+    # used as its text says (it showed the decided ones)
+    web = TestClient(api.app, follow_redirects=False)
+    _web_login(web, username_for(Role.officer), password_for(Role.officer))
+    page = web.get("/web/queue").text
+    recent = (today - dt.timedelta(days=7)).isoformat()
+    row = page.split('data-shipment="S7-RECENT"')[1].split("</tr>")[0]
+    assert f'data-declared-on="{recent}"' in row and f"declared on {recent}" in row
+    used = re.search(r"Capacity used: (\d+) of (\d+)", page)
+    assert used is not None and int(used[1]) > 0
+    assert re.search(r'<meter min="0" max="(\d+)" value="(\d+)"', page).groups() == (  # type: ignore[union-attr]
+        used[2],
+        used[1],
+    )
+    # a day that is no date, or beyond the queue days, says why
+    assert "Enter the day as YYYY-MM-DD." in web.get("/web/queue?day=2026-02-30").text
+    far = web.get("/web/queue?day=1900-01-01").text
+    assert "No queue on 1900-01-01: a queue day lies between 1990-01-01" in far
+
+    # a wider window carries an older one in
+    _settings(api, 2, carry_forced_days=10)
+    _batch(
+        api,
+        [_with_consignee(payload(samples, 3, "S7-OLDER", day=today - dt.timedelta(days=9)), MARK)],
+    )
+    assert "S7-OLDER" in {e["shipment_id"] for e in _queue(api, today)["entries"]}
 
 
 # --------------------------------------------------------------------------- A2 / S8

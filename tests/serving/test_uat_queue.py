@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import polars as pl
 import pytest
 from sqlalchemy import update
 
@@ -329,6 +330,18 @@ def test_rule_lifted_entry_is_recorded_as_rule(world_api: Api, samples: Any) -> 
     assert r.status_code == 200, r.text
     outcome = [e for e in _audit(api, shipment_id="SM-RED") if e["kind"] == "outcome"]
     assert outcome[0]["payload"]["selection_method"] == "rule"
+    # the label names the rule that selected it, as the historical labels do (it
+    # was always empty: found in review)
+    label = pl.read_parquet(api.app.state.layout.raw / "outcomes" / r.json()["label_file"])
+    assert label["selection_method"].to_list() == ["rule"]
+    assert label["selection_rule"].to_list() == ["uat-red-marker"]
+    # a model selection names none
+    rid = next(e["id"] for k, e in entries.items() if k != "SM-RED")
+    assert api.client.post(f"{API}/referrals/{rid}/claim", headers=officer).is_success
+    r = api.client.post(f"{API}/referrals/{rid}/outcome", json={"finding": False}, headers=officer)
+    label = pl.read_parquet(api.app.state.layout.raw / "outcomes" / r.json()["label_file"])
+    assert label["selection_method"].to_list() == ["model"]
+    assert label["selection_rule"].to_list() == [None]
 
 
 # --------------------------------------------------------------------------- F13, auditor F2, F12

@@ -208,6 +208,30 @@ def test_an_api_key_cannot_create_or_change_users(api: Api) -> None:
     assert api.client.get(USERS, headers=headers).status_code == 200  # reading is fine
 
 
+def test_keys_are_revoked_by_a_signed_in_admin_and_never_created_expired(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: an admin API key could revoke any key (a leaked one could
+    switch off the feeds' keys), a key could be created already expired (201, a
+    dead key), and a revocation was audited but not logged."""
+    admin = api.headers(Role.admin)
+    feed = _key(api, admin, name="pnr feed", role="analyst").json()
+    admin_key = {"X-API-Key": _key(api, admin, name="adm key 2", role="admin").json()["key"]}
+    r = api.client.delete(f"{KEYS}/{feed['id']}", headers=admin_key)
+    assert r.status_code == 403 and "signed-in" in r.text
+    assert api.client.get(ME, headers={"X-API-Key": feed["key"]}).status_code == 200
+    with caplog.at_level("INFO", logger="serving.auth"):
+        assert api.client.delete(f"{KEYS}/{feed['id']}", headers=admin).status_code == 200
+    assert f"API key {feed['id']} ({feed['prefix']}) revoked by" in caplog.text
+    assert feed["key"] not in caplog.text
+    assert api.client.get(ME, headers={"X-API-Key": feed["key"]}).status_code == 401
+
+    past = {"name": "dead", "role": "analyst", "expires_at": "2020-01-01T00:00:00Z"}
+    r = api.client.post(KEYS, json=past, headers=admin)
+    assert r.status_code == 422 and "expires_at" in r.text and "has passed" in r.text, r.text
+    assert "dead" not in {k["name"] for k in api.client.get(KEYS, headers=admin).json()}
+
+
 def test_api_key_names_are_unique_and_the_actor_names_the_key(api: Api) -> None:
     admin = api.headers(Role.admin)
     first = _key(api, admin, name="uat off key", role="officer", office_code=OFFICE)

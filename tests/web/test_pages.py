@@ -129,7 +129,7 @@ def test_outcome_form_errors_are_beside_their_fields(new_page: Any, site: Site) 
     page.locator("#save-outcome").click()
     page.wait_for_load_state()
     assert page.locator("#err-category").inner_text() == "A finding needs a category."
-    assert page.locator("#err-quantity").inner_text() == "Enter a number of zero or more."
+    assert page.locator("#err-quantity").inner_text() == "Enter a number above zero."
     assert page.locator("#category").get_attribute("aria-invalid") == "true"
     assert page.locator("#referral-status").get_attribute("data-status") == "claimed"
 
