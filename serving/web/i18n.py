@@ -129,6 +129,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "queue.exploration_only": ("Exploration entries only", "Только случайный отбор"),
     "queue.apply": ("Show", "Показать"),
     "queue.all": ("all", "все"),
+    "queue.capacity_fill": (
+        "fills the day's capacity: among the highest priorities left, although its risk "
+        "alone is in the green lane",
+        "заполняет дневную норму: среди наивысших оставшихся приоритетов, хотя по одному "
+        "риску отправка в зелёном коридоре",
+    ),
     "queue.declared_on": (
         "declared on {day}: an earlier day's shipment that must be inspected",
         "задекларировано {day}: отправка прошлого дня, подлежащая обязательному досмотру",

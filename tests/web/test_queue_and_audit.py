@@ -65,6 +65,12 @@ def test_queue_marks_overdue_exploration_and_filters(site: Site, officer: httpx.
     for classes, _sid, _status, rid in entries:
         assert f"lane-row-{lanes[refs[rid].score_id]}" in classes
         assert ("exploration" in classes) == (refs[rid].selection_method == "random")
+        # a green entry the model ranked into the capacity says why it is there (the
+        # lane alone says "release": found in review)
+        row = page.text.split(f'data-referral="{rid}"')[1].split("</tr>")[0]
+        filled = lanes[refs[rid].score_id] == "green" and refs[rid].selection_method == "model"
+        assert ("fills the day&#39;s capacity" in row) == filled, row
+    assert "fills the day&#39;s capacity" in page.text  # (the world's queue has such entries)
     assert {rid for classes, *_x, rid in entries if "overdue" in classes.split()} == forced
     page = officer.get("/web/queue", params={"day": DAY.isoformat()})
     marked = {rid for classes, *_x, rid in rows(page.text) if "overdue" in classes.split()}
