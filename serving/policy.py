@@ -764,11 +764,24 @@ def _step(
 
 
 def _require(ref: Referral, action: str, *allowed: Status) -> None:
+    """Refuse `action` unless the referral's status is one of `allowed`, saying who
+    holds a claimed one, and that a decision already recorded is changed by a
+    correction."""
     if ref.status not in allowed:
         wanted = " or ".join(s.value for s in allowed)
+        state = ref.status.value
+        if ref.status is Status.CLAIMED and ref.claimed_by:
+            state += f" by {ref.claimed_by}"
+        hint = ""
+        if ref.status in (Status.INSPECTED, Status.WAIVED) and action in (
+            "claim",
+            "record an outcome for",
+            "waive",
+        ):
+            hint = "; a decision recorded is changed by correcting it, with a reason"
         raise TransitionError(
-            f"cannot {action} referral {ref.shipment_id}: it is {ref.status.value}, "
-            f"it must be {wanted}"
+            f"cannot {action} the referral of shipment {ref.shipment_id}: it is {state}, "
+            f"it must be {wanted}{hint}"
         )
 
 

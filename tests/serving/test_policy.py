@@ -272,8 +272,12 @@ class TestReferral:
 
     def test_double_claim_and_release(self) -> None:
         ref = claim(open_referral(entry(), T0), ALICE, at(1))
-        with pytest.raises(TransitionError, match="cannot claim"):
+        # (who holds it: found in review, the message did not say)
+        with pytest.raises(TransitionError, match=r"cannot claim .*: it is claimed by alice,"):
             claim(ref, BOB, at(2))
+        waived = waive(ref, ALICE, at(2), "seals intact")
+        with pytest.raises(TransitionError, match=r"it is waived, .*changed by correcting it"):
+            record_outcome(waived, ALICE, at(3), FOUND)
         ref = release(ref, ALICE, at(3))
         assert ref.status is Status.OPEN and ref.claimed_by is None
         assert claim(ref, BOB, at(4)).claimed_by == "bob"
