@@ -4,6 +4,13 @@ A value that cannot be read as its column's type is kept (the row goes to
 quarantine with rule `type:<column>`); a file that cannot be read at all, or
 whose columns do not fit the contract, raises `InputFileError` naming the file
 and the problem.
+
+Dates and times in text (CSV, NDJSON) are read row by row, whatever the other rows
+hold: a date-time is ISO 8601 / RFC 3339 with its offset (`Z`, `+05:00`, `+0500`,
+`+05`; `T` or a space between date and time; seconds and their fraction optional),
+converted to UTC; one without an offset is rejected as ambiguous (`type:<column>`,
+saying that it needs a time zone, as the API does); a date is `YYYY-MM-DD`, and
+no other form (01/02/2025) is guessed.
 """
 
 from __future__ import annotations
@@ -19,12 +26,26 @@ SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 RAW_RECORD = "_raw_record"
 # Written by `caravan import` (data_contracts.mapping): JSON list of the problems
-# found while mapping a row, each {"rule", "column", "value", "message"}.
+# found while mapping a row, each {"rule", "column", "value", "message"}. The reader
+# adds the date-times without a time zone it finds in text, so that their message
+# says so (see `_naive_errors`).
 IMPORT_ERRORS = "_import_errors"
 SUFFIXES = (".parquet", ".csv", ".ndjson", ".jsonl", ".json")
 LIST_SEPARATOR = ";"
 _TRUE = ("true", "1", "yes", "y", "t")
 _FALSE = ("false", "0", "no", "n", "f")
+# A date-time in text: date, time (hours and minutes, seconds and their fraction
+# optional) and the offset from UTC (`Z`, `+05:00`, `+0500`, `+05`), matched on the
+# upper-cased text (RFC 3339 allows `t` and `z`). Whether the date and time exist
+# is left to `strptime`.
+_DATETIME_TEXT = (
+    r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(:\d{2}(?:\.\d{1,9})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_DATE_TEXT = r"^\d{4}-\d{2}-\d{2}$"
+_INSTANT, _ZONED, _NAIVE_PREFIX = "__instant__", "__zoned__", "__naive__"
+NAIVE_DATETIME = (
+    "needs a time zone (e.g. 'Z' for UTC or '+05:00'); a date-time without one is ambiguous"
+)
 
 
 class InputFileError(Exception):
@@ -53,8 +74,34 @@ def _read_any(path: Path) -> pl.DataFrame:
     raise InputFileError(path, f"unknown file type '{path.suffix}' (use one of {SUFFIXES})")
 
 
+def _text_datetime(text: pl.Expr, name: str) -> list[pl.Expr]:
+    """`__instant__<name>`: the UTC instant of each ISO 8601 date-time text, read as
+    UTC when it has no offset (null when it is not a date-time), and `__zoned__<name>`:
+    whether it has one. Each row is read on its own, whatever the others hold.
+    (Computed before the cast that uses them: within one expression Polars would
+    take the text apart once for each.)"""
+    parts = text.str.to_uppercase().str.extract_groups(_DATETIME_TEXT)
+    date, hm, seconds, offset = (parts.struct.field(str(i)) for i in range(1, 5))
+    canonical = pl.concat_str(
+        date, pl.lit("T"), hm, seconds.fill_null(":00"), offset.fill_null("Z")
+    )
+    instant = canonical.str.strptime(
+        pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%#z", strict=False
+    )
+    return [instant.alias(_INSTANT + name), offset.is_not_null().alias(_ZONED + name)]
+
+
+def _text_date(text: pl.Expr) -> pl.Expr:
+    """The date of each `YYYY-MM-DD` text (null for any other form)."""
+    return pl.when(text.str.contains(_DATE_TEXT)).then(
+        text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+    )
+
+
 def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
-    """Cast every column to the raw schema, flagging values that could not be read."""
+    """Cast every column to the raw schema, flagging values that could not be read
+    (and keeping, in `__naive__<column>`, the date-times in text without a time zone)."""
+    parsed: list[pl.Expr] = []
     exprs: list[pl.Expr] = []
     flags: list[pl.Expr] = []
     for col in contract.columns:
@@ -80,9 +127,13 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
                     .otherwise(None)
                 )
             elif col.kind is Kind.DATETIME:
-                cast = text.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+                parsed += _text_datetime(text, col.name)
+                instant, zoned = pl.col(_INSTANT + col.name), pl.col(_ZONED + col.name)
+                cast = pl.when(zoned).then(instant)
+                naive = ~zoned & instant.is_not_null()
+                flags.append(pl.when(naive).then(src).alias(_NAIVE_PREFIX + col.name))
             elif col.kind is Kind.DATE:
-                cast = text.str.to_date(strict=False)
+                cast = _text_date(text)
             elif col.kind is Kind.STRING_LIST:
                 cast = (
                     text.str.split(LIST_SEPARATOR)
@@ -102,9 +153,44 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
         exprs.append(cast.alias(col.name))
         flags.append((src.is_not_null() & cast.is_null()).alias(TYPE_ERROR_PREFIX + col.name))
     try:
-        return frame.with_columns(*exprs, *flags)
+        return frame.with_columns(*parsed).with_columns(*exprs, *flags)
     except pl.exceptions.PolarsError as exc:
         raise InputFileError(path, f"columns cannot be read: {exc}".splitlines()[0]) from exc
+
+
+def _naive_errors(frame: pl.DataFrame) -> pl.Expr:
+    """`_import_errors` with a `type:<column>` problem added for each date-time in
+    text without a time zone, so that its row's message says why it was not read."""
+    errors = pl.col(IMPORT_ERRORS) if IMPORT_ERRORS in frame.columns else pl.lit(None)
+    errors = errors.cast(pl.String)
+    naive = [c for c in frame.columns if c.startswith(_NAIVE_PREFIX)]
+    if not naive or not frame.select(pl.any_horizontal(pl.col(naive).is_not_null()).any()).item():
+        return errors
+    found = []
+    for column in naive:
+        name, value = column.removeprefix(_NAIVE_PREFIX), pl.col(column)
+        message = pl.concat_str(
+            pl.lit(f"{name} '"), value.str.strip_chars(), pl.lit(f"' {NAIVE_DATETIME}")
+        )
+        problem = pl.struct(
+            pl.lit(f"type:{name}").alias("rule"),
+            pl.lit(name).alias("column"),
+            value.alias("value"),
+            message.alias("message"),
+        )
+        found.append(pl.when(value.is_not_null()).then(problem.struct.json_encode()))
+    new = pl.concat_str(
+        pl.lit("["), pl.concat_str(found, separator=",", ignore_nulls=True), pl.lit("]")
+    )
+    new = pl.when(pl.any_horizontal(pl.col(naive).is_not_null())).then(new)
+    old = errors.str.strip_chars()
+    return (
+        pl.when(new.is_null())
+        .then(errors)
+        .when(old.is_null() | (old == "[]"))
+        .then(new)
+        .otherwise(pl.concat_str(old.str.strip_suffix("]"), pl.lit(","), new.str.strip_prefix("[")))
+    )
 
 
 def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) -> None:
@@ -130,13 +216,12 @@ def _prepare(frame: pl.DataFrame, contract: Contract, source: Path) -> pl.DataFr
     record = [c for c in frame.columns if c != IMPORT_ERRORS]
     raw_record = pl.struct(record).struct.json_encode().alias(RAW_RECORD)
     prepared = _cast(frame.with_columns(raw_record), contract, source)
-    errors = pl.col(IMPORT_ERRORS) if IMPORT_ERRORS in frame.columns else pl.lit(None)
     return prepared.select(
         *contract.column_names,
         pl.lit(str(source)).alias(SOURCE_FILE),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW),
         RAW_RECORD,
-        errors.cast(pl.String).alias(IMPORT_ERRORS),
+        _naive_errors(prepared).alias(IMPORT_ERRORS),
         *[TYPE_ERROR_PREFIX + c for c in contract.column_names],
     )
 
