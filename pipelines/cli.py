@@ -272,6 +272,7 @@ def watchlist_import(
         old = pl.read_parquet(path).filter(~pl.col("list_name").is_in(lists))
         new = pl.concat([old, new.select(old.columns)])
     write_parquet(new, path)
+    _warn_served_lists(data, layout, sorted({str(n) for f in frames for n in f["list_name"]}))
     counts = {
         str(k): int(v) for k, v in new.group_by("list_name").len().sort("list_name").iter_rows()
     }
@@ -279,6 +280,59 @@ def watchlist_import(
         out.print_json(json.dumps({"path": str(path), "entries": counts}))
         return
     out.print(f"Watchlist entries in {path}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+def _warn_served_lists(data: Path | None, layout: DataLayout, names: list[str]) -> None:
+    """Warn when the deployment's database holds watchlists: the service screens with
+    the database's lists (its source of truth; `serving.services.restore_watchlists`),
+    so an import into validated/ reaches `caravan features` and training, but not a
+    running service, and rescreens nothing. Found in review: it said nothing."""
+    from sqlalchemy import func, inspect, select
+
+    from data_contracts.settings import Settings
+    from serving import orm as m
+    from serving.db import database_url, make_engine, sqlite_path
+
+    settings = Settings() if data is None else Settings(data=data)
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return
+    engine = make_engine(url)
+    try:
+        if not inspect(engine).has_table("watchlist_entries"):
+            return
+        with engine.connect() as conn:
+            held = dict(
+                conn.execute(
+                    select(m.WatchlistEntry.list_name, func.count()).group_by(
+                        m.WatchlistEntry.list_name
+                    )
+                ).all()
+            )
+    except Exception:  # (an unreachable database: nothing to compare)
+        return
+    finally:
+        engine.dispose()
+    if not held:
+        return  # (the service loads the file's lists at its next start)
+    served = [n for n in names if n in held]
+    new = [n for n in names if n not in held]
+    api = "load it over the API (POST /api/v1/watchlists/un or /national) to screen with it"
+    if served:
+        console.print(
+            f"[yellow]warning:[/] this deployment's service screens with its database's copy "
+            f"of {', '.join(served)}, which this import does not change (it wrote "
+            f"validated/watchlist.parquet, read by `caravan features` and training): {api} "
+            "and rescreen the stored shipments",
+            soft_wrap=True,
+        )
+    if new:
+        console.print(
+            f"[yellow]warning:[/] a running service takes {', '.join(new)} only at its next "
+            f"start, without rescreening the stored shipments: {api} at once",
+            soft_wrap=True,
+        )
 
 
 def _date(value: str | None, option: str) -> Any:

@@ -325,3 +325,41 @@ def test_the_cli_requires_a_national_list_name(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "validated" / "watchlist.parquet").exists()
     loaded = runner.invoke(app, [*base, "--list-name", "KG-NAT"])
     assert loaded.exit_code == 0, loaded.output
+
+
+def test_the_cli_import_warns_that_the_service_screens_with_its_database(
+    world_api: Api, db_url: str, tmp_path: Path
+) -> None:
+    """Found in review: `caravan watchlist import` on a deployment whose service holds
+    lists in its database only rewrote validated/watchlist.parquet, silently; the
+    service kept screening with the database's copy. It now says so, and how to load
+    the list so that the service screens with it."""
+    from tests.conftest import caravan_in_process
+
+    _load(world_api, KG_4)  # the service holds KG-NAT
+    csv = tmp_path / "kg.csv"
+    csv.write_bytes(_national(KG_4, KG_5))
+    env = {"CARAVAN_DATABASE_URL": db_url}
+    data = tmp_path / "data"
+    same = caravan_in_process(
+        "watchlist", "import", "--national", str(csv), "--list-name", "KG-NAT", data=data, env=env
+    )
+    assert "screens with its database's copy of KG-NAT" in same.stderr, same.stderr
+    assert "POST /api/v1/watchlists" in same.stderr
+    other = caravan_in_process(
+        "watchlist", "import", "--national", str(csv), "--list-name", "KG-NEW", data=data, env=env
+    )
+    assert "takes KG-NEW only at its next start" in other.stderr, other.stderr
+    assert "KG-NAT" not in other.stderr
+    # a data directory without a database (before the first start): nothing to say
+    fresh = caravan_in_process(
+        "watchlist",
+        "import",
+        "--national",
+        str(csv),
+        "--list-name",
+        "KG-NAT",
+        data=tmp_path / "fresh",
+        env={"CARAVAN_DATABASE_URL": ""},
+    )
+    assert "warning" not in fresh.stderr, fresh.stderr
