@@ -373,6 +373,14 @@ def train(
     if target not in ("arms", "any-finding"):
         _fail(f"--target '{target}' must be arms or any-finding")
     layout = _layout(data)
+    waiting = _outcomes_not_validated(layout)
+    if waiting:
+        console.print(
+            f"[yellow]warning:[/] {waiting:,} outcome(s) in raw/ (recorded by officers since "
+            "the last `caravan validate`, or added by hand) are not in validated/ and are not "
+            "trained on: run `caravan validate` and `caravan features` first to use them",
+            soft_wrap=True,
+        )
     try:
         with _progress() as bar:
             task = bar.add_task("training", total=None)
@@ -420,6 +428,27 @@ def train(
         f"{run.rows['train']:,} inspected shipments) registered as challenger. "
         f"Report: {run.report}"
     )
+
+
+def _outcomes_not_validated(layout: DataLayout) -> int:
+    """The outcomes raw/ holds (the service writes each recorded outcome there as a
+    label file) that `caravan validate` has not judged yet: in neither validated/ nor
+    quarantine/. Training reads validated/ only; found in review: it left them out
+    without a word."""
+    from pipelines.validate import _ids_in, input_files
+
+    raw = _ids_in(input_files(layout.raw, "outcomes"), "outcome_id")
+    if not raw:
+        return 0
+    judged = _ids_in(
+        [
+            p
+            for p in (layout.validated / "outcomes.parquet", layout.quarantine / "outcomes.parquet")
+            if p.exists()
+        ],
+        "outcome_id",
+    )
+    return len(raw - judged)
 
 
 def _print_evaluation(ev: Any) -> None:
