@@ -142,6 +142,21 @@ def test_the_shipped_profile_means_the_same_line() -> None:
     assert _hit(profile) == {"IT-01", "IT-02"}  # its words do not include "затвор"
 
 
+def test_the_shipped_generic_parts_profile_can_hit() -> None:
+    """It replaced a profile of descriptions that are only "parts" or "gift", which
+    intake refuses: it could never hit (found in review)."""
+    profile = _example("generic-parts-where-arms-parts-hide")
+    lines = {
+        "GUN-PARTS": [("930599", "spare parts for hunting guns, assorted")],
+        "TOOL-PARTS": [("846693", "parts and accessories for machine tools")],
+        "RU-PARTS": [("848790", "запчасти для станков")],
+        "CAR-PARTS": [("870899", "spare parts for trucks")],  # (another heading)
+        "GRIPS": [("930529", "pistol grips, polymer")],  # (no generic word)
+        "SPLIT": [("930529", "pistol grips"), ("870899", "spare parts for trucks")],
+    }
+    assert _hit(profile, lines) == {"GUN-PARTS", "TOOL-PARTS", "RU-PARTS"}
+
+
 def test_conditions_on_the_same_line_do_not_fire_across_two_lines() -> None:
     assert _hit(make(BRAKE_PADS_AND_BREECH_SAME_LINE)) == {"HIDDEN-BREECH"}
     # unchanged outside `line`: any line each (documented), so IT-03 still hits
