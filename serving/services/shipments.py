@@ -39,6 +39,7 @@ from serving.services.audit_log import (
     _score_facts,
     audit,
     audit_many,
+    audited_scores,
     feature_vector_hash,
     plain_vector_hash,
 )
@@ -244,9 +245,14 @@ def _record_score(
     )
 
 
-def _score_entry_payload(s: Scored, score_id: int, vector_hash: str) -> dict[str, Any]:
+def _score_entry_payload(
+    s: Scored, score_id: int, vector_hash: str, content: str | None = None
+) -> dict[str, Any]:
     """What the audit entry of a score written records (`vector_hash`: the
-    `feature_vector_hash` of the stored vector)."""
+    `feature_vector_hash` of the stored vector; `content`: the declaration's content
+    hash, recorded by the score written at ingest, so that `caravan audit verify`
+    finds a declaration replaced together with its stored hash)."""
+    extra = {} if content is None else {"content_hash": content}
     return {
         "shipment_id": s.shipment_id,
         "score_id": score_id,
@@ -260,6 +266,7 @@ def _score_entry_payload(s: Scored, score_id: int, vector_hash: str) -> dict[str
         # the listed entry that produced the exact or best match (None: none)
         "watchlist_match": _audited_match(s.watchlist_match),
         "feature_vector_sha256": vector_hash,
+        **extra,
     }
 
 
@@ -780,7 +787,10 @@ def _write_scored(
                 "score",
                 one if one is not None else actor_of[s.shipment_id],
                 _score_entry_payload(
-                    s, ids[s.shipment_id], plain_vector_hash(row["feature_vector"])
+                    s,
+                    ids[s.shipment_id],
+                    plain_vector_hash(row["feature_vector"]),
+                    by_id[s.shipment_id].content_hash,
                 ),
                 "shipment",
                 s.shipment_id,
@@ -903,12 +913,12 @@ def replay(
     if score_id is None:
         stored = load_shipment(session, shipment_id)
         if stored is None:
-            raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+            raise _no_score(session, shipment_id)
         score = stored.score
     else:
         found = session.get(m.Score, score_id)
         if found is None or found.shipment_id != shipment_id:
-            raise ServiceError(404, f"no score {score_id} of shipment {shipment_id!r}")
+            raise _no_score(session, shipment_id, score_id)
         score = found
     model: ModelHandle = holder.version(score.model_version)
     recomputed = float(model.predict_vectors([score.feature_vector])[0])
@@ -918,6 +928,8 @@ def replay(
         differences = ["the score has no audit entry"]
     else:
         differences = _score_differences(_score_facts(score), entry.payload)
+    if score_id is None:  # the shipment's latest score: none of its audited ones is gone
+        differences += [_deleted(shipment_id, i, seq) for i, seq in _rowless(session, shipment_id)]
     return {
         "shipment_id": shipment_id,
         "score_id": score.id,
@@ -939,8 +951,42 @@ def replay_all(session: Session, holder: ModelHolder, shipment_id: str) -> list[
         )
     )
     if not ids:
-        raise ServiceError(404, f"no scored shipment {shipment_id!r}")
+        raise _no_score(session, shipment_id)
     return [replay(session, holder, shipment_id, i) for i in ids]
+
+
+def _rowless(session: Session, shipment_id: str) -> list[tuple[int, int]]:
+    """(score id, seq of its entry) of the shipment's audited scores that have no row
+    of the shipment in the database (deleted behind the log's back), oldest first."""
+    audited = audited_scores(session, shipment_id)
+    if not audited:
+        return []
+    stored = set(
+        session.scalars(
+            select(m.Score.id).where(
+                m.Score.shipment_id == shipment_id, m.Score.id.in_([i for i, _ in audited])
+            )
+        )
+    )
+    return [(i, seq) for i, seq in audited if i not in stored]
+
+
+def _deleted(shipment_id: str, score_id: int, seq: int) -> str:
+    return (
+        f"score {score_id} of shipment {shipment_id} is recorded by audit entry seq={seq} "
+        "but has no row in the database: it was deleted (tampering)"
+    )
+
+
+def _no_score(session: Session, shipment_id: str, score_id: int | None = None) -> ServiceError:
+    """No score row to replay: 404, unless the audit log records the score (the
+    shipment's latest, or `score_id`): then its row was deleted, 409 naming the entry."""
+    gone = [g for g in _rowless(session, shipment_id) if score_id in (None, g[0])]
+    if gone:
+        return ServiceError(409, _deleted(shipment_id, *gone[-1]))
+    if score_id is None:
+        return ServiceError(404, f"no scored shipment {shipment_id!r}")
+    return ServiceError(404, f"no score {score_id} of shipment {shipment_id!r}")
 
 
 def _score_entry(session: Session, shipment_id: str, score_id: int) -> m.AuditLog | None:

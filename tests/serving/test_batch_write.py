@@ -410,6 +410,7 @@ def _reference_write(
                 "watchlist_exact": s.watchlist_exact,
                 "watchlist_match": {k: match.get(k) for k in keys} if match else None,
                 "feature_vector_sha256": feature_vector_hash(score.feature_vector),
+                "content_hash": by_id[s.shipment_id].content_hash,
             },
             entity="shipment",
             entity_id=s.shipment_id,

@@ -29,7 +29,14 @@ from data_contracts.schemas import TRAVELLERS
 from serving import orm as m
 from serving.auth import Role
 from serving.db import make_engine
-from serving.services import audit, feature_vector_hash, replay, replay_all, verify_audit
+from serving.services import (
+    audit,
+    content_hash,
+    feature_vector_hash,
+    replay,
+    replay_all,
+    verify_audit,
+)
 from tests.conftest import caravan, caravan_in_process
 from tests.serving.conftest import Api, Samples, payload
 from tests.serving.test_api_e2e import tamper_engine
@@ -107,9 +114,12 @@ def test_verify_reports_the_head_and_checks_a_recorded_one(api: Api) -> None:
 
 def _shipment(session: Session, sid: str) -> None:
     at = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
+    # (an empty declaration, with its content hash as ingest computes it: `caravan
+    # audit verify` checks every stored declaration against its hash)
+    digest = content_hash({"shipment": {}, "items": []})
     session.add(
         m.Shipment(
-            shipment_id=sid, office_code="KZ-ALA", declared_at=at, payload={}, content_hash="0" * 64
+            shipment_id=sid, office_code="KZ-ALA", declared_at=at, payload={}, content_hash=digest
         )
     )
     session.flush()
