@@ -154,6 +154,8 @@ class Column:
                 constraints["max_length"] = self.max_length
         if self.kind is Kind.FLOAT:  # (JSON's 1e400 reads as infinity: no measure)
             constraints["allow_inf_nan"] = False
+        if self.kind is Kind.STRING_LIST and self.required:  # (as the rule `required:`)
+            constraints["min_length"] = 1
         if self.kind is Kind.INT:
             constraints["le"] = INT64_MAX
             if self.maximum is not None:

@@ -126,11 +126,19 @@ def column_rules(contract: Contract) -> list[Rule]:
             blank = c.is_null()
             if col.kind is Kind.STRING:
                 blank = blank | (c.str.strip_chars() == "")
+            elif col.kind is Kind.STRING_LIST:  # (a required list holds one value or more)
+                blank = blank | (c.list.len() == 0)
             exps = [Expectation("ExpectColumnValuesToNotBeNull", {"column": col.name})]
             if col.kind is Kind.STRING:
                 exps.append(
                     Expectation(
                         "ExpectColumnValuesToNotMatchRegex", {"column": col.name, "regex": r"^\s*$"}
+                    )
+                )
+            elif col.kind is Kind.STRING_LIST:  # (GX's value length of a list: its size)
+                exps.append(
+                    Expectation(
+                        "ExpectColumnValueLengthsToBeBetween", {"column": col.name, "min_value": 1}
                     )
                 )
             rules.append(

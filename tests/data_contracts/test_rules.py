@@ -172,6 +172,8 @@ BAD_TRAVELLERS = [
     ({"document_number": None}, "required:document_number"),
     ({"contact_email": "not-an-email"}, "pattern:contact_email"),
     ({"baggage_kg": -3.0}, "non_negative:baggage_kg"),
+    # a required list holds one value or more (an empty route passed: review)
+    ({"route": [], "route_countries": []}, "required:route"),
 ]
 
 

@@ -138,6 +138,7 @@ def test_huge_line_number_is_refused_and_the_largest_plausible_values_are_stored
         ("surname", "\u200b", "invisible"),  # F11
         ("given_names", "BEK\u0000ZAT", "U+0000"),
         ("baggage_kg", float("inf"), "finite number"),
+        ("route", [], "at least 1 item"),  # (required: was accepted empty)
     ],
 )
 def test_bad_traveller_value_is_a_422_and_nothing_is_stored(
