@@ -37,6 +37,7 @@ from tests.serving.conftest import (  # noqa: F401 - cheap_argon2 is an autouse 
     payload,
     samples_of,
 )
+from tests.serving.test_uat2_extras import TRAVELLER
 
 API = "/api/v1"
 RESUBMITTED = "RESUB-SHIP-1"
@@ -48,22 +49,7 @@ LATE = "0001-late.parquet"  # (an import's name: read before the service's api-*
 
 def _traveller(rid: str, **changes: Any) -> dict[str, Any]:
     departure = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
-    record = {
-        "traveller_record_id": rid,
-        "surname": "DZHAKSYBEKOV",
-        "given_names": "SUHROB",
-        "date_of_birth": "1977-08-24",
-        "nationality": "KZ",
-        "document_type": "passport",
-        "document_number": "N61656091",
-        "document_country": "KZ",
-        "booked_at": None,
-        "departure_at": departure.isoformat(),
-        "route": ["TAS", "ALA"],
-        "route_countries": ["UZ", "KZ"],
-        "mode": "air",
-        "one_way": False,
-    }
+    record = {**TRAVELLER, "traveller_record_id": rid, "departure_at": departure.isoformat()}
     return {**record, **changes}
 
 
