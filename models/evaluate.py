@@ -249,6 +249,8 @@ def evaluate(
         truth_block = _truth_metrics(at, window_shipments, window_scores, rules_scores, truth)
     pos = labels.sum()
     rand_pos = labels[random].sum()
+    if random.any() and pos and not rand_pos:
+        notes.append(_empty_random_share(int(random.sum()), truth_block is not None))
     return Evaluation(
         model_version=model_version,
         test_window=(str(test["declared_at"].min()), str(test["declared_at"].max())),
@@ -272,6 +274,20 @@ def evaluate(
         n_window=n_window,
         basis=_basis(test.height, int(random.sum()), n_window, truth_block is not None),
         random_weights=weights,
+    )
+
+
+def _empty_random_share(n_random: int, truth: bool) -> str:
+    """The note of a test window whose random share holds no finding (while other
+    inspections found something)."""
+    return (
+        f"the random share of the test window ({n_random:,} shipments drawn at random) "
+        "holds no finding: its precision (0 at every capacity), recall and PR-AUC "
+        "(undefined) say nothing of how well the model ranks, only that too few "
+        "shipments were drawn at random for findings this rare; this window has no "
+        "unbiased estimate, and the figures on the inspected shipments are biased by "
+        "the policy that chose them"
+        + (" (the true figures, from the synthetic world's truth, are not)" if truth else "")
     )
 
 

@@ -62,7 +62,13 @@ def _visible(text: str) -> bool:
 
 
 class PromotionError(Exception):
-    """A promotion that cannot be done; the message says why."""
+    """A promotion that cannot be done; the message says why. Where it says what to
+    do, it names the options of `caravan promote`; `api_message` says the same naming
+    the fields of the API's request body (`POST /api/v1/models/{version}/promote`)."""
+
+    def __init__(self, message: str, *, api_message: str | None = None) -> None:
+        super().__init__(message)
+        self.api_message = message if api_message is None else api_message
 
 
 class UnknownVersionError(PromotionError):
@@ -232,6 +238,16 @@ def _overlap(target: str, previous: str, mine: Seen, theirs: Seen) -> str:
     )
 
 
+def _forcible(message: str) -> PromotionRefusedError:
+    """A refusal that forcing with a reason overrides: says so, as the CLI and the API
+    ask for it."""
+    return PromotionRefusedError(
+        f"{message}; force it with a reason (--force --reason TEXT) to promote anyway",
+        api_message=f'{message}; force it with a reason ("force": true and a "reason") '
+        "to promote anyway",
+    )
+
+
 def plan_promotion(
     layout: DataLayout,
     version: str,
@@ -249,8 +265,9 @@ def plan_promotion(
         raise PromotionError("a promotion names the person who decides it")
     reason = (reason or "").strip() or None
     if force and (reason is None or not _visible(reason)):
+        needed = "a forced promotion needs a reason with visible text"
         raise ReasonRequiredError(
-            "a forced promotion needs a reason with visible text (--reason TEXT)"
+            f"{needed} (--reason TEXT)", api_message=f'{needed} (the "reason" field)'
         )
     if not layout.mlflow_db.exists():  # nothing trained here (and do not create the store)
         raise UnknownVersionError(f"no registered model version {version!r}: nothing trained")
@@ -263,7 +280,6 @@ def plan_promotion(
     if previous == target:
         raise PromotionRefusedError(f"version {target} is already the champion")
     features = read_features(layout)
-    force_hint = "force it with a reason (--force --reason TEXT) to promote anyway"
     challenger: Evaluation
     champion: Evaluation | None = None
     compared: tuple[str, str] | None = None
@@ -289,12 +305,12 @@ def plan_promotion(
             window = window.filter(pl.col("declared_at") > max(known))
         if window.height == 0:
             if not force:
-                raise PromotionRefusedError(
+                raise _forcible(
                     f"version {target} cannot be compared with champion {previous}: no "
                     f"inspected shipment of version {target}'s test window "
                     f"({_when(mine.test[0])} to {_when(mine.test[1])}) lies after what "
                     f"both models saw, so the windows overlap: "
-                    f"{_overlap(target, previous, mine, theirs)}; {force_hint}"
+                    f"{_overlap(target, previous, mine, theirs)}"
                 )
             challenger = assess_version(layout, target, baseline=baseline, features=features)[
                 0
@@ -309,12 +325,12 @@ def plan_promotion(
             if math.isnan(mine_p) or math.isnan(theirs_p):
                 # no finding in the comparison window (or no truth): nothing compared
                 if not force:
-                    raise PromotionRefusedError(
+                    raise _forcible(
                         f"version {target} cannot be compared with champion {previous}: "
                         f"{ours.primary_metric()} is undefined on the comparison window "
                         f"{compared[0][:16]} to {compared[1][:16]} (the part of version "
                         f"{target}'s test window after what both models saw; it holds no "
-                        f"finding): {_overlap(target, previous, mine, theirs)}; {force_hint}"
+                        f"finding): {_overlap(target, previous, mine, theirs)}"
                     )
                 worse = True  # recorded as not shown to be at least as good
             else:

@@ -56,6 +56,14 @@ def capacity_curve(
     return {"capacity": CURVE_CAPACITIES.tolist(), "precision": prec, "recall": rec}
 
 
+# the set each curve of `pipelines.modelling` ranks, as the capacity axis names it
+CURVE_SETS = {
+    "all inspected": "inspected",
+    "random share (weighted)": "random share",
+    "true (all shipments)": "all",
+}
+
+
 def plot_capacity(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -64,8 +72,10 @@ def plot_capacity(curves: dict[str, dict[str, list[float]]], path: Path) -> None
         ax.plot(cap, c["recall"], marker="o", label=f"recall - {name}")
         if "precision" in c:
             ax.plot(cap, c["precision"], marker="s", linestyle="--", label=f"precision - {name}")
-    # each curve's capacity is a share of the set it ranks (UAT2 DS F7)
-    ax.set_xlabel("capacity (top k % of each curve's set: inspected, random share, all)")
+    # each curve's capacity is a share of the set it ranks (UAT2 DS F7): the sets of
+    # the curves drawn (no random-share curve when the random share holds no finding)
+    sets = ", ".join(CURVE_SETS.get(name, name) for name in curves)
+    ax.set_xlabel(f"capacity (top k % of each curve's set: {sets})")
     ax.set_ylabel("share")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

@@ -448,7 +448,16 @@ def _scalar(info: FieldInfo, value: Any, path: str, errors: list[RuleError]) -> 
             )
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            errors.append(RuleError(path, f"{name}: value must be a finite number"))
+            sign = "-" if value < 0 else ""
+            got = (
+                "NaN (not a number)"
+                if math.isnan(value)
+                else f"{sign}infinity (a number too large to hold, such as {sign}1e400, "
+                f"reads as {sign}infinity)"
+            )
+            errors.append(
+                RuleError(path, f"{name} is a number: expected a finite number, got {got}")
+            )
             return None
         if info.flag and value not in (0, 1):
             errors.append(RuleError(path, f"{name} is a 0/1 flag: expected 0, 1, true or false"))
@@ -1097,14 +1106,80 @@ def safe_load_yaml(text: str) -> Any:
     """YAML as plain data (no Python tags, unquoted dates kept as text). Every failure,
     including a value an explicit tag cannot build (``!!timestamp 2026-02-30``) or
     nesting too deep to read, is a `yaml.YAMLError`."""
+    return _load_yaml(text)[0]
+
+
+def _load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """`safe_load_yaml`'s data, and the document's node tree it was built from (None
+    for an empty document): an alias is the very node of its anchor there."""
+    loader = _RulesYAMLLoader(text)
     try:
-        return yaml.load(text, Loader=_RulesYAMLLoader)  # noqa: S506 - a SafeLoader
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), node
     except yaml.YAMLError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise yaml.YAMLError(f"a value cannot be read: {exc}") from None
     except RecursionError:
         raise yaml.YAMLError("the document is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _nodes_under(node: yaml.Node) -> set[int]:
+    """The ids of `node` and of every node within it (each node once: aliases share
+    their anchor's node, and may even hold it)."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend(part for pair in n.value for part in pair)
+    return seen
+
+
+def _unread_keys(node: yaml.Node | None) -> list[RuleError]:
+    """The top-level keys of a rules file that the import would not read, each an
+    error: a key besides `rules`, unless its value is, or holds, a node the `rules`
+    list uses through an alias (``modes: &m [rail, road]`` ... ``value: *m``: a place
+    to keep shared values); and every `rules` key but the last (YAML keeps the last
+    of repeated keys). So a `version:` header, a misspelt `rule:` holding rules or a
+    second `rules:` block is named, never silently dropped."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    others: list[tuple[str, yaml.Node]] = []
+    lists: list[yaml.Node] = []
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else f"<{key.id}>"
+        if name == "rules" and key.tag == "tag:yaml.org,2002:str":
+            lists.append(value)
+        else:
+            others.append((str(name), value))
+    used = _nodes_under(lists[-1]) if lists else set()
+    errors = [
+        RuleError(
+            name,
+            f"unexpected top-level key {name!r}: only 'rules' is read (another top-level "
+            "key may only hold values the rules use through YAML aliases, such as "
+            "'modes: &m [rail, road]' with 'value: *m')",
+        )
+        for name, value in others
+        if not _nodes_under(value) & used
+    ]
+    if len(lists) > 1:
+        errors.append(
+            RuleError(
+                "rules",
+                f"the key 'rules' appears {len(lists)} times and only the last would be "
+                "read: put all the rules in one 'rules' list",
+            )
+        )
+    return errors
 
 
 @dataclass(frozen=True)
@@ -1124,7 +1199,9 @@ class RuleEntry:
 
 
 def read_rules_yaml(text: str) -> list[RuleEntry]:
-    """Rules from YAML: a list of rules, or a mapping with a `rules` list.
+    """Rules from YAML: a list of rules, or a mapping with a `rules` list (its other
+    keys may only hold values the rules use through YAML aliases: any other key is
+    refused, named, rather than ignored).
 
     `version` and `author` are optional (the stored history numbers versions and the
     importing user is the author); a rule id given more than once must give each
@@ -1133,10 +1210,13 @@ def read_rules_yaml(text: str) -> list[RuleEntry]:
     Python tags; YAML aliases are expanded and count towards a rule's size limits.
     """
     try:
-        doc = safe_load_yaml(text)
+        doc, node = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise RuleValidationError([RuleError("yaml", f"not valid YAML: {exc}")]) from None
-    if isinstance(doc, Mapping) and set(doc) == {"rules"}:
+    if isinstance(doc, Mapping) and "rules" in doc:
+        unread = _unread_keys(node)
+        if unread:
+            raise RuleValidationError(unread)
         doc = doc["rules"]
     if not isinstance(doc, list):
         raise RuleValidationError(

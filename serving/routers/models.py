@@ -90,11 +90,13 @@ def post_promote(
             via="api",
             holder=holder,
         )
-    except ReasonRequiredError as exc:
-        raise unprocessable("reason", str(exc)) from None
+    except ReasonRequiredError as exc:  # (api_message: the body's fields, not CLI options)
+        raise unprocessable("reason", exc.api_message) from None
     except UnknownVersionError as exc:
-        raise HTTPException(404, str(exc)) from None
-    except (PromotionError, MissingInputError, ValueError) as exc:
+        raise HTTPException(404, exc.api_message) from None
+    except PromotionError as exc:
+        raise HTTPException(409, exc.api_message) from None
+    except (MissingInputError, ValueError) as exc:
         raise HTTPException(409, str(exc)) from None
     if holder is not None and holder.ready:
         app.state.model = holder

@@ -227,7 +227,7 @@ def performance(session: SessionDep, _user: RulesReader) -> list[dict[str, Any]]
         "(`version` and `author` are optional and informative). A rule whose `version` "
         "is older than the stored one and whose content differs is refused with 409, "
         "so an old export cannot revert newer versions; so is an `active` status that "
-        "differs from the stored one (use /deactivate or /activate)."
+        "differs from the stored one (use /deactivate, with a reason, or /activate)."
     ),
 )
 async def import_yaml(request: Request, session: SessionDep, user: AnalystUser) -> dict[str, Any]:
@@ -315,6 +315,13 @@ def _version_out(session: SessionDep, rule_id: str, version: int) -> dict[str, A
     return _out(v, row)
 
 
+def _data(body: RuleIn) -> dict[str, Any]:
+    """The rule as sent, for the rule checks: the condition's values as parsed (JSON
+    mode would make an infinite or NaN number null, and the checks report what was
+    sent)."""
+    return {**body.model_dump(mode="json"), "condition": body.condition}
+
+
 @router.post(
     "",
     response_model=RuleOut,
@@ -323,7 +330,7 @@ def _version_out(session: SessionDep, rule_id: str, version: int) -> dict[str, A
     summary="Create a rule (checked: errors point at the faulty part)",
 )
 def create_rule(body: RuleCreateIn, session: SessionDep, user: AnalystUser) -> dict[str, Any]:
-    return _save(session, body.model_dump(mode="json"), user.username, create=True)
+    return _save(session, _data(body), user.username, create=True)
 
 
 @router.put(
@@ -335,9 +342,7 @@ def create_rule(body: RuleCreateIn, session: SessionDep, user: AnalystUser) -> d
 def update_rule(
     rule_id: RuleId, body: RuleIn, session: SessionDep, user: AnalystUser
 ) -> dict[str, Any]:
-    return _save(
-        session, {**body.model_dump(mode="json"), "id": rule_id}, user.username, create=False
-    )
+    return _save(session, {**_data(body), "id": rule_id}, user.username, create=False)
 
 
 def _save(

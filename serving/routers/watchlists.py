@@ -29,6 +29,20 @@ def _refused(message: str) -> HTTPException:
     return http_error(ServiceError(422, message, "file"))
 
 
+def _xml_problem(exc: Exception) -> str:
+    """Why an upload is not XML, as the CLI says it (``unclosed token: line 1067,
+    column 282``): the parser's reason and position, built from its error code so
+    that nothing of the document is echoed; other failures by their type alone."""
+    from xml.etree.ElementTree import ParseError
+    from xml.parsers.expat import ErrorString
+
+    code, position = getattr(exc, "code", None), getattr(exc, "position", None)
+    if not isinstance(exc, ParseError) or not isinstance(code, int) or position is None:
+        return type(exc).__name__
+    line, column = position
+    return f"{ErrorString(code) or 'not well-formed'}: line {line}, column {column}"
+
+
 @router.post(
     "/un",
     response_model=WatchlistLoadOut,
@@ -54,7 +68,7 @@ async def post_un(
         except (ReferenceFileError, DefusedXmlException) as exc:
             raise _refused(str(exc)) from None
         except Exception as exc:  # xml ParseError and friends
-            raise _refused(f"not a readable XML document: {type(exc).__name__}") from None
+            raise _refused(f"not a readable XML document: {_xml_problem(exc)}") from None
         return load_watchlist(session, services, frame, user.username, [LIST_NAME])
 
     try:

@@ -272,12 +272,15 @@ def import_rules(
             continue
         if rid in status and e.active is not None and e.active != status[rid]:
             now_is, file_says = ("active", "inactive") if status[rid] else ("inactive", "active")
-            verb = "deactivate" if status[rid] else "activate"
+            how = (  # deactivating takes a reason; activating none (an optional one)
+                f'deactivate it with POST /api/v1/rules/{rid}/deactivate and a "reason"'
+                if status[rid]
+                else f"activate it with POST /api/v1/rules/{rid}/activate (a reason is optional)"
+            )
             conflicts.append(
                 RuleError(
                     f"{e.path}.active",
-                    f"rule {rid} is {now_is} here but {file_says} in the file: {verb} it "
-                    f"with POST /api/v1/rules/{rid}/{verb} (and a reason)",
+                    f"rule {rid} is {now_is} here but {file_says} in the file: {how}",
                 )
             )
             continue
