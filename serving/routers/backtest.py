@@ -15,7 +15,7 @@ from serving.deps import SessionDep, require_roles
 from serving.orm import RuleVersion
 from serving.routers import PROTECTED, ErrorOut
 from serving.routers._common import ServicesDep, http_error
-from serving.routers.rules import _invalid
+from serving.routers.rules import _data, _invalid
 from serving.rules_engine import RuleValidationError, parse_rule
 from serving.schemas import RuleIn
 from serving.services import ServiceError
@@ -125,7 +125,7 @@ async def test_rule(
     body: BacktestIn, session: SessionDep, services: ServicesDep, user: Tester
 ) -> dict[str, Any]:
     if body.rule is not None:
-        data = {**body.rule.model_dump(mode="json"), "id": DRAFT_ID, "version": 1}
+        data = {**_data(body.rule), "id": DRAFT_ID, "version": 1}
     else:
         row = session.scalar(
             select(RuleVersion)

@@ -134,6 +134,10 @@ def test_an_infinite_or_nan_rule_value_is_named_not_null(
     assert made.status_code == 201, made.text
     r = api.client.put(f"{API}/rules/rv-inf", content=_rule_json(raw, None), headers=analyst)
     assert r.status_code == 422 and got in _msgs(r)["condition.value"], r.text
+    # a draft tested on the history (backtest) the same
+    draft = '{"rule": ' + _rule_json(raw, None) + "}"
+    r = api.client.post(f"{API}/rules/backtest", content=draft, headers=analyst)
+    assert r.status_code == 422 and got in r.text and "got null" not in r.text, r.text
     # and in a rules file (YAML's .inf and .nan)
     text = "rules:\n- id: rv-y\n  name: x\n  severity: low\n  condition: "
     text += f"{{field: gross_mass_kg, op: gt, value: {yaml_value}}}\n"
