@@ -469,9 +469,11 @@ def audit_verify(
         ),
     ] = None,
 ) -> None:
-    """Check the audit log: hash chain, lookup columns, a recorded head, and that stored
-    scores, outcomes, referrals, views, rules and promotions have their entries. Names
-    the first problem (exit 1); prints the head to keep. Creates nothing."""
+    """Check the audit log: hash chain, lookup columns, a recorded head; that stored
+    scores, outcomes, referrals, views, rules and promotions have their entries, and
+    that every entry recording such a row finds it with the values it recorded; that
+    each stored declaration matches its content hash. Names the first problem (exit 1);
+    prints the head to keep. Creates nothing."""
     from serving.services import audit_report
 
     checkpoint = _parse_head(expect)
