@@ -294,7 +294,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
         for e in exc.errors()
     ]
+    if request.url.path.endswith("/auth/login") and "json" in request.headers.get(
+        "content-type", ""
+    ):  # (a JSON body reads as fields missing: say what the login takes)
+        for error in errors:
+            if error["loc"][:1] == ["body"]:
+                error["msg"] = f"{error['msg']}: {LOGIN_FORM_HINT}"
     return JSONResponse({"detail": errors}, status_code=422)
+
+
+LOGIN_FORM_HINT = (
+    "the login takes a form (application/x-www-form-urlencoded) with username and "
+    "password, as OAuth2's password flow does, not JSON"
+)
 
 
 # --- API documentation pages ----------------------------------------------------------

@@ -208,6 +208,20 @@ def test_an_api_key_cannot_create_or_change_users(api: Api) -> None:
     assert api.client.get(USERS, headers=headers).status_code == 200  # reading is fine
 
 
+def test_a_json_login_is_told_the_login_takes_a_form(api: Api) -> None:
+    """(Found in review: it answered "Field required" for both fields, no hint.)"""
+    body = {"username": username_for(Role.admin), "password": password_for(Role.admin)}
+    r = api.client.post(LOGIN, json=body)
+    assert r.status_code == 422
+    assert {tuple(d["loc"]) for d in r.json()["detail"]} == {
+        ("body", "username"),
+        ("body", "password"),
+    }
+    assert all("takes a form" in d["msg"] for d in r.json()["detail"]), r.text
+    assert password_for(Role.admin) not in r.text
+    assert _login(api, *body.values()).status_code == 200  # (the form)
+
+
 def test_keys_are_revoked_by_a_signed_in_admin_and_never_created_expired(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
