@@ -89,6 +89,7 @@ from serving.services.shipments import (
 )
 from serving.services.travellers import (
     ingest_travellers,
+    link_refusal,
     masked,
     prepare_traveller,
     purged_before,
@@ -154,6 +155,7 @@ __all__ = [
     "lanes_of",
     "latest_versions",
     "left_out",
+    "link_refusal",
     "load_shipment",
     "load_watchlist",
     "masked",

@@ -252,12 +252,46 @@ def shipment_ingester(session: Session, shipment_id: str) -> str | None:
 
 def self_ingested_link(session: Session, viewer: str, shipment_id: str) -> str | None:
     """Why the shipment cannot be the link through which `viewer` unmasks a traveller
-    record (an officer's only way to): they ingested it themselves, and could have
-    made it up to name the person. None when it qualifies."""
-    if shipment_ingester(session, shipment_id) != viewer:
+    record (`link_refusal`'s message), or None when it qualifies."""
+    refusal = link_refusal(session, viewer, shipment_id)
+    return None if refusal is None else refusal[1]
+
+
+def link_refusal(session: Session, viewer: str, shipment_id: str) -> tuple[str, str] | None:
+    """Why the shipment cannot be the link through which `viewer` unmasks a traveller
+    record (an officer's only way to), as (`"self_ingested"` or `"officer_key"`, the
+    message):
+    they ingested it themselves, and could have made it up to name the person; or it
+    came with an officer's API key, behind which any officer of its office may be
+    (found in review: an officer ingesting with such a key got round the rule). None
+    when it qualifies."""
+    ingester = shipment_ingester(session, shipment_id)
+    if ingester == viewer:
+        return (
+            "self_ingested",
+            f"shipment {shipment_id!r} was ingested by you ({viewer}): a shipment one "
+            "ingested oneself cannot be the link for unmasking a traveller record; a "
+            "shipment declared by someone else is needed",
+        )
+    key = _officer_key(session, ingester)
+    if key is not None:
+        return (
+            "officer_key",
+            f"shipment {shipment_id!r} was ingested with the officer API key {key}: an "
+            "officer's key names no person, so such a shipment cannot be the link for an "
+            "officer to unmask a traveller record; a shipment declared by someone else "
+            "(a declaration system's key, another person) is needed",
+        )
+    return None
+
+
+def _officer_key(session: Session, actor: str | None) -> str | None:
+    """The actor `apikey:<id>:<name>` (`serving.auth.api_key_actor`) when that key has
+    the officer role, else None."""
+    if actor is None or not actor.startswith("apikey:"):
         return None
-    return (
-        f"shipment {shipment_id!r} was ingested by you ({viewer}): a shipment one "
-        "ingested oneself cannot be the link for unmasking a traveller record; a "
-        "shipment declared by someone else is needed"
-    )
+    key_id = actor.split(":", 2)[1]
+    if not key_id.isdigit():
+        return None
+    role = session.scalar(select(m.ApiKey.role).where(m.ApiKey.id == int(key_id)))
+    return actor if role == "officer" else None

@@ -340,6 +340,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Ваша роль не даёт доступа к персональным данным.",
     ),
     "ship.purpose_required": ("A purpose is required.", "Укажите цель просмотра."),
+    "ship.unmask_officer_key": (
+        "This shipment came with an officer's API key, which names no person: it cannot be "
+        "the link for an officer to unmask a traveller record. Unmask it from a shipment "
+        "declared by someone else.",
+        "Эта отправка поступила по API-ключу инспектора, за которым не стоит конкретное "
+        "лицо: она не может служить связью для раскрытия данных путешественника "
+        "инспектором. Раскройте их по отправке, заявленной другим лицом.",
+    ),
     "ship.unmask_self_ingested": (
         "You ingested this shipment yourself: a shipment one ingested oneself cannot be "
         "the link for unmasking a traveller record. A colleague may unmask it, or you "

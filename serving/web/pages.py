@@ -56,6 +56,7 @@ from serving.services import (
     get_queue,
     latest_versions,
     left_out,
+    link_refusal,
     load_shipment,
     overdue_referrals,
     record_outcome,
@@ -64,7 +65,6 @@ from serving.services import (
     replay,
     rule_performance_rows,
     save_rule,
-    self_ingested_link,
     set_rule_active,
     view_traveller,
     waive,
@@ -994,8 +994,12 @@ def _unmask_traveller(
     if record_id not in {link.record_id for link in context["travellers"]}:
         raise PageForbiddenError("error.not_found")
     # an officer unmasks through the link: not through a shipment he ingested himself
-    if user.role is Role.officer and self_ingested_link(session, user.username, shipment_id):
-        context["unmask_errors"] = {record_id: t("ship.unmask_self_ingested")}
+    refused = (
+        link_refusal(session, user.username, shipment_id) if user.role is Role.officer else None
+    )
+    if refused is not None:
+        # (ship.unmask_self_ingested, ship.unmask_officer_key)
+        context["unmask_errors"] = {record_id: t(f"ship.unmask_{refused[0]}")}
         return render(request, "shipment.html", user, context, 403)
     if not purpose or len(purpose) > 500 or views.CONTROL.search(purpose):
         context["unmask_errors"] = {record_id: t("ship.purpose_required")}

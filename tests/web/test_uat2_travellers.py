@@ -139,6 +139,40 @@ def test_the_page_refuses_unmasking_through_a_shipment_the_officer_ingested(
     assert _views(own_site)[-1] == ("officer1", PNR_ID, "PNR-1")
 
 
+def test_the_page_refuses_unmasking_through_a_shipment_of_an_officer_key(
+    own_site: Site, officer: httpx.Client, web_world: Path
+) -> None:
+    """An officer's API key names no person: a shipment it ingested is no link for an
+    officer (found in review: ingesting with one got round the rule above)."""
+    with own_site.api(Role.admin) as admin:
+        made = admin.post(
+            "/api/v1/users/api-keys",
+            json={"name": "post scanner", "role": "officer", "office_code": OFFICE},
+        )
+        assert made.status_code == 201, made.text
+    ship = shipment_payloads(web_world, 4, "Y-", OFFICE, DAY)[3]
+    ship.update(
+        shipment_id="KEY-3",
+        consignee_name="Nurmatov Ulugbek Alisherovich",
+        consignee_phone="+996 700 000 001",
+    )
+    for line in ship["items"]:
+        line.update(shipment_id="KEY-3", item_id=f"KEY-3-{line['line_no']}")
+    r = httpx.post(
+        f"{own_site.base}/api/v1/shipments", json=ship, headers={"X-API-Key": made.json()["key"]}
+    )
+    assert r.status_code == 201, r.text
+    page = officer.get("/web/shipments/KEY-3")
+    assert f'data-record="{PNR_ID}" data-masked="yes"' in page.text
+    r = officer.post(
+        f"/web/travellers/{PNR_ID}/unmask",
+        data={"csrf_token": _csrf(page), "shipment_id": "KEY-3", "purpose": "check consignee"},
+    )
+    assert r.status_code == 403, r.text[:500]
+    assert "came with an officer&#39;s API key" in r.text
+    assert 'data-masked="no"' not in r.text and "FA7788123" not in r.text
+
+
 def test_a_linked_record_of_the_loaded_history_is_listed_and_unmasked(
     own_site: Site, officer: httpx.Client
 ) -> None:
