@@ -5,10 +5,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from serving.auth import Principal, Role
+from serving.auth import InvalidFieldError, Principal, Role, check_office, known_offices
 from serving.deps import SessionDep, ensure_office, require_roles
 from serving.policy import queue_day_problem
-from serving.routers import PROTECTED
+from serving.routers import PROTECTED, ErrorOut
 from serving.routers._common import ServicesDep
 from serving.schemas import QueueOut, ReferralOut
 from serving.services import get_queue, left_out, overdue_referrals, referrals_out
@@ -37,6 +37,7 @@ def get_overdue(
 @router.get(
     "/{office}/{day}",
     response_model=QueueOut,
+    responses={404: {"model": ErrorOut, "description": "An office the deployment does not know"}},
     summary="The office's queue for the day (built on first request): ranked referrals, "
     "and the red/yellow shipments of the day that did not fit",
     description="`day` is the office's local calendar day: the queue holds the office's "
@@ -68,6 +69,9 @@ def get_day_queue(
         )
     # New shipments are placed by the engine (audited as system:queue), not by the reader.
     refs, built = get_queue(session, services, office, day)
+    outside = left_out(session, office, day, services)
+    if not refs and not outside:
+        _known_office(session, services, office)
     return {
         "office_code": office,
         "day": day,
@@ -75,5 +79,17 @@ def get_day_queue(
         "exploration_share": services.queue.exploration_share,
         "built_now": built,
         "entries": referrals_out(session, refs, services),
-        "left_out": left_out(session, office, day, services),
+        "left_out": outside,
     }
+
+
+def _known_office(session: Any, services: Any, office: str) -> None:
+    """404 for an office the deployment does not know (no shipment, history or setting
+    names it): a mistyped code read as an empty queue (found in review). Asked only of
+    an empty queue: a queue with entries is of a known office."""
+    configured = {*services.queue.office_capacities, *services.queue.office_timezones}
+    known = known_offices(session, configured, services.layout.validated)
+    try:
+        check_office(office, known)
+    except InvalidFieldError as exc:
+        raise HTTPException(404, str(exc)) from None

@@ -135,6 +135,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "заполняет дневную норму: среди наивысших оставшихся приоритетов, хотя по одному "
         "риску отправка в зелёном коридоре",
     ),
+    "queue.office_unknown": (
+        "No office {office} is known: no shipment or setting names it.",
+        "Таможенный пост {office} неизвестен: его не называет ни одна отправка или настройка.",
+    ),
     "queue.declared_on": (
         "declared on {day}: an earlier day's shipment that must be inspected",
         "задекларировано {day}: отправка прошлого дня, подлежащая обязательному досмотру",

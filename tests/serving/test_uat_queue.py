@@ -12,13 +12,15 @@ from typing import Any
 
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from serving import orm as m
 from serving import policy
 from serving.auth import Role, create_user
 from serving.services import QueueSettings
-from tests.serving.conftest import DAY, OFFICE, Api, password_for, payload
+from tests.serving.conftest import DAY, OFFICE, Api, password_for, payload, username_for
+from tests.serving.test_uat_users import _web_login
 
 API = "/api/v1"
 QUEUE = f"{API}/queues/{OFFICE}/{DAY.isoformat()}"
@@ -432,3 +434,25 @@ def test_policy_displacements() -> None:
     lanes = {"r1": "red", "y1": "yellow", "g1": "green", "r2": "red"}
     pairs = policy.displacements(queue, arrivals, lanes)
     assert [(c.shipment_id, p.key) for c, p in pairs] == [("r1", 5), ("r2", 1)]
+
+
+def test_an_unknown_office_is_a_404_not_an_empty_queue(world_api: Api) -> None:
+    """(Found in review: a mistyped office code read as an empty queue of capacity 20.)"""
+    api = world_api
+    analyst = api.headers(Role.analyst)
+    r = api.client.get(f"{API}/queues/KZ-NOWHERE/{DAY.isoformat()}", headers=analyst)
+    assert r.status_code == 404 and "unknown office 'KZ-NOWHERE'" in r.text, r.text
+    web = TestClient(api.app, follow_redirects=False)
+    _web_login(web, username_for(Role.analyst), password_for(Role.analyst))
+    page = web.get("/web/queue", params={"office": "KZ-NOWHERE"}).text
+    assert "No office KZ-NOWHERE is known" in page and 'id="queue-empty"' not in page
+    # a known office's day without shipments is an empty queue
+    held = pl.read_parquet(api.app.state.layout.validated / "shipments.parquet")
+    known = str(held["office_code"][0])
+    quiet = DAY - dt.timedelta(days=3650)
+    r = api.client.get(f"{API}/queues/{known}/{quiet.isoformat()}", headers=analyst)
+    assert r.status_code == 200 and r.json()["entries"] == [], r.text
+    # an office named only by its settings is known
+    _capacity(api, 5, office_capacities={"KZ-NEWPOST": 4})
+    r = api.client.get(f"{API}/queues/KZ-NEWPOST/{DAY.isoformat()}", headers=analyst)
+    assert r.status_code == 200 and r.json()["capacity"] == 4, r.text
