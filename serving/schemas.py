@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     computed_field,
     create_model,
     field_validator,
@@ -137,9 +138,29 @@ def traveller_in_model() -> type[BaseModel]:
 
 
 class BatchIn(_Strict):
-    """Rows are checked one by one (see the batch response), so each is any object here."""
+    """Rows are checked one by one (see the batch response), so each is any value here:
+    a row that is not an object is that row's error (`not_a_record`), not the batch's."""
 
-    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    records: list[Annotated[Any, WithJsonSchema({"type": "object"})]] = Field(
+        min_length=1, max_length=MAX_BATCH
+    )
+
+
+_JSON_TYPES = {str: "a string", bool: "true or false", int: "a number", float: "a number"}
+
+
+def not_a_record(value: Any) -> str | None:
+    """Why a batch row is no record (a JSON object), or None when it is one."""
+    if isinstance(value, dict):
+        return None
+    kind = (
+        "null"
+        if value is None
+        else "an array"
+        if isinstance(value, list)
+        else _JSON_TYPES.get(type(value), type(value).__name__)
+    )
+    return f"a record is a JSON object, not {kind}"
 
 
 # --------------------------------------------------------------------------- outputs

@@ -25,6 +25,7 @@ from serving.schemas import (
     ShipmentOut,
     TravellerBatchOut,
     TravellerOut,
+    not_a_record,
     shipment_in_model,
     traveller_in_model,
 )
@@ -219,6 +220,9 @@ def post_shipments_batch(
     good: list[Prepared] = []
     index: list[int] = []
     for i, raw in enumerate(body.records):
+        if (problem := not_a_record(raw)) is not None:
+            errors.append(RowError(i, "record", problem))
+            continue
         try:
             p = prepare_shipment(raw)
         except ValidationError as exc:
@@ -323,6 +327,9 @@ def post_travellers_batch(
     good: list[tuple[dict[str, Any], str]] = []
     index: list[int] = []
     for i, raw in enumerate(body.records):
+        if (problem := not_a_record(raw)) is not None:
+            errors.append(RowError(i, "record", problem))
+            continue
         try:
             good.append(prepare_traveller(raw))
             index.append(i)

@@ -573,3 +573,26 @@ def test_caravan_validate_applies_the_same_bounds_to_files(
     assert q[ids[table]].to_list() == ["BAD-1"]
     assert q["_rule"].to_list() == [rule]
     assert "plausible" in q["_message"][0] or "implausible" in q["_message"][0]
+
+
+def test_a_batch_row_that_is_no_object_is_that_rows_error(
+    world_api: Api, world: Path, samples: Samples
+) -> None:
+    """(Found in review: one such row refused the whole batch, 422.)"""
+    api = world_api
+    headers = api.headers(Role.analyst)
+    junk = ["notadict", 5, None, [], True]
+    reasons = ["a string", "a number", "null", "an array", "true or false"]
+    good = payload(samples, 5, "UAT-ROWS")
+    r = _post_json(api, f"{API}/shipments/batch", {"records": [good, *junk]}, headers)
+    assert r.status_code == 200, r.text
+    assert [s["shipment_id"] for s in r.json()["stored"]] == ["UAT-ROWS"]
+    errors = r.json()["errors"]
+    assert [(e["index"], e["field"]) for e in errors] == [(i, "record") for i in range(1, 6)]
+    for error, kind in zip(errors, reasons, strict=True):
+        assert error["reason"] == f"a record is a JSON object, not {kind}", error
+    traveller = _travellers(world, 1, "UAT-ROWS-T")[0]
+    r = _post_json(api, f"{API}/travellers/batch", {"records": [*junk, traveller]}, headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == ["UAT-ROWS-T0"]
+    assert [e["index"] for e in r.json()["errors"]] == list(range(5))
