@@ -291,14 +291,12 @@ def _warn_served_lists(data: Path | None, layout: DataLayout, names: list[str]) 
 
     from data_contracts.settings import Settings
     from serving import orm as m
-    from serving.db import database_url, make_engine, sqlite_path
+    from serving.db import database_url, engine_if_present
 
     settings = Settings() if data is None else Settings(data=data)
-    url = database_url(settings, layout)
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
+    engine = engine_if_present(database_url(settings, layout))
+    if engine is None:
         return
-    engine = make_engine(url)
     try:
         if not inspect(engine).has_table("watchlist_entries"):
             return
@@ -667,19 +665,16 @@ def _audit_score_run(
     from serving.db import (
         current_revision,
         database_url,
+        engine_if_present,
         head_revision,
-        make_engine,
         session_factory,
-        sqlite_path,
     )
     from serving.services import audit
 
     settings = Settings() if data is None else Settings(data=data)
-    url = database_url(settings, layout)
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
+    engine = engine_if_present(database_url(settings, layout))
+    if engine is None:
         return None
-    engine = make_engine(url)
     try:
         try:
             at = current_revision(engine)

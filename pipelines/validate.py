@@ -109,20 +109,27 @@ def from_service(path: Path, table: str) -> bool:
 
 def _ids_in(files: list[Path], column: str) -> set[str]:
     """The values of `column` in input files (only that column is read where it can be)."""
+    return {row[0] for row in _values_in(files, [column])}
+
+
+def _values_in(files: list[Path], columns: list[str]) -> set[tuple[str, ...]]:
+    """The rows of `columns` (as text, none missing) in input files that hold them all
+    (only those columns are read where they can be)."""
     from data_contracts.readers import _read_any
 
-    ids: set[str] = set()
+    values: set[tuple[str, ...]] = set()
     for path in files:
         if path.suffix == ".parquet":
             try:
-                frame = pl.read_parquet(path, columns=[column])
+                frame = pl.read_parquet(path, columns=columns)
             except (pl.exceptions.PolarsError, OSError):
                 frame = _read_any(path)
         else:
             frame = _read_any(path)
-        if column in frame.columns:
-            ids.update(str(v) for v in frame[column].drop_nulls().to_list())
-    return ids
+        if set(columns) <= set(frame.columns):
+            rows = frame.select(columns).drop_nulls().iter_rows()
+            values.update(tuple(str(v) for v in row) for row in rows)
+    return values
 
 
 def pulled_shipment(raw_dir: Path, shipment_id: str) -> bool:
@@ -168,16 +175,16 @@ def pull_api_records(
     from data_contracts.settings import Settings
     from serving import orm as m
     from serving.db import database_url as url_of
-    from serving.db import make_engine, sqlite_path
+    from serving.db import engine_if_present, sqlite_path
     from serving.history import frame_of
     from serving.services import prepare_shipment, prepare_traveller
 
     say = progress or (lambda _msg: None)
     url = database_url or url_of(Settings(data=layout.root), layout)
-    path = sqlite_path(url)
-    if path is not None and not path.is_file():
+    engine = engine_if_present(url)
+    if engine is None:
         return {}
-    engine = make_engine(url)
+    path = sqlite_path(url)  # (named in an error)
     try:
         if not inspect(engine).has_table("shipments"):
             return {}
@@ -189,7 +196,7 @@ def pull_api_records(
         have_ships = _ids_in(files["shipments"][0], "shipment_id")
         elsewhere_ships = _ids_in(files["shipments"][1], "shipment_id")
         # (goods lines written by a pull that stopped before its shipments were)
-        have_lines = _lines_in(files["items"][0])
+        have_lines = _values_in(files["items"][0], ["shipment_id", "item_id"])
         have_extras = _ids_in(sorted((raw / "extras").glob("*.parquet")), "shipment_id")
         have_travellers = _ids_in(files["travellers"][0], "traveller_record_id")
         elsewhere_travellers = _ids_in(files["travellers"][1], "traveller_record_id")
@@ -286,24 +293,6 @@ def _by_writer(files: list[Path], table: str) -> tuple[list[Path], list[Path]]:
         [p for p in files if from_service(p, table)],
         [p for p in files if not from_service(p, table)],
     )
-
-
-def _lines_in(files: list[Path]) -> set[tuple[str, str]]:
-    """(shipment_id, item_id) of the goods lines in input files."""
-    from data_contracts.readers import _read_any
-
-    columns = ["shipment_id", "item_id"]
-    pairs: set[tuple[str, str]] = set()
-    for path in files:
-        try:
-            frame = pl.read_parquet(path, columns=columns)
-        except (pl.exceptions.PolarsError, OSError):
-            frame = _read_any(path)
-        if set(columns) <= set(frame.columns):
-            pairs.update(
-                (str(s), str(i)) for s, i in frame.select(columns).drop_nulls().iter_rows()
-            )
-    return pairs
 
 
 def _shipment_digest(record: dict[str, Any], lines: list[dict[str, Any]]) -> str | None:

@@ -93,6 +93,16 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def engine_if_present(url: str | URL) -> Engine | None:
+    """`make_engine(url)`, or None when `url` names a SQLite file that does not exist
+    (a data directory without a database yet: the commands that only read it or add
+    to it, if there is one, do nothing and create none)."""
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return None
+    return make_engine(url)
+
+
 def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """An engine for SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (psycopg 3)."""
     parsed = normalize_url(url)

@@ -38,6 +38,7 @@ from serving.services import (
     Services,
     ingest_shipments,
     ingest_travellers,
+    link_refusal,
     load_shipment,
     masked,
     prepare_shipment,
@@ -45,7 +46,6 @@ from serving.services import (
     prepare_validated_shipment,
     row_errors,
     rule_errors,
-    self_ingested_link,
     shipment_out,
     traveller_rule_errors,
     view_traveller,
@@ -462,6 +462,6 @@ def _ensure_linked(
             404, f"no traveller record {record_id!r} linked to shipment {shipment_id!r}"
         )
     if user.role is Role.officer:  # (the link is what lets an officer unmask)
-        refused = self_ingested_link(session, user.username, shipment_id)
+        refused = link_refusal(session, user.username, shipment_id)
         if refused is not None:
-            raise HTTPException(403, refused)
+            raise HTTPException(403, refused[1])

@@ -5,13 +5,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from serving.auth import InvalidFieldError, Principal, Role, check_office, known_offices
+from serving.auth import Principal, Role
 from serving.deps import SessionDep, ensure_office, require_roles
 from serving.policy import queue_day_problem
 from serving.routers import PROTECTED, ErrorOut
 from serving.routers._common import ServicesDep
 from serving.schemas import QueueOut, ReferralOut
-from serving.services import get_queue, left_out, overdue_referrals, referrals_out
+from serving.services import (
+    get_queue,
+    left_out,
+    overdue_referrals,
+    referrals_out,
+    unknown_office,
+)
 
 router = APIRouter(prefix="/api/v1/queues", tags=["queues"], responses=PROTECTED)
 
@@ -70,8 +76,8 @@ def get_day_queue(
     # New shipments are placed by the engine (audited as system:queue), not by the reader.
     refs, built = get_queue(session, services, office, day)
     outside = left_out(session, office, day, services)
-    if not refs and not outside:
-        _known_office(session, services, office)
+    if not refs and not outside and (unknown := unknown_office(session, services, office)):
+        raise HTTPException(404, unknown)
     return {
         "office_code": office,
         "day": day,
@@ -81,15 +87,3 @@ def get_day_queue(
         "entries": referrals_out(session, refs, services),
         "left_out": outside,
     }
-
-
-def _known_office(session: Any, services: Any, office: str) -> None:
-    """404 for an office the deployment does not know (no shipment, history or setting
-    names it): a mistyped code read as an empty queue (found in review). Asked only of
-    an empty queue: a queue with entries is of a known office."""
-    configured = {*services.queue.office_capacities, *services.queue.office_timezones}
-    known = known_offices(session, configured, services.layout.validated)
-    try:
-        check_office(office, known)
-    except InvalidFieldError as exc:
-        raise HTTPException(404, str(exc)) from None

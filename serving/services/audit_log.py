@@ -482,6 +482,8 @@ _QUEUE_KINDS = (
     "queue_decision",
     "outcome",
 )
+# What an outcome entry records of the outcome that a correction may change.
+_OUTCOME_COLUMNS = ("finding", "category", "quantity", "unit")
 # The declarations checked against their content hash per query (`_declarations`).
 _DECLARATION_CHUNK = 1000
 
@@ -590,9 +592,8 @@ def _queue_trail(t: _Trail, r: m.AuditLog, i: int, early: bool) -> None:
         if early:
             sid = p.get("shipment_id")
             t.outcomes.setdefault(oid, (i, None if sid is None else str(sid), p.get("referral_id")))
-        values = tuple(p.get(k) for k in ("finding", "category", "quantity", "unit"))
-        if all(k in p for k in ("finding", "category", "quantity", "unit")):
-            _timeline(t.outcome_values, oid, seq, i, values)
+        if all(k in p for k in _OUTCOME_COLUMNS):
+            _timeline(t.outcome_values, oid, seq, i, tuple(p[k] for k in _OUTCOME_COLUMNS))
 
 
 def _rule_trail(t: _Trail, r: m.AuditLog, i: int, early: bool) -> None:
@@ -726,9 +727,6 @@ def _referral_findings(
     if differs:
         found.append(min(differs, key=lambda f: f[0] or 0))
     return found
-
-
-_OUTCOME_COLUMNS = ("finding", "category", "quantity", "unit")
 
 
 def _outcome_findings(

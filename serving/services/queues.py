@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from serving import orm as m
 from serving import policy
+from serving.auth import InvalidFieldError, check_office, known_offices
 from serving.db import write_lock
 from serving.services._core import QueueSettings, Services, now
 from serving.services.audit_log import audit
@@ -758,3 +759,16 @@ def overdue_referrals(session: Session, services: Services, office: str) -> list
             .order_by(m.Referral.created_at, m.Referral.id)
         )
     )
+
+
+def unknown_office(session: Session, services: Services, office: str) -> str | None:
+    """Why `office` is no office of the deployment (no stored shipment, validated
+    history, capacity or time-zone setting names it: `serving.auth.check_office`), or
+    None. A mistyped code read as an empty queue of the default capacity (found in
+    review); asked of empty queues only (one with entries is of a known office)."""
+    configured = {*services.queue.office_capacities, *services.queue.office_timezones}
+    try:
+        check_office(office, known_offices(session, configured, services.layout.validated))
+    except InvalidFieldError as exc:
+        return str(exc)
+    return None

@@ -250,21 +250,13 @@ def shipment_ingester(session: Session, shipment_id: str) -> str | None:
     ).first()
 
 
-def self_ingested_link(session: Session, viewer: str, shipment_id: str) -> str | None:
-    """Why the shipment cannot be the link through which `viewer` unmasks a traveller
-    record (`link_refusal`'s message), or None when it qualifies."""
-    refusal = link_refusal(session, viewer, shipment_id)
-    return None if refusal is None else refusal[1]
-
-
 def link_refusal(session: Session, viewer: str, shipment_id: str) -> tuple[str, str] | None:
     """Why the shipment cannot be the link through which `viewer` unmasks a traveller
     record (an officer's only way to), as (`"self_ingested"` or `"officer_key"`, the
-    message):
-    they ingested it themselves, and could have made it up to name the person; or it
-    came with an officer's API key, behind which any officer of its office may be
-    (found in review: an officer ingesting with such a key got round the rule). None
-    when it qualifies."""
+    message): they ingested it themselves, and could have made it up to name the
+    person; or it came with an officer's API key, behind which any officer of its
+    office may be (found in review: an officer ingesting with such a key got round
+    the rule). None when it qualifies."""
     ingester = shipment_ingester(session, shipment_id)
     if ingester == viewer:
         return (

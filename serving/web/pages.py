@@ -30,16 +30,13 @@ from starlette.routing import Match
 from serving import orm as m
 from serving.auth import (
     AuthError,
-    InvalidFieldError,
     LockedOutError,
     Role,
     authenticate_password,
     create_access_token,
     decode_access_token,
-    known_offices,
     sign_out,
 )
-from serving.auth import check_office as check_known_office
 from serving.policy import (
     InspectionOutcome,
     has_visible_text,
@@ -69,6 +66,7 @@ from serving.services import (
     rule_performance_rows,
     save_rule,
     set_rule_active,
+    unknown_office,
     view_traveller,
     waive,
 )
@@ -424,16 +422,15 @@ def _queue_context(
     context["overdue"] = referrals_out(session, overdue, services)
     context["left_out"] = left_out(session, office, day, services)
     # (a mistyped office: no empty queue; an officer's own office is the account's)
-    if not refs and not context["left_out"] and user.role is not Role.officer:
-        configured = {*services.queue.office_capacities, *services.queue.office_timezones}
-        try:
-            check_known_office(
-                office, known_offices(session, configured, services.layout.validated)
-            )
-        except InvalidFieldError:
-            errors.add("office", t("queue.office_unknown", office=office))
-            context["office"] = ""
-            return context
+    if (
+        not refs
+        and not context["left_out"]
+        and user.role is not Role.officer
+        and unknown_office(session, services, office)
+    ):
+        errors.add("office", t("queue.office_unknown", office=office))
+        context["office"] = ""
+        return context
     context["capacity"] = views.capacity_used(outs, services.capacity(office))
     context["share"] = f"{services.queue.exploration_share:.0%}"
     return context

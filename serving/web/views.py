@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from data_contracts.fields import BLANK_TEXT, CONTROL_CHARS, text_problem
+from data_contracts.fields import BLANK_TEXT, CONTROL_CHARS, FORBIDDEN_TEXT_CHARS, text_problem
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
 from features.registry import _localised, refresh_reason_texts, render_reason
 from serving import orm as m
@@ -62,7 +62,9 @@ def text_error(value: str) -> str | None:
         return None
     if problem == BLANK_TEXT:
         return "err.invisible_only"
-    return "err.control_chars" if any(ch in CONTROL_CHARS for ch in value) else "err.bidi_chars"
+    # (the character `text_problem` names: the first one refused)
+    first = next(ch for ch in value if ch in FORBIDDEN_TEXT_CHARS)
+    return "err.control_chars" if first in CONTROL_CHARS else "err.bidi_chars"
 
 
 # --------------------------------------------------------------------------- waterfall
@@ -237,8 +239,7 @@ class WatchlistHit:
     # the linked traveller record (API/PNR) that matched; None: the party itself
     traveller: str | None = None
     # why the match is weak ("one_word", "initials", "company_individual"; None: it is
-    # not) and
-    # the name words it rests on (features.screening.weak_match)
+    # not) and the name words it rests on (features.screening.weak_match)
     weak: str | None = None
     words: int | None = None
     # the listed spelling matched (an alias, the primary or original-script name)

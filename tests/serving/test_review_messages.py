@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,20 +19,8 @@ from data_contracts.settings import DataLayout
 from models.promotion import ReasonRequiredError, plan_promotion
 from serving.auth import Role
 from tests.serving.conftest import Api
-
-API = "/api/v1"
-YAML = {"Content-Type": "application/yaml"}
-
-
-def _import(api: Api, text: str) -> Any:
-    return api.client.post(
-        f"{API}/rules/import", content=text.encode(), headers={**api.headers(Role.analyst), **YAML}
-    )
-
-
-def _msgs(response: Any) -> dict[str, str]:
-    return {e["path"]: e["msg"] for e in response.json()["detail"]}
-
+from tests.serving.test_uat_rules import API, _import
+from tests.serving.test_uat_rules import _paths as _msgs
 
 RULE = """  - id: {id}
     name: b

@@ -112,6 +112,17 @@ def _views(site: Site) -> list[tuple[str, str | None, str | None]]:
         return [(r.actor, r.entity_id, r.payload.get("shipment_id")) for r in rows]
 
 
+def _unmask(
+    officer: httpx.Client, sid: str, record: str = PNR_ID, purpose: str = "check consignee"
+) -> httpx.Response:
+    """The shipment page's unmask form, sent for `record` through shipment `sid`."""
+    page = officer.get(f"/web/shipments/{sid}")
+    return officer.post(
+        f"/web/travellers/{record}/unmask",
+        data={"csrf_token": _csrf(page), "shipment_id": sid, "purpose": purpose},
+    )
+
+
 def test_the_page_refuses_unmasking_through_a_shipment_the_officer_ingested(
     own_site: Site, officer: httpx.Client
 ) -> None:
@@ -119,21 +130,14 @@ def test_the_page_refuses_unmasking_through_a_shipment_the_officer_ingested(
     assert page.status_code == 200
     assert f'data-record="{PNR_ID}" data-masked="yes"' in page.text  # listed, masked
     before = _views(own_site)
-    r = officer.post(
-        f"/web/travellers/{PNR_ID}/unmask",
-        data={"csrf_token": _csrf(page), "shipment_id": "OWN-2", "purpose": "check consignee"},
-    )
+    r = _unmask(officer, "OWN-2")
     assert r.status_code == 403, r.text[:500]
     assert "You ingested this shipment yourself" in r.text
     assert 'data-masked="no"' not in r.text and "FA7788123" not in r.text
     assert _views(own_site) == before
 
     # the same record through a shipment an analyst ingested
-    page = officer.get("/web/shipments/PNR-1")
-    r = officer.post(
-        f"/web/travellers/{PNR_ID}/unmask",
-        data={"csrf_token": _csrf(page), "shipment_id": "PNR-1", "purpose": "check consignee"},
-    )
+    r = _unmask(officer, "PNR-1")
     assert r.status_code == 200, r.text[:500]
     assert 'data-masked="no"' in r.text and "FA7788123" in r.text
     assert _views(own_site)[-1] == ("officer1", PNR_ID, "PNR-1")
@@ -164,10 +168,7 @@ def test_the_page_refuses_unmasking_through_a_shipment_of_an_officer_key(
     assert r.status_code == 201, r.text
     page = officer.get("/web/shipments/KEY-3")
     assert f'data-record="{PNR_ID}" data-masked="yes"' in page.text
-    r = officer.post(
-        f"/web/travellers/{PNR_ID}/unmask",
-        data={"csrf_token": _csrf(page), "shipment_id": "KEY-3", "purpose": "check consignee"},
-    )
+    r = _unmask(officer, "KEY-3")
     assert r.status_code == 403, r.text[:500]
     assert "came with an officer&#39;s API key" in r.text
     assert 'data-masked="no"' not in r.text and "FA7788123" not in r.text
@@ -183,10 +184,7 @@ def test_a_linked_record_of_the_loaded_history_is_listed_and_unmasked(
     assert "No linked traveller record" not in page.text
     assert f'data-record="{rid}" data-masked="yes"' in page.text
     assert str(held["contact_phone"]) not in page.text.split('id="h-travellers"')[1]
-    r = officer.post(
-        f"/web/travellers/{rid}/unmask",
-        data={"csrf_token": _csrf(page), "shipment_id": "HIST-0", "purpose": "courier check"},
-    )
+    r = _unmask(officer, "HIST-0", rid, purpose="courier check")
     assert r.status_code == 200, r.text[:500]
     assert f'data-record="{rid}" data-masked="no"' in r.text
     assert str(held["document_number"]) in r.text
