@@ -69,6 +69,12 @@ INT64_MAX = 2**63 - 1
 CONTROL_CHARS = frozenset(
     chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)
 )
+# The replacement character: a decoder's mark for bytes it could not read (a cp1251
+# export read as UTF-8 with `utf8-lossy` turns every Cyrillic letter into it). No
+# name holds it; a name that does can never be screened: refused, like control
+# characters, in every contract.
+UNDECODED_CHARS = frozenset({"\ufffd"})
+ALWAYS_FORBIDDEN_CHARS = CONTROL_CHARS | UNDECODED_CHARS
 # Bidirectional formatting characters (embeddings, overrides, isolates and marks):
 # they change the order in which text is shown, so that a name held backwards after a
 # RIGHT-TO-LEFT OVERRIDE shows as the name while screening reads it backwards (sec
@@ -248,13 +254,13 @@ def _plausible_date(value: dt.date, info: ValidationInfo) -> dt.date:
 
 
 def text_problem(value: str, *, allow_bidi: bool = False) -> str | None:
-    """Why a text value is not acceptable (a control character; a bidirectional
+    """Why a text value is not acceptable (a control character or U+FFFD; a bidirectional
     formatting character, unless `allow_bidi`; nothing visible but invisible format
     characters such as a zero-width space), or None. Text of white space only is
     left to the contract rule `required:` ("missing or blank"). Other invisible
     format characters (zero-width space and joiners, soft hyphen) within visible text
     are kept: screening and the features ignore them."""
-    forbidden = CONTROL_CHARS if allow_bidi else FORBIDDEN_TEXT_CHARS
+    forbidden = ALWAYS_FORBIDDEN_CHARS if allow_bidi else FORBIDDEN_TEXT_CHARS
     for ch in value:
         if ch in forbidden:
             return CHAR_PROBLEMS[ch]
@@ -266,6 +272,11 @@ def text_problem(value: str, *, allow_bidi: bool = False) -> str | None:
 def _char_problem(ch: str) -> str:
     if ch in CONTROL_CHARS:
         return f"holds the control character U+{ord(ch):04X}; remove it"
+    if ch in UNDECODED_CHARS:
+        return (
+            "holds U+FFFD (REPLACEMENT CHARACTER), which stands for bytes that could not "
+            "be decoded: read the file in its own encoding (e.g. cp1251), not as UTF-8"
+        )
     return (
         f"holds the bidirectional formatting character U+{ord(ch):04X} "
         f"({unicodedata.name(ch)}), which makes text show in another order than it is "
@@ -273,7 +284,7 @@ def _char_problem(ch: str) -> str:
     )
 
 
-FORBIDDEN_TEXT_CHARS = CONTROL_CHARS | BIDI_CHARS
+FORBIDDEN_TEXT_CHARS = ALWAYS_FORBIDDEN_CHARS | BIDI_CHARS
 # character -> why text may not hold it (as `text_problem` says)
 CHAR_PROBLEMS: dict[str, str] = {ch: _char_problem(ch) for ch in sorted(FORBIDDEN_TEXT_CHARS)}
 BLANK_TEXT = "is blank: it holds only invisible characters (e.g. zero-width spaces)"

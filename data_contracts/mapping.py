@@ -7,7 +7,7 @@ A mapping says, for each contract column it can fill, where the value comes from
       key: DECL_ID                   # one shipment per distinct value (line-level files)
       columns:
         shipment_id: DECL_ID         # shorthand for {column: DECL_ID}
-        declared_at: {column: DECL_DATE, date_format: "%d.%m.%Y %H:%M"}
+        declared_at: {column: DECL_DATE, date_format: "%d.%m.%Y %H:%M", timezone: Asia/Tashkent}
         mode: {column: TRANSPORT, values: {"30": road, "20": rail, "40": air}}
         office_code: {column: POST, prefix: "UZ-"}
         invoice_currency: {value: UZS}              # a constant
@@ -39,6 +39,13 @@ mappings) every other value is read as none, and `caravan import` lists those
 values. A category given where nothing was found is kept, so that validation
 rejects the contradiction (`finding_category:finding_category`).
 
+Times: a `date_format` (at the top, or on a column) that reads no offset (`%z`)
+needs `timezone` (an IANA name, at the top or on the column): the export's times
+are wall-clock times of that zone, stored as UTC. Without `date_format`, a
+date-time is ISO 8601 with its offset (or, with `timezone`, without one: in that
+zone) and a date is `YYYY-MM-DD`, as `caravan validate` reads text. `encoding`
+is the file's (any codec Python knows: cp1251, cp866, koi8-r, ...).
+
 Nothing is silently emptied: a value that cannot be read as its column's type
 (a date not in `date_format`, a number that is not one) is written empty with the
 problem in `_import_errors` (see `data_contracts.readers.IMPORT_ERRORS`); validation
@@ -48,14 +55,16 @@ quarantine record holds the value as the export gave it.
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from data_contracts.fields import Column, Kind
-from data_contracts.readers import IMPORT_ERRORS
+from data_contracts.readers import IMPORT_ERRORS, NAIVE_DATETIME, iso_datetime, text_date
 from data_contracts.schemas import CONTRACTS
 
 IMPORTED_TABLES = ("shipments", "items", "outcomes")
@@ -80,6 +89,25 @@ class MappingError(Exception):
         self.message = message
 
 
+def _zone(name: str | None) -> str | None:
+    """An IANA time zone name, checked."""
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}: give an IANA name such as Asia/Bishkek, "
+            "Asia/Almaty, Asia/Tashkent, Asia/Dushanbe or Asia/Ashgabat"
+        ) from None
+    return name
+
+
+def has_offset(date_format: str) -> bool:
+    """Whether a strftime format reads the offset from UTC (%z, %:z, %#z)."""
+    return re.search(r"%[:#]?z", date_format) is not None
+
+
 class ColumnSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,9 +116,15 @@ class ColumnSource(BaseModel):
     template: str | None = None
     values: dict[str, str] | None = None
     date_format: str | None = None
+    timezone: str | None = None
     prefix: str = ""
     split: str | None = None
     scale: float | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> ColumnSource:
@@ -164,12 +198,41 @@ class DeclarationMapping(BaseModel):
 
     name: str
     delimiter: str = ","
-    encoding: Literal["utf-8", "utf8", "utf8-lossy"] = "utf-8"
+    encoding: str = "utf-8"
     date_format: str | None = None
+    timezone: str | None = None
     shipments: TableMapping
     items: TableMapping | None = None
     outcomes: OutcomeMapping | None = None
     extras: Extras = Field(default_factory=Extras)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return _zone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        if value == "utf8-lossy":
+            return value
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {value!r}: give the file's encoding as Python names it "
+                "(utf-8, cp1251, cp866, koi8-r, ...); utf8-lossy reads UTF-8 and marks bytes "
+                "it cannot decode, which validation then refuses"
+            ) from None
+        return value
+
+    @property
+    def csv_encoding(self) -> str:
+        """The encoding as Polars takes it: its own UTF-8 reader for UTF-8 (names it
+        does not know are decoded in Python first)."""
+        if self.encoding == "utf8-lossy":
+            return self.encoding
+        return "utf8" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
 
     def check(self, file_columns: list[str], source: str) -> None:
         """Every contract column named exists and every source column is in the file."""
@@ -183,6 +246,17 @@ class DeclarationMapping(BaseModel):
                 where = f"{table}.columns.{name}"
                 if name not in contract.column_names:
                     raise MappingError(where, f"the {table} contract has no column {name!r}")
+                fmt = src.date_format or self.date_format
+                naive = fmt is not None and not has_offset(fmt) and src.value is None
+                kind = contract.column(name).kind
+                if kind is Kind.DATETIME and naive and not (src.timezone or self.timezone):
+                    raise MappingError(
+                        where,
+                        f"date_format {fmt!r} reads no offset from UTC (%z): give timezone: "
+                        "(the IANA zone the export's times are in, e.g. Asia/Bishkek), at the "
+                        "top of the mapping or on the column; times without a zone are "
+                        "ambiguous (read as UTC, a time in UTC+6 would be six hours off)",
+                    )
                 for col in src.source_columns():
                     if col not in have:
                         raise MappingError(where, f"column {col!r} is not in {source}")
@@ -286,7 +360,7 @@ def _error(rule: str, column: str, value: pl.Expr | None, message: pl.Expr) -> p
 
 
 def _column(
-    col: Column, src: ColumnSource, default_date: str | None
+    col: Column, src: ColumnSource, default_date: str | None, default_zone: str | None = None
 ) -> tuple[pl.Expr, pl.Expr | None]:
     """The contract value of one column and, where the export's value cannot be read
     as the column's type, the problem (null otherwise). The value is never silently
@@ -295,8 +369,9 @@ def _column(
     expr = _source(src)
     text = expr.cast(pl.String).str.strip_chars()
     present = text.is_not_null() & (text != "")
-    reason = f"could not be read as a {kind.value}"
+    reason: str | pl.Expr = f"could not be read as a {kind.value}"
     fmt = src.date_format or default_date
+    zone = src.timezone or default_zone
     if kind is Kind.STRING_LIST:
         value = (
             expr.cast(pl.String)
@@ -305,13 +380,40 @@ def _column(
             .list.eval(pl.element().filter(pl.element() != ""))
         )
         return value.alias(name), None
-    if kind in (Kind.DATETIME, Kind.DATE) and fmt:
-        value = (
-            text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-            if kind is Kind.DATETIME
-            else text.str.to_date(fmt, strict=False)
-        )
+    if kind is Kind.DATETIME and fmt and has_offset(fmt):
+        value = text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
         reason = f"does not match the date format {fmt}"
+    elif kind is Kind.DATETIME and fmt:  # (a zone: `DeclarationMapping.check`)
+        local = text.str.to_datetime(fmt, strict=False, time_unit="us")
+        value = _in_zone(local, zone)
+        reason = (
+            pl.when(local.is_null())
+            .then(pl.lit(f"does not match the date format {fmt}"))
+            .otherwise(pl.lit(f"is not a time in {zone} (a clock change skips or repeats it)"))
+        )
+    elif kind is Kind.DATETIME:  # ISO 8601, as `caravan validate` reads text
+        instant, zoned = iso_datetime(text)
+        value = pl.when(zoned).then(instant)
+        if zone is not None:  # (a time without an offset is in the mapping's zone)
+            value = value.otherwise(_in_zone(instant.dt.replace_time_zone(None), zone))
+            reason = f"is not an ISO 8601 date-time (YYYY-MM-DD HH:MM, in {zone} or with offset)"
+        else:
+            reason = (
+                pl.when(instant.is_not_null())
+                .then(pl.lit(NAIVE_DATETIME))
+                .otherwise(
+                    pl.lit(
+                        "is not an ISO 8601 date-time with its offset (YYYY-MM-DDTHH:MM+05:00); "
+                        "give date_format for another form"
+                    )
+                )
+            )
+    elif kind is Kind.DATE and fmt:
+        value = text.str.to_date(fmt, strict=False)
+        reason = f"does not match the date format {fmt}"
+    elif kind is Kind.DATE:
+        value = text_date(text)
+        reason = "is not a date in the form YYYY-MM-DD (give date_format for another form)"
     elif kind in (Kind.INT, Kind.FLOAT):
         number = text.cast(pl.Float64, strict=False)
         if src.scale is not None:
@@ -334,9 +436,20 @@ def _column(
         return expr.cast(pl.String).alias(name), None
     else:
         value = expr.cast(col.raw_dtype, strict=False)
-    message = pl.concat_str(pl.lit(f"{name} '"), text, pl.lit(f"' {reason}"))
+    why = pl.lit(reason) if isinstance(reason, str) else reason
+    message = pl.concat_str(pl.lit(f"{name} '"), text, pl.lit("' "), why)
     failed = present & value.is_null()
     return value.alias(name), pl.when(failed).then(_error(f"type:{name}", name, text, message))
+
+
+def _in_zone(local: pl.Expr, zone: str | None) -> pl.Expr:
+    """Wall-clock times of `zone` as UTC instants (a time a clock change skips or
+    repeats: null, rejected)."""
+    return (
+        local.dt.replace_time_zone(zone, ambiguous="null", non_existent="null")
+        .dt.convert_time_zone("UTC")
+        .dt.cast_time_unit("us")
+    )
 
 
 def _norm(values: list[str]) -> list[str]:
@@ -424,7 +537,7 @@ def _map_table(
     for col in contract.columns:
         src = tmap.columns.get(col.name)
         if src is not None:
-            value, error = _column(col, src, mapping.date_format)
+            value, error = _column(col, src, mapping.date_format, mapping.timezone)
             exprs.append(value)
             if error is not None:
                 errors.append(error)

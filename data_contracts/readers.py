@@ -74,12 +74,10 @@ def _read_any(path: Path) -> pl.DataFrame:
     raise InputFileError(path, f"unknown file type '{path.suffix}' (use one of {SUFFIXES})")
 
 
-def _text_datetime(text: pl.Expr, name: str) -> list[pl.Expr]:
-    """`__instant__<name>`: the UTC instant of each ISO 8601 date-time text, read as
-    UTC when it has no offset (null when it is not a date-time), and `__zoned__<name>`:
-    whether it has one. Each row is read on its own, whatever the others hold.
-    (Computed before the cast that uses them: within one expression Polars would
-    take the text apart once for each.)"""
+def iso_datetime(text: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """The UTC instant of each ISO 8601 date-time text, read as UTC when it has no
+    offset (null when it is not a date-time), and whether it has an offset. Each row
+    is read on its own, whatever the others hold."""
     parts = text.str.to_uppercase().str.extract_groups(_DATETIME_TEXT)
     date, hm, seconds, offset = (parts.struct.field(str(i)) for i in range(1, 5))
     canonical = pl.concat_str(
@@ -88,14 +86,50 @@ def _text_datetime(text: pl.Expr, name: str) -> list[pl.Expr]:
     instant = canonical.str.strptime(
         pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%#z", strict=False
     )
-    return [instant.alias(_INSTANT + name), offset.is_not_null().alias(_ZONED + name)]
+    return instant, offset.is_not_null()
 
 
-def _text_date(text: pl.Expr) -> pl.Expr:
+def _text_datetime(text: pl.Expr, name: str) -> list[pl.Expr]:
+    """`iso_datetime` as `__instant__<name>` and `__zoned__<name>`. (Computed before
+    the cast that uses them: within one expression Polars would take the text apart
+    once for each.)"""
+    instant, zoned = iso_datetime(text)
+    return [instant.alias(_INSTANT + name), zoned.alias(_ZONED + name)]
+
+
+def text_date(text: pl.Expr) -> pl.Expr:
     """The date of each `YYYY-MM-DD` text (null for any other form)."""
     return pl.when(text.str.contains(_DATE_TEXT)).then(
         text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
     )
+
+
+def _typed_cast(src: pl.Expr, dtype: pl.DataType, kind: Kind, target: pl.DataType) -> pl.Expr:
+    """A typed value (Parquet, JSON) of another type than its column's, cast only
+    where nothing is lost or reinterpreted: integers to decimals and to text,
+    decimals with nothing after the point to integers, a naive midnight to a date.
+    Any other value is null (its row is rejected as unreadable): a number is not a
+    date-time (an epoch of which unit?), a decimal is not cut to an integer, a
+    true/false is not a count, a decimal is not an identifier."""
+    coded = isinstance(dtype, pl.Enum | pl.Categorical)  # (as Caravan's own files hold enums)
+    if dtype == pl.Null:
+        return src.cast(target)
+    if kind is Kind.INT and dtype.is_integer():
+        return src.cast(target, strict=False)  # (out of range: null)
+    if kind is Kind.INT and (dtype.is_float() or dtype.is_decimal()):
+        number = src.cast(pl.Float64)
+        return pl.when(number == number.round(0)).then(number.cast(target, strict=False))
+    if kind is Kind.FLOAT and dtype.is_numeric():
+        return src.cast(target, strict=False)
+    if kind in (Kind.STRING, Kind.ENUM) and (dtype.is_integer() or coded):
+        return src.cast(pl.String)
+    if kind is Kind.STRING_LIST and isinstance(dtype, pl.List):
+        inner = dtype.inner
+        if isinstance(inner, pl.Enum | pl.Categorical) or inner == pl.Null:
+            return src.cast(target)
+    if kind is Kind.DATE and isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return pl.when(src.dt.time() == pl.time(0)).then(src.dt.date())
+    return pl.lit(None, dtype=target)
 
 
 def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
@@ -133,7 +167,7 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
                 naive = ~zoned & instant.is_not_null()
                 flags.append(pl.when(naive).then(src).alias(_NAIVE_PREFIX + col.name))
             elif col.kind is Kind.DATE:
-                cast = _text_date(text)
+                cast = text_date(text)
             elif col.kind is Kind.STRING_LIST:
                 cast = (
                     text.str.split(LIST_SEPARATOR)
@@ -143,13 +177,15 @@ def _cast(frame: pl.DataFrame, contract: Contract, path: Path) -> pl.DataFrame:
             else:
                 cast = text.cast(target, strict=False)
         elif isinstance(dtype, pl.Datetime) and col.kind is Kind.DATETIME:
-            cast = (
-                src.dt.replace_time_zone("UTC")
-                if dtype.time_zone is None
-                else src.dt.convert_time_zone("UTC")
-            ).dt.cast_time_unit("us")
+            if dtype.time_zone is None:  # (ambiguous, as in text: refused, saying why)
+                cast = pl.lit(None, dtype=target)
+                flags.append(
+                    src.dt.to_string("%Y-%m-%dT%H:%M:%S%.f").alias(_NAIVE_PREFIX + col.name)
+                )
+            else:
+                cast = src.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
         else:
-            cast = src.cast(target, strict=False)
+            cast = _typed_cast(src, dtype, col.kind, target)
         exprs.append(cast.alias(col.name))
         flags.append((src.is_not_null() & cast.is_null()).alias(TYPE_ERROR_PREFIX + col.name))
     try:

@@ -22,11 +22,11 @@ import polars as pl
 
 from data_contracts import reference
 from data_contracts.fields import (
+    ALWAYS_FORBIDDEN_CHARS,
     BIDI_CHARS,
     BLANK_TEXT,
     BLANK_TEXT_REGEX,
     CHAR_PROBLEMS,
-    CONTROL_CHARS,
     EARLIEST_DATE,
     EARLIEST_DATETIME,
     FUTURE_LIMIT,
@@ -230,7 +230,7 @@ def _text_rule(contract: Contract, col: Column) -> Rule:
     a rule on files: no control character, no bidirectional formatting character
     (unless the contract allows them), not only invisible characters. The message
     names the first such character, as the API does."""
-    forbidden = CONTROL_CHARS if contract.allow_bidi else CONTROL_CHARS | BIDI_CHARS
+    forbidden = ALWAYS_FORBIDDEN_CHARS | (frozenset() if contract.allow_bidi else BIDI_CHARS)
     chars = char_class(forbidden)
     reasons = {ch: CHAR_PROBLEMS[ch] for ch in forbidden}
     bad = f"{chars}|{BLANK_TEXT_REGEX}"  # one pass over the text

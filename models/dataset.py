@@ -90,7 +90,15 @@ def time_split(
     """Split by declaration time: the oldest shipments train, the next validate,
     the newest test. No shuffling across time."""
     if until is not None:
+        inspected = frame.select(pl.col("declared_at").min()).row(0)
         frame = frame.filter(pl.col("declared_at") < until)
+        if frame.height < 50:
+            first = f"{inspected[0]:%Y-%m-%d}" if inspected[0] is not None else "none"
+            raise ValueError(
+                f"only {frame.height} inspected shipments declared before --until "
+                f"{until:%Y-%m-%d} (the first inspected shipment was declared {first}): "
+                "too few to train on; give a later date"
+            )
     frame = frame.sort("declared_at", "shipment_id")
     n = frame.height
     if n < 50:

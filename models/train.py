@@ -68,6 +68,11 @@ class TrainConfig:
         return asdict(self)
 
 
+# Fewer trees than this chosen by early stopping: the model learnt next to nothing
+# (review: an any-finding model of 1 tree became the challenger without a word).
+FEW_TREES = 5
+
+
 class NoPositiveError(ValueError):
     """The training window holds no positive for the target: nothing to learn."""
 
@@ -207,9 +212,38 @@ def fit(
     )
     # (without early stopping `best_iteration` is 0: every tree is kept)
     best = int(booster.best_iteration or booster.current_iteration())
+    few = _few_trees_note(booster, best, split, stopping, config)
+    if few:
+        stopping = Stopping(stopping.metric, f"{stopping.note}; {few}" if stopping.note else few)
     # Keep only the trees up to the best iteration: the stored model is what scores.
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     return Trained(trimmed, best, names, stopping)
+
+
+def _few_trees_note(
+    booster: lgb.Booster, best: int, split: Split, stopping: Stopping, config: TrainConfig
+) -> str | None:
+    """What to say when early stopping kept fewer than FEW_TREES trees and their
+    ranking of the validation window is barely better than random selection (average
+    precision under twice the window's weighted positive share, what random selection
+    scores): the model learnt next to nothing. A few trees that rank well (a simple
+    pattern) are not remarked on."""
+    if best >= FEW_TREES or config.early_stopping_rounds is None:
+        return None
+    if stopping.metric != RANKING_METRIC:
+        return None  # (no ranking measured: the fallback's note says so)
+    precision = float(booster.best_score.get("valid", {}).get(RANKING_METRIC, float("nan")))
+    weights = split.valid[WEIGHT].to_numpy()
+    chance = float((weights * split.valid[LABEL].to_numpy()).sum() / weights.sum())
+    if not precision < 2 * chance:
+        return None
+    return (
+        f"early stopping kept {best} tree{'s' if best != 1 else ''}: the validation window's "
+        f"average precision was best almost at once, at {precision:.3f}, against {chance:.3f} "
+        "for random selection, so the features did not help there and the model scores nearly "
+        f"every shipment alike ({_windows_text(_window_counts(split))}); compare its evaluation "
+        "with random selection before promoting it"
+    )
 
 
 # Below this many rows, prediction runs on one thread: starting OpenMP threads for

@@ -422,7 +422,8 @@ def train(
         return
     _print_evaluation(run.evaluation)
     out.print(
-        f"Model version {run.version} ({run.best_iteration} trees, trained on "
+        f"Model version {run.version} ({run.best_iteration} "
+        f"tree{'s' if run.best_iteration != 1 else ''}, trained on "
         f"{run.rows['train']:,} inspected shipments) registered as challenger. "
         f"Report: {run.report}"
     )
@@ -733,6 +734,7 @@ def import_(
         "files": run.files,
         "replaced": run.replaced,
         "read_as_no_finding": run.read_as_negative,
+        "blank_rows_left_out": run.blank_rows,
     }
     if as_json:
         out.print_json(json.dumps(summary))
@@ -743,6 +745,8 @@ def import_(
     for source, name in run.files.items():
         again = " (imported before: replaces that import)" if source in run.replaced else ""
         out.print(f"  {source} -> {name}{again}")
+        if run.blank_rows.get(source):
+            out.print(f"    {run.blank_rows[source]:,} row(s) without any value left out")
     if run.read_as_negative:
         values = ", ".join(f"'{v}' ({n:,})" for v, n in run.read_as_negative.items())
         out.print(

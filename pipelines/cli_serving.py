@@ -541,6 +541,14 @@ def audit_replay(
     finally:
         engine.dispose()
     for result in results:
+        if result["stored"] is None:  # (an audited score whose row is gone)
+            out.print(
+                f"shipment {shipment_id} score {result['score_id']} (database): MISMATCH ("
+                + "; ".join(result["differences"])
+                + ")",
+                soft_wrap=True,
+            )
+            continue
         verdict = "MATCH" if result["matches"] else "MISMATCH"
         if not result["recomputed_matches"]:
             verdict += " (recomputed differs from stored)"

@@ -50,17 +50,30 @@ def load_mapping(path: Path) -> DeclarationMapping:
         raise MappingError(f"{path}: {where}", first["msg"]) from exc
 
 
-def read_export(path: Path, mapping: DeclarationMapping) -> pl.DataFrame:
+_ENCODING_HINT = "name the file's encoding in the mapping (e.g. encoding: cp1251)"
+
+
+def read_export(path: Path, mapping: DeclarationMapping) -> tuple[pl.DataFrame, int]:
+    """The export's rows, and how many rows of a CSV were left out for holding no
+    value at all (blank lines, lines of separators only: no declaration)."""
     if not path.exists():
         raise InputFileError(path, "file not found")
     try:
         if path.suffix == ".parquet":
-            return pl.read_parquet(path)
-        return pl.read_csv(
-            path, separator=mapping.delimiter, encoding=mapping.encoding, infer_schema=False
+            return pl.read_parquet(path), 0
+        frame = pl.read_csv(
+            path, separator=mapping.delimiter, encoding=mapping.csv_encoding, infer_schema=False
         )
+    except UnicodeError as exc:
+        raise InputFileError(path, f"is not {mapping.encoding}: {exc}; {_ENCODING_HINT}") from exc
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputFileError(path, f"cannot be read: {exc}".splitlines()[0]) from exc
+        said = f"cannot be read: {exc}".splitlines()[0]
+        if "utf-8" in said.lower() or "utf8" in said.lower():
+            said += f"; {_ENCODING_HINT}"
+        raise InputFileError(path, said) from exc
+    empty = pl.all_horizontal(pl.all().str.strip_chars().fill_null("") == "")
+    blank = frame.select(empty.sum()).item() if frame.width else 0
+    return (frame.filter(~empty) if blank else frame), int(blank)
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class ImportRun:
     files: dict[str, str] = field(default_factory=dict)  # input file -> name in raw/
     replaced: list[str] = field(default_factory=list)  # inputs imported before, replaced
     read_as_negative: dict[str, int] = field(default_factory=dict)  # label value -> rows
+    blank_rows: dict[str, int] = field(default_factory=dict)  # input file -> rows left out
 
 
 _NAME = re.compile(r"^(\d{4,})-.*-([0-9a-f]{16})$")
@@ -113,8 +127,11 @@ def run_import(layout: DataLayout, mapping_path: Path, files: list[Path]) -> Imp
     replaced: list[str] = []
     negatives: dict[str, int] = {}
     seen: set[str] = set()
+    blank_rows: dict[str, int] = {}
     for path in files:
-        frame = read_export(path, mapping)
+        frame, blank = read_export(path, mapping)
+        if blank:
+            blank_rows[str(path)] = blank
         mapping.check(frame.columns, str(path))
         digest = _digest(path)
         if digest in seen:  # the same content given twice in one run
@@ -145,5 +162,11 @@ def run_import(layout: DataLayout, mapping_path: Path, files: list[Path]) -> Imp
         json.dumps({t: sorted(c) for t, c in absent.items()}, indent=2)
     )
     return ImportRun(
-        rows, {t: sorted(c) for t, c in absent.items()}, extras, written, replaced, negatives
+        rows,
+        {t: sorted(c) for t, c in absent.items()},
+        extras,
+        written,
+        replaced,
+        negatives,
+        blank_rows,
     )

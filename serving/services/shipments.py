@@ -944,7 +944,8 @@ def replay(
 
 
 def replay_all(session: Session, holder: ModelHolder, shipment_id: str) -> list[dict[str, Any]]:
-    """`replay` of every stored score of the shipment, oldest first."""
+    """`replay` of every stored score of the shipment, and a mismatch for each audited
+    score whose row is gone (`stored` None), oldest first."""
     ids = list(
         session.scalars(
             select(m.Score.id).where(m.Score.shipment_id == shipment_id).order_by(m.Score.id)
@@ -952,7 +953,22 @@ def replay_all(session: Session, holder: ModelHolder, shipment_id: str) -> list[
     )
     if not ids:
         raise _no_score(session, shipment_id)
-    return [replay(session, holder, shipment_id, i) for i in ids]
+    results = [replay(session, holder, shipment_id, i) for i in ids]
+    results += [
+        {
+            "shipment_id": shipment_id,
+            "score_id": score_id,
+            "model_version": None,
+            "stored": None,
+            "recomputed": None,
+            "recomputed_matches": False,
+            "audit_seq": seq,
+            "differences": [_deleted(shipment_id, score_id, seq)],
+            "matches": False,
+        }
+        for score_id, seq in _rowless(session, shipment_id)
+    ]
+    return sorted(results, key=lambda r: int(r["score_id"]))
 
 
 def _rowless(session: Session, shipment_id: str) -> list[tuple[int, int]]:

@@ -19,7 +19,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from data_contracts.fields import BLANK_TEXT, CONTROL_CHARS, FORBIDDEN_TEXT_CHARS, text_problem
+from data_contracts.fields import BIDI_CHARS, BLANK_TEXT, FORBIDDEN_TEXT_CHARS, text_problem
 from data_contracts.schemas import FINDING_CATEGORIES, QUANTITY_UNITS, TRAVELLERS
 from features.registry import _localised, refresh_reason_texts, render_reason
 from serving import orm as m
@@ -64,7 +64,7 @@ def text_error(value: str) -> str | None:
         return "err.invisible_only"
     # (the character `text_problem` names: the first one refused)
     first = next(ch for ch in value if ch in FORBIDDEN_TEXT_CHARS)
-    return "err.control_chars" if first in CONTROL_CHARS else "err.bidi_chars"
+    return "err.bidi_chars" if first in BIDI_CHARS else "err.control_chars"
 
 
 # --------------------------------------------------------------------------- waterfall

@@ -93,12 +93,66 @@ def test_csv_lists_booleans_and_datetimes_are_parsed(tmp_path: Path) -> None:
     assert not any(frame[c][0] for c in frame.columns if c.startswith("__type_error__"))
 
 
-def test_naive_parquet_datetimes_are_taken_as_utc(tmp_path: Path) -> None:
-    frame = pl.DataFrame([f.shipment()], schema=SHIPMENTS.raw_schema).with_columns(
-        pl.col("declared_at").dt.replace_time_zone(None)
+def test_naive_parquet_datetimes_are_refused_saying_why(tmp_path: Path) -> None:
+    """A Parquet date-time without a time zone is as ambiguous as one in text (an
+    export in local time, UTC+5, would be taken five hours off): refused."""
+    rows = [f.shipment(shipment_id="S-0001"), f.shipment(shipment_id="S-0002")]
+    frame = pl.DataFrame(rows, schema=SHIPMENTS.raw_schema)
+    naive = frame.head(1).with_columns(pl.col("declared_at").dt.replace_time_zone(None))
+    zoned = frame.tail(1).with_columns(pl.col("declared_at").dt.convert_time_zone("Asia/Almaty"))
+    naive.write_parquet(tmp_path / "a.parquet")
+    zoned.write_parquet(tmp_path / "b.parquet")
+    read = read_input([tmp_path / "a.parquet", tmp_path / "b.parquet"], SHIPMENTS)
+    result = validate_tables({"shipments": read}).tables["shipments"]
+
+    assert result.accepted["shipment_id"].to_list() == ["S-0002"]
+    assert result.accepted["declared_at"].to_list() == frame.tail(1)["declared_at"].to_list()
+    q = result.quarantine
+    assert q["shipment_id"].to_list() == ["S-0001"]
+    assert q["_rule"].to_list() == ["type:declared_at"]
+    naive_text = naive["declared_at"][0].isoformat()
+    assert q["_message"][0].startswith(f"declared_at '{naive_text}")
+    assert "needs a time zone" in q["_message"][0]
+
+
+def test_typed_values_are_cast_only_when_nothing_is_lost(tmp_path: Path) -> None:
+    """JSON and Parquet carry types: 2.7 is not line 2, `true` is not a quantity of
+    1, an integer identifier is its digits, a decimal is not an identifier."""
+    from data_contracts.readers import from_frame
+
+    def line(n: int, **changes: object) -> dict[str, object]:
+        return {**f.item(item_id=f"I-{n}", shipment_id=f"S-000{n}"), **changes}
+
+    # (one file per column type: Polars reads a column of numbers and text as text)
+    files = {
+        "lines": [line(1, line_no=2.7), line(2, line_no=3.0, net_mass_kg=12)],
+        "flags": [line(3, quantity=True)],
+        "codes": [line(4, hs_code=9305100000)],
+        "decimal-codes": [line(5, hs_code=9305100000.0)],
+    }
+    paths = [tmp_path / f"{name}.ndjson" for name in files]
+    for path, rows in zip(paths, files.values(), strict=True):
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    ships = pl.DataFrame(
+        [f.shipment(shipment_id=f"S-000{n}") for n in range(1, 6)], schema=SHIPMENTS.raw_schema
     )
-    path = tmp_path / "shipments.parquet"
-    frame.write_parquet(path)
-    read = read_input([path], SHIPMENTS)
-    assert read.schema["declared_at"] == pl.Datetime("us", "UTC")
-    assert read["declared_at"][0].hour == 9
+    tables = {"items": read_input(paths, ITEMS), "shipments": from_frame(ships, SHIPMENTS)}
+    result = validate_tables(tables).tables["items"]
+
+    accepted = {r["item_id"]: r for r in result.accepted.iter_rows(named=True)}
+    assert set(accepted) == {"I-2", "I-4"}
+    assert accepted["I-2"]["line_no"] == 3 and accepted["I-2"]["net_mass_kg"] == 12.0
+    assert accepted["I-4"]["hs_code"] == "9305100000"
+    rules = dict(result.quarantine.select("item_id", "_rule").iter_rows())
+    assert rules == {"I-1": "type:line_no", "I-3": "type:quantity", "I-5": "type:hs_code"}
+    raw = {r["item_id"]: json.loads(r["_raw_record"]) for r in result.quarantine.to_dicts()}
+    assert raw["I-1"]["line_no"] == 2.7 and raw["I-3"]["quantity"] is True
+
+
+def test_a_number_in_a_date_time_column_is_not_an_epoch(tmp_path: Path) -> None:
+    row = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in f.shipment().items()}
+    path = tmp_path / "shipments.ndjson"
+    path.write_text(json.dumps({**row, "declared_at": 1732838400}) + "\n", encoding="utf-8")
+    result = validate_tables({"shipments": read_input([path], SHIPMENTS)}).tables["shipments"]
+    assert result.accepted.height == 0
+    assert result.quarantine["_rule"].to_list() == ["type:declared_at"]

@@ -25,6 +25,7 @@ HEADER = (
 MAPPING: dict[str, Any] = {
     "name": "One row per declaration",
     "date_format": "%d/%m/%Y %H:%M",
+    "timezone": "UTC",
     "shipments": {
         "columns": {
             "shipment_id": "Ref",

@@ -354,6 +354,25 @@ def test_entries_whose_rows_are_gone_or_changed_are_named(
     assert replay.returncode == 1 and "no scored shipment" not in said, said
     assert f"score {score} of shipment RM-X0 is recorded by audit entry seq={seq}" in said
     assert "no row in the database" in said
+    # --all: the rescored RM-0's older score deleted is named beside the kept one
+    with Session(engine) as session:
+        older, latest = session.scalars(
+            select(m.Score.id).where(m.Score.shipment_id == "RM-0").order_by(m.Score.id)
+        ).all()
+    tamper_engine(
+        engine,
+        [
+            f"DELETE FROM rule_hits WHERE score_id = {older}",
+            f"DELETE FROM scores WHERE id = {older}",
+        ],
+    )
+    every = caravan_in_process("audit", "replay", "RM-0", "--all", data=data, env=env, check=False)
+    said = " ".join(every.stdout.split())  # (as wrapped at any width)
+    lines = [f"score {line}".strip() for line in said.split("shipment RM-0 score ")[1:]]
+    assert every.returncode == 1, every.stdout
+    assert len(lines) == 2 and lines[1].startswith(f"score {latest} "), lines
+    assert lines[0].startswith(f"score {older} (database): MISMATCH"), lines
+    assert "no row in the database" in lines[0] and lines[1].endswith("MATCH"), lines
 
 
 def audit_report_of(engine: Engine) -> AuditReport:
