@@ -100,6 +100,10 @@ class Promotion:
     # What each version trained, early-stopped and was tested on ("challenger",
     # "champion"), as read from the registry.
     seen: dict[str, dict[str, Any]] | None = None
+    # What each version predicts (`caravan train --target`): the version's, and the
+    # previous champion's (None without one). They differ only when forced.
+    target: str = "arms"
+    previous_target: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON: what was decided, by whom, why, and the numbers compared."""
@@ -112,6 +116,8 @@ class Promotion:
             "forced": self.forced,
             "worse": self.worse,
             "at": self.at.isoformat(timespec="seconds"),
+            "target": self.target,
+            "previous_target": self.previous_target,
             "primary_metric": self.challenger.primary_metric(),
             "primary_challenger": _finite(self.challenger.primary()),
             "primary_champion": _finite(self.champion.primary()) if self.champion else None,
@@ -279,6 +285,18 @@ def plan_promotion(
     previous = current_champion(layout)
     if previous == target:
         raise PromotionRefusedError(f"version {target} is already the champion")
+    predicts = _target_of(reg.version(target).tags)
+    predicted = _target_of(reg.version(previous).tags) if previous is not None else None
+    if predicted is not None and predicts != predicted and not force:
+        # (the comparison below would judge the champion on labels it was not trained
+        # for, and the served score would change meaning under the lanes and rules)
+        raise _forcible(
+            f"version {target} predicts {_TARGETS.get(predicts, predicts)} (--target "
+            f"{predicts}) while champion {previous} predicts "
+            f"{_TARGETS.get(predicted, predicted)} (--target {predicted}): promoting it "
+            "changes what every served score means, under lanes, priorities and rules set "
+            f"for the champion's, and the two cannot be compared on one set of labels"
+        )
     features = read_features(layout)
     challenger: Evaluation
     champion: Evaluation | None = None
@@ -338,7 +356,8 @@ def plan_promotion(
             if worse and not force:
                 raise PromotionRefusedError(
                     f"version {target} is worse than champion {previous} on "
-                    f"{ours.primary_metric()} ({mine_p:.3f} < {theirs_p:.3f}) on "
+                    f"{ours.primary_metric()} for {_TARGETS.get(predicts, predicts)} "
+                    f"({mine_p:.3f} < {theirs_p:.3f}) on "
                     f"{compared[0][:16]} to {compared[1][:16]} "
                     f"({ours.n_inspected:,} inspected shipments after what both models "
                     "saw); force it with a reason to promote anyway"
@@ -355,7 +374,21 @@ def plan_promotion(
         at=dt.datetime.now(dt.UTC),
         comparison_window=compared,
         seen=seen,
+        target=predicts,
+        previous_target=predicted,
     )
+
+
+# What a version's target means, in the messages.
+_TARGETS = {
+    "arms": "findings of arms, their parts, ammunition or explosives",
+    "any-finding": "findings of any kind",
+}
+
+
+def _target_of(tags: dict[str, str]) -> str:
+    """A version's target (versions trained before targets were recorded: arms)."""
+    return str(tags.get("target", "arms"))
 
 
 def _assess(
@@ -401,6 +434,8 @@ _LOGGED = (
     "by",
     "reason",
     "forced",
+    "target",
+    "previous_target",
     "primary_metric",
     "primary_challenger",
     "primary_champion",

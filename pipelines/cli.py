@@ -576,6 +576,12 @@ def promote(
             "models saw (forced).",
             soft_wrap=True,
         )
+    if promo.previous_target is not None and promo.previous_target != promo.target:
+        out.print(
+            f"Target changed: {promo.previous_target} -> {promo.target} (forced): the served "
+            "score now predicts another event; check the lanes, priorities and rules.",
+            soft_wrap=True,
+        )
     out.print(
         f"Version {promo.version} is now the champion (by {promo.who}"
         + (f"; forced: {promo.reason}" if promo.forced else "")

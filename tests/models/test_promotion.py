@@ -243,3 +243,28 @@ def test_a_promotion_with_nothing_to_compare_on_is_refused_unless_forced(
     assert current_champion(layout) == "1"
     promo = promote(layout, "2", who="dana", reason="new features reviewed", force=True)
     assert promo.forced and promo.worse and current_champion(layout) == "2"
+
+
+def test_a_change_of_target_is_refused_unless_forced_and_then_recorded(
+    layout: DataLayout,
+) -> None:
+    """An any-finding challenger against an arms champion: the served score would
+    predict another event (review of stop 24: it was compared on the challenger's
+    labels and promoted without a word)."""
+    from models.dataset import Target
+
+    promote(layout, "1", who="dana", reason=None)
+    assert run_train(layout, target=Target("any-finding")).version == "3"
+    with pytest.raises(PromotionRefusedError) as refused:
+        plan_promotion(layout, "3", who="dana", reason=None)
+    said = str(refused.value)
+    assert "version 3 predicts findings of any kind (--target any-finding)" in said
+    assert "champion 1 predicts findings of arms" in said and "--force --reason" in said
+    assert '"force": true' in refused.value.api_message
+    assert current_champion(layout) == "1"
+
+    promo = promote(layout, "3", who="dana", reason="a drill on any finding", force=True)
+    assert (promo.target, promo.previous_target) == ("any-finding", "arms")
+    logged = json.loads((layout.reports / "promotions.jsonl").read_text().splitlines()[-1])
+    assert (logged["target"], logged["previous_target"]) == ("any-finding", "arms")
+    assert current_champion(layout) == "3"
