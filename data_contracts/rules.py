@@ -100,6 +100,38 @@ def _not_finite(c: pl.Expr) -> pl.Expr:
 _FINITE = {"max_value": sys.float_info.max}
 
 
+# What a value of each kind must look like, in a type rule's message.
+_FORMS = {
+    Kind.STRING: "text",
+    Kind.INT: "a whole number",
+    Kind.FLOAT: "a number (with a decimal point, no thousands separator)",
+    Kind.BOOL: "true or false",
+    Kind.DATE: "a date (YYYY-MM-DD)",
+    Kind.DATETIME: "a date-time with its offset (e.g. 2024-03-05T08:15:00+05:00)",
+    Kind.ENUM: "text",
+    Kind.STRING_LIST: "a list",
+}
+RAW_RECORD = "_raw_record"  # (data_contracts.readers: each row as received, in JSON)
+
+
+def _type_message(col: Column) -> pl.Expr:
+    """Why a value could not be read as its column's type, naming the value as
+    received (from the row's `_raw_record`) and the form expected."""
+    plain = f"{col.name} could not be read as a {col.kind.value}"
+    value = pl.col(RAW_RECORD).str.json_path_match(f"$.{col.name}")
+    shown = pl.when(value.str.len_chars() > 60).then(
+        pl.concat_str(value.str.slice(0, 60), pl.lit("…"))
+    )
+    return pl.coalesce(
+        pl.concat_str(
+            pl.lit(f"{col.name} '"),
+            pl.coalesce(shown, value),
+            pl.lit(f"' could not be read as {_FORMS[col.kind]}"),
+        ),
+        pl.lit(plain),
+    )
+
+
 def _fmt(template: str, *exprs: pl.Expr) -> pl.Expr:
     """Fill the `{}` places of a message with values (no other brace is special)."""
     parts = template.split("{}")
@@ -157,7 +189,7 @@ def column_rules(contract: Contract) -> list[Rule]:
                 t,
                 f"{col.name} must be a {col.kind.value}",
                 pl.col(TYPE_ERROR_PREFIX + col.name),
-                pl.lit(f"{col.name} could not be read as a {col.kind.value}"),
+                _type_message(col),
             )
         )
         if col.pattern:

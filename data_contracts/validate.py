@@ -154,7 +154,9 @@ def validate_tables(
         views[table] = frame
         skip = set(absent.get(table, ()))
         rules = [r for r in _own_rules(table) if r.name.split(":", 1)[1] not in skip]
-        checked[table] = _with_import_errors(_evaluate(_flag_import_errors(frame, table), rules))
+        checked[table] = _earlier_rows_named(
+            _with_import_errors(_evaluate(_flag_import_errors(frame, table), rules)), table
+        )
 
     # A rejected goods line rejects its declaration. A line that belongs to a later
     # declaration repeating an earlier one's id does not reject the first one, which
@@ -167,6 +169,8 @@ def validate_tables(
         .get_column("shipment_id")
         .unique()
     )
+    # Nor does an exact copy of an earlier line (an export that repeats a row): it is
+    # set aside, the earlier line is kept.
     items = checked["items"].filter(
         ~pl.col(RULES).list.contains("parent_missing:shipment_id")
         & ~pl.col(RULES).list.contains(CONFLICT)
@@ -174,6 +178,7 @@ def validate_tables(
             pl.col(RULES).list.contains("unique:item_id")
             & pl.col("shipment_id").is_in(repeated.implode())
         )
+        & ~_exact_repeat("items")
     )
     bad_lines = _first_reason(
         items,
@@ -206,6 +211,72 @@ def validate_tables(
         checked[table] = _add_cascade(frame, table)
 
     return ValidationResult({t: _split(t, checked[t], views[t]) for t in RAW_TABLES})
+
+
+def _exact_repeat(table: str) -> pl.Expr:
+    """A row rejected only as a repeat of an earlier row's id whose values are the
+    earlier row's, exactly."""
+    key = CONTRACTS[table].id_column
+    content = pl.struct(CONTRACTS[table].column_names).hash()
+    return (
+        (pl.col(RULES).list.len() == 1)
+        & (pl.col(RULES).list.first() == f"unique:{key}")
+        & (content == content.first().over(key))
+    )
+
+
+def _earlier_rows_named(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """The message of a row rejected as a repeat of an earlier row's id names that
+    row (its file and `_source_row`), and says when it was itself rejected: then no
+    row of the id is accepted, and a corrected row in a later file cannot take the
+    id until the rejected one is removed from raw/ (e.g. a corrected export imported
+    beside its first import). An exact copy says so: the earlier row is kept."""
+    key = CONTRACTS[table].id_column
+    rule = f"unique:{key}"
+    if (
+        SOURCE_FILE not in frame.columns
+        or not frame.select(pl.col(RULES).list.first().eq(rule).any()).item()
+    ):
+        return frame
+    first = {c: pl.col(c).first().over(key) for c in (SOURCE_FILE, SOURCE_ROW, RULES)}
+    where = pl.concat_str(
+        pl.lit("("),
+        first[SOURCE_FILE],
+        pl.lit(", _source_row "),
+        first[SOURCE_ROW].cast(pl.String),
+        pl.lit(")"),
+    )
+    said = pl.concat_str(pl.lit(f"{key} '"), pl.col(key), pl.lit("' "))
+    message = (
+        pl.when(_exact_repeat(table))
+        .then(
+            pl.concat_str(
+                said, pl.lit("repeats an earlier row exactly "), where, pl.lit(": that row is kept")
+            )
+        )
+        .when(first[RULES].list.len() > 0)
+        .then(
+            pl.concat_str(
+                said,
+                pl.lit("was already used by an earlier row "),
+                where,
+                pl.lit(", itself rejected ("),
+                first[RULES].list.first(),
+                pl.lit(
+                    "): no row of this id is accepted while it is there; remove that row "
+                    "(or the file of an earlier import) to use this one"
+                ),
+            )
+        )
+        .otherwise(pl.concat_str(said, pl.lit("was already used by an earlier row "), where))
+    )
+    plain = pl.col(MESSAGE).str.ends_with("' was already used by an earlier row")
+    return frame.with_columns(
+        pl.when((pl.col(RULES).list.first() == rule) & plain.fill_null(False))
+        .then(message)
+        .otherwise(pl.col(MESSAGE))
+        .alias(MESSAGE)
+    )
 
 
 def _import_errors() -> pl.Expr:

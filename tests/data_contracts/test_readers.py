@@ -156,3 +156,35 @@ def test_a_number_in_a_date_time_column_is_not_an_epoch(tmp_path: Path) -> None:
     result = validate_tables({"shipments": read_input([path], SHIPMENTS)}).tables["shipments"]
     assert result.accepted.height == 0
     assert result.quarantine["_rule"].to_list() == ["type:declared_at"]
+
+
+def test_an_unreadable_value_is_named_with_the_form_expected(tmp_path: Path) -> None:
+    """Review of stop 24: "date_of_birth could not be read as a date" for 12.03.1985
+    named neither the value nor the form expected."""
+    from data_contracts.schemas import TRAVELLERS
+
+    def text(value: object) -> str:
+        if isinstance(value, list):
+            return ";".join(value)
+        return (
+            ""
+            if value is None
+            else str(value.isoformat() if hasattr(value, "isoformat") else value)
+        )
+
+    rows = [
+        {k: text(v) for k, v in f.traveller(traveller_record_id=rid).items()} | change
+        for rid, change in (
+            ("T-1", {"date_of_birth": "12.03.1985"}),
+            ("T-2", {"baggage_kg": "40,5"}),
+        )
+    ]
+    path = tmp_path / "travellers.csv"
+    pl.DataFrame(rows).write_csv(path)
+    q = validate_tables({"travellers": read_input([path], TRAVELLERS)}).tables["travellers"]
+    messages = dict(q.quarantine.select("traveller_record_id", "_message").iter_rows())
+    assert messages == {
+        "T-1": "date_of_birth '12.03.1985' could not be read as a date (YYYY-MM-DD)",
+        "T-2": "baggage_kg '40,5' could not be read as a number (with a decimal point, no "
+        "thousands separator)",
+    }

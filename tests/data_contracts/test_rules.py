@@ -242,3 +242,43 @@ def test_every_row_ends_up_in_exactly_one_place() -> None:
         if table == "items":
             ids = set(t.accepted["item_id"]) | set(t.quarantine["item_id"])
             assert len(ids) == rows_in
+
+
+def test_an_exact_copy_of_a_goods_line_does_not_reject_its_declaration() -> None:
+    """An export that repeats a row byte for byte (review of stop 24): the copy is set
+    aside saying so, the declaration, its first line and its outcome are kept."""
+    line = f.item()
+    other = f.item(item_id="I-0002", line_no=2)
+    result = run(shipments=[f.shipment()], items=[line, other, line])
+    items = result.tables["items"]
+    assert items.accepted["item_id"].to_list() == ["S-0001-1", "I-0002"]
+    assert result.tables["shipments"].accepted.height == 1
+    assert result.tables["outcomes"].accepted.height == 1
+    assert items.quarantine["_rule"].to_list() == ["unique:item_id"]
+    assert items.quarantine["_message"][0] == (
+        "item_id 'S-0001-1' repeats an earlier row exactly (<memory>, _source_row 0): "
+        "that row is kept"
+    )
+    # a different line under a used id is a bad line: named, and its declaration rejected
+    changed = f.item(item_id="I-0002", line_no=2, quantity=5.0)
+    result = run(shipments=[f.shipment()], items=[line, other, changed])
+    assert result.tables["shipments"].accepted.height == 0
+    q = result.tables["items"].quarantine.filter(pl.col("_rule") == "unique:item_id")
+    assert q["_message"].to_list() == [
+        "item_id 'I-0002' was already used by an earlier row (<memory>, _source_row 1)"
+    ]
+
+
+def test_a_repeat_of_a_rejected_row_says_so() -> None:
+    """The earlier row holding the id was itself rejected: no row of the id is
+    accepted, and the message says what to do."""
+    bad = f.shipment(origin_country="YU")
+    fixed = f.shipment()
+    ships = run(shipments=[bad, fixed]).tables["shipments"]
+    assert ships.accepted.height == 0
+    message = ships.quarantine.sort("_source_row")["_message"][1]
+    assert message.startswith(
+        "shipment_id 'S-0001' was already used by an earlier row (<memory>, _source_row 0), "
+        "itself rejected (country:origin_country)"
+    ), message
+    assert "remove that row" in message
