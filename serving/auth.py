@@ -217,11 +217,40 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
+# Words that make up the commonest passwords (lists of breached passwords, e.g.
+# NCSC's top 100,000): a password that is one of them, repeated or with digits and
+# signs around it, is guessed first (NIST SP 800-63B 5.1.1.2 asks to refuse them).
+COMMON_PASSWORD_WORDS = frozenset(
+    {
+        "password", "passw0rd", "qwerty", "qwertyuiop", "letmein", "welcome", "admin",
+        "administrator", "iloveyou", "monkey", "dragon", "football", "baseball", "master",
+        "sunshine", "princess", "superman", "trustno1", "abc", "abcdef", "asdfgh",
+        "zxcvbn", "1q2w3e", "caravan", "customs", "officer", "parol", "parol123",
+        "changeme", "secret", "default", "user", "login", "test",
+    }
+)  # fmt: skip
+
+
 def check_password_policy(password: str, username: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if username.lower() in password.lower():
         raise ValueError("password must not contain the username")
+    low = password.lower()
+    if len(set(low)) < 4 or any(
+        len(low) % n == 0 and low == low[:n] * (len(low) // n) for n in range(1, len(low) // 2 + 1)
+    ):
+        raise ValueError("password must not be one character or one block repeated")
+    core = re.sub(r"^[\d\W_]+|[\d\W_]+$", "", low)
+    if (
+        low.isdigit()
+        or core in COMMON_PASSWORD_WORDS
+        or any(core == w * (len(core) // len(w)) for w in COMMON_PASSWORD_WORDS if core)
+    ):
+        raise ValueError(
+            "password is one of the commonest passwords (or one repeated, or with digits "
+            "around it): choose another"
+        )
 
 
 # --- the signing secret ----------------------------------------------------------------
@@ -494,7 +523,20 @@ def known_offices(
 def check_office(office_code: str | None, known: set[str]) -> None:
     """Refuse an office the deployment does not know (InvalidFieldError on office_code).
     A deployment that knows no office yet (no history, no shipment, no capacity
-    setting) has nothing to check against and accepts any."""
+    setting) has nothing to check against but the declarations' form of an office
+    code (`kz-khorgos` would never match its queue: offices are compared exactly)."""
+    if office_code is not None and not known:
+        from data_contracts.schemas import SHIPMENTS
+
+        pattern = SHIPMENTS.column("office_code").pattern or ""
+        if re.fullmatch(pattern, office_code) is None:
+            raise InvalidFieldError(
+                "office_code",
+                f"{office_code!r} is not an office code as declarations give them "
+                f"({pattern}: capital letters, e.g. KZ-KHORGOS); no office is known yet to "
+                "check it against (CARAVAN_OFFICE_CAPACITIES makes offices known before "
+                "the first shipments)",
+            )
     if office_code is not None and known and office_code not in known:
         near = sorted(o for o in known if o[:2] == office_code[:2])[:10]
         hint = f"; known offices of {office_code[:2]}: {', '.join(near)}" if near else ""

@@ -9,7 +9,7 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -135,6 +135,17 @@ class ApiKeyOut(BaseModel):
     expires_at: dt.datetime | None
     revoked: bool
     last_used_at: dt.datetime | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Whether the key's expiry has passed (an expired key is refused, "
+        "revoked or not)"
+    )
+    @property
+    def expired(self) -> bool:
+        if self.expires_at is None:
+            return False
+        ends = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=dt.UTC)
+        return ends <= dt.datetime.now(dt.UTC)
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -303,3 +303,41 @@ def test_a_name_that_is_no_user_is_neither_logged_nor_stored(
         db_session.commit()
     with pytest.raises(LockedOutError):
         authenticate_password(db_session, typed, "y" * 12, client_ip="10.2.0.1", policy=policy)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["passwordpassword", "aaaaaaaaaaaa", "Password123!", "123456789012", "qwertyqwerty"],
+)
+def test_the_commonest_and_repeated_passwords_are_refused(
+    db_session: Session, password: str
+) -> None:
+    """Review of stop 24: `passwordpassword` and `aaaaaaaaaaaa` were accepted."""
+    with pytest.raises(ValueError, match=r"commonest|repeated"):
+        create_user(db_session, username="ana", password=password, role=Role.analyst)
+    assert create_user(db_session, username="ana", password="Tashkent-Border-2026", role="analyst")
+
+
+def test_an_office_code_unlike_a_declarations_is_refused_before_any_office_is_known(
+    tmp_path: Path,
+) -> None:
+    """With no office known yet, `kz-khorgos` was accepted and never matched its queue
+    (offices are compared exactly)."""
+    from serving.auth import check_office
+    from tests.conftest import caravan
+
+    for office in ("kz-khorgos", "KZ KHORGOS", "X"):
+        with pytest.raises(ValueError, match="not an office code as declarations give them"):
+            check_office(office, set())
+    check_office("KZ-KHORGOS", set())
+    data = tmp_path / "data"
+    refused = caravan(
+        "users", "create", "bob", "--role", "officer", "--office", "kz-khorgos",
+        "--password", "Kh0rgos-Gate-2026", "--by", "root-admin", data=data, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "'kz-khorgos' is not an office code" in refused.stderr
+    created = caravan(
+        "users", "create", "bob", "--role", "officer", "--office", "KZ-KHORGOS",
+        "--password", "Kh0rgos-Gate-2026", "--by", "root-admin", data=data, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr

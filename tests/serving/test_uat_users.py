@@ -473,3 +473,22 @@ def test_sqlite_database_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     if wal.exists():
         assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+
+
+def test_an_expired_key_is_listed_as_expired(api: Api) -> None:
+    """Review of stop 24: an expired key was listed as `"revoked": false` only."""
+    from serving.auth import ApiKey
+
+    admin = api.headers(Role.admin)
+    lapsed = _key(api, admin, name="lapsed feed", role="analyst").json()
+    live = _key(api, admin, name="live feed", role="analyst").json()
+    assert lapsed["expired"] is False and live["expired"] is False
+    with api.app.state.session_factory() as session:
+        row = session.get(ApiKey, lapsed["id"])
+        assert row is not None
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        session.commit()
+    listed = {k["name"]: k for k in api.client.get(KEYS, headers=admin).json()}
+    assert (listed["lapsed feed"]["expired"], listed["lapsed feed"]["revoked"]) == (True, False)
+    assert listed["live feed"]["expired"] is False
+    assert api.client.get(ME, headers={"X-API-Key": lapsed["key"]}).status_code == 401
