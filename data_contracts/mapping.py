@@ -64,7 +64,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from data_contracts.fields import Column, Kind
-from data_contracts.readers import IMPORT_ERRORS, NAIVE_DATETIME, iso_datetime, text_date
+from data_contracts.readers import (
+    EXPORT_ROW,
+    IMPORT_ERRORS,
+    NAIVE_DATETIME,
+    iso_datetime,
+    text_date,
+)
 from data_contracts.schemas import CONTRACTS
 
 IMPORTED_TABLES = ("shipments", "items", "outcomes")
@@ -556,7 +562,8 @@ def _map_table(
         exprs.append(finding)
         if error is not None:
             errors.append(error)
-    out = rows.select(*exprs, _encode(errors), _ROW)
+    exported = [EXPORT_ROW] if EXPORT_ROW in rows.columns else []
+    out = rows.select(*exprs, _encode(errors), _ROW, *exported)
     if outcomes is not None:
         if outcomes.selection == "census":
             out = out.with_columns(
@@ -580,7 +587,7 @@ def _map_table(
         pl.col(c.name).cast(c.raw_dtype, strict=False)
         for c in contract.columns
         if c.name in out.columns and c.kind is not Kind.STRING_LIST
-    ).select(*contract.column_names, IMPORT_ERRORS, _ROW)
+    ).select(*contract.column_names, IMPORT_ERRORS, _ROW, *exported)
     out = out.with_columns(
         pl.when(pl.col(c).str.strip_chars() != "").then(pl.col(c)).alias(c)
         for c in contract.column_names

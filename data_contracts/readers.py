@@ -24,6 +24,11 @@ from data_contracts.rules import TYPE_ERROR_PREFIX
 
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
+# Written by `caravan import`: the row of the administration's export a record came
+# from (the first one of a declaration's lines), as a spreadsheet numbers it (the
+# header is row 1; a Parquet export's first row is 1): what to report back to the
+# system that wrote the export.
+EXPORT_ROW = "_export_row"
 RAW_RECORD = "_raw_record"
 # Written by `caravan import` (data_contracts.mapping): JSON list of the problems
 # found while mapping a row, each {"rule", "column", "value", "message"}. The reader
@@ -230,7 +235,7 @@ def _naive_errors(frame: pl.DataFrame) -> pl.Expr:
 
 
 def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) -> None:
-    allowed = set(contract.column_names) | {IMPORT_ERRORS}
+    allowed = set(contract.column_names) | {IMPORT_ERRORS, EXPORT_ROW}
     unexpected = [c for c in frame.columns if c not in allowed]
     if unexpected:
         raise InputFileError(
@@ -249,13 +254,15 @@ def _check_columns(frame: pl.DataFrame, contract: Contract, path: Path | str) ->
 
 def _prepare(frame: pl.DataFrame, contract: Contract, source: Path) -> pl.DataFrame:
     _check_columns(frame, contract, source)
-    record = [c for c in frame.columns if c != IMPORT_ERRORS]
+    record = [c for c in frame.columns if c not in (IMPORT_ERRORS, EXPORT_ROW)]
     raw_record = pl.struct(record).struct.json_encode().alias(RAW_RECORD)
     prepared = _cast(frame.with_columns(raw_record), contract, source)
+    exported = pl.col(EXPORT_ROW) if EXPORT_ROW in frame.columns else pl.lit(None)
     return prepared.select(
         *contract.column_names,
         pl.lit(str(source)).alias(SOURCE_FILE),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW),
+        exported.cast(pl.Int64).alias(EXPORT_ROW),
         RAW_RECORD,
         _naive_errors(prepared).alias(IMPORT_ERRORS),
         *[TYPE_ERROR_PREFIX + c for c in contract.column_names],
@@ -276,7 +283,8 @@ def read_input(paths: list[Path], contract: Contract) -> pl.DataFrame:
 
 def empty_input(contract: Contract) -> pl.DataFrame:
     schema: dict[str, pl.DataType] = dict(contract.raw_schema)
-    schema |= {SOURCE_FILE: pl.String(), SOURCE_ROW: pl.Int64(), RAW_RECORD: pl.String()}
+    schema |= {SOURCE_FILE: pl.String(), SOURCE_ROW: pl.Int64(), EXPORT_ROW: pl.Int64()}
+    schema |= {RAW_RECORD: pl.String()}
     schema |= {IMPORT_ERRORS: pl.String()}
     schema |= {TYPE_ERROR_PREFIX + c: pl.Boolean() for c in contract.column_names}
     return pl.DataFrame(schema=schema)

@@ -26,6 +26,7 @@ from data_contracts.readers import (
     IMPORT_ERRORS,
     RAW_RECORD,
     SOURCE_FILE,
+    EXPORT_ROW,
     SOURCE_ROW,
     empty_input,
 )
@@ -36,7 +37,7 @@ from data_contracts.schemas import CONTRACTS, RAW_TABLES
 RULE = "_rule"
 RULES = "_rules"
 MESSAGE = "_message"
-QUARANTINE_COLUMNS = (RULE, RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, RAW_RECORD)
+QUARANTINE_COLUMNS = (RULE, RULES, MESSAGE, SOURCE_FILE, SOURCE_ROW, EXPORT_ROW, RAW_RECORD)
 CONFLICT = "conflict:shipment_id"  # see data_contracts.mapping.apply_mapping
 _IMPORT_ERROR = pl.List(
     pl.Struct({"rule": pl.String, "column": pl.String, "value": pl.String, "message": pl.String})
@@ -346,6 +347,7 @@ def _split(table: str, frame: pl.DataFrame, view: pl.DataFrame) -> TableResult:
         MESSAGE,
         SOURCE_FILE,
         SOURCE_ROW,
+        EXPORT_ROW,
         RAW_RECORD,
     )
     if IMPORT_ERRORS in frame.columns and frame.filter(bad)[IMPORT_ERRORS].is_not_null().any():

@@ -32,7 +32,7 @@ from data_contracts.mapping import (
     apply_mapping,
     undeclared_negatives,
 )
-from data_contracts.readers import InputFileError
+from data_contracts.readers import EXPORT_ROW, InputFileError
 from data_contracts.settings import DataLayout
 from pipelines.validate import ABSENT_FILE, read_absent, write_parquet
 
@@ -60,7 +60,8 @@ def read_export(path: Path, mapping: DeclarationMapping) -> tuple[pl.DataFrame, 
         raise InputFileError(path, "file not found")
     try:
         if path.suffix == ".parquet":
-            return pl.read_parquet(path), 0
+            frame = pl.read_parquet(path)
+            return frame.with_row_index(EXPORT_ROW, offset=1).cast({EXPORT_ROW: pl.Int64}), 0
         frame = pl.read_csv(
             path, separator=mapping.delimiter, encoding=mapping.csv_encoding, infer_schema=False
         )
@@ -71,8 +72,10 @@ def read_export(path: Path, mapping: DeclarationMapping) -> tuple[pl.DataFrame, 
         if "utf-8" in said.lower() or "utf8" in said.lower():
             said += f"; {_ENCODING_HINT}"
         raise InputFileError(path, said) from exc
-    empty = pl.all_horizontal(pl.all().str.strip_chars().fill_null("") == "")
+    empty = pl.all_horizontal(pl.col(frame.columns).str.strip_chars().fill_null("") == "")
     blank = frame.select(empty.sum()).item() if frame.width else 0
+    # (as a spreadsheet numbers the rows: the header is row 1)
+    frame = frame.with_row_index(EXPORT_ROW, offset=2).cast({EXPORT_ROW: pl.Int64})
     return (frame.filter(~empty) if blank else frame), int(blank)
 
 

@@ -180,3 +180,15 @@ def test_rows_without_any_value_are_left_out_and_counted(tmp_path: Path) -> None
     assert sorted(_validated(layout, "shipments")["shipment_id"]) == ["B1", "B2"]
     q = layout.quarantine / "shipments.parquet"
     assert not q.exists() or pl.read_parquet(q).height == 0
+
+
+def test_quarantine_names_the_row_of_the_export(tmp_path: Path) -> None:
+    """Review of stop 24: quarantine pointed at the row of the intermediate Parquet
+    file (0-based, after duplicates were merged), not at the export's row."""
+    csv = _export(tmp_path, [_row("R1"), "", _row("R2"), _row("R3", Lodged="31/02/2025 10:00")])
+    layout = DataLayout(tmp_path / "d")
+    assert _import(layout, csv, _mapping(tmp_path)).returncode == 0
+    _validated(layout, "shipments")
+    q = _quarantined(layout, "shipments")
+    assert q.select("shipment_id", "_export_row").rows() == [("R3", 5)]  # (header: row 1)
+    assert _quarantined(layout, "items")["_export_row"].to_list() == [5]
