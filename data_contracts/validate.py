@@ -23,10 +23,10 @@ from typing import Any
 import polars as pl
 
 from data_contracts.readers import (
+    EXPORT_ROW,
     IMPORT_ERRORS,
     RAW_RECORD,
     SOURCE_FILE,
-    EXPORT_ROW,
     SOURCE_ROW,
     empty_input,
 )
