@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -84,6 +84,8 @@ class DemoSetup:
     rules_unchanged: int
     watchlist: str
     queues: dict[str, int]  # office -> entries of today's queue
+    # offices whose own day (their time zone) is not `day`: that day's queue is built too
+    local_days: dict[str, dt.date] = field(default_factory=dict)
 
 
 class DemoError(Exception):
@@ -281,10 +283,18 @@ def setup_demo(
         stored, unchanged, refused = _ingest(factory, services, _payloads(ships, items))
         say("building today's queues")
         queues: dict[str, int] = {}
+        local_days: dict[str, dt.date] = {}
         for office in sorted(set(ships["office_code"].to_list())):
             with factory() as session:
                 refs, _built = get_queue(session, services, str(office), today, DEMO_ACTOR)
                 queues[str(office)] = len(refs)
+            # An office in another zone may be on its next day already: its queue page
+            # opens there by default; build that day's queue too (what belongs to it).
+            local = services.queue.today(str(office))
+            if local != today:
+                local_days[str(office)] = local
+                with factory() as session:
+                    get_queue(session, services, str(office), local, DEMO_ACTOR)
         # The officer works where today's queue is longest.
         accounts = demo_accounts(max(sorted(queues), key=lambda o: queues[o]))
         say("demo accounts")
@@ -303,6 +313,7 @@ def setup_demo(
         rules_unchanged=same_rules,
         watchlist=watch,
         queues=queues,
+        local_days=local_days,
     )
 
 
@@ -323,6 +334,16 @@ def print_setup(setup: DemoSetup, url: str) -> None:
         f"{setup.rules_unchanged} unchanged. Watchlist: {setup.watchlist}."
     )
     _say(f"Queue day: {setup.day.isoformat()}")
+    if setup.local_days:
+        by_day: dict[dt.date, list[str]] = {}
+        for office, day in sorted(setup.local_days.items()):
+            by_day.setdefault(day, []).append(office)
+        _say(
+            "  (the shipments are declared on that UTC day; offices already on another day "
+            "in their time zone, whose pages open there: "
+            + "; ".join(f"{day.isoformat()}: {', '.join(o)}" for day, o in by_day.items())
+            + f". Their queues of {setup.day.isoformat()} hold today's shipments.)"
+        )
     _say(
         f"Today's queues ({sum(setup.queues.values())} referrals): "
         + ", ".join(f"{office} {n}" for office, n in sorted(setup.queues.items()))

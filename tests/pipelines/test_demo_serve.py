@@ -222,3 +222,24 @@ def test_setup_again_changes_nothing(demo_world: Path) -> None:
             assert result.ok
     finally:
         engine.dispose()
+
+
+def test_offices_on_another_day_get_that_days_queue_too(
+    demo_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review of stop 24: with office time zones set, an office already on its next
+    day opened on an empty, unbuilt queue; the demo now builds it and says so. (Here
+    the demo's day is yesterday: every office's own day differs from it.)"""
+    from pipelines.cli_demo import print_setup, setup_demo
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_world, root)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    setup = setup_demo(Settings(data=root), DataLayout(root), today=yesterday)
+    assert setup.day == yesterday and set(setup.local_days) == set(setup.queues)
+    assert all(day > yesterday for day in setup.local_days.values())
+    print_setup(setup, "http://127.0.0.1:1")
+    said = " ".join(capsys.readouterr().out.split())
+    assert "offices already on another day in their time zone" in said
+    office = next(iter(setup.local_days))
+    assert f"{setup.local_days[office].isoformat()}: " in said and office in said
