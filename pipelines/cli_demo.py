@@ -10,7 +10,8 @@ The last step of `make demo`. On a data directory with a promoted champion it
 3. takes the shipments of the world's last day(s), moves them whole days forward
    so that the last day is today (UTC), under ids marked with today's date, and
    ingests them through the service code the API uses (validated, scored against
-   the history without those shipments, stored, audited);
+   the whole history, as the server and `caravan features` see it: the originals,
+   declared those days earlier, are part of it; stored, audited);
 4. builds today's queue of every office that received shipments;
 5. prints the address and the accounts, and runs the API (uvicorn) in the
    foreground until Ctrl-C.
@@ -236,9 +237,7 @@ def setup_demo(
     say: Say | None = None,
 ) -> DemoSetup:
     """Steps 1-4 of the module doc, on the deployment's database."""
-    import polars as pl
 
-    from features.context import History
     from models.registry import Registry
     from pipelines.features import MissingInputError, load_history
     from serving.db import database_url, make_engine, session_factory, upgrade
@@ -259,16 +258,11 @@ def setup_demo(
     ships, items, shift = redated_slice(history.shipments, history.items, today, days)
     if ships.is_empty():
         raise DemoError("the world has no shipments to serve")
-    # Score today's shipments against the history without their originals.
-    originals = ships.select(pl.col("shipment_id").str.replace(r"-D\d{6}$", ""))
-    past = History(
-        history.shipments.join(originals, on="shipment_id", how="anti"),
-        history.items.join(originals, on="shipment_id", how="anti"),
-        history.outcomes.join(originals, on="shipment_id", how="anti"),
-        history.travellers,
-        history.watchlist,
-    )
-    services = Services(layout, holder, HistoryStore(past), QueueSettings())
+    # Scored against the whole history, originals included: the history the running
+    # server loads and `caravan features` reads once validate has the copies, so that
+    # their stored features are the batch's (review of stop 24: scored without the
+    # originals, every copy's trader counts and price references differed).
+    services = Services(layout, holder, HistoryStore(history), QueueSettings())
 
     engine = make_engine(database_url(settings, layout))
     try:

@@ -243,3 +243,52 @@ def test_offices_on_another_day_get_that_days_queue_too(
     assert "offices already on another day in their time zone" in said
     office = next(iter(setup.local_days))
     assert f"{setup.local_days[office].isoformat()}: " in said and office in said
+
+
+def test_the_demos_stored_features_are_the_batch_features(demo_world: Path, tmp_path: Path) -> None:
+    """Review of stop 24: the demo scored today's copies against a history without
+    their originals, which stay in validated/: once validated, every copy's batch
+    features differed from the ones stored with its score (party counts, price
+    references). Now the stored vectors are the batch's."""
+    import json
+
+    from sqlalchemy import select
+
+    from pipelines.cli_demo import setup_demo
+    from pipelines.features import run_features
+    from pipelines.validate import run_validate
+    from serving import orm as m
+    from serving.db import database_url, make_engine, session_factory
+
+    root = tmp_path / "data"
+    shutil.copytree(demo_world, root)
+    settings, layout = Settings(data=root), DataLayout(root)
+    setup = setup_demo(settings, layout)
+    assert setup.ingested > 0
+    engine = make_engine(database_url(settings, layout))
+    try:
+        with session_factory(engine)() as session:
+            stored = {
+                s.shipment_id: s.feature_vector
+                for s in session.scalars(select(m.Score).order_by(m.Score.id))
+            }
+    finally:
+        engine.dispose()
+    run_validate(layout, gx=False)
+    run_features(layout)
+    batch = pl.read_parquet(layout.features / "features.parquet").filter(
+        pl.col("shipment_id").is_in(list(stored))
+    )
+    assert batch.height == len(stored)
+    differing = []
+    for row in batch.iter_rows(named=True):
+        vector = stored[row["shipment_id"]]
+        vector = json.loads(vector) if isinstance(vector, str) else vector
+        for name, value in vector.items():
+            mine = row.get(name)
+            same = (value is None and mine is None) or (
+                value is not None and mine is not None and abs(float(value) - float(mine)) < 1e-9
+            )
+            if name in row and not same:
+                differing.append((row["shipment_id"], name, value, mine))
+    assert not differing, differing[:10]
