@@ -23,7 +23,7 @@ from features.registry import FeatureSpec, Kind, feature_set_version, specs
 from features.state import FeatureState
 
 # Columns kept beside the features for reason texts and display (never model inputs).
-CONTEXT = ("office_code", "origin_country", "hs4_main", "value_usd", "gross_mass_kg", "hs_text_line", "hs_text_code", "arms_fit_line", "arms_fit_heading")  # noqa: E501  # fmt: skip
+CONTEXT = ("office_code", "origin_country", "hs4_main", "value_usd", "gross_mass_kg", "hs_text_line", "hs_text_code", "arms_fit_line", "arms_fit_heading", "part_words")  # noqa: E501  # fmt: skip
 ID = ("shipment_id", "declared_at")
 
 

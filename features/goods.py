@@ -58,6 +58,19 @@ MIN_REFERENCE = 5  # earlier lines needed before a value is compared with them
 # features are monotone, so these values can never score above a compared one.
 NO_ARMS_MARGIN = -1.0  # no line outside chapter 93 compared: none reads as arms
 NO_TEXT_SIMILARITY = 1.0  # no line's code has tariff text: no mismatch is known
+# The smallest margin (as the reason text shows it, to two decimals) said to make a
+# description resemble an arms heading "unusually closely": below it the
+# description is about as close to both texts (of the margins above zero in a
+# synthetic year, needles, cookies, jumpers and "sports goods, other" lie below
+# 0.05; trigger kits and bolt carriers for tools, above).
+ARMS_MARGIN_CLOSE = 0.05
+
+
+def _shown_margin(margin: float) -> float:
+    """A margin as `description_arms_margin`'s reason text shows it ("+0.01")."""
+    return float(f"{margin:+.2f}")
+
+
 # `prepare` and `Reference.append` of at most this many shipments and lines (the
 # API's one shipment) compute per line in Python (`_few_lines`, `_prepare_few`):
 # the same values, without the fixed cost of a dozen frame operations.
@@ -444,8 +457,11 @@ def prepare(
             .alias("hs4_main"),
             (pl.col("value").max() / pl.col("value").sum()).alias("__top_line_share"),
             *_text_aggregates(),
+            _word_list("__part_words").alias("__part_word_list"),
         )
         .unnest(*TEXT_PICKS)
+        .with_columns(_joined_words("__part_word_list").alias("part_words"))
+        .drop("__part_word_list")
     )
     ids = ships.get_column("shipment_id")
     if per_ship.height == ids.len() and per_ship.get_column("shipment_id").equals(ids):
@@ -475,11 +491,48 @@ def _pair_columns(lines: pl.DataFrame, text: NomenclatureText) -> pl.DataFrame:
 
 def _term_frame(lines: pl.DataFrame) -> pl.DataFrame:
     """The lexicon counts of each distinct description of `lines` (declarations
-    repeat their descriptions: a regex pass over each distinct text, not each line)."""
+    repeat their descriptions: a regex pass over each distinct text, not each line),
+    and the firearm-part words matched, in lower case (for the reason text only)."""
     return lines.select(pl.col("description").unique()).with_columns(
         pl.col("description").str.count_matches(_ARMS).alias("__arms_terms"),
         pl.col("description").str.count_matches(_PARTS).alias("__part_terms"),
+        pl.col("description")
+        .str.extract_all(_PARTS)
+        .list.eval(pl.element().str.to_lowercase())
+        .alias("__part_words"),
     )
+
+
+# At most this many distinct firearm-part words are named in the context
+# (`part_words`), in alphabetical order; more are marked ", …".
+PART_WORDS_SHOWN = 5
+
+
+def _word_list(column: str) -> pl.Expr:
+    """Per shipment (an aggregate): the distinct words of the lines' word lists,
+    sorted."""
+    return pl.col(column).list.explode(keep_nulls=False, empty_as_null=False).unique().sort()
+
+
+def _joined_words(column: str) -> pl.Expr:
+    """A shipment's sorted distinct words as the context names them ("barrels,
+    trigger"; null for none): `_words_text` in Polars."""
+    words = pl.col(column)
+    more = pl.when(words.list.len() > PART_WORDS_SHOWN).then(pl.lit(", …")).otherwise(pl.lit(""))
+    return (
+        pl.when(words.list.len() > 0)
+        .then(words.list.head(PART_WORDS_SHOWN).list.join(", ") + more)
+        .otherwise(None)
+    )
+
+
+def _words_text(words: set[str]) -> str | None:
+    """`_joined_words` of one shipment's words."""
+    if not words:
+        return None
+    ordered = sorted(words)  # (code-point order: Polars' order of UTF-8 strings)
+    text = ", ".join(ordered[:PART_WORDS_SHOWN])
+    return text + ", …" if len(ordered) > PART_WORDS_SHOWN else text
 
 
 # `prepare`'s columns (what `_prepare_few` builds).
@@ -501,6 +554,7 @@ PREPARED_SCHEMA = {
     "__arms_margin": pl.Float64,
     "arms_fit_line": pl.String,
     "arms_fit_heading": pl.String,
+    "part_words": pl.String,  # context: the firearm-part words matched (`_words_text`)
 }
 _COMPILED = {pattern: re.compile(pattern) for pattern in (_ARMS, _PARTS)}
 
@@ -516,6 +570,32 @@ def _term_counts(descriptions: list[str | None], pattern: str) -> list[int | Non
     return [
         None if d is None else sum(1 for _ in compiled.finditer(d)) if plain(d) else next(done)
         for d in descriptions
+    ]
+
+
+def _term_words(descriptions: list[str | None], counts: list[int | None]) -> list[list[str]]:
+    """The firearm-part words each of a few descriptions matches (`counts`: its
+    `_term_counts` of `_PARTS`; none counted, none looked for), in lower case:
+    `_term_frame`'s `__part_words`, in Python for the `plain` ones."""
+    compiled = _COMPILED[_PARTS]
+    others = [
+        d for d, n in zip(descriptions, counts, strict=True) if n and d is not None and not plain(d)
+    ]
+    done = iter(
+        pl.Series(others, dtype=pl.String)
+        .str.extract_all(_PARTS)
+        .list.eval(pl.element().str.to_lowercase())
+        .to_list()
+        if others
+        else []
+    )
+    return [
+        []
+        if not n or d is None
+        else [m.group(0).lower() for m in compiled.finditer(d)]
+        if plain(d)
+        else next(done)
+        for d, n in zip(descriptions, counts, strict=True)
     ]
 
 
@@ -544,11 +624,13 @@ def _prepare_few(
             params,
         )
         z.append([float(v) if s else None for v, s in zip(scores_z, scored, strict=True)])
+    part_counts = _term_counts(descriptions, _PARTS)
     per_line: dict[str, list] = {
         "__risk": [CHAPTER_RISK.get(c[:2], 0.0) if c is not None else 0.0 for c in codes],
         "__hiding": [c[:4] in HIDING_HEADINGS if c is not None else None for c in codes],
         "__arms_terms": _term_counts(descriptions, _ARMS),
-        "__part_terms": _term_counts(descriptions, _PARTS),
+        "__part_terms": part_counts,
+        "__part_words": _term_words(descriptions, part_counts),
         "__uv_z": z[0],
         "__mpu_z": z[1],
         "__hs_sim": [s[0] for s in scores],
@@ -596,6 +678,7 @@ def _aggregate_few(line: dict[str, list]) -> dict[str, object]:
         "__top_line_share": _ratio(top, _group_sum(values)),
         "__hs_text_sim": _or(_extreme(line["__hs_sim"], min), NO_TEXT_SIMILARITY),
         "__arms_margin": _or(_extreme(line["__arms_gap"], max), NO_ARMS_MARGIN),
+        "part_words": _words_text({w for words in line["__part_words"] for w in words}),
     }
     sims, gaps, numbers = line["__hs_sim"], line["__arms_gap"], line["line_no"]
     if any(s is not None for s in sims):
@@ -733,7 +816,8 @@ def hs_chapter_risk() -> pl.Expr:
     F,
     "Goods lines declared in chapter 93 (arms and ammunition)",
     "{value} line(s) declared as arms or ammunition (HS chapter 93)",
-    "{value} позиц. заявлено как оружие или боеприпасы (группа 93)",
+    "{value} {value|позиция заявлена|позиции заявлены|позиций заявлено} как оружие или "
+    "боеприпасы (группа 93)",
     monotone=1,
 )
 def arms_chapter_lines() -> pl.Expr:
@@ -755,8 +839,15 @@ def hiding_heading_share() -> pl.Expr:
     F,
     "Firearm or ammunition terms in the descriptions (English, Russian)",
     "Description mentions firearms or ammunition ({value} term(s))",
-    "В описании упомянуто оружие или боеприпасы ({value} терм.)",
+    "В описании упомянуто оружие или боеприпасы ({value} {value|термин|термина|терминов})",
     monotone=1,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "No firearm or ammunition terms in the descriptions",
+            "В описаниях нет слов, обозначающих оружие или боеприпасы",
+        ),
+    ),
 )
 def arms_terms() -> pl.Expr:
     return pl.col("__arms_terms")
@@ -766,9 +857,26 @@ def arms_terms() -> pl.Expr:
     F,
     "Firearm part terms in the descriptions: barrel, trigger, bolt, magazine, "
     "ствол, затвор, магазин...",
-    "Description uses firearm-part words ({value})",
-    "В описании слова, обозначающие части оружия ({value})",
+    # {part_words}: the words matched, so that a false match can be seen ("barrels"
+    # in "steel barrels 200 l for oil"); {value} counts their occurrences.
+    "Description uses firearm-part words: {part_words} ({value} {value|match|matches})",
+    "В описании слова, обозначающие части оружия: {part_words} ({value} "
+    "{value|совпадение|совпадения|совпадений})",
     monotone=1,
+    wordings=(
+        Wording(
+            lambda v, _c: v == 0,
+            "No firearm-part words in the descriptions",
+            "В описаниях нет слов, обозначающих части оружия",
+        ),
+        # a score stored before the words were kept in its context
+        Wording(
+            lambda v, c: v is not None and not c.get("part_words"),
+            "Description uses firearm-part words ({value} {value|match|matches})",
+            "В описании слова, обозначающие части оружия ({value} "
+            "{value|совпадение|совпадения|совпадений})",
+        ),
+    ),
 )
 def part_terms() -> pl.Expr:
     return pl.col("__part_terms")
@@ -830,8 +938,8 @@ def max_mass_per_unit_z() -> pl.Expr:
 @feature(
     F,
     "Distinct HS chapters in one declaration",
-    "Mixed consignment: {value} HS chapters",
-    "Сборная партия: {value} групп ТН ВЭД",
+    "Mixed consignment: {value} HS {value|chapter|chapters}",
+    "Сборная партия: {value} {value|группа|группы|групп} ТН ВЭД",
 )
 def distinct_chapters() -> pl.Expr:
     return pl.col("__chapters")
@@ -929,6 +1037,19 @@ def description_hs_similarity() -> pl.Expr:
             "Описание «{arms_fit_line}» ближе к тексту заявленного кода, чем к ТН ВЭД "
             "{arms_fit_heading} (оружие, боеприпасы), но менее явно, чем обычно (сходство "
             "с {arms_fit_heading} минус сходство с заявленным кодом: {value})",
+        ),
+        # a margin above zero but too small to mean anything (as shown: "+0.01"):
+        # about as close to the arms heading as to its own code (review s24: "sports
+        # goods, other" read as "unusually close" to HS 9303 at +0.01)
+        Wording(
+            lambda v, _c: v is not None and _shown_margin(v) < ARMS_MARGIN_CLOSE,
+            "Description '{arms_fit_line}' is about as close to the text of HS "
+            "{arms_fit_heading} (arms, ammunition) as to the text of its declared code "
+            "(similarity to HS {arms_fit_heading} minus similarity to the declared code: "
+            "{value})",
+            "Описание «{arms_fit_line}» примерно так же близко к тексту ТН ВЭД "
+            "{arms_fit_heading} (оружие, боеприпасы), как к тексту заявленного кода "
+            "(сходство с {arms_fit_heading} минус сходство с заявленным кодом: {value})",
         ),
     ),
 )

@@ -1028,7 +1028,8 @@ def prepare(
     "Parties in the consignee's or consignor's network (connected through shared "
     "phones, e-mails and addresses), the larger of the two, as known before",
     "The consignee or consignor belongs to a network of {value} linked parties",
-    "Получатель или отправитель входит в сеть из {value} связанных участников",
+    "Получатель или отправитель входит в сеть из {value} "
+    "{value|связанного участника|связанных участников|связанных участников}",
 )
 def network_component_parties() -> pl.Expr:
     return pl.col("__net_component")
@@ -1039,7 +1040,8 @@ def network_component_parties() -> pl.Expr:
     "Most other parties seen before with one phone, e-mail or address of the consignee "
     "or consignor",
     "{value} other party(ies) used the same phone, e-mail or address",
-    "Тот же телефон, e-mail или адрес ранее указывали ещё {value} участник(ов)",
+    "Тот же телефон, e-mail или адрес ранее {value|указывал|указывали|указывали} ещё "
+    "{value} {value|участник|участника|участников}",
 )
 def network_contact_parties() -> pl.Expr:
     return pl.col("__net_contact_parties")
@@ -1050,7 +1052,7 @@ def network_contact_parties() -> pl.Expr:
     f"Graph hops from the consignee or consignor to a party with an arms finding "
     f"(monthly snapshot; {MAX_HOPS + 1} = none within {MAX_HOPS})",
     "Linked within {value} step(s) to a party whose shipment had an arms finding",
-    "Связан через {value} звен. с участником, у которого изымали оружие",
+    "Связан через {value} {value|звено|звена|звеньев} с участником, у которого изымали оружие",
     wordings=(
         Wording(
             lambda v, _c: v is not None and v > MAX_HOPS,

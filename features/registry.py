@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,7 +57,10 @@ class FeatureSpec:
     kind: Kind
     description: str
     # Reason texts shown when the feature pushes the score up. Placeholders:
-    # {value} (the feature's value, formatted by `fmt`) and any context column.
+    # {value} (the feature's value, formatted by `fmt`), {abs_value}, {shown} (see
+    # `shown`) and any context column; a word that agrees with a number is written
+    # {value|отправка|отправки|отправок} (Russian: one, few, many) or
+    # {value|match|matches} (English), see `render_reason`.
     reason_en: str
     reason_ru: str
     fn: Callable[[], pl.Expr]
@@ -74,6 +78,10 @@ class FeatureSpec:
     wordings: tuple[Wording, ...] = ()
     # Categorical features: how a category reads, (category, English, Russian).
     value_labels: tuple[tuple[str, str, str], ...] = ()
+    # The value as officers read it, for the placeholder {shown} (a feature kept
+    # as a logarithm is read as the amount: `lambda v: 10**v`), written as the
+    # context's amounts are ("about 1.08", "12,758").
+    shown: Callable[[float], float] | None = None
 
     def expr(self) -> pl.Expr:
         return self.fn().alias(self.name)
@@ -108,6 +116,7 @@ def feature(
     missing_ru: str = "",
     wordings: tuple[Wording, ...] = (),
     value_labels: tuple[tuple[str, str, str], ...] = (),
+    shown: Callable[[float], float] | None = None,
 ) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
     """Register a feature; the decorated function's name is the column's name."""
 
@@ -131,6 +140,7 @@ def feature(
             missing_ru,
             wordings,
             value_labels,
+            shown,
         )
         return fn
 
@@ -236,7 +246,11 @@ def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str =
     """The reason text of one feature for one shipment: the first of its wordings
     that fits the value, else its missing-value text (or a plain "no value" text,
     never a bare "?"), else its reason text. Placeholders: {value}, {abs_value}
-    (its size, without the sign) and the context columns."""
+    (its size, without the sign), {shown} (the value as an amount, `FeatureSpec.shown`)
+    and the context columns; {name|one|few|many} is the word that agrees with the
+    number `name` stands for ("{value} {value|отправка|отправки|отправок}" reads
+    "1 отправка", "2 отправки", "5 отправок", "11 отправок", "21 отправка";
+    English: {value|match|matches}), see `plural`."""
     if name not in REGISTRY:
         _load_families()
     spec = REGISTRY.get(name)
@@ -255,9 +269,11 @@ def render_reason(name: str, value: Any, context: Mapping[str, Any], lang: str =
     missing = _missing(value)
     number = None if missing or not isinstance(value, int | float) else float(value)
     template = _template(spec, value, number, context, lang)
+    template = _with_plurals(template, spec, value, number, context)
     values = {k: _context_value(v, lang) for k, v in context.items()}
     values["value"] = _format_value(spec, value, lang)
     values["abs_value"] = _format_value(spec, abs(number), lang) if number is not None else "?"
+    values["shown"] = _shown(spec, number, lang)
     try:
         return template.format_map(_Default(values))
     except (ValueError, TypeError):
@@ -284,6 +300,69 @@ def refresh_reason_texts(
             }
         )
     return out
+
+
+def plural_ru(n: float, one: str, few: str, many: str) -> str:
+    """The Russian form of a word after the number `n`: `one` after 1, 21, 101...
+    ("1 отправка", "21 отправка"), `few` after 2-4, 22-24... ("2 отправки"),
+    `many` after 0, 5-20, 25-30... and 11-14, 111-114... ("5 отправок",
+    "11 отправок"). A fraction takes `few` ("2,5 отправки"), as Russian reads a
+    fraction ("две целых пять десятых отправки")."""
+    if not float(n).is_integer():
+        return few
+    k = abs(int(n))
+    if k % 10 == 1 and k % 100 != 11:
+        return one
+    if 2 <= k % 10 <= 4 and not 12 <= k % 100 <= 14:
+        return few
+    return many
+
+
+def plural(n: float | None, forms: tuple[str, ...] | list[str]) -> str:
+    """The form of a word after the number `n`: three forms are Russian's
+    (`plural_ru`: one, few, many), two are English's (one, other). No number
+    (a value missing): the last form ("— отправок", "? shipments")."""
+    if n is None or (isinstance(n, float) and not math.isfinite(n)):
+        return forms[-1]
+    if len(forms) == 3:
+        return plural_ru(n, *forms)
+    return forms[0] if n == 1 else forms[-1]
+
+
+# A word agreeing with a number in a reason text: {value|отправка|отправки|отправок}
+# is the word as it reads after the feature's value ("2 отправки"), in its Russian
+# forms (one, few, many: `plural_ru`) or English ones ({value|match|matches}). The
+# number is the placeholder named first: value, abs_value or a context column.
+_PLURAL = re.compile(r"\{(\w+)((?:\|[^{}|]*){2,3})\}")
+
+
+def _with_plurals(
+    template: str, spec: FeatureSpec, value: Any, number: float | None, context: Mapping[str, Any]
+) -> str:
+    """`template` with its plural placeholders ({name|one|few|many}) replaced by the
+    form that agrees with the number `name` stands for, as the text shows it (a value
+    of 5.2 shown "5" reads "5 дней"; the last form when there is no number)."""
+    if "|" not in template:
+        return template
+
+    def shown(name: str) -> float | None:
+        if name == "value":
+            text = _format_value(spec, value)
+        elif name == "abs_value":
+            text = "?" if number is None else _format_value(spec, abs(number))
+        elif name == "shown":
+            text = _shown(spec, number, "en")
+        else:
+            text = str(_context_value(context.get(name)))
+        try:
+            return float(text.replace(",", ""))
+        except ValueError:  # not a number ("?", a category, a share "40%")
+            return None
+
+    def form(match: re.Match[str]) -> str:
+        return plural(shown(match.group(1)), match.group(2)[1:].split("|"))
+
+    return _PLURAL.sub(form, template)
 
 
 def _template(
@@ -315,8 +394,31 @@ def _context_value(value: Any, lang: str = "en") -> Any:
     if _missing(value):
         return "?"
     if isinstance(value, float):
-        return _localised(f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}", lang)
+        return _localised(_amount(value), lang)
     return value
+
+
+def _amount(value: float) -> str:
+    """An amount the English way: whole from 100 ("12,758"), else to three
+    significant digits, never in exponent form ("1.08", "0.0000123")."""
+    if abs(value) >= 100 or not math.isfinite(value):
+        return f"{value:,.0f}"
+    text = f"{value:.3g}"
+    if "e" in text:  # (below 0.0001: three significant digits, written out)
+        digits = 2 - math.floor(math.log10(abs(value)))
+        text = f"{value:.{digits}f}"
+    return text
+
+
+def _shown(spec: FeatureSpec, number: float | None, lang: str) -> str:
+    """The placeholder {shown}: `spec.shown` of the value, as an amount."""
+    if spec.shown is None or number is None:
+        return "?"
+    try:
+        amount = float(spec.shown(number))
+    except (ArithmeticError, ValueError):
+        return "?"
+    return _localised(_amount(amount), lang) if math.isfinite(amount) else "?"
 
 
 def _localised(number: str, lang: str) -> str:

@@ -151,8 +151,8 @@ def dispatch_country_code() -> pl.Expr:
 @feature(
     F,
     "Number of transit countries",
-    "Route crosses {value} transit countries",
-    "Маршрут проходит через {value} стран транзита",
+    "Route crosses {value} transit {value|country|countries}",
+    "Маршрут проходит через {value} {value|страну|страны|стран} транзита",
 )
 def transit_count() -> pl.Expr:
     return pl.col("__transit_n")
@@ -161,8 +161,8 @@ def transit_count() -> pl.Expr:
 @feature(
     F,
     "Transit countries outside the usual corridors into Central Asia",
-    "Route crosses {value} country(ies) off the usual trade corridors",
-    "Маршрут проходит через {value} стран(у) вне обычных торговых коридоров",
+    "Route crosses {value} {value|country|countries} off the usual trade corridors",
+    "Маршрут проходит через {value} {value|страну|страны|стран} вне обычных торговых коридоров",
 )
 def transit_off_route() -> pl.Expr:
     return pl.col("__off_route")
@@ -229,8 +229,8 @@ def lead_time_hours() -> pl.Expr:
 @feature(
     F,
     "Number of goods lines",
-    "{value} goods lines in one declaration",
-    "{value} товарных позиций в одной декларации",
+    "{value} goods {value|line|lines} in one declaration",
+    "{value} {value|товарная позиция|товарные позиции|товарных позиций} в одной декларации",
 )
 def item_count() -> pl.Expr:
     return pl.col("__lines")
@@ -261,9 +261,16 @@ def log_value_usd() -> pl.Expr:
 @feature(
     F,
     "Declared value per kg gross, USD, log10",
-    "Declared value per kg is unusual",
-    "Необычная заявленная стоимость за кг",
+    # The value itself, not a judgement: the context has nothing to compare it with
+    # (the comparison with the usual value per kg of the goods and origin is
+    # min_unit_value_z's), and the text is read also where the feature lowers the
+    # risk (review s24: "unusual" for every shipment).
+    "Declared value about {shown} USD per kg gross",
+    "Заявленная стоимость около {shown} USD за кг брутто",
     fmt="{:.2f}",
+    shown=lambda v: 10.0**v,
+    missing_en="Declared value per kg gross not known (no value in USD)",
+    missing_ru="Заявленная стоимость за кг брутто неизвестна (нет стоимости в USD)",
 )
 def log_value_per_kg() -> pl.Expr:
     return (pl.col("value_usd") / pl.col("gross_mass_kg")).log10()

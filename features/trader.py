@@ -16,7 +16,7 @@ import polars as pl
 from features.context import lines_with_shipments
 from features.names import shared_result
 from features.network import keys_of
-from features.registry import Family, Kind, Wording, feature
+from features.registry import Family, Kind, Wording, feature, plural_ru
 from features.timeline import (
     LOOKUP_MAX_QUERIES,
     AsOfTable,
@@ -581,7 +581,7 @@ def _role_features(role: str, ru: str) -> None:
             f"{role}_days_since_first",
             f"Days since the {role} was first seen",
             f"{role.title()} first seen {{value}} days ago",
-            f"{ru} впервые появился {{value}} дн. назад",
+            f"{ru} впервые появился {{value}} {{value|день|дня|дней}} назад",
             Kind.NUMERIC,
             "{:.0f}",
         ),
@@ -599,7 +599,7 @@ def _role_features(role: str, ru: str) -> None:
             f"{role}_arms_findings",
             f"Arms findings known before for the {role}",
             f"{role.title()} had {{value}} arms finding(s) before",
-            f"У лица ({ru.lower()}) ранее {{value}} изъят. оружия",
+            f"У {_RU_GENITIVE[ru]} ранее {{value}} {{value|изъятие|изъятия|изъятий}} оружия",
             Kind.NUMERIC,
             "{:.0f}",
         ),
@@ -608,7 +608,7 @@ def _role_features(role: str, ru: str) -> None:
             f"{role}_inspections",
             f"Inspections known before for the {role}",
             f"{role.title()} inspected {{value}} time(s) before",
-            f"{ru} ранее досматривался {{value}} раз",
+            f"{ru} ранее досматривался {{value}} {{value|раз|раза|раз}}",
             Kind.NUMERIC,
             "{:.0f}",
         ),
@@ -650,12 +650,17 @@ def _role_features(role: str, ru: str) -> None:
 
         count.__name__ = f"{role}_shipments_{w}"
         days_n = w.removesuffix("d")  # the windows are written "30d": read as days
+        days_ru = plural_ru(int(days_n), "день", "дня", "дней")
         feature(
             F,
             f"Shipments of the {role} in the {w} before",
             f"{role.title()}: {{value}} shipment(s) in the last {days_n} days",
-            f"{ru}: {{value}} отправок за последние {days_n} дн.",
+            f"{ru}: {{value}} {{value|отправка|отправки|отправок}} за последние {days_n} {days_ru}",
         )(count)
+
+
+# The roles' Russian names after "у" ("у получателя"), for the reason texts.
+_RU_GENITIVE = {"Получатель": "получателя", "Отправитель": "отправителя", "Декларант": "декларанта"}
 
 
 _role_features("consignee", "Получатель")
@@ -667,7 +672,7 @@ _role_features("declarant", "Декларант")
     F,
     "Distinct HS chapters the consignee imported before",
     "Consignee imported {value} different kinds of goods before (HS chapters)",
-    "Получатель ранее ввозил {value} разных групп товаров",
+    "Получатель ранее ввозил товары {value} {value|группы|групп|групп} ТН ВЭД",
 )
 def consignee_distinct_chapters() -> pl.Expr:
     return pl.col("__consignee_chapters")
@@ -691,7 +696,8 @@ def consignee_undervalued_share() -> pl.Expr:
     F,
     "Other consignees seen before with the same phone",
     "{value} other consignee(s) used the same phone",
-    "Тот же телефон указывали ещё {value} получател.",
+    "Тот же телефон {value|указывал|указывали|указывали} ещё {value} "
+    "{value|получатель|получателя|получателей}",
 )
 def consignee_phone_shared() -> pl.Expr:
     return pl.col("__shared_phone")
@@ -701,7 +707,8 @@ def consignee_phone_shared() -> pl.Expr:
     F,
     "Other consignees seen before at the same address",
     "{value} other consignee(s) declared the same address",
-    "Тот же адрес указывали ещё {value} получател.",
+    "Тот же адрес {value|указывал|указывали|указывали} ещё {value} "
+    "{value|получатель|получателя|получателей}",
 )
 def consignee_address_shared() -> pl.Expr:
     return pl.col("__shared_address")

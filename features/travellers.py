@@ -1313,7 +1313,8 @@ def traveller_link_confidence() -> pl.Expr:
     F,
     "Trips in the 180 days before by travellers linked to a party",
     "Travellers linked to the parties made {value} trip(s) in the last 180 days",
-    "Пассажиры, связанные с участниками сделки, совершили {value} поездок за 180 дней",
+    "Пассажиры, связанные с участниками сделки, совершили {value} "
+    "{value|поездку|поездки|поездок} за 180 дней",
 )
 def traveller_trips_180d() -> pl.Expr:
     return pl.col("__tr_trips")
@@ -1324,8 +1325,8 @@ def traveller_trips_180d() -> pl.Expr:
     "Trips in the 180 days before, by linked travellers, touching a high-risk country",
     "Travellers linked to the parties made {value} trip(s) via high-risk countries "
     "in the last 180 days",
-    "Пассажиры, связанные с участниками сделки, совершили {value} поездок через страны "
-    "высокого риска за 180 дней",
+    "Пассажиры, связанные с участниками сделки, совершили {value} "
+    "{value|поездку|поездки|поездок} через страны высокого риска за 180 дней",
 )
 def traveller_high_risk_trips_180d() -> pl.Expr:
     return pl.col("__tr_high_risk")
@@ -1335,7 +1336,8 @@ def traveller_high_risk_trips_180d() -> pl.Expr:
     F,
     "One-way bookings among linked travellers' trips in the 180 days before",
     "{value} one-way booking(s) by travellers linked to the parties",
-    "{value} билет(ов) в одну сторону у пассажиров, связанных с участниками сделки",
+    "{value} {value|билет|билета|билетов} в одну сторону у пассажиров, связанных с "
+    "участниками сделки",
 )
 def traveller_one_way_180d() -> pl.Expr:
     return pl.col("__tr_one_way")
@@ -1345,7 +1347,8 @@ def traveller_one_way_180d() -> pl.Expr:
     F,
     "Cash-paid bookings among linked travellers' trips in the 180 days before",
     "{value} booking(s) paid in cash by travellers linked to the parties",
-    "{value} билет(ов) оплачено наличными пассажирами, связанными с участниками сделки",
+    "{value} {value|билет оплачен|билета оплачены|билетов оплачено} наличными "
+    "пассажирами, связанными с участниками сделки",
 )
 def traveller_cash_180d() -> pl.Expr:
     return pl.col("__tr_cash")
@@ -1356,7 +1359,8 @@ def traveller_cash_180d() -> pl.Expr:
     "Bookings made less than 72 hours before departure among linked travellers' trips "
     "in the 180 days before",
     "{value} last-minute booking(s) by travellers linked to the parties",
-    "{value} билет(ов) куплено менее чем за 72 часа пассажирами, связанными с участниками сделки",
+    "{value} {value|билет куплен|билета куплены|билетов куплено} менее чем за 72 часа "
+    "пассажирами, связанными с участниками сделки",
 )
 def traveller_last_minute_180d() -> pl.Expr:
     return pl.col("__tr_last_minute")
@@ -1367,7 +1371,8 @@ def traveller_last_minute_180d() -> pl.Expr:
     "Linked travellers' trips in the 180 days before booked in one group with another "
     "person linked to the same shipment",
     "{value} trip(s) booked together by people linked to the shipment's parties",
-    "{value} поездок забронировано вместе лицами, связанными с участниками сделки",
+    "{value} {value|поездка забронирована|поездки забронированы|поездок забронировано} "
+    "вместе лицами, связанными с участниками сделки",
 )
 def traveller_group_trips_180d() -> pl.Expr:
     return pl.col("__tr_group")

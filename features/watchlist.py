@@ -875,7 +875,8 @@ def watchlist_exact() -> pl.Expr:
     F,
     "Number of parties whose name scores at or above the screening alert threshold",
     "{value} party(ies) of the shipment resemble watchlist entries",
-    "{value} участник(ов) сделки похожи на записи в списке наблюдения",
+    "{value} {value|участник сделки похож на запись|участника сделки похожи на записи"
+    "|участников сделки похожи на записи} в списке наблюдения",
 )
 def watchlist_parties_matched() -> pl.Expr:
     return pl.col("__wl_parties")

@@ -213,7 +213,7 @@ def test_the_feature_set_is_the_same_whichever_module_is_imported_first() -> Non
     ("lang", "expected"),
     [
         ("en", "Consignee first seen 3 days ago"),
-        ("ru", "Получатель впервые появился 3 дн. назад"),
+        ("ru", "Получатель впервые появился 3 дня назад"),
     ],
 )
 def test_reason_texts_render(lang: str, expected: str) -> None:

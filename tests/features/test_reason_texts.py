@@ -21,6 +21,7 @@ CONTEXT_ROW = {
     "hs_text_code": "731010",
     "arms_fit_line": "steel barrels 200 l for oil",
     "arms_fit_heading": "9305",
+    "part_words": "barrels",
 }
 LANGS = ("en", "ru")
 
@@ -92,9 +93,9 @@ def test_lead_time_wording_follows_its_sign() -> None:
 
 
 def test_russian_texts_have_no_english_window_units() -> None:
-    """ "за последние 30d" (UAT F7) reads "за последние 30 дн."."""
+    """ "за последние 30d" (UAT F7) reads "за последние 30 дней"."""
     assert render_reason("consignee_shipments_30d", 0, {}, "ru") == (
-        "Получатель: 0 отправок за последние 30 дн."
+        "Получатель: 0 отправок за последние 30 дней"
     )
     assert render_reason("declarant_shipments_365d", 4, {}) == (
         "Declarant: 4 shipment(s) in the last 365 days"
