@@ -40,6 +40,7 @@ def model_card(
     windows: dict[str, Any],
     rows: dict[str, int],
     params: dict[str, Any],
+    positives: dict[str, int] | None = None,
     feature_set: str,
     data_hash: str,
     code_version: str,
@@ -86,6 +87,8 @@ def model_card(
         "inverse-propensity weighted",
         "data_windows": {k: [str(v[0]), str(v[1])] for k, v in windows.items()},
         "rows": rows,
+        # the positives for the target per window: whether a window can be trusted
+        "positives": positives,
         "feature_set_version": feature_set,
         "features": features,
         "features_left_out": left_out,
@@ -117,7 +120,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     lines.append("## Data windows")
     lines += [
-        f"- {k}: {v[0]} to {v[1]} ({card['rows'].get(k, 0):,} inspected shipments)"
+        f"- {k}: {v[0]} to {v[1]} ({card['rows'].get(k, 0):,} inspected shipments"
+        + _positives_text(card, k)
+        + ")"
         for k, v in card["data_windows"].items()
     ]
     lines += ["", "## Metrics (test window)", ""]
@@ -134,6 +139,22 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- `{f['name']}`: {f['reason']}" for f in card["features_left_out"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def positive_name(target: str, n: int) -> str:
+    """What a positive of the target is called: "arms finding(s)", "finding(s)"."""
+    noun = "arms finding" if target == "arms" else "finding"
+    return f"{noun}{'' if n == 1 else 's'}"
+
+
+def _positives_text(card: dict[str, Any], window: str) -> str:
+    """The window's positives as the card's Markdown adds them (", N arms findings");
+    nothing for a card written before positives were recorded."""
+    positives = card.get("positives") or {}
+    if window not in positives:
+        return ""
+    n = int(positives[window])
+    return f", {n:,} {positive_name(str(card.get('target')), n)}"
 
 
 def _capacity_table(metrics: dict[str, Any]) -> list[str]:

@@ -168,6 +168,10 @@ class Evaluation:
     # the random share's 1/selection probability, in the order of the test frame's
     # random rows (for the report's capacity curve; not in the JSON)
     random_weights: np.ndarray | None = field(default=None, repr=False)
+    # the reliability bins of the random share, each draw weighted 1/selection
+    # probability: the estimate of the finding rate over all traffic, which the model
+    # (trained inverse-propensity weighted) predicts; None without a random share
+    calibration_random_share: dict[str, list[float]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,7 +188,11 @@ class Evaluation:
             "at_capacity": self.at_capacity,
             "basis": self.basis,
             "calibration": self.calibration,
+            "calibration_random_share": self.calibration_random_share,
             "notes": self.notes,
+            # synthetic truth: trafficking shipments per typology in the window, caught
+            # per capacity, and the typologies with none in the window
+            **({"truth": self.truth} if self.truth is not None else {}),
         }
 
     def primary(self) -> float:
@@ -269,6 +277,16 @@ def evaluate(
         brier=float(brier_score_loss(labels, test_scores)),
         at_capacity=at,
         calibration=_reliability(labels, test_scores),
+        calibration_random_share=(
+            _reliability(
+                labels[random],
+                test_scores[random],
+                bins=_random_share_bins(int(random.sum())),
+                weights=weights,
+            )
+            if random.any()
+            else None
+        ),
         truth=truth_block,
         notes=notes,
         n_window=n_window,
@@ -352,15 +370,34 @@ def _slot_metrics(
         entry["findings_in_slots"] = int((mask & found).sum())
 
 
-def _reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
-    """Mean predicted against observed rate, in bins of equal count."""
+def _reliability(
+    labels: np.ndarray, scores: np.ndarray, bins: int = 10, weights: np.ndarray | None = None
+) -> dict[str, list[float]]:
+    """Mean predicted against observed rate, in bins of equal count (by score), with
+    each bin's number of shipments (`count`), of findings (`findings`) and its
+    lowest and highest score (`low`, `high`). With `weights` (the random share's
+    1/selection probability) the mean and the rate are weighted, estimating the
+    traffic each bin's draws stand for (`weight`: how many shipments that is)."""
     order = np.argsort(scores)
     chunks = [c for c in np.array_split(order, bins) if len(c)]
-    return {
-        "predicted": [float(scores[c].mean()) for c in chunks],
-        "observed": [float(labels[c].mean()) for c in chunks],
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
+    out: dict[str, list[float]] = {
+        "predicted": [float(np.average(scores[c], weights=w[c])) for c in chunks],
+        "observed": [float(np.average(labels[c], weights=w[c])) for c in chunks],
         "count": [float(len(c)) for c in chunks],
+        "findings": [float(labels[c].sum()) for c in chunks],
+        "low": [float(scores[c].min()) for c in chunks],
+        "high": [float(scores[c].max()) for c in chunks],
     }
+    if weights is not None:
+        out["weight"] = [float(w[c].sum()) for c in chunks]
+    return out
+
+
+def _random_share_bins(n: int) -> int:
+    """Fewer bins for the random share (a few hundred draws at most in a window):
+    about 40 draws a bin, 5 bins at most."""
+    return max(1, min(5, n // 40))
 
 
 def _truth_metrics(
@@ -377,6 +414,11 @@ def _truth_metrics(
     typ = joined["typology"].fill_null("").to_numpy()
     total = int(bad.sum())
     typologies = sorted({t for t in typ[bad] if t})
+    # the typologies of the truth (the whole world) with no shipment in this window:
+    # listed as absent, not silently dropped
+    known = truth.filter(pl.col("is_trafficking").fill_null(False))["typology"].drop_nulls()
+    absent = sorted(set(known.to_list()) - set(typologies) - {""})
+    caught_by_typology: dict[str, dict[str, int]] = {}
     n = len(bad)
     for k in CAPACITIES:
         entry = at[capacity_label(k)]
@@ -393,12 +435,15 @@ def _truth_metrics(
         # a uniform draw of `slots` of the n shipments catches slots/n of the trafficking
         entry["random_true_recall"] = _clean(slots / n) if n else None
         entry["random_true_precision"] = _clean(total / n) if n else None
+        in_slots = {t: int((mask & (typ == t)).sum()) for t in typologies}
+        caught_by_typology[capacity_label(k)] = in_slots
         entry["per_typology"] = {
-            t: _clean(float((mask & (typ == t)).sum()) / float((typ == t).sum()))
-            for t in typologies
+            t: _clean(in_slots[t] / float((typ == t).sum())) for t in typologies
         }
     return {
         "shipments_in_window": len(bad),
         "trafficking_in_window": total,
         "typologies": {t: int((typ == t).sum()) for t in typologies},
+        "caught": caught_by_typology,
+        "absent_typologies": absent,
     }

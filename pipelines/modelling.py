@@ -41,18 +41,22 @@ from models.dataset import (
     without_features,
 )
 from models.disparity import as_json as disparity_json
-from models.disparity import plot_disparity, selection_by_group
+from models.disparity import disparity_caption, plot_disparity, selection_by_group
 from models.evaluate import Evaluation
 from models.explain import contributions, explain_frame
 from models.promotion import Promotion, PromotionRefusedError, promote
 from models.registry import CHALLENGER, CHAMPION
 from models.report import (
+    CALIBRATION_NOTE,
     capacity_curve,
+    categorical_inputs,
     plot_calibration,
     plot_capacity,
     plot_scores,
     plot_shap,
     plot_typologies,
+    score_caption,
+    shap_caption,
     write_report,
 )
 from models.train import TrainConfig, fit, predict, training_columns
@@ -142,7 +146,8 @@ def _write_report(a: Assessment, folder: Path) -> Path:
         curves["true (all shipments)"] = t  # the hit rate at k % of all shipments too
     plot_capacity(curves, folder / "capacity.png")
     plot_calibration(ev, folder / "calibration.png")
-    plot_scores(scores, labels, folder / "scores.png")
+    captions = {"calibration.png": CALIBRATION_NOTE}
+    captions["scores.png"] = score_caption(plot_scores(scores, labels, folder / "scores.png"))
     plot_typologies(ev, folder / "typologies.png")  # only when the truth is known
     x_test = a.x_test
     sample = (
@@ -150,13 +155,30 @@ def _write_report(a: Assessment, folder: Path) -> Path:
         if len(x_test) <= SHAP_SAMPLE
         else x_test[np.random.default_rng(0).choice(len(x_test), SHAP_SAMPLE, replace=False)]
     )
-    plot_shap(contributions(a.booster, sample), sample, a.names, folder / "shap_beeswarm.png")
+    # categories (integer codes of no order) are drawn grey, not low to high
+    categorical = categorical_inputs(a.booster, a.names)
+    plot_shap(
+        contributions(a.booster, sample),
+        sample,
+        a.names,
+        folder / "shap_beeswarm.png",
+        categorical,
+        title=(
+            f"{len(sample):,} of the {len(x_test):,} inspected test shipments (at random)"
+            if len(sample) < len(x_test)
+            else f"all {len(x_test):,} inspected test shipments"
+        ),
+    )
+    captions["shap_beeswarm.png"] = shap_caption(len(sample), len(x_test), categorical)
     by_group = selection_by_group(a.window, a.window_scores, k=DISPARITY_CAPACITY, truth=a.truth)
     (folder / "disparity.json").write_text(
         json.dumps(disparity_json(by_group, DISPARITY_CAPACITY), indent=2)
     )
     plot_disparity(by_group, folder / "disparity.png", DISPARITY_CAPACITY)
-    return write_report(ev, folder, _images(folder))
+    captions["disparity.png"] = disparity_caption(by_group, DISPARITY_CAPACITY)
+    # kept beside the plots: `caravan train` writes the page again once the version is known
+    (folder / CAPTIONS).write_text(json.dumps(captions, indent=2, ensure_ascii=False))
+    return write_report(ev, folder, _images(folder), captions)
 
 
 @dataclass(frozen=True)
@@ -227,6 +249,12 @@ def run_train(
     data = labelled(features, outcomes, target)
     split = time_split(data, until=until)
     rows = {"train": split.train.height, "valid": split.valid.height, "test": split.test.height}
+    # the positives for the target per window (the model card states them beside the rows)
+    positives = {
+        "train": int(split.train[LABEL].sum()),
+        "valid": int(split.valid[LABEL].sum()),
+        "test": int(split.test[LABEL].sum()),
+    }
     say(f"training on {rows['train']:,} inspected shipments")
     meta = _feature_set(layout)
     columns, categorical = training_columns(
@@ -289,6 +317,7 @@ def run_train(
             target=target.value,
             windows=windows,
             rows=rows,
+            positives=positives,
             params={**config.params(), "metric": trained.stopping.metric},
             feature_set=fs_version,
             data_hash=params["data_hash"],
@@ -309,7 +338,7 @@ def run_train(
 
             shutil.rmtree(final)
         staging.rename(final)
-        report = write_report(ev, final, _images(final))
+        report = write_report(ev, final, _images(final), _captions(final))
         (final / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
         (final / "model_card.md").write_text(card_markdown(card))
         mlflow.log_artifacts(str(final), artifact_path="evaluation")
@@ -339,6 +368,14 @@ def _images(folder: Path) -> dict[str, str]:
         "disparity.png": "Selection rate by office and origin at 5% capacity",
     }
     return {t: f for f, t in names.items() if (folder / f).exists()}
+
+
+CAPTIONS = "figures.json"  # reports/evaluation/vN/figures.json: each plot's text on the page
+
+
+def _captions(folder: Path) -> dict[str, str]:
+    path = folder / CAPTIONS
+    return dict(json.loads(path.read_text())) if path.exists() else {}
 
 
 def _flat_metrics(ev: Evaluation) -> dict[str, float]:

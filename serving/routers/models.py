@@ -135,6 +135,12 @@ class ModelCardOut(BaseModel):
         description="train, valid, test: first and last declaration time"
     )
     rows: dict[str, int] = Field(description="Inspected shipments per window")
+    positives: dict[str, int] | None = Field(
+        default=None,
+        description="Positives for the model's target per window (arms findings, or any "
+        "finding): whether a window's figures can be trusted; absent on cards written "
+        "before it was recorded",
+    )
     feature_set_version: str | None = None
     features: list[CardFeatureOut] = Field(description="The model's inputs")
     features_left_out: list[CardLeftOutOut] = Field(

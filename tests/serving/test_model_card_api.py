@@ -64,6 +64,11 @@ def test_the_card_of_a_version_over_the_api(world_api: Api) -> None:
     assert set(card["data_windows"]) == {"train", "valid", "test"}
     assert card["data_windows"] == stored["data_windows"]
     assert card["rows"] == stored["rows"] and card["rows"]["train"] > 0
+    # the findings per window reach the API and the page (review of stop 24)
+    assert card["positives"] == stored["positives"] and card["positives"]["train"] > 0
+    page = _web(api, Role.auditor).get("/web/models/1/card")
+    windows = page.text[page.text.index('id="card-windows"') :].split("</table>")[0]
+    assert f"<td>{stored['positives']['test']}</td>" in windows
     assert card["data_hash"] == tags["data_hash"] and card["code_version"] == tags["code_version"]
     assert card["feature_set_version"] == tags["feature_set_version"]
     assert [f["name"] for f in card["features"]] == [f["name"] for f in stored["features"]]
