@@ -151,6 +151,11 @@ def validate(
             "Written to raw/ first, from the database (stored over the API): "
             + ", ".join(f"{n:,} {t}" for t, n in run.pulled.items())
         )
+    if run.expired:
+        out.print(
+            "Left out, erased by traveller retention (caravan travellers purge): "
+            + ", ".join(f"{n:,} {t}" for t, n in run.expired.items())
+        )
     table = Table(title=f"Validation of {layout.raw}")
     for col in ("input", "rows", "accepted", "quarantined", "rejected by rule"):
         table.add_column(col, justify="left" if col in ("input", "rejected by rule") else "right")

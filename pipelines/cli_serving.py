@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -173,14 +174,105 @@ def held_deployment(settings: Settings, layout: DataLayout) -> Iterator[None]:
         yield
 
 
-def refuse_no_deployment(settings: Settings, layout: DataLayout) -> None:
-    """Exit 2 naming the data directory and the reason unless it holds a deployment:
-    the directory exists and the database (SQLite file, or CARAVAN_DATABASE_URL) is a
-    Caravan database. Creates nothing. (A mistyped --data or a volume that did not
-    mount must not become a new, empty deployment with a new signing key.)"""
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What a database holds of a deployment (read by `serve` before it starts)."""
+
+    revision: str | None  # None: never set up
+    users: int = 0
+    signed_in: int = 0  # users who have signed in (sessions signed with some key)
+    shipments: bool = False  # a server has stored shipments
+
+    @property
+    def served(self) -> bool:
+        """Whether a server has served this database (sign-ins, stored shipments):
+        it belongs to a deployment with a signing key and a data directory."""
+        return self.signed_in > 0 or self.shipments
+
+
+def database_facts(url: str) -> DatabaseFacts:
+    """The migration `url`'s database is at and what it holds; creates nothing.
+    Exits 1 naming the reason when the database cannot be reached."""
+    from sqlalchemy import func, select
     from sqlalchemy.exc import OperationalError
 
-    from serving.db import current_revision, database_url, make_engine, sqlite_path
+    from serving import orm as m
+    from serving.db import current_revision, make_engine
+
+    engine = make_engine(url)
+    try:
+        revision = current_revision(engine)
+        if revision is None:
+            return DatabaseFacts(None)
+        with engine.connect() as conn:
+            users = conn.scalar(select(func.count()).select_from(m.User)) or 0
+            signed_in = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(m.User)
+                    .where(m.User.last_login_at.is_not(None))
+                )
+                or 0
+            )
+            shipments = conn.scalar(select(m.Shipment.shipment_id).limit(1)) is not None
+        return DatabaseFacts(revision, users, signed_in, shipments)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        err.print(f"[bold red]error:[/] cannot connect to the database: {reason}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+
+
+def _database_in(root: Path, url: str) -> bool:
+    """Whether the database is a SQLite file inside the data directory `root` (the
+    directory then holds the deployment's database itself)."""
+    from serving.db import sqlite_path
+
+    path = sqlite_path(url)
+    return path is not None and path.resolve().is_relative_to(root.resolve())
+
+
+def _signing_key_given() -> bool:
+    """Whether CARAVAN_SECRET_KEY gives the signing key (no `secret_key` file then)."""
+    from serving.auth import ServingSettings
+
+    return ServingSettings().secret_key is not None
+
+
+def _holds_deployment_files(layout: DataLayout) -> tuple[bool, str]:
+    """Whether the data directory holds what a served deployment leaves there: its
+    signing key `secret_key` (or, with CARAVAN_SECRET_KEY, the server's lock file);
+    and what it lacks, in words."""
+    from serving.auth import SECRET_KEY_FILE
+    from serving.server_lock import LOCK_FILE
+
+    if (layout.root / SECRET_KEY_FILE).is_file():
+        return True, ""
+    if _signing_key_given():
+        if (layout.root / LOCK_FILE).is_file():
+            return True, ""
+        return False, f"neither {SECRET_KEY_FILE} nor {LOCK_FILE} (no server ever ran on it)"
+    return False, f"no signing key ({SECRET_KEY_FILE})"
+
+
+def _described(facts: DatabaseFacts) -> str:
+    parts = [f"migration {facts.revision}", f"{facts.users} user(s)"]
+    if facts.signed_in:
+        parts.append(f"{facts.signed_in} of whom signed in")
+    if facts.shipments:
+        parts.append("shipments stored by a server")
+    return ", ".join(parts)
+
+
+def refuse_no_deployment(settings: Settings, layout: DataLayout) -> None:
+    """Exit 2 naming the data directory and the reason unless it holds a deployment:
+    the directory exists, the database (SQLite file, or CARAVAN_DATABASE_URL) is a
+    Caravan database, and, when the database is not a file inside the directory
+    (PostgreSQL), the directory holds the deployment's signing key `secret_key`.
+    Creates nothing. (A mistyped --data or a volume that did not mount must not
+    become a new, empty deployment with a new signing key.)"""
+    from serving.db import database_url, sqlite_path
 
     root = layout.root
     init = "`caravan serve --init` creates a new deployment there"
@@ -205,21 +297,97 @@ def refuse_no_deployment(settings: Settings, layout: DataLayout) -> None:
             soft_wrap=True,
         )
         raise typer.Exit(2)
-    engine = make_engine(url)
-    try:
-        revision = current_revision(engine)
-    except OperationalError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0]
-        err.print(f"[bold red]error:[/] cannot connect to the database: {reason}")
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-    if revision is None:
-        where = path or engine.url.render_as_string(hide_password=True)
+    facts = database_facts(url)
+    where = path or make_url_shown(url)
+    if facts.revision is None:
         err.print(
             f"[bold red]error:[/] no deployment at {root}: {where} is no Caravan database "
             f"(it was never set up; {init})",
             soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if _database_in(root, url):
+        return
+    holds, lacking = _holds_deployment_files(layout)
+    if holds:
+        return
+    if facts.served and not _signing_key_given():
+        then = (
+            "serve it with the data directory that holds its signing key (copy its "
+            "secret_key there if the directory moved); `caravan serve --init` is refused "
+            "on that database too, as it would start it with a new signing key"
+        )
+    elif facts.served:
+        then = f"serve it with the data directory its server ran on ({init})"
+    else:
+        then = init
+    err.print(
+        f"[bold red]error:[/] no deployment at {root}: the directory holds {lacking}, but "
+        f"the database {where} already holds a deployment ({_described(facts)}): is "
+        f"--data the deployment's data directory, or a volume that did not mount? {then}",
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
+
+
+def make_url_shown(url: str) -> str:
+    """`url` as it may be printed (password masked)."""
+    from serving.db import normalize_url
+
+    return normalize_url(url).render_as_string(hide_password=True)
+
+
+def refuse_joining_deployment(settings: Settings, layout: DataLayout) -> None:
+    """For `serve --init`: exit 2 when the database already belongs to a deployment
+    that has served (users who signed in, stored shipments) and the data directory
+    does not hold a signing key: --init would make a second deployment with a new
+    signing key on that database (every session ended, the other deployment's
+    models, history and label files elsewhere). Creates nothing."""
+    from serving.auth import SECRET_KEY_FILE
+    from serving.db import database_url, sqlite_path
+
+    root = layout.root
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if (root / SECRET_KEY_FILE).is_file() or _signing_key_given() or _database_in(root, url):
+        return
+    if path is not None and not path.is_file():
+        return  # a new database
+    facts = database_facts(url)
+    if facts.revision is None or not facts.served:
+        return
+    err.print(
+        f"[bold red]error:[/] `caravan serve --init` refused: the database "
+        f"{path or make_url_shown(url)} already holds another deployment "
+        f"({_described(facts)}), and {root} holds no signing key ({SECRET_KEY_FILE}): "
+        f"--init would start a second deployment on that database with a new signing key "
+        f"(every session ended; its models, history and label files left in its own data "
+        f"directory); serve that deployment with its own data directory (or copy its "
+        f"{SECRET_KEY_FILE} into {root}), or give this one a new database "
+        f"(CARAVAN_DATABASE_URL)",
+        soft_wrap=True,
+    )
+    raise typer.Exit(2)
+
+
+def refuse_old_schema(settings: Settings, layout: DataLayout) -> None:
+    """With CARAVAN_AUTO_MIGRATE off, exit 2 when the database is at an older
+    migration, with the message the other commands give (the server would refuse
+    it at start-up). Creates nothing."""
+    from serving.auth import ServingSettings
+    from serving.db import database_url, head_revision, sqlite_path
+
+    if ServingSettings().auto_migrate:
+        return
+    url = database_url(settings, layout)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        return  # a new database: created at the newest migration
+    at, head = database_facts(url).revision, head_revision()
+    if at is not None and at != head:
+        err.print(
+            f"the database is at migration {at}, this code expects {head}: run "
+            "`caravan db upgrade` (CARAVAN_AUTO_MIGRATE is off)"
         )
         raise typer.Exit(2)
 
@@ -233,20 +401,25 @@ def serve(
         typer.Option(
             "--init",
             help="Create a new deployment (database, signing key) when --data holds none; "
-            "without it such a directory is refused.",
+            "without it such a directory is refused. Refused on a database another "
+            "deployment has served, unless --data holds its signing key.",
         ),
     ] = False,
 ) -> None:
     """Run the API (uvicorn) with the champion model: one server per deployment
     (a second one on the same data directory or database exits 1). A data directory
-    that does not exist or holds no deployment is refused (exit 2) unless --init."""
+    that does not exist or holds no deployment is refused (exit 2) unless --init; so
+    is, with CARAVAN_AUTO_MIGRATE=false, a database at an older migration."""
     from data_contracts.settings import DataLayout, Settings
 
     level = log_level()
     settings = Settings(data=data) if data is not None else Settings()
     layout = DataLayout(settings.data)
-    if not init:
+    if init:
+        refuse_joining_deployment(settings, layout)
+    else:
         refuse_no_deployment(settings, layout)
+    refuse_old_schema(settings, layout)
     from serving.app import create_app
 
     with held_deployment(settings, layout):
@@ -637,7 +810,7 @@ def travellers_purge(
 
     import polars as pl
 
-    from pipelines.validate import write_parquet
+    from pipelines.validate import apply_retention, write_parquet
     from serving.db import narrow_to_owner
     from serving.policy import has_visible_text
     from serving.retention import RetentionError, cutoff_for, purge_travellers
@@ -672,18 +845,24 @@ def travellers_purge(
             frame = pl.read_parquet(path)
             kept = frame.filter(pl.col("departure_at") >= cutoff)
             on_disk = frame.height - kept.height
+        # Caravan's own copies of stored records in raw/ (written from the database),
+        # and the cutoff that `caravan validate` applies to raw/ from now on
+        counted = apply_retention(layout, cutoff, write=False)
+        files = {str(path.relative_to(layout.root)): on_disk, **counted}
         with factory() as session:
-            stored = purge_travellers(
-                session, cutoff, by, files={str(path.relative_to(layout.root)): on_disk}
-            )
+            stored = purge_travellers(session, cutoff, by, files=files)
         if kept is not None and on_disk:
             write_parquet(kept, path)
+        apply_retention(layout, cutoff)
         narrow_to_owner(path)
     finally:
         engine.dispose()
+    in_raw = sum(n for f, n in files.items() if f.startswith("raw"))
     out.print(
         f"purged traveller records that departed before {cutoff:%Y-%m-%d}: "
-        f"{stored} in the database, {on_disk} in {path}"
+        f"{stored} in the database, {on_disk} in {path}, {in_raw} in Caravan's copies in "
+        f"raw/travellers/; caravan validate leaves out older ones found in raw/",
+        soft_wrap=True,
     )
 
 

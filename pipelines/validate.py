@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Callable
@@ -45,6 +46,50 @@ def read_absent(layout: DataLayout) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in json.loads(path.read_text()).items()}
 
 
+RETENTION_FILE = "retention.json"  # raw/retention.json: the traveller purge's cutoff
+
+
+def read_retention(layout: DataLayout) -> dt.datetime | None:
+    """The departure time before which `caravan travellers purge` erased traveller
+    records (raw/retention.json), or None when none was purged."""
+    path = layout.raw / RETENTION_FILE
+    if not path.exists():
+        return None
+    return dt.datetime.fromisoformat(json.loads(path.read_text())["travellers_departed_before"])
+
+
+def apply_retention(
+    layout: DataLayout, cutoff: dt.datetime, *, write: bool = True
+) -> dict[str, int]:
+    """Record the purge's cutoff (the latest one kept), so that validation never brings
+    back from raw/ what retention erased, and erase the expired records from the files
+    Caravan itself wrote into raw/travellers/ from the database (`from_service`).
+    Returns the records erased per file (relative to the data directory); with
+    `write` false, changes nothing (the counts, for the purge's audit entry first)."""
+    earlier = read_retention(layout)
+    latest = cutoff if earlier is None else max(earlier, cutoff)
+    if write:
+        layout.raw.mkdir(parents=True, exist_ok=True)
+        (layout.raw / RETENTION_FILE).write_text(
+            json.dumps({"travellers_departed_before": latest.isoformat()}) + "\n"
+        )
+    erased: dict[str, int] = {}
+    folder = layout.raw / "travellers"
+    for path in sorted(folder.glob(f"{SERVICE_PREFIX}*.parquet")) if folder.is_dir() else []:
+        frame = pl.read_parquet(path)
+        kept = frame.filter(~(pl.col("departure_at") < latest).fill_null(False))
+        if kept.height == frame.height:
+            continue
+        erased[str(path.relative_to(layout.root))] = frame.height - kept.height
+        if not write:
+            continue
+        if kept.height:
+            write_parquet(kept, path)
+        else:
+            path.unlink()
+    return erased
+
+
 # Columns the contracts mark personal (travellers' names, documents, contacts; a
 # natural person's date of birth and document number on a declaration).
 PERSONAL_COLUMNS = frozenset(c.name for t in CONTRACTS.values() for c in t.columns if c.personal)
@@ -79,12 +124,15 @@ class ValidateRun:
     report: Path | None
     # rows the database's API records added to raw/ first (see `pull_api_records`)
     pulled: dict[str, int] = field(default_factory=dict)
+    # rows of raw/ left out because retention erased them (`read_retention`)
+    expired: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
             "tables": self.result.summary(),
             "report": str(self.report) if self.report else None,
             "pulled_from_database": self.pulled,
+            "left_out_under_retention": self.expired,
         }
 
 
@@ -544,6 +592,13 @@ def run_validate(
             )
         say(f"reading {table} ({len(files)} file(s))")
         raw[table] = read_input(files, CONTRACTS[table])
+    if (cutoff := read_retention(layout)) is not None:
+        # (what retention erased stays erased: neither validated/ nor quarantine/)
+        gone = (pl.col("departure_at") < cutoff).fill_null(False)
+        expired = {"travellers": int(raw["travellers"].select(gone.sum()).item())}
+        raw["travellers"] = raw["travellers"].filter(~gone)
+    else:
+        expired = {}
     say("checking contract rules")
     absent = read_absent(layout)
     result = _validate(raw, absent, read, say)
@@ -564,6 +619,6 @@ def run_validate(
             {t: r.view.drop(absent.get(t, []), strict=False) for t, r in result.tables.items()}
         )
         report = write_report(outcomes, result.summary(), report_dir)
-    run = ValidateRun(result, report, pulled)
+    run = ValidateRun(result, report, pulled, {t: n for t, n in expired.items() if n})
     (report_dir / "summary.json").write_text(json.dumps(run.summary(), indent=2))
     return run

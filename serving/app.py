@@ -27,13 +27,22 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from data_contracts.settings import DataLayout, Settings
 from serving.auth import ServingSettings, load_secret_key
-from serving.db import database_url, is_at_head, make_engine, session_factory, upgrade
+from serving.db import (
+    current_revision,
+    database_url,
+    is_at_head,
+    make_engine,
+    session_factory,
+    upgrade,
+)
 from serving.routers import (
     audit,
     auth,
@@ -153,6 +162,9 @@ class Metrics:
     latency: Histogram
     in_progress: Gauge
     model_loaded: Gauge
+    model_info: Gauge
+    database_up: Gauge
+    deployment_lock_lost: Gauge
 
 
 def make_metrics() -> Metrics:
@@ -178,6 +190,25 @@ def make_metrics() -> Metrics:
         ),
         model_loaded=Gauge(
             "caravan_model_loaded", "1 when a scoring model is loaded", registry=registry
+        ),
+        # (one series at most: the champion served now, its labels replaced on a swap)
+        model_info=Gauge(
+            "caravan_model_info",
+            "1 for the champion served: its version and feature-set version",
+            ["version", "feature_set"],
+            registry=registry,
+        ),
+        database_up=Gauge(
+            "caravan_database_up",
+            "1 when the database answered at the last scrape (within 2 s) or readiness "
+            "probe, else 0",
+            registry=registry,
+        ),
+        deployment_lock_lost=Gauge(
+            "caravan_deployment_lock_lost",
+            "1 while the server's PostgreSQL advisory lock (one server per deployment) "
+            "is lost and not held again",
+            registry=registry,
         ),
     )
 
@@ -303,6 +334,73 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+DATABASE_UNAVAILABLE = "the database is unavailable: try again shortly"
+DATABASE_RETRY_AFTER = "5"  # seconds
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached (down, restarting, a
+    connection lost), rather than a fault in a statement: an OperationalError
+    (connection refused, terminated, the database not accepting connections;
+    SQLite: cannot open the file, locked past the busy timeout) or an error on a
+    connection SQLAlchemy found invalidated."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+class OutageLog:
+    """One WARNING when requests start failing for want of the database (then one a
+    minute at most while it lasts, with the count), never a traceback per request."""
+
+    REMIND_SECONDS = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._since = 0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._since += 1
+            if now - self._last < self.REMIND_SECONDS:
+                return
+            count, self._since, self._last = self._since, 0, now
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        more = f" ({count} requests since the last such warning)" if count > 1 else ""
+        log.warning(
+            "the database is unavailable (%s): answering 503%s",
+            reason[0] if reason else type(exc).__name__,
+            more,
+        )
+
+
+def _database_error_handler(outages: OutageLog, *, page: bool) -> Any:
+    """The handler of SQLAlchemy's DBAPIError: 503 with Retry-After when the database
+    is unavailable (JSON for the API, a plain page for the web pages); any other
+    database error goes on as before (500, logged with its traceback)."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        if not database_unavailable(exc):
+            raise exc
+        outages.failed(exc)
+        headers = {"Retry-After": DATABASE_RETRY_AFTER, "Cache-Control": "no-store"}
+        if page:
+            body = (
+                '<!doctype html><html><head><meta charset="utf-8">'
+                "<title>Caravan: database unavailable</title></head><body>"
+                "<h1>Service unavailable</h1>"
+                "<p>The database is unavailable: try again shortly.</p></body></html>"
+            )
+            return HTMLResponse(body, status_code=503, headers=headers)
+        return JSONResponse({"detail": DATABASE_UNAVAILABLE}, status_code=503, headers=headers)
+
+    return handler
+
+
 LOGIN_FORM_HINT = (
     "the login takes a form (application/x-www-form-urlencoded) with username and "
     "password, as OAuth2's password flow does, not JSON"
@@ -419,7 +517,7 @@ def create_app(
         engine = make_engine(url)
         try:
             if serving.auto_migrate:
-                await run_in_threadpool(upgrade, engine)
+                await run_in_threadpool(_migrate, engine)
             elif not await run_in_threadpool(is_at_head, engine):
                 raise RuntimeError(
                     "database is not at the newest migration: run `caravan db upgrade`"
@@ -429,7 +527,18 @@ def create_app(
             app.state.secret_key = load_secret_key(serving, layout)
             app.state.model = None  # set by the model loader
             await run_in_threadpool(_start_scoring, app, layout)
-            log.info("Caravan API ready (database %s)", engine.url.render_as_string())
+            where = engine.url.render_as_string()
+            if app.state.model is not None:
+                log.info("Caravan API ready (database %s)", where)
+            else:
+                log.warning(
+                    "no champion model is registered in %s: the server is not ready "
+                    "(/readyz 503) and every ingest answers 503 until one is; train and "
+                    "promote one: caravan validate, caravan features, caravan train, "
+                    "caravan promote --version N (this server loads it within seconds)",
+                    layout.mlflow_db,
+                )
+                log.info("Caravan API started, not ready: no champion model (database %s)", where)
             yield
         finally:
             stop_event = getattr(app.state, "refresh_stop", None)
@@ -457,6 +566,8 @@ def create_app(
     app.state.metrics = metrics
 
     app.add_exception_handler(RequestValidationError, _validation_error)
+    outages = OutageLog()  # (shared by the API and the pages)
+    app.add_exception_handler(DBAPIError, _database_error_handler(outages, page=False))
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=serving.max_body_bytes,
@@ -470,8 +581,21 @@ def create_app(
     for module in (ingest, shipments, queue, decisions, rules, backtest, watchlists, audit, models):
         app.include_router(module.router)
     mount_web(app)  # the pages at /web (a mounted sub-app: not part of the API schema)
+    for route in app.routes:  # (a mounted app handles its own errors)
+        if isinstance(route, Mount) and route.name == "web" and isinstance(route.app, FastAPI):
+            route.app.add_exception_handler(DBAPIError, _database_error_handler(outages, page=True))
     mount_docs(app)
     return app
+
+
+def _migrate(engine: Engine) -> None:
+    """Migrate the database to the newest schema, saying so when that changed it (a
+    migration cannot be undone: the operator wants it in the log)."""
+    before = current_revision(engine)
+    upgrade(engine)
+    after = current_revision(engine)
+    if after != before:
+        log.info("migrated the database from %s to %s", before or "nothing (new database)", after)
 
 
 class HeapFreezer:
@@ -566,13 +690,27 @@ def _start_scoring(app: FastAPI, layout: DataLayout) -> threading.Event:
             log.info("history: restored from the database %s", restored)
 
     def refresh_loop() -> None:
+        database_lost = False  # (said once per outage, not every few seconds)
         while not stop.wait(queue_settings.model_refresh_seconds):
             try:
                 # only a recorded champion is served (see serving.promotions)
                 follow_recorded_champion(app.state.session_factory, layout)
+                if database_lost:
+                    database_lost = False
+                    log.info("the database is reachable again: model refresh resumed")
                 if layout.mlflow_db.exists() and holder.refresh():
                     app.state.model = holder
                 freezer.check(app)  # a rebuilt state or a new model: freeze it
+            except DBAPIError as exc:
+                if not database_unavailable(exc):
+                    log.exception("model refresh failed")
+                elif not database_lost:
+                    database_lost = True
+                    reason = str(exc.orig or exc).strip().splitlines()
+                    log.warning(
+                        "the database is unavailable (%s): model refresh waits for it",
+                        reason[0] if reason else type(exc).__name__,
+                    )
             except Exception:  # never let the loop die
                 log.exception("model refresh failed")
 

@@ -1,7 +1,9 @@
 """Database plumbing: engines, sessions, the database URL and Alembic migrations.
 
 SQLite (a file in the data directory) is the default; PostgreSQL is used when
-`CARAVAN_DATABASE_URL` is set (driver psycopg 3). Nothing here runs at import
+`CARAVAN_DATABASE_URL` is set (driver psycopg 3: `postgresql://user:password@host:
+5432/dbname`, a plain `postgresql://` or `postgres://` URL gets it; connections give
+up after 10 s unless the URL sets `connect_timeout`). Nothing here runs at import
 time: engines are made by `make_engine` and migrations run by `upgrade`.
 
 The SQLite file holds password and API-key hashes, traveller records and the audit
@@ -125,7 +127,11 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        # A database that is down or unreachable answers within seconds (a request
+        # gets 503, /readyz says so) instead of holding a worker until TCP gives up.
+        # A connect_timeout in the URL wins.
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, connect_args=connect_args)
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
 
 

@@ -346,10 +346,18 @@ class ReferralOut(BaseModel):
     decided_by: str | None
     decided_at: dt.datetime | None
     waiver_reason: str | None
-    created_at: dt.datetime
+    created_at: dt.datetime = Field(
+        description="When the entry was placed in the queue (on a view of the queue)"
+    )
     age_seconds: float = Field(
-        description="Seconds from creation to the decision (inspection or waiver), or "
-        "until now while it awaits one"
+        description="How long the shipment has waited, in seconds: from the shipment's "
+        "declaration (its `declared_at`; for a shipment of an earlier day carried into "
+        "this queue too) to the decision (inspection or waiver), to the closure of an "
+        "entry closed without one (displaced), or until now while it awaits one; 0 "
+        "before its declaration time. Not from `created_at` (when the entry was placed, "
+        "often when somebody first opened the queue). The overdue list reads the same "
+        "age: an entry awaiting a decision is overdue once it passes "
+        "CARAVAN_OVERDUE_HOURS (a forced entry of a past day's queue at once)"
     )
     outcome: ReferralOutcomeOut | None = Field(
         default=None, description="The recorded outcome of an inspected referral"

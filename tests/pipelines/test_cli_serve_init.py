@@ -117,7 +117,7 @@ def test_an_existing_deployment_is_served_and_init_creates_one(tmp_path: Path) -
             )
         try:
             deadline = time.monotonic() + 180
-            while "Caravan API ready" not in log.read_text():
+            while "Caravan API started" not in log.read_text():  # (no model: not ready)
                 assert server.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.2)

@@ -4,6 +4,7 @@ validated layer, recent ones kept, the purge audited; too short a period refused
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
@@ -70,4 +71,50 @@ def test_cli_purges_database_and_validated_layer(tmp_path: Path) -> None:
     kept = pl.read_parquet(tmp_path / "validated" / "travellers.parquet")
     assert kept["traveller_record_id"].to_list() == ["A", "B"]
     audit = caravan_in_process("audit", "verify", data=tmp_path)  # (in process: same command)
+    assert "intact" in audit.stdout
+
+
+def test_validation_never_brings_back_what_the_purge_erased(tmp_path: Path) -> None:
+    """Review of stop 24: `caravan validate` rebuilt validated/travellers.parquet from
+    raw/ and every purged record came back; Caravan's own copies of stored records in
+    raw/ (written from the database) kept them too."""
+    from tests import factories as f
+
+    today = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def journey(rid: str, days: int, **changes: object) -> dict[str, object]:
+        departed = today - dt.timedelta(days=days)
+        return f.traveller(
+            traveller_record_id=rid,
+            booked_at=departed - dt.timedelta(days=3),
+            departure_at=departed,
+            **changes,
+        )
+
+    raw = tmp_path / "raw"
+    for folder in ("shipments", "travellers"):
+        (raw / folder).mkdir(parents=True)
+    f.frame("shipments", [f.shipment()]).write_parquet(raw / "shipments" / "s.parquet")
+    # as received from the administration: two old journeys (one invalid), one recent
+    received = [journey("OLD", 400), journey("OLD-BAD", 420, nationality="YU"), journey("NEW", 5)]
+    f.frame("travellers", received).write_parquet(raw / "travellers" / "pnr.parquet")
+    # Caravan's copy of records stored over the API
+    served = [journey("API-OLD", 500), journey("API-NEW", 10)]
+    f.frame("travellers", served).write_parquet(raw / "travellers" / "api-export-1.parquet")
+    caravan_in_process("validate", "--no-gx", data=tmp_path)
+    assert pl.read_parquet(tmp_path / "validated" / "travellers.parquet").height == 4
+
+    done = caravan_in_process("travellers", "purge", "--days", "300", "--by", "dpo", data=tmp_path)
+    said = " ".join(done.stdout.split())
+    assert "2 in" in said and "1 in Caravan's copies" in said, said
+    copy = pl.read_parquet(raw / "travellers" / "api-export-1.parquet")
+    assert copy["traveller_record_id"].to_list() == ["API-NEW"]
+
+    again = caravan_in_process("validate", "--json", "--no-gx", data=tmp_path)
+    ids = pl.read_parquet(tmp_path / "validated" / "travellers.parquet")["traveller_record_id"]
+    assert sorted(ids) == ["API-NEW", "NEW"]
+    quarantined = pl.read_parquet(tmp_path / "quarantine" / "travellers.parquet")
+    assert quarantined.height == 0  # (OLD-BAD is erased, not quarantined)
+    assert json.loads(again.stdout)["left_out_under_retention"] == {"travellers": 2}
+    audit = caravan_in_process("audit", "verify", data=tmp_path)
     assert "intact" in audit.stdout

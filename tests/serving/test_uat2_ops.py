@@ -374,7 +374,7 @@ def test_caravan_serve_logs_its_start_and_a_second_one_exits(tmp_path: Path) -> 
         )
     try:
         deadline = time.monotonic() + 120
-        while "Caravan API ready" not in log.read_text():
+        while "Caravan API started" not in log.read_text():  # (no model: not ready)
             assert first.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
@@ -398,7 +398,7 @@ def test_caravan_serve_logs_its_start_and_a_second_one_exits(tmp_path: Path) -> 
     names = {(m["level"], m["name"]) for m in records}
     assert ("INFO", "serving.app") in names, log.read_text()
     assert ("INFO", "uvicorn.error") in names, log.read_text()  # uvicorn's lines alike
-    ready = next(m["msg"] for m in records if m["msg"].startswith("Caravan API ready"))
+    ready = next(m["msg"] for m in records if m["msg"].startswith("Caravan API started"))
     assert str(data.resolve() / "caravan.db") in ready
 
 
