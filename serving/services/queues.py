@@ -27,11 +27,22 @@ QUEUE_ACTOR = "system:queue"
 NOT_A_PERSON = "decisions are made by a named, signed-in person"
 
 
-def _age(ref: m.Referral, at: dt.datetime, closed_at: dt.datetime | None = None) -> float:
-    """Seconds from creation to the decision (inspection or waiver), or to the closure
-    of an entry closed without one (displaced), or to `at` while awaiting a decision."""
+def _age(
+    ref: m.Referral,
+    at: dt.datetime,
+    closed_at: dt.datetime | None = None,
+    declared_at: dt.datetime | None = None,
+) -> float:
+    """How long the referred shipment has waited, in seconds: from its declaration
+    (`declared_at`; the referral's creation when it is not known) to the decision
+    (inspection or waiver), or to the closure of an entry closed without one
+    (displaced), or to `at` while it awaits a decision. A shipment of an earlier day
+    carried into a later queue counts from its declaration too (it has waited that
+    long); one declared later than `at` has not waited yet (0). The overdue limit
+    (`overdue_referrals`) and the pages' sort by waiting time read the same age."""
     end = ref.decided_at or (closed_at if ref.status == "closed" else None) or at
-    return max((end - ref.created_at).total_seconds(), 0.0)
+    start = declared_at if declared_at is not None else ref.created_at
+    return max((end - start).total_seconds(), 0.0)
 
 
 def displaced(ref: m.Referral) -> bool:
@@ -46,7 +57,10 @@ def referral_out(
     *,
     outcome: dict[str, Any] | None = None,
     closing: dict[str, Any] | None = None,
+    declared_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
+    """A referral as the API shows it; `declared_at`: its shipment's declaration, from
+    which `age_seconds` counts (`_age`)."""
     closing = closing or {}
     return {
         "id": ref.id,
@@ -66,7 +80,7 @@ def referral_out(
         "decided_at": ref.decided_at,
         "waiver_reason": ref.waiver_reason,
         "created_at": ref.created_at,
-        "age_seconds": _age(ref, at or now(), closing.get("closed_at")),
+        "age_seconds": _age(ref, at or now(), closing.get("closed_at"), declared_at),
         "outcome": outcome,
         "closed_by": closing.get("closed_by"),
         "closed_at": closing.get("closed_at"),
@@ -148,49 +162,46 @@ def referrals_out(
 ) -> list[dict[str, Any]]:
     """Referrals as the API shows them, with the shipment's declaration day in the
     office's time zone (`declared_on`: earlier than `queue_date` for a forced shipment
-    of an earlier day carried into this queue; the UTC day without `services`). A
-    displaced entry is never shown over capacity (entries displaced before that was
-    fixed still carry the flag in the database)."""
+    of an earlier day carried into this queue; the UTC day without `services`) and
+    `age_seconds` counted from the shipment's declaration (`_age`; the pages also read
+    the instant, `declared_at`, which the API's schema leaves out). A displaced entry
+    is never shown over capacity (entries displaced before that was fixed still carry
+    the flag in the database)."""
     lanes = lanes_of(session, refs)
     outcomes = _outcomes_of(session, refs)
     closings = _closings_of(session, refs)
-    days = _declared_days(session, refs, _days(services))
+    declared = _declared_at(session, refs)
+    days = _days(services)
     at = now()
     outs = []
     for r in refs:
+        when = declared.get(r.shipment_id)
         out = referral_out(
             r,
             lanes.get(r.score_id or -1, policy.lane(r.priority, r.priority >= policy.TOP_BAND)),
             at,
             outcome=outcomes.get(r.id),
             closing=closings.get(r.id),
+            declared_at=when,
         )
         out["over_capacity"] = bool(r.over_capacity) and not displaced(r)
-        out["declared_on"] = days.get((r.office_code, r.shipment_id))
+        out["declared_on"] = None if when is None else days.day_of(r.office_code, when)
+        out["declared_at"] = when
         outs.append(out)
     return outs
 
 
-def _declared_days(
-    session: Session, refs: Iterable[m.Referral], days: QueueSettings
-) -> dict[tuple[str, str], dt.date]:
-    """(office, shipment) -> the day of the referred shipment's declaration in the
-    time zone of the referral's office."""
-    offices: dict[str, set[str]] = {}
-    for r in refs:
-        offices.setdefault(r.shipment_id, set()).add(r.office_code)
-    if not offices:
+def _declared_at(session: Session, refs: Iterable[m.Referral]) -> dict[str, dt.datetime]:
+    """shipment id -> the declaration instant of each referred shipment."""
+    ids = {r.shipment_id for r in refs}
+    if not ids:
         return {}
     rows = session.execute(
         select(m.Shipment.shipment_id, m.Shipment.declared_at).where(
-            m.Shipment.shipment_id.in_(offices)
+            m.Shipment.shipment_id.in_(ids)
         )
     )
-    return {
-        (office, str(sid)): days.day_of(office, at)
-        for sid, at in rows
-        for office in offices[str(sid)]
-    }
+    return {str(sid): at for sid, at in rows}
 
 
 # Queue days without the app's settings (a caller with no `Services`): UTC days.
@@ -737,26 +748,28 @@ def left_out(
 
 
 def overdue_referrals(session: Session, services: Services, office: str) -> list[m.Referral]:
-    """Referrals of the office still awaiting a decision (open or claimed) past the
-    overdue limit, oldest first; an inspected, waived or closed one is never overdue.
-    A forced entry (a must-inspect rule or an exact watchlist hit, by its current
-    priority) of a queue whose day is over (the office's local day) is overdue at once,
-    however recently
-    it was placed: a must-inspect shipment of a past day still waiting is late (it
-    may have been placed only when somebody opened that day's queue again)."""
+    """Referrals of the office still awaiting a decision (open or claimed) whose
+    shipment has waited past the overdue limit since its declaration (the age the
+    API's `age_seconds` and the pages' "Waiting" show: `_age`), longest waiting
+    first; an inspected, waived or closed one is never overdue. A forced entry (a
+    must-inspect rule or an exact watchlist hit, by its current priority) of a queue
+    whose day is over (the office's local day) is overdue at once, however recently
+    it was declared or placed: a must-inspect shipment of a past day still waiting is
+    late (it may have been placed only when somebody opened that day's queue again)."""
     at = now()
     limit = at - dt.timedelta(hours=services.queue.overdue_hours)
     today = services.queue.today(office, at)
     return list(
         session.scalars(
             select(m.Referral)
+            .join(m.Shipment, m.Shipment.shipment_id == m.Referral.shipment_id)
             .where(
                 m.Referral.office_code == office,
                 m.Referral.status.in_(_AWAITING),
-                (m.Referral.created_at < limit)
+                (m.Shipment.declared_at < limit)
                 | ((m.Referral.priority >= policy.TOP_BAND) & (m.Referral.queue_date < today)),
             )
-            .order_by(m.Referral.created_at, m.Referral.id)
+            .order_by(m.Shipment.declared_at, m.Referral.id)
         )
     )
 

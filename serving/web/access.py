@@ -277,9 +277,12 @@ def require_page(user: WebUser, page: str) -> None:
 
 
 def check_office(user: WebUser, office_code: str) -> None:
-    """Officers see their own office only (as `serving.deps.ensure_office`)."""
+    """Officers see their own office only (as `serving.deps.ensure_office`). Another
+    office's shipment or referral is answered as one that does not exist (404 "Not
+    found"), pages and forms alike: a 403 naming its office told an officer which
+    post handles a shipment, and that an id exists (found in review)."""
     if user.role is Role.officer and user.principal.office_code != office_code:
-        raise PageForbiddenError("error.other_office", office=office_code)
+        raise PageForbiddenError("error.not_found")
 
 
 def check_origin(request: Request) -> None:

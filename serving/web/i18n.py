@@ -86,10 +86,6 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Your role ({role}) may not open this page.",
         "Ваша роль ({role}) не даёт доступа к этой странице.",
     ),
-    "error.other_office": (
-        "Officers see their own office only: this shipment belongs to office {office}.",
-        "Инспекторы видят только свой пост: эта отправка относится к посту {office}.",
-    ),
     "error.not_found": ("Not found", "Не найдено"),
     "error.csrf": (
         "The form has expired or did not come from this site: reload the page and try again.",
@@ -186,6 +182,32 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "queue.claimed_ok": ("Referral {id} claimed.", "Направление {id} взято в работу."),
     "queue.choose_office": ("Choose an office to see its queue.", "Выберите пост."),
     "queue.age": ("Waiting", "Ожидает"),
+    "queue.age_note": (
+        "Waiting: the time since the shipment was declared (a shipment of an earlier day "
+        "too), up to its decision. Overdue: still awaiting a decision after more than "
+        "{hours} h of waiting, or a must-inspect entry of a past day's queue.",
+        "Ожидает: время с момента декларирования отправки (и для отправки прошлого дня) "
+        "до решения по ней. Просрочено: решения всё ещё нет, а ожидание длится дольше "
+        "{hours} ч, или это обязательная к досмотру отправка из очереди прошедшего дня.",
+    ),
+    "queue.waiting_since": (
+        "waiting {age}, declared {at}",
+        "ожидает {age}, задекларировано {at}",
+    ),
+    "queue.exploration_chance": (
+        "Drawn at random to check the model, not picked for its risk; chance of being "
+        "drawn: {chance}.",
+        "Выбрано случайно для проверки модели, а не по риску; вероятность попасть в "
+        "случайную выборку: {chance}.",
+    ),
+    "queue.priority_note": (
+        "Priority: the model's risk combined with rule and watchlist hits (0 to 1; 2 and "
+        "more for must-inspect entries). Very small values are written as powers of ten "
+        "(3.2 × 10⁻⁹), so that entries can still be told apart.",
+        "Приоритет: риск по модели вместе со срабатываниями правил и списков наблюдения "
+        "(от 0 до 1; 2 и больше для обязательных к досмотру). Очень малые значения "
+        "записаны степенью десяти (3,2 × 10⁻⁹), чтобы записи можно было различить.",
+    ),
     # selection methods
     "method.model": ("model", "модель"),
     "method.rule": ("rule", "правило"),
@@ -385,6 +407,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "ship.outcome_saved": ("Result recorded.", "Результат записан."),
     "ship.waived": ("Inspection waived.", "Досмотр отменён."),
     "ship.decided_by": ("Decided by {who}", "Решение принял(а) {who}"),
+    "ship.decided_by_at": ("Decided by {who} at {at}", "Решение принял(а) {who}, {at}"),
+    "ship.claimed_by_at": ("claimed by {who} at {at}", "в работе у {who} с {at}"),
+    "ship.waiting": (
+        "waiting {age} since the declaration",
+        "ожидает {age} с момента декларирования",
+    ),
     "ship.claim_first": (
         "Claim the referral to record a result or a waiver.",
         "Возьмите направление в работу, чтобы записать результат или отказ.",
@@ -599,6 +627,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "models.card_from": ("From", "С"),
     "models.card_to": ("To", "По"),
     "models.card_rows": ("Inspected shipments", "Досмотрено отправок"),
+    "models.card_positives": ("Findings (model's target)", "Находки (цель модели)"),
     "models.card_metrics": ("Metrics on the test window", "Показатели на тестовом периоде"),
     "models.card_excluded": ("Attributes never used", "Признаки, которые никогда не используются"),
     "models.card_limits": ("Known limits", "Известные ограничения"),
@@ -866,8 +895,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "Порядок: сначала с наибольшим приоритетом.",
     ),
     "queue.order_age": (
-        "Order: longest waiting first.",
-        "Порядок: сначала ожидающие дольше всех.",
+        "Order: longest waiting first (time since the shipment was declared).",
+        "Порядок: сначала ожидающие дольше всех (время с момента декларирования).",
     ),
     "queue.forced": ("must inspect", "обязательный досмотр"),
     # rule activation (rules page)

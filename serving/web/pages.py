@@ -204,6 +204,8 @@ def render(
         "fmt_age": lambda seconds: views.fmt_age(seconds, lang),
         "traveller_value": views.traveller_value,
         "fmt_quantity": lambda q, **how: views.fmt_quantity(q, lang, **how),
+        "fmt_small": lambda q, **how: views.fmt_small(q, lang, **how),
+        "fmt_percent": lambda q: views.fmt_percent(q, lang),
     }
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
@@ -228,13 +230,17 @@ router = APIRouter(include_in_schema=False)
 def _login_page(
     request: Request, message: str | None, status_code: int = 200, username: str = ""
 ) -> HTMLResponse:
+    """The sign-in page; a refused sign-in (`status_code` 400 and up) shows `message`
+    as the form's error (an alert that takes keyboard focus), any other as a note."""
     token = new_login_csrf()
+    refused = status_code >= 400
     response = render(
         request,
         "login.html",
         None,
         {
-            "message": message,
+            "message": None if refused else message,
+            "login_error": message if refused else None,
             "login_csrf": token,
             "next": safe_next(request.query_params.get("next")),
             "username": username,
@@ -387,7 +393,11 @@ def _queue_context(
     sort = str(q.get("sort")) if q.get("sort") in ("rank", "priority", "age") else "rank"
     exploration = q.get("exploration") == "1"
     zone, offset = services.queue.zone_label(office or "", day)
+    office_zone = services.queue.zone(office or "")
     context: dict[str, Any] = {
+        # times in the office's zone, named, as its queue days (UTC for a UTC office)
+        "fmt_dt": lambda value: views.fmt_dt(value, office_zone),
+        "overdue_hours": views.fmt_quantity(services.queue.overdue_hours, user.lang),
         "office": office,
         "day": day.isoformat(),
         "day_zone": t("queue.utc_day")
@@ -562,6 +572,7 @@ def _shipment_context(
         raise PageForbiddenError("error.not_found")
     check_office(user, stored.shipment.office_code)
     t = Translator(user.lang)
+    zone = services.queue.zone(stored.shipment.office_code)
     record, items = views.typed_shipment(session, stored)
     reasons = views.reasons_of(services, stored)
     try:
@@ -605,6 +616,9 @@ def _shipment_context(
         watchlist_weak=weak_watchlist_match(extra.get("watchlist_match")),
     )
     return {
+        # times in the office's zone, named, as its queue days (UTC for a UTC office)
+        "fmt_dt": lambda value: views.fmt_dt(value, zone),
+        "traveller_value": lambda name, value: views.traveller_value(name, value, zone),
         "sid": shipment_id,
         "outcome": outcome,
         "drivers": drivers,
@@ -653,10 +667,12 @@ def _referral_state(session: Session, user: WebUser, referral: m.Referral | None
         "displaced_by": None,
         "may_close": False,
         "may_release": False,
+        "waiting_seconds": None,
     }
     if referral is None:
         return state
     out = referrals_out(session, [referral])[0]
+    state["waiting_seconds"] = out["age_seconds"]  # (since the shipment's declaration)
     if referral.status == "closed" and out["closed_by"]:
         state["closing"] = {"who": out["closed_by"], "at": out["closed_at"]}
     if referral.status == "closed" and referral.decided_at is None:  # displaced
@@ -724,7 +740,9 @@ def _post_outcome(
             )
         except ServiceError as exc:
             session.rollback()
-            errors.general.append(_service_message(session, t, referral_id, exc))
+            errors.general.append(
+                _service_message(session, t, referral_id, exc, _services(request))
+            )
         else:
             return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=outcome#decision")
     context = _shipment_context(
@@ -857,7 +875,9 @@ def _post_correct_outcome(
             elif exc.status == 422 and exc.field:
                 errors.add(exc.field, exc.message)
             else:
-                errors.general.append(_service_message(session, t, referral_id, exc))
+                errors.general.append(
+                    _service_message(session, t, referral_id, exc, _services(request))
+                )
         else:
             return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=corrected#decision")
     context = _shipment_context(request, session, user, ref.shipment_id)
@@ -865,16 +885,24 @@ def _post_correct_outcome(
     return render(request, "shipment.html", user, context, 422)
 
 
-def _service_message(session: Session, t: Translator, referral_id: int, exc: ServiceError) -> str:
-    """A service's refusal as the page shows it: a conflict in the officer's language."""
+def _service_message(
+    session: Session,
+    t: Translator,
+    referral_id: int,
+    exc: ServiceError,
+    services: Services | None = None,
+) -> str:
+    """A service's refusal as the page shows it: a conflict in the officer's language
+    (a time in the office's zone, as the rest of the shipment page, with `services`)."""
     if exc.status == 409 and exc.field == "declared_at":
         ref = session.get(m.Referral, referral_id)
         ship = session.get(m.Shipment, ref.shipment_id) if ref is not None else None
         if ship is not None:
+            zone = services.queue.zone(ship.office_code) if services is not None else None
             return t(
                 "conflict.before_declaration",
                 shipment=ship.shipment_id,
-                declared=views.fmt_dt(ship.declared_at),
+                declared=views.fmt_dt(ship.declared_at, zone),
             )
     if exc.status == 409:
         return _conflict_text(session, t, referral_id, exc)[0]
@@ -907,7 +935,9 @@ def _post_waive(
             waive(session, referral_id, user.username, user.principal.office_code, reason)
         except ServiceError as exc:
             session.rollback()
-            errors.general.append(_service_message(session, t, referral_id, exc))
+            errors.general.append(
+                _service_message(session, t, referral_id, exc, _services(request))
+            )
         else:
             return redirect(f"{PREFIX}/shipments/{ref.shipment_id}?done=waived#decision")
     context = _shipment_context(
@@ -976,7 +1006,7 @@ def _refused_action(
     """A refused close or release: the shipment page again, saying why."""
     t = Translator(user.lang)
     errors = views.FormErrors()
-    errors.general.append(_service_message(session, t, ref.id, exc))
+    errors.general.append(_service_message(session, t, ref.id, exc, _services(request)))
     shipment_id = ref.shipment_id
     session.expire_all()
     context = _shipment_context(request, session, user, shipment_id, action_errors=errors)
@@ -1765,7 +1795,13 @@ def _error_page(
     t = Translator(user.lang if user else lang_of(request))
     if title is None:
         title = t("error.not_found") if status_code == 404 else t("error.title")
-    context = {"error_message": message, "error_title": title, "links": links or []}
+    context = {
+        "error_message": message,
+        "error_title": title,
+        "links": links or [],
+        # a refused form (a claim taken meanwhile, a stale form): focus on the message
+        "focus_error": request.method == "POST",
+    }
     return render(request, "error.html", user, context, status_code)
 
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import yaml
@@ -157,7 +158,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
     )
     parts.append(
         f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12">'
-        f"p={fmt_quantity(_sigmoid(w.base), t.lang, places=3)}</text>"
+        f"p={fmt_small(_sigmoid(w.base), t.lang, places=3)}</text>"
     )
     running = w.base
     for s in w.steps:
@@ -183,7 +184,7 @@ def waterfall_svg(w: Waterfall, t: Translator) -> Markup:
     )
     parts.append(
         f'<text x="{chart_x + chart_w + 8}" y="{y + row_h * 0.65:.1f}" font-size="12" '
-        f'font-weight="bold">p={fmt_quantity(_sigmoid(w.final), t.lang, places=3)}</text>'
+        f'font-weight="bold">p={fmt_small(_sigmoid(w.final), t.lang, places=3)}</text>'
     )
     axis_y = y + row_h + 6
     parts.append(
@@ -831,15 +832,31 @@ def condition_text(condition: Any) -> str:
     )
 
 
-def fmt_dt(value: Any) -> str:
+def fmt_dt(value: Any, zone: ZoneInfo | None = None) -> str:
+    """A time to the minute: in UTC, named ("2026-11-29 19:30 UTC"), or, on the page
+    of one office (its queue, a shipment of it), in the office's time zone, named with
+    its UTC offset at that instant ("2026-11-30 01:30 (Asia/Bishkek, UTC+06:00)"), as
+    the office's queue days are counted. A naive time is UTC (as stored)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        if zone is None or zone.key == "UTC":
+            return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        local = aware.astimezone(zone)
+        return f"{local:%Y-%m-%d %H:%M} ({zone.key}, UTC{utc_offset(local)})"
     if isinstance(value, str) and "T" in value:
         try:
-            return fmt_dt(dt.datetime.fromisoformat(value))
+            return fmt_dt(dt.datetime.fromisoformat(value), zone)
         except ValueError:
             return value
     return "" if value is None else str(value)
+
+
+def utc_offset(local: dt.datetime) -> str:
+    """The UTC offset of an aware time: "+06:00", "-03:30"."""
+    offset = local.utcoffset() or dt.timedelta()
+    minutes = int(abs(offset).total_seconds()) // 60
+    sign = "-" if offset < dt.timedelta() else "+"
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def fmt_age(seconds: float, lang: str = "en") -> str:
@@ -875,15 +892,58 @@ def fmt_quantity(
     return _localised(text.replace(",", "\u00a0"), lang)
 
 
-def traveller_value(name: str, value: Any) -> str:
+_SUPERSCRIPT = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
+def fmt_small(value: float | None, lang: str = "en", places: int = 2) -> str:
+    """A probability or priority that stays readable when it is small: `places`
+    decimals from 10**-places up ("0.45", "2.31"); below that two significant digits,
+    as a decimal down to 0.0001 ("0.0034", "0.00012") and as a power of ten under it
+    ("3.2 × 10⁻⁹"), so that the entries of a queue whose model probabilities are tiny
+    can be told apart (all "0.00" before: found in review). 0 is "0.00". Written the
+    reader's way, as `fmt_quantity` (a decimal comma in Russian)."""
+    if value is None:
+        return ""
+    number = float(value)
+    if not math.isfinite(number) or number == 0 or abs(number) >= 10.0**-places:
+        return fmt_quantity(number, lang, places=places)
+    mantissa, _, exponent = f"{number:.1e}".partition("e")
+    power = int(exponent)  # (after rounding to two significant digits)
+    if power >= -places:
+        return fmt_quantity(number, lang, places=places)
+    if power >= -4:
+        return fmt_quantity(number, lang, places=1 - power)
+    return f"{_localised(mantissa, lang)}\u00a0×\u00a010{str(power).translate(_SUPERSCRIPT)}"
+
+
+def fmt_percent(value: float | None, lang: str = "en") -> str:
+    """A probability (0 to 1) as a percentage to three significant digits, trailing
+    zeros left out: "12.5%" / "12,5 %", "33.3%", "100%", "0.02%"."""
+    if value is None:
+        return ""
+    pct = float(value) * 100
+    if pct <= 0 or not math.isfinite(pct):
+        text = fmt_quantity(0 if not math.isfinite(pct) else pct, lang, places=0)
+    else:
+        places = max(0, 2 - math.floor(math.log10(pct)))
+        text = f"{pct:.{places}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        text = fmt_quantity(float(text), lang)
+    return f"{text}\u00a0%" if lang == "ru" else f"{text}%"
+
+
+def traveller_value(name: str, value: Any, zone: ZoneInfo | None = None) -> str:
     """A traveller record's field as the page shows it: a journey as its airports in
-    order, times like the rest of the page."""
+    order, times like the rest of the page (in `zone`, the office's, named)."""
     if value is None:
         return ""
     if name == "route" and isinstance(value, list | tuple):
         return " → ".join(str(v) for v in value)
     if name.endswith("_at"):
-        return fmt_dt(value)
+        return fmt_dt(value, zone)
     return str(value)
 
 

@@ -145,7 +145,8 @@ def test_forced_entry_placed_late_in_a_past_days_queue_is_overdue_at_once(
 ) -> None:
     api = world_api
     earlier = _today() - dt.timedelta(days=1)
-    _settings(api, 5, overdue_hours=24)
+    # (both declared yesterday: neither has waited 72 h since its declaration)
+    _settings(api, 5, overdue_hours=72)
     _rule(api, "uat2-must", "must_inspect", MARK)
     _batch(
         api,
