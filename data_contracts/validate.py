@@ -240,9 +240,11 @@ def _earlier_rows_named(frame: pl.DataFrame, table: str) -> pl.DataFrame:
     ):
         return frame
     first = {c: pl.col(c).first().over(key) for c in (SOURCE_FILE, SOURCE_ROW, RULES)}
+    # (the file by its folder and name: the same wherever the data directory is)
+    named = pl.coalesce(first[SOURCE_FILE].str.extract(r"([^/]+/[^/]+)$", 1), first[SOURCE_FILE])
     where = pl.concat_str(
         pl.lit("("),
-        first[SOURCE_FILE],
+        named,
         pl.lit(", _source_row "),
         first[SOURCE_ROW].cast(pl.String),
         pl.lit(")"),
