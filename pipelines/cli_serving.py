@@ -6,6 +6,7 @@ Registered on the main CLI with `register(app)`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -118,10 +119,25 @@ def log_level() -> str:
     return value
 
 
+class AccessLogWithoutQuery(logging.Filter):
+    """uvicorn's access-log lines without their query strings: a query may hold what
+    a person typed (the stated purpose of a view of a traveller's personal data may
+    name someone), and the log is read by more people than the audit log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, query = args[2].partition("?")[::2]
+            if query:
+                record.args = (*args[:2], f"{path}?…", *args[3:])
+        return True
+
+
 def configure_logging(level: str) -> None:
     """Log to stderr with time, level and logger name: records of Caravan's loggers
     (`serving.*`, `features.*`, ...) and uvicorn's from `level` up, other
-    libraries' from WARNING."""
+    libraries' from WARNING; access-log lines without query strings
+    (`AccessLogWithoutQuery`)."""
     import logging.config
 
     logging.config.dictConfig(
@@ -143,6 +159,9 @@ def configure_logging(level: str) -> None:
             },
         }
     )
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogWithoutQuery) for f in access.filters):
+        access.addFilter(AccessLogWithoutQuery())
 
 
 def run_server(app: FastAPI, host: str, port: int, level: str) -> None:

@@ -284,6 +284,30 @@ def test_the_servers_logging_writes_the_application_records_with_time_level_and_
     assert "CARAVAN_LOG_LEVEL='LOUD' is not a log level" in capsys.readouterr().err
 
 
+def test_access_log_lines_leave_out_the_query(
+    restore_logging: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of stop 24: the purpose an officer typed to unmask a traveller (a query
+    parameter, which may name someone) was written to the access log. A line as
+    uvicorn's access logger writes it (its format and arguments)."""
+    from pipelines.cli_serving import configure_logging, log_level
+
+    monkeypatch.delenv("CARAVAN_LOG_LEVEL", raising=False)
+    configure_logging(log_level())
+    configure_logging(log_level())  # (configured twice: one filter)
+    access = logging.getLogger("uvicorn.access")
+    access.setLevel(logging.INFO)
+    message = '%s - "%s %s HTTP/%s" %d'
+    path = "/api/v1/travellers/T-1?purpose=case%2012%20Ivanov%20Ivan"
+    access.info(message, "127.0.0.1:5000", "GET", path, "1.1", 200)
+    access.info(message, "127.0.0.1:5000", "GET", "/api/v1/queues/KZ-X/2026-11-29", "1.1", 200)
+    said = capsys.readouterr().err
+    assert "Ivanov" not in said and "purpose" not in said, said
+    assert '"GET /api/v1/travellers/T-1?… HTTP/1.1" 200' in said
+    assert '"GET /api/v1/queues/KZ-X/2026-11-29 HTTP/1.1" 200' in said
+    assert len(access.filters) == 1
+
+
 # --------------------------------------------------------------------------- F3
 
 
