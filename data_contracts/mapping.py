@@ -57,11 +57,18 @@ from __future__ import annotations
 
 import codecs
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from data_contracts.fields import Column, Kind
 from data_contracts.readers import (
@@ -109,6 +116,10 @@ def _zone(name: str | None) -> str | None:
     return name
 
 
+# An IANA time zone name, checked when the mapping is read.
+Zone = Annotated[str | None, AfterValidator(_zone)]
+
+
 def has_offset(date_format: str) -> bool:
     """Whether a strftime format reads the offset from UTC (%z, %:z, %#z)."""
     return re.search(r"%[:#]?z", date_format) is not None
@@ -122,15 +133,10 @@ class ColumnSource(BaseModel):
     template: str | None = None
     values: dict[str, str] | None = None
     date_format: str | None = None
-    timezone: str | None = None
+    timezone: Zone = None
     prefix: str = ""
     split: str | None = None
     scale: float | None = None
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        return _zone(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> ColumnSource:
@@ -206,16 +212,11 @@ class DeclarationMapping(BaseModel):
     delimiter: str = ","
     encoding: str = "utf-8"
     date_format: str | None = None
-    timezone: str | None = None
+    timezone: Zone = None
     shipments: TableMapping
     items: TableMapping | None = None
     outcomes: OutcomeMapping | None = None
     extras: Extras = Field(default_factory=Extras)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        return _zone(value)
 
     @field_validator("encoding")
     @classmethod

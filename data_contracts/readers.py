@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from data_contracts.fields import Contract, Kind
-from data_contracts.rules import TYPE_ERROR_PREFIX
+from data_contracts.rules import RAW_RECORD, TYPE_ERROR_PREFIX
 
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
@@ -29,7 +29,6 @@ SOURCE_ROW = "_source_row"
 # header is row 1; a Parquet export's first row is 1): what to report back to the
 # system that wrote the export.
 EXPORT_ROW = "_export_row"
-RAW_RECORD = "_raw_record"
 # Written by `caravan import` (data_contracts.mapping): JSON list of the problems
 # found while mapping a row, each {"rule", "column", "value", "message"}. The reader
 # adds the date-times without a time zone it finds in text, so that their message

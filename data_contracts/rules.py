@@ -111,7 +111,7 @@ _FORMS = {
     Kind.ENUM: "text",
     Kind.STRING_LIST: "a list",
 }
-RAW_RECORD = "_raw_record"  # (data_contracts.readers: each row as received, in JSON)
+RAW_RECORD = "_raw_record"  # each row as received, in JSON (data_contracts.readers)
 
 
 def _type_message(col: Column) -> pl.Expr:

@@ -155,8 +155,9 @@ def validate_tables(
         views[table] = frame
         skip = set(absent.get(table, ()))
         rules = [r for r in _own_rules(table) if r.name.split(":", 1)[1] not in skip]
-        checked[table] = _earlier_rows_named(
-            _with_import_errors(_evaluate(_flag_import_errors(frame, table), rules)), table
+        # (the import's own messages, put first after, keep theirs)
+        checked[table] = _with_import_errors(
+            _earlier_rows_named(_evaluate(_flag_import_errors(frame, table), rules), table)
         )
 
     # A rejected goods line rejects its declaration. A line that belongs to a later
@@ -273,9 +274,8 @@ def _earlier_rows_named(frame: pl.DataFrame, table: str) -> pl.DataFrame:
         )
         .otherwise(pl.concat_str(said, pl.lit("was already used by an earlier row "), where))
     )
-    plain = pl.col(MESSAGE).str.ends_with("' was already used by an earlier row")
     return frame.with_columns(
-        pl.when((pl.col(RULES).list.first() == rule) & plain.fill_null(False))
+        pl.when(pl.col(RULES).list.first() == rule)
         .then(message)
         .otherwise(pl.col(MESSAGE))
         .alias(MESSAGE)

@@ -89,6 +89,10 @@ class Stopping:
     def as_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "note": self.note}
 
+    def noting(self, note: str) -> Stopping:
+        """The same rule with `note` added to what it says already."""
+        return Stopping(self.metric, f"{self.note}; {note}" if self.note else note)
+
 
 def _window_counts(split: Split) -> dict[str, tuple[str, str, int, int]]:
     """Per window: first and last declaration day, inspected shipments, positives."""
@@ -201,7 +205,7 @@ def fit(
         )
     else:
         note = f"early stopping off: the model keeps all {config.max_rounds} trees"
-        stopping = Stopping(stopping.metric, f"{stopping.note}; {note}" if stopping.note else note)
+        stopping = stopping.noting(note)
     booster = lgb.train(
         {**params, "monotone_constraints": [monotone.get(n, 0) for n in names]},
         train,
@@ -214,7 +218,7 @@ def fit(
     best = int(booster.best_iteration or booster.current_iteration())
     few = _few_trees_note(booster, best, split, stopping, config)
     if few:
-        stopping = Stopping(stopping.metric, f"{stopping.note}; {few}" if stopping.note else few)
+        stopping = stopping.noting(few)
     # Keep only the trees up to the best iteration: the stored model is what scores.
     trimmed = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
     return Trained(trimmed, best, names, stopping)
